@@ -1,0 +1,141 @@
+"""The record model shared by connectors and storage.
+
+A connector turns whatever its source speaks into ``SourceCustomerRecord`` objects; storage upserts them.
+Neither side knows the other: this module is the whole contract between them. Records are plain slotted
+dataclasses rather than pydantic models because a million of them pass through an import and validation
+happens once, at the edge (the connector's mapping or the CSV parser), not per hop.
+
+Every datetime here is timezone-aware UTC; ``ensure_utc`` enforces it at construction time so a naive
+datetime never reaches the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+SUBSCRIPTION_STATES = ("trialing", "active", "past_due", "cancelled")
+LEAD_STATUSES = ("New_Lead", "Working_Lead", "Qualified_Lead", "Unqualified_Lead")
+SUBSCRIBER_STATUSES = ("Active", "Past_Due", "Cancelled")
+CUSTOMER_STATUSES = SUBSCRIBER_STATUSES + LEAD_STATUSES
+
+# Profile fields a source reports and a user may override by hand; the projection treats them alike.
+PROFILE_FIELDS = (
+    "name",
+    "email",
+    "company",
+    "country",
+    "state",
+    "city",
+    "zip",
+    "website_url",
+    "owner",
+    "lead_status",
+)
+DATE_FIELDS = ("lead_created_at", "free_trial_started_at")
+
+
+def ensure_utc(value: datetime | None, what: str = "datetime") -> datetime | None:
+    """Return ``value`` converted to UTC, refusing naive datetimes.
+
+    Args:
+        value: an aware datetime or None.
+        what: the field name, for the error message.
+
+    Raises:
+        ValueError: when ``value`` has no time zone.
+    """
+    if value is None:
+        return None
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise ValueError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
+    if value.tzinfo is timezone.utc:
+        return value
+    return value.astimezone(timezone.utc)
+
+
+@dataclass(slots=True)
+class SubscriptionFact:
+    """What a source says about one subscription, enough to derive status and conversion."""
+
+    external_id: str
+    state: str
+    trial_started_at: datetime | None = None
+    trial_ended_at: datetime | None = None
+    first_paid_at: datetime | None = None
+    cancelled_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.state not in SUBSCRIPTION_STATES:
+            raise ValueError(f"subscription {self.external_id!r}: unknown state {self.state!r}")
+        self.trial_started_at = ensure_utc(self.trial_started_at, "trial_started_at")
+        self.trial_ended_at = ensure_utc(self.trial_ended_at, "trial_ended_at")
+        self.first_paid_at = ensure_utc(self.first_paid_at, "first_paid_at")
+        self.cancelled_at = ensure_utc(self.cancelled_at, "cancelled_at")
+
+
+@dataclass(slots=True)
+class ContactRecord:
+    """A person attached to a customer, as one source reports it."""
+
+    external_id: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    title: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    linked_in: str | None = None
+    twitter: str | None = None
+    notes: str | None = None
+    custom: dict[str, Any] = field(default_factory=dict)
+    position: int = 1
+
+    def key(self) -> str:
+        """A stable identity within its source customer: the external id, else the email, else position."""
+        if self.external_id:
+            return f"id:{self.external_id}"
+        if self.email:
+            return f"email:{self.email.strip().lower()}"
+        return f"pos:{self.position}"
+
+
+@dataclass(slots=True)
+class SourceCustomerRecord:
+    """One customer as one data source last reported it, normalised.
+
+    ``external_id`` is the key within the data source. Dates are aware UTC datetimes. ``raw`` keeps the
+    source payload (or CSV row) for debugging and for re-mapping without a re-fetch; it does not take
+    part in change detection.
+    """
+
+    external_id: str
+    name: str | None = None
+    email: str | None = None
+    company: str | None = None
+    country: str | None = None
+    state: str | None = None
+    city: str | None = None
+    zip: str | None = None
+    website_url: str | None = None
+    owner: str | None = None
+    lead_status: str | None = None
+    lead_created_at: datetime | None = None
+    free_trial_started_at: datetime | None = None
+    subscriptions: list[SubscriptionFact] = field(default_factory=list)
+    contacts: list[ContactRecord] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    custom: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.external_id or not str(self.external_id).strip():
+            raise ValueError("a source customer needs a non-empty external_id")
+        self.external_id = str(self.external_id)
+        self.lead_created_at = ensure_utc(self.lead_created_at, "lead_created_at")
+        self.free_trial_started_at = ensure_utc(self.free_trial_started_at, "free_trial_started_at")
+        if self.lead_status is not None and self.lead_status not in LEAD_STATUSES:
+            raise ValueError(
+                f"customer {self.external_id!r}: lead_status must be one of {', '.join(LEAD_STATUSES)}, "
+                f"got {self.lead_status!r}"
+            )
