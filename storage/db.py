@@ -1,0 +1,106 @@
+"""Engines and schema upgrades.
+
+The database is ``FUNNELSYNC_DATABASE_URL`` (any SQLAlchemy URL); without it an embedded SQLite file at
+``$FUNNELSYNC_HOME/funnelsync.db`` (``FUNNELSYNC_HOME`` defaults to ``~/.funnelsync``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+def funnelsync_home() -> Path:
+    """The folder for the embedded database and local state."""
+    return Path(os.environ.get("FUNNELSYNC_HOME") or Path.home() / ".funnelsync").expanduser()
+
+
+def database_url() -> str:
+    """The configured database URL, or the embedded SQLite file."""
+    url = os.environ.get("FUNNELSYNC_DATABASE_URL")
+    if url:
+        return normalize_url(url)
+    return f"sqlite:///{funnelsync_home() / 'funnelsync.db'}"
+
+
+def normalize_url(url: str) -> str:
+    """Let users write ``postgresql://`` and still get psycopg 3 (the driver we install)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def redacted(url: str) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def make_engine(url: str | None = None, **kwargs: object) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
+    url = normalize_url(url or database_url())
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)  # type: ignore[arg-type]
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)  # type: ignore[arg-type]
+
+
+def alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
+    """An Alembic config bound to ``engine`` (used by ``init`` and the tests)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to ``revision`` (default: the newest schema). Safe to run repeatedly."""
+    from alembic import command
+
+    command.upgrade(alembic_config(engine), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision the database is at, None when it has never been initialised."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    """The newest schema revision shipped with this code."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head() or ""
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Raise a clear error when the database is not at the newest schema."""
+    have = current_revision(engine)
+    if have != head_revision():
+        if have is None and not inspect(engine).get_table_names():
+            raise RuntimeError(f"database {redacted(str(engine.url))} is empty: run `funnelsync init` first")
+        raise RuntimeError(
+            f"database {redacted(str(engine.url))} is at schema {have or 'none'}, "
+            f"this code needs {head_revision()}: run `funnelsync init` to upgrade"
+        )

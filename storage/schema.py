@@ -1,0 +1,288 @@
+"""The database schema (SQLAlchemy Core tables) for every entity of SPEC section 2.
+
+Core tables rather than ORM classes: every hot path writes batches with ``insert().on_conflict_…`` and
+executemany, which the ORM would only slow down (PERFORMANCE.md: 10–50× apart).
+
+Design notes:
+- ``source_customers`` hold what each source last said; ``customers`` hold the *projection* (effective
+  values computed from the linked source customers, their subscriptions and the manual edits). The
+  projection columns are stored so metrics group over one table with plain indexes.
+- A customer merged away is deleted from ``customers``; its row, edits and links live on in the merge
+  event's snapshot so the merge can be undone (same id and uuid come back).
+- ``customer_tags`` and ``customer_attributes`` repeat the projected tags and custom attributes in a
+  shape both databases can filter on with plain SQL (no JSON operators that differ between them).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from storage.types import UTCDateTime
+
+# Stable constraint names so Alembic migrations work the same on SQLite (batch mode) and PostgreSQL.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Integer ids (BigInteger on PostgreSQL, plain INTEGER PRIMARY KEY rowid on SQLite).
+IdType = BigInteger().with_variant(Integer(), "sqlite")
+
+data_sources = Table(
+    "data_sources",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("uuid", String(40), nullable=False, unique=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("kind", String(40), nullable=False),
+    # Settings never hold a secret in clear: secret settings name an env var or a Prefect Secret block.
+    Column("settings", JSON, nullable=False, default=dict),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("uuid", String(40), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # --- projected (effective) values ---
+    Column("name", String(255)),
+    Column("email", String(320)),
+    Column("email_norm", String(320), index=True),
+    Column("company", String(255)),
+    Column("country", String(2)),
+    Column("state", String(100)),
+    Column("city", String(255)),
+    Column("zip", String(40)),
+    Column("website_url", String(2048)),
+    Column("website_domain", String(255), index=True),
+    Column("owner", String(320)),
+    Column("lead_status", String(40)),
+    Column("status", String(40), nullable=False, default="New_Lead"),
+    Column("lead_created_at", UTCDateTime, index=True),
+    Column("free_trial_started_at", UTCDateTime, index=True),
+    Column("subscriber_since", UTCDateTime, index=True),
+    Column("tags", JSON, nullable=False, default=list),
+    Column("custom", JSON, nullable=False, default=dict),
+    # True when at least one linked source customer carries subscription facts (merge survivorship).
+    Column("has_subscriptions", Boolean, nullable=False, default=False),
+)
+
+source_customers = Table(
+    "source_customers",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("data_source_id", IdType, ForeignKey("data_sources.id", ondelete="CASCADE"), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    Column("customer_id", IdType, ForeignKey("customers.id"), nullable=False, index=True),
+    # When this source customer was linked to its current customer: the projection reads fields from
+    # the earliest-linked source customer first, so a merge survivor's own values win.
+    Column("linked_at", UTCDateTime, nullable=False),
+    Column("name", String(255)),
+    Column("email", String(320)),
+    Column("email_norm", String(320)),
+    Column("company", String(255)),
+    Column("country", String(2)),
+    Column("state", String(100)),
+    Column("city", String(255)),
+    Column("zip", String(40)),
+    Column("website_url", String(2048)),
+    Column("owner", String(320)),
+    Column("lead_status", String(40)),
+    Column("lead_created_at", UTCDateTime),
+    Column("free_trial_started_at", UTCDateTime),
+    Column("tags", JSON, nullable=False, default=list),
+    Column("custom", JSON, nullable=False, default=dict),
+    Column("raw", JSON),
+    # Digest of everything above that the record carries (raw excluded): equal digest = unchanged.
+    Column("fingerprint", String(40), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("data_source_id", "external_id"),
+)
+Index("ix_source_customers_external_id", source_customers.c.external_id)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column(
+        "source_customer_id", IdType, ForeignKey("source_customers.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("external_id", String(255), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("trial_started_at", UTCDateTime),
+    Column("trial_ended_at", UTCDateTime),
+    Column("first_paid_at", UTCDateTime),
+    Column("cancelled_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("source_customer_id", "external_id"),
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("uuid", String(40), nullable=False, unique=True),
+    Column("customer_id", IdType, ForeignKey("customers.id"), nullable=False, index=True),
+    # Set for contacts a source reported (re-synced with it); null for contacts added by hand.
+    Column("source_customer_id", IdType, ForeignKey("source_customers.id", ondelete="CASCADE")),
+    Column("contact_key", String(400)),
+    Column("external_id", String(255)),
+    Column("first_name", String(255)),
+    Column("last_name", String(255)),
+    Column("title", String(255)),
+    Column("email", String(320)),
+    Column("phone", String(100)),
+    Column("linked_in", String(2048)),
+    Column("twitter", String(255)),
+    Column("notes", Text),
+    Column("custom", JSON, nullable=False, default=dict),
+    Column("position", Integer, nullable=False, default=1),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("source_customer_id", "contact_key"),
+)
+
+manual_edits = Table(
+    "manual_edits",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("customer_id", IdType, ForeignKey("customers.id"), nullable=False),
+    # A projected field name ("lead_created_at", "owner", ...), "custom.<key>", or "tag.<name>"
+    # (value true = tag added by hand, false = removed by hand).
+    Column("field", String(300), nullable=False),
+    # JSON-encoded value; datetimes as ISO 8601 strings with offset.
+    Column("value", JSON),
+    Column("actor", String(255), nullable=False, default="cli"),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("customer_id", "field"),
+)
+
+merge_events = Table(
+    "merge_events",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("uuid", String(40), nullable=False, unique=True),
+    Column("kind", String(10), nullable=False, default="merge"),  # merge | unmerge
+    Column("from_customer_uuid", String(40), nullable=False),
+    Column("into_customer_uuid", String(40), nullable=False, index=True),
+    Column("rule", String(40)),  # manual | email | external_id | domain
+    Column("actor", String(255), nullable=False, default="cli"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("snapshot", JSON, nullable=False, default=dict),
+    Column("undone_at", UTCDateTime),
+)
+
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("data_source_id", IdType, ForeignKey("data_sources.id", ondelete="CASCADE"), nullable=False),
+    Column("stream", String(100), nullable=False),
+    # The cursor committed with the last batch (a small dict: never a list of seen ids).
+    Column("cursor", JSON),
+    Column("last_success_at", UTCDateTime),
+    Column("last_run_counts", JSON),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("data_source_id", "stream"),
+)
+
+import_jobs = Table(
+    "import_jobs",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("uuid", String(40), nullable=False, unique=True),
+    Column("data_source_id", IdType, ForeignKey("data_sources.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(20), nullable=False),  # csv | structured | sheet | bulk_edit
+    Column("filename", String(1024)),
+    Column("status", String(20), nullable=False, default="running"),  # running | done | failed
+    Column("created", Integer, nullable=False, default=0),
+    Column("updated", Integer, nullable=False, default=0),
+    Column("unchanged", Integer, nullable=False, default=0),
+    Column("rejected", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+)
+
+import_rejections = Table(
+    "import_rejections",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("import_job_id", IdType, ForeignKey("import_jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("row_number", Integer, nullable=False),
+    Column("column", String(255)),
+    Column("value", Text),
+    Column("reason", Text, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("name", String(255), nullable=False),
+    # SHA-256 of the key: keys are 256-bit random tokens, so a slow password hash buys nothing.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(12), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+custom_attribute_definitions = Table(
+    "custom_attribute_definitions",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("type", String(20), nullable=False),  # String | Integer | Decimal | Timestamp | Boolean
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+customer_tags = Table(
+    "customer_tags",
+    metadata,
+    Column("customer_id", IdType, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(255), primary_key=True),
+)
+Index("ix_customer_tags_tag", customer_tags.c.tag)
+
+customer_attributes = Table(
+    "customer_attributes",
+    metadata,
+    Column("customer_id", IdType, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value_text", Text),
+    Column("value_number", Float),
+    Column("value_time", UTCDateTime),
+    Column("value_bool", Boolean),
+)
+Index("ix_customer_attributes_key_text", customer_attributes.c.key, customer_attributes.c.value_text)
+
+# Hands out integer ids in blocks on SQLite (PostgreSQL uses the tables' sequences), so a batch can
+# insert customers and their source customers without a RETURNING round trip per row.
+id_blocks = Table(
+    "id_blocks",
+    metadata,
+    Column("table_name", String(64), primary_key=True),
+    Column("next_id", IdType, nullable=False),
+)

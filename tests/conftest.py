@@ -1,0 +1,65 @@
+"""Shared fixtures: a real, migrated database per test, on SQLite and on PostgreSQL.
+
+``db_engine`` is parametrised over both back ends; each test gets its own SQLite file or its own
+PostgreSQL schema, migrated with Alembic exactly as ``funnelsync init`` does, and dropped afterwards.
+PostgreSQL comes from ``FUNNELSYNC_TEST_POSTGRES_URL`` (default: the local server, trust auth).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from storage.db import make_engine, upgrade
+
+POSTGRES_URL = os.environ.get(
+    "FUNNELSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _sqlite_engine(tmp_path: Path) -> Engine:
+    return make_engine(f"sqlite:///{tmp_path / 'funnelsync-test.db'}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty database of each kind, isolated per test."""
+    if request.param == "sqlite":
+        engine = _sqlite_engine(tmp_path)
+        upgrade(engine)
+        yield engine
+        engine.dispose()
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = make_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = make_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db_url(db_engine: Engine) -> str:
+    """The URL of ``db_engine`` (PostgreSQL schema passed through ``options``) for CLI-level tests."""
+    return db_engine.url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    """A migrated SQLite database only, for tests that are about something other than storage."""
+    engine = _sqlite_engine(tmp_path)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
