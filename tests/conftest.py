@@ -39,7 +39,9 @@ def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine
     admin = make_engine(POSTGRES_URL)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    # search_path in the URL (not connect_args) so db_url hands the same schema to a subprocess CLI.
+    engine = make_engine(f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}")
     try:
         upgrade(engine)
         yield engine
@@ -52,7 +54,7 @@ def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine
 
 @pytest.fixture
 def db_url(db_engine: Engine) -> str:
-    """The URL of ``db_engine`` (PostgreSQL schema passed through ``options``) for CLI-level tests."""
+    """The URL of ``db_engine`` (with its PostgreSQL schema) for CLI-level tests and subprocesses."""
     return db_engine.url.render_as_string(hide_password=False)
 
 
