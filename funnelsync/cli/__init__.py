@@ -1,0 +1,23 @@
+"""The ``funnelsync`` command.
+
+Each command group lives in its own module and registers itself on ``app`` below; the shared pieces
+(engine, JSON output, one-line failures) are in ``funnelsync.cli.common``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from funnelsync.cli.common import CliError, app, err_console
+
+# Command modules register on import. One line per module keeps parallel work free of conflicts.
+from funnelsync.cli import core as _core  # noqa: E402,F401  init, sources, customers, api-keys, serve
+
+
+def main() -> None:
+    """Console entry point: run the app, turning known errors into one line on stderr."""
+    try:
+        app()
+    except CliError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,3 @@
+from funnelsync.cli import main
+
+main()

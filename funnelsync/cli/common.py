@@ -1,0 +1,86 @@
+"""What every command shares: the Typer app, the engine, JSON output and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from sqlalchemy import Engine
+
+app = typer.Typer(
+    name="funnelsync",
+    help="Lead and free-trial data from many sources into one customer database.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CliError(Exception):
+    """A failure the user can act on: printed as one line on stderr, exit code ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def fail(message: str, exit_code: int = 1) -> NoReturn:
+    """Stop the command with a one-line reason."""
+    raise CliError(message, exit_code)
+
+
+def get_engine(require_schema: bool = True) -> Engine:
+    """The engine of ``FUNNELSYNC_DATABASE_URL`` (or the embedded SQLite file), schema checked."""
+    from storage.db import ensure_schema, make_engine
+
+    try:
+        engine = make_engine()
+    except Exception as exc:  # a malformed URL or a missing driver
+        fail(f"cannot open the database: {exc}")
+    if require_schema:
+        try:
+            ensure_schema(engine)
+        except RuntimeError as exc:
+            fail(str(exc))
+        except Exception as exc:
+            fail(f"cannot reach the database: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    return engine
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as JSON on stdout (datetimes ISO 8601 with offset), nothing else."""
+    sys.stdout.write(json.dumps(value, default=_json_default, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def parse_settings(pairs: list[str] | None) -> dict[str, str]:
+    """``key=value`` pairs from repeated ``--set`` options."""
+    settings: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--set {pair!r}: expected key=value")
+        settings[key.strip()] = value
+    return settings
+
+
+@app.callback()
+def _root() -> None:
+    """funnelsync: lead and free-trial data from many sources into one customer database."""
