@@ -116,7 +116,7 @@ source_customers = Table(
     Column("custom", JSON, nullable=False, default=dict),
     Column("raw", JSON),
     # Digest of everything above that the record carries (raw excluded): equal digest = unchanged.
-    Column("fingerprint", String(40), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("data_source_id", "external_id"),

@@ -177,7 +177,7 @@ def upgrade() -> None:
     sa.Column('tags', sa.JSON(), nullable=False),
     sa.Column('custom', sa.JSON(), nullable=False),
     sa.Column('raw', sa.JSON(), nullable=True),
-    sa.Column('fingerprint', sa.String(length=40), nullable=False),
+    sa.Column('fingerprint', sa.String(length=64), nullable=False),
     sa.Column('created_at', storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_source_customers_customer_id_customers')),

@@ -1,0 +1,47 @@
+"""API keys: shown once at creation, stored only as a SHA-256 hash."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timezone
+
+from sqlalchemy import Connection, select
+
+from storage.schema import api_keys
+
+KEY_PREFIX = "fsk_"
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_api_key(conn: Connection, name: str) -> str:
+    """Create a key named ``name`` and return it (the only time it is visible)."""
+    if not name.strip():
+        raise ValueError("an API key needs a name")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    conn.execute(
+        api_keys.insert().values(
+            name=name.strip(), key_hash=_hash(key), prefix=key[:12], created_at=datetime.now(timezone.utc)
+        )
+    )
+    return key
+
+
+def verify_api_key(conn: Connection, key: str) -> bool:
+    """True when ``key`` is a live (not revoked) key. Compares hashes, never keys."""
+    if not key:
+        return False
+    row = conn.execute(
+        select(api_keys.c.id).where(api_keys.c.key_hash == _hash(key), api_keys.c.revoked_at.is_(None))
+    ).first()
+    return row is not None
+
+
+def list_api_keys(conn: Connection) -> list[dict[str, object]]:
+    """Name, prefix and dates of every key (never the key)."""
+    return [dict(r._mapping) for r in conn.execute(
+        select(api_keys.c.name, api_keys.c.prefix, api_keys.c.created_at, api_keys.c.revoked_at).order_by(api_keys.c.id)
+    )]

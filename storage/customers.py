@@ -1,0 +1,115 @@
+"""Reading customers: resolve a reference, JSON-ready views, lists with cursor pagination."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from storage.schema import customers, data_sources, source_customers
+
+
+def resolve_customer(conn: Connection, ref: str) -> int | None:
+    """The id of the customer named by ``ref``: a ``cus_…`` uuid or ``SOURCE:EXTERNAL_ID``.
+
+    ``SOURCE`` is a data source name or ``ds_…`` uuid. A merged-away uuid resolves to None; its
+    (source, external id) pairs resolve to the survivor.
+    """
+    ref = ref.strip()
+    if ref.startswith("cus_"):
+        return conn.execute(select(customers.c.id).where(customers.c.uuid == ref)).scalar_one_or_none()
+    source, sep, external_id = ref.partition(":")
+    if not sep or not source or not external_id:
+        return None
+    return conn.execute(
+        select(source_customers.c.customer_id)
+        .join(data_sources, data_sources.c.id == source_customers.c.data_source_id)
+        .where(
+            (data_sources.c.name == source) | (data_sources.c.uuid == source),
+            source_customers.c.external_id == external_id,
+        )
+    ).scalar_one_or_none()
+
+
+def customer_view(conn: Connection, customer_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """JSON-ready customers, in the order of ``customer_ids`` (missing ids are left out).
+
+    Keys: uuid, external_ids, data_sources, name, email, company, country, state, city, zip,
+    website_url, owner, status, lead_status, lead_created_at, free_trial_started_at,
+    subscriber_since, tags, custom (datetimes ISO 8601 with offset).
+    """
+    if not customer_ids:
+        return []
+    ids = list(customer_ids)
+    links: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
+    for row in conn.execute(
+        select(source_customers.c.customer_id, source_customers.c.external_id, data_sources.c.uuid, data_sources.c.name)
+        .join(data_sources, data_sources.c.id == source_customers.c.data_source_id)
+        .where(source_customers.c.customer_id.in_(ids))
+        .order_by(source_customers.c.customer_id, source_customers.c.linked_at, source_customers.c.id)
+    ):
+        links[row[0]].append((row[1], row[2], row[3]))
+    rows = {r["id"]: r for r in conn.execute(select(customers).where(customers.c.id.in_(ids))).mappings()}
+    out = []
+    for cid in ids:
+        row = rows.get(cid)
+        if row is None:
+            continue
+        own = links.get(cid, [])
+        out.append({
+            "id": cid,
+            "uuid": row["uuid"],
+            "external_ids": [ext for ext, _, _ in own],
+            "data_sources": sorted({name for _, _, name in own}),
+            "data_source_uuids": sorted({ds for _, ds, _ in own}),
+            "name": row["name"],
+            "email": row["email"],
+            "company": row["company"],
+            "country": row["country"],
+            "state": row["state"],
+            "city": row["city"],
+            "zip": row["zip"],
+            "website_url": row["website_url"],
+            "owner": row["owner"],
+            "status": row["status"],
+            "lead_status": row["lead_status"],
+            "lead_created_at": _iso(row["lead_created_at"]),
+            "free_trial_started_at": _iso(row["free_trial_started_at"]),
+            "subscriber_since": _iso(row["subscriber_since"]),
+            "tags": list(row["tags"] or []),
+            "custom": dict(row["custom"] or {}),
+            "created_at": _iso(row["created_at"]),
+        })
+    return out
+
+
+def list_customer_ids(
+    conn: Connection, *, source: str | None = None, after_id: int = 0, limit: int | None = None,
+    email: str | None = None, status: str | None = None, external_id: str | None = None,
+) -> list[int]:
+    """Customer ids in id order, optionally of one source (name or uuid), after a cursor id."""
+    stmt = select(customers.c.id).where(customers.c.id > after_id).order_by(customers.c.id)
+    if source is not None or external_id is not None:
+        sub = select(source_customers.c.customer_id).join(
+            data_sources, data_sources.c.id == source_customers.c.data_source_id
+        )
+        if source is not None:
+            sub = sub.where((data_sources.c.name == source) | (data_sources.c.uuid == source))
+        if external_id is not None:
+            sub = sub.where(source_customers.c.external_id == external_id)
+        stmt = stmt.where(customers.c.id.in_(sub))
+    if email is not None:
+        from funnelsync.normalize import normalize_email
+
+        stmt = stmt.where(customers.c.email_norm == normalize_email(email))
+    if status is not None:
+        stmt = stmt.where(customers.c.status == status)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [r[0] for r in conn.execute(stmt)]
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat()

@@ -1,0 +1,320 @@
+"""Customer fields are a projection of their source customers, subscriptions and manual edits.
+
+``project`` is the pure rule; ``reproject`` applies it to the customers a batch touched. Because the
+stored customer row is always recomputable, a re-sync (which rewrites source customers) can never
+erase a manual edit, and a merge or unmerge is only a matter of re-linking source customers.
+
+The rules (issue "The spine", item 5):
+- a manual edit wins;
+- ``lead_created_at`` and ``free_trial_started_at``: the earliest value any linked source reports;
+- other profile fields: the first non-empty value in link order (``linked_at``, then id), so the
+  survivor of a merge keeps its own values and takes the other's only where it has none;
+- ``subscriber_since``: the earliest ``first_paid_at`` of any linked subscription;
+- tags: the union of the sources' tags, plus tags added by hand, minus tags removed by hand;
+- custom attributes: united, the earlier-linked source winning a conflict, edits over all;
+- status: ``funnelsync.status.derive_status``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+
+from funnelsync.normalize import normalize_email, website_domain
+from funnelsync.records import PROFILE_FIELDS
+from funnelsync.status import derive_status
+from funnelsync.timeutil import parse_iso
+from storage.schema import (
+    custom_attribute_definitions,
+    customer_attributes,
+    customer_tags,
+    customers,
+    manual_edits,
+    source_customers,
+    subscriptions,
+)
+
+CHUNK = 2000
+
+# The columns of ``customers`` that the projection owns.
+PROJECTED_COLUMNS = (
+    *PROFILE_FIELDS,
+    "email_norm",
+    "website_domain",
+    "status",
+    "lead_created_at",
+    "free_trial_started_at",
+    "subscriber_since",
+    "tags",
+    "custom",
+    "has_subscriptions",
+)
+EDITABLE_DATE_FIELDS = ("lead_created_at", "free_trial_started_at")
+
+
+def project(
+    sources: Sequence[Mapping[str, Any]],
+    subs: Iterable[Mapping[str, Any]],
+    edits: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Compute a customer's effective fields.
+
+    Args:
+        sources: the linked source customers, in link order, each a mapping with the profile fields,
+            ``lead_created_at``, ``free_trial_started_at``, ``tags`` and ``custom``.
+        subs: their subscriptions, each with ``state`` and ``first_paid_at``.
+        edits: manual edits by field name (``owner``, ``lead_created_at``, ``custom.plan``,
+            ``tag.vip`` …), values already decoded (datetimes as aware datetimes).
+    """
+    out: dict[str, Any] = {}
+    for name in PROFILE_FIELDS:
+        if name in edits:
+            out[name] = edits[name]
+            continue
+        value = None
+        for src in sources:
+            candidate = src.get(name)
+            if candidate not in (None, ""):
+                value = candidate
+                break
+        out[name] = value
+    for name in EDITABLE_DATE_FIELDS:
+        if name in edits:
+            out[name] = edits[name]
+        else:
+            values = [s[name] for s in sources if s.get(name) is not None]
+            out[name] = min(values) if values else None
+    sub_list = list(subs)
+    paid = [s["first_paid_at"] for s in sub_list if s.get("first_paid_at") is not None]
+    out["subscriber_since"] = min(paid) if paid else None
+    out["has_subscriptions"] = bool(sub_list)
+    out["status"] = derive_status(
+        ((s["state"], s.get("first_paid_at") is not None) for s in sub_list), out["lead_status"]
+    )
+    if out["status"] in ("Active", "Past_Due", "Cancelled"):
+        # A lead status describes a lead; on a subscriber it is kept for history but not shown.
+        pass
+    out["email_norm"] = normalize_email(out["email"])
+    out["website_domain"] = website_domain(out["website_url"])
+
+    tags: dict[str, None] = {}
+    for src in sources:
+        for tag in src.get("tags") or ():
+            tags.setdefault(tag, None)
+    custom: dict[str, Any] = {}
+    for src in reversed(sources):
+        custom.update(src.get("custom") or {})
+    for key, value in edits.items():
+        if key.startswith("tag."):
+            tag = key[4:]
+            if value:
+                tags.setdefault(tag, None)
+            else:
+                tags.pop(tag, None)
+        elif key.startswith("custom."):
+            if value is None:
+                custom.pop(key[7:], None)
+            else:
+                custom[key[7:]] = value
+    out["tags"] = list(tags)
+    out["custom"] = custom
+    return out
+
+
+def decode_edit(field: str, value: Any) -> Any:
+    """Turn a stored (JSON) manual edit value into the projection's type."""
+    if field in EDITABLE_DATE_FIELDS and isinstance(value, str):
+        return parse_iso(value)
+    return value
+
+
+def reproject(conn: Connection, customer_ids: Iterable[int]) -> int:
+    """Recompute and store the projection of the given customers; return how many changed.
+
+    Reads each chunk's source customers, subscriptions, edits and current rows with four queries and
+    writes only the rows whose projection changed (one executemany), so a batch costs a handful of
+    statements whatever its size.
+    """
+    ids = sorted(set(customer_ids))
+    changed = 0
+    for start in range(0, len(ids), CHUNK):
+        changed += _reproject_chunk(conn, ids[start : start + CHUNK])
+    return changed
+
+
+def _reproject_chunk(conn: Connection, ids: list[int]) -> int:
+    sc = source_customers
+    src_rows = conn.execute(
+        select(
+            sc.c.id, sc.c.customer_id, *[sc.c[f] for f in PROFILE_FIELDS],
+            sc.c.lead_created_at, sc.c.free_trial_started_at, sc.c.tags, sc.c.custom,
+        )
+        .where(sc.c.customer_id.in_(ids))
+        .order_by(sc.c.customer_id, sc.c.linked_at, sc.c.id)
+    ).mappings()
+    sources_by_customer: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in src_rows:
+        sources_by_customer[row["customer_id"]].append(row)
+    subs_by_customer: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in conn.execute(
+        select(sc.c.customer_id, subscriptions.c.state, subscriptions.c.first_paid_at)
+        .join(sc, sc.c.id == subscriptions.c.source_customer_id)
+        .where(sc.c.customer_id.in_(ids))
+    ).mappings():
+        subs_by_customer[row["customer_id"]].append(row)
+    edits_by_customer: dict[int, dict[str, Any]] = defaultdict(dict)
+    for row in conn.execute(
+        select(manual_edits.c.customer_id, manual_edits.c.field, manual_edits.c.value).where(
+            manual_edits.c.customer_id.in_(ids)
+        )
+    ):
+        edits_by_customer[row.customer_id][row.field] = decode_edit(row.field, row.value)
+    current = {
+        row["id"]: row
+        for row in conn.execute(
+            select(customers.c.id, *[customers.c[c] for c in PROJECTED_COLUMNS]).where(customers.c.id.in_(ids))
+        ).mappings()
+    }
+    updates: list[dict[str, Any]] = []
+    for cid in ids:
+        if cid not in current:
+            continue
+        new = project(sources_by_customer.get(cid, []), subs_by_customer.get(cid, []), edits_by_customer.get(cid, {}))
+        old = current[cid]
+        if any(_differs(old[c], new[c]) for c in PROJECTED_COLUMNS):
+            new["_id"] = cid
+            updates.append(new)
+    if not updates:
+        return 0
+    now = datetime.now(timezone.utc)
+    for row in updates:
+        row["updated_at"] = now
+        row["custom"] = jsonable_custom(row["custom"])
+    stmt = (
+        update(customers)
+        .where(customers.c.id == bindparam("_id"))
+        .values({c: bindparam(c) for c in (*PROJECTED_COLUMNS, "updated_at")})
+    )
+    conn.execute(stmt, updates)
+    write_filter_rows(conn, updates, id_key="_id", replace=True)
+    return len(updates)
+
+
+def _differs(old: Any, new: Any) -> bool:
+    if isinstance(new, dict):
+        return json.dumps(old, sort_keys=True, default=str) != json.dumps(jsonable_custom(new), sort_keys=True, default=str)
+    return old != new
+
+
+def jsonable_custom(custom: Mapping[str, Any]) -> dict[str, Any]:
+    """Custom attribute values as JSON can hold them (datetimes as ISO 8601, decimals as numbers)."""
+    out: dict[str, Any] = {}
+    for key, value in custom.items():
+        if isinstance(value, datetime):
+            out[key] = value.astimezone(timezone.utc).isoformat()
+        elif isinstance(value, Decimal):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
+
+
+def attribute_type(value: Any) -> str:
+    """The custom attribute type of a Python value (String, Integer, Decimal, Timestamp, Boolean)."""
+    if isinstance(value, bool):
+        return "Boolean"
+    if isinstance(value, int):
+        return "Integer"
+    if isinstance(value, (float, Decimal)):
+        return "Decimal"
+    if isinstance(value, datetime):
+        return "Timestamp"
+    return "String"
+
+
+def register_attribute_types(conn: Connection, types: Mapping[str, str]) -> None:
+    """Remember the type of each custom attribute key the first time it is seen."""
+    if not types:
+        return
+    known = {
+        row.key
+        for row in conn.execute(
+            select(custom_attribute_definitions.c.key).where(custom_attribute_definitions.c.key.in_(list(types)))
+        )
+    }
+    now = datetime.now(timezone.utc)
+    new = [{"key": k, "type": t, "created_at": now} for k, t in types.items() if k not in known]
+    if new:
+        conn.execute(insert(custom_attribute_definitions), new)
+
+
+def _timestamp_keys(conn: Connection, keys: set[str]) -> set[str]:
+    if not keys:
+        return set()
+    return {
+        row.key
+        for row in conn.execute(
+            select(custom_attribute_definitions.c.key).where(
+                custom_attribute_definitions.c.key.in_(list(keys)),
+                custom_attribute_definitions.c.type == "Timestamp",
+            )
+        )
+    }
+
+
+def write_filter_rows(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], *, id_key: str = "id", replace: bool
+) -> None:
+    """Mirror projected tags and custom attributes into ``customer_tags`` / ``customer_attributes``."""
+    ids = [r[id_key] for r in rows]
+    if replace and ids:
+        for start in range(0, len(ids), CHUNK):
+            part = ids[start : start + CHUNK]
+            conn.execute(delete(customer_tags).where(customer_tags.c.customer_id.in_(part)))
+            conn.execute(delete(customer_attributes).where(customer_attributes.c.customer_id.in_(part)))
+    tag_rows = [{"customer_id": r[id_key], "tag": t} for r in rows for t in (r["tags"] or ())]
+    if tag_rows:
+        conn.execute(insert(customer_tags), tag_rows)
+    keys = {k for r in rows for k in (r["custom"] or {})}
+    if not keys:
+        return
+    ts_keys = _timestamp_keys(conn, keys)
+    attr_rows = []
+    for r in rows:
+        for key, value in (r["custom"] or {}).items():
+            attr_rows.append(attribute_row(r[id_key], key, value, key in ts_keys))
+    if attr_rows:
+        conn.execute(insert(customer_attributes), attr_rows)
+
+
+def attribute_row(customer_id: int, key: str, value: Any, is_timestamp: bool) -> dict[str, Any]:
+    """One ``customer_attributes`` row: the value in the typed column(s) filters compare on."""
+    row: dict[str, Any] = {
+        "customer_id": customer_id, "key": key, "value_text": None,
+        "value_number": None, "value_time": None, "value_bool": None,
+    }
+    if value is None:
+        return row
+    if isinstance(value, bool):
+        row["value_bool"] = value
+        row["value_text"] = "true" if value else "false"
+    elif isinstance(value, (int, float, Decimal)):
+        row["value_number"] = float(value)
+        row["value_text"] = str(value)
+    elif isinstance(value, datetime):
+        row["value_time"] = value.astimezone(timezone.utc)
+        row["value_text"] = row["value_time"].isoformat()
+    else:
+        row["value_text"] = str(value)
+        if is_timestamp:
+            try:
+                row["value_time"] = parse_iso(str(value))
+            except ValueError:
+                pass
+    return row
