@@ -1,0 +1,209 @@
+"""The connector protocol: settings, streams, batches.
+
+A connector is mostly declaration (after the Singer SDK): its ``kind``, its ``settings_schema`` (which
+keys exist, which are secrets, the production ``base_url``), and its ``streams`` (name, key, cursor
+field, and the method that reads it). Reading a stream yields ``Batch`` objects: the records of one
+API page (or a few) and the cursor reached AFTER them. The sync engine commits each batch together
+with its cursor, so a sync killed anywhere resumes from the last committed batch and loses nothing.
+
+Connectors never touch the database or Prefect: they take plain settings and return records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+
+import httpx
+
+from connectors.http import ConnectorError, HttpClient
+from funnelsync.records import SourceCustomerRecord
+
+
+class SettingsError(ConnectorError):
+    """Settings missing, unknown or malformed for a connector kind."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a connector kind.
+
+    Attributes:
+        name: the key given with ``--set name=value``.
+        secret: True for credentials: stored as a reference (``env:VAR``, ``prefect-secret:BLOCK`` or
+            ``local-secret:…``), resolved at run time, never printed.
+        required: a sync cannot start without it.
+        default: the value when absent (``base_url`` defaults to the vendor's production URL).
+        help: one line for ``sources add --help`` and the docs.
+    """
+
+    name: str
+    secret: bool = False
+    required: bool = False
+    default: Any = None
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A stream a connector reads: its name, the record key, its cursor field and its reader method."""
+
+    name: str
+    key: str
+    cursor_field: str | None
+    reader: str
+
+
+@dataclass
+class Batch:
+    """Records of one page (or a few) and the state reached after them.
+
+    Attributes:
+        stream: the stream name.
+        records: the records to upsert; a record with ``subscriptions=None`` leaves stored ones alone.
+        cursor: the stream state after this batch (a small dict, never a list of ids); committed in
+            the same transaction as the records.
+        fetched: how many source objects the batch read (may exceed ``len(records)`` when objects are
+            filtered out or several objects make one record).
+    """
+
+    stream: str
+    records: list[SourceCustomerRecord]
+    cursor: dict[str, Any]
+    fetched: int
+
+
+class Connector:
+    """Base of every pull connector: settings, an HTTP client, and a ``read`` per stream.
+
+    Subclasses declare ``kind``, ``settings_schema`` and ``streams`` and implement one reader method
+    per stream, ``(state: dict, full_refresh: bool) -> Iterator[Batch]``, plus ``make_client``.
+    """
+
+    kind: ClassVar[str]
+    title: ClassVar[str]
+    settings_schema: ClassVar[tuple[Setting, ...]]
+    streams: ClassVar[tuple[Stream, ...]]
+
+    def __init__(
+        self,
+        settings: Mapping[str, Any],
+        *,
+        source_name: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep_fn: Callable[[float], None] | None = None,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.settings = validate_settings(type(self), settings)
+        self.source_name = source_name or self.kind
+        self.transport = transport
+        self.sleep_fn = sleep_fn
+        self._now = now or (lambda: datetime.now(UTC))
+        # The moment this run started: a change stream reading from here misses nothing written
+        # while a full read of the main stream was under way.
+        self.started_at = self._now()
+        self._client: HttpClient | None = None
+
+    @property
+    def client(self) -> HttpClient:
+        """The HTTP client, created on first use."""
+        if self._client is None:
+            self._client = self.make_client()
+        return self._client
+
+    def make_client(self) -> HttpClient:
+        """Build the source's HTTP client (auth, version headers, hints)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the HTTP connection pool."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @classmethod
+    def stream(cls, name: str) -> Stream:
+        """The declared stream called ``name``."""
+        for stream in cls.streams:
+            if stream.name == name:
+                return stream
+        raise SettingsError(
+            f"{cls.kind} has no stream {name!r}; streams: {', '.join(s.name for s in cls.streams)}"
+        )
+
+    def read(self, stream: str, stream_state: Mapping[str, Any] | None, full_refresh: bool) -> Iterator[Batch]:
+        """Yield the batches of ``stream`` from ``stream_state`` (ignored on a full refresh).
+
+        Args:
+            stream: a declared stream name.
+            stream_state: the cursor committed with the last batch of an earlier run, or None.
+            full_refresh: read everything, ignoring the saved cursor.
+        """
+        declared = self.stream(stream)
+        reader = getattr(self, declared.reader)
+        state = {} if full_refresh or not stream_state else dict(stream_state)
+        return reader(state, full_refresh)
+
+
+def validate_settings(connector: type[Connector], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``settings`` against the kind's schema and fill defaults.
+
+    Raises:
+        SettingsError: naming every missing required key and every unknown key.
+    """
+    known = {s.name: s for s in connector.settings_schema}
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise SettingsError(
+            f"{connector.kind}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    resolved: dict[str, Any] = {}
+    missing = []
+    for name, spec in known.items():
+        value = settings.get(name)
+        if value in (None, ""):
+            value = spec.default
+        if spec.required and value in (None, ""):
+            missing.append(name)
+        resolved[name] = value
+    if missing:
+        raise SettingsError(f"{connector.kind}: missing required setting(s) {', '.join(missing)} (--set KEY=VALUE)")
+    return resolved
+
+
+def secret_names(connector: type[Connector]) -> set[str]:
+    """The names of the settings that hold credentials."""
+    return {s.name for s in connector.settings_schema if s.secret}
+
+
+@dataclass
+class ChunkBuffer:
+    """Collects mapped records and flushes them as batches of at least ``size`` records.
+
+    A page of a few records (Stripe events) would otherwise make one transaction each; buffering keeps
+    transactions coarse. ``fetched`` counts the source objects read into the buffer.
+    """
+
+    size: int
+    records: list[SourceCustomerRecord] = field(default_factory=list)
+    fetched: int = 0
+
+    def add(self, records: list[SourceCustomerRecord], fetched: int) -> bool:
+        """Add a page's records; True when the buffer is full enough to flush."""
+        self.records.extend(records)
+        self.fetched += fetched
+        return len(self.records) >= self.size
+
+    def flush(self, stream: str, cursor: dict[str, Any]) -> Batch:
+        """Return the buffered batch with ``cursor`` and empty the buffer."""
+        batch = Batch(stream, self.records, dict(cursor), self.fetched)
+        self.records, self.fetched = [], 0
+        return batch
