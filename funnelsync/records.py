@@ -122,8 +122,10 @@ class SourceCustomerRecord:
     lead_status: str | None = None
     lead_created_at: datetime | None = None
     free_trial_started_at: datetime | None = None
-    subscriptions: list[SubscriptionFact] = field(default_factory=list)
-    contacts: list[ContactRecord] = field(default_factory=list)
+    # None = this record does not report subscriptions (or contacts): what is stored stays as it is.
+    # A list (even empty) is the complete set the source knows for this customer and replaces it.
+    subscriptions: list[SubscriptionFact] | None = None
+    contacts: list[ContactRecord] | None = None
     tags: list[str] = field(default_factory=list)
     custom: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] | None = None

@@ -19,7 +19,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# soft_wrap: a message piped to a file or another program is never broken mid-line.
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 

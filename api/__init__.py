@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): import API, push receivers, dashboard."""

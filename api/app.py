@@ -1,0 +1,36 @@
+"""The FastAPI application: ``create_app(engine)``.
+
+Routers live in their own modules and are included here, one line each. Every route needs an API key
+(HTTP Basic, key as user name) except ``/health`` and the push receivers, which authenticate by
+signature.
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, text
+
+from api.auth import require_api_key
+
+
+def create_app(engine: Engine) -> FastAPI:
+    """Build the app around a database engine."""
+    app = FastAPI(title="funnelsync", version="0.1.0")
+    app.state.engine = engine
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> JSONResponse:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/v1/ping", dependencies=[Depends(require_api_key)])
+    def ping() -> dict[str, str]:
+        return {"data": "pong!"}
+
+    # Routers, one line each (authenticated routers declare Depends(require_api_key) themselves):
+    return app

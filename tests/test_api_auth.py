@@ -1,0 +1,24 @@
+"""HTTP Basic with an API key as user name: 401 without, 200 with; /health is open."""
+
+import base64
+
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from storage.api_keys import create_api_key
+
+
+def _basic(user, password=""):
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_api_key_auth(db_engine):
+    with db_engine.begin() as conn:
+        key = create_api_key(conn, "test")
+    client = TestClient(create_app(db_engine))
+    assert client.get("/health").status_code == 200
+    assert client.get("/v1/ping").status_code == 401
+    assert client.get("/v1/ping", headers=_basic("fsk_wrong")).status_code == 401
+    assert client.get("/v1/ping", headers={"Authorization": "Bearer " + key}).status_code == 401
+    ok = client.get("/v1/ping", headers=_basic(key))
+    assert ok.status_code == 200 and ok.json() == {"data": "pong!"}

@@ -1,0 +1,94 @@
+"""The projection rule, as a pure function, and applied through manual edits and re-syncs."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from funnelsync.records import SourceCustomerRecord, SubscriptionFact
+from storage.customers import customer_view, resolve_customer
+from storage.edits import EditError, set_manual_edits
+from storage.projection import project
+from storage.schema import customer_attributes, customer_tags, customers
+from storage.sources import create_source
+from storage.upsert import upsert_records
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def test_project_rules():
+    first = {"name": "Ada", "email": None, "company": "Acme", "lead_created_at": T0 + timedelta(days=3),
+             "free_trial_started_at": None, "tags": ["a"], "custom": {"plan": "pro", "seats": 3}}
+    second = {"name": "Ada L.", "email": "ADA@x.io", "company": "Other", "lead_created_at": T0,
+              "free_trial_started_at": T0 + timedelta(days=1), "tags": ["b", "a"], "custom": {"plan": "free", "x": 1}}
+    out = project([first, second], [{"state": "active", "first_paid_at": T0 + timedelta(days=9)},
+                                    {"state": "cancelled", "first_paid_at": T0 + timedelta(days=5)}],
+                  {"company": "Edited", "tag.b": False, "tag.vip": True, "custom.seats": 10})
+    assert out["name"] == "Ada"  # first in link order
+    assert out["email"] == "ADA@x.io" and out["email_norm"] == "ada@x.io"  # taken where the first has none
+    assert out["company"] == "Edited"  # the edit wins
+    assert out["lead_created_at"] == T0  # earliest
+    assert out["free_trial_started_at"] == T0 + timedelta(days=1)
+    assert out["subscriber_since"] == T0 + timedelta(days=5)
+    assert out["status"] == "Active"
+    assert out["tags"] == ["a", "vip"]
+    assert out["custom"] == {"plan": "pro", "seats": 10, "x": 1}
+
+
+def test_project_date_edit_wins_even_when_later():
+    src = {"lead_created_at": T0, "free_trial_started_at": None, "tags": [], "custom": {}}
+    out = project([src], [], {"lead_created_at": T0 + timedelta(days=2)})
+    assert out["lead_created_at"] == T0 + timedelta(days=2)
+
+
+def _record(ext, **kw):
+    return SourceCustomerRecord(external_id=ext, **kw)
+
+
+def test_edits_survive_resync(db_engine):
+    with db_engine.begin() as conn:
+        ds = create_source(conn, "billing", "stripe")
+        upsert_records(conn, ds.id, [_record("c1", name="Ada", owner="x@corp", lead_created_at=T0)])
+        cid = resolve_customer(conn, "billing:c1")
+        set_manual_edits(conn, cid, {"owner": "me@corp", "lead_created_at": T0 - timedelta(days=10),
+                                     "tag.vip": True, "custom.tier": "gold"})
+    with db_engine.begin() as conn:
+        # The source now reports other values: the source customer changes, the edits stay in force.
+        result = upsert_records(conn, ds.id, [_record("c1", name="Ada Lovelace", owner="y@corp",
+                                                      lead_created_at=T0 + timedelta(days=1))])
+        assert result.updated == 1
+        view = customer_view(conn, [cid])[0]
+    assert view["name"] == "Ada Lovelace"
+    assert view["owner"] == "me@corp"
+    assert view["lead_created_at"] == (T0 - timedelta(days=10)).isoformat()
+    assert view["tags"] == ["vip"] and view["custom"] == {"tier": "gold"}
+    with db_engine.connect() as conn:
+        assert conn.execute(select(customer_tags.c.tag)).scalars().all() == ["vip"]
+        assert conn.execute(select(customer_attributes.c.value_text)).scalars().all() == ["gold"]
+
+
+def test_earliest_dates_across_sources(db_engine):
+    with db_engine.begin() as conn:
+        csv = create_source(conn, "leads", "csv")
+        billing = create_source(conn, "billing", "stripe")
+        upsert_records(conn, csv.id, [_record("L1", email="a@x.io", lead_created_at=T0 + timedelta(days=5))])
+        # Linked to the same customer by email: the earliest date of the two sources wins.
+        upsert_records(conn, billing.id, [_record("B1", email="A@x.io", lead_created_at=T0,
+                                                  free_trial_started_at=T0 + timedelta(days=1),
+                                                  subscriptions=[SubscriptionFact("sub_1", "active",
+                                                                                  first_paid_at=T0 + timedelta(days=15))])],
+                       link_new_by_email=True)
+        rows = conn.execute(select(customers.c.lead_created_at, customers.c.free_trial_started_at,
+                                   customers.c.subscriber_since, customers.c.status)).all()
+    assert rows == [(T0, T0 + timedelta(days=1), T0 + timedelta(days=15), "Active")]
+
+
+def test_lead_status_refused_on_subscriber(db_engine):
+    with db_engine.begin() as conn:
+        ds = create_source(conn, "billing", "stripe")
+        upsert_records(conn, ds.id, [_record("c1", subscriptions=[SubscriptionFact("s", "active", first_paid_at=T0)])])
+        cid = resolve_customer(conn, "billing:c1")
+        with pytest.raises(EditError, match="subscriber"):
+            set_manual_edits(conn, cid, {"lead_status": "Working_Lead"})
+        with pytest.raises(EditError, match="cannot be edited"):
+            set_manual_edits(conn, cid, {"subscriber_since": T0})

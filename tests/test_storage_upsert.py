@@ -1,0 +1,110 @@
+"""Batched upsert: counts, idempotence, unchanged rows not rewritten, partial reports, migrations."""
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import func, select
+
+from funnelsync.records import ContactRecord, SourceCustomerRecord, SubscriptionFact
+from storage.db import current_revision, head_revision, upgrade
+from storage.schema import contacts, customers, source_customers, subscriptions
+from storage.sources import create_source
+from storage.sync_state import load_cursor, save_cursor
+from storage.upsert import upsert_records
+
+T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def _records(n, name="N", offset=0):
+    return [
+        SourceCustomerRecord(
+            external_id=f"c{i}", name=f"{name}{i}", email=f"u{i}@example.com",
+            lead_created_at=T0 + timedelta(hours=i), tags=["t"], custom={"seats": i},
+            subscriptions=[SubscriptionFact(f"s{i}", "trialing", trial_started_at=T0)] if i % 2 else None,
+            contacts=[ContactRecord(email=f"p{i}@example.com", first_name="P")] if i % 3 == 0 else None,
+        )
+        for i in range(offset, offset + n)
+    ]
+
+
+def test_init_twice_is_safe(db_engine):
+    upgrade(db_engine)
+    upgrade(db_engine)
+    assert current_revision(db_engine) == head_revision()
+
+
+def test_counts_created_updated_unchanged(db_engine):
+    with db_engine.begin() as conn:
+        ds = create_source(conn, "src", "csv")
+        first = upsert_records(conn, ds.id, _records(50))
+    assert (first.created, first.updated, first.unchanged) == (50, 0, 0)
+    with db_engine.connect() as conn:
+        stamps = dict(conn.execute(select(source_customers.c.external_id, source_customers.c.updated_at)).all())
+    with db_engine.begin() as conn:
+        again = upsert_records(conn, ds.id, _records(50), now=T0 + timedelta(days=400))
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 50)
+    with db_engine.connect() as conn:
+        # An unchanged record is not rewritten: its updated_at did not move.
+        assert dict(conn.execute(select(source_customers.c.external_id, source_customers.c.updated_at)).all()) == stamps
+    changed = _records(50)
+    changed[7].name = "Renamed"
+    changed[8].subscriptions = [SubscriptionFact("s8", "active", first_paid_at=T0 + timedelta(days=3))]
+    with db_engine.begin() as conn:
+        mixed = upsert_records(conn, ds.id, changed + _records(5, offset=50))
+    assert (mixed.created, mixed.updated, mixed.unchanged) == (5, 2, 48)
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(customers)).scalar() == 55
+        assert conn.execute(select(customers.c.name).where(customers.c.name == "Renamed")).scalar() == "Renamed"
+        assert conn.execute(select(customers.c.status).where(customers.c.name == "N8")).scalar() == "Active"
+
+
+def test_none_keeps_stored_subscriptions_and_contacts(db_engine):
+    with db_engine.begin() as conn:
+        ds = create_source(conn, "src", "stripe")
+        upsert_records(conn, ds.id, _records(6))
+        n_subs = conn.execute(select(func.count()).select_from(subscriptions)).scalar()
+        n_contacts = conn.execute(select(func.count()).select_from(contacts)).scalar()
+        assert (n_subs, n_contacts) == (3, 2)
+        bare = [SourceCustomerRecord(external_id=r.external_id, name=r.name, email=r.email,
+                                     lead_created_at=r.lead_created_at, tags=r.tags, custom=r.custom)
+                for r in _records(6)]
+        result = upsert_records(conn, ds.id, bare)
+        # Profile unchanged, subscriptions/contacts not reported: nothing to write.
+        assert (result.updated, result.unchanged) == (0, 6)
+        emptied = upsert_records(conn, ds.id, [SourceCustomerRecord(
+            external_id="c1", name="N1", email="u1@example.com", lead_created_at=T0 + timedelta(hours=1),
+            tags=["t"], custom={"seats": 1}, subscriptions=[])])
+        assert emptied.updated == 1
+        assert conn.execute(select(func.count()).select_from(subscriptions)).scalar() == 2
+
+
+def test_duplicate_keys_in_a_batch_keep_the_last(db_engine):
+    with db_engine.begin() as conn:
+        ds = create_source(conn, "src", "csv")
+        result = upsert_records(conn, ds.id, [SourceCustomerRecord("k", name="first"),
+                                              SourceCustomerRecord("k", name="last")])
+        assert result.created == 1
+        assert conn.execute(select(customers.c.name)).scalar() == "last"
+
+
+def test_failed_batch_writes_nothing(db_engine):
+    with db_engine.begin() as conn:
+        ds = create_source(conn, "src", "csv")
+    try:
+        with db_engine.begin() as conn:
+            upsert_records(conn, ds.id, _records(10))
+            save_cursor(conn, ds.id, "customers", {"after": "c9"})
+            raise RuntimeError("killed mid-batch")
+    except RuntimeError:
+        pass
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(source_customers)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(customers)).scalar() == 0
+        assert load_cursor(conn, ds.id, "customers") is None
+
+
+def test_cursor_roundtrip(db_engine):
+    with db_engine.begin() as conn:
+        ds = create_source(conn, "src", "stripe")
+        save_cursor(conn, ds.id, "customers", {"starting_after": "cus_1"}, {"fetched": 1})
+        save_cursor(conn, ds.id, "customers", {"starting_after": "cus_2"}, success=True)
+        assert load_cursor(conn, ds.id, "customers") == {"starting_after": "cus_2"}
