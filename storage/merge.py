@@ -1,0 +1,765 @@
+"""Merging duplicate customers: detection, merge, unmerge and the merge log (SPEC section 4).
+
+A customer's fields are a projection of its linked source customers and its manual edits
+(``storage.projection``), so a merge is a re-link:
+
+1. snapshot FROM (its ``customers`` row, manual edits, contact ids, source customer ids with their old
+   ``linked_at``) into a ``merge_events`` row;
+2. re-link FROM's source customers to INTO with ``linked_at`` after every one of INTO's (the projection
+   reads profile fields in link order, so INTO's own values win and FROM's fill the gaps; lead and trial
+   dates are the earliest source value anyway);
+3. move FROM's contacts, and its manual edits where they do not lose to INTO's (``merge_plan``);
+4. delete FROM's ``customers`` row (a merged-away uuid resolves to nothing; metrics need no filter);
+5. ``reproject`` INTO.
+
+All of it inside the caller's transaction: a failure anywhere leaves both customers as they were.
+An unmerge reverses the re-link from the snapshot: the same id and uuid come back with their own source
+customers, edits and contacts. A re-sync keeps a merge because upserts find a source customer by
+(data source, external id) and leave its ``customer_id`` alone.
+
+Detection is one GROUP BY per rule on a stored, indexed key (``customers.email_norm``,
+``source_customers.external_id``, ``customers.website_domain``) — never a comparison of pairs — and the
+rules' findings are united with union-find so no customer lands in two groups. ``auto_merge`` then merges
+the groups in batches: a few bulk statements and one ``reproject`` per batch, not per customer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+
+from funnelsync.normalize import FREE_MAIL_DOMAINS
+from storage.ids import new_uuid
+from storage.merge_plan import (
+    DEFAULT_RULES,
+    RULES,
+    SNAPSHOT_VERSION,
+    CandidateSet,
+    Group,
+    Member,
+    group_candidates,
+    plan_edit_moves,
+    row_from_json,
+    row_to_json,
+)
+from storage.projection import reproject
+from storage.schema import contacts, customers, data_sources, manual_edits, merge_events, source_customers
+
+__all__ = [
+    "DEFAULT_RULES",
+    "RULES",
+    "AutoMergeResult",
+    "CustomerNotFound",
+    "Group",
+    "MergeError",
+    "MergeEvent",
+    "NothingToUnmerge",
+    "auto_merge",
+    "find_duplicate_groups",
+    "list_merge_events",
+    "merge_batch",
+    "merge_customers",
+    "resolve_source_customer",
+    "unmerge",
+]
+
+# Ids per IN (...) list: well under SQLite's 32,766 bound parameters and PostgreSQL's 65,535.
+CHUNK = 2000
+# Merges per transaction in ``auto_merge``: big enough to amortise the statements, small enough to keep a
+# transaction (and SQLite's write lock) short.
+AUTO_BATCH = 5000
+_US = timedelta(microseconds=1)
+
+
+class MergeError(ValueError):
+    """A merge or unmerge that cannot be done, with the reason."""
+
+
+class CustomerNotFound(MergeError, LookupError):
+    """A customer (or source customer) named in a merge does not exist."""
+
+
+class NothingToUnmerge(MergeError):
+    """The source customer was never merged into that customer (it is the customer's own)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MergeEvent:
+    """One entry of the merge log."""
+
+    uuid: str
+    kind: str  # merge | unmerge
+    from_customer_uuid: str
+    into_customer_uuid: str
+    rule: str | None
+    actor: str
+    created_at: datetime
+    undone_at: datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (datetimes ISO 8601)."""
+        return {
+            "uuid": self.uuid,
+            "kind": self.kind,
+            "from": self.from_customer_uuid,
+            "into": self.into_customer_uuid,
+            "rule": self.rule,
+            "actor": self.actor,
+            "created_at": self.created_at.isoformat(),
+            "undone_at": self.undone_at.isoformat() if self.undone_at else None,
+        }
+
+
+@dataclass(slots=True)
+class AutoMergeResult:
+    """What ``auto_merge`` found and did."""
+
+    groups: list[Group]
+    dry_run: bool
+    merged_customers: int = 0
+    detection_seconds: float = 0.0
+    merge_seconds: float = 0.0
+    rules: tuple[str, ...] = DEFAULT_RULES
+    skipped: int = 0  # customers gone or changed between detection and merge
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready summary with every group."""
+        return {
+            "dry_run": self.dry_run,
+            "rules": list(self.rules),
+            "groups": [g.as_json() for g in self.groups],
+            "group_count": len(self.groups),
+            "merged_customers": self.merged_customers,
+            "skipped": self.skipped,
+            "detection_seconds": round(self.detection_seconds, 3),
+            "merge_seconds": round(self.merge_seconds, 3),
+        }
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Detection
+
+
+def check_rules(rules: Iterable[str]) -> tuple[str, ...]:
+    """Validate rule names; return them de-duplicated in ``RULES`` order.
+
+    Raises:
+        ValueError: for an unknown rule or an empty list.
+    """
+    wanted = list(dict.fromkeys(rules))
+    unknown = [r for r in wanted if r not in RULES]
+    if unknown:
+        raise ValueError(f"unknown merge rule {unknown[0]!r}: expected one of {', '.join(RULES)}")
+    if not wanted:
+        raise ValueError(f"no merge rule given: expected one or more of {', '.join(RULES)}")
+    return tuple(r for r in RULES if r in wanted)
+
+
+def _member(row: Any) -> Member:
+    return Member(id=row.id, uuid=row.uuid, created_at=row.created_at, has_subscriptions=bool(row.has_subscriptions))
+
+
+def _customer_key_candidates(conn: Connection, rule: str, key_column: Any, exclude: Iterable[str] = ()) -> tuple[
+    list[CandidateSet], dict[int, Member]
+]:
+    """Customers sharing a stored key column: one GROUP BY on the indexed key, then the members."""
+    c = customers
+    dup_keys = select(key_column).where(key_column.is_not(None))
+    excluded = list(exclude)
+    if excluded:
+        dup_keys = dup_keys.where(key_column.not_in(excluded))
+    dup_keys = dup_keys.group_by(key_column).having(func.count() > 1)
+    rows = conn.execute(
+        select(c.c.id, c.c.uuid, c.c.created_at, c.c.has_subscriptions, key_column.label("k"))
+        .where(key_column.in_(dup_keys))
+        .order_by(key_column, c.c.id)
+    )
+    found: list[CandidateSet] = []
+    members: dict[int, Member] = {}
+    key: str | None = None
+    ids: list[int] = []
+    for row in rows:
+        members[row.id] = _member(row)
+        if row.k != key:
+            if len(ids) > 1:
+                found.append(CandidateSet(rule, key or "", tuple(ids)))
+            key, ids = row.k, []
+        ids.append(row.id)
+    if len(ids) > 1:
+        found.append(CandidateSet(rule, key or "", tuple(ids)))
+    return found, members
+
+
+def _external_id_candidates(conn: Connection) -> tuple[list[CandidateSet], dict[int, Member]]:
+    """Customers whose source customers share an external id across data sources."""
+    sc, c = source_customers, customers
+    # (data source, external id) is unique, so two rows with one external id are in two sources; count
+    # distinct customers so an id already merged into one customer is not found again.
+    dup_ids = (
+        select(sc.c.external_id).group_by(sc.c.external_id).having(func.count(sc.c.customer_id.distinct()) > 1)
+    )
+    rows = conn.execute(
+        select(sc.c.external_id, c.c.id, c.c.uuid, c.c.created_at, c.c.has_subscriptions)
+        .join(c, c.c.id == sc.c.customer_id)
+        .where(sc.c.external_id.in_(dup_ids))
+        .order_by(sc.c.external_id, c.c.id)
+    )
+    found: list[CandidateSet] = []
+    members: dict[int, Member] = {}
+    key: str | None = None
+    ids: list[int] = []
+    for row in rows:
+        members[row.id] = _member(row)
+        if row.external_id != key:
+            if len(set(ids)) > 1:
+                found.append(CandidateSet("external_id", key or "", tuple(dict.fromkeys(ids))))
+            key, ids = row.external_id, []
+        ids.append(row.id)
+    if len(set(ids)) > 1:
+        found.append(CandidateSet("external_id", key or "", tuple(dict.fromkeys(ids))))
+    return found, members
+
+
+def find_duplicate_groups(conn: Connection, rules: Iterable[str] = DEFAULT_RULES) -> list[Group]:
+    """Find groups of customers that are the same customer, with each group's survivor.
+
+    Args:
+        conn: a connection (read only).
+        rules: any of ``email`` (normalised email, on by default), ``external_id`` (the same external id
+            in different data sources, on by default) and ``domain`` (the same website domain, free-mail
+            domains ignored; off by default).
+
+    Returns:
+        Disjoint groups of two or more customers (customers linked through different rules are one
+        group), each with its survivor: the customer with subscription facts, else the oldest.
+
+    Raises:
+        ValueError: for an unknown rule.
+    """
+    wanted = check_rules(rules)
+    candidates: list[CandidateSet] = []
+    members: dict[int, Member] = {}
+    for rule in wanted:
+        if rule == "email":
+            found, seen = _customer_key_candidates(conn, "email", customers.c.email_norm)
+        elif rule == "domain":
+            # website_domain is stored without free-mail hosts; excluding them here too keeps rows written
+            # by an older normaliser from merging every gmail.com customer.
+            found, seen = _customer_key_candidates(
+                conn, "domain", customers.c.website_domain, exclude=sorted(FREE_MAIL_DOMAINS)
+            )
+        else:
+            found, seen = _external_id_candidates(conn)
+        candidates.extend(found)
+        members.update(seen)
+    return group_candidates(candidates, members)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Merge
+
+
+def _load_rows(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    for part in _chunks(list(ids)):
+        for row in conn.execute(select(customers).where(customers.c.id.in_(part))).mappings():
+            out[row["id"]] = dict(row)
+    return out
+
+
+def _load_edits(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, dict[str, Any]]]:
+    out: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for part in _chunks(list(ids)):
+        for row in conn.execute(select(manual_edits).where(manual_edits.c.customer_id.in_(part))).mappings():
+            out[row["customer_id"]][row["field"]] = dict(row)
+    return out
+
+
+def _effective(row: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(row)
+
+
+def _merged_effective(into: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+    """What INTO shows after ``other`` merged into it (used to plan the next merge into the same survivor)."""
+    out = dict(into)
+    for name, value in other.items():
+        if name in ("tags", "custom", "lead_created_at", "free_trial_started_at"):
+            continue
+        if out.get(name) in (None, ""):
+            out[name] = value
+    for name in ("lead_created_at", "free_trial_started_at"):
+        values = [v for v in (into.get(name), other.get(name)) if v is not None]
+        out[name] = min(values) if values else None
+    out["tags"] = list(dict.fromkeys([*(into.get("tags") or []), *(other.get("tags") or [])]))
+    out["custom"] = {**(other.get("custom") or {}), **(into.get("custom") or {})}
+    return out
+
+
+def _edit_json_value(value: Any) -> Any:
+    return value.astimezone(timezone.utc).isoformat() if isinstance(value, datetime) else value
+
+
+def merge_customers(
+    conn: Connection, from_id: int, into_id: int, rule: str = "manual", actor: str = "cli"
+) -> MergeEvent:
+    """Merge customer ``from_id`` into customer ``into_id`` inside the caller's transaction.
+
+    INTO keeps its uuid and its values; FROM's fill the gaps; lead and trial dates become the earliest
+    of the two; tags and custom attributes are united (INTO wins a conflict); FROM's source customers,
+    subscriptions, contacts and manual edits move to INTO (INTO's edits win a conflict). FROM's row is
+    deleted and kept in the merge event's snapshot for ``unmerge``.
+
+    Args:
+        conn: a connection inside a transaction (``with engine.begin() as conn``).
+        from_id: the customer merged away.
+        into_id: the customer that survives.
+        rule: what decided the merge: ``manual``, or the auto-merge rule(s).
+        actor: who asked (``cli``, ``api``, ``auto``, a user name).
+
+    Raises:
+        CustomerNotFound: when either customer does not exist.
+        MergeError: when both are the same customer.
+    """
+    return merge_batch(conn, [(from_id, into_id, rule)], actor=actor)[0]
+
+
+def merge_batch(
+    conn: Connection,
+    merges: Sequence[tuple[int, int, str]],
+    *,
+    actor: str = "auto",
+    skip_missing: bool = False,
+) -> list[MergeEvent]:
+    """Merge many (from_id, into_id, rule) pairs with a handful of bulk statements.
+
+    Several pairs may share a survivor (a group of three or more); a survivor must not also be merged
+    away in the same batch. The caller's transaction makes the whole batch one unit.
+
+    Args:
+        conn: a connection inside a transaction.
+        merges: (from customer id, into customer id, rule) triples.
+        actor: recorded on every merge event.
+        skip_missing: drop pairs whose customers no longer exist (auto-merge after a concurrent change)
+            instead of raising.
+
+    Returns:
+        The merge events written, in the order of ``merges`` (missing pairs left out).
+
+    Raises:
+        CustomerNotFound: a customer does not exist (unless ``skip_missing``).
+        MergeError: a pair merges a customer into itself, a customer is merged away twice, or a
+            survivor is merged away in the same batch.
+    """
+    from_ids = [f for f, _, _ in merges]
+    into_ids = list(dict.fromkeys(i for _, i, _ in merges))
+    for from_id, into_id, _ in merges:
+        if from_id == into_id:
+            raise MergeError(f"cannot merge customer {from_id} into itself")
+    if len(set(from_ids)) != len(from_ids):
+        raise MergeError("a customer cannot be merged away twice in one batch")
+    if set(from_ids) & set(into_ids):
+        raise MergeError("a survivor cannot be merged away in the same batch")
+    rows = _load_rows(conn, [*from_ids, *into_ids])
+    todo: list[tuple[int, int, str]] = []
+    for from_id, into_id, rule in merges:
+        missing = [i for i in (from_id, into_id) if i not in rows]
+        if missing:
+            if skip_missing:
+                continue
+            raise CustomerNotFound(f"customer {missing[0]} does not exist (merged away or deleted?)")
+        todo.append((from_id, into_id, rule))
+    if not todo:
+        return []
+    from_ids = [f for f, _, _ in todo]
+    into_ids = list(dict.fromkeys(i for _, i, _ in todo))
+    edits = _load_edits(conn, [*from_ids, *into_ids])
+
+    sc = source_customers
+    sources_of: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for part in _chunks(from_ids):
+        for row in conn.execute(
+            select(sc.c.id, sc.c.customer_id, sc.c.linked_at)
+            .where(sc.c.customer_id.in_(part))
+            .order_by(sc.c.customer_id, sc.c.linked_at, sc.c.id)
+        ):
+            sources_of[row.customer_id].append({"id": row.id, "linked_at": row.linked_at})
+    last_linked: dict[int, datetime] = {}
+    for part in _chunks(into_ids):
+        for row in conn.execute(
+            select(sc.c.customer_id, func.max(sc.c.linked_at).label("last"))
+            .where(sc.c.customer_id.in_(part))
+            .group_by(sc.c.customer_id)
+        ):
+            last_linked[row.customer_id] = row.last
+    contacts_of: dict[int, list[int]] = defaultdict(list)
+    for part in _chunks(from_ids):
+        for row in conn.execute(
+            select(contacts.c.id, contacts.c.customer_id).where(contacts.c.customer_id.in_(part)).order_by(contacts.c.id)
+        ):
+            contacts_of[row.customer_id].append(row.id)
+
+    now = _now()
+    event_rows: list[dict[str, Any]] = []
+    relinks: list[dict[str, Any]] = []
+    contact_moves: list[dict[str, Any]] = []
+    # Keyed by (customer id, field): a second merge into the same survivor rewrites the first one's edit.
+    edit_deletes: dict[tuple[int, str], dict[str, Any]] = {}
+    edit_writes: dict[tuple[int, str], dict[str, Any]] = {}
+    events: list[MergeEvent] = []
+    into_state = {i: _effective(rows[i]) for i in into_ids}
+    into_edits = {i: {f: e["value"] for f, e in edits.get(i, {}).items()} for i in into_ids}
+    for from_id, into_id, rule in todo:
+        from_row, into_row = rows[from_id], rows[into_id]
+        from_edit_rows = edits.get(from_id, {})
+        plan = plan_edit_moves(
+            into_state[into_id], into_edits[into_id], _effective(from_row), {f: e["value"] for f, e in from_edit_rows.items()}
+        )
+        into_changes: dict[str, dict[str, Any]] = {}
+        for field_name in plan.move:
+            source_edit = from_edit_rows[field_name]
+            into_changes[field_name] = {"before": None, "after": source_edit["value"]}
+            edit_writes[(into_id, field_name)] = {
+                "customer_id": into_id, "field": field_name, "value": source_edit["value"],
+                "actor": source_edit["actor"], "created_at": source_edit["created_at"],
+            }
+            into_edits[into_id][field_name] = source_edit["value"]
+        for field_name, value in plan.set_into.items():
+            after = _edit_json_value(value)
+            before = edit_writes.get((into_id, field_name)) or edits.get(into_id, {}).get(field_name)
+            into_changes[field_name] = {"before": row_to_json(manual_edits, before) if before else None, "after": after}
+            if field_name in edits.get(into_id, {}):
+                edit_deletes[(into_id, field_name)] = {"b_customer_id": into_id, "b_field": field_name}
+            edit_writes[(into_id, field_name)] = {
+                "customer_id": into_id, "field": field_name, "value": after, "actor": f"merge:{actor}",
+                "created_at": now,
+            }
+            into_edits[into_id][field_name] = after
+        # Put FROM's source customers after all of INTO's in link order, keeping their own order.
+        base = max(now, last_linked.get(into_id, now) + _US)
+        moved_sources = sources_of.get(from_id, [])
+        for rank, src in enumerate(moved_sources):
+            linked = base + rank * _US
+            relinks.append({"b_id": src["id"], "b_customer_id": into_id, "b_linked_at": linked})
+        if moved_sources:
+            last_linked[into_id] = base + (len(moved_sources) - 1) * _US
+        for contact_id in contacts_of.get(from_id, []):
+            contact_moves.append({"b_id": contact_id, "b_customer_id": into_id})
+        snapshot = {
+            "version": SNAPSHOT_VERSION,
+            "customer": row_to_json(customers, from_row),
+            "manual_edits": [row_to_json(manual_edits, e) for e in from_edit_rows.values()],
+            "source_customers": [
+                {"id": s["id"], "linked_at": s["linked_at"].astimezone(timezone.utc).isoformat()}
+                for s in moved_sources
+            ],
+            "contacts": contacts_of.get(from_id, []),
+            "into_edits": into_changes,
+        }
+        event = MergeEvent(
+            uuid=new_uuid("mrg"), kind="merge", from_customer_uuid=from_row["uuid"],
+            into_customer_uuid=into_row["uuid"], rule=rule, actor=actor, created_at=now,
+        )
+        events.append(event)
+        event_rows.append(
+            {"uuid": event.uuid, "kind": "merge", "from_customer_uuid": event.from_customer_uuid,
+             "into_customer_uuid": event.into_customer_uuid, "rule": rule, "actor": actor,
+             "created_at": now, "snapshot": snapshot, "undone_at": None}
+        )
+        into_state[into_id] = _merged_effective(into_state[into_id], from_row)
+
+    conn.execute(insert(merge_events), event_rows)
+    if relinks:
+        conn.execute(
+            update(sc)
+            .where(sc.c.id == bindparam("b_id"))
+            .values(customer_id=bindparam("b_customer_id"), linked_at=bindparam("b_linked_at")),
+            relinks,
+        )
+    if contact_moves:
+        conn.execute(
+            update(contacts).where(contacts.c.id == bindparam("b_id")).values(customer_id=bindparam("b_customer_id")),
+            contact_moves,
+        )
+    from_with_edits = [f for f in from_ids if edits.get(f)]
+    for part in _chunks(from_with_edits):
+        conn.execute(delete(manual_edits).where(manual_edits.c.customer_id.in_(part)))
+    if edit_deletes:
+        conn.execute(
+            delete(manual_edits).where(
+                manual_edits.c.customer_id == bindparam("b_customer_id"), manual_edits.c.field == bindparam("b_field")
+            ),
+            list(edit_deletes.values()),
+        )
+    if edit_writes:
+        conn.execute(insert(manual_edits), list(edit_writes.values()))
+    for part in _chunks(from_ids):
+        conn.execute(delete(customers).where(customers.c.id.in_(part)))
+    reproject(conn, into_ids)
+    return events
+
+
+# ---------------------------------------------------------------------------------------------------
+# Unmerge
+
+
+def resolve_source_customer(conn: Connection, ref: int | tuple[int, str] | str) -> int:
+    """The id of a source customer named by id, (data source id, external id) or ``SOURCE:EXTERNAL_ID``.
+
+    ``SOURCE`` is a data source name or ``ds_…`` uuid (source names cannot hold a colon, external ids can).
+
+    Raises:
+        CustomerNotFound: when no such source customer exists.
+    """
+    sc = source_customers
+    if isinstance(ref, int):
+        found = conn.execute(select(sc.c.id).where(sc.c.id == ref)).scalar()
+        what = f"source customer {ref}"
+    elif isinstance(ref, tuple):
+        data_source_id, external_id = ref
+        found = conn.execute(
+            select(sc.c.id).where(sc.c.data_source_id == data_source_id, sc.c.external_id == external_id)
+        ).scalar()
+        what = f"source customer {external_id!r} of data source {data_source_id}"
+    else:
+        source, sep, external_id = ref.partition(":")
+        if not sep or not source or not external_id:
+            raise CustomerNotFound(f"{ref!r}: expected SOURCE:EXTERNAL_ID")
+        ds = data_sources
+        found = conn.execute(
+            select(sc.c.id)
+            .join(ds, ds.c.id == sc.c.data_source_id)
+            .where((ds.c.name == source) | (ds.c.uuid == source), sc.c.external_id == external_id)
+        ).scalar()
+        what = f"no record {external_id!r} in data source {source!r}"
+        if found is None:
+            raise CustomerNotFound(what)
+    if found is None:
+        raise CustomerNotFound(f"{what} does not exist")
+    return int(found)
+
+
+def unmerge(
+    conn: Connection,
+    customer_id: int,
+    source_customer_ref: int | tuple[int, str] | str,
+    actor: str = "cli",
+) -> MergeEvent:
+    """Undo the merge that brought a source customer into ``customer_id``, inside the caller's transaction.
+
+    The customer merged away comes back exactly as it was (same id and uuid, its own source customers,
+    manual edits and contacts); edits the merge wrote on the survivor are put back unless they were
+    changed since. Both are re-projected and an ``unmerge`` event is logged; the merge event is marked
+    undone. If several merges chained (A into B, then B into C), the latest one that moved the source
+    customer is undone: unmerging A's record out of C brings back B (with A's record), a second unmerge
+    out of B brings back A.
+
+    Args:
+        conn: a connection inside a transaction.
+        customer_id: the surviving customer.
+        source_customer_ref: the source customer to separate: id, (data source id, external id), or
+            ``SOURCE:EXTERNAL_ID``.
+        actor: recorded on the unmerge event.
+
+    Returns:
+        The unmerge event (``from`` is the restored customer, ``into`` the survivor).
+
+    Raises:
+        CustomerNotFound: the customer or source customer does not exist.
+        NothingToUnmerge: the source customer does not belong to the customer, or was never merged in.
+    """
+    sc = source_customers
+    sc_id = resolve_source_customer(conn, source_customer_ref)
+    into = conn.execute(select(customers).where(customers.c.id == customer_id)).mappings().first()
+    if into is None:
+        raise CustomerNotFound(f"customer {customer_id} does not exist")
+    owner = conn.execute(select(sc.c.customer_id).where(sc.c.id == sc_id)).scalar_one()
+    if owner != customer_id:
+        owner_uuid = conn.execute(select(customers.c.uuid).where(customers.c.id == owner)).scalar()
+        raise NothingToUnmerge(
+            f"that source customer belongs to customer {owner_uuid}, not to {into['uuid']}"
+        )
+    event_row = None
+    for row in conn.execute(
+        select(merge_events)
+        .where(
+            merge_events.c.into_customer_uuid == into["uuid"],
+            merge_events.c.kind == "merge",
+            merge_events.c.undone_at.is_(None),
+        )
+        .order_by(merge_events.c.id.desc())
+    ).mappings():
+        if any(s["id"] == sc_id for s in (row["snapshot"] or {}).get("source_customers", [])):
+            event_row = row
+            break
+    if event_row is None:
+        raise NothingToUnmerge(
+            f"that source customer was not merged into {into['uuid']}: it is the customer's own record"
+        )
+    snapshot = event_row["snapshot"]
+    restored = row_from_json(customers, snapshot["customer"])
+    taken = conn.execute(
+        select(customers.c.id, customers.c.uuid).where(
+            (customers.c.id == restored["id"]) | (customers.c.uuid == restored["uuid"])
+        )
+    ).first()
+    if taken is not None and taken.uuid == restored["uuid"]:
+        raise MergeError(f"customer {restored['uuid']} exists already: the merge was undone before")
+    if taken is not None:
+        # The integer id was handed out again (never on PostgreSQL; possible on SQLite after a restore):
+        # the uuid is what users know, so keep it and take a fresh id.
+        restored.pop("id")
+        from_id = int(conn.execute(insert(customers).values(**restored).returning(customers.c.id)).scalar_one())
+    else:
+        conn.execute(insert(customers).values(**restored))
+        from_id = restored["id"]
+
+    relinks = [
+        {"b_id": s["id"], "b_customer_id": from_id, "b_linked_at": datetime.fromisoformat(s["linked_at"]),
+         "b_owner": customer_id}
+        for s in snapshot.get("source_customers", [])
+    ]
+    moved_back: list[int] = []
+    for part in _chunks(relinks):
+        ids = [r["b_id"] for r in part]
+        current = {
+            row.id for row in conn.execute(select(sc.c.id).where(sc.c.id.in_(ids), sc.c.customer_id == customer_id))
+        }
+        still_here = [r for r in part if r["b_id"] in current]
+        if still_here:
+            conn.execute(
+                update(sc)
+                .where(sc.c.id == bindparam("b_id"))
+                .values(customer_id=bindparam("b_customer_id"), linked_at=bindparam("b_linked_at")),
+                still_here,
+            )
+            moved_back.extend(r["b_id"] for r in still_here)
+    contact_ids = list(snapshot.get("contacts", []))
+    for part in _chunks(contact_ids):
+        conn.execute(
+            update(contacts)
+            .where(contacts.c.id.in_(part), contacts.c.customer_id == customer_id)
+            .values(customer_id=from_id)
+        )
+    # Edits the merge wrote on the survivor: put back what was there, unless someone changed them since.
+    current_edits = _load_edits(conn, [customer_id]).get(customer_id, {})
+    for field_name, change in (snapshot.get("into_edits") or {}).items():
+        now_edit = current_edits.get(field_name)
+        if now_edit is None or now_edit["value"] != change["after"]:
+            continue
+        conn.execute(
+            delete(manual_edits).where(manual_edits.c.customer_id == customer_id, manual_edits.c.field == field_name)
+        )
+        if change.get("before") is not None:
+            before = row_from_json(manual_edits, change["before"])
+            before.pop("id", None)
+            before["customer_id"] = customer_id
+            conn.execute(insert(manual_edits).values(**before))
+    restored_edits = []
+    for data in snapshot.get("manual_edits", []):
+        edit = row_from_json(manual_edits, data)
+        edit.pop("id", None)
+        edit["customer_id"] = from_id
+        restored_edits.append(edit)
+    if restored_edits:
+        conn.execute(insert(manual_edits), restored_edits)
+
+    now = _now()
+    conn.execute(update(merge_events).where(merge_events.c.id == event_row["id"]).values(undone_at=now))
+    event = MergeEvent(
+        uuid=new_uuid("mrg"), kind="unmerge", from_customer_uuid=restored["uuid"],
+        into_customer_uuid=into["uuid"], rule=event_row["rule"], actor=actor, created_at=now,
+    )
+    conn.execute(
+        insert(merge_events).values(
+            uuid=event.uuid, kind="unmerge", from_customer_uuid=event.from_customer_uuid,
+            into_customer_uuid=event.into_customer_uuid, rule=event.rule, actor=actor, created_at=now,
+            snapshot={"version": SNAPSHOT_VERSION, "merge_event": event_row["uuid"], "source_customers": moved_back},
+        )
+    )
+    reproject(conn, [customer_id, from_id])
+    return event
+
+
+# ---------------------------------------------------------------------------------------------------
+# Automatic merge and the log
+
+
+def auto_merge(
+    engine: Engine,
+    rules: Iterable[str] = DEFAULT_RULES,
+    dry_run: bool = False,
+    *,
+    actor: str = "auto",
+    batch_size: int = AUTO_BATCH,
+    progress: Callable[[int, int], None] | None = None,
+) -> AutoMergeResult:
+    """Detect duplicate groups and merge each into its survivor (the step run after every sync).
+
+    Detection reads in one connection; merges then run in transactions of ``batch_size`` merges each
+    (bulk statements, one re-projection per batch). A customer deleted or merged between detection and
+    its batch is skipped, not an error.
+
+    Args:
+        engine: the database.
+        rules: rule names (see ``find_duplicate_groups``).
+        dry_run: only detect; write nothing.
+        actor: recorded on the merge events.
+        batch_size: merges per transaction.
+        progress: called with (customers merged so far, total) after each batch.
+
+    Returns:
+        The groups found and what was merged.
+    """
+    wanted = check_rules(rules)
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        groups = find_duplicate_groups(conn, wanted)
+    result = AutoMergeResult(groups=groups, dry_run=dry_run, rules=wanted)
+    result.detection_seconds = time.perf_counter() - started
+    if dry_run or not groups:
+        return result
+    started = time.perf_counter()
+    pairs = [(m.id, g.survivor.id, g.rule) for g in groups for m in g.others]
+    for part in _chunks(pairs, batch_size):
+        with engine.begin() as conn:
+            events = merge_batch(conn, part, actor=actor, skip_missing=True)
+        result.merged_customers += len(events)
+        result.skipped += len(part) - len(events)
+        if progress is not None:
+            progress(result.merged_customers + result.skipped, len(pairs))
+    result.merge_seconds = time.perf_counter() - started
+    return result
+
+
+def list_merge_events(
+    conn: Connection, customer_uuid: str | None = None, limit: int = 100
+) -> list[MergeEvent]:
+    """The merge log, newest first; with ``customer_uuid``, the events where it is either side."""
+    query = select(merge_events).order_by(merge_events.c.id.desc()).limit(limit)
+    if customer_uuid:
+        query = query.where(
+            (merge_events.c.from_customer_uuid == customer_uuid) | (merge_events.c.into_customer_uuid == customer_uuid)
+        )
+    return [
+        MergeEvent(
+            uuid=row.uuid, kind=row.kind, from_customer_uuid=row.from_customer_uuid,
+            into_customer_uuid=row.into_customer_uuid, rule=row.rule, actor=row.actor,
+            created_at=row.created_at, undone_at=row.undone_at,
+        )
+        for row in conn.execute(query)
+    ]
