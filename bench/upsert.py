@@ -1,0 +1,115 @@
+"""Benchmark: batched upsert of N synthetic source customers into SQLite and PostgreSQL.
+
+For each database: a first upsert (every record new: a customer and a source customer each), then
+the same records again (every record unchanged: nothing is written). Prints rows/s per phase and the
+process's peak resident memory. Records are generated and written in batches, never held all at once.
+
+    python bench/upsert.py [--rows 1000000] [--batch 5000] [--only sqlite|postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from funnelsync.records import SourceCustomerRecord, SubscriptionFact  # noqa: E402
+
+POSTGRES_URL = os.environ.get("FUNNELSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+T0 = datetime(2023, 1, 1, tzinfo=timezone.utc)
+COUNTRIES = ("US", "GB", "DE", "FR", "BR", "IN", "JP", "CA")
+
+
+def batches(rows: int, size: int) -> Iterator[list[SourceCustomerRecord]]:
+    """Synthetic records, ~100 bytes of profile each; every 4th has a paid subscription."""
+    for start in range(0, rows, size):
+        batch = []
+        for i in range(start, min(rows, start + size)):
+            lead = T0 + timedelta(minutes=i)
+            subs = None
+            trial = None
+            if i % 3 == 0:
+                trial = lead + timedelta(days=1)
+                paid = lead + timedelta(days=15) if i % 4 == 0 else None
+                subs = [SubscriptionFact(f"sub_{i}", "active" if paid else "trialing", trial_started_at=trial,
+                                         first_paid_at=paid)]
+            batch.append(SourceCustomerRecord(
+                external_id=f"cus_{i:08d}", name=f"Customer {i}", email=f"user{i}@example.com",
+                company=f"Company {i % 5000}", country=COUNTRIES[i % len(COUNTRIES)],
+                lead_created_at=lead, free_trial_started_at=trial, subscriptions=subs,
+            ))
+        yield batch
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_one(kind: str, rows: int, size: int) -> None:
+    from sqlalchemy import text
+
+    from storage.db import make_engine, upgrade
+    from storage.sources import create_source
+    from storage.upsert import UpsertResult, upsert_records
+
+    schema = None
+    if kind == "sqlite":
+        folder = tempfile.mkdtemp(prefix="fs-bench-")
+        engine = make_engine(f"sqlite:///{folder}/bench.db")
+    else:
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        admin = make_engine(POSTGRES_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        engine = make_engine(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            ds_id = create_source(conn, "bench", "csv").id
+        for phase in ("first upsert", "unchanged re-upsert"):
+            total = UpsertResult()
+            started = time.perf_counter()
+            for batch in batches(rows, size):
+                with engine.begin() as conn:
+                    total.add(upsert_records(conn, ds_id, batch))
+                total.touched_customer_ids.clear()
+                total.created_customer_ids.clear()
+            seconds = time.perf_counter() - started
+            print(f"{kind:10s} {phase:20s} {rows:>9,} rows {seconds:7.1f} s {rows / seconds:>9,.0f} rows/s "
+                  f"created={total.created} updated={total.updated} unchanged={total.unchanged} "
+                  f"peak RSS so far {peak_mb():.0f} MB", flush=True)
+    finally:
+        engine.dispose()
+        if schema:
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--only", choices=("sqlite", "postgresql"))
+    args = parser.parse_args()
+    if args.only:
+        run_one(args.only, args.rows, args.batch)
+        return
+    print(f"funnelsync bench/upsert.py: {args.rows:,} records, batches of {args.batch:,}, "
+          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    # One process per database so each peak-memory figure is its own.
+    for kind in ("sqlite", "postgresql"):
+        subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--batch", str(args.batch),
+                        "--only", kind], check=True)
+
+
+if __name__ == "__main__":
+    main()
