@@ -1,0 +1,701 @@
+"""The flexible customer file: encoding, delimiter, header matching and rows → ``SourceCustomerRecord``.
+
+Reading a file takes two streaming passes, so a million rows need no more memory than a batch:
+
+1. ``FlexibleCsvFile.prepare()`` decodes the whole file once (so an encoding problem refuses the file
+   before anything is written), counts the rows for the progress bar, surveys the slashed date columns
+   to decide day-first vs month-first from all their values, and collects a 64-bit hash per row key to
+   find the few keys that repeat (8 bytes a row instead of the keys themselves).
+2. ``FlexibleCsvFile.rows()`` maps each row with the ``RowMapper`` built in pass 1 and yields one
+   ``RowResult`` per non-blank row: a record, or the row's errors (a row is rejected whole).
+
+Row numbers count the way a spreadsheet user does: the header is row 1, a blank line is a row, and a
+quoted value spanning three lines is still one row. The same ``RowMapper`` serves Google Sheets, whose
+rows arrive as lists of strings.
+
+Keying (SPEC: "matched by external id, else by normalised email"): a row with an external id is keyed
+by it; a row without one is keyed ``email:<normalised email>`` and flagged ``keyed_by_email`` so the
+import can look up an existing source customer of the same source with that email. When a key repeats
+in a file, the first valid row wins and later ones are rejected as duplicates: "last wins" would make
+a re-import of the same file rewrite records and stop being a no-op.
+
+Pure module: no storage; it imports only the shared record model, normalisation and time helpers.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from connectors.csv_dates import (
+    AmbiguousDateColumn,
+    SlashedDateSurvey,
+    make_date_parser,
+)
+from connectors.header_match import HeaderMatch, MappingError, Target, match_headers
+from funnelsync.normalize import normalize_country, normalize_email
+from funnelsync.records import LEAD_STATUSES, ContactRecord, SourceCustomerRecord, SubscriptionFact
+from funnelsync.timeutil import account_timezone
+
+SAMPLE_BYTES = 1 << 20
+SNIFF_CHARS = 64 * 1024
+DELIMITERS = (",", ";", "\t")
+FIELD_SIZE_LIMIT = 1 << 20  # a stray quote swallows the file up to here, then csv reports the line
+# The subscription fact a file row describes has a fixed id so a re-import replaces it, not adds one.
+SUBSCRIPTION_ID = "import"
+# Column widths of the storage schema, repeated here because a connector may not import storage: a
+# longer value would make PostgreSQL refuse the whole batch, so it is an error of its row instead.
+MAX_LENGTH = {
+    "external_id": 255, "name": 255, "email": 320, "company": 255, "state": 100, "city": 255, "zip": 40,
+    "website_url": 2048, "owner": 320, "tags": 255, "contact.first_name": 255, "contact.last_name": 255,
+    "contact.title": 255, "contact.email": 320, "contact.phone": 100, "contact.linked_in": 2048,
+    "contact.twitter": 255, "contact.notes": 100_000, "custom": 10_000,
+}
+LEAD_STATUS_BY_KEY = {s.lower().replace("_", ""): s for s in LEAD_STATUSES} | {
+    s.lower().split("_")[0]: s for s in LEAD_STATUSES
+}
+# Common English names for ISO-3166 alpha-2 codes; anything else must be the code itself.
+COUNTRY_NAMES = {
+    "united states": "US", "united states of america": "US", "usa": "US", "u.s.": "US", "u.s.a.": "US",
+    "america": "US", "united kingdom": "GB", "uk": "GB", "great britain": "GB", "england": "GB",
+    "scotland": "GB", "wales": "GB", "germany": "DE", "deutschland": "DE", "france": "FR", "spain": "ES",
+    "españa": "ES", "italy": "IT", "italia": "IT", "netherlands": "NL", "the netherlands": "NL",
+    "holland": "NL", "belgium": "BE", "switzerland": "CH", "schweiz": "CH", "austria": "AT",
+    "österreich": "AT", "ireland": "IE", "portugal": "PT", "sweden": "SE", "norway": "NO", "denmark": "DK",
+    "finland": "FI", "iceland": "IS", "poland": "PL", "czech republic": "CZ", "czechia": "CZ",
+    "hungary": "HU", "romania": "RO", "greece": "GR", "turkey": "TR", "türkiye": "TR", "russia": "RU",
+    "ukraine": "UA", "canada": "CA", "mexico": "MX", "méxico": "MX", "brazil": "BR", "brasil": "BR",
+    "argentina": "AR", "chile": "CL", "colombia": "CO", "peru": "PE", "australia": "AU",
+    "new zealand": "NZ", "japan": "JP", "china": "CN", "south korea": "KR", "korea": "KR", "india": "IN",
+    "singapore": "SG", "hong kong": "HK", "taiwan": "TW", "israel": "IL", "united arab emirates": "AE",
+    "uae": "AE", "saudi arabia": "SA", "south africa": "ZA", "nigeria": "NG", "kenya": "KE", "egypt": "EG",
+    "indonesia": "ID", "philippines": "PH", "vietnam": "VN", "thailand": "TH", "malaysia": "MY",
+}
+TRUE_WORDS = frozenset({"true", "yes", "y", "1", "t"})
+FALSE_WORDS = frozenset({"false", "no", "n", "0", "f"})
+
+
+class FileUnreadable(Exception):
+    """The file cannot be imported at all (nothing is written): encoding, layout or mapping problem."""
+
+
+@dataclass(slots=True)
+class RowError:
+    """One reason a row was rejected: spreadsheet row number, column header, raw value, reason."""
+
+    row: int
+    column: str
+    value: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``--json`` output."""
+        return {"row": self.row, "column": self.column, "value": self.value, "reason": self.reason}
+
+
+@dataclass(slots=True)
+class RowResult:
+    """A mapped row: a record to upsert, or the errors that reject it."""
+
+    row: int
+    record: SourceCustomerRecord | None
+    errors: list[RowError]
+    keyed_by_email: bool = False
+    raw: list[str] | None = None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Encoding
+
+
+def _western_plausible(text: str) -> bool:
+    """Whether text decoded as Windows-1252 looks like a Western European language.
+
+    In French, German or Spanish words an accented letter is the exception; Cyrillic or Greek bytes
+    read as Windows-1252 turn whole words into accented letters. So: among the words holding a
+    non-ASCII letter, fewer than half of the letters may be non-ASCII.
+    """
+    if "\x00" in text:
+        return False
+    non_ascii_letters = letters = 0
+    for word in _words_with_non_ascii(text):
+        letters += len(word)
+        non_ascii_letters += sum(1 for ch in word if ord(ch) > 127)
+    return letters == 0 or non_ascii_letters / letters < 0.5
+
+
+def _words_with_non_ascii(text: str) -> Iterator[str]:
+    word: list[str] = []
+    for ch in text + " ":
+        if ch.isalpha():
+            word.append(ch)
+        elif word:
+            if any(ord(c) > 127 for c in word):
+                yield "".join(word)
+            word = []
+
+
+def guess_legacy_encoding(sample: bytes, label: str) -> str:
+    """Name the encoding of bytes that are not UTF-8.
+
+    Windows-1252 first when the text reads as a Western language (Excel's "CSV" on Western Windows,
+    and a superset of Latin-1's printable characters): charset-normalizer guesses poorly on the few
+    accented letters of a customer list (it calls "Zürich" cp775). Otherwise charset-normalizer.
+
+    Raises:
+        FileUnreadable: when neither gives a confident answer.
+    """
+    try:
+        text = sample.decode("cp1252")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and _western_plausible(text):
+        return "cp1252"
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(sample).best()
+    if best is not None and best.encoding and best.chaos < 0.2:
+        return str(best.encoding)
+    raise FileUnreadable(
+        f"{label} is not UTF-8 and its encoding could not be detected: save it as UTF-8 (Excel: "
+        f"Save As › 'CSV UTF-8 (Comma delimited)'; Google Sheets exports UTF-8) or pass --encoding NAME "
+        f"(for example --encoding cp1252)"
+    )
+
+
+def detect_encoding(head: bytes, label: str) -> str:
+    """The encoding of a file from its first bytes: a BOM, else UTF-8 if the bytes are, else a guess.
+
+    ``prepare()`` still decodes the whole file, so a non-UTF-8 byte after the sample is caught there.
+    """
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        head.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(head) - 3 and len(head) >= SAMPLE_BYTES:
+            return "utf-8"  # the sample cut a multi-byte character in two
+    return guess_legacy_encoding(head, label)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Delimiter
+
+
+def sniff_delimiter(sample: str) -> str:
+    """Pick comma, semicolon or tab: the one giving the header most columns that the rows repeat.
+
+    ``csv.Sniffer`` is not used: it guesses from character frequencies and trips over commas inside
+    quoted values and decimal commas; parsing with each candidate and checking consistency does not.
+    """
+    lines = sample.splitlines(keepends=True)
+    if len(lines) > 1 and not sample.endswith(("\n", "\r")):
+        lines = lines[:-1]  # the sample may cut the last row
+    text = "".join(lines[:200])
+    best: tuple[float, int, str] = (0.0, 1, ",")
+    for delimiter in DELIMITERS:
+        try:
+            rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
+        except csv.Error:
+            continue
+        if not rows:
+            continue
+        width = len(_trim_trailing_empty(rows[0]))
+        if width < 2:
+            continue
+        body = rows[1:50] or rows[:1]
+        consistent = sum(1 for r in body if len(_trim_trailing_empty(r)) <= width and len(r) >= width - 1)
+        score = (consistent / len(body), width, delimiter)
+        if score[:2] > best[:2]:
+            best = score
+    return best[2]
+
+
+def _trim_trailing_empty(row: list[str]) -> list[str]:
+    end = len(row)
+    while end and not row[end - 1].strip():
+        end -= 1
+    return row[:end]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Cell converters (one per column, chosen once; each raises ValueError with a reason)
+
+
+def _text(limit: int) -> Callable[[str], str]:
+    def convert(value: str) -> str:
+        if len(value) > limit:
+            raise ValueError(f"longer than {limit} characters")
+        return value
+
+    return convert
+
+
+def _email(value: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if not at or not local or "." not in domain or " " in value or len(value) > 320:
+        raise ValueError("not an email address")
+    return value
+
+
+def _country(value: str) -> str:
+    named = COUNTRY_NAMES.get(value.lower())
+    if named:
+        return named
+    try:
+        code = normalize_country(value)
+    except ValueError:
+        raise ValueError("not a country: use an ISO-3166 alpha-2 code such as US, DE or FR") from None
+    return code or ""
+
+
+def _lead_status(value: str) -> str:
+    status = LEAD_STATUS_BY_KEY.get(value.lower().replace(" ", "").replace("_", "").replace("-", ""))
+    if status is None:
+        raise ValueError(f"not a lead status: use one of {', '.join(LEAD_STATUSES)}")
+    return status
+
+
+def _tags(value: str) -> list[str]:
+    tags: list[str] = []
+    for part in value.split(","):
+        tag = part.strip()
+        if tag and tag not in tags:
+            if len(tag) > 255:
+                raise ValueError("a tag is longer than 255 characters")
+            tags.append(tag)
+    return tags
+
+
+def _integer(value: str) -> int:
+    try:
+        return int(value.replace("_", ""))
+    except ValueError:
+        raise ValueError("not an integer") from None
+
+
+def _decimal(value: str) -> float:
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise ValueError("not a decimal number (use a dot as decimal separator)") from None
+    if not number.is_finite():
+        raise ValueError("not a finite number")
+    return float(number)
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    raise ValueError("not a boolean: use true/false, yes/no or 1/0")
+
+
+def _custom_text(value: str) -> str:
+    if len(value) > MAX_LENGTH["custom"]:
+        raise ValueError(f"longer than {MAX_LENGTH['custom']} characters")
+    return value
+
+
+# Where a converted value goes.
+_FIELD, _CUSTOM, _CONTACT = 0, 1, 2
+
+
+@dataclass(slots=True)
+class _Column:
+    index: int
+    header: str
+    name: str  # field name within its destination
+    destination: int
+    convert: Callable[[str], Any]
+
+
+class RowMapper:
+    """Turns a row (a list of strings) into a ``SourceCustomerRecord`` or the row's errors.
+
+    Built once per file from the header match and the decided date orders; ``map()`` is the hot path.
+    """
+
+    def __init__(
+        self,
+        match: HeaderMatch,
+        date_surveys: dict[int, SlashedDateSurvey],
+        tz: tzinfo,
+        date_format: str | None = None,
+        keep_raw: bool = False,
+    ) -> None:
+        """Compile the per-column converters.
+
+        Raises:
+            AmbiguousDateColumn: a slashed date column whose order cannot be decided.
+            FileUnreadable: when neither external_id nor email is mapped.
+        """
+        self.match = match
+        self.width = len(match.headers)
+        self.keep_raw = keep_raw
+        self.columns: list[_Column] = []
+        ambiguous: list[str] = []
+        for index, target in enumerate(match.targets):
+            if target is None:
+                continue
+            try:
+                column = self._column(index, match.headers[index], target, date_surveys.get(index), tz, date_format)
+            except AmbiguousDateColumn as exc:
+                ambiguous.append(str(exc))
+                continue
+            self.columns.append(column)
+        if ambiguous:
+            raise AmbiguousDateColumn("; ".join(ambiguous))
+        mapped = {t.field for t in match.targets if t is not None}
+        if "external_id" not in mapped and "email" not in mapped:
+            shown = ", ".join(repr(h) for h in match.headers if h) or "none"
+            raise FileUnreadable(
+                f"no column identifies the customer: map one to external_id or email, e.g. "
+                f"--map \"Customer ID=external_id\" (columns: {shown})"
+            )
+        self.has_subscription = bool(mapped & {"subscriber_since", "cancelled_at"})
+        self.has_contact = any(f.startswith("contact.") for f in mapped)
+        self.has_tags = "tags" in mapped
+        id_index, email_index = match.index_of("external_id"), match.index_of("email")
+        self.key_column = match.headers[id_index if id_index is not None else email_index]  # type: ignore[index]
+
+    @staticmethod
+    def _column(
+        index: int,
+        header: str,
+        target: Target,
+        survey: SlashedDateSurvey | None,
+        tz: tzinfo,
+        date_format: str | None,
+    ) -> _Column:
+        name = target.field
+        if target.is_date:
+            parser = make_date_parser(header, survey, tz, date_format)
+            if name.startswith("custom."):
+                return _Column(index, header, name[7:], _CUSTOM, lambda v, p=parser: p(v).isoformat())
+            return _Column(index, header, name, _FIELD, parser)
+        if name.startswith("custom."):
+            convert = {"integer": _integer, "decimal": _decimal, "boolean": _boolean}.get(
+                target.custom_type, _custom_text
+            )
+            return _Column(index, header, name[7:], _CUSTOM, convert)
+        if name.startswith("contact."):
+            convert = _email if name == "contact.email" else _text(MAX_LENGTH[name])
+            return _Column(index, header, name[8:], _CONTACT, convert)
+        special: dict[str, Callable[[str], Any]] = {
+            "email": _email, "country": _country, "lead_status": _lead_status, "tags": _tags,
+        }
+        return _Column(index, header, name, _FIELD, special.get(name) or _text(MAX_LENGTH[name]))
+
+    def map(self, values: list[str], row: int) -> RowResult | None:
+        """Map one row; None for a blank row (skipped, not rejected)."""
+        if not values or not any(values):
+            return None
+        fields: dict[str, Any] = {}
+        custom: dict[str, Any] = {}
+        contact: dict[str, Any] = {}
+        places = (fields, custom, contact)
+        errors: list[RowError] = []
+        count = len(values)
+        for column in self.columns:
+            if column.index >= count:
+                continue  # ragged row (Google Sheets drops trailing empty cells)
+            raw = values[column.index]
+            if not raw:
+                continue
+            value = raw.strip()
+            if not value:
+                continue
+            try:
+                places[column.destination][column.name] = column.convert(value)
+            except ValueError as exc:
+                errors.append(RowError(row, column.header, raw, str(exc)))
+        if not fields and not custom and not contact and not errors:
+            if not any(v.strip() for v in values):
+                return None
+        if count > self.width and any(v.strip() for v in values[self.width:]):
+            extra = next(v for v in values[self.width:] if v.strip())
+            errors.append(
+                RowError(row, "", extra, f"the row has {count} values but the header has {self.width} columns")
+            )
+        external_id = fields.pop("external_id", None)
+        keyed_by_email = False
+        if external_id is None:
+            email_key = normalize_email(fields.get("email"))
+            if email_key:
+                external_id = f"email:{email_key}"
+                keyed_by_email = True
+            elif not errors or all(e.column != self.key_column for e in errors):
+                errors.append(
+                    RowError(row, self.key_column, "", "no external_id and no email: a row needs one to be matched")
+                )
+        if errors:
+            return RowResult(row, None, errors, raw=values if self.keep_raw else None)
+        subscriptions: list[SubscriptionFact] | None = None
+        if self.has_subscription:
+            since: datetime | None = fields.pop("subscriber_since", None)
+            cancelled: datetime | None = fields.pop("cancelled_at", None)
+            subscriptions = []
+            if since is not None or cancelled is not None:
+                subscriptions.append(
+                    SubscriptionFact(
+                        external_id=SUBSCRIPTION_ID,
+                        state="cancelled" if cancelled is not None else "active",
+                        first_paid_at=since,
+                        cancelled_at=cancelled,
+                    )
+                )
+        contacts: list[ContactRecord] | None = None
+        if self.has_contact:
+            contacts = [ContactRecord(**contact)] if contact else []
+        tags = fields.pop("tags", [])
+        record = SourceCustomerRecord(
+            external_id=external_id,
+            tags=tags,
+            custom=custom,
+            subscriptions=subscriptions,  # type: ignore[arg-type]  # None: leave stored ones alone
+            contacts=contacts,  # type: ignore[arg-type]
+            **fields,
+        )
+        return RowResult(row, record, [], keyed_by_email, values if self.keep_raw else None)
+
+
+def row_key(values: list[str], id_index: int | None, email_index: int | None) -> str | None:
+    """The raw key of a row as the mapper will derive it (for duplicate detection before mapping)."""
+    if id_index is not None and id_index < len(values):
+        value = values[id_index].strip()
+        if value:
+            return value
+    if email_index is not None and email_index < len(values):
+        email = normalize_email(values[email_index])
+        if email:
+            return f"email:{email}"
+    return None
+
+
+def survey_dates(match: HeaderMatch, rows: Iterable[tuple[int, list[str]]]) -> dict[int, SlashedDateSurvey]:
+    """Survey the date columns of in-memory rows ``(row number, values)``, as ``prepare()`` does for a file."""
+    surveys = {
+        i: SlashedDateSurvey(match.headers[i]) for i, t in enumerate(match.targets) if t is not None and t.is_date
+    }
+    for number, values in rows:
+        count = len(values)
+        for index, survey in surveys.items():
+            if index < count:
+                survey.observe(values[index], number)
+    return surveys
+
+
+# ----------------------------------------------------------------------------------------------------
+# The file
+
+
+@dataclass(slots=True)
+class FileLayout:
+    """What pass 1 learnt about the file."""
+
+    encoding: str
+    delimiter: str
+    header_row: int
+    headers: list[str]
+    data_rows: int = 0
+    encoding_note: str | None = None
+
+
+@dataclass
+class FlexibleCsvFile:
+    """A flexible customer CSV, read in two streaming passes (see the module docstring).
+
+    Args:
+        path: the file.
+        mapping: ``{header: target}`` from ``--map``.
+        date_format: a normalised ``--date-format`` (``csv_dates.parse_date_format``).
+        encoding: force an encoding instead of detecting it.
+        tz: the zone of values without one (default: the account time zone).
+    """
+
+    path: Path
+    mapping: dict[str, str] = field(default_factory=dict)
+    date_format: str | None = None
+    encoding: str | None = None
+    tz: tzinfo | None = None
+    layout: FileLayout | None = None
+    match: HeaderMatch | None = None
+    mapper: RowMapper | None = None
+    _duplicate_hashes: set[int] = field(default_factory=set)
+
+    @property
+    def label(self) -> str:
+        """The file name for messages."""
+        return str(self.path)
+
+    def prepare(self, on_rows: Callable[[int], None] | None = None) -> FileLayout:
+        """Pass 1: check the whole file is readable, match headers, decide date orders, find repeated keys.
+
+        Args:
+            on_rows: called with the number of rows read so far, every 50,000 rows.
+
+        Raises:
+            FileUnreadable: the file cannot be imported at all (nothing was written).
+        """
+        path = Path(self.path)
+        if not path.is_file():
+            raise FileUnreadable(f"{self.label}: no such file")
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(SAMPLE_BYTES)
+        except OSError as exc:
+            raise FileUnreadable(f"{self.label}: cannot read: {exc.strerror or exc}") from None
+        if not head.strip():
+            raise FileUnreadable(f"{self.label} is empty: a header row and at least one row are expected")
+        if self.encoding:
+            try:
+                encoding = codecs.lookup(self.encoding).name
+            except LookupError:
+                raise FileUnreadable(f"--encoding {self.encoding!r} is not an encoding Python knows") from None
+            note = None
+        else:
+            encoding = detect_encoding(head, self.label)
+            note = None if encoding.startswith("utf-8") else f"read as {encoding} (the file is not UTF-8)"
+        try:
+            return self._survey(encoding, note, on_rows)
+        except UnicodeDecodeError as exc:
+            if self.encoding or encoding != "utf-8":
+                raise FileUnreadable(
+                    f"{self.label} cannot be decoded as {encoding}: byte 0x{exc.object[exc.start]:02x} "
+                    f"is not valid there; save the file as UTF-8 or pass the right --encoding"
+                ) from None
+            # Valid UTF-8 for the first megabyte, not further on: guess from the head plus the bad spot.
+            window = exc.object[max(0, exc.start - 4096): exc.start + 4096]
+            encoding = guess_legacy_encoding(head + b"\n" + bytes(window), self.label)
+            note = f"read as {encoding} (the file is not UTF-8)"
+            try:
+                return self._survey(encoding, note, on_rows)
+            except UnicodeDecodeError:
+                raise FileUnreadable(
+                    f"{self.label} is not UTF-8 and does not decode as {encoding} either: save it as UTF-8 or "
+                    f"pass --encoding NAME"
+                ) from None
+
+    def _open(self, encoding: str) -> io.TextIOWrapper:
+        return open(self.path, encoding=encoding, newline="", errors="strict")  # noqa: SIM115
+
+    def _reader(self, handle: io.TextIOWrapper, delimiter: str) -> Iterator[list[str]]:
+        csv.field_size_limit(FIELD_SIZE_LIMIT)
+        return csv.reader(handle, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
+
+    def _survey(self, encoding: str, note: str | None, on_rows: Callable[[int], None] | None) -> FileLayout:
+        with self._open(encoding) as handle:
+            delimiter = sniff_delimiter(handle.read(SNIFF_CHARS))
+        with self._open(encoding) as handle:
+            reader = self._reader(handle, delimiter)
+            number = 0
+            headers: list[str] | None = None
+            try:
+                for values in reader:
+                    number += 1
+                    if any(v.strip() for v in values):
+                        headers = values
+                        break
+                if headers is None:
+                    raise FileUnreadable(f"{self.label} has no header row")
+                header_row = number
+                try:
+                    match = match_headers(headers, self.mapping)
+                except MappingError as exc:
+                    raise FileUnreadable(str(exc)) from None
+                surveys = {
+                    i: SlashedDateSurvey(match.headers[i])
+                    for i, t in enumerate(match.targets)
+                    if t is not None and t.is_date
+                }
+                survey_items = list(surveys.items())
+                id_index, email_index = match.index_of("external_id"), match.index_of("email")
+                hashes: list[int] = []
+                data_rows = 0
+                for values in reader:
+                    number += 1
+                    if not values:
+                        continue
+                    data_rows += 1
+                    count = len(values)
+                    for index, survey in survey_items:
+                        if index < count and "/" in values[index]:
+                            survey.observe(values[index], number)
+                    key = row_key(values, id_index, email_index)
+                    if key is not None:
+                        hashes.append(hash(key))
+                    if on_rows is not None and data_rows % 50_000 == 0:
+                        on_rows(data_rows)
+            except csv.Error as exc:
+                raise FileUnreadable(
+                    f"{self.label}, row {number + 1}: {exc} (a quote opened and never closed?)"
+                ) from None
+        hashes.sort()
+        self._duplicate_hashes = {a for a, b in zip(hashes, hashes[1:]) if a == b}
+        del hashes
+        try:
+            self.mapper = RowMapper(match, surveys, self.tz or account_timezone(), self.date_format)
+        except AmbiguousDateColumn as exc:
+            raise FileUnreadable(str(exc)) from None
+        self.match = match
+        self.layout = FileLayout(encoding, delimiter, header_row, match.headers, data_rows, note)
+        if data_rows == 0:
+            raise FileUnreadable(f"{self.label} has a header row but no data rows")
+        return self.layout
+
+    def rows(self) -> Iterator[RowResult]:
+        """Pass 2: one ``RowResult`` per non-blank data row, in file order (call ``prepare()`` first)."""
+        if self.layout is None or self.mapper is None:
+            raise RuntimeError("call prepare() before rows()")
+        layout, mapper = self.layout, self.mapper
+        duplicates = self._duplicate_hashes
+        first_rows: dict[str, int] = {}
+        with self._open(layout.encoding) as handle:
+            reader = self._reader(handle, layout.delimiter)
+            number = 0
+            for values in reader:
+                number += 1
+                if number <= layout.header_row:
+                    continue
+                result = mapper.map(values, number)
+                if result is None:
+                    continue
+                record = result.record
+                if duplicates and record is not None and hash(record.external_id) in duplicates:
+                    first = first_rows.get(record.external_id)
+                    if first is not None:
+                        column = mapper.key_column
+                        yield RowResult(
+                            number,
+                            None,
+                            [RowError(number, column, record.external_id,
+                                      f"duplicate key: row {first} has the same "
+                                      f"{'email' if result.keyed_by_email else 'external_id'}; the first row is imported")],
+                        )
+                        continue
+                    first_rows[record.external_id] = number
+                yield result
+
+
+def file_size(path: Path) -> int:
+    """Size in bytes (for progress), 0 when unknown."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
