@@ -286,3 +286,15 @@ id_blocks = Table(
     Column("table_name", String(64), primary_key=True),
     Column("next_id", IdType, nullable=False),
 )
+
+# Fingerprint of each row a sheet import applied, per source and worksheet ("stream"), so the next run
+# applies only changed rows. One row per sheet row currently present (rows gone from the sheet are
+# deleted), so it never grows beyond the sheet itself, unlike a JSON blob of every key ever seen.
+import_row_fingerprints = Table(
+    "import_row_fingerprints",
+    metadata,
+    Column("data_source_id", IdType, ForeignKey("data_sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("stream", String(255), primary_key=True),
+    Column("row_key", String(400), primary_key=True),
+    Column("fingerprint", String(32), nullable=False),
+)

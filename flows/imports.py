@@ -1,0 +1,371 @@
+"""Plain-Python wiring of the custom-source parsers to storage: flexible CSV, structured CSV, Google Sheets.
+
+No Prefect here: the ``import-file`` flow wraps these functions (one task per file, batches inside), and
+the CLI calls them directly. Each batch of ~5,000 rows is one transaction: its records (one
+``upsert_records`` call), its rejected rows and the job's counters commit together, so an import killed
+at any point and run again ends with every row present once.
+
+Keying (SPEC section 3): a row with an external id is keyed by it. A row without one is matched by
+normalised email to this source's existing source customer with that email (the oldest when several
+share it) and updates it; with no such record it creates one whose external id is
+``email:<normalised email>``. A NEW source customer is linked to an existing customer (from any source)
+with the same normalised email, so a lead list lands on the customers a billing system already knows
+instead of creating duplicates for the merge to clean up.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from connectors.flexible_csv import FileUnreadable, FlexibleCsvFile, RowError, RowMapper, RowResult, row_key, survey_dates
+from connectors.header_match import MappingError, match_headers
+from connectors.csv_dates import AmbiguousDateColumn
+from funnelsync.timeutil import account_timezone
+from storage.imports import (
+    add_job_counts,
+    add_rejections,
+    delete_row_fingerprints,
+    external_ids_by_email,
+    finish_import_job,
+    load_row_fingerprints,
+    save_row_fingerprints,
+    start_import_job,
+)
+from storage.sources import get_source, create_source
+from storage.upsert import upsert_records
+
+BATCH_SIZE = 5000
+# The summary keeps this many row errors in memory; every rejection is stored in import_rejections and
+# written to --errors FILE regardless, so a million bad rows cannot exhaust memory.
+SUMMARY_ERROR_LIMIT = 10_000
+IMPORTABLE_KINDS = ("csv", "custom", "api", "google_sheets")
+
+Progress = Callable[[int, int], None]
+
+
+class SourceKindMismatch(ValueError):
+    """The named source exists but is fed by an integration, not by imports."""
+
+
+@dataclass
+class ImportSummary:
+    """What an import did; ``as_json()`` is the ``--json`` output."""
+
+    job_uuid: str = ""
+    source: str = ""
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    rows: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors_truncated: bool = False
+    ignored_columns: list[str] = field(default_factory=list)
+    columns: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """Exactly ``{"created", "updated", "unchanged", "rejected", "errors"}``."""
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "errors": self.errors,
+        }
+
+    def add_errors(self, errors: Iterable[RowError]) -> None:
+        """Keep row errors for the summary, up to the limit."""
+        for error in errors:
+            if len(self.errors) >= SUMMARY_ERROR_LIMIT:
+                self.errors_truncated = True
+                return
+            self.errors.append(error.as_dict())
+
+
+def ensure_import_source(engine: Engine, name: str, kind: str) -> tuple[int, str]:
+    """The id and name of source ``name``, created with ``kind`` when missing.
+
+    Raises:
+        SourceKindMismatch: the source belongs to an integration (importing into it would fight its syncs).
+        ValueError: an invalid source name.
+    """
+    with engine.begin() as conn:
+        row = get_source(conn, name)
+        if row is None:
+            row = create_source(conn, name, kind)
+        elif row.kind not in IMPORTABLE_KINDS:
+            raise SourceKindMismatch(
+                f"data source {row.name!r} is a {row.kind} integration: import into a custom source "
+                f"(a new --source name creates one)"
+            )
+        return int(row.id), str(row.name)
+
+
+class _ErrorsFile:
+    """Streams rejected rows to ``--errors FILE`` as they are found (bounded memory)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.handle = None
+        if path is not None:
+            self.handle = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+            self.writer = csv.writer(self.handle)
+            self.writer.writerow(["row", "column", "value", "reason"])
+
+    def write(self, errors: Iterable[RowError]) -> None:
+        if self.handle is not None:
+            self.writer.writerows([e.row, e.column, e.value, e.reason] for e in errors)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def _batches(results: Iterable[RowResult], size: int) -> Iterator[list[RowResult]]:
+    batch: list[RowResult] = []
+    for result in results:
+        batch.append(result)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _apply_batch(
+    engine: Engine,
+    source_id: int,
+    job_id: int,
+    batch: list[RowResult],
+    summary: ImportSummary,
+    errors_file: _ErrorsFile,
+    on_applied: Callable[[Any, list[RowResult]], None] | None = None,
+) -> None:
+    """Upsert one batch's valid rows and store its rejections, in one transaction."""
+    with engine.begin() as conn:
+        by_email = {
+            r.record.external_id[6:]: r for r in batch if r.record is not None and r.keyed_by_email
+        }
+        if by_email:
+            known = external_ids_by_email(conn, source_id, list(by_email))
+            for email_key, external_id in known.items():
+                by_email[email_key].record.external_id = external_id  # type: ignore[union-attr]
+        records = []
+        applied: list[RowResult] = []
+        rejected: list[RowResult] = []
+        first_row_of: dict[str, int] = {}
+        for result in batch:
+            record = result.record
+            if record is None:
+                rejected.append(result)
+                continue
+            first = first_row_of.get(record.external_id)
+            if first is not None:
+                # Only possible after email resolution: the row's email names a record that another row
+                # of this batch updates by its external id.
+                result.errors = [RowError(result.row, "", record.email or "",
+                                          f"duplicate key: row {first} updates the same customer")]
+                result.record = None
+                rejected.append(result)
+                continue
+            first_row_of[record.external_id] = result.row
+            records.append(record)
+            applied.append(result)
+        outcome = upsert_records(conn, source_id, records, link_new_by_email=True)
+        row_errors = [e for r in rejected for e in r.errors]
+        add_rejections(conn, job_id, [e.as_dict() for e in row_errors])
+        counts = {
+            "created": outcome.created,
+            "updated": outcome.updated,
+            "unchanged": outcome.unchanged,
+            "rejected": len(rejected),
+        }
+        add_job_counts(conn, job_id, counts)
+        if on_applied is not None:
+            on_applied(conn, applied)
+    summary.created += outcome.created
+    summary.updated += outcome.updated
+    summary.unchanged += outcome.unchanged
+    summary.rejected += len(rejected)
+    summary.add_errors(row_errors)
+    errors_file.write(row_errors)
+
+
+def import_csv(
+    engine: Engine,
+    path: str | Path,
+    source_name: str,
+    mapping: dict[str, str] | None = None,
+    date_format: str | None = None,
+    progress: Progress | None = None,
+    *,
+    encoding: str | None = None,
+    errors_path: str | Path | None = None,
+    batch_size: int = BATCH_SIZE,
+    tz: tzinfo | None = None,
+) -> ImportSummary:
+    """Import a flexible customer CSV into the custom source ``source_name`` (created, kind csv, if missing).
+
+    Args:
+        engine: the database.
+        path: the file.
+        source_name: the data source to import into.
+        mapping: ``{header: target}`` (``--map``).
+        date_format: a normalised ``--date-format`` (see ``connectors.csv_dates.parse_date_format``).
+        progress: called with (rows done, rows total) after each batch.
+        encoding: force an encoding instead of detecting it.
+        errors_path: where to write every rejected row as CSV (row, column, value, reason).
+        batch_size: rows per transaction.
+        tz: zone of values without one (default: the account time zone).
+
+    Raises:
+        FileUnreadable: nothing was imported (encoding, layout, mapping or an undecidable date column).
+        SourceKindMismatch: the source is an integration.
+    """
+    source = FlexibleCsvFile(Path(path), mapping=dict(mapping or {}), date_format=date_format,
+                             encoding=encoding, tz=tz or account_timezone())
+    layout = source.prepare()
+    assert source.match is not None
+    source_id, name = ensure_import_source(engine, source_name, "csv")
+    summary = ImportSummary(source=name, rows=layout.data_rows, ignored_columns=list(source.match.ignored),
+                            columns=source.match.columns())
+    if layout.encoding_note:
+        summary.notes.append(f"{Path(path).name}: {layout.encoding_note}")
+    with engine.begin() as conn:
+        job_id, summary.job_uuid = start_import_job(conn, source_id, "csv", str(path))
+    errors_file = _ErrorsFile(Path(errors_path) if errors_path else None)
+    done = 0
+    try:
+        for batch in _batches(source.rows(), batch_size):
+            _apply_batch(engine, source_id, job_id, batch, summary, errors_file)
+            done += len(batch)
+            if progress is not None:
+                progress(done, layout.data_rows)
+    except BaseException as exc:
+        with engine.begin() as conn:
+            finish_import_job(conn, job_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    finally:
+        errors_file.close()
+    with engine.begin() as conn:
+        finish_import_job(conn, job_id, "done")
+    return summary
+
+
+# ---------------------------------------------------------------- Google Sheets
+
+
+def _row_fingerprint(signature: bytes, values: list[str]) -> str:
+    trimmed = list(values)
+    while trimmed and not trimmed[-1].strip():
+        trimmed.pop()
+    digest = hashlib.blake2b(signature, digest_size=16)
+    digest.update("\x1f".join(v.strip() for v in trimmed).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def import_rows(
+    engine: Engine,
+    rows: list[list[str]],
+    source_name: str,
+    stream: str,
+    mapping: dict[str, str] | None = None,
+    date_format: str | None = None,
+    progress: Progress | None = None,
+    *,
+    label: str = "sheet",
+    errors_path: str | Path | None = None,
+    batch_size: int = BATCH_SIZE,
+    tz: tzinfo | None = None,
+) -> ImportSummary:
+    """Import in-memory rows (a worksheet's values) applying only rows changed since the last run.
+
+    The first non-blank row is the header; row numbers are the sheet's. Each applied row's fingerprint
+    (its values, the header and the mapping) is kept per (source, ``stream``) in
+    ``import_row_fingerprints``; an unchanged row is counted unchanged without being parsed or written,
+    a rejected row keeps no fingerprint (it is reported again until fixed), and the fingerprints of rows
+    gone from the sheet are deleted.
+
+    Raises:
+        FileUnreadable: no header, no key column, a mapping error or an undecidable date column.
+    """
+    zone = tz or account_timezone()
+    header_index = next((i for i, r in enumerate(rows) if any(str(v).strip() for v in r)), None)
+    if header_index is None:
+        raise FileUnreadable(f"{label} is empty: a header row and at least one row are expected")
+    headers = [str(v) for v in rows[header_index]]
+    try:
+        match = match_headers(headers, dict(mapping or {}))
+    except MappingError as exc:
+        raise FileUnreadable(str(exc)) from None
+    numbered = [(i + 1, [str(v) for v in r]) for i, r in enumerate(rows) if i > header_index]
+    try:
+        mapper = RowMapper(match, survey_dates(match, numbered), zone, date_format)
+    except AmbiguousDateColumn as exc:
+        raise FileUnreadable(str(exc)) from None
+    source_id, name = ensure_import_source(engine, source_name, "google_sheets")
+    summary = ImportSummary(source=name, rows=len(numbered), ignored_columns=list(match.ignored),
+                            columns=match.columns())
+    signature = repr((headers, sorted((mapping or {}).items()), date_format, str(zone))).encode()
+    id_index, email_index = match.index_of("external_id"), match.index_of("email")
+    with engine.begin() as conn:
+        stored = load_row_fingerprints(conn, source_id, stream)
+        job_id, summary.job_uuid = start_import_job(conn, source_id, "sheet", label)
+    present: set[str] = set()
+    fingerprint_of: dict[int, tuple[str, str]] = {}
+    pending: list[RowResult] = []
+    unchanged = 0
+    seen_rows: dict[str, int] = {}
+    for number, values in numbered:
+        key = row_key(values, id_index, email_index)
+        if key is not None:
+            if key in seen_rows:
+                pending.append(RowResult(number, None, [RowError(
+                    number, mapper.key_column, key, f"duplicate key: row {seen_rows[key]} has the same key; "
+                    f"the first row is imported")]))
+                continue
+            seen_rows[key] = number
+            present.add(key)
+            fingerprint = _row_fingerprint(signature, values)
+            if stored.get(key) == fingerprint:
+                unchanged += 1
+                continue
+            fingerprint_of[number] = (key, fingerprint)
+        result = mapper.map(values, number)
+        if result is not None:
+            pending.append(result)
+
+    def remember(conn: Any, applied: list[RowResult]) -> None:
+        # Same transaction as the batch: a row's fingerprint is stored exactly when its record is.
+        fingerprints = dict(fingerprint_of[r.row] for r in applied if r.row in fingerprint_of)
+        save_row_fingerprints(conn, source_id, stream, fingerprints)
+
+    errors_file = _ErrorsFile(Path(errors_path) if errors_path else None)
+    done = 0
+    summary.unchanged += unchanged
+    try:
+        for batch in _batches(pending, batch_size):
+            _apply_batch(engine, source_id, job_id, batch, summary, errors_file, on_applied=remember)
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(pending))
+        gone = [key for key in stored if key not in present]
+        with engine.begin() as conn:
+            delete_row_fingerprints(conn, source_id, stream, gone)
+            add_job_counts(conn, job_id, {"unchanged": unchanged})
+            finish_import_job(conn, job_id, "done")
+    except BaseException as exc:
+        with engine.begin() as conn:
+            finish_import_job(conn, job_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    finally:
+        errors_file.close()
+    return summary

@@ -1,0 +1,137 @@
+"""``funnelsync import csv|structured|sheet``: custom-source imports.
+
+Exit codes: 0 every row imported; 3 some rows rejected (the others imported); 2 the file could not be
+read at all (nothing imported); 1 any other failure (database, source, network).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from funnelsync.cli.common import app, console, err_console, fail, get_engine, print_json
+
+import_app = typer.Typer(help="Import customers from a CSV file or a Google Sheet.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+EXIT_OK, EXIT_FAILED, EXIT_UNREADABLE, EXIT_REJECTED = 0, 1, 2, 3
+
+MapOption = Annotated[
+    list[str] | None,
+    typer.Option("--map", help='Map a column explicitly: "Header=field" (field, tags, custom.<key>[:type], '
+                 'contact.<field> or ignore). Repeatable.'),
+]
+SourceOption = Annotated[str, typer.Option("--source", help="The custom data source (created if missing).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print only the JSON summary.")]
+DateFormatOption = Annotated[
+    str | None,
+    typer.Option("--date-format", help="DD/MM/YYYY or MM/DD/YYYY for slashed dates, or a strptime pattern."),
+]
+ErrorsOption = Annotated[
+    Path | None, typer.Option("--errors", help="Write the rejected rows (row, column, value, reason) to this CSV.")
+]
+
+
+@contextmanager
+def _progress(enabled: bool, what: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A Rich progress bar on stderr (stdout stays clean for the summary), or nothing with --json."""
+    if not enabled:
+        yield None
+        return
+    with Progress(
+        TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn(),
+        console=err_console, transient=True,
+    ) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _report(summary: Any, as_json: bool, errors_path: Path | None) -> None:
+    """Print the summary (JSON or a table) and exit with the import's code."""
+    for note in summary.notes:
+        err_console.print(f"note: {note}", markup=False, highlight=False)
+    if summary.ignored_columns:
+        err_console.print(
+            "note: ignored columns (no matching field; use --map to import them): "
+            + ", ".join(repr(c) for c in summary.ignored_columns),
+            markup=False, highlight=False,
+        )
+    if summary.errors_truncated:
+        err_console.print(
+            f"note: the summary lists the first {len(summary.errors)} errors; all {summary.rejected} rejected "
+            f"rows are stored with import job {summary.job_uuid}" + (f" and in {errors_path}" if errors_path else ""),
+            markup=False, highlight=False,
+        )
+    if as_json:
+        print_json(summary.as_json())
+    else:
+        table = Table(title=f"Import into {summary.source} ({summary.job_uuid})")
+        for column in ("created", "updated", "unchanged", "rejected"):
+            table.add_column(column, justify="right")
+        table.add_row(str(summary.created), str(summary.updated), str(summary.unchanged), str(summary.rejected))
+        console.print(table)
+        if summary.errors:
+            errors = Table(title="Rejected rows" + (" (first 20)" if len(summary.errors) > 20 else ""))
+            for column in ("row", "column", "value", "reason"):
+                errors.add_column(column)
+            for error in summary.errors[:20]:
+                errors.add_row(str(error["row"]), error["column"], str(error["value"]), error["reason"])
+            console.print(errors)
+        if errors_path and summary.rejected:
+            console.print(f"Rejected rows written to {errors_path}")
+    raise typer.Exit(EXIT_REJECTED if summary.rejected else EXIT_OK)
+
+
+def _date_format(value: str | None) -> str | None:
+    from connectors.csv_dates import parse_date_format
+
+    try:
+        return parse_date_format(value)
+    except ValueError as exc:
+        fail(str(exc), EXIT_UNREADABLE)
+
+
+def _mapping(options: list[str] | None) -> dict[str, str]:
+    from connectors.header_match import MappingError, parse_map_options
+
+    try:
+        return parse_map_options(options)
+    except MappingError as exc:
+        fail(str(exc), EXIT_UNREADABLE)
+
+
+@import_app.command("csv")
+def import_csv_command(
+    file: Annotated[Path, typer.Argument(help="The CSV file (comma, semicolon or tab; UTF-8 or detected).")],
+    source: SourceOption,
+    map_: MapOption = None,
+    date_format: DateFormatOption = None,
+    errors: ErrorsOption = None,
+    encoding: Annotated[str | None, typer.Option("--encoding", help="Read the file in this encoding.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import a flexible CSV of customers with lead and trial dates."""
+    from connectors.flexible_csv import FileUnreadable
+    from flows.imports import SourceKindMismatch, import_csv
+
+    mapping = _mapping(map_)
+    order = _date_format(date_format)
+    engine = get_engine()
+    try:
+        with _progress(not as_json, f"Importing {file.name}") as progress:
+            summary = import_csv(engine, file, source, mapping, order, progress, encoding=encoding, errors_path=errors)
+    except FileUnreadable as exc:
+        fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
+    except (SourceKindMismatch, ValueError) as exc:
+        fail(str(exc), EXIT_FAILED)
+    _report(summary, as_json, errors)

@@ -1,0 +1,173 @@
+"""Import jobs, their rejected rows, keyless-row resolution and per-row fingerprints of sheet imports.
+
+Every file or sheet import is an ``import_jobs`` row whose counters grow with each committed batch, so a
+job killed half way shows what it had done; each rejected row is an ``import_rejections`` row (spreadsheet
+row number, column, raw value, reason). All writes are batched: one executemany per batch, never one
+statement per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, select, update
+
+from storage.ids import new_uuid
+from storage.schema import import_jobs, import_rejections, import_row_fingerprints, source_customers
+
+LOOKUP_CHUNK = 5000
+
+
+def start_import_job(conn: Connection, data_source_id: int, kind: str, filename: str | None) -> tuple[int, str]:
+    """Create a running import job and return its id and ``imp_…`` uuid.
+
+    Args:
+        kind: csv, structured, sheet or bulk_edit.
+        filename: the file (or spreadsheet and worksheet) imported, for the record.
+    """
+    uuid = new_uuid("imp")
+    conn.execute(
+        import_jobs.insert().values(
+            uuid=uuid,
+            data_source_id=data_source_id,
+            kind=kind,
+            filename=(filename or "")[:1024] or None,
+            status="running",
+            created=0,
+            updated=0,
+            unchanged=0,
+            rejected=0,
+            started_at=datetime.now(timezone.utc),
+        )
+    )
+    job_id = conn.execute(select(import_jobs.c.id).where(import_jobs.c.uuid == uuid)).scalar_one()
+    return int(job_id), uuid
+
+
+def add_job_counts(conn: Connection, job_id: int, counts: Mapping[str, int]) -> None:
+    """Add one batch's created/updated/unchanged/rejected counts to the job (committed with the batch)."""
+    values = {
+        name: getattr(import_jobs.c, name) + int(counts.get(name, 0))
+        for name in ("created", "updated", "unchanged", "rejected")
+        if counts.get(name)
+    }
+    if values:
+        conn.execute(update(import_jobs).where(import_jobs.c.id == job_id).values(**values))
+
+
+def finish_import_job(conn: Connection, job_id: int, status: str = "done", error: str | None = None) -> None:
+    """Mark the job done (or failed, with the one-line reason)."""
+    conn.execute(
+        update(import_jobs)
+        .where(import_jobs.c.id == job_id)
+        .values(status=status, error=error, finished_at=datetime.now(timezone.utc))
+    )
+
+
+def add_rejections(conn: Connection, job_id: int, rejections: Sequence[Mapping[str, Any]]) -> None:
+    """Store rejected rows: dicts with row, column, value, reason (one executemany)."""
+    if not rejections:
+        return
+    conn.execute(
+        import_rejections.insert(),
+        [
+            {
+                "import_job_id": job_id,
+                "row_number": int(r["row"]),
+                "column": (r.get("column") or None) and str(r["column"])[:255],
+                "value": r.get("value"),
+                "reason": str(r["reason"]),
+            }
+            for r in rejections
+        ],
+    )
+
+
+def import_job(conn: Connection, job_ref: str | int) -> dict[str, Any] | None:
+    """A job by id or uuid as a JSON-ready dict with its rejection count, or None."""
+    column = import_jobs.c.uuid if isinstance(job_ref, str) else import_jobs.c.id
+    row = conn.execute(select(import_jobs).where(column == job_ref)).mappings().first()
+    if row is None:
+        return None
+    job = dict(row)
+    job["rejections_stored"] = conn.execute(
+        select(func.count()).select_from(import_rejections).where(import_rejections.c.import_job_id == row["id"])
+    ).scalar_one()
+    return job
+
+
+def job_rejections(conn: Connection, job_id: int) -> list[dict[str, Any]]:
+    """The rejected rows of a job, by row number."""
+    return [
+        {"row": r.row_number, "column": r.column or "", "value": r.value, "reason": r.reason}
+        for r in conn.execute(
+            select(import_rejections)
+            .where(import_rejections.c.import_job_id == job_id)
+            .order_by(import_rejections.c.row_number, import_rejections.c.id)
+        )
+    ]
+
+
+def external_ids_by_email(conn: Connection, data_source_id: int, emails: Iterable[str]) -> dict[str, str]:
+    """For normalised emails, the external id of this source's existing source customer with that email.
+
+    A row without an external id is matched to the source's existing record by normalised email; when
+    several share it, the oldest (lowest id) wins so the choice is stable across re-imports.
+    """
+    wanted = list(dict.fromkeys(emails))
+    found: dict[str, str] = {}
+    sc = source_customers
+    for start in range(0, len(wanted), LOOKUP_CHUNK):
+        part = wanted[start : start + LOOKUP_CHUNK]
+        for email_norm, external_id in conn.execute(
+            select(sc.c.email_norm, sc.c.external_id)
+            .where(sc.c.data_source_id == data_source_id, sc.c.email_norm.in_(part))
+            .order_by(sc.c.id)
+        ):
+            found.setdefault(email_norm, external_id)
+    return found
+
+
+# ---------------------------------------------------------------- per-row fingerprints (Google Sheets)
+
+
+def load_row_fingerprints(conn: Connection, data_source_id: int, stream: str) -> dict[str, str]:
+    """``{row key: fingerprint}`` of the rows applied by earlier runs of one source and stream."""
+    t = import_row_fingerprints
+    return {
+        key: fp
+        for key, fp in conn.execute(
+            select(t.c.row_key, t.c.fingerprint).where(t.c.data_source_id == data_source_id, t.c.stream == stream)
+        )
+    }
+
+
+def save_row_fingerprints(
+    conn: Connection, data_source_id: int, stream: str, fingerprints: Mapping[str, str]
+) -> None:
+    """Insert or replace fingerprints of applied rows (delete + insert: portable and batched)."""
+    if not fingerprints:
+        return
+    delete_row_fingerprints(conn, data_source_id, stream, list(fingerprints))
+    conn.execute(
+        import_row_fingerprints.insert(),
+        [
+            {"data_source_id": data_source_id, "stream": stream, "row_key": key, "fingerprint": fp}
+            for key, fp in fingerprints.items()
+        ],
+    )
+
+
+def delete_row_fingerprints(conn: Connection, data_source_id: int, stream: str, keys: Sequence[str]) -> None:
+    """Forget rows (gone from the sheet, or about to be replaced)."""
+    t = import_row_fingerprints
+    for start in range(0, len(keys), LOOKUP_CHUNK):
+        conn.execute(
+            delete(t).where(
+                t.c.data_source_id == data_source_id,
+                t.c.stream == stream,
+                t.c.row_key.in_(list(keys[start : start + LOOKUP_CHUNK])),
+            )
+        )
