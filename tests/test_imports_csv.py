@@ -1,0 +1,172 @@
+"""Flexible CSV import into storage, on SQLite and PostgreSQL: counts, rejections, keying, re-import."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from connectors.flexible_csv import FileUnreadable
+from flows.imports import import_csv
+from storage.customers import customer_view, resolve_customer
+from storage.edits import set_manual_edits
+from storage.imports import job_rejections
+from storage.schema import customers, data_sources, import_jobs, source_customers
+
+UTC = timezone.utc
+ROOT = Path(__file__).resolve().parents[1]
+
+LEADS = (
+    "Customer ID;Full Name;E-mail;Company name;Country;Zip code;Website;Signup Date;Trial Start;Tags;Plan\r\n"
+    "c1;Ann Smith;ann@acme.io;Acme;US;94103;acme.io;13/01/2024;2024-01-20T10:00:00Z;\"vip,beta\";Pro\r\n"
+    "c2;Bob Stone;bob@beta.io;Beta;germany;10115;beta.io;02/02/2024;;;Basic\r\n"
+    "c3;Carl;carl@gamma.io;Gamma;Narnia;;;03/02/2024;;;\r\n"  # row 4: bad country
+    ";No Key;;;;;;04/02/2024;;;\r\n"  # row 5: neither id nor email
+    "c5;Dora;dora@delta.io;Delta;FR;;;31/02/2024;;;\r\n"  # row 6: 31 Feb
+    ";Eve;Eve@Epsilon.io;Epsilon;;;;05/02/2024;;;\r\n"  # row 7: keyed by email
+)
+
+
+def _write(tmp_path: Path, text: str, name: str = "leads.csv", encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def _view(engine: Engine, ref: str) -> dict:  # type: ignore[type-arg]
+    with engine.connect() as conn:
+        cid = resolve_customer(conn, ref)
+        assert cid is not None, ref
+        return customer_view(conn, [cid])[0]
+
+
+def test_import_creates_rejects_and_reimports_unchanged(db_engine: Engine, tmp_path: Path) -> None:
+    path = _write(tmp_path, LEADS)
+    summary = import_csv(db_engine, path, "Leads", {"Plan": "custom.plan"}, tz=UTC)
+    assert (summary.created, summary.updated, summary.unchanged, summary.rejected) == (3, 0, 0, 3)
+    assert [(e["row"], e["column"]) for e in summary.errors] == [(4, "Country"), (5, "Customer ID"), (6, "Signup Date")]
+    assert summary.errors[0]["value"] == "Narnia"
+
+    ann = _view(db_engine, "Leads:c1")
+    assert ann["name"] == "Ann Smith" and ann["company"] == "Acme" and ann["zip"] == "94103"
+    assert ann["lead_created_at"] == "2024-01-13T00:00:00+00:00"  # day-first, decided by the column
+    assert ann["free_trial_started_at"] == "2024-01-20T10:00:00+00:00"
+    assert sorted(ann["tags"]) == ["beta", "vip"] and ann["custom"] == {"plan": "Pro"}
+    assert _view(db_engine, "Leads:c2")["country"] == "DE"
+    assert _view(db_engine, "Leads:email:eve@epsilon.io")["email"] == "Eve@Epsilon.io"
+
+    with db_engine.connect() as conn:
+        source = conn.execute(select(data_sources).where(data_sources.c.name == "Leads")).one()
+        assert source.kind == "csv"
+        job = conn.execute(select(import_jobs).where(import_jobs.c.uuid == summary.job_uuid)).one()
+        assert (job.status, job.created, job.rejected) == ("done", 3, 3)
+        assert [r["row"] for r in job_rejections(conn, job.id)] == [4, 5, 6]
+        before = {r.external_id: (r.updated_at, r.fingerprint) for r in conn.execute(select(source_customers))}
+
+    again = import_csv(db_engine, path, "Leads", {"Plan": "custom.plan"}, tz=UTC)
+    assert (again.created, again.updated, again.unchanged, again.rejected) == (0, 0, 3, 3)
+    with db_engine.connect() as conn:
+        after = {r.external_id: (r.updated_at, r.fingerprint) for r in conn.execute(select(source_customers))}
+        assert after == before  # nothing rewritten
+        assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 3
+
+
+def test_changed_rows_update_and_keyless_rows_match_existing_by_email(db_engine: Engine, tmp_path: Path) -> None:
+    import_csv(db_engine, _write(tmp_path, "id,email,name\nA1,ann@acme.io,Ann\n"), "Leads", tz=UTC)
+    second = _write(tmp_path, "email,name,trial start\nANN@acme.io,Ann B.,2024-03-01\nnew@acme.io,New,\n", "b.csv")
+    summary = import_csv(db_engine, second, "Leads", tz=UTC)
+    assert (summary.created, summary.updated, summary.unchanged) == (1, 1, 0)
+    ann = _view(db_engine, "Leads:A1")  # the keyless row updated the record keyed A1
+    assert ann["name"] == "Ann B." and ann["free_trial_started_at"] == "2024-03-01T00:00:00+00:00"
+    assert _view(db_engine, "Leads:email:new@acme.io")["name"] == "New"
+    assert import_csv(db_engine, second, "Leads", tz=UTC).unchanged == 2
+
+
+def test_new_rows_link_to_existing_customers_by_email(db_engine: Engine, tmp_path: Path) -> None:
+    import_csv(db_engine, _write(tmp_path, "id,email\nS1,jo@x.io\n"), "Billing", tz=UTC)
+    import_csv(db_engine, _write(tmp_path, "id,email,signup date\nL9,JO@x.io,2024-01-05\n", "l.csv"), "Leads", tz=UTC)
+    jo = _view(db_engine, "Billing:S1")
+    assert sorted(jo["data_sources"]) == ["Billing", "Leads"]
+    assert jo["lead_created_at"] == "2024-01-05T00:00:00+00:00"
+
+
+def test_date_only_values_are_midnight_in_the_account_zone(db_engine: Engine, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FUNNELSYNC_TIMEZONE", "America/New_York")
+    import_csv(db_engine, _write(tmp_path, "id,email,lead date\nA,a@x.io,2024-01-05\n"), "Leads")
+    assert _view(db_engine, "Leads:A")["lead_created_at"] == "2024-01-05T05:00:00+00:00"
+
+
+def test_subscriber_since_becomes_a_subscription(db_engine: Engine, tmp_path: Path) -> None:
+    text = "id,email,trial start,customer since,cancelled at\nA,a@x.io,2024-01-01,2024-01-15,\nB,b@x.io,2024-01-01,2024-01-15,2024-02-15\n"
+    import_csv(db_engine, _write(tmp_path, text), "Leads", tz=UTC)
+    a, b = _view(db_engine, "Leads:A"), _view(db_engine, "Leads:B")
+    assert a["status"] == "Active" and a["subscriber_since"] == "2024-01-15T00:00:00+00:00"
+    assert b["status"] == "Cancelled"
+
+
+def test_manual_edits_survive_reimport_with_other_values(db_engine: Engine, tmp_path: Path) -> None:
+    import_csv(db_engine, _write(tmp_path, "id,email,signup date,owner\nA,a@x.io,2024-01-05,sam\n"), "Leads", tz=UTC)
+    with db_engine.begin() as conn:
+        cid = resolve_customer(conn, "Leads:A")
+        set_manual_edits(conn, cid, {"lead_created_at": datetime(2023, 12, 1, tzinfo=UTC)}, "test")
+    other = _write(tmp_path, "id,email,signup date,owner\nA,a@x.io,2024-02-09,kim\n", "other.csv")
+    summary = import_csv(db_engine, other, "Leads", tz=UTC)
+    assert summary.updated == 1
+    a = _view(db_engine, "Leads:A")
+    assert a["lead_created_at"] == "2023-12-01T00:00:00+00:00" and a["owner"] == "kim"
+
+
+def test_unreadable_file_imports_nothing(db_engine: Engine, tmp_path: Path) -> None:
+    with pytest.raises(FileUnreadable, match="--date-format"):
+        import_csv(db_engine, _write(tmp_path, "id,signup\nA,01/02/2024\nB,03/04/2024\n"), "Leads", tz=UTC)
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(data_sources)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 0
+
+
+def test_many_batches_and_duplicates_across_batches(db_engine: Engine, tmp_path: Path) -> None:
+    lines = ["id,email,name"] + [f"k{i},u{i}@x.io,N{i}" for i in range(250)] + ["k7,dup@x.io,Dup"]
+    path = _write(tmp_path, "\n".join(lines) + "\n")
+    summary = import_csv(db_engine, path, "Leads", batch_size=40, tz=UTC)
+    assert (summary.created, summary.rejected) == (250, 1)
+    assert summary.errors[0]["row"] == 252 and "row 9" in summary.errors[0]["reason"]
+    again = import_csv(db_engine, path, "Leads", batch_size=40, tz=UTC)
+    assert (again.unchanged, again.updated, again.rejected) == (250, 0, 1)
+
+
+def _cli(db_url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, FUNNELSYNC_DATABASE_URL=db_url, FUNNELSYNC_TIMEZONE="UTC", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "funnelsync", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=120)
+
+
+def test_cli_json_exit_codes_and_errors_file(db_url: str, tmp_path: Path) -> None:
+    path = _write(tmp_path, LEADS)
+    errors = tmp_path / "rejected.csv"
+    run = _cli(db_url, "import", "csv", str(path), "--source", "Leads", "--map", "Plan=custom.plan",
+               "--errors", str(errors), "--json", cwd=tmp_path)
+    assert run.returncode == 3, run.stderr
+    out = json.loads(run.stdout)
+    assert list(out) == ["created", "updated", "unchanged", "rejected", "errors"]
+    assert (out["created"], out["rejected"]) == (3, 3)
+    assert out["errors"][0] == {"row": 4, "column": "Country", "value": "Narnia",
+                                "reason": "not a country: use an ISO-3166 alpha-2 code such as US, DE or FR"}
+    assert errors.read_text().splitlines()[0] == "row,column,value,reason"
+    assert len(errors.read_text().splitlines()) == 4
+
+    good = _write(tmp_path, "id,email\nZ,z@x.io\n", "good.csv")
+    run = _cli(db_url, "import", "csv", str(good), "--source", "Leads", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "created" in run.stdout
+
+    bad = _write(tmp_path, "name,company\nA,B\n", "bad.csv")
+    run = _cli(db_url, "import", "csv", str(bad), "--source", "Leads", "--json", cwd=tmp_path)
+    assert run.returncode == 2 and run.stdout == ""
+    assert "external_id or email" in run.stderr and "nothing imported" in run.stderr
