@@ -139,7 +139,9 @@ class Connector:
             f"{cls.kind} has no stream {name!r}; streams: {', '.join(s.name for s in cls.streams)}"
         )
 
-    def read(self, stream: str, stream_state: Mapping[str, Any] | None, full_refresh: bool) -> Iterator[Batch]:
+    def read(
+        self, stream: str, stream_state: Mapping[str, Any] | None, full_refresh: bool
+    ) -> Iterator[Batch]:
         """Yield the batches of ``stream`` from ``stream_state`` (ignored on a full refresh).
 
         Args:
@@ -175,7 +177,9 @@ def validate_settings(connector: type[Connector], settings: Mapping[str, Any]) -
             missing.append(name)
         resolved[name] = value
     if missing:
-        raise SettingsError(f"{connector.kind}: missing required setting(s) {', '.join(missing)} (--set KEY=VALUE)")
+        raise SettingsError(
+            f"{connector.kind}: missing required setting(s) {', '.join(missing)} (--set KEY=VALUE)"
+        )
     return resolved
 
 

@@ -39,7 +39,9 @@ MAX_WAIT_SECONDS = 60.0
 RETRY_STATUSES = frozenset({408, 409, 429})
 # Error codes some APIs put in a JSON body to say "slow down" (Chargebee sends it with a 429, but
 # proxies have been seen to rewrite the status).
-RETRYABLE_BODY_CODES = frozenset({"api_request_limit_exceeded", "rate_limited", "rate_limit_exceeded", "lock_timeout"})
+RETRYABLE_BODY_CODES = frozenset(
+    {"api_request_limit_exceeded", "rate_limited", "rate_limit_exceeded", "lock_timeout"}
+)
 
 BodyCheck = Callable[[httpx.Response], bool]
 
@@ -121,7 +123,10 @@ def graphql_resource_limited(response: httpx.Response) -> bool:
         return False
     for error in body["errors"]:
         extensions = error.get("extensions") if isinstance(error, dict) else None
-        if isinstance(extensions, dict) and extensions.get("errorClass") in ("RESOURCE_LIMIT", "SERVICE_AVAILABILITY"):
+        if isinstance(extensions, dict) and extensions.get("errorClass") in (
+            "RESOURCE_LIMIT",
+            "SERVICE_AVAILABILITY",
+        ):
             return True
     return False
 
@@ -358,7 +363,9 @@ class HttpClient:
         try:
             response = retrying(attempt)
         except RetryableResponse as exc:
-            raise self._api_error(exc.response, where, f"still failing after {self.max_attempts} attempts") from None
+            raise self._api_error(
+                exc.response, where, f"still failing after {self.max_attempts} attempts"
+            ) from None
         except httpx.TransportError as exc:
             raise ApiError(
                 _scrub(
@@ -411,5 +418,7 @@ class HttpClient:
 
     def _api_error(self, response: httpx.Response, where: str, what: str) -> ApiError:
         detail = _vendor_message(response)
-        message = f"{self.source}: {where} {what}: HTTP {response.status_code}" + (f": {detail}" if detail else "")
+        message = f"{self.source}: {where} {what}: HTTP {response.status_code}" + (
+            f": {detail}" if detail else ""
+        )
         return ApiError(_scrub(message, self._secrets), response.status_code)

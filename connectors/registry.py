@@ -15,6 +15,8 @@ CONNECTORS: dict[str, str] = {
     "stripe": "connectors.stripe:StripeConnector",
     "chargebee": "connectors.chargebee:ChargebeeConnector",
     "recurly": "connectors.recurly:RecurlyConnector",
+    "braintree": "connectors.braintree:BraintreeConnector",
+    "gocardless": "connectors.gocardless:GoCardlessConnector",
 }
 
 

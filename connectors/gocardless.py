@@ -1,0 +1,397 @@
+"""GoCardless: customers, mandates, subscriptions and payments → source customer records.
+
+Reads top to bottom: constants, the per-integration rule (SPEC section 3), the mapping of payloads to
+records, then how the API is paged and synced.
+
+SPEC rule: only customers with a payment become records, except on a full re-sync (all customers);
+the lead created date is the customer ``created_at``; GoCardless has no trials, so no trial date is
+ever set; subscriber since is the first collected (``confirmed``/``paid_out``) non-zero payment that
+belongs to a subscription (one-off payments are not recurring revenue).
+
+GoCardless links objects one way: a payment names its mandate (and subscription), a subscription
+names its mandate, a mandate names its customer. So the sync indexes mandates → customer first, then
+groups subscriptions and payments by customer, then maps each page of customers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from connectors.base import Batch, Connector, Setting, Stream
+from connectors.http import ApiError, HttpClient
+from connectors.paging import AfterCursorPaginator, Page, PageRequest, fetch_pages
+from funnelsync.normalize import clean_text
+from funnelsync.records import SourceCustomerRecord, SubscriptionFact
+from funnelsync.timeutil import UTC, account_timezone, parse_iso
+
+BASE_URL = "https://api.gocardless.com"
+SANDBOX_BASE_URL = "https://api-sandbox.gocardless.com"
+API_VERSION = "2015-07-06"
+PAGE_LIMIT = 500  # the API maximum; the default of 50 would cost ten times the requests
+
+# A payment in these states has been collected from the payer (GoCardless "payment statuses").
+COLLECTED_PAYMENT_STATUSES = frozenset({"confirmed", "paid_out"})
+# Collection failed after submission: the subscription is behind on its payments.
+FAILED_PAYMENT_STATUSES = frozenset({"failed", "charged_back"})
+# Subscription status → our subscription state. GoCardless has no past-due status (derived from
+# payments below) and no trial; a subscription awaiting approval or paused is still a live one.
+SUBSCRIPTION_STATES = {
+    "pending_customer_approval": "active",
+    "active": "active",
+    "paused": "active",
+    "finished": "cancelled",
+    "cancelled": "cancelled",
+    "customer_approval_denied": "cancelled",
+}
+
+
+@dataclass(slots=True)
+class CustomerActivity:
+    """What the mandates, subscriptions and payments of one customer say (built per sync)."""
+
+    subscriptions: list[dict[str, Any]] = field(default_factory=list)
+    payments: list[dict[str, Any]] = field(default_factory=list)
+
+
+def should_import(activity: CustomerActivity | None, *, full_refresh: bool) -> bool:
+    """The SPEC rule: a customer becomes a record when it has a payment, or on a full re-sync."""
+    return full_refresh or bool(activity and activity.payments)
+
+
+def charge_moment(payment: Mapping[str, Any], tz: ZoneInfo) -> datetime | None:
+    """When a payment was collected: its ``charge_date`` (a date) at midnight in the account zone.
+
+    ``charge_date`` is the day GoCardless collects from the payer; a date without a zone is read in
+    the account time zone (SPEC section 2). Without one we fall back to ``created_at``.
+    """
+    raw = payment.get("charge_date")
+    if raw:
+        return datetime.combine(date.fromisoformat(raw), time.min, tzinfo=tz).astimezone(UTC)
+    return parse_iso(payment.get("created_at"))
+
+
+def _amount(payment: Mapping[str, Any]) -> int:
+    # Minor units (pence, cents); a refunded payment still counts as a charge that happened.
+    try:
+        return int(payment.get("amount") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def first_paid_at(payments: Iterable[Mapping[str, Any]], tz: ZoneInfo) -> datetime | None:
+    """The earliest collected, non-zero payment among ``payments`` (None when none was collected)."""
+    moments = [
+        moment
+        for p in payments
+        if p.get("status") in COLLECTED_PAYMENT_STATUSES and _amount(p) > 0
+        for moment in [charge_moment(p, tz)]
+        if moment is not None
+    ]
+    return min(moments) if moments else None
+
+
+def map_subscription(
+    subscription: Mapping[str, Any], payments: Iterable[Mapping[str, Any]], tz: ZoneInfo
+) -> SubscriptionFact:
+    """One GoCardless subscription and its payments → a subscription fact (never with trial dates).
+
+    An active subscription whose latest payment failed or was charged back is past due.
+    """
+    own = [p for p in payments if (p.get("links") or {}).get("subscription") == subscription["id"]]
+    state = SUBSCRIPTION_STATES.get(str(subscription.get("status")), "active")
+    if state == "active" and own:
+        latest = max(own, key=lambda p: (p.get("charge_date") or "", p.get("created_at") or ""))
+        if latest.get("status") in FAILED_PAYMENT_STATUSES:
+            state = "past_due"
+    cancelled_at = None
+    if state == "cancelled":
+        # GoCardless reports no cancellation time on the object; end_date (a date) is the best it says.
+        end = subscription.get("end_date")
+        cancelled_at = (
+            datetime.combine(date.fromisoformat(end), time.min, tzinfo=tz).astimezone(UTC) if end else None
+        )
+    return SubscriptionFact(
+        external_id=str(subscription["id"]),
+        state=state,
+        first_paid_at=first_paid_at(own, tz),
+        cancelled_at=cancelled_at,
+    )
+
+
+def customer_name(customer: Mapping[str, Any]) -> str | None:
+    """``given_name family_name``, else the company name (GoCardless requires one of the two)."""
+    person = " ".join(
+        part
+        for part in (clean_text(customer.get("given_name")), clean_text(customer.get("family_name")))
+        if part
+    )
+    return person or clean_text(customer.get("company_name"))
+
+
+def _country(value: Any) -> str | None:
+    code = clean_text(value)
+    return code.upper() if code and len(code) == 2 and code.isalpha() else None
+
+
+def map_customer(
+    customer: Mapping[str, Any], activity: CustomerActivity | None, tz: ZoneInfo | None = None
+) -> SourceCustomerRecord:
+    """A GoCardless customer (with its subscriptions and payments) → a source customer record.
+
+    Args:
+        customer: an item of ``GET /customers`` (fields ``id``, ``email``, ``given_name``, …).
+        activity: its subscriptions and payments, or None when it has none.
+        tz: the account time zone (default: ``account_timezone()``), for ``charge_date`` days.
+    """
+    tz = tz or account_timezone()
+    activity = activity or CustomerActivity()
+    return SourceCustomerRecord(
+        external_id=str(customer["id"]),
+        name=customer_name(customer),
+        email=clean_text(customer.get("email")),
+        company=clean_text(customer.get("company_name")),
+        country=_country(customer.get("country_code")),
+        state=clean_text(customer.get("region")),
+        city=clean_text(customer.get("city")),
+        zip=clean_text(customer.get("postal_code")),
+        lead_created_at=parse_iso(customer.get("created_at")),
+        free_trial_started_at=None,  # SPEC: GoCardless has no trials, never approximate one
+        subscriptions=[map_subscription(s, activity.payments, tz) for s in activity.subscriptions],
+        custom={k: v for k, v in (customer.get("metadata") or {}).items() if v not in (None, "")},
+        raw=dict(customer),
+    )
+
+
+def index_activity(
+    mandates: Iterable[Mapping[str, Any]],
+    subscriptions: Iterable[Mapping[str, Any]],
+    payments: Iterable[Mapping[str, Any]],
+) -> dict[str, CustomerActivity]:
+    """Group subscriptions and payments by customer id through their mandates.
+
+    Memory is one small dict per mandate and per subscription/payment kept for mapping; nothing of
+    it is persisted (the sync cursor stays a single value).
+    """
+    customer_of_mandate = {
+        str(m["id"]): str((m.get("links") or {}).get("customer")) for m in mandates if m.get("links")
+    }
+    by_customer: dict[str, CustomerActivity] = {}
+    for subscription in subscriptions:
+        owner = customer_of_mandate.get(str((subscription.get("links") or {}).get("mandate")))
+        if owner:
+            by_customer.setdefault(owner, CustomerActivity()).subscriptions.append(dict(subscription))
+    for payment in payments:
+        owner = customer_of_mandate.get(str((payment.get("links") or {}).get("mandate")))
+        if owner:
+            by_customer.setdefault(owner, CustomerActivity()).payments.append(_slim_payment(payment))
+    return by_customer
+
+
+def _slim_payment(payment: Mapping[str, Any]) -> dict[str, Any]:
+    # Only what the mapping reads: a full sync may hold many payments at once.
+    links = payment.get("links") or {}
+    return {
+        "id": payment.get("id"),
+        "status": payment.get("status"),
+        "amount": payment.get("amount"),
+        "charge_date": payment.get("charge_date"),
+        "created_at": payment.get("created_at"),
+        "links": {"subscription": links.get("subscription"), "mandate": links.get("mandate")},
+    }
+
+
+# --- Paging and syncing ---------------------------------------------------------------------------
+
+LOOKBACK = timedelta(minutes=5)  # events are written asynchronously; re-read a little behind the cursor
+
+
+class GoCardlessConnector(Connector):
+    """Pull customers with their mandates, subscriptions and payments from the GoCardless API.
+
+    Stream ``customers`` (key ``id``, cursor ``events_created_at``):
+
+    * full refresh, or first run: list mandates, subscriptions and payments (``limit=500``, ``after``
+      cursor), group them by customer, then list customers page by page; each page is one batch whose
+      cursor carries the ``after`` token, so a killed run resumes at the next page. A full refresh
+      imports every customer; a first incremental run only those with a payment (SPEC rule).
+    * incremental: ``GET /events?created_at[gt]=<cursor>`` gives what changed; the customers those
+      events touch are re-read with their mandates, subscriptions and payments.
+    """
+
+    kind = "gocardless"
+    title = "GoCardless"
+    settings_schema = (
+        Setting(
+            "access_token", secret=True, required=True, help="GoCardless access token (read-only is enough)"
+        ),
+        Setting("base_url", default=BASE_URL, help=f"API endpoint; sandbox: {SANDBOX_BASE_URL}"),
+        Setting("page_size", default=PAGE_LIMIT, help="items per page (1-500)"),
+        Setting("webhook_secret", secret=True, help="webhook endpoint secret (Webhook-Signature)"),
+    )
+    streams = (Stream(name="customers", key="id", cursor_field="events_created_at", reader="read_customers"),)
+
+    def make_client(self) -> HttpClient:
+        token = str(self.settings["access_token"])
+        return HttpClient(
+            self.source_name,
+            str(self.settings["base_url"]),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "GoCardless-Version": API_VERSION,
+                "Accept": "application/json",
+            },
+            secrets=[token],
+            credentials_hint="check the access_token setting (live vs sandbox base_url?)",
+            sleep_fn=self.sleep_fn,
+            transport=self.transport,
+        )
+
+    @property
+    def page_size(self) -> int:
+        return max(1, min(PAGE_LIMIT, int(self.settings.get("page_size") or PAGE_LIMIT)))
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _list(self, resource: str, params: Mapping[str, Any] | None = None) -> Iterator[Page]:
+        request = PageRequest(f"/{resource}", params={"limit": self.page_size, **(params or {})})
+        return fetch_pages(self.client, request, AfterCursorPaginator(resource))
+
+    def _list_all(self, resource: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        return [item for page in self._list(resource, params) for item in page.items]
+
+    def read_customers(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
+        """The reader of stream ``customers`` (see the class docstring)."""
+        if state.get("events_created_at") and not state.get("listing"):
+            yield from self._read_changes(state)
+        else:
+            yield from self._read_listing(state, full_refresh)
+
+    def _read_listing(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
+        tz = account_timezone()
+        # A resumed listing keeps the mode it started in (a killed full refresh stays a full refresh).
+        include_all = bool(state.get("include_all", full_refresh))
+        # Changes made while we list are picked up by the next incremental run from this moment.
+        watermark = state.get("watermark") or _iso(self.started_at - LOOKBACK)
+        activity = index_activity(
+            self._list_all("mandates"), self._list_all("subscriptions"), self._list_all("payments")
+        )
+        request = PageRequest("/customers", params={"limit": self.page_size})
+        pages = fetch_pages(
+            self.client, request, AfterCursorPaginator("customers"), start_token=state.get("after")
+        )
+        for page in pages:
+            records = [
+                map_customer(c, activity.get(str(c["id"])), tz)
+                for c in page.items
+                if should_import(activity.get(str(c["id"])), full_refresh=include_all)
+            ]
+            done = page.next_token is None
+            cursor: dict[str, Any] = (
+                {"events_created_at": watermark}
+                if done
+                else {
+                    "listing": True,
+                    "after": page.next_token,
+                    "include_all": include_all,
+                    "watermark": watermark,
+                }
+            )
+            yield Batch("customers", records, cursor, len(page.items))
+
+    def _read_changes(self, state: dict[str, Any]) -> Iterator[Batch]:
+        tz = account_timezone()
+        since = str(state["events_created_at"])
+        events = self._list_all("events", {"created_at[gt]": since})
+        # The API lists newest first; applying oldest first lets each batch's cursor be a safe resume point.
+        events.sort(key=lambda e: (str(e.get("created_at")), str(e.get("id"))))
+        resolver = _CustomerResolver(self.client)
+        chunk = max(1, self.page_size // 5)
+        for start in range(0, len(events), chunk):
+            part = events[start : start + chunk]
+            customer_ids = []
+            for event in part:
+                owner = resolver.customer_of_event(event)
+                if owner and owner not in customer_ids:
+                    customer_ids.append(owner)
+            records = []
+            for customer_id in customer_ids:
+                customer, activity = self.fetch_customer(customer_id)
+                if customer is not None and should_import(activity, full_refresh=False):
+                    records.append(map_customer(customer, activity, tz))
+            yield Batch("customers", records, {"events_created_at": str(part[-1]["created_at"])}, len(part))
+
+    def fetch_customer(self, customer_id: str) -> tuple[dict[str, Any] | None, CustomerActivity]:
+        """Re-read one customer with its mandates, subscriptions and payments (webhooks, incremental).
+
+        Returns ``(None, empty)`` when the customer was removed (HTTP 404/410).
+        """
+        try:
+            customer = self.client.get_json(f"/customers/{customer_id}")["customers"]
+        except ApiError as exc:
+            if exc.status in (404, 410):
+                return None, CustomerActivity()
+            raise
+        mandates = self._list_all("mandates", {"customer": customer_id})
+        activity = index_activity(
+            mandates,
+            self._list_all("subscriptions", {"customer": customer_id}),
+            self._list_all("payments", {"customer": customer_id}),
+        ).get(customer_id, CustomerActivity())
+        return customer, activity
+
+    def fetch_record(self, customer_id: str, *, full_refresh: bool = False) -> SourceCustomerRecord | None:
+        """The record of one customer now, or None when the SPEC rule excludes it (or it is gone)."""
+        customer, activity = self.fetch_customer(customer_id)
+        if customer is None or not should_import(activity, full_refresh=full_refresh):
+            return None
+        return map_customer(customer, activity)
+
+
+class _CustomerResolver:
+    """Finds the customer an event is about, following payment → mandate → customer links (cached)."""
+
+    def __init__(self, client: HttpClient) -> None:
+        self.client = client
+        self.mandate_owner: dict[str, str | None] = {}
+        self.via_mandate: dict[tuple[str, str], str | None] = {}
+
+    def _get(self, resource: str, item_id: str) -> dict[str, Any] | None:
+        try:
+            return self.client.get_json(f"/{resource}/{item_id}")[resource]
+        except ApiError as exc:
+            if exc.status in (404, 410):
+                return None
+            raise
+
+    def customer_of_mandate(self, mandate_id: str) -> str | None:
+        if mandate_id not in self.mandate_owner:
+            mandate = self._get("mandates", mandate_id)
+            self.mandate_owner[mandate_id] = ((mandate or {}).get("links") or {}).get("customer")
+        return self.mandate_owner[mandate_id]
+
+    def _mandate_of(self, resource: str, item_id: str) -> str | None:
+        key = (resource, item_id)
+        if key not in self.via_mandate:
+            item = self._get(resource, item_id)
+            self.via_mandate[key] = ((item or {}).get("links") or {}).get("mandate")
+        return self.via_mandate[key]
+
+    def customer_of_event(self, event: Mapping[str, Any]) -> str | None:
+        links = event.get("links") or {}
+        if links.get("customer"):
+            return str(links["customer"])
+        mandate = links.get("mandate")
+        if not mandate and links.get("payment"):
+            mandate = self._mandate_of("payments", str(links["payment"]))
+        if not mandate and links.get("subscription"):
+            mandate = self._mandate_of("subscriptions", str(links["subscription"]))
+        return self.customer_of_mandate(str(mandate)) if mandate else None
+
+
+def _iso(moment: datetime) -> str:
+    # GoCardless compares created_at as ISO 8601 with milliseconds and Z.
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
