@@ -20,7 +20,7 @@ from connectors.gocardless import (
 )
 from connectors.http import CredentialsError
 from connectors.paging import PaginationLoopError
-from tests.fake_gocardless import TOKEN, FakeGoCardless, populated
+from tests.fake_gocardless import TOKEN, populated
 
 UTC_TZ = ZoneInfo("UTC")
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
@@ -150,7 +150,12 @@ def test_full_refresh_pages_and_imports_every_customer() -> None:
     assert all(b.cursor.get("listing") for b in batches[:-1]) and "listing" not in batches[-1].cursor
     assert batches[-1].cursor == {"events_created_at": "2025-06-01T11:55:00.000Z"}
     customer_calls = [r for r in fake.requests if r.url.path == "/customers"]
-    assert [r.url.params.get("after") for r in customer_calls][0] is None
+    assert [r.url.params.get("after") for r in customer_calls][1:] == [
+        "CU000000000023",
+        "CU000000000016",
+        "CU000000000009",
+        "CU000000000002",
+    ]
     assert all(r.url.params["limit"] == "7" for r in customer_calls)
     assert all(r.headers["GoCardless-Version"] == "2015-07-06" for r in fake.requests)
 
