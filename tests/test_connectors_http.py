@@ -57,7 +57,13 @@ def test_should_retry(outcome: object, expected: bool) -> None:
 
 
 def test_should_retry_body_hook_flags_braintree_resource_limit_in_200() -> None:
-    throttled = resp(200, json={"data": None, "errors": [{"message": "slow down", "extensions": {"errorClass": "RESOURCE_LIMIT"}}]})
+    throttled = resp(
+        200,
+        json={
+            "data": None,
+            "errors": [{"message": "slow down", "extensions": {"errorClass": "RESOURCE_LIMIT"}}],
+        },
+    )
     fine = resp(200, json={"data": {"ping": "pong"}})
     assert should_retry(throttled, graphql_resource_limited) is True
     assert should_retry(fine, graphql_resource_limited) is False
@@ -192,7 +198,9 @@ def test_client_transport_errors_are_retried_then_reported() -> None:
 def test_client_sleep_is_patchable_at_module_level(monkeypatch: pytest.MonkeyPatch) -> None:
     slept: list[float] = []
     monkeypatch.setattr("connectors.http.sleep", slept.append)
-    respx.get("https://api.example.test/v1/x").mock(side_effect=[resp(429, {"Retry-After": "2"}), resp(200, json={})])
+    respx.get("https://api.example.test/v1/x").mock(
+        side_effect=[resp(429, {"Retry-After": "2"}), resp(200, json={})]
+    )
     client = HttpClient("s", "https://api.example.test")
     client.get_json("/v1/x")
     assert slept == [2.0]

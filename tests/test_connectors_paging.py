@@ -37,8 +37,14 @@ def test_stripe_starting_after_pages_whole_pages() -> None:
         after = request.url.params.get("starting_after")
         start = ids.index(after) + 1 if after else 0
         chunk = ids[start : start + limit]
-        return httpx.Response(200, json={"object": "list", "has_more": start + limit < len(ids),
-                                          "data": [{"id": i, "object": "customer"} for i in chunk]})
+        return httpx.Response(
+            200,
+            json={
+                "object": "list",
+                "has_more": start + limit < len(ids),
+                "data": [{"id": i, "object": "customer"} for i in chunk],
+            },
+        )
 
     respx.get(f"{BASE}/v1/customers").mock(side_effect=handler)
     pages = list(fetch_pages(client(), PageRequest("/v1/customers", {"limit": 10}), StripeCursorPaginator()))
@@ -52,8 +58,14 @@ def test_stripe_resume_from_token() -> None:
     route = respx.get(f"{BASE}/v1/customers").mock(
         return_value=httpx.Response(200, json={"has_more": False, "data": [{"id": "cus_x"}]})
     )
-    pages = list(fetch_pages(client(), PageRequest("/v1/customers", {"limit": 10}), StripeCursorPaginator(),
-                             start_token="cus_w"))
+    pages = list(
+        fetch_pages(
+            client(),
+            PageRequest("/v1/customers", {"limit": 10}),
+            StripeCursorPaginator(),
+            start_token="cus_w",
+        )
+    )
     assert route.calls.last.request.url.params["starting_after"] == "cus_w"
     assert pages[0].token == "cus_w" and pages[0].next_token is None
 
@@ -70,7 +82,9 @@ def test_chargebee_next_offset() -> None:
         return httpx.Response(200, json=body)
 
     respx.get(f"{BASE}/api/v2/customers").mock(side_effect=handler)
-    pages = list(fetch_pages(client(), PageRequest("/api/v2/customers", {"limit": 2}), OffsetTokenPaginator()))
+    pages = list(
+        fetch_pages(client(), PageRequest("/api/v2/customers", {"limit": 2}), OffsetTokenPaginator())
+    )
     assert [[i["customer"]["id"] for i in p.items] for p in pages] == [["1", "2"], ["3"], ["4"]]
 
 
@@ -78,13 +92,25 @@ def test_chargebee_next_offset() -> None:
 def test_recurly_next_link_followed_verbatim() -> None:
     route = respx.get(f"{BASE}/accounts").mock(
         side_effect=[
-            httpx.Response(200, json={"object": "list", "has_more": True,
-                                      "next": "/accounts?cursor=abc%3A123&limit=2&sort=updated_at",
-                                      "data": [{"id": "a1"}, {"id": "a2"}]}),
-            httpx.Response(200, json={"object": "list", "has_more": False, "next": None, "data": [{"id": "a3"}]}),
+            httpx.Response(
+                200,
+                json={
+                    "object": "list",
+                    "has_more": True,
+                    "next": "/accounts?cursor=abc%3A123&limit=2&sort=updated_at",
+                    "data": [{"id": "a1"}, {"id": "a2"}],
+                },
+            ),
+            httpx.Response(
+                200, json={"object": "list", "has_more": False, "next": None, "data": [{"id": "a3"}]}
+            ),
         ]
     )
-    pages = list(fetch_pages(client(), PageRequest("/accounts", {"limit": 2, "sort": "updated_at"}), NextLinkPaginator()))
+    pages = list(
+        fetch_pages(
+            client(), PageRequest("/accounts", {"limit": 2, "sort": "updated_at"}), NextLinkPaginator()
+        )
+    )
     assert [len(p.items) for p in pages] == [2, 1]
     second = route.calls[1].request.url
     assert second.params["cursor"] == "abc:123" and second.params["limit"] == "2"
@@ -94,11 +120,19 @@ def test_recurly_next_link_followed_verbatim() -> None:
 def test_gocardless_after_cursor() -> None:
     route = respx.get(f"{BASE}/customers").mock(
         side_effect=[
-            httpx.Response(200, json={"customers": [{"id": "CU1"}], "meta": {"cursors": {"after": "CU1", "before": None}}}),
-            httpx.Response(200, json={"customers": [{"id": "CU2"}], "meta": {"cursors": {"after": None, "before": "CU2"}}}),
+            httpx.Response(
+                200,
+                json={"customers": [{"id": "CU1"}], "meta": {"cursors": {"after": "CU1", "before": None}}},
+            ),
+            httpx.Response(
+                200,
+                json={"customers": [{"id": "CU2"}], "meta": {"cursors": {"after": None, "before": "CU2"}}},
+            ),
         ]
     )
-    pages = list(fetch_pages(client(), PageRequest("/customers", {"limit": 1}), AfterCursorPaginator("customers")))
+    pages = list(
+        fetch_pages(client(), PageRequest("/customers", {"limit": 1}), AfterCursorPaginator("customers"))
+    )
     assert [p.items[0]["id"] for p in pages] == ["CU1", "CU2"]
     assert route.calls[1].request.url.params["after"] == "CU1"
 
@@ -106,9 +140,19 @@ def test_gocardless_after_cursor() -> None:
 @respx.mock
 def test_graphql_end_cursor() -> None:
     def page(has_next: bool, cursor: str, node_id: str) -> httpx.Response:
-        return httpx.Response(200, json={"data": {"search": {"customers": {
-            "pageInfo": {"hasNextPage": has_next, "endCursor": cursor},
-            "edges": [{"cursor": cursor, "node": {"id": node_id}}]}}}})
+        return httpx.Response(
+            200,
+            json={
+                "data": {
+                    "search": {
+                        "customers": {
+                            "pageInfo": {"hasNextPage": has_next, "endCursor": cursor},
+                            "edges": [{"cursor": cursor, "node": {"id": node_id}}],
+                        }
+                    }
+                }
+            },
+        )
 
     route = respx.post(f"{BASE}/graphql").mock(side_effect=[page(True, "c1", "n1"), page(False, "c2", "n2")])
     request = PageRequest("/graphql", method="POST", json_body={"query": "q", "variables": {"first": 1}})
@@ -121,23 +165,39 @@ def test_graphql_end_cursor() -> None:
 @pytest.mark.parametrize(
     ("paginator", "url", "bodies"),
     [
-        (StripeCursorPaginator(), "/v1/customers", [
-            {"has_more": True, "data": [{"id": "cus_1"}]},
-            {"has_more": True, "data": [{"id": "cus_2"}]},
-            {"has_more": True, "data": [{"id": "cus_1"}]},  # back to an earlier token
-        ]),
-        (OffsetTokenPaginator(), "/api/v2/customers", [
-            {"list": [{"customer": {"id": "1"}}], "next_offset": "o1"},
-            {"list": [{"customer": {"id": "2"}}], "next_offset": "o1"},  # the same token again
-        ]),
-        (NextLinkPaginator(), "/accounts", [
-            {"has_more": True, "next": "/accounts?cursor=x", "data": [{"id": "a"}]},
-            {"has_more": True, "next": "/accounts?cursor=x", "data": [{"id": "b"}]},
-        ]),
-        (AfterCursorPaginator("customers"), "/customers", [
-            {"customers": [{"id": "CU1"}], "meta": {"cursors": {"after": "CU1"}}},
-            {"customers": [{"id": "CU1"}], "meta": {"cursors": {"after": "CU1"}}},
-        ]),
+        (
+            StripeCursorPaginator(),
+            "/v1/customers",
+            [
+                {"has_more": True, "data": [{"id": "cus_1"}]},
+                {"has_more": True, "data": [{"id": "cus_2"}]},
+                {"has_more": True, "data": [{"id": "cus_1"}]},  # back to an earlier token
+            ],
+        ),
+        (
+            OffsetTokenPaginator(),
+            "/api/v2/customers",
+            [
+                {"list": [{"customer": {"id": "1"}}], "next_offset": "o1"},
+                {"list": [{"customer": {"id": "2"}}], "next_offset": "o1"},  # the same token again
+            ],
+        ),
+        (
+            NextLinkPaginator(),
+            "/accounts",
+            [
+                {"has_more": True, "next": "/accounts?cursor=x", "data": [{"id": "a"}]},
+                {"has_more": True, "next": "/accounts?cursor=x", "data": [{"id": "b"}]},
+            ],
+        ),
+        (
+            AfterCursorPaginator("customers"),
+            "/customers",
+            [
+                {"customers": [{"id": "CU1"}], "meta": {"cursors": {"after": "CU1"}}},
+                {"customers": [{"id": "CU1"}], "meta": {"cursors": {"after": "CU1"}}},
+            ],
+        ),
     ],
 )
 def test_repeated_token_raises(paginator: object, url: str, bodies: list[dict]) -> None:
@@ -151,7 +211,9 @@ def test_repeated_token_raises(paginator: object, url: str, bodies: list[dict]) 
 
 def test_id_batches() -> None:
     assert list(id_batches([str(i) for i in range(120)], 50)) == [
-        [str(i) for i in range(50)], [str(i) for i in range(50, 100)], [str(i) for i in range(100, 120)]
+        [str(i) for i in range(50)],
+        [str(i) for i in range(50, 100)],
+        [str(i) for i in range(100, 120)],
     ]
     with pytest.raises(PaginationLoopError):
         list(id_batches(["a", "b", "a"], 2))
