@@ -262,9 +262,11 @@ def _vendor_message(response: httpx.Response) -> str:
 class HttpClient:
     """One source's HTTP session: base URL, auth, timeouts, retries, and errors without secrets.
 
+    ``auth`` is HTTP Basic (user, password); ``bearer_token`` sends ``Authorization: Bearer …``.
+
     Example::
 
-        client = HttpClient("stripe", "https://api.stripe.com", auth=("sk_test_…", ""),
+        client = HttpClient("stripe", "https://api.stripe.com", bearer_token="sk_test_…",
                             credentials_hint="check the api_key setting")
         body = client.get_json("/v1/customers", params={"limit": 100})
     """
@@ -276,6 +278,7 @@ class HttpClient:
         *,
         headers: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
+        bearer_token: str | None = None,
         secrets: Iterable[str] = (),
         credentials_hint: str = "check the credentials in the source settings",
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
@@ -290,10 +293,13 @@ class HttpClient:
         self.max_attempts = max(1, max_attempts)
         self.retryable_body = retryable_body
         self._sleep_fn = sleep_fn
-        self._secrets = [s for s in secrets if s] + [a for a in (auth or ()) if a]
+        self._secrets = [s for s in secrets if s] + [a for a in (auth or ()) if a] + [bearer_token or ""]
+        all_headers = dict(headers or {})
+        if bearer_token:
+            all_headers["Authorization"] = f"Bearer {bearer_token}"
         self._client = httpx.Client(
             base_url=self.base_url,
-            headers=dict(headers or {}),
+            headers=all_headers,
             auth=httpx.BasicAuth(*auth) if auth else None,
             timeout=timeout,
             transport=transport,

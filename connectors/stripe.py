@@ -170,7 +170,7 @@ class StripeConnector(Connector):
             self.source_name,
             self.settings["base_url"],
             headers=headers,
-            auth=(self.settings["api_key"], ""),
+            bearer_token=self.settings["api_key"],
             credentials_hint="check the api_key setting (Developers > API keys: a secret or restricted key, "
             "live or test as intended)",
             sleep_fn=self.sleep_fn,

@@ -68,11 +68,12 @@ def sources_add(
 
 def _store_secret_settings(kind: str, source_name: str, values: dict[str, str]) -> dict[str, str]:
     """Hook for secret handling: literal secrets are moved out of the database (see flows.secrets)."""
+    from flows.secrets import protect_settings
+
     try:
-        from flows.secrets import protect_settings  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return values
-    return protect_settings(kind, source_name, values)
+        return protect_settings(kind, source_name, values)
+    except (ValueError, OSError) as exc:  # settings the connector refuses; an unwritable secrets dir
+        fail(str(exc))
 
 
 def _source_dict(row: Any) -> dict[str, Any]:
