@@ -214,6 +214,8 @@ def _differs(old: Any, new: Any) -> bool:
 
 def jsonable_custom(custom: Mapping[str, Any]) -> dict[str, Any]:
     """Custom attribute values as JSON can hold them (datetimes as ISO 8601, decimals as numbers)."""
+    if not custom:
+        return {}
     out: dict[str, Any] = {}
     for key, value in custom.items():
         if isinstance(value, datetime):
