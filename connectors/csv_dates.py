@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
-UTC = timezone.utc
+UTC = UTC
 DAY_FIRST = "DD/MM/YYYY"
 MONTH_FIRST = "MM/DD/YYYY"
 _ORDER_ALIASES = {
