@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 
-UTC = UTC
+UTC = timezone.utc
 DAY_FIRST = "DD/MM/YYYY"
 MONTH_FIRST = "MM/DD/YYYY"
 _ORDER_ALIASES = {

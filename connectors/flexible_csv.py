@@ -593,7 +593,7 @@ class FlexibleCsvFile:
                 ) from None
 
     def _open(self, encoding: str) -> io.TextIOWrapper:
-        return open(self.path, encoding=encoding, newline="", errors="strict")
+        return open(self.path, encoding=encoding, newline="", errors="strict")  # noqa: SIM115
 
     def _reader(self, handle: io.TextIOWrapper, delimiter: str) -> Iterator[list[str]]:
         csv.field_size_limit(FIELD_SIZE_LIMIT)

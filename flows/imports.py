@@ -25,17 +25,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from connectors.csv_dates import AmbiguousDateColumn
-from connectors.flexible_csv import (
-    FileUnreadable,
-    FlexibleCsvFile,
-    RowError,
-    RowMapper,
-    RowResult,
-    row_key,
-    survey_dates,
-)
+from connectors.flexible_csv import FileUnreadable, FlexibleCsvFile, RowError, RowMapper, RowResult, row_key, survey_dates
 from connectors.header_match import MappingError, match_headers
+from connectors.csv_dates import AmbiguousDateColumn
 from funnelsync.timeutil import account_timezone
 from storage.imports import (
     add_job_counts,
@@ -47,7 +39,7 @@ from storage.imports import (
     save_row_fingerprints,
     start_import_job,
 )
-from storage.sources import create_source, get_source
+from storage.sources import get_source, create_source
 from storage.upsert import upsert_records
 
 BATCH_SIZE = 5000
