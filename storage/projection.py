@@ -159,22 +159,22 @@ def _reproject_chunk(conn: Connection, ids: list[int]) -> int:
         .order_by(sc.c.customer_id, sc.c.linked_at, sc.c.id)
     ).mappings()
     sources_by_customer: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
-    for row in src_rows:
-        sources_by_customer[row["customer_id"]].append(row)
+    for src in src_rows:
+        sources_by_customer[src["customer_id"]].append(src)
     subs_by_customer: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
-    for row in conn.execute(
+    for sub in conn.execute(
         select(sc.c.customer_id, subscriptions.c.state, subscriptions.c.first_paid_at)
         .join(sc, sc.c.id == subscriptions.c.source_customer_id)
         .where(sc.c.customer_id.in_(ids))
     ).mappings():
-        subs_by_customer[row["customer_id"]].append(row)
+        subs_by_customer[sub["customer_id"]].append(sub)
     edits_by_customer: dict[int, dict[str, Any]] = defaultdict(dict)
-    for row in conn.execute(
+    for edit in conn.execute(
         select(manual_edits.c.customer_id, manual_edits.c.field, manual_edits.c.value).where(
             manual_edits.c.customer_id.in_(ids)
         )
     ):
-        edits_by_customer[row.customer_id][row.field] = decode_edit(row.field, row.value)
+        edits_by_customer[edit.customer_id][edit.field] = decode_edit(edit.field, edit.value)
     current = {
         row["id"]: row
         for row in conn.execute(
@@ -185,17 +185,17 @@ def _reproject_chunk(conn: Connection, ids: list[int]) -> int:
     for cid in ids:
         if cid not in current:
             continue
-        new = project(sources_by_customer.get(cid, []), subs_by_customer.get(cid, []), edits_by_customer.get(cid, {}))
+        fresh = project(sources_by_customer.get(cid, []), subs_by_customer.get(cid, []), edits_by_customer.get(cid, {}))
         old = current[cid]
-        if any(_differs(old[c], new[c]) for c in PROJECTED_COLUMNS):
-            new["_id"] = cid
-            updates.append(new)
+        if any(_differs(old[c], fresh[c]) for c in PROJECTED_COLUMNS):
+            fresh["_id"] = cid
+            updates.append(fresh)
     if not updates:
         return 0
     now = datetime.now(timezone.utc)
-    for row in updates:
-        row["updated_at"] = now
-        row["custom"] = jsonable_custom(row["custom"])
+    for update_row in updates:
+        update_row["updated_at"] = now
+        update_row["custom"] = jsonable_custom(update_row["custom"])
     stmt = (
         update(customers)
         .where(customers.c.id == bindparam("_id"))

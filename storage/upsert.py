@@ -301,7 +301,8 @@ def upsert_records(
         contacts_changed = contacts_fp is not None and contacts_fp != stored[32:48]
         changed.append((rec, fingerprint, sc_id, customer_id, subs_changed, contacts_changed))
 
-    attr_types = {k: attribute_type(v) for rec, *_ in (*new, *changed) for k, v in rec.custom.items()}
+    attr_types = {k: attribute_type(v) for rec, _fp in new for k, v in rec.custom.items()}
+    attr_types.update({k: attribute_type(v) for item in changed for k, v in item[0].custom.items()})
     register_attribute_types(conn, attr_types)
 
     # --- new source customers: link to an existing customer by email, or create one
@@ -311,12 +312,12 @@ def upsert_records(
         email_list = list(emails)
         for start in range(0, len(email_list), LOOKUP_CHUNK):
             part = email_list[start : start + LOOKUP_CHUNK]
-            for row in conn.execute(
+            for email_norm, found_id in conn.execute(
                 select(customers.c.email_norm, customers.c.id)
                 .where(customers.c.email_norm.in_(part))
                 .order_by(customers.c.id)
             ):
-                linked_by_email.setdefault(row[0], row[1])
+                linked_by_email.setdefault(email_norm, found_id)
 
     needs_customer = [
         (rec, fp) for rec, fp in new if not (link_new_by_email and normalize_email(rec.email) in linked_by_email)
@@ -327,10 +328,10 @@ def upsert_records(
     customer_rows: list[dict[str, Any]] = []
     for (rec, _fp), cid in zip(needs_customer, customer_ids):
         customer_for[rec.external_id] = cid
-        row = project([_record_fields(rec)], _subscription_dicts(rec.subscriptions), {})
-        row.update(id=cid, uuid=new_uuid("cus"), created_at=now, updated_at=now)
-        row["custom"] = jsonable_custom(row["custom"])
-        customer_rows.append(row)
+        projected = project([_record_fields(rec)], _subscription_dicts(rec.subscriptions), {})
+        projected.update(id=cid, uuid=new_uuid("cus"), created_at=now, updated_at=now)
+        projected["custom"] = jsonable_custom(projected["custom"])
+        customer_rows.append(projected)
     w.insert("customers", CUSTOMER_COLUMNS, w.rows(CUSTOMER_COLUMNS, customer_rows))
     if customer_rows:
         write_filter_rows(conn, customer_rows, replace=False)
@@ -340,10 +341,13 @@ def upsert_records(
     sub_writes: list[tuple[int, list[SubscriptionFact]]] = []
     contact_writes: list[tuple[int, int, list[ContactRecord]]] = []
     for (rec, fp), sc_id in zip(new, sc_ids):
-        cid = customer_for.get(rec.external_id)
-        if cid is None:
-            cid = linked_by_email[normalize_email(rec.email)]  # type: ignore[index]
+        maybe_cid = customer_for.get(rec.external_id)
+        if maybe_cid is None:
+            # Linked to an existing customer by email: that customer's projection must change.
+            cid = linked_by_email[normalize_email(rec.email) or ""]
             result.touched_customer_ids.add(cid)
+        else:
+            cid = maybe_cid
         sc_rows.append(_sc_row(rec, fp, sc_id, data_source_id, cid, now, created=True))
         if rec.subscriptions:
             sub_writes.append((sc_id, rec.subscriptions))

@@ -107,7 +107,7 @@ def sources_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     engine = get_engine()
     with engine.connect() as conn:
         rows = list_sources(conn)
-        counts = dict(conn.execute(
+        counts: dict[int, int] = dict(conn.execute(
             select(source_customers.c.data_source_id, func.count()).group_by(source_customers.c.data_source_id)
         ).all())
         last = dict(conn.execute(
