@@ -11,7 +11,12 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
+from api.attributes import router as attributes_router
 from api.auth import require_api_key
+from api.contacts import router as contacts_router
+from api.customers import router as customers_router
+from api.data_sources import router as data_sources_router
+from api.errors import install_error_handler
 
 
 def create_app(engine: Engine) -> FastAPI:
@@ -33,4 +38,9 @@ def create_app(engine: Engine) -> FastAPI:
         return {"data": "pong!"}
 
     # Routers, one line each (authenticated routers declare Depends(require_api_key) themselves):
+    install_error_handler(app)
+    app.include_router(data_sources_router)
+    app.include_router(attributes_router)
+    app.include_router(customers_router)
+    app.include_router(contacts_router)
     return app

@@ -1,0 +1,337 @@
+"""``/v1/customers``: create, list (cursor pagination), search by email, retrieve, update, delete.
+
+A customer created here is a source customer of an ``api`` (custom) data source, stored through the
+same batched upsert every import uses. Updates are manual edits: the projection lets them win over
+every source, so a re-sync never erases them (SPEC section 2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy import Connection, select
+
+from api.auth import require_api_key
+from api.errors import Invalid, JsonBody, NotFound, require_object
+from api.fields import FieldReader, read_custom_attributes
+from api.wire import (
+    WRITABLE_KINDS,
+    customers_json,
+    decode_cursor,
+    kinds_of_system,
+    page_envelope,
+    per_page_value,
+)
+from funnelsync.records import CUSTOMER_STATUSES, LEAD_STATUSES, SourceCustomerRecord
+from storage.contacts import CONTACT_FIELDS, create_contact, update_contact
+from storage.customer_lookup import attribute_types, count_customers, customer_id_by_uuid, find_customer_ids
+from storage.edits import EditError, set_manual_edits
+from storage.projection import register_attribute_types
+from storage.removal import delete_customers
+from storage.schema import contacts, customers, source_customers
+from storage.sources import get_source
+from storage.upsert import upsert_records
+
+router = APIRouter(prefix="/v1/customers", tags=["customers"], dependencies=[Depends(require_api_key)])
+
+ACTOR = "api"
+TEXT_FIELDS = ("name", "company", "state", "city", "zip", "website_url", "owner")
+# Keys of the read shape a client may send back unchanged; they are ignored, not refused.
+READ_ONLY = frozenset({
+    "id", "uuid", "external_id", "external_ids", "data_source_uuid", "data_source_uuids", "customer-since",
+    "mrr", "arr", "billing-system-url", "chartmogul-url", "billing-system-type", "currency", "currency-sign",
+    "address", "created_at", "lead_status",
+})
+UPDATABLE = frozenset({
+    *TEXT_FIELDS, "email", "country", "lead_created_at", "free_trial_started_at", "status", "attributes",
+    "primary_contact",
+})
+CREATE_FIELDS = frozenset({*UPDATABLE, "data_source_uuid", "external_id"})
+
+
+def customer_id_or_404(conn: Connection, uuid: str) -> int:
+    """The id of a live customer, else 404 (a merged-away uuid is gone: its survivor holds its ids)."""
+    found = customer_id_by_uuid(conn, uuid)
+    if found is None:
+        raise NotFound(f"no customer with uuid {uuid!r} (unknown, deleted or merged into another customer)")
+    return found
+
+
+def one_customer(conn: Connection, customer_id: int, request: Request) -> dict[str, Any]:
+    """The API shape of one customer."""
+    return customers_json(conn, [customer_id], str(request.base_url))[0]
+
+
+def _unknown_keys(reader: FieldReader, data: dict[str, Any], allowed: frozenset[str]) -> None:
+    for key in data:
+        if key not in allowed and key not in READ_ONLY:
+            reader.fail(key, f"unknown field; accepted: {', '.join(sorted(allowed))}")
+
+
+def _contact_fields(reader: FieldReader, value: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Fields and custom fields of a ``primary_contact`` object."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        reader.fail("primary_contact", f"expected an object, got {type(value).__name__}")
+        return None
+    sub = FieldReader(value, prefix="primary_contact.")
+    fields = read_contact_fields(sub, value)
+    custom = read_contact_custom(sub, value.get("custom"))
+    reader.errors.extend(sub.errors)
+    return fields, custom
+
+
+def read_contact_fields(reader: FieldReader, data: dict[str, Any]) -> dict[str, Any]:
+    """The contact fields present in ``data``, validated."""
+    out: dict[str, Any] = {}
+    for name in CONTACT_FIELDS:
+        if name not in data:
+            continue
+        if name == "position":
+            position = data[name]
+            if position is not None and (isinstance(position, bool) or not isinstance(position, int) or position < 0):
+                reader.fail(name, f"expected a whole number >= 0, got {position!r}")
+            else:
+                out[name] = position
+        elif name == "email":
+            out[name] = reader.email(name)
+        elif name == "notes":
+            out[name] = reader.text(name, max_len=65535)
+        else:
+            out[name] = reader.text(name, max_len=2048 if name == "linked_in" else 255)
+    return out
+
+
+def read_contact_custom(reader: FieldReader, value: Any) -> dict[str, Any]:
+    """Contact custom fields: ``[{"key", "value"}]`` or ``{key: value}``."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    if not isinstance(value, list):
+        reader.fail("custom", f"expected a list of {{key, value}} objects, got {type(value).__name__}")
+        return {}
+    out: dict[str, Any] = {}
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not item["key"].strip():
+            reader.fail(f"custom[{i}]", "expected an object with a non-empty 'key' and a 'value'")
+            continue
+        out[item["key"].strip()] = item.get("value")
+    return out
+
+
+# ------------------------------------------------------------------ create
+
+
+@router.post("", status_code=201)
+def create_customer(request: Request, body: JsonBody) -> dict[str, Any]:
+    """Create a customer (a lead, usually) in an API data source."""
+    data = require_object(body)
+    reader = FieldReader(data)
+    _unknown_keys(reader, data, CREATE_FIELDS)
+    ds_uuid = reader.text("data_source_uuid", required=True)
+    external_id = reader.text("external_id", required=True)
+    values: dict[str, Any] = {name: reader.text(name) for name in TEXT_FIELDS}
+    values["email"] = reader.email("email")
+    values["country"] = reader.country("country")
+    values["lead_created_at"] = reader.datetime("lead_created_at")
+    values["free_trial_started_at"] = reader.datetime("free_trial_started_at")
+    status = reader.text("status")
+    if status is not None and status not in LEAD_STATUSES:
+        reader.fail("status", f"a new customer takes a lead status: one of {', '.join(LEAD_STATUSES)}; got {status!r}")
+    contact = _contact_fields(reader, data.get("primary_contact"))
+    with request.app.state.engine.begin() as conn:
+        tags, custom = _read_attributes(reader, conn, data.get("attributes"))
+        source = get_source(conn, ds_uuid) if ds_uuid and ds_uuid.startswith("ds_") else None
+        if ds_uuid and source is None:
+            reader.fail("data_source_uuid", f"no data source with uuid {ds_uuid!r}")
+        elif source is not None and source.kind not in WRITABLE_KINDS:
+            reader.fail("data_source_uuid", f"data source {source.name!r} is a {source.kind} integration; "
+                        "customers are created only in API or custom data sources (POST /v1/data_sources)")
+        if source is not None and external_id and conn.execute(
+            select(source_customers.c.id).where(
+                source_customers.c.data_source_id == source.id, source_customers.c.external_id == external_id
+            )
+        ).first():
+            reader.fail("external_id", f"a customer with external id {external_id!r} exists already in this data source")
+        reader.check()
+        assert source is not None and external_id is not None
+        register_attribute_types(conn, {key: kind for key, (kind, _) in custom.items()})
+        record = SourceCustomerRecord(
+            external_id=external_id, lead_status=status, tags=tags,
+            custom={key: value for key, (_, value) in custom.items()}, raw=data, **values,
+        )
+        result = upsert_records(conn, source.id, [record])
+        customer_id = result.created_customer_ids[0]
+        if contact is not None:
+            fields, contact_custom = contact
+            create_contact(conn, customer_id, {**fields, "position": fields.get("position") or 1}, custom=contact_custom)
+        return one_customer(conn, customer_id, request)
+
+
+def _read_attributes(
+    reader: FieldReader, conn: Connection, value: Any
+) -> tuple[list[str], dict[str, tuple[str, Any]]]:
+    """Tags and typed custom attributes of an ``attributes`` object."""
+    if value is None:
+        return [], {}
+    if not isinstance(value, dict):
+        reader.fail("attributes", f"expected an object with tags and custom, got {type(value).__name__}")
+        return [], {}
+    for key in value:
+        if key not in ("tags", "custom"):
+            reader.fail(f"attributes.{key}", "unknown attribute group; accepted: tags, custom")
+    tags = reader.tags("attributes.tags", value["tags"]) if value.get("tags") is not None else []
+    custom: dict[str, tuple[str, Any]] = {}
+    if value.get("custom") is not None:
+        keys = _custom_keys(value["custom"])
+        custom = read_custom_attributes(reader, "attributes.custom", value["custom"], attribute_types(conn, keys))
+    return tags, custom
+
+
+def _custom_keys(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [k for k in value if isinstance(k, str)]
+    if isinstance(value, list):
+        return [i["key"] for i in value if isinstance(i, dict) and isinstance(i.get("key"), str)]
+    return []
+
+
+# ------------------------------------------------------------------ list, search, retrieve
+
+
+def _list(request: Request, *, email: str | None = None, **filters: Any) -> dict[str, Any]:
+    query = request.query_params
+    per_page = per_page_value(query.get("per_page"))
+    page_raw = query.get("page")
+    with request.app.state.engine.connect() as conn:
+        if page_raw is not None and not query.get("cursor"):
+            # Legacy page-number paging (older clients and the Airbyte source still use it).
+            if not page_raw.isdigit() or int(page_raw) < 1:
+                raise Invalid.one("page", f"expected a page number from 1, got {page_raw!r}")
+            page = int(page_raw)
+            ids = find_customer_ids(conn, limit=per_page + 1, offset=(page - 1) * per_page, email=email, **filters)
+            total = count_customers(conn, email=email, **filters)
+            out = page_envelope(customers_json(conn, ids[:per_page], str(request.base_url)), ids, per_page)
+            out.update(page=page, current_page=page, total_pages=max(1, -(-total // per_page)))
+            return out
+        after = decode_cursor(query.get("cursor"))
+        ids = find_customer_ids(conn, after_id=after, limit=per_page + 1, email=email, **filters)
+        return page_envelope(customers_json(conn, ids[:per_page], str(request.base_url)), ids, per_page)
+
+
+@router.get("")
+def list_customers(
+    request: Request, data_source_uuid: str | None = None, external_id: str | None = None,
+    status: str | None = None, system: str | None = None, email: str | None = None,
+) -> dict[str, Any]:
+    """Customers in id order, ``per_page`` (≤ 200) at a time; follow ``cursor`` while ``has_more``."""
+    if status is not None and status not in CUSTOMER_STATUSES:
+        raise Invalid.one("status", f"expected one of {', '.join(CUSTOMER_STATUSES)}, got {status!r}")
+    kinds = None
+    if system is not None:
+        kinds = kinds_of_system(system)
+        if not kinds:
+            raise Invalid.one("system", f"unknown billing system {system!r}")
+    return _list(request, data_source_uuid=data_source_uuid, external_id=external_id, status=status,
+                 kinds=kinds, email=email)
+
+
+@router.get("/search")
+def search_customers(request: Request, email: str | None = None) -> dict[str, Any]:
+    """Customers whose (normalised) email is ``email``, in the list envelope."""
+    if not email or not email.strip():
+        raise Invalid.one("email", "is required: GET /v1/customers/search?email=someone@example.com")
+    return _list(request, email=email.strip())
+
+
+@router.get("/{uuid}")
+def retrieve_customer(request: Request, uuid: str) -> dict[str, Any]:
+    """One customer; 404 for an unknown, deleted or merged-away uuid."""
+    with request.app.state.engine.connect() as conn:
+        return one_customer(conn, customer_id_or_404(conn, uuid), request)
+
+
+# ------------------------------------------------------------------ update, delete
+
+
+def customer_edits(
+    reader: FieldReader, conn: Connection, customer_id: int, data: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Manual edits (field → value) and new custom attribute types from an update payload."""
+    edits: dict[str, Any] = {}
+    for name in TEXT_FIELDS:
+        if reader.has(name):
+            edits[name] = reader.text(name, max_len=2048 if name == "website_url" else 255)
+    if reader.has("email"):
+        edits["email"] = reader.email("email")
+    if reader.has("country"):
+        edits["country"] = reader.country("country")
+    for name in ("lead_created_at", "free_trial_started_at"):
+        if reader.has(name):
+            edits[name] = reader.datetime(name)
+    if reader.has("status"):
+        status = reader.text("status")
+        if status is None or status not in LEAD_STATUSES:
+            reader.fail("status", f"only a lead status can be set ({', '.join(LEAD_STATUSES)}); "
+                        f"Active, Past_Due and Cancelled follow from subscriptions; got {status!r}")
+        else:
+            current = conn.execute(select(customers.c.status).where(customers.c.id == customer_id)).scalar()
+            if current not in LEAD_STATUSES:
+                reader.fail("status", f"a lead status cannot be set on a subscriber (status {current})")
+            else:
+                edits["lead_status"] = status
+    tags, custom = _read_attributes(reader, conn, data.get("attributes"))
+    attributes = data.get("attributes")
+    if isinstance(attributes, dict) and attributes.get("tags") is not None:
+        # The tags given become the customer's tags: the others are removed by hand.
+        current_tags = conn.execute(select(customers.c.tags).where(customers.c.id == customer_id)).scalar() or []
+        edits.update({f"tag.{t}": True for t in tags})
+        edits.update({f"tag.{t}": False for t in current_tags if t not in tags})
+    edits.update({f"custom.{key}": value for key, (_, value) in custom.items()})
+    return edits, {key: kind for key, (kind, _) in custom.items()}
+
+
+def apply_edits(conn: Connection, customer_id: int, edits: dict[str, Any], types: dict[str, str]) -> None:
+    """Store manual edits; an edit the storage refuses answers 422."""
+    register_attribute_types(conn, types)
+    try:
+        set_manual_edits(conn, customer_id, edits, actor=ACTOR)
+    except EditError as exc:
+        raise Invalid.one("body", str(exc)) from None
+
+
+@router.patch("/{uuid}")
+@router.put("/{uuid}")
+def update_customer(request: Request, uuid: str, body: JsonBody) -> dict[str, Any]:
+    """Update a customer: every field given becomes a manual edit that no re-sync erases."""
+    data = require_object(body)
+    reader = FieldReader(data)
+    _unknown_keys(reader, data, UPDATABLE)
+    contact = _contact_fields(reader, data.get("primary_contact"))
+    with request.app.state.engine.begin() as conn:
+        customer_id = customer_id_or_404(conn, uuid)
+        edits, types = customer_edits(reader, conn, customer_id, data)
+        reader.check()
+        apply_edits(conn, customer_id, edits, types)
+        if contact is not None:
+            fields, contact_custom = contact
+            first = conn.execute(
+                select(contacts.c.id).where(contacts.c.customer_id == customer_id)
+                .order_by(contacts.c.position, contacts.c.id).limit(1)
+            ).scalar()
+            if first is None:
+                create_contact(conn, customer_id, {**fields, "position": fields.get("position") or 1}, custom=contact_custom)
+            else:
+                update_contact(conn, first, fields, custom=contact_custom)
+        return one_customer(conn, customer_id, request)
+
+
+@router.delete("/{uuid}", status_code=204)
+def destroy_customer(request: Request, uuid: str) -> Response:
+    """Delete a customer with its source customers, contacts and edits."""
+    with request.app.state.engine.begin() as conn:
+        delete_customers(conn, [customer_id_or_404(conn, uuid)])
+    return Response(status_code=204)

@@ -1,0 +1,110 @@
+"""Customer queries the HTTP API needs beyond ``storage.customers``: filtered id pages and links."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Select, func, select
+
+from funnelsync.normalize import normalize_email
+from storage.schema import custom_attribute_definitions, customers, data_sources, source_customers
+
+
+def _filtered(
+    stmt: Select[Any], *, data_source_uuid: str | None, external_id: str | None, status: str | None,
+    kinds: Sequence[str] | None, email: str | None,
+) -> Select[Any]:
+    if data_source_uuid is not None or external_id is not None or kinds is not None:
+        owners = select(source_customers.c.customer_id).join(
+            data_sources, data_sources.c.id == source_customers.c.data_source_id
+        )
+        if data_source_uuid is not None:
+            owners = owners.where(data_sources.c.uuid == data_source_uuid)
+        if external_id is not None:
+            owners = owners.where(source_customers.c.external_id == external_id)
+        if kinds is not None:
+            owners = owners.where(data_sources.c.kind.in_(list(kinds)))
+        stmt = stmt.where(customers.c.id.in_(owners))
+    if status is not None:
+        stmt = stmt.where(customers.c.status == status)
+    if email is not None:
+        stmt = stmt.where(customers.c.email_norm == normalize_email(email))
+    return stmt
+
+
+def find_customer_ids(
+    conn: Connection, *, after_id: int = 0, limit: int | None = None, offset: int = 0,
+    data_source_uuid: str | None = None, external_id: str | None = None, status: str | None = None,
+    kinds: Sequence[str] | None = None, email: str | None = None,
+) -> list[int]:
+    """Customer ids in id order after a cursor id.
+
+    Args:
+        conn: a connection.
+        after_id: keyset cursor: only ids greater than this.
+        limit: page size (None: all).
+        offset: rows to skip (only for the legacy page-number paging).
+        data_source_uuid: customers with a source customer in this data source.
+        external_id: customers with a source customer of this external id (with ``data_source_uuid``:
+            in that source).
+        status: one status.
+        kinds: customers with a source customer in a data source of one of these kinds.
+        email: customers whose normalised email equals this one's.
+    """
+    stmt = select(customers.c.id).where(customers.c.id > after_id).order_by(customers.c.id)
+    stmt = _filtered(stmt, data_source_uuid=data_source_uuid, external_id=external_id, status=status,
+                     kinds=kinds, email=email)
+    if offset:
+        stmt = stmt.offset(offset)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [row[0] for row in conn.execute(stmt)]
+
+
+def count_customers(
+    conn: Connection, *, data_source_uuid: str | None = None, external_id: str | None = None,
+    status: str | None = None, kinds: Sequence[str] | None = None, email: str | None = None,
+) -> int:
+    """How many customers match the filters of :func:`find_customer_ids`."""
+    stmt = _filtered(select(func.count()).select_from(customers), data_source_uuid=data_source_uuid,
+                     external_id=external_id, status=status, kinds=kinds, email=email)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def customer_links(conn: Connection, customer_ids: Sequence[int]) -> dict[int, list[tuple[str, str, str]]]:
+    """For each customer, its source customers in link order as (external id, data source uuid, kind)."""
+    links: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
+    if not customer_ids:
+        return links
+    for row in conn.execute(
+        select(source_customers.c.customer_id, source_customers.c.external_id, data_sources.c.uuid, data_sources.c.kind)
+        .join(data_sources, data_sources.c.id == source_customers.c.data_source_id)
+        .where(source_customers.c.customer_id.in_(list(customer_ids)))
+        .order_by(source_customers.c.customer_id, source_customers.c.linked_at, source_customers.c.id)
+    ):
+        links[row[0]].append((row[1], row[2], row[3]))
+    return links
+
+
+def customer_id_by_uuid(conn: Connection, uuid: str) -> int | None:
+    """The id of a live customer (a merged-away or deleted uuid gives None)."""
+    return conn.execute(select(customers.c.id).where(customers.c.uuid == uuid)).scalar()
+
+
+def customer_id_by_external(conn: Connection, data_source_uuid: str, external_id: str) -> int | None:
+    """The customer that now holds (data source, external id), following merges."""
+    return conn.execute(
+        select(source_customers.c.customer_id)
+        .join(data_sources, data_sources.c.id == source_customers.c.data_source_id)
+        .where(data_sources.c.uuid == data_source_uuid, source_customers.c.external_id == external_id)
+    ).scalar()
+
+
+def attribute_types(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
+    """The registered type (String, Integer, Decimal, Timestamp, Boolean) of each known custom attribute key."""
+    if not keys:
+        return {}
+    defs = custom_attribute_definitions
+    return {row.key: row.type for row in conn.execute(select(defs.c.key, defs.c.type).where(defs.c.key.in_(list(keys))))}

@@ -1,0 +1,102 @@
+"""HTTP API tags and custom attributes: typed, validated, stored as manual edits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from funnelsync.records import SourceCustomerRecord
+from storage.schema import custom_attribute_definitions, data_sources, manual_edits
+from storage.upsert import upsert_records
+from tests.api_support import api_client, new_customer, new_source
+
+
+def test_tags_add_remove_and_by_email(db_engine):
+    client = api_client(db_engine)
+    ds = new_source(client)
+    uuid = new_customer(client, ds, "a", email="tag@example.com", attributes={"tags": ["from-source"]})["uuid"]
+    twin = new_customer(client, ds, "b", email="TAG@example.com")["uuid"]
+    added = client.post(f"/v1/customers/{uuid}/attributes/tags", json={"tags": ["vip", "b2b"]})
+    assert added.status_code == 200 and sorted(added.json()["tags"]) == ["b2b", "from-source", "vip"]
+    removed = client.request("DELETE", f"/v1/customers/{uuid}/attributes/tags", json={"tags": ["from-source", "vip"]})
+    assert removed.json() == {"tags": ["b2b"]}
+    with db_engine.begin() as conn:
+        edits = dict(conn.execute(select(manual_edits.c.field, manual_edits.c.value)).all())
+        assert edits == {"tag.vip": False, "tag.b2b": True, "tag.from-source": False}
+        # A re-sync that still reports the removed tag does not bring it back.
+        source_id = conn.execute(select(data_sources.c.id)).scalar_one()
+        upsert_records(conn, source_id, [SourceCustomerRecord(external_id="a", name="Renamed", email="tag@example.com", tags=["from-source"])])
+    assert client.get(f"/v1/customers/{uuid}/attributes").json()["tags"] == ["b2b"]
+
+    by_email = client.post("/v1/customers/attributes/tags", json={"email": "tag@example.com", "tags": ["newsletter"]})
+    assert by_email.status_code == 200
+    assert sorted(c["uuid"] for c in by_email.json()["entries"]) == sorted([uuid, twin])
+    assert all("newsletter" in c["attributes"]["tags"] for c in by_email.json()["entries"])
+
+    for payload in ({}, {"tags": "vip"}, {"tags": []}, {"tags": [""]}, {"tags": [3]}):
+        assert client.post(f"/v1/customers/{uuid}/attributes/tags", json=payload).status_code == 422
+    assert client.post("/v1/customers/attributes/tags", json={"tags": ["x"]}).status_code == 422
+    assert client.post("/v1/customers/cus_nope/attributes/tags", json={"tags": ["x"]}).status_code == 404
+
+
+def test_custom_attributes_typed(db_engine):
+    client = api_client(db_engine)
+    ds = new_source(client)
+    uuid = new_customer(client, ds, "a", email="c@example.com")["uuid"]
+    added = client.post(f"/v1/customers/{uuid}/attributes/custom", json={"custom": [
+        {"type": "String", "key": "channel", "value": "Facebook", "source": "integration"},
+        {"type": "Integer", "key": "seats", "value": 12},
+        {"type": "Decimal", "key": "score", "value": "4.5"},
+        {"type": "Timestamp", "key": "demo_at", "value": "2024-03-01T10:00:00+01:00"},
+        {"type": "Boolean", "key": "paying", "value": False},
+    ]})
+    assert added.status_code == 200, added.text
+    assert added.json() == {"custom": {
+        "channel": "Facebook", "seats": 12, "score": 4.5, "demo_at": "2024-03-01T09:00:00+00:00", "paying": False}}
+    with db_engine.connect() as conn:
+        types = dict(conn.execute(select(custom_attribute_definitions.c.key, custom_attribute_definitions.c.type)).all())
+    assert types == {"channel": "String", "seats": "Integer", "score": "Decimal", "demo_at": "Timestamp", "paying": "Boolean"}
+
+    updated = client.put(f"/v1/customers/{uuid}/attributes/custom", json={"custom": {"seats": 20, "paying": "true"}})
+    assert updated.status_code == 200 and updated.json()["custom"]["seats"] == 20 and updated.json()["custom"]["paying"] is True
+
+    wrong = [
+        ({"custom": [{"type": "Integer", "key": "n", "value": "lots"}]}, "custom[0].value"),
+        ({"custom": [{"type": "Integer", "key": "b", "value": True}]}, "custom[0].value"),
+        ({"custom": [{"type": "Decimal", "key": "d", "value": "abc"}]}, "custom[0].value"),
+        ({"custom": [{"type": "Timestamp", "key": "t", "value": "next week"}]}, "custom[0].value"),
+        ({"custom": [{"type": "Boolean", "key": "f", "value": "maybe"}]}, "custom[0].value"),
+        ({"custom": [{"type": "String", "key": "s", "value": 5}]}, "custom[0].value"),
+        ({"custom": [{"type": "String", "key": "s", "value": "x" * 256}]}, "custom[0].value"),
+        ({"custom": [{"type": "Money", "key": "m", "value": 5}]}, "custom[0].type"),
+        ({"custom": [{"type": "String", "key": "bad key!", "value": "v"}]}, "custom[0].key"),
+        ({"custom": [{"type": "String", "key": "seats", "value": "v"}]}, "custom[0].type"),
+        ({"custom": [{"type": "String", "key": "nov"}]}, "custom[0]"),
+        ({"custom": {"seats": "twenty"}}, "custom.seats"),
+        ({}, "custom"),
+    ]
+    for payload, field in wrong:
+        response = client.post(f"/v1/customers/{uuid}/attributes/custom", json=payload)
+        assert response.status_code == 422, payload
+        assert response.json()["errors"][0]["field"] == field, response.json()
+    assert client.get(f"/v1/customers/{uuid}/attributes").json()["custom"]["seats"] == 20
+
+    left = client.request("DELETE", f"/v1/customers/{uuid}/attributes/custom", json={"custom": ["channel", "score"]})
+    assert left.status_code == 200 and set(left.json()["custom"]) == {"seats", "demo_at", "paying"}
+
+    by_email = client.post("/v1/customers/attributes/custom", json={
+        "email": "c@example.com", "custom": [{"type": "String", "key": "plan", "value": "pro"}]})
+    assert by_email.json()["entries"][0]["attributes"]["custom"]["plan"] == "pro"
+
+
+def test_custom_attribute_edit_survives_resync(db_engine):
+    client = api_client(db_engine)
+    ds = new_source(client)
+    uuid = new_customer(client, ds, "a", attributes={"custom": [{"type": "String", "key": "plan", "value": "free"}]})["uuid"]
+    client.put(f"/v1/customers/{uuid}/attributes/custom", json={"custom": {"plan": "enterprise"}})
+    with db_engine.begin() as conn:
+        source_id = conn.execute(select(data_sources.c.id)).scalar_one()
+        upsert_records(conn, source_id, [SourceCustomerRecord(
+            external_id="a", custom={"plan": "starter"}, lead_created_at=datetime(2024, 1, 1, tzinfo=UTC))])
+    assert client.get(f"/v1/customers/{uuid}").json()["attributes"]["custom"] == {"plan": "enterprise"}
