@@ -1,0 +1,279 @@
+"""Funnel metrics and the trial cohort table (SPEC section 5), in SQL that runs on SQLite and PostgreSQL.
+
+Every figure is computed over ``customers``, the canonical customers: a merged-away customer is deleted
+from it, so a merged pair counts once with the merged (earliest) dates and no merge filter is needed.
+
+How it is computed, and why:
+- The periods are a small derived table of ``[start_utc, end_utc)`` bounds (local midnights in the account
+  zone, converted to UTC in Python, so DST and odd offsets are exact). Each metric family joins it on a
+  range condition over one date column: the database walks that column's index once per period and
+  never touches a row outside the requested range.
+- Three families, one scan each, with conditional aggregation inside: leads (by ``lead_created_at``),
+  trials (by ``free_trial_started_at``) and new subscribers (by ``subscriber_since``). The composite
+  indexes of migration 0003 hold the second date each family needs, so the scans are index-only.
+- Timestamps are integer epoch microseconds on SQLite and ``timestamptz`` on PostgreSQL; the two
+  helpers ``_seconds_between`` and ``_within`` hide the difference. Window tests compare exact integers
+  (SQLite) or intervals (PostgreSQL), never rounded floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    DateTime,
+    Float,
+    Integer,
+    Interval,
+    Subquery,
+    and_,
+    bindparam,
+    case,
+    extract,
+    func,
+    literal,
+    select,
+    true,
+    type_coerce,
+    union_all,
+)
+
+from storage.filters import build_filter
+from storage.periods import Period, build_periods
+from storage.schema import customers
+from storage.types import UTCDateTime
+
+COHORT_WINDOWS: tuple[int, ...] = (7, 14, 30, 60, 90)
+SECONDS_PER_DAY = 86_400
+
+# The fields of one series entry, in the order of SPEC section 6.
+SERIES_FIELDS = (
+    "period",
+    "leads",
+    "leads_with_trial",
+    "non_trial_leads",
+    "free_trials",
+    "trials_converted",
+    "trial_to_paid_rate",
+    "new_subscribers",
+    "avg_sales_cycle_days",
+    "sales_cycle_n",
+)
+
+c = customers.c
+
+
+@dataclass(frozen=True, slots=True)
+class _Dialect:
+    """The two timestamp representations: integer epoch microseconds (SQLite) or timestamptz."""
+
+    sqlite: bool
+
+    def seconds_between(self, later: Any, earlier: Any) -> ColumnElement[Any]:
+        """``later − earlier`` in (fractional) seconds."""
+        if self.sqlite:
+            # Integer microseconds: the subtraction is exact, the division makes it a float.
+            return type_coerce(
+                (type_coerce(later, BigInteger) - type_coerce(earlier, BigInteger)) / 1_000_000.0, Float
+            )
+        return extract("epoch", type_coerce(later, DateTime(timezone=True)) - type_coerce(earlier, DateTime(timezone=True)))
+
+    def within(self, later: Any, earlier: Any, days: int) -> ColumnElement[bool]:
+        """``later − earlier ≤ days`` (days of 24 hours), compared exactly."""
+        if self.sqlite:
+            limit = bindparam(None, days * SECONDS_PER_DAY * 1_000_000, type_=BigInteger)
+            return (type_coerce(later, BigInteger) - type_coerce(earlier, BigInteger)) <= limit
+        difference = type_coerce(later, DateTime(timezone=True)) - type_coerce(earlier, DateTime(timezone=True))
+        return type_coerce(difference, Interval) <= bindparam(None, timedelta(days=days), type_=Interval)
+
+
+def _dialect(conn: Connection) -> _Dialect:
+    return _Dialect(sqlite=conn.dialect.name == "sqlite")
+
+
+def _periods_table(periods: Sequence[Period]) -> Subquery:
+    """A derived table ``(idx, start_at, end_at)`` of the period bounds, as bound parameters."""
+    rows = [
+        select(
+            literal(i, Integer).label("idx"),
+            literal(p.start_utc, UTCDateTime).label("start_at"),
+            literal(p.end_utc, UTCDateTime).label("end_at"),
+        )
+        for i, p in enumerate(periods)
+    ]
+    if len(rows) == 1:
+        return rows[0].subquery("periods")
+    return union_all(*rows).subquery("periods")
+
+
+def _in_period(column: Any, periods: Subquery) -> ColumnElement[bool]:
+    return and_(column >= periods.c.start_at, column < periods.c.end_at)
+
+
+def _family(
+    conn: Connection,
+    periods: Subquery,
+    date_column: Any,
+    aggregates: Iterable[ColumnElement[Any]],
+    where: ColumnElement[bool] | None,
+) -> dict[int, Sequence[Any]]:
+    """Run one metric family: customers bucketed by ``date_column``, aggregated per period index."""
+    query = (
+        select(periods.c.idx, *aggregates)
+        .select_from(periods.join(customers, _in_period(date_column, periods)))
+        .group_by(periods.c.idx)
+    )
+    if where is not None:
+        query = query.where(where)
+    return {row[0]: row[1:] for row in conn.execute(query)}
+
+
+def _converted(d: _Dialect, within_days: int | None) -> ColumnElement[bool]:
+    """A trial converted: it paid, not before its trial start, and (optionally) within N days of it."""
+    converted = and_(c.subscriber_since.is_not(None), c.subscriber_since >= c.free_trial_started_at)
+    if within_days is not None:
+        converted = and_(converted, d.within(c.subscriber_since, c.free_trial_started_at, within_days))
+    return converted
+
+
+def _count_if(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    # count(CASE WHEN … THEN 1 END) rather than FILTER: the same SQL on SQLite and PostgreSQL.
+    return func.count(case((condition, 1)))
+
+
+def _resolve_filter(conn: Connection, filters: Any) -> ColumnElement[bool] | None:
+    """``filters`` may be --where strings or a compiled clause; no filter → None (index-only scans)."""
+    if filters is None or (isinstance(filters, (list, tuple)) and not filters):
+        return None
+    if isinstance(filters, (str, list, tuple)):
+        return build_filter(conn, filters)
+    if filters is true():
+        return None
+    return filters  # already a clause
+
+
+def funnel_series(
+    conn: Connection,
+    start: date,
+    end: date,
+    interval: str,
+    within_days: int | None = None,
+    filters: Any = None,
+    *,
+    tz: ZoneInfo | None = None,
+) -> list[dict[str, Any]]:
+    """The funnel metrics per period (SPEC sections 5 and 6).
+
+    Args:
+        conn: an open connection.
+        start: first local day of the range (its whole period is included).
+        end: last local day of the range, included (its whole period is included).
+        interval: day, week (ISO, Monday), month, quarter or year.
+        within_days: count a trial as converted only when ``subscriber_since`` is at most this many days
+            (of 24 h) after ``free_trial_started_at``; None = converted at any time since.
+        filters: ``--where`` expressions (a string or a list, ANDed) or a compiled clause from
+            ``storage.filters``; None = every customer.
+        tz: the account zone (default ``FUNNELSYNC_TIMEZONE``).
+
+    Returns:
+        One dict per period, in order, with exactly the keys of ``SERIES_FIELDS``: ``period`` is the
+        period's first local day (ISO); counts are ints; ``trial_to_paid_rate`` is an unrounded fraction
+        (None when there were no trials); ``avg_sales_cycle_days`` an unrounded float (None when no new
+        subscriber had a lead date not after its subscriber since). Empty periods are present.
+
+    Raises:
+        ValueError: a bad range or interval, or a negative ``within_days``.
+        storage.filters.FilterError: a filter that does not parse or fit.
+    """
+    if within_days is not None and within_days < 0:
+        raise ValueError(f"within_days must be 0 or more, got {within_days}")
+    periods = build_periods(start, end, interval, tz)
+    where = _resolve_filter(conn, filters)
+    d = _dialect(conn)
+    table = _periods_table(periods)
+
+    leads = _family(conn, table, c.lead_created_at,
+                    [func.count(), func.count(c.free_trial_started_at)], where)
+    trials = _family(conn, table, c.free_trial_started_at,
+                     [func.count(), _count_if(_converted(d, within_days))], where)
+    # SPEC: the sales cycle averages new subscribers whose lead date is not after subscriber since;
+    # one without a lead date is no lead and stays out of it.
+    in_cycle = and_(c.lead_created_at.is_not(None), c.lead_created_at <= c.subscriber_since)
+    cycle_seconds = case((in_cycle, d.seconds_between(c.subscriber_since, c.lead_created_at)))
+    subscribers = _family(conn, table, c.subscriber_since,
+                          [func.count(), _count_if(in_cycle), func.avg(cycle_seconds)], where)
+
+    series: list[dict[str, Any]] = []
+    for i, period in enumerate(periods):
+        lead_count, with_trial = leads.get(i, (0, 0))
+        trial_count, converted = trials.get(i, (0, 0))
+        new_subscribers, cycle_n, mean_seconds = subscribers.get(i, (0, 0, None))
+        series.append({
+            "period": period.label.isoformat(),
+            "leads": int(lead_count),
+            "leads_with_trial": int(with_trial),
+            "non_trial_leads": int(lead_count) - int(with_trial),
+            "free_trials": int(trial_count),
+            "trials_converted": int(converted),
+            "trial_to_paid_rate": int(converted) / int(trial_count) if trial_count else None,
+            "new_subscribers": int(new_subscribers),
+            "avg_sales_cycle_days": float(mean_seconds) / SECONDS_PER_DAY if cycle_n else None,
+            "sales_cycle_n": int(cycle_n),
+        })
+    return series
+
+
+def trial_cohorts(
+    conn: Connection,
+    start: date,
+    end: date,
+    interval: str,
+    filters: Any = None,
+    *,
+    windows: Sequence[int] = COHORT_WINDOWS,
+    tz: ZoneInfo | None = None,
+) -> list[dict[str, Any]]:
+    """The trial cohort table: per trial-start period, the share converted within 7, 14, 30, 60, 90 days.
+
+    Args:
+        conn: an open connection.
+        start: first local day (its whole period included).
+        end: last local day, included (its whole period included).
+        interval: day, week, month, quarter or year.
+        filters: ``--where`` expressions or a compiled clause; None = every customer.
+        windows: the day windows (of 24 h), ascending.
+        tz: the account zone (default ``FUNNELSYNC_TIMEZONE``).
+
+    Returns:
+        One dict per period: ``period`` (first local day, ISO), ``size`` (trials started),
+        ``converted`` (converted at any time since, not before the trial start) and ``rate``
+        (converted / size), ``converted_within`` ({"7": n, …}) and ``share_within`` ({"7": fraction, …});
+        shares and rate are None for an empty cohort.
+    """
+    periods = build_periods(start, end, interval, tz)
+    where = _resolve_filter(conn, filters)
+    d = _dialect(conn)
+    aggregates = [func.count(), _count_if(_converted(d, None))]
+    aggregates += [_count_if(_converted(d, n)) for n in windows]
+    rows = _family(conn, _periods_table(periods), c.free_trial_started_at, aggregates, where)
+
+    table: list[dict[str, Any]] = []
+    for i, period in enumerate(periods):
+        size, converted, *within = rows.get(i, (0, 0, *([0] * len(windows))))
+        size = int(size)
+        table.append({
+            "period": period.label.isoformat(),
+            "size": size,
+            "converted": int(converted),
+            "rate": int(converted) / size if size else None,
+            "converted_within": {str(n): int(k) for n, k in zip(windows, within, strict=True)},
+            "share_within": {str(n): (int(k) / size if size else None) for n, k in zip(windows, within, strict=True)},
+        })
+    return table
