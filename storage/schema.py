@@ -80,14 +80,23 @@ customers = Table(
     Column("owner", String(320)),
     Column("lead_status", String(40)),
     Column("status", String(40), nullable=False, default="New_Lead"),
-    Column("lead_created_at", UTCDateTime, index=True),
-    Column("free_trial_started_at", UTCDateTime, index=True),
-    Column("subscriber_since", UTCDateTime, index=True),
+    Column("lead_created_at", UTCDateTime),
+    Column("free_trial_started_at", UTCDateTime),
+    Column("subscriber_since", UTCDateTime),
     Column("tags", JSON, nullable=False, default=list),
     Column("custom", JSON, nullable=False, default=dict),
     # True when at least one linked source customer carries subscription facts (merge survivorship).
     Column("has_subscriptions", Boolean, nullable=False, default=False),
 )
+
+# Metrics (storage/metrics.py) scan one date column per family over a period range and need a second
+# date of the same row: these composite indexes make each scan index-only (migration 0004). Their first
+# column also serves every plain range filter on that date.
+Index("ix_customers_lead_created_at_free_trial_started_at", customers.c.lead_created_at,
+      customers.c.free_trial_started_at)
+Index("ix_customers_free_trial_started_at_subscriber_since", customers.c.free_trial_started_at,
+      customers.c.subscriber_since)
+Index("ix_customers_subscriber_since_lead_created_at", customers.c.subscriber_since, customers.c.lead_created_at)
 
 source_customers = Table(
     "source_customers",

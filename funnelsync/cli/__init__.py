@@ -14,6 +14,7 @@ from funnelsync.cli.common import CliError, app, err_console
 from funnelsync.cli import core as _core  # noqa: E402,F401  init, sources, customers, api-keys, serve
 from funnelsync.cli import imports as _imports  # noqa: E402,F401  import csv|structured|sheet
 from funnelsync.cli import sync as _sync  # noqa: E402,F401  sync NAME [--full-refresh] [--json]
+from funnelsync.cli import metrics as _metrics  # noqa: E402,F401  metrics, metrics cohorts
 
 
 def main() -> None:
