@@ -17,6 +17,7 @@ from api.contacts import router as contacts_router
 from api.customers import router as customers_router
 from api.data_sources import router as data_sources_router
 from api.errors import install_error_handler
+from api.metrics import router as metrics_router
 
 
 def create_app(engine: Engine) -> FastAPI:
@@ -43,4 +44,5 @@ def create_app(engine: Engine) -> FastAPI:
     app.include_router(attributes_router)
     app.include_router(customers_router)
     app.include_router(contacts_router)
+    app.include_router(metrics_router)
     return app

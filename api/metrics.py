@@ -23,7 +23,9 @@ from storage.periods import INTERVALS
 
 router = APIRouter(prefix="/v1/metrics", tags=["metrics"], dependencies=[Depends(require_api_key)])
 
-StartDate = Annotated[date, Query(alias="start-date", description="First day (YYYY-MM-DD); its whole period counts.")]
+StartDate = Annotated[
+    date, Query(alias="start-date", description="First day (YYYY-MM-DD); its whole period counts.")
+]
 EndDate = Annotated[date, Query(alias="end-date", description="Last day (YYYY-MM-DD), included.")]
 IntervalParam = Annotated[str, Query(description="day, week, month, quarter or year.")]
 WhereParam = Annotated[list[str] | None, Query(description="Filter expression (repeatable, ANDed).")]
@@ -36,7 +38,9 @@ def _filters(where: list[str] | None, filters: list[str] | None) -> list[str] | 
 
 def _compute(request: Request, interval: str, compute: Any) -> Any:
     if interval not in INTERVALS:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"interval {interval!r}: use one of {', '.join(INTERVALS)}")
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"interval {interval!r}: use one of {', '.join(INTERVALS)}"
+        )
     try:
         with request.app.state.engine.connect() as conn:
             return compute(conn)
@@ -58,7 +62,9 @@ def funnel(
 ) -> dict[str, Any]:
     """Leads, free trials, trial-to-paid rate, new subscribers and sales cycle per period."""
     clauses = _filters(where, filters)
-    series = _compute(request, interval, lambda conn: funnel_series(conn, start, end, interval, within_days, clauses))
+    series = _compute(
+        request, interval, lambda conn: funnel_series(conn, start, end, interval, within_days, clauses)
+    )
     return {"interval": interval, "start": start.isoformat(), "end": end.isoformat(), "series": series}
 
 
@@ -74,5 +80,10 @@ def cohorts(
     """Trial cohorts per period with the share converted within 7, 14, 30, 60 and 90 days."""
     clauses = _filters(where, filters)
     rows = _compute(request, interval, lambda conn: trial_cohorts(conn, start, end, interval, clauses))
-    return {"interval": interval, "start": start.isoformat(), "end": end.isoformat(),
-            "windows": list(COHORT_WINDOWS), "cohorts": rows}
+    return {
+        "interval": interval,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "windows": list(COHORT_WINDOWS),
+        "cohorts": rows,
+    }

@@ -27,17 +27,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import Engine, text  # noqa: E402
+from sqlalchemy import Engine, text
 
-from storage.db import make_engine, upgrade  # noqa: E402
-from storage.metrics import funnel_series, trial_cohorts  # noqa: E402
-from storage.types import to_epoch_us  # noqa: E402
+from storage.db import make_engine, upgrade
+from storage.metrics import funnel_series, trial_cohorts
+from storage.types import to_epoch_us
 
 START = datetime(2023, 1, 1, tzinfo=UTC)
 SPAN_SECONDS = 3 * 365 * 86_400
-COLUMNS = ("uuid", "created_at", "updated_at", "status", "tags", "custom", "has_subscriptions", "country",
-           "lead_created_at", "free_trial_started_at", "subscriber_since")
-POSTGRES_URL = os.environ.get("FUNNELSYNC_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+COLUMNS = (
+    "uuid",
+    "created_at",
+    "updated_at",
+    "status",
+    "tags",
+    "custom",
+    "has_subscriptions",
+    "country",
+    "lead_created_at",
+    "free_trial_started_at",
+    "subscriber_since",
+)
+POSTGRES_URL = os.environ.get(
+    "FUNNELSYNC_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 def customers(n: int, seed: int = 6) -> Iterator[tuple]:
@@ -56,14 +69,30 @@ def customers(n: int, seed: int = 6) -> Iterator[tuple]:
             if sub > now:
                 sub = None
         status = "Active" if sub else "New_Lead"
-        yield (f"cus_bench{i:09d}", now, now, status, "[]", "{}", sub is not None, rng.choice(countries),
-               lead, trial, sub)
+        yield (
+            f"cus_bench{i:09d}",
+            now,
+            now,
+            status,
+            "[]",
+            "{}",
+            sub is not None,
+            rng.choice(countries),
+            lead,
+            trial,
+            sub,
+        )
 
 
 def load_sqlite(engine: Engine, n: int) -> None:
     def convert(row: tuple) -> tuple:
-        return (*row[:1], to_epoch_us(row[1]), to_epoch_us(row[2]), *row[3:8],
-                *(to_epoch_us(v) if v else None for v in row[8:]))
+        return (
+            *row[:1],
+            to_epoch_us(row[1]),
+            to_epoch_us(row[2]),
+            *row[3:8],
+            *(to_epoch_us(v) if v else None for v in row[8:]),
+        )
 
     sql = f"INSERT INTO customers ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
     raw = engine.raw_connection()
@@ -122,11 +151,14 @@ def run(name: str, engine: Engine, n: int) -> None:
             "funnel series, 36 months, within 30 days": lambda: funnel_series(conn, start, end, "month", 30),
             "funnel series, 156 weeks": lambda: funnel_series(conn, start, end, "week"),
             "funnel series, 36 months, --where country = US": lambda: funnel_series(
-                conn, start, end, "month", filters=["country = US"]),
+                conn, start, end, "month", filters=["country = US"]
+            ),
         }
         for label, fn in cases.items():
             print(f"[{name}] {label}: {timed(fn):.3f} s")
-    print(f"[{name}] leads counted: {leads:,}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(
+        f"[{name}] leads counted: {leads:,}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    )
 
 
 def main() -> None:

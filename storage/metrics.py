@@ -10,7 +10,7 @@ How it is computed, and why:
   never touches a row outside the requested range.
 - Three families, one scan each, with conditional aggregation inside: leads (by ``lead_created_at``),
   trials (by ``free_trial_started_at``) and new subscribers (by ``subscriber_since``). The composite
-  indexes of migration 0003 hold the second date each family needs, so the scans are index-only.
+  indexes of migration 0004 hold the second date each family needs, so the scans are index-only.
 - Timestamps are integer epoch microseconds on SQLite and ``timestamptz`` on PostgreSQL; the two
   helpers ``_seconds_between`` and ``_within`` hide the difference. Window tests compare exact integers
   (SQLite) or intervals (PostgreSQL), never rounded floats.
@@ -83,14 +83,19 @@ class _Dialect:
             return type_coerce(
                 (type_coerce(later, BigInteger) - type_coerce(earlier, BigInteger)) / 1_000_000.0, Float
             )
-        return extract("epoch", type_coerce(later, DateTime(timezone=True)) - type_coerce(earlier, DateTime(timezone=True)))
+        return extract(
+            "epoch",
+            type_coerce(later, DateTime(timezone=True)) - type_coerce(earlier, DateTime(timezone=True)),
+        )
 
     def within(self, later: Any, earlier: Any, days: int) -> ColumnElement[bool]:
         """``later − earlier ≤ days`` (days of 24 hours), compared exactly."""
         if self.sqlite:
             limit = bindparam(None, days * SECONDS_PER_DAY * 1_000_000, type_=BigInteger)
             return (type_coerce(later, BigInteger) - type_coerce(earlier, BigInteger)) <= limit
-        difference = type_coerce(later, DateTime(timezone=True)) - type_coerce(earlier, DateTime(timezone=True))
+        difference = type_coerce(later, DateTime(timezone=True)) - type_coerce(
+            earlier, DateTime(timezone=True)
+        )
         return type_coerce(difference, Interval) <= bindparam(None, timedelta(days=days), type_=Interval)
 
 
@@ -199,34 +204,39 @@ def funnel_series(
     d = _dialect(conn)
     table = _periods_table(periods)
 
-    leads = _family(conn, table, c.lead_created_at,
-                    [func.count(), func.count(c.free_trial_started_at)], where)
-    trials = _family(conn, table, c.free_trial_started_at,
-                     [func.count(), _count_if(_converted(d, within_days))], where)
+    leads = _family(
+        conn, table, c.lead_created_at, [func.count(), func.count(c.free_trial_started_at)], where
+    )
+    trials = _family(
+        conn, table, c.free_trial_started_at, [func.count(), _count_if(_converted(d, within_days))], where
+    )
     # SPEC: the sales cycle averages new subscribers whose lead date is not after subscriber since;
     # one without a lead date is no lead and stays out of it.
     in_cycle = and_(c.lead_created_at.is_not(None), c.lead_created_at <= c.subscriber_since)
     cycle_seconds = case((in_cycle, d.seconds_between(c.subscriber_since, c.lead_created_at)))
-    subscribers = _family(conn, table, c.subscriber_since,
-                          [func.count(), _count_if(in_cycle), func.avg(cycle_seconds)], where)
+    subscribers = _family(
+        conn, table, c.subscriber_since, [func.count(), _count_if(in_cycle), func.avg(cycle_seconds)], where
+    )
 
     series: list[dict[str, Any]] = []
     for i, period in enumerate(periods):
         lead_count, with_trial = leads.get(i, (0, 0))
         trial_count, converted = trials.get(i, (0, 0))
         new_subscribers, cycle_n, mean_seconds = subscribers.get(i, (0, 0, None))
-        series.append({
-            "period": period.label.isoformat(),
-            "leads": int(lead_count),
-            "leads_with_trial": int(with_trial),
-            "non_trial_leads": int(lead_count) - int(with_trial),
-            "free_trials": int(trial_count),
-            "trials_converted": int(converted),
-            "trial_to_paid_rate": int(converted) / int(trial_count) if trial_count else None,
-            "new_subscribers": int(new_subscribers),
-            "avg_sales_cycle_days": float(mean_seconds) / SECONDS_PER_DAY if cycle_n else None,
-            "sales_cycle_n": int(cycle_n),
-        })
+        series.append(
+            {
+                "period": period.label.isoformat(),
+                "leads": int(lead_count),
+                "leads_with_trial": int(with_trial),
+                "non_trial_leads": int(lead_count) - int(with_trial),
+                "free_trials": int(trial_count),
+                "trials_converted": int(converted),
+                "trial_to_paid_rate": int(converted) / int(trial_count) if trial_count else None,
+                "new_subscribers": int(new_subscribers),
+                "avg_sales_cycle_days": float(mean_seconds) / SECONDS_PER_DAY if cycle_n else None,
+                "sales_cycle_n": int(cycle_n),
+            }
+        )
     return series
 
 
@@ -268,12 +278,16 @@ def trial_cohorts(
     for i, period in enumerate(periods):
         size, converted, *within = rows.get(i, (0, 0, *([0] * len(windows))))
         size = int(size)
-        table.append({
-            "period": period.label.isoformat(),
-            "size": size,
-            "converted": int(converted),
-            "rate": int(converted) / size if size else None,
-            "converted_within": {str(n): int(k) for n, k in zip(windows, within, strict=True)},
-            "share_within": {str(n): (int(k) / size if size else None) for n, k in zip(windows, within, strict=True)},
-        })
+        table.append(
+            {
+                "period": period.label.isoformat(),
+                "size": size,
+                "converted": int(converted),
+                "rate": int(converted) / size if size else None,
+                "converted_within": {str(n): int(k) for n, k in zip(windows, within, strict=True)},
+                "share_within": {
+                    str(n): (int(k) / size if size else None) for n, k in zip(windows, within, strict=True)
+                },
+            }
+        )
     return table

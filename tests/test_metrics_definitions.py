@@ -19,8 +19,13 @@ def at(month: int, day: int, hour: int = 12, minute: int = 0, tz: ZoneInfo | Non
     return datetime(2025, month, day, hour, minute, tzinfo=tz or UTC)
 
 
-def series(engine: Engine, start: date = JAN, end: date = date(2025, 3, 31), interval: str = "month",
-           **kwargs: object) -> dict[str, dict]:
+def series(
+    engine: Engine,
+    start: date = JAN,
+    end: date = date(2025, 3, 31),
+    interval: str = "month",
+    **kwargs: object,
+) -> dict[str, dict]:
     with engine.connect() as conn:
         return {row["period"]: row for row in funnel_series(conn, start, end, interval, **kwargs)}
 
@@ -37,8 +42,15 @@ def test_series_shape_and_empty_periods(db_engine: Engine) -> None:
     for row in got.values():
         assert tuple(row) == SERIES_FIELDS
     assert got["2025-01-01"] == {
-        "period": "2025-01-01", "leads": 0, "leads_with_trial": 0, "non_trial_leads": 0, "free_trials": 0,
-        "trials_converted": 0, "trial_to_paid_rate": None, "new_subscribers": 0, "avg_sales_cycle_days": None,
+        "period": "2025-01-01",
+        "leads": 0,
+        "leads_with_trial": 0,
+        "non_trial_leads": 0,
+        "free_trials": 0,
+        "trials_converted": 0,
+        "trial_to_paid_rate": None,
+        "new_subscribers": 0,
+        "avg_sales_cycle_days": None,
         "sales_cycle_n": 0,
     }
     assert got["2025-02-01"]["leads"] == 1
@@ -67,7 +79,9 @@ def test_trial_converted_needs_subscriber_since_not_earlier_than_trial_start(db_
         db_engine,
         customer_row(free_trial_started_at=trial, subscriber_since=trial),  # same instant: converted
         customer_row(free_trial_started_at=trial, subscriber_since=trial + timedelta(days=3)),
-        customer_row(free_trial_started_at=trial, subscriber_since=trial - timedelta(microseconds=1)),  # paid before
+        customer_row(
+            free_trial_started_at=trial, subscriber_since=trial - timedelta(microseconds=1)
+        ),  # paid before
         customer_row(free_trial_started_at=trial),  # never paid
     )
     jan = series(db_engine)["2025-01-01"]
@@ -77,7 +91,9 @@ def test_trial_converted_needs_subscriber_since_not_earlier_than_trial_start(db_
 def test_rate_is_a_cohort_figure_late_conversions_raise_the_trial_month(db_engine: Engine) -> None:
     load(
         db_engine,
-        customer_row(free_trial_started_at=at(1, 25), subscriber_since=at(3, 15)),  # converts two months later
+        customer_row(
+            free_trial_started_at=at(1, 25), subscriber_since=at(3, 15)
+        ),  # converts two months later
         customer_row(free_trial_started_at=at(1, 26)),
         customer_row(free_trial_started_at=at(1, 27)),
         customer_row(free_trial_started_at=at(1, 28)),
@@ -100,10 +116,14 @@ def test_within_days_counts_conversions_no_more_than_n_days_after_the_trial_star
     trial = at(1, 10)
     load(
         db_engine,
-        customer_row(free_trial_started_at=trial, subscriber_since=trial + timedelta(days=7)),  # exactly 7: in
+        customer_row(
+            free_trial_started_at=trial, subscriber_since=trial + timedelta(days=7)
+        ),  # exactly 7: in
         customer_row(free_trial_started_at=trial, subscriber_since=trial + timedelta(days=7, microseconds=1)),
         customer_row(free_trial_started_at=trial, subscriber_since=trial + timedelta(days=2)),
-        customer_row(free_trial_started_at=trial, subscriber_since=trial - timedelta(days=1)),  # before: never
+        customer_row(
+            free_trial_started_at=trial, subscriber_since=trial - timedelta(days=1)
+        ),  # before: never
     )
     assert series(db_engine, within_days=7)["2025-01-01"]["trials_converted"] == 2
     assert series(db_engine, within_days=0)["2025-01-01"]["trials_converted"] == 0
@@ -136,7 +156,7 @@ def test_sales_cycle_in_fractional_days_over_new_subscribers_with_lead_not_after
 
 def test_a_merged_pair_counts_once_with_the_merged_dates(db_engine: Engine) -> None:
     # A merge deletes the merged-away customer and keeps the earliest dates on the survivor.
-    survivor, merged_away = load(
+    _survivor, merged_away = load(
         db_engine,
         customer_row(lead_created_at=at(1, 5), free_trial_started_at=at(1, 6), subscriber_since=at(2, 1)),
         customer_row(lead_created_at=at(1, 20), free_trial_started_at=at(1, 21)),
@@ -166,7 +186,9 @@ def test_periods_include_their_start_and_exclude_their_end_in_the_account_zone(
     assert [got[p]["leads"] for p in ("2025-01-01", "2025-02-01", "2025-03-01")] == [2, 2, 1]
 
 
-def test_weeks_start_on_monday_and_days_follow_dst(db_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_weeks_start_on_monday_and_days_follow_dst(
+    db_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FUNNELSYNC_TIMEZONE", "America/New_York")
     ny = ZoneInfo("America/New_York")
     load(
@@ -181,9 +203,11 @@ def test_weeks_start_on_monday_and_days_follow_dst(db_engine: Engine, monkeypatc
 
 
 def test_filters_restrict_every_metric(db_engine: Engine) -> None:
-    us, de = load(
+    _us, de = load(
         db_engine,
-        customer_row(country="US", lead_created_at=at(1, 2), free_trial_started_at=at(1, 3), subscriber_since=at(1, 4)),
+        customer_row(
+            country="US", lead_created_at=at(1, 2), free_trial_started_at=at(1, 3), subscriber_since=at(1, 4)
+        ),
         customer_row(country="DE", lead_created_at=at(1, 2), free_trial_started_at=at(1, 3)),
     )
     with db_engine.begin() as conn:

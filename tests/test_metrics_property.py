@@ -44,18 +44,31 @@ def reference_label(instant: datetime, interval: str, tz: ZoneInfo) -> date:
     if interval == "month":
         return date(local.year, local.month, 1)
     if interval == "quarter":
-        return date(local.year, {1: 1, 2: 1, 3: 1, 4: 4, 5: 4, 6: 4, 7: 7, 8: 7, 9: 7}.get(local.month, 10), 1)
+        return date(
+            local.year, {1: 1, 2: 1, 3: 1, 4: 4, 5: 4, 6: 4, 7: 7, 8: 7, 9: 7}.get(local.month, 10), 1
+        )
     return date(local.year, 1, 1)
 
 
 def reference_series(
-    people: list[dict[str, Any]], start: date, end: date, interval: str, tz: ZoneInfo, within_days: int | None,
+    people: list[dict[str, Any]],
+    start: date,
+    end: date,
+    interval: str,
+    tz: ZoneInfo,
+    within_days: int | None,
     country: str | None,
 ) -> list[dict[str, Any]]:
-    labels = sorted({reference_label(datetime(d.year, d.month, d.day, 12, tzinfo=tz), interval, tz)
-                     for d in (start + timedelta(days=i) for i in range((end - start).days + 1))})
-    acc = {label: {"leads": 0, "with_trial": 0, "trials": 0, "converted": 0, "subs": 0, "cycles": []}
-           for label in labels}
+    labels = sorted(
+        {
+            reference_label(datetime(d.year, d.month, d.day, 12, tzinfo=tz), interval, tz)
+            for d in (start + timedelta(days=i) for i in range((end - start).days + 1))
+        }
+    )
+    acc = {
+        label: {"leads": 0, "with_trial": 0, "trials": 0, "converted": 0, "subs": 0, "cycles": []}
+        for label in labels
+    }
     for p in people:
         if country is not None and p["country"] != country:
             continue
@@ -65,7 +78,11 @@ def reference_series(
             a["with_trial"] += trial is not None
         if trial is not None and (a := acc.get(reference_label(trial, interval, tz))):
             a["trials"] += 1
-            if sub is not None and sub >= trial and (within_days is None or sub - trial <= timedelta(days=within_days)):
+            if (
+                sub is not None
+                and sub >= trial
+                and (within_days is None or sub - trial <= timedelta(days=within_days))
+            ):
                 a["converted"] += 1
         if sub is not None and (a := acc.get(reference_label(sub, interval, tz))):
             a["subs"] += 1
@@ -90,8 +107,15 @@ def reference_series(
 
 def boundary_instants(start: date, end: date, tz: ZoneInfo) -> list[datetime]:
     """Local midnights (UTC) of every month start and of the days near the range ends and DST changes."""
-    days = {start, end, end + timedelta(days=1), date(2025, 3, 9), date(2025, 3, 10), date(2025, 11, 2),
-            date(2025, 11, 3)}
+    days = {
+        start,
+        end,
+        end + timedelta(days=1),
+        date(2025, 3, 9),
+        date(2025, 3, 10),
+        date(2025, 11, 2),
+        date(2025, 11, 3),
+    }
     day = date(start.year, 1, 1)
     while day <= end + timedelta(days=40):
         days.add(day)
@@ -124,18 +148,31 @@ def scenario(draw: st.DrawFn) -> dict[str, Any]:
     def person(d: st.DrawFn) -> dict[str, Any]:
         lead = d(maybe)
         trial = d(st.one_of(maybe, st.builds(lambda x: x, st.just(lead))))
-        offsets = st.sampled_from([
-            timedelta(0), timedelta(microseconds=-1), timedelta(days=7), timedelta(days=7, microseconds=1),
-            timedelta(days=30), timedelta(days=30, microseconds=1), timedelta(days=-3),
-        ])
+        offsets = st.sampled_from(
+            [
+                timedelta(0),
+                timedelta(microseconds=-1),
+                timedelta(days=7),
+                timedelta(days=7, microseconds=1),
+                timedelta(days=30),
+                timedelta(days=30, microseconds=1),
+                timedelta(days=-3),
+            ]
+        )
         if trial is not None and d(st.booleans()):
             sub = trial + d(offsets)
         elif lead is not None and d(st.booleans()):
-            sub = lead + d(st.sampled_from([timedelta(0), timedelta(microseconds=-1), timedelta(days=12, hours=5)]))
+            sub = lead + d(
+                st.sampled_from([timedelta(0), timedelta(microseconds=-1), timedelta(days=12, hours=5)])
+            )
         else:
             sub = d(maybe)
-        return {"lead_created_at": lead, "free_trial_started_at": trial, "subscriber_since": sub,
-                "country": d(st.sampled_from(["US", "DE", None]))}
+        return {
+            "lead_created_at": lead,
+            "free_trial_started_at": trial,
+            "subscriber_since": sub,
+            "country": d(st.sampled_from(["US", "DE", None])),
+        }
 
     return {
         "interval": interval,
@@ -154,8 +191,11 @@ def _close(a: float | None, b: float | None) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
 
 
-@settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+@settings(
+    max_examples=70,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(case=scenario())
 def test_sql_series_matches_the_definitions(db_engine: Engine, case: dict[str, Any]) -> None:
     tz = ZoneInfo(case["zone"])
@@ -163,18 +203,31 @@ def test_sql_series_matches_the_definitions(db_engine: Engine, case: dict[str, A
         conn.execute(delete(customers))
         insert_customers(conn, [customer_row(**p) for p in case["people"]])
         filters = [f"country = {case['country']}"] if case["country"] else None
-        got = funnel_series(conn, case["start"], case["end"], case["interval"], within_days=case["within_days"],
-                            filters=filters, tz=tz)
+        got = funnel_series(
+            conn,
+            case["start"],
+            case["end"],
+            case["interval"],
+            within_days=case["within_days"],
+            filters=filters,
+            tz=tz,
+        )
         cohorts = trial_cohorts(conn, case["start"], case["end"], case["interval"], filters=filters, tz=tz)
-    want = reference_series(case["people"], case["start"], case["end"], case["interval"], tz,
-                            case["within_days"], case["country"])
+    want = reference_series(
+        case["people"], case["start"], case["end"], case["interval"], tz, case["within_days"], case["country"]
+    )
     assert [r["period"] for r in got] == [r["period"] for r in want]
     for g, w in zip(got, want, strict=True):
         assert _close(g.pop("avg_sales_cycle_days"), w.pop("avg_sales_cycle_days")), (g, w)
         assert g == w
     # The cohort table's windows agree with the series computed with the same within_days.
-    for row, ref in zip(cohorts, reference_series(case["people"], case["start"], case["end"], case["interval"],
-                                                  tz, 30, case["country"]), strict=True):
+    for row, ref in zip(
+        cohorts,
+        reference_series(
+            case["people"], case["start"], case["end"], case["interval"], tz, 30, case["country"]
+        ),
+        strict=True,
+    ):
         assert row["size"] == ref["free_trials"]
         assert row["converted_within"]["30"] == ref["trials_converted"]
 

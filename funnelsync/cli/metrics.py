@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -20,11 +21,17 @@ SPARKS = "▁▂▃▄▅▆▇█"
 # How far back the range reaches when --start is not given: a screenful of periods.
 DEFAULT_SPAN = {"day": 30, "week": 12, "month": 12, "quarter": 8, "year": 5}
 
-StartOpt = Annotated[Optional[str], typer.Option("--start", help="First day, YYYY-MM-DD (its whole period counts).")]
-EndOpt = Annotated[Optional[str], typer.Option("--end", help="Last day, YYYY-MM-DD, included (default: today).")]
-IntervalOpt = Annotated[str, typer.Option("--interval", help="day, week (ISO, Monday), month, quarter or year.")]
+StartOpt = Annotated[
+    str | None, typer.Option("--start", help="First day, YYYY-MM-DD (its whole period counts).")
+]
+EndOpt = Annotated[
+    str | None, typer.Option("--end", help="Last day, YYYY-MM-DD, included (default: today).")
+]
+IntervalOpt = Annotated[
+    str, typer.Option("--interval", help="day, week (ISO, Monday), month, quarter or year.")
+]
 WhereOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--where", help="Filter such as 'country in (US, DE) AND tag = vip' (repeatable, ANDed)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
@@ -99,8 +106,10 @@ def metrics(
     end: EndOpt = None,
     interval: IntervalOpt = "month",
     within_days: Annotated[
-        Optional[int],
-        typer.Option("--within-days", min=0, help="Count a trial as converted only within N days of its start."),
+        int | None,
+        typer.Option(
+            "--within-days", min=0, help="Count a trial as converted only within N days of its start."
+        ),
     ] = None,
     where: WhereOpt = None,
     as_json: JsonOpt = False,
@@ -117,32 +126,61 @@ def metrics(
     first, last = _range(start, end, interval)
     series = _run(lambda conn: funnel_series(conn, first, last, interval, within_days, where or None))
     if as_json:
-        print_json({"interval": interval, "start": first.isoformat(), "end": last.isoformat(), "series": series})
+        print_json(
+            {"interval": interval, "start": first.isoformat(), "end": last.isoformat(), "series": series}
+        )
         return
     _print_series(series, interval, first, last, within_days, where)
 
 
 def _print_series(
-    series: list[dict[str, Any]], interval: str, first: date, last: date, within_days: int | None,
+    series: list[dict[str, Any]],
+    interval: str,
+    first: date,
+    last: date,
+    within_days: int | None,
     where: list[str] | None,
 ) -> None:
     title = f"Funnel by {interval}, {first.isoformat()} to {last.isoformat()}"
     if within_days is not None:
         title += f", conversions within {within_days} days"
-    table = Table(title=title, caption=" AND ".join(where) if where else None, box=box.SIMPLE_HEAD, padding=(0, 1),
-                  pad_edge=False, collapse_padding=True)
+    table = Table(
+        title=title,
+        caption=" AND ".join(where) if where else None,
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+        collapse_padding=True,
+    )
     # Short headers: the ten columns must fit an 80-column terminal; docs/metrics.md spells them out.
-    for header in ("Period", "Leads", "+trial", "-trial", "Trials", "Conv", "T→P",
-                   "New subs", "Cycle d", "n"):
+    for header in (
+        "Period",
+        "Leads",
+        "+trial",
+        "-trial",
+        "Trials",
+        "Conv",
+        "T→P",
+        "New subs",
+        "Cycle d",
+        "n",
+    ):
         table.add_column(header, justify="left" if header == "Period" else "right", no_wrap=True)
     for row in series:
         table.add_row(
-            row["period"], str(row["leads"]), str(row["leads_with_trial"]), str(row["non_trial_leads"]),
-            str(row["free_trials"]), str(row["trials_converted"]), _percent(row["trial_to_paid_rate"]),
-            str(row["new_subscribers"]), _days(row["avg_sales_cycle_days"]), str(row["sales_cycle_n"]),
+            row["period"],
+            str(row["leads"]),
+            str(row["leads_with_trial"]),
+            str(row["non_trial_leads"]),
+            str(row["free_trials"]),
+            str(row["trials_converted"]),
+            _percent(row["trial_to_paid_rate"]),
+            str(row["new_subscribers"]),
+            _days(row["avg_sales_cycle_days"]),
+            str(row["sales_cycle_n"]),
         )
     console.print(table)
-    lines = [
+    lines: list[tuple[str, str, Callable[[Any], str]]] = [
         ("Leads", "leads", str),
         ("Free trials", "free_trials", str),
         ("Trial→paid", "trial_to_paid_rate", _percent),
@@ -170,11 +208,23 @@ def cohorts(
     first, last = _range(start, end, interval)
     rows = _run(lambda conn: trial_cohorts(conn, first, last, interval, where or None))
     if as_json:
-        print_json({"interval": interval, "start": first.isoformat(), "end": last.isoformat(),
-                    "windows": list(COHORT_WINDOWS), "cohorts": rows})
+        print_json(
+            {
+                "interval": interval,
+                "start": first.isoformat(),
+                "end": last.isoformat(),
+                "windows": list(COHORT_WINDOWS),
+                "cohorts": rows,
+            }
+        )
         return
-    table = Table(title=f"Trial cohorts by {interval}, {first.isoformat()} to {last.isoformat()}",
-                  caption=" AND ".join(where) if where else None, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table = Table(
+        title=f"Trial cohorts by {interval}, {first.isoformat()} to {last.isoformat()}",
+        caption=" AND ".join(where) if where else None,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     table.add_column("Cohort", no_wrap=True)
     table.add_column("Trials", justify="right")
     for n in COHORT_WINDOWS:
