@@ -6,7 +6,7 @@
 
 Parameter names follow the commercial product's metrics API (``start-date``, ``end-date``, ``interval``);
 ``end-date`` is included. ``where`` (repeatable, ANDed; ``filters`` is accepted as an alias) takes the
-filter grammar of ``storage.filters``. Bad input answers 400 with a one-line reason.
+filter grammar of ``storage.filters``. Bad input answers 400 with ``{"code", "message", "errors"}`` like every API error.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import require_api_key
+from api.errors import ApiError
 from storage.filters import FilterError
 from storage.metrics import COHORT_WINDOWS, funnel_series, trial_cohorts
 from storage.periods import INTERVALS
@@ -45,9 +46,9 @@ def _compute(request: Request, interval: str, compute: Any) -> Any:
         with request.app.state.engine.connect() as conn:
             return compute(conn)
     except FilterError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"where: {exc}") from None
+        raise ApiError(400, f"where: {exc}", [{"field": "where", "reason": str(exc)}]) from None
     except ValueError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+        raise ApiError(400, str(exc)) from None
 
 
 @router.get("/funnel")

@@ -157,7 +157,8 @@ def test_api_returns_the_same_numbers(db_engine: Engine) -> None:
         cohorts = client.get("/v1/metrics/trial-cohorts", params=params, headers=_basic(key)).json()
         assert cohorts["cohorts"] == trial_cohorts(conn, date(2025, 1, 1), date(2025, 3, 31), "month")
     bad = client.get("/v1/metrics/funnel", headers=_basic(key), params={**params, "where": "colour = red"})
-    assert bad.status_code == 400 and "unknown field 'colour'" in bad.json()["detail"]
+    assert bad.status_code == 400 and "unknown field 'colour'" in bad.json()["message"]
+    assert bad.json()["errors"][0]["field"] == "where"
     bad = client.get("/v1/metrics/funnel", headers=_basic(key), params={**params, "interval": "decade"})
     assert bad.status_code == 400
     bad = client.get("/v1/metrics/funnel", headers=_basic(key), params={"start-date": "2025-01-01"})
