@@ -39,8 +39,10 @@ def _filters(where: list[str] | None, filters: list[str] | None) -> list[str] | 
 
 def _compute(request: Request, interval: str, compute: Any) -> Any:
     if interval not in INTERVALS:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, f"interval {interval!r}: use one of {', '.join(INTERVALS)}"
+        raise ApiError(
+            400,
+            f"interval {interval!r}: use one of {', '.join(INTERVALS)}",
+            [{"field": "interval", "reason": f"use one of {', '.join(INTERVALS)}"}],
         )
     try:
         with request.app.state.engine.connect() as conn:
