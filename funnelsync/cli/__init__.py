@@ -15,6 +15,7 @@ from funnelsync.cli import core as _core  # noqa: E402,F401  init, sources, cust
 from funnelsync.cli import imports as _imports  # noqa: E402,F401  import csv|structured|sheet
 from funnelsync.cli import sync as _sync  # noqa: E402,F401  sync NAME [--full-refresh] [--json]
 from funnelsync.cli import metrics as _metrics  # noqa: E402,F401  metrics, metrics cohorts
+from funnelsync.cli import merge as _merge  # noqa: E402,F401  merge, unmerge
 
 
 def main() -> None:
