@@ -42,7 +42,14 @@ ACCEPTED = "YYYY-MM-DD[THH:MM[:SS][±HH:MM|Z]], MM/DD/YYYY or DD/MM/YYYY [HH:MM[
 
 
 class AmbiguousDateColumn(ValueError):
-    """A column of slashed dates whose day/month order cannot be decided from its values."""
+    """A column of slashed dates whose day/month order cannot be decided from its values.
+
+    ``conflicting`` is True when values prove both orders, False when none proves either.
+    """
+
+    def __init__(self, message: str, conflicting: bool = False) -> None:
+        super().__init__(message)
+        self.conflicting = conflicting
 
 
 def parse_date_format(text: str | None) -> str | None:
@@ -132,7 +139,8 @@ class SlashedDateSurvey:
                 f"column {self.column!r} mixes day-first dates (row {self.day_first_row}: "
                 f"{self.day_first_value!r}) and month-first dates (row {self.month_first_row}: "
                 f"{self.month_first_value!r}): pass --date-format DD/MM/YYYY or --date-format MM/DD/YYYY "
-                f"(rows that do not fit it are then rejected)"
+                f"(rows that do not fit it are then rejected)",
+                conflicting=True,
             )
         if self.day_first_row is not None:
             return DAY_FIRST
@@ -269,7 +277,11 @@ def _parse_clock(text: str) -> tuple[int, int, int]:
 
 
 def make_date_parser(
-    column: str, survey: SlashedDateSurvey | None, tz: tzinfo, date_format: str | None = None
+    column: str,
+    survey: SlashedDateSurvey | None,
+    tz: tzinfo,
+    date_format: str | None = None,
+    known_order: str | None = None,
 ) -> Callable[[str], datetime]:
     """Build the parser of one date column.
 
@@ -295,5 +307,10 @@ def make_date_parser(
             except AmbiguousDateColumn:
                 order = None  # the pattern handles the column; stray slashed values fail per row
     else:
-        order = survey.decide() if survey is not None else None
+        try:
+            order = survey.decide() if survey is not None else None
+        except AmbiguousDateColumn as exc:
+            if exc.conflicting or known_order not in (DAY_FIRST, MONTH_FIRST):
+                raise
+            order = known_order
     return DateColumnParser(column=column, order=order, tz=tz, pattern=pattern)

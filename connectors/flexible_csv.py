@@ -338,6 +338,7 @@ class RowMapper:
         tz: tzinfo,
         date_format: str | None = None,
         keep_raw: bool = False,
+        known_orders: dict[str, str] | None = None,
     ) -> None:
         """Compile the per-column converters.
 
@@ -354,7 +355,8 @@ class RowMapper:
             if target is None:
                 continue
             try:
-                column = self._column(index, match.headers[index], target, date_surveys.get(index), tz, date_format)
+                column = self._column(index, match.headers[index], target, date_surveys.get(index), tz, date_format,
+                                      (known_orders or {}).get(match.headers[index]))
             except AmbiguousDateColumn as exc:
                 ambiguous.append(str(exc))
                 continue
@@ -374,6 +376,15 @@ class RowMapper:
         id_index, email_index = match.index_of("external_id"), match.index_of("email")
         self.key_column = match.headers[id_index if id_index is not None else email_index]  # type: ignore[index]
 
+    def date_orders(self) -> dict[str, str]:
+        """``{header: DD/MM/YYYY or MM/DD/YYYY}`` of the date columns whose order is decided."""
+        orders: dict[str, str] = {}
+        for column in self.columns:
+            order = getattr(column.convert, "order", None)
+            if order:
+                orders[column.header] = order
+        return orders
+
     @staticmethod
     def _column(
         index: int,
@@ -382,10 +393,11 @@ class RowMapper:
         survey: SlashedDateSurvey | None,
         tz: tzinfo,
         date_format: str | None,
+        known_order: str | None = None,
     ) -> _Column:
         name = target.field
         if target.is_date:
-            parser = make_date_parser(header, survey, tz, date_format)
+            parser = make_date_parser(header, survey, tz, date_format, known_order)
             if name.startswith("custom."):
                 return _Column(index, header, name[7:], _CUSTOM, lambda v, p=parser: p(v).isoformat())
             return _Column(index, header, name, _FIELD, parser)

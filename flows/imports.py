@@ -25,9 +25,17 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from connectors.flexible_csv import FileUnreadable, FlexibleCsvFile, RowError, RowMapper, RowResult, row_key, survey_dates
-from connectors.header_match import MappingError, match_headers
 from connectors.csv_dates import AmbiguousDateColumn
+from connectors.flexible_csv import (
+    FileUnreadable,
+    FlexibleCsvFile,
+    RowError,
+    RowMapper,
+    RowResult,
+    row_key,
+    survey_dates,
+)
+from connectors.header_match import MappingError, match_headers
 from funnelsync.timeutil import account_timezone
 from storage.imports import (
     add_job_counts,
@@ -39,7 +47,7 @@ from storage.imports import (
     save_row_fingerprints,
     start_import_job,
 )
-from storage.sources import get_source, create_source
+from storage.sources import create_source, get_source, update_source_settings
 from storage.upsert import upsert_records
 
 BATCH_SIZE = 5000
@@ -71,6 +79,7 @@ class ImportSummary:
     ignored_columns: list[str] = field(default_factory=list)
     columns: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    date_orders: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """Exactly ``{"created", "updated", "unchanged", "rejected", "errors"}``."""
@@ -285,6 +294,7 @@ def import_rows(
     errors_path: str | Path | None = None,
     batch_size: int = BATCH_SIZE,
     tz: tzinfo | None = None,
+    known_orders: dict[str, str] | None = None,
 ) -> ImportSummary:
     """Import in-memory rows (a worksheet's values) applying only rows changed since the last run.
 
@@ -308,12 +318,12 @@ def import_rows(
         raise FileUnreadable(str(exc)) from None
     numbered = [(i + 1, [str(v) for v in r]) for i, r in enumerate(rows) if i > header_index]
     try:
-        mapper = RowMapper(match, survey_dates(match, numbered), zone, date_format)
+        mapper = RowMapper(match, survey_dates(match, numbered), zone, date_format, known_orders=known_orders)
     except AmbiguousDateColumn as exc:
         raise FileUnreadable(str(exc)) from None
     source_id, name = ensure_import_source(engine, source_name, "google_sheets")
     summary = ImportSummary(source=name, rows=len(numbered), ignored_columns=list(match.ignored),
-                            columns=match.columns())
+                            columns=match.columns(), date_orders=mapper.date_orders())
     signature = repr((headers, sorted((mapping or {}).items()), date_format, str(zone))).encode()
     id_index, email_index = match.index_of("external_id"), match.index_of("email")
     with engine.begin() as conn:
@@ -369,3 +379,78 @@ def import_rows(
     finally:
         errors_file.close()
     return summary
+
+
+def import_sheet(
+    engine: Engine,
+    spreadsheet: str,
+    worksheet: str,
+    source_name: str,
+    mapping: dict[str, str] | None = None,
+    date_format: str | None = None,
+    progress: Progress | None = None,
+    *,
+    credentials_file: str | Path | None = None,
+    client: Any = None,
+    errors_path: str | Path | None = None,
+    tz: tzinfo | None = None,
+) -> ImportSummary:
+    """Import one Google Sheets worksheet into the custom source ``source_name`` (kind google_sheets).
+
+    Only rows changed since the last run of this source and worksheet are applied (see ``import_rows``).
+    The source's settings remember the spreadsheet, worksheet, mapping and the credentials file PATH
+    (never its content), so a scheduled run needs only the source name (``import_sheet_source``).
+
+    Args:
+        spreadsheet: the spreadsheet id or URL.
+        worksheet: the worksheet title.
+        credentials_file: a service-account key file (default ``GOOGLE_APPLICATION_CREDENTIALS``).
+        client: a ready gspread client (tests point one at a local fake API).
+
+    Raises:
+        SheetsError: the sheet could not be read (nothing imported).
+        FileUnreadable: no header, no key column, mapping error, undecidable date column.
+    """
+    from connectors.google_sheets import fetch_rows, open_client, spreadsheet_key
+
+    key = spreadsheet_key(spreadsheet)
+    with engine.connect() as conn:
+        existing = get_source(conn, source_name)
+    known_orders = dict((existing.settings or {}).get("date_orders") or {}) if existing is not None else {}
+    if client is None:
+        client = open_client(credentials_file)
+    rows = fetch_rows(client, key, worksheet)
+    summary = import_rows(
+        engine, rows, source_name, f"{key}/{worksheet}"[:255], mapping, date_format, progress,
+        label=f"worksheet {worksheet!r} of spreadsheet {key}", errors_path=errors_path, tz=tz,
+        known_orders=known_orders,
+    )
+    with engine.begin() as conn:
+        row = get_source(conn, summary.source)
+        if row is not None:
+            settings = dict(row.settings or {})
+            settings.update(
+                spreadsheet_id=key, worksheet=worksheet, mapping=dict(mapping or {}), date_format=date_format,
+                credentials_file=str(credentials_file) if credentials_file else settings.get("credentials_file"),
+                date_orders={**known_orders, **summary.date_orders},
+            )
+            update_source_settings(conn, row.id, settings)
+    return summary
+
+
+def import_sheet_source(engine: Engine, source_name: str, *, client: Any = None,
+                        progress: Progress | None = None) -> ImportSummary:
+    """Re-run the sheet import of a google_sheets source from its stored settings (for schedules).
+
+    Raises:
+        ValueError: the source is unknown or has no sheet settings.
+    """
+    with engine.connect() as conn:
+        row = get_source(conn, source_name)
+    if row is None or row.kind != "google_sheets" or not (row.settings or {}).get("spreadsheet_id"):
+        raise ValueError(f"{source_name!r} is not a Google Sheets source: run `funnelsync import sheet` once first")
+    settings = row.settings
+    return import_sheet(
+        engine, settings["spreadsheet_id"], settings["worksheet"], row.name, settings.get("mapping") or {},
+        settings.get("date_format"), progress, credentials_file=settings.get("credentials_file"), client=client,
+    )

@@ -135,3 +135,39 @@ def import_csv_command(
     except (SourceKindMismatch, ValueError) as exc:
         fail(str(exc), EXIT_FAILED)
     _report(summary, as_json, errors)
+
+
+@import_app.command("sheet")
+def import_sheet_command(
+    spreadsheet: Annotated[str, typer.Argument(help="The spreadsheet id or its URL.")],
+    worksheet: Annotated[str, typer.Option("--worksheet", help="The worksheet (tab) title.")],
+    source: SourceOption,
+    map_: MapOption = None,
+    date_format: DateFormatOption = None,
+    credentials: Annotated[
+        Path | None,
+        typer.Option("--credentials", help="Service-account JSON key (default: GOOGLE_APPLICATION_CREDENTIALS)."),
+    ] = None,
+    errors: ErrorsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import a Google Sheets worksheet (only rows changed since the last run are applied)."""
+    from connectors.flexible_csv import FileUnreadable
+    from connectors.google_sheets import SheetsError, open_client
+    from flows.imports import SourceKindMismatch, import_sheet
+
+    mapping = _mapping(map_)
+    order = _date_format(date_format)
+    engine = get_engine()
+    try:
+        client = open_client(credentials)
+        with _progress(not as_json, f"Importing worksheet {worksheet}") as progress:
+            summary = import_sheet(engine, spreadsheet, worksheet, source, mapping, order, progress,
+                                   credentials_file=credentials, client=client, errors_path=errors)
+    except FileUnreadable as exc:
+        fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
+    except SheetsError as exc:
+        fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
+    except (SourceKindMismatch, ValueError) as exc:
+        fail(str(exc), EXIT_FAILED)
+    _report(summary, as_json, errors)
