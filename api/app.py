@@ -17,6 +17,7 @@ from api.contacts import router as contacts_router
 from api.customers import router as customers_router
 from api.data_sources import router as data_sources_router
 from api.errors import install_error_handler
+from api.merges import router as merges_router
 from api.metrics import router as metrics_router
 
 
@@ -41,6 +42,7 @@ def create_app(engine: Engine) -> FastAPI:
     # Routers, one line each (authenticated routers declare Depends(require_api_key) themselves):
     install_error_handler(app)
     app.include_router(data_sources_router)
+    app.include_router(merges_router)
     app.include_router(attributes_router)
     app.include_router(customers_router)
     app.include_router(contacts_router)

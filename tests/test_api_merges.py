@@ -1,0 +1,80 @@
+"""HTTP API merges and unmerges: a merged-away uuid answers 404, its external ids belong to the survivor."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from storage.schema import merge_events
+from tests.api_support import api_client, new_customer, new_source
+
+
+def test_merge_by_uuid_then_unmerge(db_engine):
+    client = api_client(db_engine)
+    crm = new_source(client, "crm")
+    billing = new_source(client, "billing")
+    lead = new_customer(client, crm, "lead-1", email="jo@example.com", lead_created_at="2024-01-05",
+                        free_trial_started_at="2024-01-10", attributes={"tags": ["lead"]})
+    paying = new_customer(client, billing, "acct-7", name="Jo Ltd", lead_created_at="2024-02-01",
+                          attributes={"tags": ["billing"]})
+    client.post(f"/v1/customers/{lead['uuid']}/attributes/tags", json={"tags": ["by-hand"]})
+    contact = client.post("/v1/contacts", json={"customer_uuid": lead["uuid"], "data_source_uuid": crm,
+                                                "email": "jo@example.com"}).json()
+
+    response = client.post("/v1/customers/merges", json={
+        "from": {"customer_uuid": lead["uuid"]}, "into": {"customer_uuid": paying["uuid"]}})
+    assert response.status_code == 204 and response.content == b""
+    assert client.get(f"/v1/customers/{lead['uuid']}").status_code == 404
+    survivor = client.get(f"/v1/customers/{paying['uuid']}").json()
+    assert survivor["external_ids"] == ["acct-7", "lead-1"]
+    assert set(survivor["data_source_uuids"]) == {crm, billing}
+    assert survivor["email"] == "jo@example.com" and survivor["name"] == "Jo Ltd"
+    assert survivor["lead_created_at"] == "2024-01-05T00:00:00+00:00"
+    assert survivor["free_trial_started_at"] == "2024-01-10T00:00:00+00:00"
+    assert set(survivor["attributes"]["tags"]) == {"lead", "billing", "by-hand"}
+    # The merged-away record's external id now names the survivor.
+    found = client.get("/v1/customers", params={"data_source_uuid": crm, "external_id": "lead-1"}).json()["entries"]
+    assert [c["uuid"] for c in found] == [paying["uuid"]]
+    assert client.get(f"/v1/contacts/{contact['uuid']}").json()["customer_uuid"] == paying["uuid"]
+    assert len(client.get("/v1/customers").json()["entries"]) == 1
+
+    undone = client.post("/v1/customers/unmerges", json={
+        "customer_uuid": paying["uuid"], "data_source_uuid": crm, "external_id": "lead-1",
+        "move_to_new_customer": ["tasks", "notes"]})
+    assert undone.status_code == 202, undone.text
+    assert undone.json()["restored_customer_uuid"] == lead["uuid"]
+    back = client.get(f"/v1/customers/{lead['uuid']}").json()
+    assert back["external_ids"] == ["lead-1"] and "by-hand" in back["attributes"]["tags"]
+    assert client.get(f"/v1/customers/{paying['uuid']}").json()["external_ids"] == ["acct-7"]
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(merge_events)).scalar_one() == 2
+
+
+def test_merge_by_external_ids_and_errors(db_engine):
+    client = api_client(db_engine)
+    crm = new_source(client, "crm")
+    billing = new_source(client, "billing")
+    a = new_customer(client, crm, "cus_187544")
+    b = new_customer(client, billing, "34916129")
+    ok = client.post("/v1/customers/merges", json={
+        "from": {"data_source_uuid": crm, "external_id": "cus_187544"},
+        "into": {"data_source_uuid": billing, "external_id": "34916129"}})
+    assert ok.status_code == 204
+    assert client.get(f"/v1/customers/{a['uuid']}").status_code == 404
+    assert client.get(f"/v1/customers/{b['uuid']}").json()["external_ids"] == ["34916129", "cus_187544"]
+
+    gone = client.post("/v1/customers/merges", json={"from": {"customer_uuid": a["uuid"]}, "into": {"customer_uuid": b["uuid"]}})
+    assert gone.status_code == 404 and "from" in gone.json()["message"]
+    same = client.post("/v1/customers/merges", json={
+        "from": {"data_source_uuid": crm, "external_id": "cus_187544"}, "into": {"customer_uuid": b["uuid"]}})
+    assert same.status_code == 422
+    assert client.post("/v1/customers/merges", json={"from": {"customer_uuid": b["uuid"]}}).status_code == 422
+    assert client.post("/v1/customers/merges", json={"from": {}, "into": {"customer_uuid": b["uuid"]}}).status_code == 422
+    own = client.post("/v1/customers/unmerges", json={
+        "customer_uuid": b["uuid"], "data_source_uuid": billing, "external_id": "34916129"})
+    assert own.status_code == 422 and own.json()["errors"][0]["field"] == "external_id"
+    missing = client.post("/v1/customers/unmerges", json={"customer_uuid": b["uuid"]})
+    assert {e["field"] for e in missing.json()["errors"]} == {"data_source_uuid", "external_id"}
+    bad_move = client.post("/v1/customers/unmerges", json={
+        "customer_uuid": b["uuid"], "data_source_uuid": crm, "external_id": "cus_187544", "move_to_new_customer": ["x"]})
+    assert bad_move.status_code == 422
+    assert client.get(f"/v1/customers/{b['uuid']}").json()["external_ids"] == ["34916129", "cus_187544"]
