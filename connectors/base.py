@@ -115,7 +115,8 @@ class Connector:
         self.sleep_fn = sleep_fn
         self._now = now or (lambda: datetime.now(UTC))
         # The moment this run started: a change stream reading from here misses nothing written
-        # while a full read of the main stream was under way.
+        # while a full read of the main stream was under way. ``read_list`` moves it back to when an
+        # interrupted full read began, when it resumes one (see ``backfill_started`` there).
         self.started_at = self._now()
         self._client: HttpClient | None = None
 
@@ -195,6 +196,16 @@ class Connector:
         """
         since = state.get("since")
         watermark = state.get("watermark", since)
+        # A full read (no ``since``) records when it began; a run resuming it moves ``started_at``
+        # back there, so the change streams that start after it cover changes made while the first,
+        # interrupted run was reading pages it had already passed.
+        backfill_started: str | None = None
+        if since is None:
+            backfill_started = state.get("backfill_started") if state.get("page_token") else None
+            backfill_started = backfill_started or self.started_at.isoformat()
+            resumed_from = datetime.fromisoformat(backfill_started)
+            if resumed_from < self.started_at:
+                self.started_at = resumed_from
         buffer = ChunkBuffer(self.batch_size)
         cursor: dict[str, Any] = {"since": since, "watermark": watermark}
         pending = False
@@ -204,6 +215,8 @@ class Connector:
                 watermark = page_max
             if page.next_token is not None:
                 cursor = {"since": since, "page_token": page.next_token, "watermark": watermark}
+                if backfill_started is not None:
+                    cursor["backfill_started"] = backfill_started
             else:
                 cursor = {"since": watermark, "watermark": watermark}
             pending = True
@@ -213,9 +226,10 @@ class Connector:
         if pending:
             yield buffer.flush(stream, cursor)
 
-    def baseline(self, stream: str, value: Any) -> Iterator[Batch]:
-        """One empty batch that starts a change stream at ``value`` (its first run reads nothing)."""
-        yield Batch(stream, [], {"since": value, "watermark": value}, 0)
+    @staticmethod
+    def change_start(value: Any) -> dict[str, Any]:
+        """The state a change stream starts from on a first sync or full refresh: changes since ``value``."""
+        return {"since": value, "watermark": value}
 
 
 def map_concurrently(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> list[Any]:

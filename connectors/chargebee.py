@@ -13,7 +13,7 @@ Streams:
   per 100 customers, memory bounded by a page.
 - ``subscriptions``: the change feed. Subscriptions updated since the watermark (a trial that
   converted, a cancellation) name their customers, which are rebuilt whole the same way. On a first
-  sync or a full refresh it only starts at the time the run began: the customers stream read the rest.
+  sync or a full refresh it reads only the changes since the customers stream began (which read the rest).
 
 Quirks: every list item wraps its object (``{"customer": {…}}``); ``next_offset`` is an opaque string
 passed back verbatim; all times are epoch seconds.
@@ -145,7 +145,9 @@ class ChargebeeConnector(Connector):
     def read_subscription_changes(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
         """Customers whose subscriptions changed since the watermark, rebuilt whole."""
         if state.get("since") is None:
-            return self.baseline("subscriptions", int(self.started_at.timestamp()) - CHANGE_LOOKBACK_SECONDS)
+            # First run or full refresh: the main stream read everything up to now; changes since it
+            # began (and a lookback for clock skew) are read right away.
+            state = self.change_start(int(self.started_at.timestamp()) - CHANGE_LOOKBACK_SECONDS)
 
         def request(since: int) -> PageRequest:
             return PageRequest(

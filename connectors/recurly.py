@@ -15,7 +15,7 @@ Streams:
   subscriptions come from ``GET /accounts/{id}/subscriptions`` (all states).
 - ``subscriptions``: the change feed, ``GET /subscriptions?sort=updated_at&order=asc&begin_time=…``;
   the accounts they name (``GET /accounts?ids=…``) are rebuilt whole. On a first sync or a full
-  refresh it starts at the time the run began.
+  refresh it reads only the changes since the accounts stream began.
 
 Quirks: the version travels in the ``Accept`` header; ``next`` is a path requested verbatim (keeping
 the ``Accept`` header); times are ISO-8601 strings; a 429 carries ``X-RateLimit-Reset`` (epoch s).
@@ -188,7 +188,9 @@ class RecurlyConnector(Connector):
     def read_subscription_changes(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
         """Accounts whose subscriptions changed since the watermark, rebuilt whole."""
         if state.get("since") is None:
-            return self.baseline("subscriptions", (self.started_at - CHANGE_LOOKBACK).isoformat())
+            # First run or full refresh: the main stream read everything up to now; changes since it
+            # began (and a lookback for clock skew) are read right away.
+            state = self.change_start((self.started_at - CHANGE_LOOKBACK).isoformat())
 
         def map_page(items: list[dict[str, Any]]) -> tuple[list[SourceCustomerRecord], str | None]:
             ids = list(dict.fromkeys(str(s["account"]["id"]) for s in items if s.get("account")))

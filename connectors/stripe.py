@@ -14,7 +14,7 @@ Streams:
   backfill resumes), ``created[gte]=<watermark>`` on incremental runs (Stripe has no updated filter).
 - ``events``: ``GET /v1/events?types[]=customer.*|customer.subscription.*|invoice.paid`` created since
   the watermark: the customers they name are fetched again, whole. Events live 30 days: a source not
-  synced for longer needs ``--full-refresh``. On a first sync it starts at the time the run began.
+  synced for longer needs ``--full-refresh``. On a first sync it reads the events since the run began.
 
 Stripe has no multi-customer filter on subscriptions or invoices, so each customer costs one or two
 requests (``concurrency`` of them in flight). ``Stripe-Version`` is pinned because response shapes move
@@ -197,7 +197,9 @@ class StripeConnector(Connector):
     def read_events(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
         """Customers named by events since the watermark, fetched again whole."""
         if state.get("since") is None:
-            return self.baseline("events", int(self.started_at.timestamp()) - CHANGE_LOOKBACK_SECONDS)
+            # First run or full refresh: the main stream read everything up to now; changes since it
+            # began (and a lookback for clock skew) are read right away.
+            state = self.change_start(int(self.started_at.timestamp()) - CHANGE_LOOKBACK_SECONDS)
 
         def request(since: int) -> PageRequest:
             params: dict[str, Any] = {"limit": self.page_size, "created[gte]": since, "types[]": list(EVENT_TYPES)}

@@ -160,6 +160,7 @@ def build_connector(
     transport: httpx.BaseTransport | None = None,
     sleep_fn: Callable[[float], None] | None = None,
     batch_size: int | None = None,
+    now: Callable[[], Any] | None = None,
 ) -> tuple[Any, Connector]:
     """Load a source, resolve its secret references and build its connector.
 
@@ -181,7 +182,7 @@ def build_connector(
         settings = resolve_settings(row.settings or {})
     except ValueError as exc:
         raise SyncError(f"source {row.name!r}: {exc}") from None
-    options: dict[str, Any] = {"source_name": row.name, "transport": transport, "sleep_fn": sleep_fn}
+    options: dict[str, Any] = {"source_name": row.name, "transport": transport, "sleep_fn": sleep_fn, "now": now}
     if batch_size:
         options["batch_size"] = batch_size
     try:
@@ -253,7 +254,7 @@ def sync_stream(
         stream: the stream name (see the connector's ``streams``).
         full_refresh: ignore the saved cursor.
         progress: called after every committed batch.
-        connector_options: ``transport``, ``sleep_fn``, ``batch_size`` (tests and benchmarks).
+        connector_options: ``transport``, ``sleep_fn``, ``batch_size``, ``now`` (tests and benchmarks).
     """
     db = _engine(engine)
     row, connector = build_connector(db, source_name, **connector_options)
@@ -276,7 +277,7 @@ def sync_source(
         source_name: the source name or ``ds_…`` uuid.
         full_refresh: ignore the saved cursors and read everything.
         progress: called after every committed batch with that stream's running summary.
-        connector_options: ``transport``, ``sleep_fn``, ``batch_size`` (tests and benchmarks).
+        connector_options: ``transport``, ``sleep_fn``, ``batch_size``, ``now`` (tests and benchmarks).
 
     Raises:
         storage.sources.SourceNotFound, SyncError: before anything is read.

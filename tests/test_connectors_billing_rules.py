@@ -226,3 +226,26 @@ def test_secret_references_resolve_at_run_time(tmp_path: Path, monkeypatch: pyte
         protect_settings("chargebee", "c", {"api_key": "x"})
 
 
+
+
+def test_change_made_during_an_interrupted_first_sync_is_not_lost(router: respx.Router, db_engine: Engine) -> None:
+    fake = ChargebeeFake(n=25, page_size=10)
+    fake.install(router)
+    with db_engine.begin() as conn:
+        create_source(conn, "cb", "chargebee", fake.settings())
+    first_run = int(time.time()) - 7200
+
+    def stop_after_two(summary: Any) -> None:
+        if summary.batches == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sync_source(db_engine, "cb", batch_size=1, progress=stop_after_two, sleep_fn=lambda s: None,
+                    now=lambda: utc(first_run))
+    # Customer 1 (read in the first batch) converts between the interrupted run and the resumed one.
+    trialing = fake.people[1]
+    sub = trialing.subscriptions[0]
+    sub.status, sub.updated = "active", first_run + 600
+    trialing.invoices.append(FakeInvoice("inv_mid", sub.id, 2900, first_run + 600))
+    sync_source(db_engine, "cb", batch_size=1, sleep_fn=lambda s: None, now=lambda: utc(first_run + 3600))
+    assert customer_row(db_engine, trialing.id).subscriber_since == utc(first_run + 600)
