@@ -68,3 +68,14 @@ def test_init_twice(tmp_path):
     second = run(url, "init")
     assert first.returncode == 0 and "upgraded" in first.stdout
     assert second.returncode == 0 and "up to date" in second.stdout
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    missing = run(url, "sources", "add", "X")
+    assert missing.returncode == 2
+    assert missing.stderr.count("\n") == 1 and "--kind" in missing.stderr
+    unknown = run(url, "no-such-command")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: No such command")
+    helped = run(url, "--help")
+    assert helped.returncode == 0 and "customers" in helped.stdout

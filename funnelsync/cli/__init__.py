@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import sys
 
+# Typer vendors click; its exception classes are not re-exported, so they come from there.
+import typer
+from typer._click import exceptions as click_exceptions
+
 from funnelsync.cli.common import CliError, app, err_console
 
 # Command modules register on import. One line per module keeps parallel work free of conflicts.
@@ -19,9 +23,33 @@ from funnelsync.cli import merge as _merge  # noqa: E402,F401  merge, unmerge
 
 
 def main() -> None:
-    """Console entry point: run the app, turning known errors into one line on stderr."""
+    """Console entry point: run the app, turning every known failure into one line on stderr.
+
+    Click's standalone mode would print usage errors as a multi-line box; a script reading stderr
+    wants one line saying what was wrong, and the exit code (2 for usage, 1 otherwise unless the
+    command says more precisely).
+    """
     try:
-        app()
+        result = app(standalone_mode=False)
     except CliError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        _one_line(str(exc))
         sys.exit(exc.exit_code)
+    except click_exceptions.UsageError as exc:
+        message = exc.format_message().strip()
+        if message:  # empty when help was shown because no command was given
+            where = f" ({exc.ctx.command_path})" if exc.ctx is not None else ""
+            _one_line(f"{message}{where}; see --help")
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _one_line("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click_exceptions.ClickException as exc:
+        _one_line(exc.format_message())
+        sys.exit(exc.exit_code)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _one_line(message: str) -> None:
+    err_console.print(f"error: {' '.join(message.split())}", markup=False, highlight=False, soft_wrap=True)
