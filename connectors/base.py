@@ -204,8 +204,7 @@ class Connector:
             backfill_started = state.get("backfill_started") if state.get("page_token") else None
             backfill_started = backfill_started or self.started_at.isoformat()
             resumed_from = datetime.fromisoformat(backfill_started)
-            if resumed_from < self.started_at:
-                self.started_at = resumed_from
+            self.started_at = min(self.started_at, resumed_from)
         buffer = ChunkBuffer(self.batch_size)
         cursor: dict[str, Any] = {"since": since, "watermark": watermark}
         pending = False

@@ -19,7 +19,7 @@ import re
 import secrets as _random
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 SECRET_WORDS = ("key", "secret", "token", "password", "private")
 REFERENCE_PREFIXES = ("env", "prefect-secret", "local-secret")
@@ -113,7 +113,8 @@ def resolve_value(setting: str, value: Any) -> Any:
         try:
             from prefect.blocks.system import Secret
 
-            block = Secret.load(ref)
+            # Secret.load dispatches to its sync form outside an event loop.
+            block = cast(Any, Secret.load(ref))
         except Exception as exc:  # noqa: BLE001  ValueError for a missing block, connection errors for the API
             raise SecretResolutionError(
                 f"setting {setting} refers to Prefect Secret block {ref!r}, which cannot be loaded "

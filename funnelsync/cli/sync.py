@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from funnelsync.cli.common import app, console, fail, get_engine, print_json
@@ -38,7 +38,7 @@ def sync(
                 console=console,
                 transient=False,
             ) as bar:
-                tasks: dict[str, int] = {}
+                tasks: dict[str, TaskID] = {}
 
                 def progress(stream: StreamSummary) -> None:
                     if stream.stream not in tasks:
