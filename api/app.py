@@ -15,6 +15,7 @@ from api.attributes import router as attributes_router
 from api.auth import require_api_key
 from api.contacts import router as contacts_router
 from api.customers import router as customers_router
+from api.dashboard import router as dashboard_router
 from api.data_sources import router as data_sources_router
 from api.errors import install_error_handler
 from api.merges import router as merges_router
@@ -46,5 +47,6 @@ def create_app(engine: Engine) -> FastAPI:
     app.include_router(attributes_router)
     app.include_router(customers_router)
     app.include_router(contacts_router)
+    app.include_router(dashboard_router)
     app.include_router(metrics_router)
     return app

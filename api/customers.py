@@ -225,9 +225,12 @@ def _list(request: Request, *, email: str | None = None, **filters: Any) -> dict
 @router.get("")
 def list_customers(
     request: Request, data_source_uuid: str | None = None, external_id: str | None = None,
-    status: str | None = None, system: str | None = None, email: str | None = None,
+    status: str | None = None, system: str | None = None, email: str | None = None, q: str | None = None,
 ) -> dict[str, Any]:
-    """Customers in id order, ``per_page`` (≤ 200) at a time; follow ``cursor`` while ``has_more``."""
+    """Customers in id order, ``per_page`` (≤ 200) at a time; follow ``cursor`` while ``has_more``.
+
+    ``q`` (funnelsync's own) finds customers whose name, email or company contains the text.
+    """
     if status is not None and status not in CUSTOMER_STATUSES:
         raise Invalid.one("status", f"expected one of {', '.join(CUSTOMER_STATUSES)}, got {status!r}")
     kinds = None
@@ -236,7 +239,7 @@ def list_customers(
         if not kinds:
             raise Invalid.one("system", f"unknown billing system {system!r}")
     return _list(request, data_source_uuid=data_source_uuid, external_id=external_id, status=status,
-                 kinds=kinds, email=email)
+                 kinds=kinds, email=email, text=q or None)
 
 
 @router.get("/search")

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import Connection, Select, func, or_, select
 
 from funnelsync.normalize import normalize_email
 from storage.schema import custom_attribute_definitions, customers, data_sources, source_customers
@@ -14,7 +14,7 @@ from storage.schema import custom_attribute_definitions, customers, data_sources
 
 def _filtered(
     stmt: Select[Any], *, data_source_uuid: str | None, external_id: str | None, status: str | None,
-    kinds: Sequence[str] | None, email: str | None,
+    kinds: Sequence[str] | None, email: str | None, text: str | None = None,
 ) -> Select[Any]:
     if data_source_uuid is not None or external_id is not None or kinds is not None:
         owners = select(source_customers.c.customer_id).join(
@@ -31,13 +31,23 @@ def _filtered(
         stmt = stmt.where(customers.c.status == status)
     if email is not None:
         stmt = stmt.where(customers.c.email_norm == normalize_email(email))
+    if text:
+        # Substring search for people (the dashboard's search box); LIKE wildcards in the input are literal.
+        escaped = text.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        stmt = stmt.where(or_(
+            func.lower(customers.c.name).like(pattern, escape="\\"),
+            func.lower(customers.c.email).like(pattern, escape="\\"),
+            func.lower(customers.c.company).like(pattern, escape="\\"),
+            customers.c.uuid == text.strip(),
+        ))
     return stmt
 
 
 def find_customer_ids(
     conn: Connection, *, after_id: int = 0, limit: int | None = None, offset: int = 0,
     data_source_uuid: str | None = None, external_id: str | None = None, status: str | None = None,
-    kinds: Sequence[str] | None = None, email: str | None = None,
+    kinds: Sequence[str] | None = None, email: str | None = None, text: str | None = None,
 ) -> list[int]:
     """Customer ids in id order after a cursor id.
 
@@ -52,10 +62,11 @@ def find_customer_ids(
         status: one status.
         kinds: customers with a source customer in a data source of one of these kinds.
         email: customers whose normalised email equals this one's.
+        text: customers whose name, email or company contains this text (any case), or whose uuid it is.
     """
     stmt = select(customers.c.id).where(customers.c.id > after_id).order_by(customers.c.id)
     stmt = _filtered(stmt, data_source_uuid=data_source_uuid, external_id=external_id, status=status,
-                     kinds=kinds, email=email)
+                     kinds=kinds, email=email, text=text)
     if offset:
         stmt = stmt.offset(offset)
     if limit is not None:
@@ -66,10 +77,11 @@ def find_customer_ids(
 def count_customers(
     conn: Connection, *, data_source_uuid: str | None = None, external_id: str | None = None,
     status: str | None = None, kinds: Sequence[str] | None = None, email: str | None = None,
+    text: str | None = None,
 ) -> int:
     """How many customers match the filters of :func:`find_customer_ids`."""
     stmt = _filtered(select(func.count()).select_from(customers), data_source_uuid=data_source_uuid,
-                     external_id=external_id, status=status, kinds=kinds, email=email)
+                     external_id=external_id, status=status, kinds=kinds, email=email, text=text)
     return int(conn.execute(stmt).scalar_one())
 
 

@@ -1,0 +1,330 @@
+// funnelsync dashboard: vanilla JS, canvas charts, no external resources.
+// Reads /v1/metrics/funnel, /v1/metrics/trial-cohorts and /v1/customers with the browser's cached
+// HTTP Basic credentials (the API key typed at the login prompt).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const COLORS = { accent: "#2f6fed", accent2: "#9dbbf7", line: "#e3e6ee", muted: "#6b7385", ink: "#1d2433" };
+const hitRegions = new Map(); // canvas id -> [{x0, x1, text}]
+
+function isoDay(d) {
+  return d.getFullYear() + "-" + String(d.getMonth() + 1).padStart(2, "0") + "-" + String(d.getDate()).padStart(2, "0");
+}
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message || "";
+  box.hidden = !message;
+}
+
+async function getJSON(path, params) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params || {})) {
+    if (Array.isArray(value)) value.forEach((v) => query.append(key, v));
+    else if (value !== undefined && value !== null && value !== "") query.append(key, value);
+  }
+  const url = path + (query.toString() ? "?" + query : "");
+  const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  let body = null;
+  try { body = await response.json(); } catch (_) { body = null; }
+  if (!response.ok) {
+    const reason = body && (body.message || (body.detail && JSON.stringify(body.detail)));
+    throw new Error(`${path}: ${response.status} ${reason || response.statusText}`);
+  }
+  return body;
+}
+
+// ---------------------------------------------------------------- charts
+
+function setupCanvas(canvas) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || 400;
+  const height = Number(canvas.getAttribute("height")) || 220;
+  canvas.width = Math.round(width * ratio);
+  canvas.height = Math.round(height * ratio);
+  canvas.style.height = height + "px";
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  ctx.font = "11px system-ui, sans-serif";
+  return { ctx, width, height };
+}
+
+function niceMax(value) {
+  if (!(value > 0)) return 1;
+  const power = Math.pow(10, Math.floor(Math.log10(value)));
+  for (const step of [1, 2, 2.5, 5, 10]) if (step * power >= value) return step * power;
+  return 10 * power;
+}
+
+function frame(ctx, width, height, maxValue, fmt, labels) {
+  const pad = { left: 48, right: 10, top: 10, bottom: 34 };
+  const plotW = width - pad.left - pad.right;
+  const plotH = height - pad.top - pad.bottom;
+  ctx.strokeStyle = COLORS.line;
+  ctx.fillStyle = COLORS.muted;
+  ctx.textAlign = "right";
+  ctx.textBaseline = "middle";
+  for (let i = 0; i <= 4; i++) {
+    const y = pad.top + plotH - (plotH * i) / 4;
+    ctx.beginPath(); ctx.moveTo(pad.left, y); ctx.lineTo(width - pad.right, y); ctx.stroke();
+    ctx.fillText(fmt((maxValue * i) / 4), pad.left - 6, y);
+  }
+  const slot = plotW / Math.max(labels.length, 1);
+  const every = Math.max(1, Math.ceil(labels.length / Math.max(1, Math.floor(plotW / 64))));
+  ctx.textAlign = "center";
+  ctx.textBaseline = "top";
+  labels.forEach((label, i) => {
+    if (i % every === 0) ctx.fillText(label, pad.left + slot * i + slot / 2, pad.top + plotH + 8);
+  });
+  return { pad, plotW, plotH, slot };
+}
+
+function drawBars(canvas, labels, stacks, colors, fmt, describe) {
+  const { ctx, width, height } = setupCanvas(canvas);
+  const totals = labels.map((_, i) => stacks.reduce((sum, s) => sum + (s[i] || 0), 0));
+  const maxValue = niceMax(Math.max(0, ...totals));
+  const { pad, plotH, slot } = frame(ctx, width, height, maxValue, fmt, labels);
+  const regions = [];
+  labels.forEach((label, i) => {
+    const barW = Math.max(2, slot * 0.7);
+    const x = pad.left + slot * i + (slot - barW) / 2;
+    let base = pad.top + plotH;
+    stacks.forEach((series, k) => {
+      const h = (plotH * (series[i] || 0)) / maxValue;
+      ctx.fillStyle = colors[k];
+      ctx.fillRect(x, base - h, barW, h);
+      base -= h;
+    });
+    regions.push({ x0: pad.left + slot * i, x1: pad.left + slot * (i + 1), text: describe(i) });
+  });
+  hitRegions.set(canvas.id, regions);
+}
+
+function drawLine(canvas, labels, values, fmt, describe) {
+  const { ctx, width, height } = setupCanvas(canvas);
+  const present = values.filter((v) => v !== null && v !== undefined);
+  const maxValue = niceMax(Math.max(0, ...present));
+  const { pad, plotH, slot } = frame(ctx, width, height, maxValue, fmt, labels);
+  ctx.strokeStyle = COLORS.accent;
+  ctx.fillStyle = COLORS.accent;
+  ctx.lineWidth = 2;
+  let drawing = false;
+  ctx.beginPath();
+  values.forEach((v, i) => {
+    const x = pad.left + slot * i + slot / 2;
+    if (v === null || v === undefined) { drawing = false; return; } // a gap: no trials, no data
+    const y = pad.top + plotH - (plotH * v) / maxValue;
+    if (drawing) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+    drawing = true;
+  });
+  ctx.stroke();
+  values.forEach((v, i) => {
+    if (v === null || v === undefined) return;
+    const x = pad.left + slot * i + slot / 2;
+    const y = pad.top + plotH - (plotH * v) / maxValue;
+    ctx.beginPath(); ctx.arc(x, y, 3, 0, 2 * Math.PI); ctx.fill();
+  });
+  ctx.lineWidth = 1;
+  hitRegions.set(canvas.id, labels.map((_, i) => ({
+    x0: pad.left + slot * i, x1: pad.left + slot * (i + 1), text: describe(i),
+  })));
+}
+
+function attachTooltip(canvas) {
+  const tip = $("tooltip");
+  canvas.addEventListener("mousemove", (event) => {
+    const rect = canvas.getBoundingClientRect();
+    const x = event.clientX - rect.left;
+    const hit = (hitRegions.get(canvas.id) || []).find((r) => x >= r.x0 && x < r.x1);
+    if (!hit) { tip.hidden = true; return; }
+    tip.textContent = hit.text;
+    tip.style.left = event.clientX + 12 + "px";
+    tip.style.top = event.clientY + 12 + "px";
+    tip.hidden = false;
+  });
+  canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
+}
+
+// ---------------------------------------------------------------- metrics
+
+const pct = (v) => (v === null || v === undefined ? "–" : (v * 100).toFixed(1) + "%");
+const days = (v) => (v === null || v === undefined ? "–" : v.toFixed(1) + " d");
+const count = (v) => String(Math.round(v));
+
+function metricParams() {
+  const where = $("where").value.split(";").map((s) => s.trim()).filter(Boolean);
+  return {
+    "start-date": $("start").value, "end-date": $("end").value, interval: $("interval").value,
+    "within-days": $("within").value, where,
+  };
+}
+
+let lastSeries = [];
+
+function renderFunnel(series) {
+  lastSeries = series;
+  const labels = series.map((row) => row.period);
+  const leads = series.reduce((s, r) => s + r.leads, 0);
+  const trials = series.reduce((s, r) => s + r.free_trials, 0);
+  const converted = series.reduce((s, r) => s + r.trials_converted, 0);
+  const cycleN = series.reduce((s, r) => s + (r.sales_cycle_n || 0), 0);
+  const cycleSum = series.reduce((s, r) => s + (r.avg_sales_cycle_days || 0) * (r.sales_cycle_n || 0), 0);
+  $("total-leads").textContent = leads + " in period";
+  $("total-trials").textContent = trials + " in period";
+  $("total-rate").textContent = trials ? pct(converted / trials) + " overall" : "";
+  $("total-cycle").textContent = cycleN ? days(cycleSum / cycleN) + " over " + cycleN : "";
+  drawBars($("chart-leads"), labels, [series.map((r) => r.leads_with_trial), series.map((r) => r.non_trial_leads)],
+    [COLORS.accent, COLORS.accent2], count,
+    (i) => `${labels[i]}: ${series[i].leads} leads (${series[i].leads_with_trial} with trial)`);
+  drawBars($("chart-trials"), labels, [series.map((r) => r.free_trials)], [COLORS.accent], count,
+    (i) => `${labels[i]}: ${series[i].free_trials} free trials`);
+  drawLine($("chart-rate"), labels, series.map((r) => r.trial_to_paid_rate), (v) => (v * 100).toFixed(0) + "%",
+    (i) => `${labels[i]}: ${pct(series[i].trial_to_paid_rate)} (${series[i].trials_converted}/${series[i].free_trials})`);
+  drawLine($("chart-cycle"), labels, series.map((r) => r.avg_sales_cycle_days), (v) => v.toFixed(0) + " d",
+    (i) => `${labels[i]}: ${days(series[i].avg_sales_cycle_days)} (n=${series[i].sales_cycle_n})`);
+}
+
+function cell(text, className) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+function renderCohorts(data) {
+  const table = $("cohorts");
+  const head = document.createElement("tr");
+  ["Trial cohort", "Trials", "Converted"].concat(data.windows.map((n) => n + " days")).forEach((title, i) => {
+    const th = document.createElement("th");
+    th.textContent = title;
+    if (i > 0) th.className = "num";
+    head.appendChild(th);
+  });
+  table.tHead.replaceChildren(head);
+  const rows = data.cohorts.map((row) => {
+    const tr = document.createElement("tr");
+    tr.append(cell(row.period), cell(String(row.size), "num"), cell(pct(row.rate), "num"));
+    data.windows.forEach((n) => {
+      const share = row.share_within[String(n)];
+      const td = cell(pct(share), "num");
+      if (share !== null && share !== undefined) td.style.background = `rgba(47, 111, 237, ${0.08 + share * 0.6})`;
+      td.title = `${row.converted_within[String(n)]} of ${row.size} converted within ${n} days`;
+      tr.appendChild(td);
+    });
+    return tr;
+  });
+  table.tBodies[0].replaceChildren(...rows);
+}
+
+async function loadMetrics() {
+  showError("");
+  try {
+    const params = metricParams();
+    const [funnel, cohorts] = await Promise.all([
+      getJSON("/v1/metrics/funnel", params),
+      getJSON("/v1/metrics/trial-cohorts", { ...params, "within-days": undefined }),
+    ]);
+    renderFunnel(funnel.series);
+    renderCohorts(cohorts);
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+// ---------------------------------------------------------------- customers
+
+let nextCursor = null;
+let shown = 0;
+
+const day = (iso) => (iso ? iso.slice(0, 10) : "");
+
+function customerRow(c) {
+  const tr = document.createElement("tr");
+  const status = document.createElement("span");
+  status.className = "status " + c.status;
+  status.textContent = c.status;
+  const statusCell = document.createElement("td");
+  statusCell.appendChild(status);
+  const tags = document.createElement("td");
+  (c.attributes && c.attributes.tags || []).forEach((t) => {
+    const span = document.createElement("span");
+    span.className = "tag";
+    span.textContent = t;
+    tags.appendChild(span);
+  });
+  tr.append(cell(c.name), cell(c.email), cell(c.company), statusCell, cell(day(c.lead_created_at)),
+    cell(day(c.free_trial_started_at)), cell(day(c["customer-since"])), tags, cell(String(c.external_ids.length)));
+  tr.addEventListener("click", () => { window.location.hash = "customer=" + c.uuid; });
+  return tr;
+}
+
+async function loadCustomers(append) {
+  showError("");
+  try {
+    const params = { per_page: 50, q: $("q").value.trim(), status: $("status").value };
+    if (append && nextCursor) params.cursor = nextCursor;
+    const page = await getJSON("/v1/customers", params);
+    const body = $("customers").tBodies[0];
+    const rows = page.entries.map(customerRow);
+    if (append) body.append(...rows); else body.replaceChildren(...rows);
+    shown = (append ? shown : 0) + page.entries.length;
+    nextCursor = page.has_more ? page.cursor : null;
+    $("more").hidden = !page.has_more;
+    $("count").textContent = shown + (page.has_more ? "+ customers" : " customers");
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+async function showDetail() {
+  const match = window.location.hash.match(/customer=([\w-]+)/);
+  const panel = $("detail");
+  if (!match) { panel.hidden = true; return; }
+  try {
+    const c = await getJSON("/v1/customers/" + match[1]);
+    const dl = document.createElement("dl");
+    const add = (k, v) => {
+      const dt = document.createElement("dt"); dt.textContent = k;
+      const dd = document.createElement("dd"); dd.textContent = v === null || v === undefined || v === "" ? "–" : v;
+      dl.append(dt, dd);
+    };
+    add("uuid", c.uuid); add("Name", c.name); add("Email", c.email); add("Company", c.company);
+    add("Status", c.status); add("Owner", c.owner); add("Country", c.country); add("Website", c.website_url);
+    add("Lead created", c.lead_created_at); add("Free trial started", c.free_trial_started_at);
+    add("Customer since", c["customer-since"]); add("External ids", c.external_ids.join(", "));
+    add("Tags", (c.attributes.tags || []).join(", "));
+    add("Custom attributes", JSON.stringify(c.attributes.custom || {}));
+    const title = document.createElement("h2");
+    title.textContent = c.name || c.email || c.uuid;
+    panel.replaceChildren(title, dl);
+    panel.hidden = false;
+    panel.scrollIntoView({ behavior: "smooth", block: "nearest" });
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+// ---------------------------------------------------------------- start
+
+function init() {
+  const today = new Date();
+  const start = new Date(today.getFullYear(), today.getMonth() - 11, 1);
+  $("start").value = isoDay(start);
+  $("end").value = isoDay(today);
+  ["chart-leads", "chart-trials", "chart-rate", "chart-cycle"].forEach((id) => attachTooltip($(id)));
+  $("controls").addEventListener("submit", (event) => { event.preventDefault(); loadMetrics(); });
+  $("search").addEventListener("submit", (event) => { event.preventDefault(); loadCustomers(false); });
+  $("more").addEventListener("click", () => loadCustomers(true));
+  window.addEventListener("hashchange", showDetail);
+  let resizeTimer = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => renderFunnel(lastSeries), 150);
+  });
+  loadMetrics();
+  loadCustomers(false);
+  showDetail();
+}
+
+document.addEventListener("DOMContentLoaded", init);
