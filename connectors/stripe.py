@@ -38,6 +38,7 @@ STRIPE_VERSION = "2024-06-20"
 PAGE_SIZE = 100
 CONCURRENCY = 4
 CHANGE_LOOKBACK_SECONDS = 300
+EVENT_RETENTION_DAYS = 30
 EVENT_TYPES = (
     "customer.created",
     "customer.updated",
@@ -200,6 +201,14 @@ class StripeConnector(Connector):
             # First run or full refresh: the main stream read everything up to now; changes since it
             # began (and a lookback for clock skew) are read right away.
             state = self.change_start(int(self.started_at.timestamp()) - CHANGE_LOOKBACK_SECONDS)
+        age_days = (self._now().timestamp() - int(state["since"])) / 86_400
+        if age_days > EVENT_RETENTION_DAYS:
+            # Stripe keeps events 30 days: reading from an older cursor would silently miss changes.
+            raise ApiError(
+                f"{self.source_name}: the last sync was {age_days:.0f} days ago, beyond Stripe's "
+                f"{EVENT_RETENTION_DAYS}-day event retention; run `funnelsync sync {self.source_name} "
+                "--full-refresh` to read every customer again"
+            )
 
         def request(since: int) -> PageRequest:
             params: dict[str, Any] = {"limit": self.page_size, "created[gte]": since, "types[]": list(EVENT_TYPES)}

@@ -13,6 +13,7 @@ import respx
 from sqlalchemy import Engine, select
 
 from connectors.chargebee import ChargebeeConnector
+from connectors.http import ApiError
 from connectors.recurly import RecurlyConnector
 from connectors.stripe import StripeConnector, first_paid_by_subscription
 from flows.secrets import SecretResolutionError, protect_settings, resolve_settings
@@ -249,3 +250,14 @@ def test_change_made_during_an_interrupted_first_sync_is_not_lost(router: respx.
     trialing.invoices.append(FakeInvoice("inv_mid", sub.id, 2900, first_run + 600))
     sync_source(db_engine, "cb", batch_size=1, sleep_fn=lambda s: None, now=lambda: utc(first_run + 3600))
     assert customer_row(db_engine, trialing.id).subscriber_since == utc(first_run + 600)
+
+
+def test_stripe_events_cursor_older_than_retention_asks_for_full_refresh(router: respx.Router) -> None:
+    fake = StripeFake(n=2)
+    fake.install(router)
+    connector = StripeConnector(fake.settings(), source_name="billing", sleep_fn=lambda s: None)
+    stale = int(time.time()) - 31 * 86_400
+    with pytest.raises(ApiError, match="--full-refresh"):
+        list(connector.read("events", {"since": stale, "watermark": stale}, False))
+    fresh = int(time.time()) - 86_400
+    assert list(connector.read("events", {"since": fresh, "watermark": fresh}, False))
