@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime
@@ -10,6 +10,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -51,12 +52,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def to_epoch_us(value: datetime) -> int:
     """Aware datetime to integer microseconds since the epoch (exact, no float rounding)."""
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (value - _EPOCH) // _ONE_US
 
 
 def from_epoch_us(value: int) -> datetime:
     """Integer microseconds since the epoch to an aware UTC datetime."""
-    from datetime import timedelta
-
     return _EPOCH + timedelta(microseconds=value)

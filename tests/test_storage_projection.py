@@ -92,3 +92,33 @@ def test_lead_status_refused_on_subscriber(db_engine):
             set_manual_edits(conn, cid, {"lead_status": "Working_Lead"})
         with pytest.raises(EditError, match="cannot be edited"):
             set_manual_edits(conn, cid, {"subscriber_since": T0})
+
+
+# ---- the fast path for new customers equals the general rule
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from storage.upsert import _record_fields, new_customer_row  # noqa: E402
+
+_dates = st.one_of(st.none(), st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2040, 1, 1),
+                                           timezones=st.just(timezone.utc)))
+_text = st.one_of(st.none(), st.just(""), st.text(min_size=1, max_size=8))
+_subs = st.one_of(st.none(), st.lists(st.builds(
+    SubscriptionFact, external_id=st.text(min_size=1, max_size=4),
+    state=st.sampled_from(["trialing", "active", "past_due", "cancelled"]), first_paid_at=_dates), max_size=3))
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=_text, email=st.one_of(_text, st.emails()), website=st.one_of(_text, st.just("https://www.Acme.io/x")),
+       lead=_dates, trial=_dates, subs=_subs, tags=st.lists(st.sampled_from(["a", "b", "c"]), max_size=4),
+       status=st.one_of(st.none(), st.sampled_from(["New_Lead", "Working_Lead"])))
+def test_new_customer_row_equals_project(name, email, website, lead, trial, subs, tags, status):
+    rec = SourceCustomerRecord("x", name=name, email=email, website_url=website, lead_created_at=lead,
+                               free_trial_started_at=trial, subscriptions=subs, tags=tags, lead_status=status,
+                               custom={"k": 1})
+    expected = project([_record_fields(rec)],
+                       [{"state": s.state, "first_paid_at": s.first_paid_at} for s in subs or ()], {})
+    row = new_customer_row(rec, 1, T0)
+    for key, value in expected.items():
+        assert row[key] == value, key
