@@ -308,7 +308,7 @@ class GoCardlessConnector(Connector):
         events = self._list_all("events", {"created_at[gt]": since})
         # The API lists newest first; applying oldest first lets each batch's cursor be a safe resume point.
         events.sort(key=lambda e: (str(e.get("created_at")), str(e.get("id"))))
-        resolver = _CustomerResolver(self.client)
+        resolver = CustomerResolver(self.client)
         chunk = max(1, self.page_size // 5)
         for start in range(0, len(events), chunk):
             part = events[start : start + chunk]
@@ -351,7 +351,7 @@ class GoCardlessConnector(Connector):
         return map_customer(customer, activity)
 
 
-class _CustomerResolver:
+class CustomerResolver:
     """Finds the customer an event is about, following payment → mandate → customer links (cached)."""
 
     def __init__(self, client: HttpClient) -> None:

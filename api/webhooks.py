@@ -1,0 +1,404 @@
+"""Webhook receivers: ``POST /webhooks/{source_name}`` for Stripe, Chargebee, Recurly, Braintree, GoCardless.
+
+These routes do not take the API key: each request authenticates by the integration's own signature
+(or, for Chargebee, the HTTP Basic pair configured on the webhook), checked over the RAW body by the
+pure functions of ``connectors.webhooks``. The order of work is what keeps SPEC section 8's promise
+that a bad webhook stores nothing:
+
+1. read the raw body, refusing more than ``MAX_BODY_BYTES`` (413) before reading it all;
+2. verify the signature against the source's settings (401, nothing stored);
+3. parse the payload (422 when it is not what the integration sends);
+4. find the affected customers and re-read each through the source's connector (``fetch_record``):
+   events of Recurly, GoCardless and Braintree are thin, and re-reading also gives the complete set of
+   subscriptions a record must carry; the connector applies the integration's rule (a GoCardless
+   customer without a payment, a Braintree customer without subscription or transaction, is skipped);
+5. upsert all records in ONE transaction (``storage.upsert.upsert_records``).
+
+A failure to re-read from the vendor answers 502, so the vendor retries the delivery later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from sqlalchemy import Engine
+
+from connectors.base import Connector, SettingsError
+from connectors.gocardless import CustomerResolver
+from connectors.http import ApiError, ConnectorError
+from connectors.registry import connector_class
+from connectors.webhooks import (
+    WebhookPayloadError,
+    WebhookSignatureError,
+    braintree_challenge_response,
+    parse_braintree_notification,
+    verify_basic_auth,
+    verify_braintree_signature,
+    verify_gocardless_signature,
+    verify_recurly_signature,
+    verify_stripe_signature,
+)
+from flows.secrets import SecretResolutionError, resolve_settings
+from funnelsync.records import SourceCustomerRecord
+from storage.sources import get_source
+from storage.upsert import upsert_records
+
+MAX_BODY_BYTES = 1024 * 1024
+WEBHOOK_KINDS = ("stripe", "chargebee", "recurly", "braintree", "gocardless")
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["webhooks"])
+
+ConnectorFactory = Callable[[str, str, Mapping[str, Any]], Connector]
+
+
+class WebhookRejected(Exception):
+    """A delivery refused with an HTTP status and a one-line reason (never a secret)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass
+class ParsedDelivery:
+    """What a verified delivery is about: its event names and how to find the affected customers."""
+
+    events: list[str]
+    customer_ids: list[str] = field(default_factory=list)
+    # Objects whose customer must be looked up through the connector: (object type, id).
+    lookups: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _default_connector(kind: str, name: str, settings: Mapping[str, Any]) -> Connector:
+    return connector_class(kind)(settings, source_name=name)
+
+
+# --- reading the body -----------------------------------------------------------------------------
+
+
+async def read_body_limited(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The raw body, byte for byte, or ``WebhookRejected(413)`` as soon as it exceeds ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise WebhookRejected(413, f"webhook body of {declared} bytes exceeds the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise WebhookRejected(413, f"webhook body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(body: bytes, kind: str) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookRejected(422, f"{kind} webhook body is not JSON") from None
+
+
+def _dict(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise WebhookRejected(422, f"{what} is missing or not an object")
+    return value
+
+
+# --- per integration: verify, then say which customers the delivery is about ----------------------
+
+
+def _stripe(settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes) -> ParsedDelivery:
+    verify_stripe_signature(body, headers.get("stripe-signature"), str(settings.get("webhook_secret") or ""))
+    event = _dict(_json(body, "Stripe"), "Stripe event")
+    obj = _dict(_dict(event.get("data"), "Stripe event data").get("object"), "Stripe event data.object")
+    event_type = str(event.get("type") or "")
+    if obj.get("object") == "customer":
+        customer = obj.get("id")
+    else:
+        customer = obj.get("customer")
+        customer = customer.get("id") if isinstance(customer, dict) else customer
+    if event_type == "customer.deleted" or not customer:
+        return ParsedDelivery([event_type])
+    return ParsedDelivery([event_type], [str(customer)])
+
+
+def _chargebee(settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes) -> ParsedDelivery:
+    verify_basic_auth(
+        headers.get("authorization"),
+        str(settings.get("webhook_username") or ""),
+        str(settings.get("webhook_password") or ""),
+    )
+    event = _dict(_json(body, "Chargebee"), "Chargebee event")
+    content = _dict(event.get("content"), "Chargebee event content")
+    customer = (content.get("customer") or {}).get("id") or (content.get("subscription") or {}).get(
+        "customer_id"
+    )
+    event_type = str(event.get("event_type") or "")
+    if not customer or event_type == "customer_deleted":
+        return ParsedDelivery([event_type])
+    return ParsedDelivery([event_type], [str(customer)])
+
+
+def _recurly(settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes) -> ParsedDelivery:
+    verify_recurly_signature(
+        body, headers.get("recurly-signature"), str(settings.get("webhook_secret") or "")
+    )
+    note = _dict(_json(body, "Recurly"), "Recurly notification")
+    object_type, object_id = note.get("object_type"), note.get("id")
+    if not isinstance(object_type, str) or not object_id:
+        raise WebhookRejected(422, "Recurly notification lacks object_type or id")
+    event = f"{object_type}.{note.get('event_type')}"
+    if object_type == "account":
+        return ParsedDelivery([event], [str(object_id)])
+    return ParsedDelivery([event], lookups=[(object_type, str(object_id))])
+
+
+def _gocardless(settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes) -> ParsedDelivery:
+    verify_gocardless_signature(
+        body, headers.get("webhook-signature"), str(settings.get("webhook_secret") or "")
+    )
+    payload = _dict(_json(body, "GoCardless"), "GoCardless webhook")
+    events = payload.get("events")
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise WebhookRejected(422, "GoCardless webhook lacks an events list")
+    parsed = ParsedDelivery([f"{e.get('resource_type')}.{e.get('action')}" for e in events])
+    for event in events:
+        links = event.get("links") or {}
+        for kind in ("customer", "mandate", "payment", "subscription"):
+            if links.get(kind):
+                parsed.lookups.append((kind, str(links[kind])))
+                break
+    return parsed
+
+
+def _braintree(settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes) -> ParsedDelivery:
+    try:
+        form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise WebhookRejected(422, "Braintree webhook body is not form-encoded text") from None
+    signature = next(iter(form.get("bt_signature") or []), None)
+    payload = next(iter(form.get("bt_payload") or []), None)
+    verify_braintree_signature(
+        signature, payload, str(settings.get("public_key") or ""), str(settings.get("private_key") or "")
+    )
+    assert payload is not None  # verified above
+    try:
+        note = parse_braintree_notification(payload)
+    except WebhookPayloadError as exc:
+        raise WebhookRejected(422, str(exc)) from None
+    parsed = ParsedDelivery([note.kind])
+    subject = note.subject
+    if note.subject_type == "subscription":
+        for transaction in subject.get("transactions") or []:
+            owner = (transaction.get("customer") or {}).get("id") if isinstance(transaction, dict) else None
+            if owner:
+                parsed.customer_ids.append(str(owner))
+                break
+        else:
+            if subject.get("payment_method_token"):
+                parsed.lookups.append(("payment_method", str(subject["payment_method_token"])))
+    elif note.subject_type == "transaction":
+        owner = (subject.get("customer") or {}).get("id") or subject.get("customer_id")
+        if owner:
+            parsed.customer_ids.append(str(owner))
+    elif note.subject_type == "customer" and subject.get("id"):
+        parsed.customer_ids.append(str(subject["id"]))
+    return parsed
+
+
+PARSERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, str], bytes], ParsedDelivery]] = {
+    "stripe": _stripe,
+    "chargebee": _chargebee,
+    "recurly": _recurly,
+    "gocardless": _gocardless,
+    "braintree": _braintree,
+}
+
+
+# --- from the delivery to records -----------------------------------------------------------------
+
+
+def _lookup_customers(kind: str, connector: Any, lookups: list[tuple[str, str]]) -> list[str]:
+    """Customer ids for objects a thin event names, read through the connector."""
+    found: list[str] = []
+    if kind == "gocardless":
+        resolver = CustomerResolver(connector.client)
+        for object_type, object_id in lookups:
+            owner = resolver.customer_of_event({"links": {object_type: object_id}})
+            if owner:
+                found.append(owner)
+    elif kind == "braintree":
+        for _, token in lookups:
+            owner = connector.customer_of_token(token)
+            if owner:
+                found.append(owner)
+    elif kind == "recurly":
+        for object_type, object_id in lookups:
+            path = RECURLY_OBJECT_PATHS.get(object_type)
+            if path is None:
+                continue
+            try:
+                item = connector.client.get_json(f"{path}/{quote(object_id, safe='')}")
+            except ApiError as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            account = (item or {}).get("account") or {}
+            if account.get("id"):
+                found.append(str(account["id"]))
+    return found
+
+
+# Recurly notification object types whose object names its account (``account.id``).
+RECURLY_OBJECT_PATHS = {
+    "subscription": "/subscriptions",
+    "invoice": "/invoices",
+    "charge_invoice": "/invoices",
+    "credit_invoice": "/invoices",
+    "payment": "/transactions",
+    "transaction": "/transactions",
+}
+
+
+def fetch_record(kind: str, connector: Any, customer_id: str) -> SourceCustomerRecord | None:
+    """One customer re-read now, through the connector's ``fetch_record`` or its ``records_for``."""
+    if hasattr(connector, "fetch_record"):
+        return connector.fetch_record(customer_id)
+    path = {"stripe": "/v1/customers", "chargebee": "/customers", "recurly": "/accounts"}.get(kind)
+    if path is None or not hasattr(connector, "records_for"):
+        raise WebhookRejected(501, f"the {kind} connector cannot re-read one customer")
+    try:
+        item = connector.client.get_json(f"{path}/{quote(customer_id, safe='')}")
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    if kind == "chargebee":
+        item = (item or {}).get("customer")
+    if not item or item.get("deleted") is True:
+        return None
+    records = connector.records_for([item])
+    return records[0] if records else None
+
+
+def records_for_delivery(kind: str, connector: Any, parsed: ParsedDelivery) -> list[SourceCustomerRecord]:
+    """Re-read every affected customer (once) through the connector; the connector applies the rule."""
+    ids = list(dict.fromkeys(parsed.customer_ids + _lookup_customers(kind, connector, parsed.lookups)))
+    records = []
+    for customer_id in ids:
+        record = fetch_record(kind, connector, customer_id)
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def handle_webhook(
+    engine: Engine,
+    source_name: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    connector_factory: ConnectorFactory = _default_connector,
+) -> dict[str, Any]:
+    """Verify, parse, re-read and store one delivery; the counts as a JSON-ready dict.
+
+    Raises:
+        WebhookRejected: 404 unknown source or kind without webhooks, 401 bad signature, 422 bad
+            payload, 500 unusable settings, 502 the vendor could not be read.
+    """
+    with engine.connect() as conn:
+        source = get_source(conn, source_name)
+    if source is None:
+        raise WebhookRejected(404, f"no data source named {source_name!r}")
+    kind = str(source.kind)
+    parser = PARSERS.get(kind)
+    if parser is None:
+        raise WebhookRejected(
+            404, f"data source {source_name!r} is of kind {kind}, which has no webhooks here"
+        )
+    try:
+        settings = resolve_settings(source.settings or {})
+    except SecretResolutionError as exc:
+        log.error("webhook for %s: %s", source_name, exc)
+        raise WebhookRejected(500, f"settings of source {source_name!r} cannot be resolved: {exc}") from None
+    try:
+        parsed = parser(settings, {k.lower(): v for k, v in headers.items()}, body)
+    except WebhookSignatureError as exc:
+        log.warning("webhook for %s refused: %s", source_name, exc)
+        raise WebhookRejected(401, str(exc)) from None
+    except WebhookPayloadError as exc:
+        raise WebhookRejected(422, str(exc)) from None
+    try:
+        with connector_factory(kind, str(source.name), settings) as connector:
+            records = records_for_delivery(kind, connector, parsed)
+    except SettingsError as exc:
+        raise WebhookRejected(500, str(exc)) from None
+    except ConnectorError as exc:
+        log.error("webhook for %s: re-reading from %s failed: %s", source_name, kind, exc)
+        raise WebhookRejected(502, f"could not re-read the affected customers from {kind}: {exc}") from None
+    with engine.begin() as conn:
+        result = upsert_records(conn, source.id, records)
+    return {
+        "source": str(source.name),
+        "kind": kind,
+        "events": parsed.events,
+        "customers": [r.external_id for r in records],
+        "created": result.created,
+        "updated": result.updated,
+        "unchanged": result.unchanged,
+    }
+
+
+def _error(exc: WebhookRejected) -> JSONResponse:
+    return JSONResponse({"error": exc.detail}, status_code=exc.status)
+
+
+@router.post("/webhooks/{source_name}")
+async def receive_webhook(source_name: str, request: Request) -> Response:
+    """Receive one webhook delivery for the data source ``source_name`` (no API key: signed instead)."""
+    try:
+        body = await read_body_limited(request)
+        factory = getattr(request.app.state, "webhook_connector_factory", None) or _default_connector
+        outcome = await run_in_threadpool(
+            handle_webhook, request.app.state.engine, source_name, dict(request.headers), body, factory
+        )
+    except WebhookRejected as exc:
+        return _error(exc)
+    return JSONResponse(outcome)
+
+
+@router.get("/webhooks/{source_name}")
+async def braintree_challenge(
+    source_name: str, request: Request, bt_challenge: str | None = None
+) -> Response:
+    """Braintree's endpoint check: ``GET ?bt_challenge=…`` answered with ``public_key|HMAC``."""
+    engine: Engine = request.app.state.engine
+
+    def answer() -> str:
+        with engine.connect() as conn:
+            source = get_source(conn, source_name)
+        if source is None or source.kind != "braintree" or not bt_challenge:
+            raise WebhookRejected(404, "no Braintree source with that name, or no bt_challenge")
+        try:
+            settings = resolve_settings(source.settings or {})
+            return braintree_challenge_response(
+                bt_challenge, str(settings.get("public_key") or ""), str(settings.get("private_key") or "")
+            )
+        except (WebhookPayloadError, WebhookSignatureError) as exc:
+            raise WebhookRejected(422, str(exc)) from None
+        except SecretResolutionError as exc:
+            raise WebhookRejected(500, str(exc)) from None
+
+    try:
+        return PlainTextResponse(await run_in_threadpool(answer))
+    except WebhookRejected as exc:
+        return _error(exc)

@@ -1,0 +1,329 @@
+"""Webhook receivers: a verified delivery stores the affected customer, a bad signature gets 401 and
+stores nothing, an oversized body 413, a malformed payload 422; no API key is needed (signature instead)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import httpx
+import pytest
+import respx
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, select
+
+from api.app import create_app
+from funnelsync.records import SourceCustomerRecord, SubscriptionFact
+from storage.schema import source_customers, subscriptions
+from storage.sources import create_source
+from tests import fake_braintree, fake_gocardless
+
+GC_SECRET = "gc-webhook-secret-123"
+FIXTURES = Path(__file__).parent / "fixtures" / "payloads"
+
+
+def stored(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(conn.execute(select(source_customers.c.external_id)).scalars())
+
+
+def sub_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(subscriptions)).scalar_one()
+
+
+def add_source(engine: Engine, name: str, kind: str, settings: dict[str, Any]) -> None:
+    with engine.begin() as conn:
+        create_source(conn, name, kind, settings)
+
+
+# --- GoCardless, end to end against the fake API --------------------------------------------------
+
+
+def gc_setup(engine: Engine) -> tuple[TestClient, fake_gocardless.FakeGoCardless]:
+    add_source(
+        engine, "gc", "gocardless", {"access_token": fake_gocardless.TOKEN, "webhook_secret": GC_SECRET}
+    )
+    fake = fake_gocardless.populated(4)
+    fake.install()
+    return TestClient(create_app(engine)), fake
+
+
+def gc_body(links: dict[str, str]) -> bytes:
+    event = {
+        "id": "EV123",
+        "created_at": "2025-06-02T09:00:00.000Z",
+        "resource_type": "payments",
+        "action": "confirmed",
+        "links": links,
+        "details": {"origin": "gocardless", "cause": "payment_confirmed"},
+    }
+    return json.dumps({"events": [event], "meta": {"webhook_id": "WB123"}}).encode()
+
+
+def gc_sign(body: bytes, secret: str = GC_SECRET) -> dict[str, str]:
+    return {
+        "Webhook-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
+        "Content-Type": "application/json",
+    }
+
+
+@respx.mock
+def test_gocardless_verified_event_stores_the_customer(db_engine: Engine) -> None:
+    client, fake = gc_setup(db_engine)
+    payment_id = fake.data["payments"][0]["id"]  # belongs to customer 0
+    body = gc_body({"payment": payment_id})
+    response = client.post("/webhooks/gc", content=body, headers=gc_sign(body))
+    assert response.status_code == 200, response.text
+    assert response.json()["customers"] == ["CU000000000000"] and response.json()["created"] == 1
+    assert stored(db_engine) == ["CU000000000000"] and sub_count(db_engine) == 1
+    # The same delivery again changes nothing.
+    again = client.post("/webhooks/gc", content=body, headers=gc_sign(body))
+    assert again.json()["unchanged"] == 1 and again.json()["created"] == 0
+
+
+@respx.mock
+def test_gocardless_event_about_a_payment_less_customer_stores_nothing(db_engine: Engine) -> None:
+    client, _ = gc_setup(db_engine)
+    body = gc_body({"customer": "CU000000000001"})  # a lead without payment: the SPEC rule skips it
+    response = client.post("/webhooks/gc", content=body, headers=gc_sign(body))
+    assert response.status_code == 200 and response.json()["customers"] == []
+    assert stored(db_engine) == []
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Webhook-Signature": "0" * 64}, gc_sign(gc_body({"payment": "x"}), secret="wrong-secret")],
+)
+def test_gocardless_bad_signature_is_401_and_stores_nothing(
+    db_engine: Engine, headers: dict[str, str]
+) -> None:
+    client, fake = gc_setup(db_engine)
+    body = gc_body({"payment": fake.data["payments"][0]["id"]})
+    response = client.post("/webhooks/gc", content=body, headers=headers)
+    assert response.status_code == 401 and "Webhook-Signature" in response.json()["error"]
+    assert GC_SECRET not in response.text
+    assert stored(db_engine) == [] and fake.requests == []  # nothing stored, vendor not even asked
+
+
+@respx.mock
+def test_tampered_body_is_401(db_engine: Engine) -> None:
+    client, fake = gc_setup(db_engine)
+    body = gc_body({"payment": fake.data["payments"][0]["id"]})
+    headers = gc_sign(body)
+    response = client.post("/webhooks/gc", content=body.replace(b"confirmed", b"failed"), headers=headers)
+    assert response.status_code == 401 and stored(db_engine) == []
+
+
+@respx.mock
+def test_official_gocardless_vector_passes_verification(db_engine: Engine) -> None:
+    vector = json.loads((FIXTURES / "gocardless" / "webhook_signature_vector.json").read_text())
+    add_source(
+        db_engine, "gc-official", "gocardless", {"access_token": "t", "webhook_secret": vector["secret"]}
+    )
+    body = (FIXTURES / "gocardless" / "webhook_body.json").read_bytes().rstrip(b"\n")
+    respx.get(url__startswith="https://api.gocardless.com/").mock(return_value=httpx.Response(404, json={}))
+    response = TestClient(create_app(db_engine)).post(
+        "/webhooks/gc-official", content=body, headers={"Webhook-Signature": vector["header_value"]}
+    )
+    # Authentic; the objects it names do not exist in this account, so nothing is stored.
+    assert response.status_code == 200, response.text
+    assert response.json()["events"] == ["subscriptions.created", "mandates.created"]
+
+
+@respx.mock
+def test_oversized_body_is_413_and_stores_nothing(db_engine: Engine) -> None:
+    client, _ = gc_setup(db_engine)
+    body = b"{" + b" " * (1024 * 1024) + b"}"
+    response = client.post("/webhooks/gc", content=body, headers=gc_sign(body))
+    assert response.status_code == 413 and stored(db_engine) == []
+
+
+@respx.mock
+def test_malformed_payload_with_good_signature_is_422(db_engine: Engine) -> None:
+    client, _ = gc_setup(db_engine)
+    for body in (b"not json", b'{"events": "nope"}', b"[]"):
+        response = client.post("/webhooks/gc", content=body, headers=gc_sign(body))
+        assert response.status_code == 422, body
+    assert stored(db_engine) == []
+
+
+@respx.mock
+def test_vendor_refusing_the_re_read_is_502_and_stores_nothing(db_engine: Engine) -> None:
+    add_source(
+        db_engine, "gc", "gocardless", {"access_token": "revoked_token_xyz", "webhook_secret": GC_SECRET}
+    )
+    fake = fake_gocardless.populated(2)
+    fake.install()
+    body = gc_body({"customer": "CU000000000000"})
+    response = TestClient(create_app(db_engine)).post("/webhooks/gc", content=body, headers=gc_sign(body))
+    assert response.status_code == 502 and "revoked_token_xyz" not in response.text
+    assert stored(db_engine) == []
+
+
+def test_unknown_source_and_kind_without_webhooks_are_404(db_engine: Engine) -> None:
+    add_source(db_engine, "sheet", "csv", {})
+    client = TestClient(create_app(db_engine))
+    assert client.post("/webhooks/nope", content=b"{}").status_code == 404
+    assert client.post("/webhooks/sheet", content=b"{}").status_code == 404
+
+
+# --- Braintree, end to end against the fake API ---------------------------------------------------
+
+
+def bt_form(xml: bytes, private: str = fake_braintree.PRIVATE) -> dict[str, str]:
+    payload = base64.encodebytes(xml).decode()
+    digest = hmac.new(hashlib.sha1(private.encode()).digest(), payload.encode(), hashlib.sha1).hexdigest()
+    return {"bt_signature": f"{fake_braintree.PUBLIC}|{digest}", "bt_payload": payload}
+
+
+def bt_notification(kind: str, subject: str) -> bytes:
+    return (
+        f'<notification><timestamp type="datetime">2025-06-02T10:00:00Z</timestamp><kind>{kind}</kind>'
+        f"<subject>{subject}</subject></notification>"
+    ).encode()
+
+
+@respx.mock
+def test_braintree_subscription_notification_re_reads_the_owner(db_engine: Engine) -> None:
+    add_source(db_engine, "bt", "braintree", dict(fake_braintree.SETTINGS))
+    fake = fake_braintree.populated(3)
+    fake.add_subscription(
+        "bt_cust_00002",
+        "sub_late",
+        created=datetime(2025, 6, 1, tzinfo=UTC),
+        first_billing=date(2025, 6, 15),
+        trial=(14, "day"),
+    )
+    fake.install()
+    xml = bt_notification(
+        "subscription_went_active",
+        "<subscription><id>sub_late</id><payment-method-token>tok_2_0</payment-method-token>"
+        '<transactions type="array"/></subscription>',
+    )
+    client = TestClient(create_app(db_engine))
+    response = client.post("/webhooks/bt", data=bt_form(xml))
+    assert response.status_code == 200, response.text
+    assert response.json()["customers"] == ["bt_cust_00002"] and stored(db_engine) == ["bt_cust_00002"]
+    bad = client.post("/webhooks/bt", data=bt_form(xml, private="other_private_key"))
+    assert bad.status_code == 401
+
+
+@respx.mock
+def test_braintree_challenge(db_engine: Engine) -> None:
+    add_source(
+        db_engine,
+        "bt",
+        "braintree",
+        {
+            **fake_braintree.SETTINGS,
+            "public_key": "integration_public_key",
+            "private_key": "integration_private_key",
+        },
+    )
+    response = TestClient(create_app(db_engine)).get(
+        "/webhooks/bt", params={"bt_challenge": "20f9f8ed05f77439fe955c977e4c8a53"}
+    )
+    assert response.status_code == 200
+    assert response.text == "integration_public_key|d9b899556c966b3f06945ec21311865d35df3ce4"
+
+
+# --- Stripe, Chargebee, Recurly: verification and dispatch with a stand-in connector ---------------
+
+
+class StandInConnector:
+    """Stands for a connector: records which customer it was asked for and answers one record."""
+
+    asked: ClassVar[list[str]] = []
+
+    def __init__(self, kind: str, name: str, settings: Any) -> None:
+        self.client = self
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def get_json(self, url: str) -> dict[str, Any]:  # Recurly: the object names its account
+        return {"id": url.rsplit("/", 1)[1], "account": {"id": "acct_from_lookup"}}
+
+    def fetch_record(self, customer_id: str) -> SourceCustomerRecord:
+        StandInConnector.asked.append(customer_id)
+        return SourceCustomerRecord(
+            external_id=customer_id,
+            email=f"{customer_id}@example.com",
+            subscriptions=[
+                SubscriptionFact("sub_1", "trialing", trial_started_at=datetime(2025, 6, 1, tzinfo=UTC))
+            ],
+        )
+
+
+def stand_in_client(engine: Engine) -> TestClient:
+    app = create_app(engine)
+    app.state.webhook_connector_factory = StandInConnector
+    StandInConnector.asked = []
+    return TestClient(app)
+
+
+def test_stripe_signed_event_stores_and_stale_one_is_refused(db_engine: Engine) -> None:
+    add_source(db_engine, "st", "stripe", {"api_key": "sk_test_x", "webhook_secret": "whsec_abc"})
+    client = stand_in_client(db_engine)
+    body = json.dumps(
+        {
+            "id": "evt_1",
+            "type": "customer.subscription.created",
+            "data": {"object": {"id": "sub_1", "object": "subscription", "customer": "cus_42"}},
+        }
+    ).encode()
+
+    def header(t: int) -> dict[str, str]:
+        sig = hmac.new(b"whsec_abc", f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+        return {"Stripe-Signature": f"t={t},v1={sig}"}
+
+    stale = client.post("/webhooks/st", content=body, headers=header(int(time.time()) - 3600))
+    assert stale.status_code == 401 and "tolerance" in stale.json()["error"] and stored(db_engine) == []
+    ok = client.post("/webhooks/st", content=body, headers=header(int(time.time())))
+    assert ok.status_code == 200 and StandInConnector.asked == ["cus_42"] and stored(db_engine) == ["cus_42"]
+
+
+def test_chargebee_basic_auth(db_engine: Engine) -> None:
+    add_source(
+        db_engine,
+        "cb",
+        "chargebee",
+        {"site": "acme", "api_key": "k", "webhook_username": "hook", "webhook_password": "pw"},
+    )
+    client = stand_in_client(db_engine)
+    body = json.dumps(
+        {
+            "id": "ev_1",
+            "event_type": "subscription_activated",
+            "object": "event",
+            "content": {"subscription": {"id": "s1", "customer_id": "cb_7"}},
+        }
+    ).encode()
+    assert client.post("/webhooks/cb", content=body, auth=("hook", "wrong")).status_code == 401
+    assert client.post("/webhooks/cb", content=body).status_code == 401
+    ok = client.post("/webhooks/cb", content=body, auth=("hook", "pw"))
+    assert ok.status_code == 200 and stored(db_engine) == ["cb_7"]
+
+
+def test_recurly_thin_notification_is_resolved_to_its_account(db_engine: Engine) -> None:
+    add_source(db_engine, "rc", "recurly", {"api_key": "k", "webhook_secret": "rc-secret"})
+    client = stand_in_client(db_engine)
+    body = (FIXTURES / "recurly" / "webhook_new_subscription.json").read_bytes()
+    ts = int(time.time() * 1000)
+    sig = hmac.new(b"rc-secret", f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    ok = client.post("/webhooks/rc", content=body, headers={"recurly-signature": f"{ts},{sig}"})
+    assert ok.status_code == 200, ok.text
+    assert StandInConnector.asked == ["acct_from_lookup"] and stored(db_engine) == ["acct_from_lookup"]
+    bad = client.post("/webhooks/rc", content=body, headers={"recurly-signature": f"{ts},{'0' * 64}"})
+    assert bad.status_code == 401
