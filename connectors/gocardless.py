@@ -104,7 +104,7 @@ def map_subscription(
     own = [p for p in payments if (p.get("links") or {}).get("subscription") == subscription["id"]]
     state = SUBSCRIPTION_STATES.get(str(subscription.get("status")), "active")
     if state == "active" and own:
-        latest = max(own, key=lambda p: (p.get("charge_date") or "", p.get("created_at") or ""))
+        latest = max(own, key=_payment_order)
         if latest.get("status") in FAILED_PAYMENT_STATUSES:
             state = "past_due"
     cancelled_at = None
@@ -173,8 +173,10 @@ def index_activity(
 ) -> dict[str, CustomerActivity]:
     """Group subscriptions and payments by customer id through their mandates.
 
-    Memory is one small dict per mandate and per subscription/payment kept for mapping; nothing of
-    it is persisted (the sync cursor stays a single value).
+    Payments stream through: per customer only the ones the mapping can use are kept (per
+    subscription the earliest collected non-zero payment and the latest payment; otherwise one
+    marker that the customer has a payment), so memory grows with subscriptions, not with years of
+    monthly payments. Nothing of it is persisted (the sync cursor stays a single value).
     """
     customer_of_mandate = {
         str(m["id"]): str((m.get("links") or {}).get("customer")) for m in mandates if m.get("links")
@@ -184,11 +186,27 @@ def index_activity(
         owner = customer_of_mandate.get(str((subscription.get("links") or {}).get("mandate")))
         if owner:
             by_customer.setdefault(owner, CustomerActivity()).subscriptions.append(dict(subscription))
+    kept: dict[tuple[str, str | None], dict[str, dict[str, Any]]] = {}
     for payment in payments:
         owner = customer_of_mandate.get(str((payment.get("links") or {}).get("mandate")))
-        if owner:
-            by_customer.setdefault(owner, CustomerActivity()).payments.append(_slim_payment(payment))
+        if not owner:
+            continue
+        slim = _slim_payment(payment)
+        slot = kept.setdefault((owner, slim["links"]["subscription"]), {})
+        if "latest" not in slot or _payment_order(slim) > _payment_order(slot["latest"]):
+            slot["latest"] = slim
+        if slim["status"] in COLLECTED_PAYMENT_STATUSES and _amount(slim) > 0:
+            first = slot.get("first_collected")
+            if first is None or _payment_order(slim) < _payment_order(first):
+                slot["first_collected"] = slim
+    for (owner, _), slot in kept.items():
+        activity = by_customer.setdefault(owner, CustomerActivity())
+        activity.payments.extend({id(p): p for p in slot.values()}.values())
     return by_customer
+
+
+def _payment_order(payment: Mapping[str, Any]) -> tuple[str, str]:
+    return (str(payment.get("charge_date") or ""), str(payment.get("created_at") or ""))
 
 
 def _slim_payment(payment: Mapping[str, Any]) -> dict[str, Any]:
@@ -261,7 +279,11 @@ class GoCardlessConnector(Connector):
         return fetch_pages(self.client, request, AfterCursorPaginator(resource))
 
     def _list_all(self, resource: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        return [item for page in self._list(resource, params) for item in page.items]
+        return list(self._iter_all(resource, params))
+
+    def _iter_all(self, resource: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        for page in self._list(resource, params):
+            yield from page.items
 
     def read_customers(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
         """The reader of stream ``customers`` (see the class docstring)."""
@@ -277,7 +299,7 @@ class GoCardlessConnector(Connector):
         # Changes made while we list are picked up by the next incremental run from this moment.
         watermark = state.get("watermark") or _iso(self.started_at - LOOKBACK)
         activity = index_activity(
-            self._list_all("mandates"), self._list_all("subscriptions"), self._list_all("payments")
+            self._list_all("mandates"), self._iter_all("subscriptions"), self._iter_all("payments")
         )
         request = PageRequest("/customers", params={"limit": self.page_size})
         pages = fetch_pages(

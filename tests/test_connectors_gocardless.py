@@ -14,6 +14,7 @@ from connectors.gocardless import (
     CustomerActivity,
     GoCardlessConnector,
     first_paid_at,
+    index_activity,
     map_customer,
     map_subscription,
     should_import,
@@ -272,3 +273,19 @@ def test_fetch_record_for_webhooks() -> None:
     record = conn.fetch_record("CU000000000002")
     assert record is not None and record.subscriptions[0].first_paid_at is not None
     assert conn.fetch_record("CU999999999999") is None  # gone
+
+
+def test_index_activity_keeps_only_the_payments_the_mapping_needs() -> None:
+    mandates = [{"id": "MD1", "links": {"customer": "CU1"}}, {"id": "MD2", "links": {"customer": "CU2"}}]
+    subs = [{"id": "SB1", "status": "active", "links": {"mandate": "MD1"}}]
+    monthly = [payment("paid_out", 1500, f"2024-{m:02d}-01") for m in range(1, 13)]
+    monthly.append(payment("failed", 1500, "2025-01-01"))
+    one_off = [
+        payment("pending_submission", 500, "2025-01-02", subscription=None) | {"links": {"mandate": "MD2"}}
+    ]
+    activity = index_activity(mandates, subs, iter(monthly + one_off))
+    kept = activity["CU1"].payments
+    assert len(kept) == 2  # the first collected one and the latest one
+    fact = map_subscription(subs[0], kept, UTC_TZ)
+    assert fact.first_paid_at == datetime(2024, 1, 1, tzinfo=UTC) and fact.state == "past_due"
+    assert should_import(activity["CU2"], full_refresh=False) and activity["CU2"].subscriptions == []
