@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from connectors.base import Batch, Connector, Setting, Stream
+from connectors.base import Batch, ChunkBuffer, Connector, Setting, Stream
 from connectors.http import ApiError, CredentialsError, HttpClient, graphql_resource_limited
 from connectors.paging import GraphQLCursorPaginator, Page, PageRequest, fetch_pages, id_batches
 from connectors.webhooks import xml_to_dict
@@ -322,9 +322,9 @@ class BraintreeConnector(Connector):
         Setting("private_key", secret=True, required=True, help="API private key"),
         Setting("base_url", default=GRAPHQL_URL, help=f"GraphQL endpoint; sandbox: {SANDBOX_GRAPHQL_URL}"),
         Setting("gateway_url", default=GATEWAY_URL, help=f"XML gateway; sandbox: {SANDBOX_GATEWAY_URL}"),
-        Setting("page_size", default=CUSTOMER_PAGE_SIZE, help="customers per GraphQL page (1-50)"),
+        Setting("page_size", default=CUSTOMER_PAGE_SIZE, cast=int, help="customers per GraphQL page (1-50)"),
     )
-    streams = (Stream(name="customers", key="legacyId", cursor_field="created_at", reader="read_customers"),)
+    streams = (Stream(name="customers", key="legacyId", cursor_field="createdAt", reader="read_customers"),)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -476,27 +476,34 @@ class BraintreeConnector(Connector):
     # -- the stream -------------------------------------------------------------------------------
 
     def read_customers(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
-        """The reader of stream ``customers`` (see the class docstring)."""
-        if full_refresh or not state.get("created_at") or state.get("listing"):
+        """The reader of stream ``customers`` (see the class docstring).
+
+        State: ``since`` (None until the first import finished), ``page_token`` (the GraphQL
+        ``endCursor`` of an interrupted first import) and ``watermark``.
+        """
+        if full_refresh or not state.get("since") or state.get("page_token"):
             yield from self._read_all(state)
         else:
-            yield from self._read_changes(str(state["created_at"]))
+            yield from self._read_changes(str(state["since"]))
 
     def _read_all(self, state: dict[str, Any]) -> Iterator[Batch]:
         tz = account_timezone()
         watermark = state.get("watermark") or _iso(self.started_at - LOOKBACK)
         by_token = self.subscriptions_by_token({})
-        for page in self.customer_pages({}, start_token=state.get("after")):
+        buffer = ChunkBuffer(self.batch_size)
+        for page in self.customer_pages({}, start_token=state.get("page_token")):
             records = []
             for node in page.items:
                 subscriptions = [s for t in payment_method_tokens(node) for s in by_token.get(t, [])]
                 records.append(map_customer(node, subscriptions, tz))
+            last = page.next_token is None
             cursor: dict[str, Any] = (
-                {"created_at": watermark}
-                if page.next_token is None
-                else {"listing": True, "after": page.next_token, "watermark": watermark}
+                {"since": watermark, "watermark": watermark}
+                if last
+                else {"since": state.get("since"), "page_token": page.next_token, "watermark": watermark}
             )
-            yield Batch("customers", records, cursor, len(page.items))
+            if buffer.add(records, len(page.items)) or last:
+                yield buffer.flush("customers", cursor)
 
     def _read_changes(self, since: str) -> Iterator[Batch]:
         tz = account_timezone()
@@ -529,7 +536,7 @@ class BraintreeConnector(Connector):
                     transacted.add(owner)
         ids = list(affected)
         if not ids:
-            yield Batch("customers", [], {"created_at": watermark}, fetched)
+            yield Batch("customers", [], {"since": watermark, "watermark": watermark}, fetched)
             return
         for start in range(0, len(ids), self.page_size):
             records = []
@@ -543,7 +550,8 @@ class BraintreeConnector(Connector):
                     records.append(map_customer(node, subscriptions, tz))
             last = start + self.page_size >= len(ids)
             # Mid-run batches keep the old cursor: a killed run re-reads the same window (idempotent).
-            cursor = {"created_at": watermark if last else since}
+            reached = watermark if last else since
+            cursor = {"since": reached, "watermark": reached}
             yield Batch("customers", records, cursor, fetched if start == 0 else 0)
 
 

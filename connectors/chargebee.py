@@ -103,6 +103,8 @@ class ChargebeeConnector(Connector):
         Setting("api_key", secret=True, required=True, help="a read-only API key"),
         Setting("base_url", default=BASE_URL, help="API root; {site} is replaced (a mock: http://127.0.0.1:8080/api/v2)"),
         Setting("page_size", default=PAGE_SIZE, cast=int, help="items per request, 1-100"),
+        Setting("webhook_username", help="HTTP Basic user name set on the Chargebee webhook"),
+        Setting("webhook_password", secret=True, help="HTTP Basic password set on the Chargebee webhook"),
     )
     streams = (
         Stream("customers", key="id", cursor_field="updated_at", reader="read_customers"),

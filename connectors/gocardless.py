@@ -21,7 +21,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from connectors.base import Batch, Connector, Setting, Stream
+from connectors.base import Batch, ChunkBuffer, Connector, Setting, Stream
 from connectors.http import ApiError, HttpClient
 from connectors.paging import AfterCursorPaginator, Page, PageRequest, fetch_pages
 from funnelsync.normalize import clean_text
@@ -247,10 +247,10 @@ class GoCardlessConnector(Connector):
             "access_token", secret=True, required=True, help="GoCardless access token (read-only is enough)"
         ),
         Setting("base_url", default=BASE_URL, help=f"API endpoint; sandbox: {SANDBOX_BASE_URL}"),
-        Setting("page_size", default=PAGE_LIMIT, help="items per page (1-500)"),
+        Setting("page_size", default=PAGE_LIMIT, cast=int, help="items per page (1-500)"),
         Setting("webhook_secret", secret=True, help="webhook endpoint secret (Webhook-Signature)"),
     )
-    streams = (Stream(name="customers", key="id", cursor_field="events_created_at", reader="read_customers"),)
+    streams = (Stream(name="customers", key="id", cursor_field="created_at", reader="read_customers"),)
 
     def make_client(self) -> HttpClient:
         token = str(self.settings["access_token"])
@@ -286,8 +286,12 @@ class GoCardlessConnector(Connector):
             yield from page.items
 
     def read_customers(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
-        """The reader of stream ``customers`` (see the class docstring)."""
-        if state.get("events_created_at") and not state.get("listing"):
+        """The reader of stream ``customers`` (see the class docstring).
+
+        State: ``since`` (the events cursor, None before the first listing finished), ``page_token``
+        (the ``after`` of an interrupted listing), ``watermark`` and, while listing, ``include_all``.
+        """
+        if state.get("since") and not state.get("page_token"):
             yield from self._read_changes(state)
         else:
             yield from self._read_listing(state, full_refresh)
@@ -303,48 +307,51 @@ class GoCardlessConnector(Connector):
         )
         request = PageRequest("/customers", params={"limit": self.page_size})
         pages = fetch_pages(
-            self.client, request, AfterCursorPaginator("customers"), start_token=state.get("after")
+            self.client, request, AfterCursorPaginator("customers"), start_token=state.get("page_token")
         )
+        buffer = ChunkBuffer(self.batch_size)
         for page in pages:
             records = [
                 map_customer(c, activity.get(str(c["id"])), tz)
                 for c in page.items
                 if should_import(activity.get(str(c["id"])), full_refresh=include_all)
             ]
-            done = page.next_token is None
+            last = page.next_token is None
             cursor: dict[str, Any] = (
-                {"events_created_at": watermark}
-                if done
+                {"since": watermark, "watermark": watermark}
+                if last
                 else {
-                    "listing": True,
-                    "after": page.next_token,
-                    "include_all": include_all,
+                    "since": state.get("since"),
+                    "page_token": page.next_token,
                     "watermark": watermark,
+                    "include_all": include_all,
                 }
             )
-            yield Batch("customers", records, cursor, len(page.items))
+            if buffer.add(records, len(page.items)) or last:
+                yield buffer.flush("customers", cursor)
 
     def _read_changes(self, state: dict[str, Any]) -> Iterator[Batch]:
         tz = account_timezone()
-        since = str(state["events_created_at"])
+        since = str(state["since"])
         events = self._list_all("events", {"created_at[gt]": since})
         # The API lists newest first; applying oldest first lets each batch's cursor be a safe resume point.
         events.sort(key=lambda e: (str(e.get("created_at")), str(e.get("id"))))
         resolver = CustomerResolver(self.client)
-        chunk = max(1, self.page_size // 5)
+        chunk = max(1, min(self.batch_size, self.page_size))
         for start in range(0, len(events), chunk):
             part = events[start : start + chunk]
-            customer_ids = []
+            customer_ids: dict[str, None] = {}
             for event in part:
                 owner = resolver.customer_of_event(event)
-                if owner and owner not in customer_ids:
-                    customer_ids.append(owner)
+                if owner:
+                    customer_ids[owner] = None
             records = []
             for customer_id in customer_ids:
                 customer, activity = self.fetch_customer(customer_id)
                 if customer is not None and should_import(activity, full_refresh=False):
                     records.append(map_customer(customer, activity, tz))
-            yield Batch("customers", records, {"events_created_at": str(part[-1]["created_at"])}, len(part))
+            reached = str(part[-1]["created_at"])
+            yield Batch("customers", records, {"since": reached, "watermark": reached}, len(part))
 
     def fetch_customer(self, customer_id: str) -> tuple[dict[str, Any] | None, CustomerActivity]:
         """Re-read one customer with its mandates, subscriptions and payments (webhooks, incremental).

@@ -143,6 +143,7 @@ class RecurlyConnector(Connector):
         Setting("base_url", default=BASE_URL, help="API root (EU: https://v3.eu.recurly.com)"),
         Setting("page_size", default=PAGE_SIZE, cast=int, help="items per request, 1-200"),
         Setting("concurrency", default=CONCURRENCY, cast=int, help="accounts fetched in parallel"),
+        Setting("webhook_secret", secret=True, help="the webhook endpoint's secret key (recurly-signature)"),
     )
     streams = (
         Stream("accounts", key="code", cursor_field="updated_at", reader="read_accounts"),

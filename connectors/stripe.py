@@ -153,6 +153,7 @@ class StripeConnector(Connector):
         ),
         Setting("page_size", default=PAGE_SIZE, cast=int, help="items per request, 1-100"),
         Setting("concurrency", default=CONCURRENCY, cast=int, help="customers fetched in parallel"),
+        Setting("webhook_secret", secret=True, help="endpoint signing secret whsec_… for POST /webhooks/NAME"),
     )
     streams = (
         Stream("customers", key="id", cursor_field="created", reader="read_customers"),

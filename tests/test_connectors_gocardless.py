@@ -21,7 +21,7 @@ from connectors.gocardless import (
 )
 from connectors.http import CredentialsError
 from connectors.paging import PaginationLoopError
-from tests.fake_gocardless import TOKEN, populated
+from tests.fakes.gocardless import TOKEN, populated
 
 UTC_TZ = ZoneInfo("UTC")
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
@@ -33,6 +33,7 @@ def connector(page_size: int = 7, token: str = TOKEN) -> GoCardlessConnector:
         source_name="gc",
         sleep_fn=lambda s: None,
         now=lambda: NOW,
+        batch_size=1,
     )
 
 
@@ -143,13 +144,14 @@ def test_should_import(payments: list, full_refresh: bool, expected: bool) -> No
 @respx.mock
 def test_full_refresh_pages_and_imports_every_customer() -> None:
     fake = populated(30)
-    fake.install()
+    fake.install(respx)
     batches = read(connector(), full_refresh=True)
     ids = [r.external_id for b in batches for r in b.records]
     assert sorted(ids) == sorted(c["id"] for c in fake.data["customers"]) and len(ids) == 30
     assert len(batches) == 5  # 30 customers in pages of 7
-    assert all(b.cursor.get("listing") for b in batches[:-1]) and "listing" not in batches[-1].cursor
-    assert batches[-1].cursor == {"events_created_at": "2025-06-01T11:55:00.000Z"}
+    assert all(b.cursor.get("page_token") for b in batches[:-1]) and "page_token" not in batches[-1].cursor
+    mark = "2025-06-01T11:55:00.000Z"
+    assert batches[-1].cursor == {"since": mark, "watermark": mark}
     customer_calls = [r for r in fake.requests if r.url.path == "/customers"]
     assert [r.url.params.get("after") for r in customer_calls][1:] == [
         "CU000000000023",
@@ -164,7 +166,7 @@ def test_full_refresh_pages_and_imports_every_customer() -> None:
 @respx.mock
 def test_first_sync_without_full_refresh_skips_payment_less_customers() -> None:
     fake = populated(30)
-    fake.install()
+    fake.install(respx)
     records = [r for b in read(connector()) for r in b.records]
     assert len(records) == 20
     assert all(int(r.external_id[2:]) % 3 != 1 for r in records)
@@ -177,7 +179,7 @@ def test_first_sync_without_full_refresh_skips_payment_less_customers() -> None:
 @respx.mock
 def test_killed_listing_resumes_at_the_next_page() -> None:
     fake = populated(30)
-    fake.install()
+    fake.install(respx)
     first = read(connector(), full_refresh=True)[:2]  # killed after the second batch
     rest = read(connector(), state=first[-1].cursor)
     ids = [r.external_id for b in first + rest for r in b.records]
@@ -187,7 +189,7 @@ def test_killed_listing_resumes_at_the_next_page() -> None:
 @respx.mock
 def test_incremental_reads_events_and_keeps_the_rule() -> None:
     fake = populated(6)
-    fake.install()
+    fake.install(respx)
     cursor = read(connector())[-1].cursor
     # A lead (no payment) gets a mandate and a payment; another lead only gets updated.
     lead = fake.find("customers", "CU000000000001")
@@ -219,16 +221,19 @@ def test_incremental_reads_events_and_keeps_the_rule() -> None:
     records = [r for b in batches for r in b.records]
     assert [r.external_id for r in records] == ["CU000000000001"]  # CU…4 has no payment: skipped
     assert records[0].subscriptions == []  # a one-off payment, not a subscription
-    assert batches[-1].cursor == {"events_created_at": "2025-06-02T00:02:00.000Z"}
+    assert batches[-1].cursor == {
+        "since": "2025-06-02T00:02:00.000Z",
+        "watermark": "2025-06-02T00:02:00.000Z",
+    }
     events_call = next(r for r in fake.requests if r.url.path == "/events")
-    assert events_call.url.params["created_at[gt]"] == cursor["events_created_at"]
+    assert events_call.url.params["created_at[gt]"] == cursor["since"]
 
 
 @respx.mock
 def test_repeated_after_cursor_raises() -> None:
     fake = populated(30)
-    fake.repeat_token = True
-    fake.install()
+    fake.loop_path = "/customers"
+    fake.install(respx)
     with pytest.raises(PaginationLoopError, match="a second time"):
         read(connector(), full_refresh=True)
 
@@ -236,26 +241,29 @@ def test_repeated_after_cursor_raises() -> None:
 @respx.mock
 def test_bad_token_fails_fast_without_leaking_it() -> None:
     fake = populated(3)
-    fake.install()
+    fake.install(respx)
     with pytest.raises(CredentialsError) as info:
         read(connector(token="wrong_token_abcdef"))
     assert "gc" in str(info.value) and "access_token" in str(info.value)
     assert "wrong_token_abcdef" not in str(info.value)
-    assert len(fake.requests) == 1
+    assert sum(fake.calls.values()) == 1
 
 
 @respx.mock
 def test_rate_limit_and_server_error_are_retried() -> None:
     fake = populated(10)
-    fake.install()
-    fake.injected["/customers"] = [
-        httpx.Response(
-            429,
-            headers={"Retry-After": "3"},
-            json={"error": {"type": "invalid_api_usage", "errors": [{"reason": "rate_limit_exceeded"}]}},
-        ),
-        httpx.Response(500, json={"error": {"message": "internal"}}),
-    ]
+    fake.install(respx)
+    fake.inject(
+        "/customers",
+        [
+            httpx.Response(
+                429,
+                headers={"Retry-After": "3"},
+                json={"error": {"type": "invalid_api_usage", "errors": [{"reason": "rate_limit_exceeded"}]}},
+            ),
+            httpx.Response(500, json={"error": {"message": "internal"}}),
+        ],
+    )
     slept: list[float] = []
     conn = GoCardlessConnector(
         {"access_token": TOKEN}, source_name="gc", sleep_fn=slept.append, now=lambda: NOW
@@ -267,7 +275,7 @@ def test_rate_limit_and_server_error_are_retried() -> None:
 @respx.mock
 def test_fetch_record_for_webhooks() -> None:
     fake = populated(3)
-    fake.install()
+    fake.install(respx)
     conn = connector()
     assert conn.fetch_record("CU000000000001") is None  # no payment: the rule excludes it
     record = conn.fetch_record("CU000000000002")

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from tests.fakes.base import FakeApi
 from tests.fakes.billing import ChargebeeFake, RecurlyFake, StripeFake
+from tests.fakes.braintree import BraintreeFake
+from tests.fakes.gocardless import GoCardlessFake
 
 FAKES: dict[str, type[FakeApi]] = {
     "stripe": StripeFake,
     "chargebee": ChargebeeFake,
     "recurly": RecurlyFake,
+    "braintree": BraintreeFake,
+    "gocardless": GoCardlessFake,
 }

@@ -236,7 +236,15 @@ class ChargebeeFake(FakeApi):
             ("GET", r"/customers", self.list_customers),
             ("GET", r"/subscriptions", self.list_subscriptions),
             ("GET", r"/invoices", self.list_invoices),
+            ("GET", r"/customers/[^/?]+", self.get_customer),
         ]
+
+    def get_customer(self, request: httpx.Request) -> httpx.Response:
+        person = next((p for p in self.people if p.id == request.url.path.rsplit("/", 1)[1]), None)
+        if person is None:
+            return httpx.Response(404, json={"message": "Sorry, we couldn't find that resource",
+                                             "api_error_code": "resource_not_found", "http_status_code": 404})
+        return httpx.Response(200, json={"customer": self.customer(person)})
 
 
 # ====================================================================================== Recurly
@@ -322,4 +330,21 @@ class RecurlyFake(FakeApi):
             ("GET", r"/accounts", self.list_accounts),
             ("GET", r"/accounts/[^/?]+/subscriptions", self.account_subscriptions),
             ("GET", r"/subscriptions", self.list_subscriptions),
+            ("GET", r"/accounts/[^/?]+", self.get_account),
+            ("GET", r"/subscriptions/[^/?]+", self.get_subscription),
         ]
+
+    def get_account(self, request: httpx.Request) -> httpx.Response:
+        account_id = request.url.path.rsplit("/", 1)[1]
+        person = next((p for p in self.people if self.account(p)["id"] == account_id), None)
+        if person is None:
+            return httpx.Response(404, json={"error": {"type": "not_found", "message": "Couldn't find Account"}})
+        return httpx.Response(200, json=self.account(person))
+
+    def get_subscription(self, request: httpx.Request) -> httpx.Response:
+        wanted = request.url.path.rsplit("/", 1)[1]
+        for p in self.people:
+            for s in p.subscriptions:
+                if self.subscription(p, s)["id"] == wanted:
+                    return httpx.Response(200, json=self.subscription(p, s))
+        return httpx.Response(404, json={"error": {"type": "not_found", "message": "Couldn't find Subscription"}})

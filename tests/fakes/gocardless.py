@@ -6,12 +6,12 @@ and ``meta.cursors.after`` is null on the last page. Detail routes answer ``{"<r
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
-import respx
+
+from tests.fakes.base import FakeApi, FakePerson
 
 BASE = "https://api.gocardless.com"
 TOKEN = "live_gc_test_token_0123456789"
@@ -22,16 +22,71 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-class FakeGoCardless:
-    """In-memory GoCardless data plus the respx routes that serve it."""
+class GoCardlessFake(FakeApi):
+    """In-memory GoCardless data plus the routes that serve it.
 
-    def __init__(self, base: str = BASE, token: str = TOKEN) -> None:
-        self.base = base
-        self.token = token
+    Built from the suite's shared population (``FakePerson``): leads get a one-off payment (a
+    customer with a payment but no subscription), trialing and abandoned-trial people get a
+    subscription without payments (GoCardless has no trials: they are the payment-less customers a
+    non-full sync skips), converted and direct payers get paid-out payments.
+    """
+
+    kind = "gocardless"
+    base_url = BASE
+    main_path = "/customers"
+    main_stream = "customers"
+    api_key = TOKEN
+
+    def __init__(self, n: int = 25, page_size: int = 10) -> None:
+        super().__init__(n, page_size)
         self.data: dict[str, list[dict[str, Any]]] = {r: [] for r in RESOURCES}
-        self.injected: dict[str, list[httpx.Response]] = {}  # path → responses served before the real one
         self.requests: list[httpx.Request] = []
-        self.repeat_token = False  # answer every page with the same `after` cursor (a server bug)
+        for person in self.people:
+            self.add_person(person)
+
+    def id_prefix(self) -> str:
+        return "CU"
+
+    def settings(self, api_key: str | None = None) -> dict[str, Any]:
+        return {
+            "access_token": api_key or self.api_key,
+            "base_url": self.base_url,
+            "page_size": self.page_size,
+        }
+
+    def expected_ids(self) -> set[str]:
+        """A sync that is not a full refresh imports only customers with a payment (SPEC rule)."""
+        mandates = {m["id"]: m["links"]["customer"] for m in self.data["mandates"]}
+        return {mandates[p["links"]["mandate"]] for p in self.data["payments"]}
+
+    def all_ids(self) -> set[str]:
+        return {c["id"] for c in self.data["customers"]}
+
+    def add_person(self, p: FakePerson) -> None:
+        created = datetime.fromtimestamp(p.created, tz=UTC)
+        if not p.subscriptions:
+            self.add_customer(
+                0,
+                created=created,
+                cid=p.id,
+                person=p,
+                payments=[("pending_submission", 4900, (created + timedelta(days=3)).date().isoformat())],
+            )
+            return
+        sub = p.subscriptions[0]
+        status = {"trialing": "active", "active": "active", "canceled": "cancelled", "past_due": "active"}[
+            sub.status
+        ]
+        payments = [
+            ("paid_out", inv.amount_paid, datetime.fromtimestamp(inv.paid_at, tz=UTC).date().isoformat())
+            for inv in p.invoices
+            if inv.amount_paid > 0
+        ]
+        if sub.status == "past_due":
+            payments.append(("failed", sub.amount, (created + timedelta(days=40)).date().isoformat()))
+        self.add_customer(
+            0, created=created, cid=p.id, person=p, payments=payments, subscription_status=status
+        )
 
     # -- data -------------------------------------------------------------------------------------
 
@@ -42,22 +97,27 @@ class FakeGoCardless:
         payments: list[tuple[str, int, str]] = (),  # (status, amount, charge_date)
         subscription_status: str | None = None,
         created: datetime | None = None,
+        cid: str | None = None,
+        person: FakePerson | None = None,
     ) -> str:
         created = created or datetime(2025, 1, 1, 9, tzinfo=UTC) + timedelta(hours=n)
-        cid = f"CU{n:012d}"
+        cid = cid or f"CU{n:012d}"
+        n = n or len(self.data["customers"])
         self.data["customers"].append(
             {
                 "id": cid,
                 "created_at": iso(created),
-                "email": f"payer{n}@example.com",
-                "given_name": "Frank",
-                "family_name": f"Osborne{n}",
-                "company_name": f"Hamilton Trading {n} Ltd." if n % 3 == 0 else None,
+                "email": person.email if person else f"payer{n}@example.com",
+                "given_name": person.first_name if person else "Frank",
+                "family_name": person.last_name if person else f"Osborne{n}",
+                "company_name": (person.company if person else f"Hamilton Trading {n} Ltd.")
+                if n % 3 == 0
+                else None,
                 "address_line1": "221B Baker Street",
                 "city": "London",
                 "region": "Greater London",
                 "postal_code": "NW1 6XE",
-                "country_code": "GB",
+                "country_code": person.country if person else "GB",
                 "language": "en",
                 "phone_number": None,
                 "metadata": {"crm_id": f"crm-{n}"} if n % 2 == 0 else {},
@@ -65,7 +125,8 @@ class FakeGoCardless:
         )
         if subscription_status is None and not payments:
             return cid
-        mid = f"MD{n:012d}"
+        suffix = cid[2:]
+        mid = f"MD{suffix}"
         self.data["mandates"].append(
             {
                 "id": mid,
@@ -80,7 +141,7 @@ class FakeGoCardless:
         )
         sid = None
         if subscription_status is not None:
-            sid = f"SB{n:012d}"
+            sid = f"SB{suffix}"
             self.data["subscriptions"].append(
                 {
                     "id": sid,
@@ -102,7 +163,7 @@ class FakeGoCardless:
         for k, (status, amount, charge_date) in enumerate(payments):
             self.data["payments"].append(
                 {
-                    "id": f"PM{n:010d}{k:02d}",
+                    "id": f"PM{suffix}{k:02d}",
                     "created_at": iso(created + timedelta(minutes=20 + k)),
                     "charge_date": charge_date,
                     "amount": amount,
@@ -135,27 +196,28 @@ class FakeGoCardless:
 
     # -- serving ----------------------------------------------------------------------------------
 
-    def _auth_error(self, request: httpx.Request) -> httpx.Response | None:
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
-            return httpx.Response(
-                401,
-                json={
-                    "error": {
-                        "message": "Invalid API token",
-                        "type": "invalid_api_usage",
-                        "code": 401,
-                        "request_id": "deadbeef",
-                        "errors": [{"reason": "invalid_api_token", "message": "Invalid API token"}],
-                    }
-                },
-            )
+    def authorised(self, request: httpx.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self.api_key}"
+
+    def unauthorised(self) -> httpx.Response:
+        return httpx.Response(
+            401,
+            json={
+                "error": {
+                    "message": "Invalid API token",
+                    "type": "invalid_api_usage",
+                    "code": 401,
+                    "request_id": "deadbeef",
+                    "errors": [{"reason": "invalid_api_token", "message": "Invalid API token"}],
+                }
+            },
+        )
+
+    def _version_error(self, request: httpx.Request) -> httpx.Response | None:
+        self.requests.append(request)
         if request.headers.get("GoCardless-Version") != "2015-07-06":
             return httpx.Response(400, json={"error": {"message": "GoCardless-Version header missing"}})
         return None
-
-    def _injected(self, request: httpx.Request) -> httpx.Response | None:
-        queue = self.injected.get(request.url.path)
-        return queue.pop(0) if queue else None
 
     def _matches(self, resource: str, item: dict[str, Any], params: httpx.QueryParams) -> bool:
         if "created_at[gt]" in params and not item["created_at"] > params["created_at[gt]"]:
@@ -169,9 +231,8 @@ class FakeGoCardless:
         return True
 
     def list_handler(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
         resource = request.url.path.strip("/")
-        failure = self._auth_error(request) or self._injected(request)
+        failure = self._version_error(request)
         if failure is not None:
             return failure
         params = request.url.params
@@ -184,15 +245,13 @@ class FakeGoCardless:
             reverse=True,
         )
         start = 0
-        after = params.get("after")
+        after = None if self.loop_path == request.url.path else params.get("after")
         if after:
             ids = [i["id"] for i in items]
             start = ids.index(after) + 1 if after in ids else len(items)
         chunk = items[start : start + limit]
         more = start + limit < len(items)
         after_token = chunk[-1]["id"] if more and chunk else None
-        if self.repeat_token and chunk:
-            after_token = items[min(limit, len(items)) - 1]["id"]
         return httpx.Response(
             200,
             json={
@@ -205,8 +264,7 @@ class FakeGoCardless:
         )
 
     def detail_handler(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        failure = self._auth_error(request) or self._injected(request)
+        failure = self._version_error(request)
         if failure is not None:
             return failure
         _, resource, item_id = request.url.path.split("/")
@@ -218,19 +276,17 @@ class FakeGoCardless:
             )
         return httpx.Response(200, json={resource: item})
 
-    def install(self, router: respx.Router | Any = respx) -> None:
+    def routes(self) -> list[tuple[str, str, Any]]:
         names = "|".join(RESOURCES)
-        router.get(url__regex=rf"^{re.escape(self.base)}/({names})(\?.*)?$").mock(
-            side_effect=self.list_handler
-        )
-        router.get(url__regex=rf"^{re.escape(self.base)}/({names})/[A-Z0-9]+$").mock(
-            side_effect=self.detail_handler
-        )
+        return [
+            ("GET", rf"/({names})", self.list_handler),
+            ("GET", rf"/({names})/[A-Za-z0-9_]+", self.detail_handler),
+        ]
 
 
-def populated(n: int = 30) -> FakeGoCardless:
+def populated(n: int = 30) -> GoCardlessFake:
     """``n`` customers: every third has no payment, the rest a subscription with collected payments."""
-    fake = FakeGoCardless()
+    fake = GoCardlessFake(n=0)
     for i in range(n):
         if i % 3 == 1:
             fake.add_customer(i)  # a lead: no mandate, no payment

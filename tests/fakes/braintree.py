@@ -13,7 +13,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
-import respx
+
+from tests.fakes.base import DAY, FakeApi, FakePerson
 
 GRAPHQL = "https://payments.braintree-api.com/graphql"
 GATEWAY = "https://api.braintreegateway.com"
@@ -70,29 +71,99 @@ def xml_response(element: ET.Element) -> httpx.Response:
     return httpx.Response(200, content=body, headers={"Content-Type": "application/xml; charset=utf-8"})
 
 
-class FakeBraintree:
-    """Customers, payment methods, subscriptions and transactions, served like Braintree does."""
+class BraintreeFake(FakeApi):
+    """Customers, payment methods, subscriptions and transactions, served like Braintree does.
 
-    def __init__(self) -> None:
+    Built from the suite's shared population: leads have no subscription, trialing people a trial
+    subscription without transactions, converted and direct payers settled sales, abandoned trials a
+    canceled subscription. A first import brings every customer.
+    """
+
+    kind = "braintree"
+    base_url = GATEWAY
+    main_path = "/graphql"
+    main_stream = "customers"
+    api_key = PRIVATE
+
+    def __init__(self, n: int = 25, page_size: int = 10) -> None:
+        super().__init__(n, page_size)
         self.customers: list[dict[str, Any]] = []  # XML-shaped (snake_case) customer dicts
         self.subscriptions: list[dict[str, Any]] = []
         self.transactions: list[dict[str, Any]] = []
         self.token_owner: dict[str, str] = {}
         self.requests: list[httpx.Request] = []
-        self.injected: dict[str, list[httpx.Response]] = {}  # "graphql" or a gateway path
-        self.page_size = 4  # the gateway's advanced_search page size
-        self.repeat_cursor = False
+        self.xml_page_size = 4  # the gateway's advanced_search page size
+        for person in self.people:
+            self.add_person(person)
+
+    def id_prefix(self) -> str:
+        return "bt_"
+
+    def settings(self, api_key: str | None = None) -> dict[str, Any]:
+        return {
+            **SETTINGS,
+            "private_key": api_key or self.api_key,
+            "base_url": GRAPHQL,
+            "gateway_url": GATEWAY,
+            "page_size": self.page_size,
+        }
+
+    def expected_ids(self) -> set[str]:
+        return {c["id"] for c in self.customers}
+
+    def add_person(self, p: FakePerson) -> None:
+        created = datetime.fromtimestamp(p.created, tz=UTC)
+        customer_id = self.add_customer(0, created, cid=p.id, person=p)
+        for sub in p.subscriptions:
+            trial = None
+            first_billing = created.date()
+            if sub.trial_start is not None and sub.trial_end is not None:
+                trial = (max(1, (sub.trial_end - sub.trial_start) // DAY), "day")
+                first_billing = datetime.fromtimestamp(sub.trial_end, tz=UTC).date()
+            charges = [
+                ("settled", f"{inv.amount_paid / 100:.2f}", datetime.fromtimestamp(inv.paid_at, tz=UTC))
+                for inv in p.invoices
+                if inv.subscription == sub.id and inv.amount_paid > 0
+            ]
+            status = {
+                "trialing": "Active",
+                "active": "Active",
+                "canceled": "Canceled",
+                "past_due": "Past Due",
+            }
+            added = self.add_subscription(
+                customer_id,
+                sub.id,
+                created=datetime.fromtimestamp(sub.created, tz=UTC),
+                first_billing=first_billing,
+                status=status[sub.status],
+                trial=trial,
+                charges=charges,
+                price=f"{sub.amount / 100:.2f}",
+            )
+            if sub.canceled_at:
+                added["status_history"] = [
+                    {"status": "Canceled", "timestamp": ts(datetime.fromtimestamp(sub.canceled_at, tz=UTC))}
+                ]
 
     # -- data -------------------------------------------------------------------------------------
 
-    def add_customer(self, n: int, created: datetime, *, tokens: int = 1) -> str:
-        cid = f"bt_cust_{n:05d}"
+    def add_customer(
+        self,
+        n: int,
+        created: datetime,
+        *,
+        tokens: int = 1,
+        cid: str | None = None,
+        person: FakePerson | None = None,
+    ) -> str:
+        cid = cid or f"bt_cust_{n:05d}"
         self.customers.append(
             {
                 "id": cid,
-                "first_name": "Grace",
-                "last_name": f"Hopper{n}",
-                "email": f"grace{n}@example.org",
+                "first_name": person.first_name if person else "Grace",
+                "last_name": person.last_name if person else f"Hopper{n}",
+                "email": person.email if person else f"grace{n}@example.org",
                 "company": f"Navy {n}" if n % 2 else None,
                 "website": "https://navy.example.org" if n % 2 else None,
                 "phone": None,
@@ -100,14 +171,14 @@ class FakeBraintree:
                 "updated_at": ts(created),
                 "custom_fields": "",
                 "credit_cards": [
-                    {"token": f"tok_{n}_{k}", "card_type": "Visa", "last_4": "1111", "customer_id": cid}
+                    {"token": f"tok_{cid}_{k}", "card_type": "Visa", "last_4": "1111", "customer_id": cid}
                     for k in range(tokens)
                 ],
                 "paypal_accounts": [],
             }
         )
         for k in range(tokens):
-            self.token_owner[f"tok_{n}_{k}"] = cid
+            self.token_owner[f"tok_{cid}_{k}"] = cid
         return cid
 
     def add_subscription(
@@ -166,7 +237,7 @@ class FakeBraintree:
 
     # -- GraphQL ----------------------------------------------------------------------------------
 
-    def _authorized(self, request: httpx.Request) -> bool:
+    def authorised(self, request: httpx.Request) -> bool:
         expected = "Basic " + base64.b64encode(f"{PUBLIC}:{PRIVATE}".encode()).decode()
         return request.headers.get("Authorization") == expected
 
@@ -189,25 +260,8 @@ class FakeBraintree:
 
     def graphql_handler(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
-        queue = self.injected.get("graphql")
-        if queue:
-            return queue.pop(0)
         if request.headers.get("Braintree-Version") is None:
             return httpx.Response(400, json={"errors": [{"message": "Braintree-Version header is required"}]})
-        if not self._authorized(request):
-            return httpx.Response(
-                200,
-                json={
-                    "data": None,
-                    "errors": [
-                        {
-                            "message": "Authentication credentials are invalid",
-                            "extensions": {"errorClass": "AUTHENTICATION", "legacyCode": None},
-                        }
-                    ],
-                    "extensions": {"requestId": "req-1"},
-                },
-            )
         payload = json.loads(request.content)
         assert "search" in payload["query"] and "customers" in payload["query"]
         variables = payload["variables"]
@@ -218,11 +272,11 @@ class FakeBraintree:
             key=lambda c: (c["created_at"], c["id"]),
         )
         first = int(variables["first"])
-        after = variables.get("after")
+        after = None if self.loop_path == "/graphql" else variables.get("after")
         start = int(base64.b64decode(after).decode().split(":")[1]) if after else 0
         chunk = items[start : start + first]
         end = start + len(chunk)
-        end_cursor = base64.b64encode(f"cursor:{first if self.repeat_cursor else end}".encode()).decode()
+        end_cursor = base64.b64encode(f"cursor:{end}".encode()).decode()
         return httpx.Response(
             200,
             json={
@@ -246,14 +300,23 @@ class FakeBraintree:
 
     # -- XML gateway ------------------------------------------------------------------------------
 
+    def unauthorised(self) -> httpx.Response:
+        # Both APIs answer bad keys with HTTP 401 (GraphQL adds an AUTHENTICATION error in the body).
+        return httpx.Response(
+            401,
+            json={
+                "errors": [
+                    {
+                        "message": "Authentication credentials are invalid",
+                        "extensions": {"errorClass": "AUTHENTICATION"},
+                    }
+                ]
+            },
+        )
+
     def gateway_handler(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         path = request.url.path
-        queue = self.injected.get(path)
-        if queue:
-            return queue.pop(0)
-        if not self._authorized(request):
-            return httpx.Response(401, content=b"", headers={"Content-Type": "text/html"})
         if request.headers.get("X-ApiVersion") != "6":
             return httpx.Response(400, content=b"<api-error-response/>")
         prefix = f"/merchants/{MERCHANT}"
@@ -269,16 +332,16 @@ class FakeBraintree:
                     i["id"] for i in sorted(items, key=lambda i: i["created_at"]) if i["created_at"] >= since
                 ]
                 root = ET.Element("search-results")
-                root.append(to_xml("page_size", self.page_size))
+                root.append(to_xml("page_size", self.xml_page_size))
                 root.append(to_xml("ids", ids))
                 return xml_response(root)
             if path.endswith("/advanced_search"):
                 wanted = [(e.text or "") for e in criteria.find("ids") or []]
-                assert 0 < len(wanted) <= self.page_size, "a batch larger than page_size"
+                assert 0 < len(wanted) <= self.xml_page_size, "a batch larger than page_size"
                 tag = "subscriptions" if resource == "subscriptions" else "credit-card-transactions"
                 root = ET.Element(tag, {"type": "collection"})
                 root.append(to_xml("current_page_number", 1))
-                root.append(to_xml("page_size", self.page_size))
+                root.append(to_xml("page_size", self.xml_page_size))
                 root.append(to_xml("total_items", len(wanted)))
                 for item in items:
                     if item["id"] in wanted:
@@ -299,15 +362,17 @@ class FakeBraintree:
             )
         return httpx.Response(404)
 
-    def install(self, router: Any = respx) -> None:
-        router.post(GRAPHQL).mock(side_effect=self.graphql_handler)
-        router.route(url__startswith=f"{GATEWAY}/merchants/").mock(side_effect=self.gateway_handler)
+    def install(self, router: Any) -> None:
+        router.post(GRAPHQL).mock(side_effect=self._wrap(self.graphql_handler))
+        router.route(url__startswith=f"{GATEWAY}/merchants/").mock(
+            side_effect=self._wrap(self.gateway_handler)
+        )
 
 
-def populated(n: int = 12) -> FakeBraintree:
+def populated(n: int = 12) -> BraintreeFake:
     """``n`` customers a day apart; every third is a lead with no subscription, the others have a
     14-day trial subscription (the even ones also charged once)."""
-    fake = FakeBraintree()
+    fake = BraintreeFake(n=0)
     start = datetime(2025, 3, 1, 17, tzinfo=UTC)
     for i in range(n):
         created = start + timedelta(days=i)
