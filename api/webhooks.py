@@ -359,7 +359,8 @@ def handle_webhook(
 
 
 def _error(exc: WebhookRejected) -> JSONResponse:
-    return JSONResponse({"error": exc.detail}, status_code=exc.status)
+    # The shape of every API error (api/errors.py): a status code and a one-line message.
+    return JSONResponse({"code": exc.status, "message": exc.detail}, status_code=exc.status)
 
 
 @router.post("/webhooks/{source_name}")

@@ -109,7 +109,7 @@ def test_gocardless_bad_signature_is_401_and_stores_nothing(
     client, fake = gc_setup(db_engine)
     body = gc_body({"payment": fake.data["payments"][0]["id"]})
     response = client.post("/webhooks/gc", content=body, headers=headers)
-    assert response.status_code == 401 and "Webhook-Signature" in response.json()["error"]
+    assert response.status_code == 401 and "Webhook-Signature" in response.json()["message"]
     assert GC_SECRET not in response.text
     assert stored(db_engine) == [] and fake.requests == []  # nothing stored, vendor not even asked
 
@@ -290,7 +290,7 @@ def test_stripe_signed_event_stores_and_stale_one_is_refused(db_engine: Engine) 
         return {"Stripe-Signature": f"t={t},v1={sig}"}
 
     stale = client.post("/webhooks/st", content=body, headers=header(int(time.time()) - 3600))
-    assert stale.status_code == 401 and "tolerance" in stale.json()["error"] and stored(db_engine) == []
+    assert stale.status_code == 401 and "tolerance" in stale.json()["message"] and stored(db_engine) == []
     ok = client.post("/webhooks/st", content=body, headers=header(int(time.time())))
     assert ok.status_code == 200 and StandInConnector.asked == ["cus_42"] and stored(db_engine) == ["cus_42"]
 
