@@ -25,8 +25,7 @@ def test_prefetched_keeps_order(depth: int) -> None:
 def test_prefetched_raises_after_earlier_items() -> None:
     got: list[int] = []
     with pytest.raises(RuntimeError, match="boom at 3"):
-        for item in prefetched(numbers(10, fail_at=3)):
-            got.append(item)
+        got.extend(prefetched(numbers(10, fail_at=3)))
     assert got == [0, 1, 2]
 
 
