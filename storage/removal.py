@@ -7,25 +7,39 @@ dependent rows are deleted explicitly, children first, in a handful of set-based
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Column, Connection, Table, delete, select
 
 from storage.projection import reproject
 from storage.schema import (
     contacts,
-    customer_attributes,
-    customer_tags,
     customers,
     data_sources,
     import_jobs,
     import_rejections,
-    manual_edits,
+    metadata,
     source_customers,
     subscriptions,
-    sync_state,
 )
 
 CHUNK = 2000
+
+
+def _referencing(parent: Table, skip: Sequence[Table]) -> list[tuple[Table, Column[Any]]]:
+    """Every (table, column) whose foreign key points at ``parent.id``, children of children first.
+
+    Found from the schema rather than listed, so a table another module adds later (sync state, row
+    fingerprints, manual edits, filter rows, …) is cleaned up too instead of breaking the delete.
+    """
+    found = []
+    for table in reversed(metadata.sorted_tables):
+        if table in skip:
+            continue
+        for fk in table.foreign_keys:
+            if fk.column is parent.c.id:
+                found.append((table, fk.parent))
+    return found
 
 
 def _chunks(ids: Sequence[int]) -> list[list[int]]:
@@ -44,9 +58,8 @@ def delete_customers(conn: Connection, customer_ids: Sequence[int]) -> int:
         conn.execute(delete(subscriptions).where(subscriptions.c.source_customer_id.in_(sc_ids)))
         conn.execute(delete(contacts).where(contacts.c.customer_id.in_(part)))
         conn.execute(delete(source_customers).where(source_customers.c.customer_id.in_(part)))
-        conn.execute(delete(manual_edits).where(manual_edits.c.customer_id.in_(part)))
-        conn.execute(delete(customer_tags).where(customer_tags.c.customer_id.in_(part)))
-        conn.execute(delete(customer_attributes).where(customer_attributes.c.customer_id.in_(part)))
+        for table, column in _referencing(customers, skip=(source_customers, contacts)):
+            conn.execute(delete(table).where(column.in_(part)))
         deleted += conn.execute(delete(customers).where(customers.c.id.in_(part))).rowcount or 0
     return deleted
 
@@ -76,6 +89,7 @@ def delete_data_source(conn: Connection, data_source_id: int) -> dict[str, int]:
     jobs = select(import_jobs.c.id).where(import_jobs.c.data_source_id == data_source_id)
     conn.execute(delete(import_rejections).where(import_rejections.c.import_job_id.in_(jobs)))
     conn.execute(delete(import_jobs).where(import_jobs.c.data_source_id == data_source_id))
-    conn.execute(delete(sync_state).where(sync_state.c.data_source_id == data_source_id))
+    for table, column in _referencing(data_sources, skip=(source_customers, import_jobs)):
+        conn.execute(delete(table).where(column == data_source_id))
     conn.execute(delete(data_sources).where(data_sources.c.id == data_source_id))
     return {"source_customers": len(sc_ids), "customers_deleted": len(orphans), "customers_kept": len(kept)}

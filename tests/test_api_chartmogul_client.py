@@ -147,6 +147,27 @@ def test_official_client_against_our_server(cm_config):
         "move_to_new_customer": []}).get() is None
     assert chartmogul.Customer.retrieve(config, uuid=lead.uuid).get().external_ids == ["lead-001"]
 
+    # The rest of the client's customer, contact and attribute calls.
+    put = chartmogul.Customer.update(config, uuid=lead.uuid, data={"city": "Boston", "zip": "02101"}).get()
+    assert put.city == "Boston" and put.address.address_zip == "02101"
+    eve = chartmogul.Contact.all(config, customer_external_id="lead-001").get().entries[-1]
+    assert chartmogul.Contact.retrieve(config, uuid=eve.uuid).get().first_name == "Eve"
+    eve = chartmogul.Contact.modify(config, uuid=eve.uuid, data={"title": "CTO", "phone": "+1 555 0100"}).get()
+    assert eve.title == "CTO"
+    merged = chartmogul.Contact.merge(config, into_uuid=contact.uuid, from_uuid=eve.uuid).get()
+    assert merged.uuid == contact.uuid and merged.phone == "+1 555 0100" and merged.title == "CEO"
+    other = chartmogul.Contact.create(config, data={
+        "customer_uuid": lead.uuid, "data_source_uuid": ds.uuid, "email": "temp@smith.com"}).get()
+    assert chartmogul.Contact.destroy(config, uuid=other.uuid).get() is None
+    left = chartmogul.CustomAttributes.remove(config, uuid=lead.uuid, data={"custom": ["paying"]}).get()
+    assert "paying" not in left.custom and left.custom["seats"] == 20
+    assert chartmogul.Customer.destroy(config, uuid=others[0].uuid).get() is None
+    with pytest.raises(chartmogul.APIError):
+        chartmogul.Customer.retrieve(config, uuid=others[0].uuid).get()
+    assert chartmogul.DataSource.destroy(config, uuid=billing.uuid).get() is None
+    with pytest.raises(chartmogul.APIError):  # its only source is gone, so is the customer
+        chartmogul.Customer.retrieve(config, uuid=payer.uuid).get()
+
     with pytest.raises(chartmogul.APIError) as unauthorised:
         chartmogul.Customer.all(_other_key(config)).get()
     assert unauthorised.value.__cause__.response.status_code == 401
