@@ -164,7 +164,16 @@ def create_customer(request: Request, body: JsonBody) -> dict[str, Any]:
             custom={key: value for key, (_, value) in custom.items()}, raw=data, **values,
         )
         result = upsert_records(conn, source.id, [record])
-        customer_id = result.created_customer_ids[0]
+        linked = conn.execute(
+            select(source_customers.c.customer_id).where(
+                source_customers.c.data_source_id == source.id, source_customers.c.external_id == external_id
+            )
+        ).scalar()
+        if not result.created_customer_ids or linked != result.created_customer_ids[0]:
+            # Another request created the same external id between our check and our write: refuse
+            # (the transaction rolls back) rather than leave a customer with no source record.
+            raise Invalid.one("external_id", f"a customer with external id {external_id!r} exists already in this data source")
+        customer_id = linked
         if contact is not None:
             fields, contact_custom = contact
             create_contact(conn, customer_id, {**fields, "position": fields.get("position") or 1}, custom=contact_custom)
