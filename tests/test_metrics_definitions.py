@@ -229,3 +229,24 @@ def test_bad_arguments(db_engine: Engine) -> None:
             funnel_series(conn, FEB, JAN, "month")
         with pytest.raises(ValueError, match="within_days"):
             funnel_series(conn, JAN, FEB, "month", within_days=-1)
+
+
+def test_long_day_series_agree_with_months(db_engine: Engine) -> None:
+    # 731 daily periods: more than SQLite's 500-term compound SELECT limit and PostgreSQL's join cut-off.
+    load(
+        db_engine,
+        customer_row(
+            lead_created_at=datetime(2024, 1, 1, tzinfo=UTC),
+            free_trial_started_at=at(3, 1),
+            subscriber_since=at(3, 20),
+        ),
+        customer_row(lead_created_at=datetime(2025, 12, 31, 23, 59, tzinfo=UTC)),
+        customer_row(lead_created_at=datetime(2024, 2, 29, 12, tzinfo=UTC), subscriber_since=at(3, 20, 18)),
+    )
+    days = series(db_engine, date(2024, 1, 1), date(2025, 12, 31), "day")
+    months = series(db_engine, date(2024, 1, 1), date(2025, 12, 31), "month")
+    assert len(days) == 731 and len(months) == 24
+    for key in ("leads", "free_trials", "trials_converted", "new_subscribers", "sales_cycle_n"):
+        assert sum(r[key] for r in days.values()) == sum(r[key] for r in months.values()) > 0
+    assert days["2024-02-29"]["leads"] == 1 and days["2025-12-31"]["leads"] == 1
+    assert days["2025-03-20"]["avg_sales_cycle_days"] == months["2025-03-01"]["avg_sales_cycle_days"]
