@@ -711,3 +711,13 @@ def file_size(path: Path) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
+
+
+# Public names of the cell converters, shared with manual and bulk edits (same rules, same messages).
+convert_email = _email
+convert_country = _country
+convert_lead_status = _lead_status
+convert_tags = _tags
+convert_integer = _integer
+convert_decimal = _decimal
+convert_boolean = _boolean

@@ -17,6 +17,7 @@ from funnelsync.cli.common import CliError, app, err_console
 # Command modules register on import. One line per module keeps parallel work free of conflicts.
 from funnelsync.cli import core as _core  # noqa: E402,F401  init, sources, customers, api-keys, serve
 from funnelsync.cli import imports as _imports  # noqa: E402,F401  import csv|structured|sheet
+from funnelsync.cli import manual as _manual  # noqa: E402,F401  customers add|edit, bulk-edit
 from funnelsync.cli import sync as _sync  # noqa: E402,F401  sync NAME [--full-refresh] [--json]
 from funnelsync.cli import metrics as _metrics  # noqa: E402,F401  metrics, metrics cohorts
 from funnelsync.cli import merge as _merge  # noqa: E402,F401  merge, unmerge

@@ -1,0 +1,418 @@
+"""Manual entry and bulk edit: add a customer by hand, edit one, edit many.
+
+Edits are stored as manual edits (overrides, ``manual_edits``): the projection prefers them to every
+source's value, so no re-sync or re-import erases them. The rules (SPEC sections 2 and 3):
+- a lead status cannot be set on a subscriber (status Active, Past_Due or Cancelled);
+- a lead or trial date may not lie in the future;
+- the resulting trial date may not precede the resulting lead date.
+A bulk edit skips a customer that breaks one, with the reason, and applies the rest in batches; a
+single edit refuses.
+
+Values are parsed with the importer's rules (``connectors.flexible_csv`` converters, dates as the
+flexible CSV reads them, date-only = midnight in the account time zone).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone, tzinfo
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from connectors.csv_dates import make_date_parser
+from connectors.flexible_csv import (
+    FileUnreadable,
+    convert_boolean,
+    convert_country,
+    convert_decimal,
+    convert_email,
+    convert_integer,
+    convert_lead_status,
+    convert_tags,
+    detect_encoding,
+    sniff_delimiter,
+)
+from connectors.header_match import normalize_header
+from funnelsync.records import SUBSCRIBER_STATUSES, SourceCustomerRecord
+from funnelsync.timeutil import account_timezone
+
+DATE_FIELDS = ("lead_created_at", "free_trial_started_at")
+BULK_FIELDS = ("lead_status", "owner", "lead_created_at", "free_trial_started_at")
+EDIT_FIELDS = (
+    "name", "email", "company", "country", "state", "city", "zip", "website_url", "owner", "lead_status",
+    "lead_created_at", "free_trial_started_at",
+)
+BATCH_SIZE = 1000
+SKIP_LIST_LIMIT = 10_000
+
+
+class EditValueError(ValueError):
+    """An assignment ``field=value`` that cannot be used: unknown field or unparsable value."""
+
+
+# ---------------------------------------------------------------- pure rules
+
+
+def parse_assignment(field_name: str, text: str, allowed: tuple[str, ...], tz: tzinfo) -> dict[str, Any]:
+    """Turn one ``field=value`` into manual-edit entries.
+
+    ``tags=a,b`` adds tags (``tag.a: True``…); ``tag.<name>=true|false`` adds or removes one;
+    ``custom.<key>[:integer|decimal|boolean|timestamp|string]=value`` sets a custom attribute (empty
+    value: none); an empty value of a field clears it (an override to "no value").
+
+    Raises:
+        EditValueError: naming the field and why.
+    """
+    name = field_name.strip()
+    value = text.strip()
+    try:
+        if name == "tags":
+            tags = convert_tags(value)
+            if not tags:
+                raise ValueError("name at least one tag (tags=a,b adds them; tag.<name>=false removes one)")
+            return {f"tag.{t}": True for t in tags}
+        if name.startswith("tag."):
+            if not name[4:]:
+                raise ValueError("name the tag: tag.<name>=true|false")
+            return {name: convert_boolean(value) if value else True}
+        if name.startswith("custom."):
+            key, _, kind = name[7:].partition(":")
+            if not key:
+                raise ValueError("name the attribute: custom.<key>=value")
+            converters: dict[str, Callable[[str], Any]] = {
+                "integer": convert_integer, "decimal": convert_decimal, "boolean": convert_boolean,
+                "timestamp": lambda v: make_date_parser(key, None, tz)(v), "string": str, "": str,
+            }
+            if kind not in converters:
+                raise ValueError("the type must be integer, decimal, boolean, timestamp or string")
+            return {f"custom.{key}": converters[kind](value) if value else None}
+        if name not in allowed:
+            raise ValueError(f"cannot be edited here: use {', '.join(allowed)}, tags, tag.<name> or custom.<key>")
+        if not value:
+            return {name: None}
+        if name in DATE_FIELDS:
+            return {name: make_date_parser(name, None, tz)(value)}
+        converter = {"lead_status": convert_lead_status, "country": convert_country, "email": convert_email}.get(name)
+        return {name: converter(value) if converter else value}
+    except ValueError as exc:
+        raise EditValueError(f"{name}={text!r}: {exc}") from None
+
+
+def parse_assignments(pairs: Iterable[tuple[str, str]], allowed: tuple[str, ...], tz: tzinfo) -> dict[str, Any]:
+    """Several assignments merged in order (a later one wins)."""
+    edits: dict[str, Any] = {}
+    for name, text in pairs:
+        edits.update(parse_assignment(name, text, allowed, tz))
+    return edits
+
+
+def skip_reason(
+    status: str,
+    lead_created_at: datetime | None,
+    free_trial_started_at: datetime | None,
+    edits: dict[str, Any],
+    now: datetime,
+) -> str | None:
+    """Why these edits may not be applied to a customer in this state, or None when they may."""
+    if edits.get("lead_status") is not None and status in SUBSCRIBER_STATUSES:
+        return f"a lead status cannot be set on a subscriber (status {status})"
+    for name in DATE_FIELDS:
+        value = edits.get(name)
+        if value is not None and value > now:
+            return f"{name} {value.isoformat()} lies in the future"
+    lead = edits[DATE_FIELDS[0]] if DATE_FIELDS[0] in edits else lead_created_at
+    trial = edits[DATE_FIELDS[1]] if DATE_FIELDS[1] in edits else free_trial_started_at
+    if lead is not None and trial is not None and trial < lead:
+        return (
+            f"the trial date {trial.isoformat()} would precede the lead date {lead.isoformat()}"
+        )
+    return None
+
+
+# ---------------------------------------------------------------- bulk edit
+
+
+@dataclass
+class BulkEditSummary:
+    """Counts of a bulk edit and the skipped customers with their reasons."""
+
+    applied: int = 0
+    skipped: int = 0
+    skips: list[dict[str, Any]] = field(default_factory=list)
+    dry_run: bool = False
+
+    def skip(self, customer: str, reason: str) -> None:
+        """Count a skipped customer (the list keeps the first 10,000)."""
+        self.skipped += 1
+        if len(self.skips) < SKIP_LIST_LIMIT:
+            self.skips.append({"customer": customer, "reason": reason})
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``--json`` output."""
+        return {"applied": self.applied, "skipped": self.skipped, "skips": self.skips, "dry_run": self.dry_run}
+
+
+Target = tuple[str, int | None, dict[str, Any]]  # (reference shown to the user, customer id or None, edits)
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def apply_bulk_edit(
+    engine: Engine,
+    targets: Iterable[Target],
+    *,
+    actor: str = "bulk-edit",
+    dry_run: bool = False,
+    batch_size: int = BATCH_SIZE,
+    now: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> BulkEditSummary:
+    """Apply per-customer edits in batches (one transaction, one statement per table each).
+
+    Args:
+        targets: ``(reference, customer id or None, edits)``; None ids (not found) and rows whose edits
+            are an error string under ``"__error__"`` are skipped with their reason.
+        dry_run: check the rules and count, write nothing.
+    """
+    from storage.bulk_edits import apply_manual_edits, customer_states
+
+    moment = now or datetime.now(timezone.utc)
+    summary = BulkEditSummary(dry_run=dry_run)
+    done = 0
+    for batch in _chunks(targets, batch_size):
+        with engine.begin() as conn:
+            states = customer_states(conn, [cid for _, cid, _ in batch if cid is not None])
+            to_apply: dict[int, dict[str, Any]] = {}
+            for ref, cid, edits in batch:
+                if "__error__" in edits:
+                    summary.skip(ref, edits["__error__"])
+                    continue
+                state = states.get(cid) if cid is not None else None
+                if state is None:
+                    summary.skip(ref, "no such customer")
+                    continue
+                if cid in to_apply:
+                    summary.skip(ref, "the same customer appears earlier in this batch; the first edit is applied")
+                    continue
+                reason = skip_reason(state.status, state.lead_created_at, state.free_trial_started_at, edits, moment)
+                if reason is not None:
+                    summary.skip(ref, reason)
+                    continue
+                to_apply[cid] = edits  # type: ignore[index]
+            if not dry_run:
+                apply_manual_edits(conn, to_apply, actor)
+            summary.applied += len(to_apply)
+        done += len(batch)
+        if progress is not None:
+            progress(done)
+    return summary
+
+
+def targets_from_refs(engine: Engine, refs: Iterable[str], edits: dict[str, Any]) -> Iterator[Target]:
+    """Resolve customer references (uuid, SOURCE:EXTERNAL_ID or email) in batches."""
+    from storage.bulk_edits import resolve_refs
+
+    for chunk in _chunks((r.strip() for r in refs if r.strip() and not r.strip().startswith("#")), BATCH_SIZE):
+        with engine.connect() as conn:
+            found = resolve_refs(conn, chunk)
+        for ref in chunk:
+            yield ref, found.get(ref), edits
+
+
+def targets_from_filter(engine: Engine, where: list[str], edits: dict[str, Any]) -> Iterator[Target]:
+    """Every customer matching the shared filter grammar (``storage.filters``), paged by id.
+
+    Raises:
+        storage.filters.FilterError: a filter that does not parse or names an unknown source.
+    """
+    from sqlalchemy import select
+
+    from storage.filters import build_filter
+    from storage.schema import customers
+
+    with engine.connect() as conn:
+        clause = build_filter(conn, where)
+    after = 0
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(customers.c.id, customers.c.uuid).where(clause, customers.c.id > after)
+                .order_by(customers.c.id).limit(BATCH_SIZE)
+            ).all()
+        if not rows:
+            return
+        for cid, uuid in rows:
+            yield uuid, cid, edits
+        after = rows[-1][0]
+
+
+_ID_HEADERS = ("customer", "customeruuid", "uuid", "ref", "customerref", "customerid")
+
+
+def targets_from_csv(
+    engine: Engine, path: Path, edits: dict[str, Any], tz: tzinfo
+) -> Iterator[Target]:
+    """Customers and per-row values from a CSV, streamed in batches.
+
+    The CSV names each customer in a ``customer`` (or ``uuid``) column holding a ``cus_…`` uuid or
+    ``SOURCE:EXTERNAL_ID``, or in ``data_source`` + ``external_id`` columns, or in an ``email`` column.
+    Other columns named like a bulk-editable field (lead_status, owner, lead_created_at,
+    free_trial_started_at, tags, tag.<name>, custom.<key>) give that row's values; an empty cell leaves
+    the field alone; ``--set`` values apply to every row and a cell overrides them.
+
+    Raises:
+        FileUnreadable: the file cannot be read or names no customer column.
+    """
+    from storage.bulk_edits import resolve_refs
+
+    if not path.is_file():
+        raise FileUnreadable(f"{path}: no such file")
+    with path.open("rb") as handle:
+        head = handle.read(1 << 20)
+    encoding = detect_encoding(head, str(path))
+    with path.open(encoding=encoding, newline="") as handle:
+        delimiter = sniff_delimiter(handle.read(64 * 1024))
+    with path.open(encoding=encoding, newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        headers = [h.strip() for h in next(reader, [])]
+        norm = [normalize_header(h) for h in headers]
+        id_index = next((norm.index(h) for h in _ID_HEADERS if h in norm), None)
+        source_index = next((norm.index(h) for h in ("datasource", "source") if h in norm), None)
+        external_index = norm.index("externalid") if "externalid" in norm else None
+        email_index = norm.index("email") if "email" in norm else None
+        if id_index is None and (source_index is None or external_index is None) and email_index is None:
+            raise FileUnreadable(
+                f"{path}: no column names the customer: add a 'customer' column (cus_… uuid or SOURCE:EXTERNAL_ID), "
+                f"'data_source' and 'external_id' columns, or an 'email' column"
+            )
+        used = {i for i in (id_index, source_index, external_index, email_index) if i is not None}
+        field_columns = []
+        for index, header in enumerate(headers):
+            if index in used or not header:
+                continue
+            canonical = header if header.startswith(("custom.", "tag.")) else header.strip().lower().replace(" ", "_")
+            # Other columns (a customer export's name, country…) are ignored: only bulk-editable fields count.
+            if canonical in BULK_FIELDS or canonical == "tags" or canonical.startswith(("custom.", "tag.")):
+                field_columns.append((index, canonical))
+
+        def rows() -> Iterator[tuple[int, str, dict[str, Any]]]:
+            for number, values in enumerate(reader, start=2):
+                if not any(v.strip() for v in values):
+                    continue
+
+                def cell(i: int | None) -> str:
+                    return values[i].strip() if i is not None and i < len(values) else ""
+
+                if cell(id_index):
+                    ref = cell(id_index)
+                elif cell(source_index) and cell(external_index):
+                    ref = f"{cell(source_index)}:{cell(external_index)}"
+                else:
+                    ref = cell(email_index) or f"row {number}"
+                row_edits = dict(edits)
+                try:
+                    for index, name in field_columns:
+                        if cell(index):
+                            row_edits.update(parse_assignment(name, cell(index), BULK_FIELDS, tz))
+                except EditValueError as exc:
+                    row_edits = {"__error__": f"row {number}: {exc}"}
+                if not row_edits:
+                    row_edits = {"__error__": f"row {number}: nothing to set (no --set and no value in the row)"}
+                yield number, ref, row_edits
+
+        for chunk in _chunks(rows(), BATCH_SIZE):
+            with engine.connect() as conn:
+                found = resolve_refs(conn, [ref for _, ref, _ in chunk])
+            for _number, ref, row_edits in chunk:
+                yield ref, found.get(ref), row_edits
+
+
+# ---------------------------------------------------------------- manual entry
+
+
+def add_customer(
+    engine: Engine,
+    source_name: str,
+    external_id: str,
+    values: dict[str, Any],
+    *,
+    now: datetime | None = None,
+) -> int:
+    """Add one lead or customer by hand to a custom source (created, kind custom, if missing).
+
+    Args:
+        values: parsed fields (name, email, company, …, lead_created_at, free_trial_started_at).
+
+    Returns:
+        The new customer's id.
+
+    Raises:
+        EditValueError: the customer exists already, or a rule is broken (future date, trial before lead).
+        SourceKindMismatch: the source is an integration.
+    """
+    from flows.imports import ensure_import_source
+    from storage.customers import resolve_customer
+    from storage.upsert import upsert_records
+
+    reason = skip_reason("New_Lead", None, None, values, now or datetime.now(timezone.utc))
+    if reason:
+        raise EditValueError(reason)
+    source_id, name = ensure_import_source(engine, source_name, "custom")
+    record = SourceCustomerRecord(external_id=external_id, **values)
+    with engine.begin() as conn:
+        if resolve_customer(conn, f"{name}:{external_id}") is not None:
+            raise EditValueError(
+                f"{name}:{external_id} exists already: change it with `funnelsync customers edit {name}:{external_id}`"
+            )
+        result = upsert_records(conn, source_id, [record])
+        return result.created_customer_ids[0]
+
+
+def edit_customer(
+    engine: Engine,
+    customer_id: int,
+    edits: dict[str, Any],
+    unset: Iterable[str] = (),
+    *,
+    actor: str = "cli",
+    now: datetime | None = None,
+) -> None:
+    """Store manual edits of one customer (and drop the overrides named in ``unset``).
+
+    Raises:
+        EditValueError: a rule is broken (the reason says which).
+    """
+    from storage.bulk_edits import apply_manual_edits, customer_states
+    from storage.edits import clear_manual_edits
+
+    with engine.begin() as conn:
+        state = customer_states(conn, [customer_id]).get(customer_id)
+        if state is None:
+            raise EditValueError("no such customer")
+        reason = skip_reason(state.status, state.lead_created_at, state.free_trial_started_at, edits,
+                             now or datetime.now(timezone.utc))
+        if reason:
+            raise EditValueError(reason)
+        fields = list(unset)
+        if fields:
+            clear_manual_edits(conn, customer_id, fields)
+        if edits:
+            apply_manual_edits(conn, {customer_id: edits}, actor)
+
+
+def account_zone() -> tzinfo:
+    """The account time zone (dates without a zone are read there)."""
+    return account_timezone()
