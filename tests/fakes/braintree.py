@@ -100,11 +100,13 @@ class BraintreeFake(FakeApi):
         return "bt_"
 
     def settings(self, api_key: str | None = None) -> dict[str, Any]:
+        # On respx the two APIs keep their own hosts; served locally (tests.fakes.server) both share one.
+        graphql = GRAPHQL if self.base_url == GATEWAY else f"{self.base_url}/graphql"
         return {
             **SETTINGS,
             "private_key": api_key or self.api_key,
-            "base_url": GRAPHQL,
-            "gateway_url": GATEWAY,
+            "base_url": graphql,
+            "gateway_url": self.base_url,
             "page_size": self.page_size,
         }
 
@@ -361,6 +363,14 @@ class BraintreeFake(FakeApi):
                 )
             )
         return httpx.Response(404)
+
+    def routes(self) -> list[tuple[str, str, Any]]:
+        """Both APIs on one host, for ``tests.fakes.server.serve``."""
+        return [
+            ("POST", r"/graphql", self.graphql_handler),
+            ("POST", r"/merchants/.+", self.gateway_handler),
+            ("GET", r"/merchants/.+", self.gateway_handler),
+        ]
 
     def install(self, router: Any) -> None:
         router.post(GRAPHQL).mock(side_effect=self._wrap(self.graphql_handler))

@@ -24,10 +24,18 @@ def serve(fake: FakeApi) -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            self._serve("GET")
+
+        def do_POST(self) -> None:
+            self._serve("POST")
+
+        def _serve(self, verb: str) -> None:
             url = f"http://127.0.0.1:{server.server_address[1]}{self.path}"
-            request = httpx.Request("GET", url, headers=dict(self.headers.items()))
+            length = int(self.headers.get("Content-Length") or 0)
+            content = self.rfile.read(length) if length else b""
+            request = httpx.Request(verb, url, headers=dict(self.headers.items()), content=content)
             for method, pattern, handler in routes:
-                if method == "GET" and pattern.match(url):
+                if method == verb and pattern.match(url):
                     response = handler(request)
                     break
             else:
