@@ -13,7 +13,7 @@ from sqlalchemy import Connection, select
 
 from api.auth import require_api_key
 from api.customers import apply_edits, customer_id_or_404
-from api.errors import Invalid, JsonBody, require_object
+from api.errors import Invalid, JsonBody, body_example, require_object
 from api.fields import FieldReader, attribute_key, read_custom_attributes
 from api.wire import customers_json
 from storage.customer_lookup import attribute_types, find_customer_ids
@@ -62,7 +62,7 @@ def retrieve_attributes(request: Request, uuid: str) -> dict[str, Any]:
     return {"tags": attrs["tags"], "stripe": {}, "clearbit": {}, "custom": attrs["custom"]}
 
 
-@router.post("/{uuid}/attributes/tags")
+@router.post("/{uuid}/attributes/tags", openapi_extra=body_example({"tags": ["vip", "b2b"]}))
 def add_tags(request: Request, uuid: str, body: JsonBody) -> dict[str, Any]:
     """Add tags; answers every tag the customer now has."""
     tags = _tags_from(body)
@@ -72,7 +72,7 @@ def add_tags(request: Request, uuid: str, body: JsonBody) -> dict[str, Any]:
         return {"tags": _attributes(conn, customer_id)["tags"]}
 
 
-@router.delete("/{uuid}/attributes/tags")
+@router.delete("/{uuid}/attributes/tags", openapi_extra=body_example({"tags": ["vip"]}))
 def remove_tags(request: Request, uuid: str, body: JsonBody) -> dict[str, Any]:
     """Remove tags (also ones a source reports: the removal is remembered); answers the tags left."""
     tags = _tags_from(body)
@@ -89,7 +89,7 @@ def _by_email(data: dict[str, Any]) -> str:
     return email.strip()
 
 
-@router.post("/attributes/tags")
+@router.post("/attributes/tags", openapi_extra=body_example({"email": "adam@smith.com", "tags": ["vip"]}))
 def add_tags_by_email(request: Request, body: JsonBody) -> dict[str, Any]:
     """Add tags to every customer with that email; answers those customers."""
     data = require_object(body)
@@ -115,8 +115,9 @@ def add_custom_by_email(request: Request, body: JsonBody) -> dict[str, Any]:
         return {"entries": customers_json(conn, ids, str(request.base_url))}
 
 
-@router.post("/{uuid}/attributes/custom")
-@router.put("/{uuid}/attributes/custom")
+@router.post("/{uuid}/attributes/custom", openapi_extra=body_example(
+    {"custom": [{"type": "Integer", "key": "seats", "value": 12}]}))
+@router.put("/{uuid}/attributes/custom", openapi_extra=body_example({"custom": {"seats": 20}}))
 @router.patch("/{uuid}/attributes/custom")
 def set_custom(request: Request, uuid: str, body: JsonBody) -> dict[str, Any]:
     """Add (POST, ``[{type, key, value}]``) or update (PUT/PATCH, ``{key: value}``) custom attributes."""
@@ -127,7 +128,7 @@ def set_custom(request: Request, uuid: str, body: JsonBody) -> dict[str, Any]:
         return {"custom": _attributes(conn, customer_id)["custom"]}
 
 
-@router.delete("/{uuid}/attributes/custom")
+@router.delete("/{uuid}/attributes/custom", openapi_extra=body_example({"custom": ["seats"]}))
 def remove_custom(request: Request, uuid: str, body: JsonBody) -> dict[str, Any]:
     """Remove custom attributes (``{"custom": ["key", …]}``); answers the ones left."""
     data = require_object(body)

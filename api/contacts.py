@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select
 
 from api.auth import require_api_key
 from api.customers import customer_id_or_404, read_contact_custom, read_contact_fields
-from api.errors import Invalid, JsonBody, NotFound, require_object
+from api.errors import Invalid, JsonBody, NotFound, body_example, require_object
 from api.fields import FieldReader
 from api.wire import contacts_json, decode_cursor, page_envelope, per_page_value
 from storage.contacts import (
@@ -84,7 +84,9 @@ def _create(request: Request, data: dict[str, Any], customer_uuid: str | None) -
         return _one(conn, pk)
 
 
-@router.post("/v1/contacts", status_code=201)
+@router.post("/v1/contacts", status_code=201, openapi_extra=body_example({
+    "customer_uuid": "cus_…", "data_source_uuid": "ds_…", "first_name": "Adam", "last_name": "Smith",
+    "email": "adam@smith.com", "title": "CEO", "custom": [{"key": "Nickname", "value": "Ad"}]}))
 def create_contact_route(request: Request, body: JsonBody) -> dict[str, Any]:
     """Add a contact to a customer (``customer_uuid`` and ``data_source_uuid`` required)."""
     return _create(request, require_object(body), None)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import Connection, select
 
 from api.auth import require_api_key
-from api.errors import Invalid, JsonBody, NotFound, require_object
+from api.errors import Invalid, JsonBody, NotFound, body_example, require_object
 from api.fields import FieldReader, read_custom_attributes
 from api.wire import (
     WRITABLE_KINDS,
@@ -125,7 +125,12 @@ def read_contact_custom(reader: FieldReader, value: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------ create
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, openapi_extra=body_example({
+    "data_source_uuid": "ds_…", "external_id": "lead-001", "name": "Adam Smith", "email": "adam@smith.com",
+    "country": "US", "lead_created_at": "2022-10-14 00:00:00", "free_trial_started_at": "2022-10-20 00:00:00",
+    "attributes": {"tags": ["webinar"], "custom": [{"type": "String", "key": "channel", "value": "Facebook"}]},
+    "primary_contact": {"first_name": "Adam", "email": "adam@smith.com"},
+}))
 def create_customer(request: Request, body: JsonBody) -> dict[str, Any]:
     """Create a customer (a lead, usually) in an API data source."""
     data = require_object(body)
@@ -315,8 +320,12 @@ def apply_edits(conn: Connection, customer_id: int, edits: dict[str, Any], types
         raise Invalid.one("body", str(exc)) from None
 
 
-@router.patch("/{uuid}")
-@router.put("/{uuid}")
+_UPDATE_DOC = body_example({"status": "Working_Lead", "free_trial_started_at": "2022-10-21", "owner": "rep@example.com",
+                            "attributes": {"tags": ["hot"], "custom": {"seats": 12}}})
+
+
+@router.patch("/{uuid}", openapi_extra=_UPDATE_DOC)
+@router.put("/{uuid}", openapi_extra=_UPDATE_DOC)
 def update_customer(request: Request, uuid: str, body: JsonBody) -> dict[str, Any]:
     """Update a customer: every field given becomes a manual edit that no re-sync erases."""
     data = require_object(body)

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from api.auth import require_api_key
-from api.errors import Invalid, JsonBody, NotFound, require_object
+from api.errors import Invalid, JsonBody, NotFound, body_example, require_object
 from api.wire import data_source_json, kinds_of_system
 from storage.removal import delete_data_source
 from storage.sources import SourceExists, create_source, get_source, list_sources
@@ -23,7 +23,7 @@ def source_by_uuid(conn: Any, uuid: str) -> Any:
     return row
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, openapi_extra=body_example({"name": "In-house CRM"}))
 def create_data_source(request: Request, body: JsonBody) -> dict[str, Any]:
     """Create a data source fed through the API (kind ``api``)."""
     data = require_object(body)

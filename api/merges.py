@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 
 from api.auth import require_api_key
 from api.customers import ACTOR, customer_id_or_404
-from api.errors import ApiError, Invalid, JsonBody, NotFound, require_object
+from api.errors import ApiError, Invalid, JsonBody, NotFound, body_example, require_object
 from api.fields import FieldReader
 from storage.customer_lookup import customer_id_by_external, customer_id_by_uuid
 from storage.merge import CustomerNotFound, MergeError, NothingToUnmerge, merge_customers, unmerge
@@ -48,7 +48,8 @@ def _customer_ref(conn: Connection, reader: FieldReader, side: str, ref: Any) ->
     return found
 
 
-@router.post("/merges", status_code=204)
+@router.post("/merges", status_code=204, openapi_extra=body_example(
+    {"from": {"customer_uuid": "cus_…"}, "into": {"data_source_uuid": "ds_…", "external_id": "34916129"}}))
 def merge(request: Request, body: JsonBody) -> Response:
     """Merge ``from`` into ``into``: ``into`` survives, ``from``'s uuid answers 404 afterwards."""
     data = require_object(body)
@@ -73,7 +74,8 @@ def merge(request: Request, body: JsonBody) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/unmerges", status_code=202)
+@router.post("/unmerges", status_code=202, openapi_extra=body_example(
+    {"customer_uuid": "cus_…", "data_source_uuid": "ds_…", "external_id": "lead-001", "move_to_new_customer": []}))
 def unmerge_route(request: Request, body: JsonBody) -> JSONResponse:
     """Separate the source customer (``data_source_uuid``, ``external_id``) from ``customer_uuid``.
 

@@ -204,4 +204,13 @@ def test_auth_and_body_limits(db_engine):
         assert client.request(method, path, auth=("fsk_wrong", "")).status_code == 401
     huge = client.post("/v1/customers", json={"data_source_uuid": ds, "external_id": "big", "name": "x" * 2_000_000})
     assert huge.status_code == 413
+
+    def chunks():  # no Content-Length: the cap is enforced while streaming
+        yield b'{"data_source_uuid": "' + ds.encode() + b'", "external_id": "big2", "name": "'
+        for _ in range(40):
+            yield b"y" * 50_000
+        yield b'"}'
+
+    streamed = client.post("/v1/customers", content=chunks(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413 and "limit" in streamed.json()["message"]
     assert client.get("/v1/customers").json()["entries"] == []
