@@ -28,8 +28,8 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
@@ -41,6 +41,7 @@ from storage.merge_plan import (
     RULES,
     SNAPSHOT_VERSION,
     CandidateSet,
+    EditPlan,
     Group,
     Member,
     group_candidates,
@@ -148,7 +149,7 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -208,11 +209,10 @@ def _customer_key_candidates(conn: Connection, rule: str, key_column: Any, exclu
 def _external_id_candidates(conn: Connection) -> tuple[list[CandidateSet], dict[int, Member]]:
     """Customers whose source customers share an external id across data sources."""
     sc, c = source_customers, customers
-    # (data source, external id) is unique, so two rows with one external id are in two sources; count
-    # distinct customers so an id already merged into one customer is not found again.
-    dup_ids = (
-        select(sc.c.external_id).group_by(sc.c.external_id).having(func.count(sc.c.customer_id.distinct()) > 1)
-    )
+    # (data source, external id) is unique, so two rows with one external id are in two sources. count(*)
+    # is answered from the external_id index alone (counting distinct customer ids would read every row);
+    # ids already merged into one customer are dropped below, where their rows are read anyway.
+    dup_ids = select(sc.c.external_id).group_by(sc.c.external_id).having(func.count() > 1)
     rows = conn.execute(
         select(sc.c.external_id, c.c.id, c.c.uuid, c.c.created_at, c.c.has_subscriptions)
         .join(c, c.c.id == sc.c.customer_id)
@@ -290,10 +290,6 @@ def _load_edits(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, dic
     return out
 
 
-def _effective(row: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(row)
-
-
 def _merged_effective(into: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
     """What INTO shows after ``other`` merged into it (used to plan the next merge into the same survivor)."""
     out = dict(into)
@@ -311,7 +307,7 @@ def _merged_effective(into: Mapping[str, Any], other: Mapping[str, Any]) -> dict
 
 
 def _edit_json_value(value: Any) -> Any:
-    return value.astimezone(timezone.utc).isoformat() if isinstance(value, datetime) else value
+    return value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
 
 
 def merge_customers(
@@ -374,10 +370,14 @@ def merge_batch(
         raise MergeError("a customer cannot be merged away twice in one batch")
     if set(from_ids) & set(into_ids):
         raise MergeError("a survivor cannot be merged away in the same batch")
-    rows = _load_rows(conn, [*from_ids, *into_ids])
+    rows = _load_rows(conn, from_ids)
+    into_uuid: dict[int, str] = {}
+    for part in _chunks(into_ids):
+        for row in conn.execute(select(customers.c.id, customers.c.uuid).where(customers.c.id.in_(part))):
+            into_uuid[row.id] = row.uuid
     todo: list[tuple[int, int, str]] = []
     for from_id, into_id, rule in merges:
-        missing = [i for i in (from_id, into_id) if i not in rows]
+        missing = [i for i in (from_id, into_id) if i not in rows and i not in into_uuid]
         if missing:
             if skip_missing:
                 continue
@@ -421,14 +421,21 @@ def merge_batch(
     edit_deletes: dict[tuple[int, str], dict[str, Any]] = {}
     edit_writes: dict[tuple[int, str], dict[str, Any]] = {}
     events: list[MergeEvent] = []
-    into_state = {i: _effective(rows[i]) for i in into_ids}
+    # Only survivors whose merges involve manual edits need their effective fields to plan the edits
+    # (most merges have none): read those rows, and skip the rest.
+    needs_plan = {i for f, i, _ in todo if edits.get(f) or edits.get(i)}
+    into_state = {i: dict(r) for i, r in _load_rows(conn, sorted(needs_plan)).items()}
     into_edits = {i: {f: e["value"] for f, e in edits.get(i, {}).items()} for i in into_ids}
     for from_id, into_id, rule in todo:
-        from_row, into_row = rows[from_id], rows[into_id]
+        from_row = rows[from_id]
         from_edit_rows = edits.get(from_id, {})
-        plan = plan_edit_moves(
-            into_state[into_id], into_edits[into_id], _effective(from_row), {f: e["value"] for f, e in from_edit_rows.items()}
-        )
+        if into_id in needs_plan:
+            plan = plan_edit_moves(
+                into_state[into_id], into_edits[into_id], from_row, {f: e["value"] for f, e in from_edit_rows.items()}
+            )
+            into_state[into_id] = _merged_effective(into_state[into_id], from_row)
+        else:
+            plan = EditPlan()
         into_changes: dict[str, dict[str, Any]] = {}
         for field_name in plan.move:
             source_edit = from_edit_rows[field_name]
@@ -464,7 +471,7 @@ def merge_batch(
             "customer": row_to_json(customers, from_row),
             "manual_edits": [row_to_json(manual_edits, e) for e in from_edit_rows.values()],
             "source_customers": [
-                {"id": s["id"], "linked_at": s["linked_at"].astimezone(timezone.utc).isoformat()}
+                {"id": s["id"], "linked_at": s["linked_at"].astimezone(UTC).isoformat()}
                 for s in moved_sources
             ],
             "contacts": contacts_of.get(from_id, []),
@@ -472,7 +479,7 @@ def merge_batch(
         }
         event = MergeEvent(
             uuid=new_uuid("mrg"), kind="merge", from_customer_uuid=from_row["uuid"],
-            into_customer_uuid=into_row["uuid"], rule=rule, actor=actor, created_at=now,
+            into_customer_uuid=into_uuid[into_id], rule=rule, actor=actor, created_at=now,
         )
         events.append(event)
         event_rows.append(
@@ -480,7 +487,6 @@ def merge_batch(
              "into_customer_uuid": event.into_customer_uuid, "rule": rule, "actor": actor,
              "created_at": now, "snapshot": snapshot, "undone_at": None}
         )
-        into_state[into_id] = _merged_effective(into_state[into_id], from_row)
 
     conn.execute(insert(merge_events), event_rows)
     if relinks:

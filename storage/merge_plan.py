@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Boolean, Table
@@ -214,9 +214,9 @@ def _as_datetime(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def effective_value(effective: Mapping[str, Any], field_name: str) -> Any:
@@ -306,7 +306,7 @@ def row_to_json(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
             continue
         value = row[column.name]
         if isinstance(value, datetime):
-            value = value.astimezone(timezone.utc).isoformat()
+            value = value.astimezone(UTC).isoformat()
         out[column.name] = value
     # Round-trip through json so the snapshot holds no object the JSON column would refuse.
     return json.loads(json.dumps(out))

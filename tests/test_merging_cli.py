@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func, select
 
@@ -26,7 +26,7 @@ def run(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def t(month: int, day: int) -> datetime:
-    return datetime(2025, month, day, tzinfo=timezone.utc)
+    return datetime(2025, month, day, tzinfo=UTC)
 
 
 def seed(engine: Engine) -> tuple[str, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -21,7 +21,7 @@ from storage.schema import customers, merge_events
 
 
 def _t(day: int, hour: int = 0) -> datetime:
-    return datetime(2025, 1, day, hour, tzinfo=timezone.utc)
+    return datetime(2025, 1, day, hour, tzinfo=UTC)
 
 
 def _m(id_: int, day: int, subs: bool = False) -> Member:
@@ -165,7 +165,7 @@ def test_plan_edit_moves(into_edits: dict, from_edits: dict, expected: EditPlan)
 
 def test_row_snapshot_round_trip_is_exact() -> None:
     row = {
-        "id": 12, "uuid": "cus_abc", "created_at": datetime(2025, 3, 4, 5, 6, 7, 891011, tzinfo=timezone.utc),
+        "id": 12, "uuid": "cus_abc", "created_at": datetime(2025, 3, 4, 5, 6, 7, 891011, tzinfo=UTC),
         "updated_at": _t(9), "name": "Zoë", "email": None, "tags": ["a", "b"], "custom": {"n": 1.5, "ok": True},
         "has_subscriptions": True, "lead_created_at": None,
     }

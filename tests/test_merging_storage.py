@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -28,7 +28,7 @@ from storage.upsert import upsert_records
 
 
 def t(month: int, day: int, hour: int = 0) -> datetime:
-    return datetime(2025, month, day, hour, tzinfo=timezone.utc)
+    return datetime(2025, month, day, hour, tzinfo=UTC)
 
 
 def lead_record(**overrides: Any) -> SourceCustomerRecord:
@@ -309,9 +309,8 @@ def test_failure_mid_merge_leaves_both_customers_as_they_were(
         raise RuntimeError("disk full")  # after every other write of the merge has run
 
     monkeypatch.setattr(merge_mod, "reproject", broken_reproject)
-    with pytest.raises(RuntimeError, match="disk full"):
-        with db_engine.begin() as conn:
-            merge_customers(conn, lead_id, sub_id)
+    with pytest.raises(RuntimeError, match="disk full"), db_engine.begin() as conn:
+        merge_customers(conn, lead_id, sub_id)
     with pytest.raises(RuntimeError, match="disk full"):
         auto_merge(db_engine)
     with db_engine.connect() as conn:

@@ -6,7 +6,7 @@ nothing to unmerge, database error), 2 the command line is wrong.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -30,20 +30,20 @@ def _resolve(conn: Any, ref: str, role: str) -> int:
 @app.command()
 def merge(
     from_ref: Annotated[
-        Optional[str], typer.Argument(metavar="FROM", help="The customer merged away: cus_… uuid or SOURCE:EXTERNAL_ID.")
+        str | None, typer.Argument(metavar="FROM", help="The customer merged away: cus_… uuid or SOURCE:EXTERNAL_ID.")
     ] = None,
     into_ref: Annotated[
-        Optional[str], typer.Argument(metavar="INTO", help="The customer that survives: cus_… uuid or SOURCE:EXTERNAL_ID.")
+        str | None, typer.Argument(metavar="INTO", help="The customer that survives: cus_… uuid or SOURCE:EXTERNAL_ID.")
     ] = None,
     auto: Annotated[bool, typer.Option("--auto", help="Find duplicate groups and merge each into its survivor.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="With --auto: list the groups, write nothing.")] = False,
     rule: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--rule", help="With --auto: email, external_id or domain (repeatable; default email + external_id)."),
     ] = None,
     log: Annotated[bool, typer.Option("--log", help="Show the merge log (newest first) instead of merging.")] = False,
     customer: Annotated[
-        Optional[str], typer.Option("--customer", help="With --log: only events of this customer (uuid or SOURCE:ID).")
+        str | None, typer.Option("--customer", help="With --log: only events of this customer (uuid or SOURCE:ID).")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="With --log: at most this many events.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
@@ -175,7 +175,8 @@ def unmerge(
 ) -> None:
     """Undo the merge that brought a source record into CUSTOMER: the merged-away customer comes back as it was."""
     from storage.customers import customer_view
-    from storage.merge import MergeError, unmerge as unmerge_customer
+    from storage.merge import MergeError
+    from storage.merge import unmerge as unmerge_customer
     from storage.schema import customers
 
     if ":" not in source_customer or source_customer.startswith("cus_"):
