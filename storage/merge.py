@@ -267,7 +267,17 @@ def find_duplicate_groups(conn: Connection, rules: Iterable[str] = DEFAULT_RULES
             found, seen = _external_id_candidates(conn)
         candidates.extend(found)
         members.update(seen)
-    return group_candidates(candidates, members)
+    # Customers a user separated with an unmerge stay apart: auto-merge must not undo the user's decision
+    # on the next sync (unmerges are rare, so reading them all is cheap).
+    separated = {
+        frozenset((row.from_customer_uuid, row.into_customer_uuid))
+        for row in conn.execute(
+            select(merge_events.c.from_customer_uuid, merge_events.c.into_customer_uuid).where(
+                merge_events.c.kind == "unmerge"
+            )
+        )
+    }
+    return group_candidates(candidates, members, separated)
 
 
 # ---------------------------------------------------------------------------------------------------

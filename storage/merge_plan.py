@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -137,7 +137,11 @@ class CandidateSet:
     customer_ids: tuple[int, ...]
 
 
-def group_candidates(candidates: Iterable[CandidateSet], members: Mapping[int, Member]) -> list[Group]:
+def group_candidates(
+    candidates: Iterable[CandidateSet],
+    members: Mapping[int, Member],
+    separated: Collection[frozenset[str]] = frozenset(),
+) -> list[Group]:
     """Unite overlapping candidate sets into disjoint groups and pick each group's survivor.
 
     Args:
@@ -145,6 +149,8 @@ def group_candidates(candidates: Iterable[CandidateSet], members: Mapping[int, M
             external id, or a chain A~B by email, B~C by domain).
         members: the detection view of every customer id named in ``candidates``; ids missing here
             (deleted since detection) are left out.
+        separated: uuid pairs a user split apart with an unmerge; such a member is not merged into
+            that survivor again automatically (a manual merge still can).
 
     Returns:
         Groups of two or more customers, sorted by survivor id; rules in ``RULES`` order.
@@ -172,6 +178,10 @@ def group_candidates(candidates: Iterable[CandidateSet], members: Mapping[int, M
         if len(ids) < 2:
             continue
         ordered = sorted((members[i] for i in ids), key=survivor_order_key)
+        if separated:
+            ordered = [ordered[0]] + [m for m in ordered[1:] if frozenset((ordered[0].uuid, m.uuid)) not in separated]
+            if len(ordered) < 2:
+                continue
         group_rules = [r for r in RULES if r in rules.get(root, ())]
         group_rules += sorted(rules.get(root, set()) - set(RULES))
         groups.append(

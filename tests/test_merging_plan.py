@@ -104,6 +104,13 @@ def test_group_never_puts_a_customer_in_two_groups() -> None:
     assert groups[0].survivor.id == 9
 
 
+def test_group_leaves_out_pairs_a_user_separated() -> None:
+    candidates = [CandidateSet("email", "a@x.io", (1, 2, 3))]
+    groups = group_candidates(candidates, MEMBERS, {frozenset(("cus_3", "cus_1"))})
+    assert [(g.survivor.id, [m.id for m in g.others]) for g in groups] == [(3, [2])]
+    assert group_candidates(candidates[:1], {1: MEMBERS[1], 3: MEMBERS[3]}, {frozenset(("cus_3", "cus_1"))}) == []
+
+
 def test_group_subscriber_survives_and_keys_are_reported() -> None:
     members = {1: _m(1, 1), 2: _m(2, 5, subs=True)}
     (group,) = group_candidates([CandidateSet("email", "jane@acme.io", (1, 2))], members)

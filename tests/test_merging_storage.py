@@ -246,8 +246,11 @@ def test_unmerge_restores_exactly(db_engine: Engine) -> None:
         log = list_merge_events(conn, views_before[1]["uuid"])
     assert [e.kind for e in log] == ["unmerge", "merge"]
     assert log[1].undone_at is not None and log[0].from_customer_uuid == views_before[0]["uuid"]
-    # The duplicate is detected again (nothing hides it) and can be merged again.
-    assert auto_merge(db_engine).merged_customers == 1
+    # Auto-merge respects the user's decision and leaves the pair apart; a manual merge still works.
+    assert auto_merge(db_engine).groups == []
+    with db_engine.begin() as conn:
+        merge_customers(conn, lead_id, sub_id)
+        assert customer_view(conn, [lead_id]) == []
 
 
 def test_unmerge_refuses_the_customers_own_record_and_strangers(db_engine: Engine) -> None:
