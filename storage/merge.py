@@ -383,8 +383,8 @@ def merge_batch(
     rows = _load_rows(conn, from_ids)
     into_uuid: dict[int, str] = {}
     for part in _chunks(into_ids):
-        for row in conn.execute(select(customers.c.id, customers.c.uuid).where(customers.c.id.in_(part))):
-            into_uuid[row.id] = row.uuid
+        for uuid_row in conn.execute(select(customers.c.id, customers.c.uuid).where(customers.c.id.in_(part))):
+            into_uuid[uuid_row.id] = uuid_row.uuid
     todo: list[tuple[int, int, str]] = []
     for from_id, into_id, rule in merges:
         missing = [i for i in (from_id, into_id) if i not in rows and i not in into_uuid]
@@ -410,18 +410,18 @@ def merge_batch(
             sources_of[row.customer_id].append({"id": row.id, "linked_at": row.linked_at})
     last_linked: dict[int, datetime] = {}
     for part in _chunks(into_ids):
-        for row in conn.execute(
+        for last_row in conn.execute(
             select(sc.c.customer_id, func.max(sc.c.linked_at).label("last"))
             .where(sc.c.customer_id.in_(part))
             .group_by(sc.c.customer_id)
         ):
-            last_linked[row.customer_id] = row.last
+            last_linked[last_row.customer_id] = last_row.last
     contacts_of: dict[int, list[int]] = defaultdict(list)
     for part in _chunks(from_ids):
-        for row in conn.execute(
+        for contact_row in conn.execute(
             select(contacts.c.id, contacts.c.customer_id).where(contacts.c.customer_id.in_(part)).order_by(contacts.c.id)
         ):
-            contacts_of[row.customer_id].append(row.id)
+            contacts_of[contact_row.customer_id].append(contact_row.id)
 
     now = _now()
     event_rows: list[dict[str, Any]] = []

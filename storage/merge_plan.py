@@ -225,7 +225,7 @@ def _as_datetime(value: Any) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    parsed = datetime.fromisoformat(str(value))  # Python 3.11 reads a trailing Z itself
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
