@@ -146,7 +146,8 @@ def should_retry(outcome: httpx.Response | BaseException, retryable_body: BodyCh
     if isinstance(outcome, RetryableResponse):
         return True
     if isinstance(outcome, BaseException):
-        return isinstance(outcome, httpx.TransportError)
+        # A malformed base_url (no http:// or https://) fails the same way every time.
+        return isinstance(outcome, httpx.TransportError) and not isinstance(outcome, httpx.UnsupportedProtocol)
     status = outcome.status_code
     if status in (401, 403):
         return False
@@ -371,6 +372,10 @@ class HttpClient:
         except RetryableResponse as exc:
             raise self._api_error(
                 exc.response, where, f"still failing after {self.max_attempts} attempts"
+            ) from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise ApiError(
+                _scrub(f"{self.source}: base_url {self.base_url!r} is not a usable http(s) URL ({exc})", self._secrets)
             ) from None
         except httpx.TransportError as exc:
             raise ApiError(

@@ -49,6 +49,7 @@ def resp(status: int, headers: dict[str, str] | None = None, json: object = None
         (resp(400, json={"error": {"type": "invalid_request_error", "code": "lock_timeout"}}), True),
         (httpx.ConnectError("refused"), True),
         (httpx.ReadTimeout("slow"), True),
+        (httpx.UnsupportedProtocol("no scheme"), False),
         (ValueError("bug"), False),
     ],
 )
@@ -213,3 +214,11 @@ def test_client_sets_a_timeout_on_every_request() -> None:
     client.get_json("/v1/x")
     timeout = route.calls.last.request.extensions["timeout"]
     assert all(timeout[k] for k in ("connect", "read", "write", "pool"))
+
+
+def test_client_malformed_base_url_fails_at_once() -> None:
+    slept: list[float] = []
+    client = HttpClient("stripe", "api.stripe.com", sleep_fn=slept.append)
+    with pytest.raises(ApiError, match="not a usable http"):
+        client.get_json("/v1/customers")
+    assert slept == []
