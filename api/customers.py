@@ -7,6 +7,8 @@ every source, so a re-sync never erases them (SPEC section 2).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -36,6 +38,8 @@ from storage.upsert import upsert_records
 router = APIRouter(prefix="/v1/customers", tags=["customers"], dependencies=[Depends(require_api_key)])
 
 ACTOR = "api"
+# A date "now" from a client whose clock runs a little ahead is not in the future.
+CLOCK_SKEW = timedelta(minutes=5)
 TEXT_FIELDS = ("name", "company", "state", "city", "zip", "website_url", "owner")
 # Keys of the read shape a client may send back unchanged; they are ignored, not refused.
 READ_ONLY = frozenset({
@@ -61,6 +65,20 @@ def customer_id_or_404(conn: Connection, uuid: str) -> int:
 def one_customer(conn: Connection, customer_id: int, request: Request) -> dict[str, Any]:
     """The API shape of one customer."""
     return customers_json(conn, [customer_id], str(request.base_url))[0]
+
+
+def check_dates(
+    reader: FieldReader, lead: datetime | None, trial: datetime | None, given: Iterable[str]
+) -> None:
+    """The manual-entry rules the CLI applies too (flows/manual_edits.py): no lead or trial date in the
+    future, no trial before the lead date. ``given`` names the date fields the request set."""
+    latest = datetime.now(UTC) + CLOCK_SKEW
+    for name, value in (("lead_created_at", lead), ("free_trial_started_at", trial)):
+        if name in given and value is not None and value > latest:
+            reader.fail(name, f"{value.isoformat()} lies in the future")
+    if lead is not None and trial is not None and trial < lead:
+        field = "free_trial_started_at" if "free_trial_started_at" in given else "lead_created_at"
+        reader.fail(field, f"the trial date {trial.isoformat()} would precede the lead date {lead.isoformat()}")
 
 
 def _unknown_keys(reader: FieldReader, data: dict[str, Any], allowed: frozenset[str]) -> None:
@@ -143,6 +161,8 @@ def create_customer(request: Request, body: JsonBody) -> dict[str, Any]:
     values["country"] = reader.country("country")
     values["lead_created_at"] = reader.datetime("lead_created_at")
     values["free_trial_started_at"] = reader.datetime("free_trial_started_at")
+    check_dates(reader, values["lead_created_at"], values["free_trial_started_at"],
+                ("lead_created_at", "free_trial_started_at"))
     status = reader.text("status")
     if status is not None and status not in LEAD_STATUSES:
         reader.fail("status", f"a new customer takes a lead status: one of {', '.join(LEAD_STATUSES)}; got {status!r}")
@@ -286,9 +306,15 @@ def customer_edits(
         edits["email"] = reader.email("email")
     if reader.has("country"):
         edits["country"] = reader.country("country")
-    for name in ("lead_created_at", "free_trial_started_at"):
-        if reader.has(name):
-            edits[name] = reader.datetime(name)
+    given = [name for name in ("lead_created_at", "free_trial_started_at") if reader.has(name)]
+    for name in given:
+        edits[name] = reader.datetime(name)
+    if given:
+        current = conn.execute(
+            select(customers.c.lead_created_at, customers.c.free_trial_started_at).where(customers.c.id == customer_id)
+        ).one()
+        check_dates(reader, edits.get("lead_created_at", current.lead_created_at),
+                    edits.get("free_trial_started_at", current.free_trial_started_at), given)
     if reader.has("status"):
         status = reader.text("status")
         if status is None or status not in LEAD_STATUSES:

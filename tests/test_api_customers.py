@@ -214,3 +214,21 @@ def test_auth_and_body_limits(db_engine):
     streamed = client.post("/v1/customers", content=chunks(), headers={"Content-Type": "application/json"})
     assert streamed.status_code == 413 and "limit" in streamed.json()["message"]
     assert client.get("/v1/customers").json()["entries"] == []
+
+
+def test_date_rules_of_manual_entry(db_engine):
+    client = api_client(db_engine)
+    ds = new_source(client)
+    before = client.post("/v1/customers", json={
+        "data_source_uuid": ds, "external_id": "t1", "lead_created_at": "2024-03-10", "free_trial_started_at": "2024-03-01"})
+    assert before.status_code == 422 and "precede" in before.json()["message"]
+    future = client.post("/v1/customers", json={"data_source_uuid": ds, "external_id": "t2", "lead_created_at": "2999-01-01"})
+    assert future.status_code == 422 and future.json()["errors"][0]["field"] == "lead_created_at"
+    uuid = new_customer(client, ds, "t3", lead_created_at="2024-03-01", free_trial_started_at="2024-03-05")["uuid"]
+    # The stored trial date counts: moving the lead date after it is refused, moving both is fine.
+    late_lead = client.patch(f"/v1/customers/{uuid}", json={"lead_created_at": "2024-03-20"})
+    assert late_lead.status_code == 422 and late_lead.json()["errors"][0]["field"] == "lead_created_at"
+    both = client.patch(f"/v1/customers/{uuid}", json={"lead_created_at": "2024-03-20", "free_trial_started_at": "2024-03-21"})
+    assert both.status_code == 200 and both.json()["free_trial_started_at"] == "2024-03-21T00:00:00+00:00"
+    assert client.patch(f"/v1/customers/{uuid}", json={"free_trial_started_at": "2999-01-01"}).status_code == 422
+    assert client.get(f"/v1/customers/{uuid}").json()["lead_created_at"] == "2024-03-20T00:00:00+00:00"
