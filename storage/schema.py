@@ -307,3 +307,28 @@ import_row_fingerprints = Table(
     Column("row_key", String(400), primary_key=True),
     Column("fingerprint", String(32), nullable=False),
 )
+
+# One sync per source at a time, held in the database so it also holds when no Prefect server is
+# reachable and across workers on different machines. A row is a held lock; ``expires_at`` is pushed
+# forward by the holder's heartbeat, so a crashed holder's lock lapses on its own (storage/locks.py).
+source_locks = Table(
+    "source_locks",
+    metadata,
+    Column("lock_key", String(200), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# The lifecycle dates last announced per customer (as Prefect events by the flows), so a re-sync only
+# announces what changed: a date going from none to a value is "lead created", "trial started" or
+# "converted" (storage/lifecycle.py). Deleted with the customer (a merged-away one announces nothing).
+lifecycle_marks = Table(
+    "lifecycle_marks",
+    metadata,
+    Column("customer_id", IdType, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
+    Column("lead_created_at", UTCDateTime),
+    Column("free_trial_started_at", UTCDateTime),
+    Column("subscriber_since", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

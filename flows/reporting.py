@@ -1,0 +1,163 @@
+"""How runs report: table and progress artifacts, and lifecycle events for Prefect automations.
+
+Everything here runs inside a flow or task run and goes to the Prefect API the run talks to. Nothing
+here logs or publishes a secret: artifacts and events carry counts, names and customer fields only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+from uuid import UUID
+
+from flows.runtime import slug
+
+# Per-customer events beyond this many in one run are summed up in one summary event instead: the first
+# sync of a large source would otherwise send a million events (PERFORMANCE.md: the server falls behind).
+MAX_CUSTOMER_EVENTS = 1_000
+
+EVENT_PREFIX = "funnelsync.customer."
+STREAM_COLUMNS = ("stream", "fetched", "created", "updated", "unchanged", "rejected", "duration_s")
+
+
+def customer_resource(customer_uuid: str, name: str | None = None) -> dict[str, str]:
+    """The Prefect resource of a customer (``funnelsync.customer.<uuid>``)."""
+    resource = {"prefect.resource.id": f"funnelsync.customer.{customer_uuid}"}
+    if name:
+        resource["prefect.resource.name"] = name
+    return resource
+
+
+def source_related(source_uuid: str | None, source_name: str | None) -> list[dict[str, str]]:
+    """The data source as a related resource of an event."""
+    if not source_uuid and not source_name:
+        return []
+    related = {
+        "prefect.resource.id": f"funnelsync.data-source.{source_uuid or slug(source_name or '')}",
+        "prefect.resource.role": "data-source",
+    }
+    if source_name:
+        related["prefect.resource.name"] = source_name
+    return [related]
+
+
+class ProgressReporter:
+    """A progress artifact for one run, moved forward as batches arrive.
+
+    Progress is the share of work units done (streams of a source, sources of sync-all, chunks of a
+    file); within a unit whose size is unknown (an API that does not say how many pages remain) the
+    artifact's description carries the running count instead.
+    """
+
+    def __init__(self, key: str, units: int, what: str) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        self.units = max(units, 1)
+        self.done = 0.0
+        self.what = what
+        self.artifact_id: UUID | None = None
+        try:
+            self.artifact_id = create_progress_artifact(0.0, key=slug(key), description=f"{what}: starting")
+        except Exception:  # reporting must never fail the sync itself
+            self.artifact_id = None
+
+    def update(self, done_units: float, description: str) -> None:
+        """Move to ``done_units`` of ``units`` with a one-line description of where the run is."""
+        from prefect.artifacts import update_progress_artifact
+
+        self.done = min(max(done_units, self.done), self.units)
+        if self.artifact_id is None:
+            return
+        try:
+            update_progress_artifact(
+                self.artifact_id, round(100.0 * self.done / self.units, 1), description=f"{self.what}: {description}"
+            )
+        except Exception:
+            pass
+
+    def finish(self, description: str) -> None:
+        """Mark the run complete."""
+        self.update(self.units, description)
+
+
+def publish_stream_table(
+    key: str, rows: Sequence[Mapping[str, Any]], description: str, columns: Sequence[str] = STREAM_COLUMNS
+) -> None:
+    """A table artifact with one row per stream (or file, or source) and its counts."""
+    from prefect.artifacts import create_table_artifact
+
+    table = [{col: row.get(col) for col in columns} for row in rows]
+    create_table_artifact(table=table, key=slug(key), description=description)
+
+
+def emit_lifecycle_events(
+    changes: Iterable[Any],
+    *,
+    source_uuid: str | None = None,
+    source_name: str | None = None,
+    limit: int = MAX_CUSTOMER_EVENTS,
+) -> dict[str, int]:
+    """Emit one event per lifecycle change (up to ``limit``) and a summary event; return counts by kind.
+
+    Args:
+        changes: ``storage.lifecycle.LifecycleChange`` items.
+        source_uuid: the data source whose sync found them, as a related resource.
+        source_name: its name.
+        limit: most per-customer events to send; the summary event always carries the full counts.
+    """
+    from prefect.events import emit_event
+
+    counts: dict[str, int] = {}
+    sent = 0
+    related = source_related(source_uuid, source_name)
+    for change in changes:
+        counts[change.kind] = counts.get(change.kind, 0) + 1
+        if sent >= limit:
+            continue
+        emit_event(
+            event=EVENT_PREFIX + change.kind.replace("_", "-"),
+            resource=customer_resource(change.customer_uuid, change.name or change.email),
+            related=related,
+            payload={"at": change.at.isoformat(), "email": change.email, "name": change.name},
+        )
+        sent += 1
+    if counts:
+        emit_event(
+            event="funnelsync.lifecycle.summary",
+            resource={"prefect.resource.id": "funnelsync.lifecycle"},
+            related=related,
+            payload={"counts": counts, "sent": sent, "at": datetime.now(timezone.utc).isoformat()},
+        )
+    return counts
+
+
+def emit_merge_events(merges: Iterable[Mapping[str, Any]], limit: int = MAX_CUSTOMER_EVENTS) -> int:
+    """Emit ``funnelsync.customer.merged`` per merge: the survivor as resource, the merged-away as related.
+
+    Args:
+        merges: dicts with ``into`` (survivor uuid), ``from`` (merged-away uuid) and ``rule``.
+        limit: most events to send.
+
+    Returns:
+        How many events were sent.
+    """
+    from prefect.events import emit_event
+
+    sent = 0
+    for merge in merges:
+        if sent >= limit:
+            break
+        emit_event(
+            event=EVENT_PREFIX + "merged",
+            resource=customer_resource(str(merge["into"])),
+            related=[
+                {
+                    "prefect.resource.id": f"funnelsync.customer.{merge['from']}",
+                    "prefect.resource.role": "merged-away",
+                }
+            ],
+            payload={"rule": merge.get("rule"), "from": merge["from"], "into": merge["into"]},
+        )
+        sent += 1
+    return sent

@@ -1,0 +1,137 @@
+"""Lifecycle changes of customers since they were last announced.
+
+The flows announce "lead created", "trial started" and "converted" as Prefect events. What a sync batch
+changed is read here, coarsely: for a set of customer ids (what a batch touched) or every customer
+updated since a moment, one query per chunk of ids compares the projected dates with the dates last
+announced (``lifecycle_marks``), and one batched upsert records the new ones. A date that goes from none
+to a value is a change; a date that moves (a merge found an earlier one) is not announced again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from storage.schema import customers, lifecycle_marks
+
+CHUNK = 5_000
+
+# (event kind, projected column) in the order a customer lives them.
+LIFECYCLE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("lead_created", "lead_created_at"),
+    ("trial_started", "free_trial_started_at"),
+    ("converted", "subscriber_since"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleChange:
+    """One customer reaching a lifecycle step: ``kind`` at ``at`` (the date from the data)."""
+
+    customer_uuid: str
+    kind: str
+    at: datetime
+    email: str | None
+    name: str | None
+
+
+def _chunks(ids: Iterable[int], size: int = CHUNK) -> Iterator[list[int]]:
+    chunk: list[int] = []
+    for customer_id in ids:
+        chunk.append(customer_id)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _insert(conn: Connection):  # type: ignore[no-untyped-def]
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(lifecycle_marks)
+
+
+def _changes_for(conn: Connection, where) -> list[LifecycleChange]:  # type: ignore[no-untyped-def]
+    m = lifecycle_marks
+    rows = conn.execute(
+        select(
+            customers.c.id,
+            customers.c.uuid,
+            customers.c.email,
+            customers.c.name,
+            customers.c.lead_created_at,
+            customers.c.free_trial_started_at,
+            customers.c.subscriber_since,
+            m.c.customer_id.label("marked"),
+            m.c.lead_created_at.label("m_lead_created_at"),
+            m.c.free_trial_started_at.label("m_free_trial_started_at"),
+            m.c.subscriber_since.label("m_subscriber_since"),
+        )
+        .select_from(customers.outerjoin(m, m.c.customer_id == customers.c.id))
+        .where(where)
+    ).mappings()
+    changes: list[LifecycleChange] = []
+    marks: list[dict[str, object]] = []
+    now = datetime.now(timezone.utc)
+    for row in rows:
+        new = [
+            LifecycleChange(row["uuid"], kind, row[col], row["email"], row["name"])
+            for kind, col in LIFECYCLE_FIELDS
+            if row[col] is not None and row[f"m_{col}"] is None
+        ]
+        if new or row["marked"] is None:
+            changes.extend(new)
+            marks.append(
+                {
+                    "customer_id": row["id"],
+                    # Keep the first announced date: a later, earlier-dated merge is not a new step.
+                    **{col: row[f"m_{col}"] or row[col] for _, col in LIFECYCLE_FIELDS},
+                    "updated_at": now,
+                }
+            )
+    if marks:
+        stmt = _insert(conn)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[lifecycle_marks.c.customer_id],
+            set_={
+                "lead_created_at": stmt.excluded.lead_created_at,
+                "free_trial_started_at": stmt.excluded.free_trial_started_at,
+                "subscriber_since": stmt.excluded.subscriber_since,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+        conn.execute(stmt, marks)
+    return changes
+
+
+def collect_lifecycle_changes(
+    conn: Connection,
+    customer_ids: Iterable[int] | None = None,
+    *,
+    updated_since: datetime | None = None,
+) -> list[LifecycleChange]:
+    """Find and record the lifecycle steps not yet announced.
+
+    Give either the ids a batch touched or a moment: every customer updated since then is checked.
+    Call it inside the caller's transaction; the marks are written there, so a rolled-back
+    announcement is found again next time.
+
+    Args:
+        conn: a connection in a transaction.
+        customer_ids: internal ids of the customers to check.
+        updated_since: check every customer whose ``updated_at`` is at or after this moment.
+
+    Returns:
+        The new steps, in customer then lifecycle order.
+    """
+    if customer_ids is not None:
+        changes: list[LifecycleChange] = []
+        for chunk in _chunks(customer_ids):
+            changes.extend(_changes_for(conn, customers.c.id.in_(chunk)))
+        return changes
+    if updated_since is None:
+        raise ValueError("give customer_ids or updated_since")
+    return _changes_for(conn, customers.c.updated_at >= updated_since)

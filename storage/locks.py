@@ -1,0 +1,169 @@
+"""Database-held locks: one sync per source at a time, on any number of workers.
+
+A lock is a row of ``source_locks`` (key, owner, expires_at). Taking it is one statement in its own
+transaction — an insert that does nothing when the row exists, else a compare-and-set update that only
+succeeds on an expired row — so two workers racing for the same key cannot both win, on SQLite or on
+PostgreSQL, with or without a Prefect server. The holder pushes ``expires_at`` forward from a heartbeat
+thread; a holder that crashed stops doing so and its lock lapses after ``ttl_seconds``.
+
+Times come from the workers' clocks (the SQLite column is an integer, so the database's ``now()`` is not
+usable on both back ends); clocks of machines sharing a database are assumed NTP-synchronised, and the
+TTL (minutes) dwarfs any skew they have.
+
+Example:
+    >>> with hold_lock(engine, "sync:ds_123", owner="flow-run 42@host", wait_seconds=0):
+    ...     run_the_sync()
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import Engine, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from storage.schema import source_locks
+
+DEFAULT_TTL_SECONDS = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    """Who holds a lock, since when, and until when it stays valid without a heartbeat."""
+
+    key: str
+    owner: str
+    acquired_at: datetime
+    expires_at: datetime
+
+
+class LockBusy(Exception):
+    """The lock is held by someone else (and did not come free within the wait)."""
+
+    def __init__(self, key: str, holder: LockHolder | None, waited: float) -> None:
+        self.key = key
+        self.holder = holder
+        self.waited = waited
+        if holder is None:
+            who = "another run"
+        else:
+            who = f"{holder.owner} (since {holder.acquired_at.isoformat(timespec='seconds')})"
+        super().__init__(f"{key} is held by {who}; waited {waited:.0f}s")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def try_acquire(engine: Engine, key: str, owner: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> bool:
+    """Take ``key`` for ``owner`` if it is free, expired, or already ``owner``'s.
+
+    Args:
+        engine: the funnelsync database.
+        key: what is locked, e.g. ``"sync:ds_…"``.
+        owner: who takes it (shown to whoever finds it busy).
+        ttl_seconds: how long the lock stays valid without a heartbeat.
+
+    Returns:
+        True when ``owner`` now holds the lock.
+    """
+    now = _now()
+    values = {"lock_key": key, "owner": owner, "acquired_at": now, "expires_at": now + timedelta(seconds=ttl_seconds)}
+    with engine.begin() as conn:
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            stmt = postgresql.insert(source_locks).values(**values).on_conflict_do_nothing()
+        elif dialect == "sqlite":
+            stmt = sqlite.insert(source_locks).values(**values).on_conflict_do_nothing()
+        else:  # pragma: no cover - other back ends are not supported by the storage layer
+            raise RuntimeError(f"locks are not implemented for {dialect}")
+        if conn.execute(stmt).rowcount == 1:
+            return True
+        # The row exists: take it over only if it lapsed (its holder died) or it is ours already.
+        taken = conn.execute(
+            update(source_locks)
+            .where(source_locks.c.lock_key == key)
+            .where(or_(source_locks.c.expires_at < now, source_locks.c.owner == owner))
+            .values(owner=owner, acquired_at=now, expires_at=values["expires_at"])
+        )
+        return taken.rowcount == 1
+
+
+def heartbeat(engine: Engine, key: str, owner: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> bool:
+    """Push the lock's expiry forward; False when ``owner`` no longer holds it."""
+    with engine.begin() as conn:
+        res = conn.execute(
+            update(source_locks)
+            .where(source_locks.c.lock_key == key, source_locks.c.owner == owner)
+            .values(expires_at=_now() + timedelta(seconds=ttl_seconds))
+        )
+        return res.rowcount == 1
+
+
+def release(engine: Engine, key: str, owner: str) -> None:
+    """Give the lock back (no-op when ``owner`` does not hold it)."""
+    with engine.begin() as conn:
+        conn.execute(delete(source_locks).where(source_locks.c.lock_key == key, source_locks.c.owner == owner))
+
+
+def lock_holder(engine: Engine, key: str) -> LockHolder | None:
+    """The current, unexpired holder of ``key``, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(select(source_locks).where(source_locks.c.lock_key == key)).mappings().first()
+    if row is None or row["expires_at"] < _now():
+        return None
+    return LockHolder(key, row["owner"], row["acquired_at"], row["expires_at"])
+
+
+@contextmanager
+def hold_lock(
+    engine: Engine,
+    key: str,
+    owner: str,
+    *,
+    wait_seconds: float = 0.0,
+    poll_seconds: float = 1.0,
+    ttl_seconds: float = DEFAULT_TTL_SECONDS,
+) -> Iterator[None]:
+    """Hold ``key`` for the duration of the block, heartbeating it from a daemon thread.
+
+    Args:
+        engine: the funnelsync database.
+        key: what is locked.
+        owner: who holds it.
+        wait_seconds: how long to wait for a busy lock before giving up (0: do not wait).
+        poll_seconds: how often to try again while waiting.
+        ttl_seconds: validity without a heartbeat; the heartbeat runs every third of it.
+
+    Raises:
+        LockBusy: the lock stayed held by someone else for ``wait_seconds``.
+    """
+    started = time.monotonic()
+    while not try_acquire(engine, key, owner, ttl_seconds):
+        waited = time.monotonic() - started
+        if waited >= wait_seconds:
+            raise LockBusy(key, lock_holder(engine, key), waited)
+        time.sleep(min(poll_seconds, max(wait_seconds - waited, 0.05)))
+
+    stop = threading.Event()
+
+    def _beat() -> None:
+        while not stop.wait(ttl_seconds / 3):
+            try:
+                heartbeat(engine, key, owner, ttl_seconds)
+            except Exception:  # a transient database hiccup: the next beat tries again before expiry
+                pass
+
+    beater = threading.Thread(target=_beat, name=f"lock-heartbeat:{key}", daemon=True)
+    beater.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beater.join(timeout=5)
+        release(engine, key, owner)
