@@ -13,8 +13,12 @@ from sqlalchemy import Engine
 
 # Task retries: Prefect re-runs a task whose failure is transient (network, 5xx, 429, a database that
 # went away); a sync resumes from its last committed cursor, so a retry re-fetches at most one batch.
-TASK_RETRIES = 3
-TASK_RETRY_DELAYS = [5.0, 30.0, 120.0]
+# FUNNELSYNC_TASK_RETRY_DELAYS ("5,30,120") changes the waits, read when the flows are imported (tests
+# shorten them; an operator with a strict vendor may lengthen them).
+TASK_RETRY_DELAYS = [
+    float(part) for part in os.environ.get("FUNNELSYNC_TASK_RETRY_DELAYS", "5,30,120").split(",") if part.strip()
+] or [0.0]
+TASK_RETRIES = len(TASK_RETRY_DELAYS)
 TASK_RETRY_JITTER = 0.3
 
 # HTTP statuses a retry can fix (SPEC 3: 5xx, 408, 409, 429); any other 4xx cannot.
@@ -84,6 +88,8 @@ def is_transient(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - httpx is a dependency
         pass
     status = getattr(exc, "status_code", None)
+    if not isinstance(status, int):
+        status = getattr(exc, "status", None)  # connectors.http.ApiError after its own retries ran out
     if isinstance(status, int):
         return status >= 500 or status in _RETRYABLE_STATUSES
     from sqlalchemy.exc import DBAPIError, OperationalError

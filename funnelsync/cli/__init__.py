@@ -21,6 +21,7 @@ from funnelsync.cli import manual as _manual  # noqa: E402,F401  customers add|e
 from funnelsync.cli import sync as _sync  # noqa: E402,F401  sync NAME [--full-refresh] [--json]
 from funnelsync.cli import metrics as _metrics  # noqa: E402,F401  metrics, metrics cohorts
 from funnelsync.cli import merge as _merge  # noqa: E402,F401  merge, unmerge
+from funnelsync.cli import worker as _worker  # noqa: E402,F401  worker (serve the Prefect deployments)
 
 
 def main() -> None:

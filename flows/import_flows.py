@@ -1,0 +1,208 @@
+"""Import flows: ``import-file`` (a flexible or structured CSV) and ``import-sheet`` (a Google Sheet).
+
+Each wraps the plain-Python import of ``flows.imports`` in one task per file (the import streams the
+file in chunks of a few thousand rows and commits each; the task reports progress per chunk), then
+publishes the counts as a table artifact, announces lifecycle changes, and merges duplicates.
+
+A refused file (unreadable encoding, a required column missing, an ambiguous date column) is not
+retried: the run fails at once with the reason. Rejected rows never stop the valid ones; they are
+counted and listed in the import job.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from flows.merge_flows import DEFAULT_MERGE_RULES, merge_duplicates_task
+from flows.reporting import ProgressReporter, emit_lifecycle_events, publish_stream_table
+from flows.runtime import (
+    TASK_RETRIES,
+    TASK_RETRY_DELAYS,
+    TASK_RETRY_JITTER,
+    retry_if_transient,
+    slug,
+    task_engine,
+)
+
+IMPORT_COLUMNS = ("file", "kind", "fetched", "created", "updated", "unchanged", "rejected", "duration_s")
+
+
+def _get(obj: Any, name: str, default: Any = 0) -> Any:
+    value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+    return default if value is None else value
+
+
+def _call(func: Any, engine: Any, **kwargs: Any) -> Any:
+    """Call an import function with the keyword arguments it accepts (the rest are left out)."""
+    accepted = inspect.signature(func).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return func(engine, **kwargs)
+    return func(engine, **{k: v for k, v in kwargs.items() if k in accepted and v is not None})
+
+
+def import_counts(result: Any) -> dict[str, int]:
+    """created / updated / unchanged / rejected (and rows read) of an import result."""
+    counts = {k: int(_get(result, k)) for k in ("created", "updated", "unchanged", "rejected")}
+    counts["fetched"] = int(_get(result, "rows", 0) or _get(result, "fetched", 0) or sum(counts.values()))
+    return counts
+
+
+class _ChunkProgress:
+    """Progress callback for an import: rows done so far, of the total when the importer knows it."""
+
+    def __init__(self, what: str) -> None:
+        self.reporter = ProgressReporter(f"{slug(what)}-progress", 100, what)
+
+    def __call__(self, done: int = 0, total: int | None = None, *args: Any, **kwargs: Any) -> None:
+        if total:
+            self.reporter.update(100 * done / total, f"{done:,} of {total:,} rows")
+        else:
+            self.reporter.update(min(self.reporter.done + 1, 99), f"{done:,} rows")
+
+
+@task(
+    name="import-file",
+    task_run_name="import {path}",
+    retries=TASK_RETRIES,
+    retry_delay_seconds=TASK_RETRY_DELAYS,
+    retry_jitter_factor=TASK_RETRY_JITTER,
+    retry_condition_fn=retry_if_transient,
+)
+def import_file_task(
+    path: str,
+    source: str,
+    kind: str = "csv",
+    mapping: list[str] | None = None,
+    date_format: str | None = None,
+    timezone_name: str | None = None,
+) -> dict[str, Any]:
+    """Import one file into ``source``; return its counts.
+
+    Args:
+        path: the file on the worker's disk.
+        source: the data source to import into (created as a ``csv`` source when missing).
+        kind: ``csv`` (flexible, headers matched by name) or ``structured`` (the strict template).
+        mapping: explicit ``"Header=field"`` mappings for a flexible CSV.
+        date_format: ``MM/DD/YYYY`` or ``DD/MM/YYYY`` for slashed dates the file leaves ambiguous.
+        timezone_name: the zone of dates written without one (default: the account time zone).
+    """
+    from flows import imports
+
+    if kind not in ("csv", "structured"):
+        raise ValueError(f"import kind {kind!r}: expected 'csv' or 'structured'")
+    func = imports.import_csv if kind == "csv" else imports.import_structured
+    started = datetime.now(timezone.utc)
+    clock = time.monotonic()
+    progress = _ChunkProgress(f"import {source}")
+    with task_engine() as engine:
+        result = _call(
+            func, engine, path=path, source=source, mapping=mapping, date_format=date_format,
+            timezone=timezone_name, progress=progress,
+        )
+        changes = _lifecycle(engine, started)
+    return _report(result, changes, label=path, kind=kind, source=source, clock=clock, progress=progress)
+
+
+def _lifecycle(engine: Any, started: datetime) -> list[Any]:
+    from storage.lifecycle import collect_lifecycle_changes
+
+    with engine.begin() as conn:
+        return collect_lifecycle_changes(conn, updated_since=started)
+
+
+def _report(result: Any, changes: list[Any], *, label: str, kind: str, source: str, clock: float,
+            progress: _ChunkProgress) -> dict[str, Any]:
+    counts = import_counts(result)
+    duration = round(time.monotonic() - clock, 2)
+    progress.reporter.finish(f"done, {counts['fetched']:,} rows")
+    publish_stream_table(
+        f"import-{source}",
+        [{"file": label, "kind": kind, **counts, "duration_s": duration}],
+        f"Import into **{source}**: {counts['created']:,} created, {counts['updated']:,} updated, "
+        f"{counts['unchanged']:,} unchanged, {counts['rejected']:,} rejected",
+        columns=IMPORT_COLUMNS,
+    )
+    lifecycle = emit_lifecycle_events(changes, source_name=source)
+    get_run_logger().info("Imported %s into %s: %s", label, source, counts)
+    summary: dict[str, Any] = {"source": source, "file": label, **counts, "duration_s": duration, "lifecycle": lifecycle}
+    job = _get(result, "job_uuid", None) or _get(result, "uuid", None)
+    if job:
+        summary["import_job"] = job
+    return summary
+
+
+@task(
+    name="import-sheet",
+    task_run_name="import sheet {source}",
+    retries=TASK_RETRIES,
+    retry_delay_seconds=TASK_RETRY_DELAYS,
+    retry_jitter_factor=TASK_RETRY_JITTER,
+    retry_condition_fn=retry_if_transient,
+)
+def import_sheet_task(source: str, full_refresh: bool = False) -> dict[str, Any]:
+    """Import the rows of a Google Sheet source changed since its last run."""
+    from flows import imports
+
+    started = datetime.now(timezone.utc)
+    clock = time.monotonic()
+    progress = _ChunkProgress(f"import {source}")
+    with task_engine() as engine:
+        result = _call(imports.import_sheet, engine, source=source, full_refresh=full_refresh, progress=progress)
+        changes = _lifecycle(engine, started)
+    return _report(result, changes, label=source, kind="sheet", source=source, clock=clock, progress=progress)
+
+
+@flow(name="import-file", log_prints=False)
+def import_file_flow(
+    path: str,
+    source: str,
+    kind: str = "csv",
+    mapping: list[str] | None = None,
+    date_format: str | None = None,
+    timezone_name: str | None = None,
+    merge_after: bool = True,
+    merge_rules: list[str] | None = None,
+) -> dict[str, Any]:
+    """Import a CSV of customers into a data source, then merge the duplicates it created.
+
+    Args:
+        path: the file, on the machine that runs the flow.
+        source: the data source to import into (created as a ``csv`` source when missing).
+        kind: ``csv`` (flexible) or ``structured`` (the strict template).
+        mapping: explicit ``"Header=field"`` mappings, e.g. ``["Signup Date=lead_created_at"]``.
+        date_format: ``MM/DD/YYYY`` or ``DD/MM/YYYY`` when the file's slashed dates are ambiguous.
+        timezone_name: the zone of dates written without one.
+        merge_after: merge duplicates after the import.
+        merge_rules: rules for that merge (default: email and external_id).
+    """
+    summary = import_file_task(path, source, kind, mapping, date_format, timezone_name)
+    if merge_after:
+        summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_MERGE_RULES), False)
+    return summary
+
+
+@flow(name="import-sheet", log_prints=False)
+def import_sheet_flow(
+    source: str,
+    full_refresh: bool = False,
+    merge_after: bool = True,
+    merge_rules: list[str] | None = None,
+) -> dict[str, Any]:
+    """Import a Google Sheet source (rows changed since the last run), then merge duplicates.
+
+    Args:
+        source: the ``google_sheets`` data source.
+        full_refresh: read every row again.
+        merge_after: merge duplicates after the import.
+        merge_rules: rules for that merge (default: email and external_id).
+    """
+    summary = import_sheet_task(source, full_refresh)
+    if merge_after:
+        summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_MERGE_RULES), False)
+    return summary

@@ -1,0 +1,268 @@
+"""Sync flows: ``sync-source`` (one source) and ``sync-all`` (every enabled source, in parallel).
+
+A source is synced by one coarse task (``sync-source-data``): it takes the source's database lock,
+runs ``flows.sync_engine.sync_source`` (connectors → batched upserts, cursor committed per batch),
+reports progress per batch, publishes the per-stream table, and announces the lifecycle changes the
+sync made as Prefect events. Transient failures are retried by Prefect; because every batch commits
+its cursor, a retry resumes where the failed attempt stopped. After the syncs, the duplicate merge runs
+(``merge_after``), with the domain rule off unless asked for (SPEC 4).
+
+One sync per source at a time: the lock is a row in the funnelsync database (``storage.locks``), so it
+holds across workers and without a reachable Prefect server. A run that finds its source busy waits
+up to ``lock_wait_seconds`` and then ends cleanly as ``Skipped`` with a message naming the holder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.futures import as_completed
+from prefect.states import Completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.merge_flows import DEFAULT_MERGE_RULES, merge_duplicates_task
+from flows.reporting import ProgressReporter, emit_lifecycle_events, publish_stream_table
+from flows.runtime import (
+    TASK_RETRIES,
+    TASK_RETRY_DELAYS,
+    TASK_RETRY_JITTER,
+    one_line,
+    retry_if_transient,
+    run_owner,
+    slug,
+    task_engine,
+)
+
+# Kinds that are never pulled: their data arrives by file import, push or the API.
+NOT_PULLED_KINDS = frozenset({"csv", "custom", "api", "segment"})
+SKIPPED = "Skipped"
+
+
+def _count(obj: Any, name: str) -> int:
+    value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+    return int(value or 0)
+
+
+def stream_rows(result: Any) -> list[dict[str, Any]]:
+    """Per-stream counts from a sync result, whatever mapping or object shape the engine returns."""
+    streams = result.get("streams") if isinstance(result, Mapping) else getattr(result, "streams", None)
+    if isinstance(streams, Mapping):
+        items = [(name, counts) for name, counts in streams.items()]
+    else:
+        items = [(_attr(s, "stream") or _attr(s, "name"), s) for s in (streams or [])]
+    rows = []
+    for name, counts in items:
+        row: dict[str, Any] = {"stream": str(name)}
+        for col in ("fetched", "created", "updated", "unchanged", "rejected"):
+            row[col] = _count(counts, col)
+        duration = _attr(counts, "duration_s")
+        if duration is None:
+            duration = _attr(counts, "duration")
+        if duration is None:
+            duration = _attr(counts, "seconds")
+        row["duration_s"] = round(float(duration or 0.0), 2)
+        rows.append(row)
+    return rows
+
+
+def _attr(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+class _SyncProgress:
+    """The progress callback handed to the sync engine: counts batches, moves the progress artifact."""
+
+    def __init__(self, source: str, streams: list[str]) -> None:
+        self.source = source
+        self.streams = streams
+        self.fetched: dict[str, int] = {}
+        self.reporter = ProgressReporter(f"sync-{source}-progress", len(streams) or 1, f"sync {source}")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        info: Any = args[0] if args else kwargs
+        stream = kwargs.get("stream") or _attr(info, "stream") or (args[0] if args and isinstance(args[0], str) else "")
+        counts = args[1] if len(args) > 1 else info
+        fetched = _count(counts, "fetched")
+        if fetched:
+            self.fetched[stream] = self.fetched.get(stream, 0) + fetched if isinstance(counts, Mapping) is False and _attr(counts, "records") is not None else fetched
+        done = bool(_attr(counts, "done") or kwargs.get("done"))
+        index = self.streams.index(stream) if stream in self.streams else 0
+        total = sum(self.fetched.values())
+        self.reporter.update(index + (1 if done else 0.5), f"{stream or 'batch'}: {total:,} records fetched")
+
+
+@task(
+    name="sync-source-data",
+    task_run_name="sync {source}",
+    retries=TASK_RETRIES,
+    retry_delay_seconds=TASK_RETRY_DELAYS,
+    retry_jitter_factor=TASK_RETRY_JITTER,
+    retry_condition_fn=retry_if_transient,
+)
+def sync_source_task(source: str, full_refresh: bool = False, lock_wait_seconds: float = 0.0) -> dict[str, Any]:
+    """Sync one source under its lock; report streams, progress and lifecycle events.
+
+    Args:
+        source: the data source's name or ``ds_…`` uuid.
+        full_refresh: read everything again, ignoring saved cursors.
+        lock_wait_seconds: how long to wait for a sync of the same source that is already running.
+
+    Returns:
+        ``{"source", "status" ("completed" | "skipped"), "message", "streams", "lifecycle", "duration_s"}``.
+    """
+    from storage.lifecycle import collect_lifecycle_changes
+    from storage.locks import LockBusy, hold_lock
+    from storage.sources import require_source
+
+    logger = get_run_logger()
+    started = datetime.now(timezone.utc)
+    clock = time.monotonic()
+    with task_engine() as engine:
+        with engine.connect() as conn:
+            row = require_source(conn, source)
+        name, source_uuid = row.name, row.uuid
+        try:
+            with hold_lock(engine, f"sync:{source_uuid}", run_owner(), wait_seconds=lock_wait_seconds):
+                logger.info("Syncing %s (%s)%s", name, row.kind, ", full refresh" if full_refresh else "")
+                result = _run_sync(engine, row, full_refresh)
+        except LockBusy as busy:
+            message = f"sync of {name} skipped: it is already running ({busy})"
+            logger.warning(message)
+            return {"source": name, "status": "skipped", "message": message, "streams": [], "lifecycle": {}}
+        with engine.begin() as conn:
+            changes = collect_lifecycle_changes(conn, updated_since=started)
+    rows = stream_rows(result)
+    lifecycle = emit_lifecycle_events(changes, source_uuid=source_uuid, source_name=name)
+    duration = round(time.monotonic() - clock, 2)
+    publish_stream_table(
+        f"sync-{name}",
+        rows,
+        f"Sync of **{name}** ({row.kind}{', full refresh' if full_refresh else ''}) in {duration:.1f}s",
+    )
+    totals = {col: sum(r[col] for r in rows) for col in ("fetched", "created", "updated", "unchanged", "rejected")}
+    logger.info(
+        "Synced %s: %s; lifecycle changes %s",
+        name,
+        ", ".join(f"{k} {v:,}" for k, v in totals.items()),
+        lifecycle or "none",
+    )
+    return {
+        "source": name,
+        "status": "completed",
+        "message": f"synced {name}",
+        "streams": rows,
+        "totals": totals,
+        "lifecycle": lifecycle,
+        "duration_s": duration,
+    }
+
+
+def _run_sync(engine: Any, row: Any, full_refresh: bool) -> Any:
+    """Hand one source to the plain-Python sync engine, with a progress callback for the artifact."""
+    from flows import sync_engine
+
+    streams: list[str] = []
+    try:
+        from connectors.registry import connector_class
+
+        streams = [s.name for s in connector_class(row.kind).streams]
+    except Exception:  # a kind without a registered connector (Google Sheets): one unit of progress
+        streams = []
+    progress = _SyncProgress(row.name, streams)
+    result = sync_engine.sync_source(engine, row.name, full_refresh=full_refresh, progress=progress)
+    progress.reporter.finish(f"done, {sum(progress.fetched.values()):,} records fetched")
+    return result
+
+
+def _skipped_or(summary: dict[str, Any]) -> Any:
+    if summary["status"] == "skipped":
+        return Completed(message=summary["message"], name=SKIPPED, data=summary)
+    return summary
+
+
+@flow(name="sync-source", log_prints=False)
+def sync_source_flow(
+    source: str,
+    full_refresh: bool = False,
+    merge_after: bool = True,
+    merge_rules: list[str] | None = None,
+    lock_wait_seconds: float = 0.0,
+) -> Any:
+    """Sync one data source, then merge the duplicates the sync may have created.
+
+    Args:
+        source: the data source's name or ``ds_…`` uuid.
+        full_refresh: read everything again, ignoring saved cursors.
+        merge_after: run the automatic duplicate merge after the sync.
+        merge_rules: rules for that merge (default: email and external_id; add "domain" to opt in).
+        lock_wait_seconds: how long to wait when the same source is already syncing, before skipping.
+    """
+    summary = sync_source_task(source, full_refresh, lock_wait_seconds)
+    if summary["status"] == "completed" and merge_after:
+        summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_MERGE_RULES), False)
+    return _skipped_or(summary)
+
+
+def pulled_sources() -> list[str]:
+    """Names of the enabled sources that are pulled on a schedule (integrations and sheets)."""
+    from storage.sources import list_sources
+
+    with task_engine() as engine:
+        with engine.connect() as conn:
+            return [r.name for r in list_sources(conn) if r.enabled and r.kind not in NOT_PULLED_KINDS]
+
+
+@flow(name="sync-all", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
+def sync_all_flow(
+    full_refresh: bool = False,
+    merge_after: bool = True,
+    merge_rules: list[str] | None = None,
+    lock_wait_seconds: float = 0.0,
+) -> dict[str, Any]:
+    """Sync every enabled pulled source, sources in parallel (each one's own sync serialised by its lock).
+
+    A failing source does not stop the others; the run fails at the end, naming every failed source
+    and its error, after the merge of what did sync.
+
+    Args:
+        full_refresh: read everything again, ignoring saved cursors.
+        merge_after: run the automatic duplicate merge after the syncs.
+        merge_rules: rules for that merge (default: email and external_id).
+        lock_wait_seconds: how long each source waits for a sync of itself already running.
+    """
+    logger = get_run_logger()
+    names = pulled_sources()
+    if not names:
+        logger.warning("No enabled source to sync: add one with `funnelsync sources add`.")
+        return {"sources": [], "failed": []}
+    reporter = ProgressReporter("sync-all-progress", len(names), "sync-all")
+    futures = {sync_source_task.submit(name, full_refresh, lock_wait_seconds): name for name in names}
+    summaries: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for done, future in enumerate(as_completed(list(futures)), start=1):
+        name = futures[future]
+        try:
+            summaries.append(future.result())
+        except Exception as exc:
+            failed.append(f"{name} ({one_line(exc)})")
+            summaries.append({"source": name, "status": "failed", "message": one_line(exc), "totals": {}})
+        reporter.update(done, f"{done} of {len(names)} sources done")
+    publish_stream_table(
+        "sync-all",
+        [
+            {"source": s["source"], "status": s["status"], **s.get("totals", {}), "duration_s": s.get("duration_s")}
+            for s in summaries
+        ],
+        f"sync-all: {len(names)} sources, {len(failed)} failed",
+        columns=("source", "status", "fetched", "created", "updated", "unchanged", "rejected", "duration_s"),
+    )
+    result: dict[str, Any] = {"sources": summaries, "failed": failed}
+    if merge_after and len(failed) < len(names):
+        result["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_MERGE_RULES), False)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(names)} sources failed: " + "; ".join(failed))
+    return result
