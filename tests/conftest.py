@@ -8,6 +8,7 @@ PostgreSQL comes from ``FUNNELSYNC_TEST_POSTGRES_URL`` (default: the local serve
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,13 @@ from storage.db import make_engine, upgrade
 POSTGRES_URL = os.environ.get(
     "FUNNELSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+
+# Prefect: set before anything imports prefect (its settings are read once, at import). A private
+# PREFECT_HOME keeps the tests off the user's profiles; analytics off; task retries fast.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="funnelsync-test-prefect-"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ.setdefault("FUNNELSYNC_TASK_RETRY_DELAYS", "0.2,0.2,0.2")
 
 
 def _sqlite_engine(tmp_path: Path) -> Engine:
@@ -65,3 +73,23 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     upgrade(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[str]:
+    """ONE real Prefect server (``prefect_test_harness``) for the whole session; yields its API URL.
+
+    Started on first use only (about 13 s, PERFORMANCE.md), so sessions without flow tests never pay it.
+    """
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture
+def flow_db(db_url: str, prefect_harness: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``db_url`` made the database of flows run in this process (they read FUNNELSYNC_DATABASE_URL)."""
+    monkeypatch.setenv("FUNNELSYNC_DATABASE_URL", db_url)
+    return db_url
