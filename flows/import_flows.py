@@ -39,10 +39,8 @@ def _get(obj: Any, name: str, default: Any = 0) -> Any:
 
 
 def _call(func: Any, engine: Any, **kwargs: Any) -> Any:
-    """Call an import function with the keyword arguments it accepts (the rest are left out)."""
+    """Call an import function with the keyword arguments it accepts (None values left out)."""
     accepted = inspect.signature(func).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-        return func(engine, **kwargs)
     return func(engine, **{k: v for k, v in kwargs.items() if k in accepted and v is not None})
 
 
@@ -59,7 +57,7 @@ class _ChunkProgress:
     def __init__(self, what: str) -> None:
         self.reporter = ProgressReporter(f"{slug(what)}-progress", 100, what)
 
-    def __call__(self, done: int = 0, total: int | None = None, *args: Any, **kwargs: Any) -> None:
+    def __call__(self, done: int, total: int | None = None) -> None:
         if total:
             self.reporter.update(100 * done / total, f"{done:,} of {total:,} rows")
         else:
@@ -92,19 +90,33 @@ def import_file_task(
         date_format: ``MM/DD/YYYY`` or ``DD/MM/YYYY`` for slashed dates the file leaves ambiguous.
         timezone_name: the zone of dates written without one (default: the account time zone).
     """
+    from connectors.csv_dates import parse_date_format
+    from connectors.header_match import parse_map_options
     from flows import imports
 
-    if kind not in ("csv", "structured"):
-        raise ValueError(f"import kind {kind!r}: expected 'csv' or 'structured'")
-    func = imports.import_csv if kind == "csv" else imports.import_structured
+    if kind == "csv":
+        func = imports.import_csv
+    else:
+        func = getattr(imports, f"import_{kind}", None)
+        if func is None or kind not in ("structured", "contacts"):
+            raise ValueError(f"import kind {kind!r}: expected 'csv' or 'structured'")
+    options: dict[str, Any] = {}
+    if timezone_name:
+        from zoneinfo import ZoneInfo
+
+        options["tz"] = ZoneInfo(timezone_name)
     started = datetime.now(timezone.utc)
     clock = time.monotonic()
     progress = _ChunkProgress(f"import {source}")
     with task_engine() as engine:
-        result = _call(
-            func, engine, path=path, source=source, mapping=mapping, date_format=date_format,
-            timezone=timezone_name, progress=progress,
-        )
+        if kind == "csv":
+            result = func(
+                engine, path, source, parse_map_options(mapping or []), parse_date_format(date_format), progress,
+                **options,
+            )
+        else:
+            result = _call(func, engine, path=path, source_name=source, date_format=parse_date_format(date_format),
+                           progress=progress, **options)
         changes = _lifecycle(engine, started)
     return _report(result, changes, label=path, kind=kind, source=source, clock=clock, progress=progress)
 
@@ -149,11 +161,14 @@ def import_sheet_task(source: str, full_refresh: bool = False) -> dict[str, Any]
     """Import the rows of a Google Sheet source changed since its last run."""
     from flows import imports
 
+    import_sheet = getattr(imports, "import_sheet", None)
+    if import_sheet is None:
+        raise RuntimeError("Google Sheets import is not available in this version of funnelsync")
     started = datetime.now(timezone.utc)
     clock = time.monotonic()
     progress = _ChunkProgress(f"import {source}")
     with task_engine() as engine:
-        result = _call(imports.import_sheet, engine, source=source, full_refresh=full_refresh, progress=progress)
+        result = _call(import_sheet, engine, source_name=source, full_refresh=full_refresh, progress=progress)
         changes = _lifecycle(engine, started)
     return _report(result, changes, label=source, kind="sheet", source=source, clock=clock, progress=progress)
 

@@ -15,7 +15,6 @@ up to ``lock_wait_seconds`` and then ends cleanly as ``Skipped`` with a message 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -42,57 +41,51 @@ NOT_PULLED_KINDS = frozenset({"csv", "custom", "api", "segment"})
 SKIPPED = "Skipped"
 
 
-def _count(obj: Any, name: str) -> int:
-    value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-    return int(value or 0)
+def stream_rows(summary: Any) -> list[dict[str, Any]]:
+    """One table row per stream of a ``flows.sync_engine.SyncSummary``.
 
-
-def stream_rows(result: Any) -> list[dict[str, Any]]:
-    """Per-stream counts from a sync result, whatever mapping or object shape the engine returns."""
-    streams = result.get("streams") if isinstance(result, Mapping) else getattr(result, "streams", None)
-    if isinstance(streams, Mapping):
-        items = [(name, counts) for name, counts in streams.items()]
-    else:
-        items = [(_attr(s, "stream") or _attr(s, "name"), s) for s in (streams or [])]
-    rows = []
-    for name, counts in items:
-        row: dict[str, Any] = {"stream": str(name)}
-        for col in ("fetched", "created", "updated", "unchanged", "rejected"):
-            row[col] = _count(counts, col)
-        duration = _attr(counts, "duration_s")
-        if duration is None:
-            duration = _attr(counts, "duration")
-        if duration is None:
-            duration = _attr(counts, "seconds")
-        row["duration_s"] = round(float(duration or 0.0), 2)
-        rows.append(row)
-    return rows
-
-
-def _attr(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+    Connectors have no row-level rejection (a payload they cannot map fails the batch), so
+    ``rejected`` is 0 for syncs; the column is there so sync and import tables read alike.
+    """
+    return [
+        {
+            "stream": s.stream,
+            "fetched": s.fetched,
+            "created": s.created,
+            "updated": s.updated,
+            "unchanged": s.unchanged,
+            "rejected": getattr(s, "rejected", 0),
+            "duration_s": round(s.seconds, 2),
+        }
+        for s in summary.streams
+    ]
 
 
 class _SyncProgress:
-    """The progress callback handed to the sync engine: counts batches, moves the progress artifact."""
+    """The sync engine's progress callback: moves the progress artifact after every committed batch.
+
+    Progress is counted in streams (the APIs do not say how many pages remain): a stream under way
+    counts half, the artifact's description carries the running record count.
+    """
 
     def __init__(self, source: str, streams: list[str]) -> None:
-        self.source = source
         self.streams = streams
         self.fetched: dict[str, int] = {}
         self.reporter = ProgressReporter(f"sync-{source}-progress", len(streams) or 1, f"sync {source}")
 
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        info: Any = args[0] if args else kwargs
-        stream = kwargs.get("stream") or _attr(info, "stream") or (args[0] if args and isinstance(args[0], str) else "")
-        counts = args[1] if len(args) > 1 else info
-        fetched = _count(counts, "fetched")
-        if fetched:
-            self.fetched[stream] = self.fetched.get(stream, 0) + fetched if isinstance(counts, Mapping) is False and _attr(counts, "records") is not None else fetched
-        done = bool(_attr(counts, "done") or kwargs.get("done"))
+    def __call__(self, stream_summary: Any) -> None:
+        stream = stream_summary.stream
+        self.fetched[stream] = stream_summary.fetched
         index = self.streams.index(stream) if stream in self.streams else 0
-        total = sum(self.fetched.values())
-        self.reporter.update(index + (1 if done else 0.5), f"{stream or 'batch'}: {total:,} records fetched")
+        self.reporter.update(
+            index + 0.5,
+            f"{stream}: {stream_summary.fetched:,} fetched in {stream_summary.batches} batches "
+            f"({self.total:,} records in all)",
+        )
+
+    @property
+    def total(self) -> int:
+        return sum(self.fetched.values())
 
 
 @task(
@@ -174,7 +167,7 @@ def _run_sync(engine: Any, row: Any, full_refresh: bool) -> Any:
         streams = []
     progress = _SyncProgress(row.name, streams)
     result = sync_engine.sync_source(engine, row.name, full_refresh=full_refresh, progress=progress)
-    progress.reporter.finish(f"done, {sum(progress.fetched.values()):,} records fetched")
+    progress.reporter.finish(f"done, {progress.total:,} records fetched")
     return result
 
 
