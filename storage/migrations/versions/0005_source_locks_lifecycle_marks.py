@@ -1,7 +1,7 @@
 """source locks and lifecycle marks
 
-Revision ID: 0004_locks_marks
-Revises: 0003_row_fingerprints
+Revision ID: 0005_locks_marks
+Revises: 0004_metrics
 Create Date: 2026-11-27 01:50:00
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from alembic import op
 
 import storage.types
 
-revision = "0004_locks_marks"
-down_revision = "0003_row_fingerprints"
+revision = "0005_locks_marks"
+down_revision = "0004_metrics"
 branch_labels = None
 depends_on = None
 
