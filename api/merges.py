@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from api.auth import require_api_key
 from api.customers import ACTOR, customer_id_or_404
@@ -18,7 +18,9 @@ from api.errors import ApiError, Invalid, JsonBody, NotFound, body_example, requ
 from api.fields import FieldReader
 from storage.customer_lookup import customer_id_by_external, customer_id_by_uuid
 from storage.merge import CustomerNotFound, MergeError, NothingToUnmerge, merge_customers, unmerge
+from storage.schema import source_customers
 from storage.sources import get_source
+from storage.split import CannotSplit, split_source_customer
 
 router = APIRouter(prefix="/v1/customers", tags=["merges"], dependencies=[Depends(require_api_key)])
 
@@ -79,7 +81,8 @@ def merge(request: Request, body: JsonBody) -> Response:
 def unmerge_route(request: Request, body: JsonBody) -> JSONResponse:
     """Separate the source customer (``data_source_uuid``, ``external_id``) from ``customer_uuid``.
 
-    Done at once (the commercial product queues it); answers 202 like it, with the customer restored.
+    Done at once (the commercial product queues it); answers 202 like it, with the customer restored
+    (a merged-away customer comes back with its uuid) or created (a record linked without a merge).
     """
     data = require_object(body)
     reader = FieldReader(data)
@@ -96,16 +99,28 @@ def unmerge_route(request: Request, body: JsonBody) -> JSONResponse:
         source = get_source(conn, ds_uuid) if ds_uuid.startswith("ds_") else None
         if source is None:
             raise NotFound(f"no data source with uuid {ds_uuid!r}")
+        sc_id = conn.execute(
+            select(source_customers.c.id).where(
+                source_customers.c.data_source_id == source.id, source_customers.c.external_id == external_id
+            )
+        ).scalar()
+        if sc_id is None:
+            raise NotFound(f"no record with external id {external_id!r} in data source {ds_uuid!r}")
         try:
-            event = unmerge(conn, customer_id, (source.id, external_id), actor=ACTOR)
+            event = unmerge(conn, customer_id, sc_id, actor=ACTOR)
+            restored, event_uuid = event.from_customer_uuid, event.uuid
         except CustomerNotFound as exc:
             raise NotFound(str(exc)) from None
         except NothingToUnmerge as exc:
-            raise Invalid.one("external_id", str(exc)) from None
+            # Not brought in by a merge (an import linked it by email, say): separate it into a new
+            # customer, as the commercial product's unmerge does.
+            try:
+                restored, event_uuid = split_source_customer(conn, customer_id, sc_id, actor=ACTOR), None
+            except CannotSplit as why:
+                raise Invalid.one("external_id", f"{exc}; {why}") from None
         except MergeError as exc:
             raise ApiError(409, str(exc)) from None
     return JSONResponse(
-        {"customer_uuid": event.into_customer_uuid, "restored_customer_uuid": event.from_customer_uuid,
-         "merge_event": event.uuid},
+        {"customer_uuid": customer_uuid, "restored_customer_uuid": restored, "merge_event": event_uuid},
         status_code=202,
     )

@@ -78,3 +78,39 @@ def test_merge_by_external_ids_and_errors(db_engine):
         "customer_uuid": b["uuid"], "data_source_uuid": crm, "external_id": "cus_187544", "move_to_new_customer": ["x"]})
     assert bad_move.status_code == 422
     assert client.get(f"/v1/customers/{b['uuid']}").json()["external_ids"] == ["34916129", "cus_187544"]
+
+
+def test_unmerge_separates_a_record_linked_by_email(db_engine):
+    from datetime import UTC, datetime
+
+    from funnelsync.records import SourceCustomerRecord
+    from storage.sources import create_source
+    from storage.upsert import upsert_records
+
+    client = api_client(db_engine)
+    crm = new_source(client, "crm")
+    lead = new_customer(client, crm, "lead-1", email="sam@example.com", lead_created_at="2024-01-01")
+    with db_engine.begin() as conn:
+        sheet = create_source(conn, "sheet", "google_sheets")
+        upsert_records(conn, sheet.id, [SourceCustomerRecord(
+            external_id="row-7", email="sam@example.com", name="Sam from the sheet",
+            free_trial_started_at=datetime(2024, 1, 3, tzinfo=UTC))], link_new_by_email=True)
+    assert client.get(f"/v1/customers/{lead['uuid']}").json()["external_ids"] == ["lead-1", "row-7"]
+
+    split = client.post("/v1/customers/unmerges", json={
+        "customer_uuid": lead["uuid"], "data_source_uuid": sheet.uuid, "external_id": "row-7"})
+    assert split.status_code == 202, split.text
+    new_uuid = split.json()["restored_customer_uuid"]
+    assert new_uuid.startswith("cus_") and new_uuid != lead["uuid"]
+    separated = client.get(f"/v1/customers/{new_uuid}").json()
+    assert separated["external_ids"] == ["row-7"] and separated["name"] == "Sam from the sheet"
+    assert separated["free_trial_started_at"] == "2024-01-03T00:00:00+00:00"
+    original = client.get(f"/v1/customers/{lead['uuid']}").json()
+    assert original["external_ids"] == ["lead-1"] and original["free_trial_started_at"] is None
+    # The customer's only record cannot be separated from it.
+    last = client.post("/v1/customers/unmerges", json={
+        "customer_uuid": lead["uuid"], "data_source_uuid": crm, "external_id": "lead-1"})
+    assert last.status_code == 422 and "original record" in last.json()["message"]
+    unknown = client.post("/v1/customers/unmerges", json={
+        "customer_uuid": lead["uuid"], "data_source_uuid": crm, "external_id": "nope"})
+    assert unknown.status_code == 404
