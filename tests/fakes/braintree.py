@@ -195,7 +195,8 @@ class BraintreeFake(FakeApi):
         charges: list[tuple[str, str, datetime]] = (),  # (status, amount, created)
         price: str = "29.00",
     ) -> dict[str, Any]:
-        token = next(t for t, owner in self.token_owner.items() if owner == customer_id)
+        customer = next(c for c in reversed(self.customers) if c["id"] == customer_id)
+        token = customer["credit_cards"][0]["token"]
         transactions = []
         for k, (status_, amount, when) in enumerate(charges):
             txn = {
@@ -231,10 +232,7 @@ class BraintreeFake(FakeApi):
             "status_history": [],
         }
         self.subscriptions.append(subscription)
-        for customer in self.customers:
-            for card in customer["credit_cards"]:
-                if card["token"] == token:
-                    card.setdefault("subscriptions", []).append(subscription)
+        customer["credit_cards"][0].setdefault("subscriptions", []).append(subscription)
         return subscription
 
     # -- GraphQL ----------------------------------------------------------------------------------
@@ -243,8 +241,17 @@ class BraintreeFake(FakeApi):
         expected = "Basic " + base64.b64encode(f"{PUBLIC}:{PRIVATE}".encode()).decode()
         return request.headers.get("Authorization") == expected
 
+    def _transactions_of(self, customer_id: str) -> list[dict[str, Any]]:
+        # Indexed once per change of the transaction list, so paging 200,000 customers stays linear.
+        if getattr(self, "_txn_index_size", -1) != len(self.transactions):
+            self._txn_index: dict[str, list[dict[str, Any]]] = {}
+            for t in self.transactions:
+                self._txn_index.setdefault(t["customer"]["id"], []).append(t)
+            self._txn_index_size = len(self.transactions)
+        return self._txn_index.get(customer_id, [])
+
     def _node(self, customer: dict[str, Any]) -> dict[str, Any]:
-        has_txn = any(t["customer"]["id"] == customer["id"] for t in self.transactions)
+        has_txn = bool(self._transactions_of(customer["id"]))
         return {
             "id": base64.b64encode(f"customer_{customer['id']}".encode()).decode(),
             "legacyId": customer["id"],
@@ -269,10 +276,14 @@ class BraintreeFake(FakeApi):
         variables = payload["variables"]
         since = ((variables["input"].get("createdAt") or {}).get("greaterThanOrEqualTo")) or ""
         ids = {i for i in ((variables["input"].get("id") or {}).get("in") or [])}
-        items = sorted(
-            (c for c in self.customers if c["created_at"] >= since[:19] and (not ids or c["id"] in ids)),
-            key=lambda c: (c["created_at"], c["id"]),
-        )
+        key = (len(self.customers), since, tuple(sorted(ids)))
+        if getattr(self, "_search_key", None) != key:  # the same search pages many times: sort it once
+            self._search_key = key
+            self._search_items = sorted(
+                (c for c in self.customers if c["created_at"] >= since[:19] and (not ids or c["id"] in ids)),
+                key=lambda c: (c["created_at"], c["id"]),
+            )
+        items = self._search_items
         first = int(variables["first"])
         after = None if self.loop_path == "/graphql" else variables.get("after")
         start = int(base64.b64decode(after).decode().split(":")[1]) if after else 0
@@ -345,11 +356,11 @@ class BraintreeFake(FakeApi):
                 root.append(to_xml("current_page_number", 1))
                 root.append(to_xml("page_size", self.xml_page_size))
                 root.append(to_xml("total_items", len(wanted)))
-                for item in items:
-                    if item["id"] in wanted:
-                        root.append(
-                            to_xml("subscription" if resource == "subscriptions" else "transaction", item)
-                        )
+                by_id = {i["id"]: i for i in items}
+                for item in (by_id[w] for w in wanted if w in by_id):
+                    root.append(
+                        to_xml("subscription" if resource == "subscriptions" else "transaction", item)
+                    )
                 return xml_response(root)
         match = re.fullmatch(r"/customers/([^/]+)", path)
         if match:
