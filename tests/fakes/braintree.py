@@ -241,6 +241,12 @@ class BraintreeFake(FakeApi):
         expected = "Basic " + base64.b64encode(f"{PUBLIC}:{PRIVATE}".encode()).decode()
         return request.headers.get("Authorization") == expected
 
+    def _index(self, resource: str, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        cache = self.__dict__.setdefault("_by_id", {})
+        if cache.get(resource, (None, -1))[1] != len(items):
+            cache[resource] = ({i["id"]: i for i in items}, len(items))
+        return cache[resource][0]
+
     def _transactions_of(self, customer_id: str) -> list[dict[str, Any]]:
         # Indexed once per change of the transaction list, so paging 200,000 customers stays linear.
         if getattr(self, "_txn_index_size", -1) != len(self.transactions):
@@ -356,7 +362,7 @@ class BraintreeFake(FakeApi):
                 root.append(to_xml("current_page_number", 1))
                 root.append(to_xml("page_size", self.xml_page_size))
                 root.append(to_xml("total_items", len(wanted)))
-                by_id = {i["id"]: i for i in items}
+                by_id = self._index(resource, items)
                 for item in (by_id[w] for w in wanted if w in by_id):
                     root.append(
                         to_xml("subscription" if resource == "subscriptions" else "transaction", item)

@@ -41,6 +41,7 @@ class GoCardlessFake(FakeApi):
         super().__init__(n, page_size)
         self.data: dict[str, list[dict[str, Any]]] = {r: [] for r in RESOURCES}
         self.requests: list[httpx.Request] = []
+        self._listings: dict[tuple[Any, ...], tuple[list[dict[str, Any]], dict[str, int]]] = {}
         for person in self.people:
             self.add_person(person)
 
@@ -239,16 +240,21 @@ class GoCardlessFake(FakeApi):
         limit = int(params.get("limit", 50))
         if limit > 500:
             return httpx.Response(422, json={"error": {"message": "limit must be at most 500"}})
-        items = sorted(
-            (i for i in self.data[resource] if self._matches(resource, i, params)),
-            key=lambda i: (i["created_at"], i["id"]),
-            reverse=True,
-        )
+        # The same listing is paged many times: filter, sort and index it once per data change.
+        key = (resource, params.get("customer"), params.get("created_at[gt]"), len(self.data[resource]))
+        cached = self._listings.get(key)
+        if cached is None:
+            ordered = sorted(
+                (i for i in self.data[resource] if self._matches(resource, i, params)),
+                key=lambda i: (i["created_at"], i["id"]),
+                reverse=True,
+            )
+            cached = self._listings[key] = (ordered, {i["id"]: n for n, i in enumerate(ordered)})
+        items, position = cached
         start = 0
         after = None if self.loop_path == request.url.path else params.get("after")
         if after:
-            ids = [i["id"] for i in items]
-            start = ids.index(after) + 1 if after in ids else len(items)
+            start = position[after] + 1 if after in position else len(items)
         chunk = items[start : start + limit]
         more = start + limit < len(items)
         after_token = chunk[-1]["id"] if more and chunk else None
