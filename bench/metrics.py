@@ -6,7 +6,7 @@
 
 Customers are bulk-inserted straight into ``customers`` (raw ``executemany`` on SQLite, ``COPY`` on
 PostgreSQL), then the statistics are refreshed (ANALYZE / VACUUM ANALYZE, what autovacuum does in
-production). Each query is timed three times; the median is printed in seconds, with peak RSS.
+production; repeated until the pages are all-visible, see ``load_postgres``). Each query is timed three times; the median is printed in seconds, with peak RSS.
 Targets (issue 6): under 2 s each on SQLite, under 1 s on PostgreSQL.
 """
 
@@ -123,7 +123,19 @@ def load_postgres(engine: Engine, n: int) -> None:
     finally:
         raw.close()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("VACUUM ANALYZE customers"))
+        # VACUUM marks pages all-visible (what makes index-only scans skip the heap) only when no older
+        # snapshot is open anywhere in the cluster; on a shared server, retry as autovacuum would.
+        for attempt in range(10):
+            conn.execute(text("VACUUM ANALYZE customers"))
+            visible = conn.execute(
+                text(
+                    "SELECT relallvisible::float8 / greatest(relpages, 1) FROM pg_class WHERE oid = 'customers'::regclass"
+                )
+            ).scalar_one()
+            if visible >= 0.99:
+                break
+            time.sleep(3)
+        print(f"[postgresql] all-visible pages after VACUUM: {visible:.0%} ({attempt + 1} VACUUM runs)")
 
 
 def timed(fn: Callable[[], object], runs: int = 3) -> float:
