@@ -310,20 +310,20 @@ def customer_edits(
     for name in given:
         edits[name] = reader.datetime(name)
     if given:
-        current = conn.execute(
+        stored = conn.execute(
             select(customers.c.lead_created_at, customers.c.free_trial_started_at).where(customers.c.id == customer_id)
         ).one()
-        check_dates(reader, edits.get("lead_created_at", current.lead_created_at),
-                    edits.get("free_trial_started_at", current.free_trial_started_at), given)
+        check_dates(reader, edits.get("lead_created_at", stored.lead_created_at),
+                    edits.get("free_trial_started_at", stored.free_trial_started_at), given)
     if reader.has("status"):
         status = reader.text("status")
         if status is None or status not in LEAD_STATUSES:
             reader.fail("status", f"only a lead status can be set ({', '.join(LEAD_STATUSES)}); "
                         f"Active, Past_Due and Cancelled follow from subscriptions; got {status!r}")
         else:
-            current = conn.execute(select(customers.c.status).where(customers.c.id == customer_id)).scalar()
-            if current not in LEAD_STATUSES:
-                reader.fail("status", f"a lead status cannot be set on a subscriber (status {current})")
+            current_status = conn.execute(select(customers.c.status).where(customers.c.id == customer_id)).scalar()
+            if current_status not in LEAD_STATUSES:
+                reader.fail("status", f"a lead status cannot be set on a subscriber (status {current_status})")
             else:
                 edits["lead_status"] = status
     tags, custom = _read_attributes(reader, conn, data.get("attributes"))
