@@ -406,3 +406,38 @@ def test_verified_event_re_reads_through_the_real_connector(db_engine: Engine, k
         assert response.status_code == 200, response.text
         assert response.json()["customers"] == [expected] and stored(db_engine) == [expected]
         assert sub_count(db_engine) == 1  # the customer's complete subscription set came with it
+
+
+@respx.mock
+def test_oversized_chunked_body_without_length_is_413(db_engine: Engine) -> None:
+    client, _ = gc_setup(db_engine)
+
+    def chunks() -> Any:
+        for _ in range(20):
+            yield b" " * 65536  # 1.25 MiB in all, no Content-Length announced
+
+    response = client.post("/webhooks/gc", content=chunks(), headers={"Webhook-Signature": "0" * 64})
+    assert response.status_code == 413 and stored(db_engine) == []
+
+
+@respx.mock
+def test_webhook_secret_may_be_an_environment_reference(
+    db_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FS_TEST_GC_WEBHOOK_SECRET", GC_SECRET)
+    add_source(
+        db_engine,
+        "gc-env",
+        "gocardless",
+        {"access_token": "env:FS_TEST_GC_TOKEN", "webhook_secret": "env:FS_TEST_GC_WEBHOOK_SECRET"},
+    )
+    monkeypatch.setenv("FS_TEST_GC_TOKEN", fake_gocardless.TOKEN)
+    fake = fake_gocardless.populated(3)
+    fake.install(respx)
+    body = gc_body({"customer": "CU000000000000"})
+    client = TestClient(create_app(db_engine))
+    assert client.post("/webhooks/gc-env", content=body, headers=gc_sign(body)).status_code == 200
+    assert stored(db_engine) == ["CU000000000000"]
+    monkeypatch.delenv("FS_TEST_GC_WEBHOOK_SECRET")
+    unresolved = client.post("/webhooks/gc-env", content=body, headers=gc_sign(body))
+    assert unresolved.status_code == 500 and "FS_TEST_GC_WEBHOOK_SECRET" in unresolved.json()["message"]
