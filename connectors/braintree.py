@@ -300,7 +300,7 @@ def _search_xml(criteria: Mapping[str, Any]) -> bytes:
 class BraintreeConnector(Connector):
     """Pull Braintree customers (GraphQL) and their subscriptions (XML gateway).
 
-    Stream ``customers`` (key ``legacyId``, cursor ``created_at``):
+    Stream ``customers`` (key ``legacyId``, cursor ``createdAt``; state ``since``/``page_token``/``watermark``):
 
     * first import (no saved cursor) or full refresh: every subscription (``advanced_search_ids``,
       then ``advanced_search`` in batches of the gateway's ``page_size``), indexed by payment-method

@@ -230,7 +230,7 @@ LOOKBACK = timedelta(minutes=5)  # events are written asynchronously; re-read a 
 class GoCardlessConnector(Connector):
     """Pull customers with their mandates, subscriptions and payments from the GoCardless API.
 
-    Stream ``customers`` (key ``id``, cursor ``events_created_at``):
+    Stream ``customers`` (key ``id``, cursor: the last applied event's ``created_at``):
 
     * full refresh, or first run: list mandates, subscriptions and payments (``limit=500``, ``after``
       cursor), group them by customer, then list customers page by page; each page is one batch whose
