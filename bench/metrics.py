@@ -162,6 +162,7 @@ def run(name: str, engine: Engine, n: int) -> None:
             "trial cohort table, 36 months": lambda: trial_cohorts(conn, start, end, "month"),
             "funnel series, 36 months, within 30 days": lambda: funnel_series(conn, start, end, "month", 30),
             "funnel series, 156 weeks": lambda: funnel_series(conn, start, end, "week"),
+            "funnel series, 1,096 days": lambda: funnel_series(conn, start, end, "day"),
             "funnel series, 36 months, --where country = US": lambda: funnel_series(
                 conn, start, end, "month", filters=["country = US"]
             ),

@@ -42,11 +42,11 @@ from sqlalchemy import (
     literal,
     select,
     text,
-    true,
     type_coerce,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql.elements import True_
 
 from storage.filters import build_filter
 from storage.periods import Period, build_periods
@@ -240,7 +240,7 @@ def _resolve_filter(conn: Connection, filters: Any) -> ColumnElement[bool] | Non
         return None
     if isinstance(filters, (str, list, tuple)):
         return build_filter(conn, filters)
-    if filters is true():
+    if isinstance(filters, True_):  # build_filter's "every customer"
         return None
     return filters  # already a clause
 
