@@ -339,6 +339,8 @@ class RowMapper:
         date_format: str | None = None,
         keep_raw: bool = False,
         known_orders: dict[str, str] | None = None,
+        required: tuple[str, ...] = (),
+        key_by_email: bool = True,
     ) -> None:
         """Compile the per-column converters.
 
@@ -373,6 +375,12 @@ class RowMapper:
         self.has_subscription = bool(mapped & {"subscriber_since", "cancelled_at"})
         self.has_contact = any(f.startswith("contact.") for f in mapped)
         self.has_tags = "tags" in mapped
+        self.key_by_email = key_by_email
+        # (field name within its destination, destination, header) of the columns every row must fill.
+        self.required = [
+            (c.name, c.destination, c.header) for c in self.columns
+            if (f"contact.{c.name}" if c.destination == _CONTACT else c.name) in required
+        ]
         id_index, email_index = match.index_of("external_id"), match.index_of("email")
         self.key_column = match.headers[id_index if id_index is not None else email_index]  # type: ignore[index]
 
@@ -445,17 +453,20 @@ class RowMapper:
             errors.append(
                 RowError(row, "", extra, f"the row has {count} values but the header has {self.width} columns")
             )
+        for name, destination, header in self.required:
+            if name not in places[destination] and all(e.column != header for e in errors):
+                errors.append(RowError(row, header, "", f"{header} is required"))
         external_id = fields.pop("external_id", None)
         keyed_by_email = False
         if external_id is None:
-            email_key = normalize_email(fields.get("email"))
+            email_key = normalize_email(fields.get("email")) if self.key_by_email else None
             if email_key:
                 external_id = f"email:{email_key}"
                 keyed_by_email = True
-            elif not errors or all(e.column != self.key_column for e in errors):
-                errors.append(
-                    RowError(row, self.key_column, "", "no external_id and no email: a row needs one to be matched")
-                )
+            elif all(e.column != self.key_column for e in errors):
+                reason = "no external_id and no email: a row needs one to be matched" if self.key_by_email else (
+                    f"{self.key_column} is required")
+                errors.append(RowError(row, self.key_column, "", reason))
         if errors:
             return RowResult(row, None, errors, raw=values if self.keep_raw else None)
         subscriptions: list[SubscriptionFact] | None = None
@@ -529,6 +540,56 @@ class FileLayout:
     encoding_note: str | None = None
 
 
+@dataclass(frozen=True)
+class Template:
+    """A strict file layout (structured import): exact column names, some required in every row.
+
+    ``columns`` maps each allowed column name (compared case-insensitively) to its mapping target.
+    """
+
+    name: str
+    columns: dict[str, str]
+    required: tuple[str, ...]
+    unique_key: bool = True  # False: many rows may share a key (several contacts of one customer)
+
+    def mapping_for(self, headers: list[str], label: str) -> dict[str, str]:
+        """The ``--map`` equivalent of a header row, or a refusal naming the wrong columns.
+
+        Raises:
+            FileUnreadable: an unknown column, a repeated one, or a required one missing.
+        """
+        seen: dict[str, str] = {}
+        unknown: list[str] = []
+        for header in headers:
+            clean = header.replace("\ufeff", "").strip()
+            if not clean:
+                continue
+            key = clean.lower()
+            if key not in self.columns:
+                unknown.append(clean)
+            elif key in seen:
+                raise FileUnreadable(f"{label}: column {clean!r} appears twice")
+            else:
+                seen[key] = clean
+        missing = [c for c in self.required if c not in seen]
+        problems = []
+        if unknown:
+            problems.append(f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)}")
+        if missing:
+            problems.append(f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        if problems:
+            raise FileUnreadable(
+                f"{label} does not follow the {self.name} template: {'; '.join(problems)} "
+                f"(allowed columns: {', '.join(self.columns)}; required: {', '.join(self.required)})"
+            )
+        return {original: self.columns[key] for key, original in seen.items()}
+
+    @property
+    def required_targets(self) -> tuple[str, ...]:
+        """The mapping targets of the required columns."""
+        return tuple(self.columns[c] for c in self.required)
+
+
 @dataclass
 class FlexibleCsvFile:
     """A flexible customer CSV, read in two streaming passes (see the module docstring).
@@ -539,6 +600,8 @@ class FlexibleCsvFile:
         date_format: a normalised ``--date-format`` (``csv_dates.parse_date_format``).
         encoding: force an encoding instead of detecting it.
         tz: the zone of values without one (default: the account time zone).
+        template: a strict layout (structured import) instead of header matching; rows are then keyed
+            by external id only.
     """
 
     path: Path
@@ -546,6 +609,7 @@ class FlexibleCsvFile:
     date_format: str | None = None
     encoding: str | None = None
     tz: tzinfo | None = None
+    template: Template | None = None
     layout: FileLayout | None = None
     match: HeaderMatch | None = None
     mapper: RowMapper | None = None
@@ -627,6 +691,8 @@ class FlexibleCsvFile:
                 if headers is None:
                     raise FileUnreadable(f"{self.label} has no header row")
                 header_row = number
+                if self.template is not None:
+                    self.mapping = self.template.mapping_for(headers, self.label)
                 try:
                     match = match_headers(headers, self.mapping)
                 except MappingError as exc:
@@ -638,6 +704,7 @@ class FlexibleCsvFile:
                 }
                 survey_items = list(surveys.items())
                 id_index, email_index = match.index_of("external_id"), match.index_of("email")
+                track_keys = self.template is None or self.template.unique_key
                 hashes: list[int] = []
                 data_rows = 0
                 for values in reader:
@@ -649,7 +716,7 @@ class FlexibleCsvFile:
                     for index, survey in survey_items:
                         if index < count and "/" in values[index]:
                             survey.observe(values[index], number)
-                    key = row_key(values, id_index, email_index)
+                    key = row_key(values, id_index, email_index) if track_keys else None
                     if key is not None:
                         hashes.append(hash(key))
                     if on_rows is not None and data_rows % 50_000 == 0:
@@ -662,7 +729,11 @@ class FlexibleCsvFile:
         self._duplicate_hashes = {a for a, b in zip(hashes, hashes[1:]) if a == b}
         del hashes
         try:
-            self.mapper = RowMapper(match, surveys, self.tz or account_timezone(), self.date_format)
+            if self.template is not None:
+                self.mapper = RowMapper(match, surveys, self.tz or account_timezone(), self.date_format,
+                                        required=self.template.required_targets, key_by_email=False)
+            else:
+                self.mapper = RowMapper(match, surveys, self.tz or account_timezone(), self.date_format)
         except AmbiguousDateColumn as exc:
             raise FileUnreadable(str(exc)) from None
         self.match = match

@@ -241,20 +241,37 @@ def import_csv(
     """
     source = FlexibleCsvFile(Path(path), mapping=dict(mapping or {}), date_format=date_format,
                              encoding=encoding, tz=tz or account_timezone())
+    return _import_file(engine, source, source_name, "csv", progress, errors_path, batch_size, _apply_batch)
+
+
+BatchApplier = Callable[[Engine, int, int, list[RowResult], ImportSummary, "_ErrorsFile"], None]
+
+
+def _import_file(
+    engine: Engine,
+    source: FlexibleCsvFile,
+    source_name: str,
+    job_kind: str,
+    progress: Progress | None,
+    errors_path: str | Path | None,
+    batch_size: int,
+    apply: BatchApplier,
+) -> ImportSummary:
+    """Pass 1, then the job and the batches of pass 2 (shared by the flexible and structured imports)."""
     layout = source.prepare()
     assert source.match is not None
     source_id, name = ensure_import_source(engine, source_name, "csv")
     summary = ImportSummary(source=name, rows=layout.data_rows, ignored_columns=list(source.match.ignored),
                             columns=source.match.columns())
     if layout.encoding_note:
-        summary.notes.append(f"{Path(path).name}: {layout.encoding_note}")
+        summary.notes.append(f"{source.path.name}: {layout.encoding_note}")
     with engine.begin() as conn:
-        job_id, summary.job_uuid = start_import_job(conn, source_id, "csv", str(path))
+        job_id, summary.job_uuid = start_import_job(conn, source_id, job_kind, str(source.path))
     errors_file = _ErrorsFile(Path(errors_path) if errors_path else None)
     done = 0
     try:
         for batch in _batches(source.rows(), batch_size):
-            _apply_batch(engine, source_id, job_id, batch, summary, errors_file)
+            apply(engine, source_id, job_id, batch, summary, errors_file)
             done += len(batch)
             if progress is not None:
                 progress(done, layout.data_rows)
@@ -267,6 +284,92 @@ def import_csv(
     with engine.begin() as conn:
         finish_import_job(conn, job_id, "done")
     return summary
+
+
+def _apply_contacts_batch(
+    engine: Engine, source_id: int, job_id: int, batch: list[RowResult], summary: ImportSummary,
+    errors_file: _ErrorsFile,
+) -> None:
+    """A batch of contact rows: attach each to its customer's source customer, in one transaction."""
+    from storage.imports import contact_key, upsert_source_contacts
+
+    rejected: list[RowError] = []
+    rejected_rows = 0
+    items: list[tuple[str, Any]] = []
+    item_rows: list[int] = []
+    seen: dict[tuple[str, str], int] = {}
+    for result in batch:
+        record = result.record
+        if record is None:
+            rejected.extend(result.errors)
+            rejected_rows += 1
+            continue
+        if not record.contacts:
+            rejected.append(RowError(result.row, "", "", "the row has no contact values"))
+            rejected_rows += 1
+            continue
+        contact = record.contacts[0]
+        key = (record.external_id, contact_key(contact))
+        if key in seen:
+            rejected.append(RowError(result.row, "", contact.email or "",
+                                     f"duplicate contact: row {seen[key]} has the same customer and contact"))
+            rejected_rows += 1
+            continue
+        seen[key] = result.row
+        items.append((record.external_id, contact))
+        item_rows.append(result.row)
+    with engine.begin() as conn:
+        outcome = upsert_source_contacts(conn, source_id, items)
+        for row, (external_id, _) in zip(item_rows, items):
+            if external_id in outcome.missing:
+                rejected.append(RowError(row, "customer_external_id", external_id,
+                                         "no customer with this external_id in the source: import the customers first"))
+                rejected_rows += 1
+        rejected.sort(key=lambda e: e.row)
+        add_rejections(conn, job_id, [e.as_dict() for e in rejected])
+        add_job_counts(conn, job_id, {"created": outcome.created, "updated": outcome.updated,
+                                      "unchanged": outcome.unchanged, "rejected": rejected_rows})
+    summary.created += outcome.created
+    summary.updated += outcome.updated
+    summary.unchanged += outcome.unchanged
+    summary.rejected += rejected_rows
+    summary.add_errors(rejected)
+    errors_file.write(rejected)
+
+
+def import_structured(
+    engine: Engine,
+    path: str | Path,
+    source_name: str,
+    template_name: str,
+    progress: Progress | None = None,
+    *,
+    date_format: str | None = None,
+    encoding: str | None = None,
+    errors_path: str | Path | None = None,
+    batch_size: int = BATCH_SIZE,
+    tz: tzinfo | None = None,
+) -> ImportSummary:
+    """Import a structured (strict template) CSV of customers or contacts into a custom source.
+
+    Customers rows are keyed by external_id (required, like name) and upserted like flexible rows.
+    Contact rows attach to the source customer named by ``customer_external_id`` in the same source;
+    they add or update contacts (matched by email, else by name) and never delete others.
+
+    Raises:
+        FileUnreadable: an unknown or missing required column (before any row is written), or any
+            reason the flexible import would refuse the file.
+        ValueError: an unknown template name.
+    """
+    from connectors.structured_csv import TEMPLATES
+
+    template = TEMPLATES.get(template_name)
+    if template is None:
+        raise ValueError(f"unknown template {template_name!r}: use {' or '.join(TEMPLATES)}")
+    source = FlexibleCsvFile(Path(path), date_format=date_format, encoding=encoding, tz=tz or account_timezone(),
+                             template=template)
+    apply = _apply_contacts_batch if template_name == "contacts" else _apply_batch
+    return _import_file(engine, source, source_name, "structured", progress, errors_path, batch_size, apply)
 
 
 # ---------------------------------------------------------------- Google Sheets

@@ -9,13 +9,15 @@ statement per row.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 
+from funnelsync.records import ContactRecord
 from storage.ids import new_uuid
-from storage.schema import import_jobs, import_rejections, import_row_fingerprints, source_customers
+from storage.schema import contacts, import_jobs, import_rejections, import_row_fingerprints, source_customers
 
 LOOKUP_CHUNK = 5000
 
@@ -171,3 +173,93 @@ def delete_row_fingerprints(conn: Connection, data_source_id: int, stream: str, 
                 t.c.row_key.in_(list(keys[start : start + LOOKUP_CHUNK])),
             )
         )
+
+
+# ---------------------------------------------------------------- contacts of existing source customers
+
+
+CONTACT_FIELDS = ("first_name", "last_name", "title", "email", "phone", "linked_in", "twitter", "notes")
+
+
+def contact_key(contact: ContactRecord) -> str:
+    """The identity of a contact within its source customer: external id, email, else the name."""
+    if contact.external_id or contact.email:
+        return contact.key()
+    name = " ".join(p for p in (contact.first_name, contact.last_name) if p).strip().lower()
+    return f"name:{name}" if name else contact.key()
+
+
+@dataclass
+class ContactUpsertResult:
+    """What one batch of contact rows did; ``missing`` are external ids with no source customer."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    missing: set[str] = field(default_factory=set)
+
+
+def upsert_source_contacts(
+    conn: Connection, data_source_id: int, items: Sequence[tuple[str, ContactRecord]]
+) -> ContactUpsertResult:
+    """Add or update contacts of existing source customers (structured contacts import), batched.
+
+    A contact is matched by ``contact_key`` within its source customer; contacts not in the batch are
+    left alone (a contacts file adds and updates, it does not delete). One lookup per table, one
+    executemany for inserts and one for updates.
+    """
+    result = ContactUpsertResult()
+    if not items:
+        return result
+    sc = source_customers
+    owners: dict[str, tuple[int, int]] = {}
+    external_ids = list({external_id for external_id, _ in items})
+    for start in range(0, len(external_ids), LOOKUP_CHUNK):
+        for external_id, sc_id, customer_id in conn.execute(
+            select(sc.c.external_id, sc.c.id, sc.c.customer_id).where(
+                sc.c.data_source_id == data_source_id, sc.c.external_id.in_(external_ids[start : start + LOOKUP_CHUNK])
+            )
+        ):
+            owners[external_id] = (sc_id, customer_id)
+    sc_ids = [sc_id for sc_id, _ in owners.values()]
+    existing: dict[tuple[int, str], Any] = {}
+    positions: dict[int, int] = {}
+    for start in range(0, len(sc_ids), LOOKUP_CHUNK):
+        for row in conn.execute(select(contacts).where(contacts.c.source_customer_id.in_(sc_ids[start : start + LOOKUP_CHUNK]))):
+            existing[(row.source_customer_id, row.contact_key)] = row
+            positions[row.source_customer_id] = max(positions.get(row.source_customer_id, 0), row.position)
+    now = datetime.now(timezone.utc)
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for external_id, contact in items:
+        owner = owners.get(external_id)
+        if owner is None:
+            result.missing.add(external_id)
+            continue
+        sc_id, customer_id = owner
+        key = contact_key(contact)
+        values = {name: getattr(contact, name) for name in CONTACT_FIELDS}
+        row = existing.get((sc_id, key))
+        if row is None:
+            positions[sc_id] = positions.get(sc_id, 0) + 1
+            inserts.append({
+                "uuid": new_uuid("con"), "customer_id": customer_id, "source_customer_id": sc_id, "contact_key": key,
+                "external_id": contact.external_id, "custom": {}, "position": positions[sc_id],
+                "created_at": now, "updated_at": now, **values,
+            })
+            result.created += 1
+        elif any(getattr(row, name) != value for name, value in values.items()):
+            updates.append({"b_id": row.id, "updated_at": now, **values})
+            result.updated += 1
+        else:
+            result.unchanged += 1
+    if inserts:
+        conn.execute(contacts.insert(), inserts)
+    if updates:
+        stmt = (
+            update(contacts)
+            .where(contacts.c.id == bindparam("b_id"))
+            .values({name: bindparam(name) for name in (*CONTACT_FIELDS, "updated_at")})
+        )
+        conn.execute(stmt, updates)
+    return result

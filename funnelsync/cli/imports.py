@@ -171,3 +171,32 @@ def import_sheet_command(
     except (SourceKindMismatch, ValueError) as exc:
         fail(str(exc), EXIT_FAILED)
     _report(summary, as_json, errors)
+
+
+@import_app.command("structured")
+def import_structured_command(
+    file: Annotated[Path, typer.Argument(help="A CSV following the customers or contacts template.")],
+    source: SourceOption,
+    type_: Annotated[str, typer.Option("--type", help="customers or contacts (samples: funnelsync/templates/).")],
+    date_format: DateFormatOption = None,
+    errors: ErrorsOption = None,
+    encoding: Annotated[str | None, typer.Option("--encoding", help="Read the file in this encoding.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import a structured CSV (strict template): customers (external_id, name, …) or their contacts."""
+    from connectors.flexible_csv import FileUnreadable
+    from flows.imports import SourceKindMismatch, import_structured
+
+    if type_ not in ("customers", "contacts"):
+        fail(f"--type {type_!r}: use customers or contacts", EXIT_UNREADABLE)
+    order = _date_format(date_format)
+    engine = get_engine()
+    try:
+        with _progress(not as_json, f"Importing {file.name}") as progress:
+            summary = import_structured(engine, file, source, type_, progress, date_format=order, encoding=encoding,
+                                        errors_path=errors)
+    except FileUnreadable as exc:
+        fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
+    except (SourceKindMismatch, ValueError) as exc:
+        fail(str(exc), EXIT_FAILED)
+    _report(summary, as_json, errors)
