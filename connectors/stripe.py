@@ -94,7 +94,8 @@ def first_paid_by_subscription(invoices: list[dict[str, Any]]) -> dict[str, int]
 def subscription_fact(sub: dict[str, Any], first_paid_at: int | None) -> SubscriptionFact:
     """Map one Stripe subscription (and its first paid time) to a SubscriptionFact."""
     state = STATES.get(sub.get("status") or "", "active")
-    cancelled = sub.get("ended_at") or sub.get("canceled_at") if state == "cancelled" else sub.get("canceled_at")
+    # A cancelled subscription ended at ``ended_at``; a live one may be set to cancel (``canceled_at``).
+    cancelled = (sub.get("ended_at") or sub.get("canceled_at")) if state == "cancelled" else sub.get("canceled_at")
     return SubscriptionFact(
         external_id=str(sub["id"]),
         state=state,
