@@ -61,7 +61,10 @@ def website_domain(url: str | None) -> str | None:
         return None
     if "://" not in text:
         text = "http://" + text
-    host = (urlsplit(text).hostname or "").strip(".")
+    try:
+        host = (urlsplit(text).hostname or "").strip(".")
+    except ValueError:  # e.g. an unbalanced "[" reads as a broken IPv6 literal: not a website
+        return None
     if host.startswith("www."):
         host = host[4:]
     if not host or "." not in host or host in FREE_MAIL_DOMAINS:
