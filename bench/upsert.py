@@ -78,13 +78,18 @@ def run_one(kind: str, rows: int, size: int) -> None:
         for phase in ("first upsert", "unchanged re-upsert"):
             total = UpsertResult()
             started = time.perf_counter()
+            cpu_started = time.process_time()
             for batch in batches(rows, size):
                 with engine.begin() as conn:
                     total.add(upsert_records(conn, ds_id, batch))
                 total.touched_customer_ids.clear()
                 total.created_customer_ids.clear()
             seconds = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
+            # CPU seconds of this process (for SQLite: all the work; for PostgreSQL: the client side only)
+            # say what the code costs when the shared machine is busy and wall-clock figures are not.
             print(f"{kind:10s} {phase:20s} {rows:>9,} rows {seconds:7.1f} s {rows / seconds:>9,.0f} rows/s "
+                  f"(process CPU {cpu:6.1f} s, {rows / cpu:>9,.0f} rows per CPU-s) "
                   f"created={total.created} updated={total.updated} unchanged={total.unchanged} "
                   f"peak RSS so far {peak_mb():.0f} MB", flush=True)
     finally:
@@ -104,7 +109,7 @@ def main() -> None:
         run_one(args.only, args.rows, args.batch)
         return
     print(f"funnelsync bench/upsert.py: {args.rows:,} records, batches of {args.batch:,}, "
-          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, Python {sys.version.split()[0]}")
     # One process per database so each peak-memory figure is its own.
     for kind in ("sqlite", "postgresql"):
         subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--batch", str(args.batch),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 from sqlalchemy import Connection, text
@@ -12,6 +13,22 @@ from storage.schema import id_blocks
 def new_uuid(prefix: str) -> str:
     """A public id in the commercial product's shape, e.g. ``cus_de305d54-75b4-431b-adb2-eb6b9e546014``."""
     return f"{prefix}_{uuid.uuid4()}"
+
+
+def new_uuids(prefix: str, count: int) -> list[str]:
+    """``count`` public ids at once: version-4 UUIDs from one ``os.urandom`` call.
+
+    ``uuid.UUID`` construction dominates a first import of a million customers; setting the version
+    and variant bits by hand gives the same ids (RFC 4122, version 4) at a fraction of the cost.
+    """
+    raw = bytearray(os.urandom(16 * count))
+    out = []
+    for i in range(0, 16 * count, 16):
+        raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40  # version 4
+        raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80  # RFC 4122 variant
+        h = raw[i : i + 16].hex()
+        out.append(f"{prefix}_{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
 
 
 def allocate_ids(conn: Connection, table: str, count: int) -> list[int]:

@@ -30,8 +30,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from funnelsync.normalize import normalize_email, website_domain
 from funnelsync.records import PROFILE_FIELDS, ContactRecord, SourceCustomerRecord, SubscriptionFact
-from funnelsync.status import derive_status
-from storage.ids import allocate_ids, new_uuid
+from funnelsync.records import LEAD_STATUSES
+from funnelsync.status import DEFAULT_LEAD_STATUS, derive_status
+from storage.ids import allocate_ids, new_uuid, new_uuids
 from storage.projection import (
     attribute_type,
     jsonable_custom,
@@ -319,16 +320,18 @@ def upsert_records(
             ):
                 linked_by_email.setdefault(email_norm, found_id)
 
+    email_norms = {rec.external_id: normalize_email(rec.email) for rec, _fp in new}
     needs_customer = [
-        (rec, fp) for rec, fp in new if not (link_new_by_email and normalize_email(rec.email) in linked_by_email)
+        (rec, fp) for rec, fp in new if not (link_new_by_email and email_norms[rec.external_id] in linked_by_email)
     ]
     sc_ids = allocate_ids(conn, "source_customers", len(new))
     customer_ids = allocate_ids(conn, "customers", len(needs_customer))
     customer_for: dict[str, int] = {}
     customer_rows: list[dict[str, Any]] = []
-    for (rec, _fp), cid in zip(needs_customer, customer_ids):
+    uuids = new_uuids("cus", len(needs_customer))
+    for (rec, _fp), cid, public_id in zip(needs_customer, customer_ids, uuids):
         customer_for[rec.external_id] = cid
-        customer_rows.append(new_customer_row(rec, cid, now))
+        customer_rows.append(new_customer_row(rec, cid, now, public_id, email_norms[rec.external_id]))
     w.insert("customers", CUSTOMER_COLUMNS, w.rows(CUSTOMER_COLUMNS, customer_rows))
     if customer_rows:
         write_filter_rows(conn, customer_rows, replace=False)
@@ -341,11 +344,11 @@ def upsert_records(
         maybe_cid = customer_for.get(rec.external_id)
         if maybe_cid is None:
             # Linked to an existing customer by email: that customer's projection must change.
-            cid = linked_by_email[normalize_email(rec.email) or ""]
+            cid = linked_by_email[email_norms[rec.external_id] or ""]
             result.touched_customer_ids.add(cid)
         else:
             cid = maybe_cid
-        sc_rows.append(_sc_row(rec, fp, sc_id, data_source_id, cid, now, created=True))
+        sc_rows.append(_sc_row(rec, fp, sc_id, data_source_id, cid, now, email_norms[rec.external_id]))
         if rec.subscriptions:
             sub_writes.append((sc_id, rec.subscriptions))
         if rec.contacts:
@@ -355,7 +358,7 @@ def upsert_records(
     replace_subs: list[tuple[int, list[SubscriptionFact]]] = []
     replace_contacts: list[tuple[int, int, list[ContactRecord]]] = []
     for rec, fp, sc_id, cid, subs_changed, contacts_changed in changed:
-        sc_rows.append(_sc_row(rec, fp, sc_id, data_source_id, cid, now, created=False))
+        sc_rows.append(_sc_row(rec, fp, sc_id, data_source_id, cid, now, normalize_email(rec.email)))
         result.touched_customer_ids.add(cid)
         if subs_changed:
             replace_subs.append((sc_id, rec.subscriptions or []))
@@ -397,23 +400,32 @@ def _existing_source_customers(
     return found
 
 
-def new_customer_row(rec: SourceCustomerRecord, customer_id: int, now: datetime) -> dict[str, Any]:
+def new_customer_row(
+    rec: SourceCustomerRecord, customer_id: int, now: datetime, public_id: str | None = None,
+    email_norm: str | None | bool = False,
+) -> dict[str, Any]:
     """The projection of a customer whose only source customer is ``rec`` and who has no edits.
 
     Equal to ``project([fields of rec], its subscriptions, {})`` (a test holds them equal), written
     out because it runs once per new record of every first import.
     """
     subs = rec.subscriptions or ()
-    paid = [s.first_paid_at for s in subs if s.first_paid_at is not None]
+    if subs:
+        paid = [s.first_paid_at for s in subs if s.first_paid_at is not None]
+        status = derive_status(((s.state, s.first_paid_at is not None) for s in subs), rec.lead_status)
+    else:
+        paid = []
+        status = rec.lead_status if rec.lead_status in LEAD_STATUSES else DEFAULT_LEAD_STATUS
     tags = list(dict.fromkeys(rec.tags)) if rec.tags else []
     return {
-        "id": customer_id, "uuid": new_uuid("cus"), "created_at": now, "updated_at": now,
+        "id": customer_id, "uuid": public_id or new_uuid("cus"), "created_at": now, "updated_at": now,
         "name": rec.name or None, "email": rec.email or None, "company": rec.company or None,
         "country": rec.country or None, "state": rec.state or None, "city": rec.city or None,
         "zip": rec.zip or None, "website_url": rec.website_url or None, "owner": rec.owner or None,
         "lead_status": rec.lead_status or None,
-        "email_norm": normalize_email(rec.email), "website_domain": website_domain(rec.website_url),
-        "status": derive_status(((s.state, s.first_paid_at is not None) for s in subs), rec.lead_status),
+        "email_norm": normalize_email(rec.email) if email_norm is False else email_norm,
+        "website_domain": website_domain(rec.website_url) if rec.website_url else None,
+        "status": status,
         "lead_created_at": rec.lead_created_at, "free_trial_started_at": rec.free_trial_started_at,
         "subscriber_since": min(paid) if paid else None,
         "tags": tags, "custom": jsonable_custom(rec.custom), "has_subscriptions": bool(subs),
@@ -430,11 +442,11 @@ def _record_fields(rec: SourceCustomerRecord) -> dict[str, Any]:
 
 
 def _sc_row(rec: SourceCustomerRecord, fp: str, sc_id: int, ds_id: int, cid: int, now: datetime,
-            created: bool) -> dict[str, Any]:
+            email_norm: str | None) -> dict[str, Any]:
     row = _record_fields(rec)
     row.update(
         id=sc_id, data_source_id=ds_id, external_id=rec.external_id, customer_id=cid, linked_at=now,
-        email_norm=normalize_email(rec.email), custom=jsonable_custom(rec.custom), raw=rec.raw,
+        email_norm=email_norm, custom=jsonable_custom(rec.custom), raw=rec.raw,
         fingerprint=fp, created_at=now, updated_at=now,
     )
     return row
