@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -339,6 +339,7 @@ def trial_cohorts(
     *,
     windows: Sequence[int] = COHORT_WINDOWS,
     tz: ZoneInfo | None = None,
+    now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """The trial cohort table: per trial-start period, the share converted within 7, 14, 30, 60, 90 days.
 
@@ -350,12 +351,15 @@ def trial_cohorts(
         filters: ``--where`` expressions or a compiled clause; None = every customer.
         windows: the day windows (of 24 h), ascending.
         tz: the account zone (default ``FUNNELSYNC_TIMEZONE``).
+        now: the current instant, for ``window_complete`` (default: the clock).
 
     Returns:
         One dict per period: ``period`` (first local day, ISO), ``size`` (trials started),
         ``converted`` (converted at any time since, not before the trial start) and ``rate``
         (converted / size), ``converted_within`` ({"7": n, …}) and ``share_within`` ({"7": fraction, …});
-        shares and rate are None for an empty cohort.
+        shares and rate are None for an empty cohort. ``window_complete`` ({"7": bool, …}) tells
+        whether every trial of the cohort has had the whole window (period end + N days has passed):
+        an incomplete share can still rise.
     """
     periods = build_periods(start, end, interval, tz)
     where = _resolve_filter(conn, filters)
@@ -363,6 +367,7 @@ def trial_cohorts(
     aggregates = [func.count(), _count_if(_converted(d, None))]
     aggregates += [_count_if(_converted(d, n)) for n in windows]
     rows = _family(conn, d, periods, c.free_trial_started_at, aggregates, where)
+    now = now or datetime.now(UTC)
 
     table: list[dict[str, Any]] = []
     for i, period in enumerate(periods):
@@ -378,6 +383,7 @@ def trial_cohorts(
                 "share_within": {
                     str(n): (int(k) / size if size else None) for n, k in zip(windows, within, strict=True)
                 },
+                "window_complete": {str(n): period.end_utc + timedelta(days=n) <= now for n in windows},
             }
         )
     return table

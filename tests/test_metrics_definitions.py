@@ -134,6 +134,10 @@ def test_within_days_counts_conversions_no_more_than_n_days_after_the_trial_star
     assert jan["converted_within"] == {"7": 2, "14": 3, "30": 3, "60": 3, "90": 3}
     assert jan["share_within"] == {"7": 0.5, "14": 0.75, "30": 0.75, "60": 0.75, "90": 0.75}
     assert _feb["size"] == 0 and _feb["rate"] is None and _feb["share_within"]["7"] is None
+    with db_engine.connect() as conn:
+        (jan,) = trial_cohorts(conn, JAN, JAN, "month", now=datetime(2025, 3, 2, tzinfo=UTC))
+    # January ends Feb 1: by Mar 2, 7, 14 and 29 days have passed for every trial, not 30, 60, 90.
+    assert jan["window_complete"] == {"7": True, "14": True, "30": False, "60": False, "90": False}
 
 
 def test_sales_cycle_in_fractional_days_over_new_subscribers_with_lead_not_after_subscriber_since(

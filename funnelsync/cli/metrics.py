@@ -24,9 +24,7 @@ DEFAULT_SPAN = {"day": 30, "week": 12, "month": 12, "quarter": 8, "year": 5}
 StartOpt = Annotated[
     str | None, typer.Option("--start", help="First day, YYYY-MM-DD (its whole period counts).")
 ]
-EndOpt = Annotated[
-    str | None, typer.Option("--end", help="Last day, YYYY-MM-DD, included (default: today).")
-]
+EndOpt = Annotated[str | None, typer.Option("--end", help="Last day, YYYY-MM-DD, included (default: today).")]
 IntervalOpt = Annotated[
     str, typer.Option("--interval", help="day, week (ISO, Monday), month, quarter or year.")
 ]
@@ -231,6 +229,16 @@ def cohorts(
         table.add_column(f"≤{n} d", justify="right")
     table.add_column("Converted", justify="right")
     for row in rows:
-        shares = [_percent(row["share_within"][str(n)]) for n in COHORT_WINDOWS]
+        # A window that has not fully elapsed for the whole cohort is marked: its share can still rise.
+        shares = [
+            _percent(row["share_within"][str(n)]) + ("" if row["window_complete"][str(n)] else "*")
+            for n in COHORT_WINDOWS
+        ]
         table.add_row(row["period"], str(row["size"]), *shares, _percent(row["rate"]))
     console.print(table)
+    if any(not done for row in rows for done in row["window_complete"].values()):
+        console.print(
+            "* window not over yet for every trial of the cohort: the share can still rise",
+            markup=False,
+            highlight=False,
+        )
