@@ -7,7 +7,7 @@ every source, so a re-sync never erases them (SPEC section 2).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,7 +45,7 @@ TEXT_FIELDS = ("name", "company", "state", "city", "zip", "website_url", "owner"
 READ_ONLY = frozenset({
     "id", "uuid", "external_id", "external_ids", "data_source_uuid", "data_source_uuids", "customer-since",
     "mrr", "arr", "billing-system-url", "chartmogul-url", "billing-system-type", "currency", "currency-sign",
-    "address", "created_at", "lead_status",
+    "address", "created_at",
 })
 UPDATABLE = frozenset({
     *TEXT_FIELDS, "email", "country", "lead_created_at", "free_trial_started_at", "status", "attributes",
@@ -68,7 +68,7 @@ def one_customer(conn: Connection, customer_id: int, request: Request) -> dict[s
 
 
 def check_dates(
-    reader: FieldReader, lead: datetime | None, trial: datetime | None, given: Iterable[str]
+    reader: FieldReader, lead: datetime | None, trial: datetime | None, given: Sequence[str]
 ) -> None:
     """The manual-entry rules the CLI applies too (flows/manual_edits.py): no lead or trial date in the
     future, no trial before the lead date. ``given`` names the date fields the request set."""
@@ -79,6 +79,14 @@ def check_dates(
     if lead is not None and trial is not None and trial < lead:
         field = "free_trial_started_at" if "free_trial_started_at" in given else "lead_created_at"
         reader.fail(field, f"the trial date {trial.isoformat()} would precede the lead date {lead.isoformat()}")
+
+
+def _status_alias(data: dict[str, Any]) -> dict[str, Any]:
+    """``lead_status`` (our read shape's name) is accepted for ``status`` (the commercial product's)."""
+    if "lead_status" in data and "status" not in data:
+        data = {**data, "status": data["lead_status"]}
+    data.pop("lead_status", None)
+    return data
 
 
 def _unknown_keys(reader: FieldReader, data: dict[str, Any], allowed: frozenset[str]) -> None:
@@ -151,7 +159,7 @@ def read_contact_custom(reader: FieldReader, value: Any) -> dict[str, Any]:
 }))
 def create_customer(request: Request, body: JsonBody) -> dict[str, Any]:
     """Create a customer (a lead, usually) in an API data source."""
-    data = require_object(body)
+    data = _status_alias(require_object(body))
     reader = FieldReader(data)
     _unknown_keys(reader, data, CREATE_FIELDS)
     ds_uuid = reader.text("data_source_uuid", required=True)
@@ -354,7 +362,7 @@ _UPDATE_DOC = body_example({"status": "Working_Lead", "free_trial_started_at": "
 @router.put("/{uuid}", openapi_extra=_UPDATE_DOC)
 def update_customer(request: Request, uuid: str, body: JsonBody) -> dict[str, Any]:
     """Update a customer: every field given becomes a manual edit that no re-sync erases."""
-    data = require_object(body)
+    data = _status_alias(require_object(body))
     reader = FieldReader(data)
     _unknown_keys(reader, data, UPDATABLE)
     contact = _contact_fields(reader, data.get("primary_contact"))

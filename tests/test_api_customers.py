@@ -158,6 +158,8 @@ def test_update_is_a_manual_edit_that_survives_resync(db_engine):
     # A tag the source adds later shows; the tags set by hand stay.
     assert set(after["attributes"]["tags"]) == {"hot", "cold"} and after["owner"] == "rep@example.com"
 
+    alias = client.patch(f"/v1/customers/{uuid}", json={"lead_status": "Unqualified_Lead"})
+    assert alias.status_code == 200 and alias.json()["status"] == "Unqualified_Lead"
     put = client.put(f"/v1/customers/{uuid}", json={"company": "Put Inc"})
     assert put.status_code == 200 and put.json()["company"] == "Put Inc"
     bad = client.patch(f"/v1/customers/{uuid}", json={"status": "Active", "lead_created_at": "soon", "uuid": uuid})
