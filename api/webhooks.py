@@ -1,4 +1,5 @@
-"""Webhook receivers: ``POST /webhooks/{source_name}`` for Stripe, Chargebee, Recurly, Braintree, GoCardless.
+"""Webhook receivers: ``POST /webhooks/{source_name}`` for Stripe, Chargebee, Recurly, Braintree, GoCardless,
+HubSpot.
 
 These routes do not take the API key: each request authenticates by the integration's own signature
 (or, for Chargebee, the HTTP Basic pair configured on the webhook), checked over the RAW body by the
@@ -19,6 +20,7 @@ A failure to re-read from the vendor answers 502, so the vendor retries the deli
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -43,6 +45,7 @@ from connectors.webhooks import (
     verify_basic_auth,
     verify_braintree_signature,
     verify_gocardless_signature,
+    verify_hubspot_signature,
     verify_recurly_signature,
     verify_stripe_signature,
 )
@@ -52,7 +55,12 @@ from storage.sources import get_source
 from storage.upsert import upsert_records
 
 MAX_BODY_BYTES = 1024 * 1024
-WEBHOOK_KINDS = ("stripe", "chargebee", "recurly", "braintree", "gocardless")
+WEBHOOK_KINDS = ("stripe", "chargebee", "recurly", "braintree", "gocardless", "hubspot")
+# HubSpot subscription types whose contact is re-read (generic ``object.*`` events name contacts "0-1").
+HUBSPOT_CONTACT_EVENTS = frozenset(
+    {"contact.creation", "contact.propertyChange", "contact.restore", "contact.merge", "contact.associationChange"}
+)
+HUBSPOT_OBJECT_EVENTS = frozenset({"object.creation", "object.propertyChange", "object.restore", "object.merge"})
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -216,12 +224,46 @@ def _braintree(settings: Mapping[str, Any], headers: Mapping[str, str], body: by
     return parsed
 
 
-PARSERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, str], bytes], ParsedDelivery]] = {
+def _hubspot(settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes, *, url: str = "") -> ParsedDelivery:
+    # HubSpot signs the URL it called; behind a TLS-terminating proxy we see http:// for its https://,
+    # and a rewriting proxy changes more: the ``webhook_url`` setting then names the public URL.
+    uris = [str(settings["webhook_url"])] if settings.get("webhook_url") else []
+    if url:
+        uris.append(url)
+        if url.startswith("http://"):
+            uris.append("https://" + url[len("http://"):])
+    verify_hubspot_signature(
+        "POST",
+        uris,
+        body,
+        headers.get("x-hubspot-signature-v3"),
+        headers.get("x-hubspot-request-timestamp"),
+        str(settings.get("webhook_client_secret") or ""),
+    )
+    events = _json(body, "HubSpot")
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise WebhookRejected(422, "HubSpot webhook body is not a JSON array of events")
+    parsed = ParsedDelivery([str(e.get("subscriptionType") or "") for e in events])
+    for event in events:
+        kind = event.get("subscriptionType")
+        is_contact = kind in HUBSPOT_CONTACT_EVENTS or (
+            kind in HUBSPOT_OBJECT_EVENTS and str(event.get("objectTypeId")) == "0-1"
+        )
+        if is_contact and event.get("objectId") not in (None, ""):
+            parsed.customer_ids.append(str(event["objectId"]))
+    return parsed
+
+
+# Kinds whose signature covers the request URL as well as the body.
+URL_SIGNED = frozenset({"hubspot"})
+
+PARSERS: dict[str, Callable[..., ParsedDelivery]] = {
     "stripe": _stripe,
     "chargebee": _chargebee,
     "recurly": _recurly,
     "gocardless": _gocardless,
     "braintree": _braintree,
+    "hubspot": _hubspot,
 }
 
 
@@ -308,8 +350,11 @@ def handle_webhook(
     headers: Mapping[str, str],
     body: bytes,
     connector_factory: ConnectorFactory = _default_connector,
+    url: str = "",
 ) -> dict[str, Any]:
     """Verify, parse, re-read and store one delivery; the counts as a JSON-ready dict.
+
+    ``url`` is the URL the delivery was received on (HubSpot signs it).
 
     Raises:
         WebhookRejected: 404 unknown source or kind without webhooks, 401 bad signature, 422 bad
@@ -330,6 +375,8 @@ def handle_webhook(
     except SecretResolutionError as exc:
         log.error("webhook for %s: %s", source_name, exc)
         raise WebhookRejected(500, f"settings of source {source_name!r} cannot be resolved: {exc}") from None
+    if kind in URL_SIGNED:
+        parser = functools.partial(parser, url=url)
     try:
         parsed = parser(settings, {k.lower(): v for k, v in headers.items()}, body)
     except WebhookSignatureError as exc:
@@ -370,7 +417,7 @@ async def receive_webhook(source_name: str, request: Request) -> Response:
         body = await read_body_limited(request)
         factory = getattr(request.app.state, "webhook_connector_factory", None) or _default_connector
         outcome = await run_in_threadpool(
-            handle_webhook, request.app.state.engine, source_name, dict(request.headers), body, factory
+            handle_webhook, request.app.state.engine, source_name, dict(request.headers), body, factory, str(request.url)
         )
     except WebhookRejected as exc:
         return _error(exc)

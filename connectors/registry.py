@@ -17,6 +17,7 @@ CONNECTORS: dict[str, str] = {
     "recurly": "connectors.recurly:RecurlyConnector",
     "braintree": "connectors.braintree:BraintreeConnector",
     "gocardless": "connectors.gocardless:GoCardlessConnector",
+    "hubspot": "connectors.hubspot:HubSpotConnector",
 }
 
 

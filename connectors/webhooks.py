@@ -400,3 +400,113 @@ def verify_basic_auth(authorization_header: str | None, username: str, password:
     password_ok = hmac.compare_digest(given_password, password.encode())
     if not (user_ok and password_ok):
         raise WebhookSignatureError("webhook Basic credentials do not match")
+
+
+# --- HubSpot ------------------------------------------------------------------------------------
+
+HUBSPOT_TOLERANCE_SECONDS = 300
+
+# HubSpot signs the URI with these percent-escapes decoded (its v3 validation guide lists them).
+_HUBSPOT_DECODED = {
+    "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$", "%27": "'",
+    "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";",
+}
+_HUBSPOT_ESCAPE = re.compile("|".join(_HUBSPOT_DECODED), re.IGNORECASE)
+
+
+def hubspot_signature_v3(method: str, uri: str, payload: bytes, timestamp: str, client_secret: str) -> str:
+    """The ``X-HubSpot-Signature-v3`` HubSpot sends: base64 HMAC-SHA256(secret, method+uri+body+timestamp)."""
+    message = method.upper().encode() + uri.encode() + payload + timestamp.encode()
+    return base64.b64encode(hmac.new(client_secret.encode(), message, hashlib.sha256).digest()).decode()
+
+
+def verify_hubspot_signature(
+    method: str,
+    uris: list[str],
+    payload: bytes,
+    signature_header: str | None,
+    timestamp_header: str | None,
+    client_secret: str,
+    *,
+    tolerance_seconds: int = HUBSPOT_TOLERANCE_SECONDS,
+    clock: Clock = time.time,
+) -> None:
+    """Verify HubSpot's v3 request signature over the raw body.
+
+    Args:
+        method: the HTTP method of the delivery (``POST``).
+        uris: the full target URI(s) the delivery may have been signed for (the configured public URL,
+            or the URL as received); each is also tried with HubSpot's listed escapes decoded.
+        payload: the raw request body, byte for byte.
+        signature_header: ``X-HubSpot-Signature-v3`` (base64).
+        timestamp_header: ``X-HubSpot-Request-Timestamp`` (epoch milliseconds).
+        client_secret: the app's client secret.
+        tolerance_seconds: the oldest timestamp accepted (HubSpot: 5 minutes).
+        clock: returns the current Unix time in seconds.
+
+    Raises:
+        WebhookSignatureError: missing headers, a stale timestamp, or no URI variant matches.
+    """
+    key = _require_secret(client_secret, "HubSpot app client secret (webhook_client_secret)")
+    if not signature_header or not timestamp_header:
+        raise WebhookSignatureError("missing X-HubSpot-Signature-v3 or X-HubSpot-Request-Timestamp header")
+    stamp = timestamp_header.strip()
+    if not stamp.isdigit():
+        raise WebhookSignatureError("X-HubSpot-Request-Timestamp is not epoch milliseconds")
+    variants: list[str] = []
+    for uri in uris:
+        for variant in (uri, _HUBSPOT_ESCAPE.sub(lambda m: _HUBSPOT_DECODED[m.group(0).upper()], uri)):
+            if variant and variant not in variants:
+                variants.append(variant)
+    given = signature_header.strip().encode()
+    matched = False
+    for variant in variants:
+        expected = hubspot_signature_v3(method, variant, payload, stamp, key.decode()).encode()
+        if hmac.compare_digest(expected, given):
+            matched = True
+    if not matched:
+        raise WebhookSignatureError(
+            "HubSpot X-HubSpot-Signature-v3 does not match (wrong client secret, altered body or a target URL "
+            "other than the one HubSpot called: set webhook_url)"
+        )
+    if tolerance_seconds > 0 and int(stamp) / 1000 < clock() - tolerance_seconds:
+        raise WebhookSignatureError(
+            f"HubSpot request timestamp is older than the {tolerance_seconds} s tolerance (possible replay)"
+        )
+
+
+# --- Intercom and Segment: hex HMAC-SHA1 of the raw body -----------------------------------------
+
+
+def hmac_sha1_hex(payload: bytes, secret: str) -> str:
+    """Hex HMAC-SHA1 of ``payload`` (Intercom's ``X-Hub-Signature`` after ``sha1=``, Segment's ``X-Signature``)."""
+    return _hmac_hex(secret.encode(), payload, hashlib.sha1)
+
+
+def verify_intercom_signature(payload: bytes, signature_header: str | None, client_secret: str) -> None:
+    """Verify Intercom's ``X-Hub-Signature: sha1=<hex HMAC-SHA1(client_secret, body)>``.
+
+    Raises:
+        WebhookSignatureError: missing or malformed header, or mismatch.
+    """
+    key = _require_secret(client_secret, "Intercom app client secret (webhook_secret)")
+    if not signature_header:
+        raise WebhookSignatureError("missing X-Hub-Signature header")
+    scheme, sep, hex_sig = signature_header.strip().partition("=")
+    if not sep or scheme.lower() != "sha1":
+        raise WebhookSignatureError("malformed X-Hub-Signature header: expected sha1=<hex>")
+    if not _any_matches(_hmac_hex(key, payload, hashlib.sha1), [hex_sig]):
+        raise WebhookSignatureError("Intercom X-Hub-Signature does not match the payload (wrong secret or altered body)")
+
+
+def verify_segment_signature(payload: bytes, signature_header: str | None, shared_secret: str) -> None:
+    """Verify Segment's ``X-Signature`` (hex HMAC-SHA1 of the raw body with the shared secret).
+
+    Raises:
+        WebhookSignatureError: missing header or mismatch.
+    """
+    key = _require_secret(shared_secret, "Segment shared secret (shared_secret)")
+    if not signature_header or not signature_header.strip():
+        raise WebhookSignatureError("missing X-Signature header")
+    if not _any_matches(_hmac_hex(key, payload, hashlib.sha1), [signature_header]):
+        raise WebhookSignatureError("Segment X-Signature does not match the payload (wrong secret or altered body)")

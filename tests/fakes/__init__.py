@@ -11,6 +11,7 @@ from tests.fakes.base import FakeApi
 from tests.fakes.billing import ChargebeeFake, RecurlyFake, StripeFake
 from tests.fakes.braintree import BraintreeFake
 from tests.fakes.gocardless import GoCardlessFake
+from tests.fakes.hubspot import HubSpotFake
 
 FAKES: dict[str, type[FakeApi]] = {
     "stripe": StripeFake,
@@ -18,4 +19,5 @@ FAKES: dict[str, type[FakeApi]] = {
     "recurly": RecurlyFake,
     "braintree": BraintreeFake,
     "gocardless": GoCardlessFake,
+    "hubspot": HubSpotFake,
 }

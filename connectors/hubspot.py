@@ -1,0 +1,277 @@
+"""HubSpot (CRM v3): contacts in lifecycle stage ``lead`` or later become customer records.
+
+Reads top to bottom: constants, how to page (list and search, with the 10,000-result search cap), how a
+contact maps to our record, the SPEC rule.
+
+Stream ``contacts`` (key ``id``, cursor ``lastmodifieddate`` as epoch milliseconds):
+
+- first sync or ``--full-refresh``: ``GET /crm/v3/objects/contacts?limit=100&properties=…`` paged by
+  ``paging.next.after`` (absent on the last page); an interrupted read resumes from the saved ``after``;
+- incremental: ``POST /crm/v3/objects/contacts/search`` with ``lastmodifieddate GTE (since − lookback)``.
+  Search answers at most 10,000 results per query (HTTP 400 beyond), so it sorts by ``hs_object_id``
+  ascending and, before the next page would cross the cap, starts a new query window with
+  ``hs_object_id GT <last id seen>`` (Airbyte's workaround). Sorting by id rather than by
+  ``lastmodifieddate`` means a window restart never stalls on thousands of contacts sharing one
+  timestamp (bulk imports do that). The lookback covers search lag (new contacts show up in search
+  after a delay) and the watermark is clamped to the run's start, so a contact changed while the run
+  was paging is read again next time.
+
+SPEC rule (section 3): only contacts whose ``lifecyclestage`` is ``lead`` or later (setting
+``lifecycle_stages``) become records; lead created = ``hs_lifecyclestage_lead_date``, else
+``createdate``; free trial started = the property named by ``trial_property``, if configured.
+Properties are strings: ISO datetimes (``2024-01-15T09:30:00.123Z``), date-only values of date
+properties (``2024-01-15``, midnight UTC) or, from legacy v1 payloads, epoch milliseconds.
+Archived (deleted) contacts are not listed and cannot be searched; they keep their stored record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import quote
+
+from connectors.base import Batch, Connector, Setting, Stream
+from connectors.http import ApiError, HttpClient
+from connectors.paging import PageRequest
+from funnelsync.normalize import clean_text
+from funnelsync.records import SourceCustomerRecord
+from funnelsync.timeutil import parse_iso
+
+BASE_URL = "https://api.hubapi.com"
+CONTACTS_PATH = "/crm/v3/objects/contacts"
+SEARCH_PATH = "/crm/v3/objects/contacts/search"
+PAGE_SIZE = 100  # the list endpoint's maximum (search allows 200)
+SEARCH_RESULT_CAP = 10_000  # search refuses ``after`` beyond this (HTTP 400)
+LOOKBACK_MINUTES = 30
+
+CONTACT_PROPERTIES = (
+    "email",
+    "firstname",
+    "lastname",
+    "company",
+    "city",
+    "state",
+    "zip",
+    "createdate",
+    "lastmodifieddate",
+    "lifecyclestage",
+    "hs_lifecyclestage_lead_date",
+    "hs_object_id",
+)
+# HubSpot's default lifecycle stages from ``lead`` on (subscriber comes before lead). Portals with
+# custom stages add their internal values to the ``lifecycle_stages`` setting.
+LEAD_OR_LATER = ("lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer", "evangelist")
+
+
+def parse_hubspot_time(value: Any) -> datetime | None:
+    """A HubSpot property time: ISO datetime, date-only (midnight UTC) or epoch ms/s; None if empty.
+
+    Raises:
+        ValueError: for a value that is none of these.
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    if text.isdigit():
+        number = int(text)
+        # Legacy APIs send epoch milliseconds; a 10-digit value is seconds.
+        seconds = number / 1000 if number >= 100_000_000_000 else number
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    if len(text) == 10 and text[4] == "-":
+        day = date.fromisoformat(text)
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return parse_iso(text)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass
+class HubSpotPaginator:
+    """Pages of the contacts list (``GET``) and of a search (``POST``), under one token scheme.
+
+    List pages carry ``{"results": [...], "paging": {"next": {"after": "151", "link": "…"}}}``; the token
+    is ``after`` itself and goes back as ``?after=151``.
+
+    Search pages carry ``{"total": 12034, "results": [...], "paging": {"next": {"after": "100"}}}``; the
+    token is ``"<min id>:<after>"``. While ``after`` stays within the cap the token keeps the window's
+    ``min id``; when the next page would pass the 10,000th result it becomes ``"<last id>:"``: a new
+    query window with ``hs_object_id GT <last id>`` from its first page. Ids only grow, so tokens never
+    repeat and a resumed run re-creates the exact window from its saved token.
+    """
+
+    page_size: int
+    cap: int = SEARCH_RESULT_CAP
+    window_min_id: str = field(default="", init=False)
+
+    def items(self, body: Any) -> list[Any]:
+        return list(body.get("results") or [])
+
+    def next_token(self, body: Any) -> str | None:
+        after = (((body.get("paging") or {}).get("next") or {}).get("after"))
+        if after in (None, ""):
+            return None
+        if "total" not in body:  # a list page, not a search
+            return str(after)
+        results = body.get("results") or []
+        if results and int(after) + self.page_size > self.cap:
+            return f"{results[-1]['id']}:"
+        return f"{self.window_min_id}:{after}"
+
+    def apply(self, request: PageRequest, token: str) -> PageRequest:
+        if request.method != "POST":
+            return replace(request, params={**request.params, "after": token})
+        min_id, _, after = token.partition(":")
+        self.window_min_id = min_id
+        payload = dict(request.json_body)
+        filters = list(payload["filterGroups"][0]["filters"])
+        if min_id:
+            filters.append({"propertyName": "hs_object_id", "operator": "GT", "value": min_id})
+        payload["filterGroups"] = [{"filters": filters}]
+        payload.pop("after", None)
+        if after:
+            payload["after"] = after
+        return replace(request, json_body=payload)
+
+
+class HubSpotConnector(Connector):
+    """Pull contacts at lifecycle stage lead or later from a HubSpot portal."""
+
+    kind = "hubspot"
+    title = "HubSpot"
+    settings_schema = (
+        Setting("access_token", secret=True, required=True, help="a private-app access token (scope crm.objects.contacts.read)"),
+        Setting("base_url", default=BASE_URL, help="API root (a mock: http://127.0.0.1:8080)"),
+        Setting("page_size", default=PAGE_SIZE, cast=int, help="contacts per request, 1-100"),
+        Setting("trial_property", help="internal name of the contact property holding the free-trial start"),
+        Setting(
+            "lifecycle_stages",
+            default=",".join(LEAD_OR_LATER),
+            help="comma-separated lifecycle stages (internal values) that make a contact a lead",
+        ),
+        Setting("lookback_minutes", default=LOOKBACK_MINUTES, cast=int, help="incremental search re-reads this far back"),
+        Setting("webhook_client_secret", secret=True, help="the app's client secret (signs X-HubSpot-Signature-v3)"),
+        Setting("webhook_url", help="the public target URL set in HubSpot, when a proxy rewrites the one we see"),
+    )
+    streams = (Stream("contacts", key="id", cursor_field="lastmodifieddate", reader="read_contacts"),)
+    search_result_cap = SEARCH_RESULT_CAP
+
+    @property
+    def page_size(self) -> int:
+        return max(1, min(100, int(self.settings["page_size"])))
+
+    @property
+    def properties(self) -> list[str]:
+        extra = clean_text(self.settings.get("trial_property"))
+        return list(CONTACT_PROPERTIES) + ([extra] if extra and extra not in CONTACT_PROPERTIES else [])
+
+    @property
+    def lead_stages(self) -> frozenset[str]:
+        raw = str(self.settings.get("lifecycle_stages") or "")
+        return frozenset(s.strip().lower() for s in raw.split(",") if s.strip())
+
+    def make_client(self) -> HttpClient:
+        return HttpClient(
+            self.source_name,
+            str(self.settings["base_url"]),
+            bearer_token=self.settings["access_token"],
+            credentials_hint="check the access_token setting (a private-app token with crm.objects.contacts.read)",
+            sleep_fn=self.sleep_fn,
+            transport=self.transport,
+        )
+
+    # ------------------------------------------------------------------ the stream
+
+    def read_contacts(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
+        """Every contact (list) or those modified since the watermark (search), page by page."""
+        started_ms = _ms(self.started_at)
+        lookback_ms = max(0, int(self.settings["lookback_minutes"])) * 60_000
+
+        def request(since: int | None) -> PageRequest:
+            if since is None:
+                return PageRequest(
+                    CONTACTS_PATH,
+                    {"limit": self.page_size, "properties": ",".join(self.properties), "archived": "false"},
+                )
+            return PageRequest(
+                SEARCH_PATH,
+                method="POST",
+                json_body={
+                    "filterGroups": [
+                        {"filters": [{"propertyName": "lastmodifieddate", "operator": "GTE", "value": str(since - lookback_ms)}]}
+                    ],
+                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                    "properties": self.properties,
+                    "limit": self.page_size,
+                },
+            )
+
+        def map_page(items: list[dict[str, Any]]) -> tuple[list[SourceCustomerRecord], int | None]:
+            stamps = []
+            for contact in items:
+                modified = parse_hubspot_time((contact.get("properties") or {}).get("lastmodifieddate") or contact.get("updatedAt"))
+                if modified is not None:
+                    stamps.append(_ms(modified))
+            # Never past the run's start: a contact changed while we page is read again next run.
+            page_max = min(max(stamps), started_ms) if stamps else None
+            return [r for r in (self.contact_record(c) for c in items) if r is not None], page_max
+
+        yield from self.read_list("contacts", state, request, HubSpotPaginator(self.page_size, self.search_result_cap), map_page)
+
+    def fetch_record(self, contact_id: str) -> SourceCustomerRecord | None:
+        """One contact re-read now (webhooks); None when it is gone or not a lead (yet)."""
+        try:
+            contact = self.client.get_json(
+                f"{CONTACTS_PATH}/{quote(contact_id, safe='')}", params={"properties": ",".join(self.properties)}
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self.contact_record(contact)
+
+    # ------------------------------------------------------------------ the mapping and the rule
+
+    def is_lead(self, properties: dict[str, Any]) -> bool:
+        """Lifecycle stage lead or later (SPEC); a custom stage counts once HubSpot stamped a lead date."""
+        stage = str(properties.get("lifecyclestage") or "").strip().lower()
+        if stage in self.lead_stages:
+            return True
+        return bool(stage) and stage != "subscriber" and bool(properties.get("hs_lifecyclestage_lead_date"))
+
+    def contact_record(self, contact: dict[str, Any]) -> SourceCustomerRecord | None:
+        """Map one contact to our record, or None when it is not (yet) a lead."""
+        props = contact.get("properties") or {}
+        if not self.is_lead(props):
+            return None
+        name = " ".join(p for p in (clean_text(props.get("firstname")), clean_text(props.get("lastname"))) if p)
+        lead_created = _time_or_none(props.get("hs_lifecyclestage_lead_date")) or _time_or_none(
+            props.get("createdate") or contact.get("createdAt")
+        )
+        trial_property = clean_text(self.settings.get("trial_property"))
+        return SourceCustomerRecord(
+            external_id=str(contact["id"]),
+            name=name or None,
+            email=clean_text(props.get("email")),
+            company=clean_text(props.get("company")),
+            state=clean_text(props.get("state")),
+            city=clean_text(props.get("city")),
+            zip=clean_text(props.get("zip")),
+            lead_created_at=lead_created,
+            free_trial_started_at=_time_or_none(props.get(trial_property)) if trial_property else None,
+            # HubSpot reports no subscriptions: an empty set, so a record never claims unknown ones.
+            subscriptions=[],
+        )
+
+
+def _time_or_none(value: Any) -> datetime | None:
+    # A malformed date in a user-defined property must not stop the sync of the whole portal.
+    try:
+        return parse_hubspot_time(value)
+    except ValueError:
+        return None
