@@ -357,13 +357,16 @@ def handle_webhook(
     ``url`` is the URL the delivery was received on (HubSpot signs it).
 
     Raises:
-        WebhookRejected: 404 unknown source or kind without webhooks, 401 bad signature, 422 bad
-            payload, 500 unusable settings, 502 the vendor could not be read.
+        WebhookRejected: 404 unknown source or kind without webhooks, 409 disabled source, 401 bad
+            signature, 422 bad payload, 500 unusable settings, 502 the vendor could not be read.
     """
     with engine.connect() as conn:
         source = get_source(conn, source_name)
     if source is None:
         raise WebhookRejected(404, f"no data source named {source_name!r}")
+    if not source.enabled:
+        # Refused (not accepted and dropped): the vendor keeps retrying until the source is enabled again.
+        raise WebhookRejected(409, f"data source {source_name!r} is disabled")
     kind = str(source.kind)
     parser = PARSERS.get(kind)
     if parser is None:

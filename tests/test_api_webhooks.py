@@ -21,7 +21,7 @@ from sqlalchemy import Engine, func, select
 from api.app import create_app
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 from storage.schema import source_customers, subscriptions
-from storage.sources import create_source
+from storage.sources import create_source, get_source, set_source_enabled
 from tests.fakes import braintree as fake_braintree
 from tests.fakes import gocardless as fake_gocardless
 
@@ -169,11 +169,16 @@ def test_vendor_refusing_the_re_read_is_502_and_stores_nothing(db_engine: Engine
     assert stored(db_engine) == []
 
 
-def test_unknown_source_and_kind_without_webhooks_are_404(db_engine: Engine) -> None:
+def test_unknown_source_and_kind_without_webhooks_are_404_disabled_409(db_engine: Engine) -> None:
     add_source(db_engine, "sheet", "csv", {})
+    add_source(db_engine, "off", "gocardless", {"access_token": "t", "webhook_secret": GC_SECRET})
+    with db_engine.begin() as conn:
+        set_source_enabled(conn, get_source(conn, "off").id, False)
     client = TestClient(create_app(db_engine))
     assert client.post("/webhooks/nope", content=b"{}").status_code == 404
     assert client.post("/webhooks/sheet", content=b"{}").status_code == 404
+    body = gc_body({"customer": "CU1"})
+    assert client.post("/webhooks/off", content=body, headers=gc_sign(body)).status_code == 409
 
 
 # --- Braintree, end to end against the fake API ---------------------------------------------------
