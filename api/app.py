@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
+from api.account import router as account_router
 from api.attributes import router as attributes_router
 from api.auth import require_api_key
 from api.contacts import router as contacts_router
@@ -43,6 +44,7 @@ def create_app(engine: Engine) -> FastAPI:
 
     # Routers, one line each (authenticated routers declare Depends(require_api_key) themselves):
     install_error_handler(app)
+    app.include_router(account_router)
     app.include_router(data_sources_router)
     app.include_router(merges_router)
     app.include_router(attributes_router)

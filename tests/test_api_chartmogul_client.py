@@ -50,8 +50,12 @@ def cm_config(db_engine: Engine) -> Iterator[chartmogul.Config]:
         thread.join(timeout=10)
 
 
-def test_official_client_against_our_server(cm_config):
+def test_official_client_against_our_server(cm_config, monkeypatch):
+    monkeypatch.delenv("FUNNELSYNC_TIMEZONE", raising=False)  # naive dates below are read as UTC
     config = cm_config
+    assert chartmogul.Ping.ping(config).get().data == "pong!"
+    account = chartmogul.Account.retrieve(config).get()
+    assert account.time_zone == "UTC" and account.week_start_on == "monday"
     ds = chartmogul.DataSource.create(config, data={"name": "In-house CRM"}).get()
     assert ds.uuid.startswith("ds_") and ds.name == "In-house CRM"
     listed = chartmogul.DataSource.all(config).get()
