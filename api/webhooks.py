@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import Engine
 
 from connectors.base import Connector, SettingsError
+from connectors.braintree import transaction_customer_id
 from connectors.gocardless import CustomerResolver
 from connectors.http import ApiError, ConnectorError
 from connectors.registry import connector_class
@@ -58,9 +59,17 @@ MAX_BODY_BYTES = 1024 * 1024
 WEBHOOK_KINDS = ("stripe", "chargebee", "recurly", "braintree", "gocardless", "hubspot")
 # HubSpot subscription types whose contact is re-read (generic ``object.*`` events name contacts "0-1").
 HUBSPOT_CONTACT_EVENTS = frozenset(
-    {"contact.creation", "contact.propertyChange", "contact.restore", "contact.merge", "contact.associationChange"}
+    {
+        "contact.creation",
+        "contact.propertyChange",
+        "contact.restore",
+        "contact.merge",
+        "contact.associationChange",
+    }
 )
-HUBSPOT_OBJECT_EVENTS = frozenset({"object.creation", "object.propertyChange", "object.restore", "object.merge"})
+HUBSPOT_OBJECT_EVENTS = frozenset(
+    {"object.creation", "object.propertyChange", "object.restore", "object.merge"}
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -148,8 +157,9 @@ def _chargebee(settings: Mapping[str, Any], headers: Mapping[str, str], body: by
     )
     event = _dict(_json(body, "Chargebee"), "Chargebee event")
     content = _dict(event.get("content"), "Chargebee event content")
-    customer = (content.get("customer") or {}).get("id") or (content.get("subscription") or {}).get(
-        "customer_id"
+    customer_obj, subscription_obj = content.get("customer"), content.get("subscription")
+    customer = (customer_obj.get("id") if isinstance(customer_obj, dict) else None) or (
+        subscription_obj.get("customer_id") if isinstance(subscription_obj, dict) else None
     )
     event_type = str(event.get("event_type") or "")
     if not customer or event_type == "customer_deleted":
@@ -208,7 +218,7 @@ def _braintree(settings: Mapping[str, Any], headers: Mapping[str, str], body: by
     subject = note.subject
     if note.subject_type == "subscription":
         for transaction in subject.get("transactions") or []:
-            owner = (transaction.get("customer") or {}).get("id") if isinstance(transaction, dict) else None
+            owner = transaction_customer_id(transaction)
             if owner:
                 parsed.customer_ids.append(str(owner))
                 break
@@ -216,7 +226,7 @@ def _braintree(settings: Mapping[str, Any], headers: Mapping[str, str], body: by
             if subject.get("payment_method_token"):
                 parsed.lookups.append(("payment_method", str(subject["payment_method_token"])))
     elif note.subject_type == "transaction":
-        owner = (subject.get("customer") or {}).get("id") or subject.get("customer_id")
+        owner = transaction_customer_id(subject)
         if owner:
             parsed.customer_ids.append(str(owner))
     elif note.subject_type == "customer" and subject.get("id"):
@@ -224,14 +234,16 @@ def _braintree(settings: Mapping[str, Any], headers: Mapping[str, str], body: by
     return parsed
 
 
-def _hubspot(settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes, *, url: str = "") -> ParsedDelivery:
+def _hubspot(
+    settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes, *, url: str = ""
+) -> ParsedDelivery:
     # HubSpot signs the URL it called; behind a TLS-terminating proxy we see http:// for its https://,
     # and a rewriting proxy changes more: the ``webhook_url`` setting then names the public URL.
     uris = [str(settings["webhook_url"])] if settings.get("webhook_url") else []
     if url:
         uris.append(url)
         if url.startswith("http://"):
-            uris.append("https://" + url[len("http://"):])
+            uris.append("https://" + url[len("http://") :])
     verify_hubspot_signature(
         "POST",
         uris,
@@ -420,7 +432,13 @@ async def receive_webhook(source_name: str, request: Request) -> Response:
         body = await read_body_limited(request)
         factory = getattr(request.app.state, "webhook_connector_factory", None) or _default_connector
         outcome = await run_in_threadpool(
-            handle_webhook, request.app.state.engine, source_name, dict(request.headers), body, factory, str(request.url)
+            handle_webhook,
+            request.app.state.engine,
+            source_name,
+            dict(request.headers),
+            body,
+            factory,
+            str(request.url),
         )
     except WebhookRejected as exc:
         return _error(exc)

@@ -530,7 +530,7 @@ class BraintreeConnector(Connector):
         for batch in self.fetch_by_ids("transactions", txn_ids, txn_page):
             fetched += len(batch)
             for transaction in batch:
-                owner = str(((transaction.get("customer") or {}).get("id")) or "")
+                owner = transaction_customer_id(transaction)
                 if owner:
                     affected[owner] = None
                     transacted.add(owner)
@@ -555,12 +555,21 @@ class BraintreeConnector(Connector):
             yield Batch("customers", records, cursor, fetched if start == 0 else 0)
 
 
+def transaction_customer_id(transaction: Any) -> str | None:
+    """The customer id a gateway transaction names (``<customer><id>``, else ``<customer-id>``), if any."""
+    if not isinstance(transaction, Mapping):
+        return None
+    customer = transaction.get("customer")
+    owner = customer.get("id") if isinstance(customer, Mapping) else None
+    owner = owner or transaction.get("customer_id")
+    return str(owner) if owner else None
+
+
 def _customer_in_transactions(subscription: Mapping[str, Any]) -> str | None:
     for transaction in subscription.get("transactions") or []:
-        if isinstance(transaction, Mapping):
-            owner = (transaction.get("customer") or {}).get("id")
-            if owner:
-                return str(owner)
+        owner = transaction_customer_id(transaction)
+        if owner:
+            return owner
     return None
 
 

@@ -446,3 +446,17 @@ def test_webhook_secret_may_be_an_environment_reference(
     monkeypatch.delenv("FS_TEST_GC_WEBHOOK_SECRET")
     unresolved = client.post("/webhooks/gc-env", content=body, headers=gc_sign(body))
     assert unresolved.status_code == 500 and "FS_TEST_GC_WEBHOOK_SECRET" in unresolved.json()["message"]
+
+
+@respx.mock
+def test_braintree_sdk_style_sample_with_empty_customer_elements_is_accepted(db_engine: Engine) -> None:
+    # Shaped like braintree-python's WebhookTesting sample: empty <customer/>, no payment-method token.
+    add_source(db_engine, "bt", "braintree", dict(fake_braintree.SETTINGS))
+    xml = bt_notification(
+        "subscription_charged_successfully",
+        '<subscription><id>sub_x</id><transactions type="array"><transaction><id>t1</id>'
+        "<status>submitted_for_settlement</status><amount>49.99</amount><customer></customer>"
+        "<billing></billing></transaction></transactions></subscription>",
+    )
+    response = TestClient(create_app(db_engine)).post("/webhooks/bt", data=bt_form(xml))
+    assert response.status_code == 200 and response.json()["customers"] == [] and stored(db_engine) == []
