@@ -47,6 +47,7 @@ from connectors.webhooks import (
     verify_braintree_signature,
     verify_gocardless_signature,
     verify_hubspot_signature,
+    verify_intercom_signature,
     verify_recurly_signature,
     verify_stripe_signature,
 )
@@ -56,7 +57,7 @@ from storage.sources import get_source
 from storage.upsert import upsert_records
 
 MAX_BODY_BYTES = 1024 * 1024
-WEBHOOK_KINDS = ("stripe", "chargebee", "recurly", "braintree", "gocardless", "hubspot")
+WEBHOOK_KINDS = ("stripe", "chargebee", "recurly", "braintree", "gocardless", "hubspot", "intercom")
 # HubSpot subscription types whose contact is re-read (generic ``object.*`` events name contacts "0-1").
 HUBSPOT_CONTACT_EVENTS = frozenset(
     {
@@ -266,6 +267,39 @@ def _hubspot(
     return parsed
 
 
+def _intercom_company_ids(item: Any) -> list[str]:
+    """Companies an Intercom notification item is about: a company, a contact's companies, or both
+    halves of a ``company.contact.attached`` item (``{"type": "contact_company", "company": …}``)."""
+    if not isinstance(item, dict):
+        return []
+    if item.get("type") == "company" and item.get("id"):
+        return [str(item["id"])]
+    found: list[str] = []
+    if isinstance(item.get("company"), dict) and item["company"].get("id"):
+        found.append(str(item["company"]["id"]))
+    companies = item.get("companies")
+    refs = companies.get("data") if isinstance(companies, dict) else companies
+    for ref in refs if isinstance(refs, list) else []:
+        if isinstance(ref, dict) and ref.get("id"):
+            found.append(str(ref["id"]))
+    if isinstance(item.get("contact"), dict):
+        found.extend(_intercom_company_ids(item["contact"]))
+    return found
+
+
+def _intercom(settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes) -> ParsedDelivery:
+    verify_intercom_signature(body, headers.get("x-hub-signature"), str(settings.get("webhook_secret") or ""))
+    note = _dict(_json(body, "Intercom"), "Intercom notification")
+    topic = note.get("topic")
+    if not isinstance(topic, str) or not topic:
+        raise WebhookRejected(422, "Intercom notification lacks a topic")
+    data = _dict(note.get("data"), "Intercom notification data")
+    # ``*.deleted`` topics carry ids only, and the ping sent when a webhook is saved carries nothing.
+    if topic == "ping" or topic.endswith(".deleted"):
+        return ParsedDelivery([topic])
+    return ParsedDelivery([topic], _intercom_company_ids(data.get("item")))
+
+
 # Kinds whose signature covers the request URL as well as the body.
 URL_SIGNED = frozenset({"hubspot"})
 
@@ -276,6 +310,7 @@ PARSERS: dict[str, Callable[..., ParsedDelivery]] = {
     "gocardless": _gocardless,
     "braintree": _braintree,
     "hubspot": _hubspot,
+    "intercom": _intercom,
 }
 
 

@@ -18,6 +18,7 @@ CONNECTORS: dict[str, str] = {
     "braintree": "connectors.braintree:BraintreeConnector",
     "gocardless": "connectors.gocardless:GoCardlessConnector",
     "hubspot": "connectors.hubspot:HubSpotConnector",
+    "intercom": "connectors.intercom:IntercomConnector",
 }
 
 

@@ -12,6 +12,7 @@ from tests.fakes.billing import ChargebeeFake, RecurlyFake, StripeFake
 from tests.fakes.braintree import BraintreeFake
 from tests.fakes.gocardless import GoCardlessFake
 from tests.fakes.hubspot import HubSpotFake
+from tests.fakes.intercom import IntercomFake
 
 FAKES: dict[str, type[FakeApi]] = {
     "stripe": StripeFake,
@@ -20,4 +21,5 @@ FAKES: dict[str, type[FakeApi]] = {
     "braintree": BraintreeFake,
     "gocardless": GoCardlessFake,
     "hubspot": HubSpotFake,
+    "intercom": IntercomFake,
 }
