@@ -31,13 +31,15 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, select
 
 from connectors.base import Connector, SettingsError
 from connectors.braintree import transaction_customer_id
 from connectors.gocardless import CustomerResolver
 from connectors.http import ApiError, ConnectorError
+from connectors.push import PartialRecord, complete
 from connectors.registry import connector_class
+from connectors.segment import SegmentPayloadError, fold_calls, split_calls
 from connectors.webhooks import (
     WebhookPayloadError,
     WebhookSignatureError,
@@ -49,15 +51,17 @@ from connectors.webhooks import (
     verify_hubspot_signature,
     verify_intercom_signature,
     verify_recurly_signature,
+    verify_segment_signature,
     verify_stripe_signature,
 )
 from flows.secrets import SecretResolutionError, resolve_settings
 from funnelsync.records import SourceCustomerRecord
+from storage.schema import source_customers
 from storage.sources import get_source
 from storage.upsert import upsert_records
 
 MAX_BODY_BYTES = 1024 * 1024
-WEBHOOK_KINDS = ("stripe", "chargebee", "recurly", "braintree", "gocardless", "hubspot", "intercom")
+WEBHOOK_KINDS = ("stripe", "chargebee", "recurly", "braintree", "gocardless", "hubspot", "intercom", "segment")
 # HubSpot subscription types whose contact is re-read (generic ``object.*`` events name contacts "0-1").
 HUBSPOT_CONTACT_EVENTS = frozenset(
     {
@@ -95,6 +99,10 @@ class ParsedDelivery:
     customer_ids: list[str] = field(default_factory=list)
     # Objects whose customer must be looked up through the connector: (object type, id).
     lookups: list[tuple[str, str]] = field(default_factory=list)
+    # Push-only integrations (Segment, Google Play payloads): the records the delivery itself carries,
+    # completed with the stored values instead of re-read from a vendor API.
+    partials: list[PartialRecord] | None = None
+    skipped: int = 0
 
 
 def _default_connector(kind: str, name: str, settings: Mapping[str, Any]) -> Connector:
@@ -300,6 +308,18 @@ def _intercom(settings: Mapping[str, Any], headers: Mapping[str, str], body: byt
     return ParsedDelivery([topic], _intercom_company_ids(data.get("item")))
 
 
+def _segment(settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes) -> ParsedDelivery:
+    verify_segment_signature(body, headers.get("x-signature"), str(settings.get("shared_secret") or ""))
+    create_on = str(settings.get("create_on") or "identify")
+    if create_on not in ("identify", "group"):
+        raise WebhookRejected(500, f"segment setting create_on={create_on!r}: expected identify or group")
+    try:
+        delivery = fold_calls(split_calls(_json(body, "Segment")), create_on)
+    except SegmentPayloadError as exc:
+        raise WebhookRejected(422, str(exc)) from None
+    return ParsedDelivery(delivery.calls, partials=list(delivery.changes.values()), skipped=delivery.skipped)
+
+
 # Kinds whose signature covers the request URL as well as the body.
 URL_SIGNED = frozenset({"hubspot"})
 
@@ -311,6 +331,7 @@ PARSERS: dict[str, Callable[..., ParsedDelivery]] = {
     "braintree": _braintree,
     "hubspot": _hubspot,
     "intercom": _intercom,
+    "segment": _segment,
 }
 
 
@@ -380,6 +401,26 @@ def fetch_record(kind: str, connector: Any, customer_id: str) -> SourceCustomerR
     return records[0] if records else None
 
 
+def _stored_values(conn: Connection, data_source_id: Any, external_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """What the source said before about these external ids (one query), keyed by external id."""
+    if not external_ids:
+        return {}
+    rows = conn.execute(
+        select(source_customers).where(
+            source_customers.c.data_source_id == data_source_id, source_customers.c.external_id.in_(external_ids)
+        )
+    ).mappings()
+    return {str(row["external_id"]): dict(row) for row in rows}
+
+
+def complete_partials(conn: Connection, data_source_id: Any, partials: list[PartialRecord]) -> list[SourceCustomerRecord]:
+    """Records for a push delivery: each partial overlaid on the stored values; update-only ones without
+    a stored record are dropped."""
+    stored = _stored_values(conn, data_source_id, [p.external_id for p in partials])
+    records = [complete(p, stored.get(p.external_id)) for p in partials]
+    return [r for r in records if r is not None]
+
+
 def records_for_delivery(kind: str, connector: Any, parsed: ParsedDelivery) -> list[SourceCustomerRecord]:
     """Re-read every affected customer (once) through the connector; the connector applies the rule."""
     ids = list(dict.fromkeys(parsed.customer_ids + _lookup_customers(kind, connector, parsed.lookups)))
@@ -432,8 +473,26 @@ def handle_webhook(
     except WebhookSignatureError as exc:
         log.warning("webhook for %s refused: %s", source_name, exc)
         raise WebhookRejected(401, str(exc)) from None
-    except WebhookPayloadError as exc:
+    except (WebhookPayloadError, ValueError) as exc:
+        # ValueError: a field a record refuses (a malformed date, a country that is not alpha-2).
         raise WebhookRejected(422, str(exc)) from None
+    if parsed.partials is not None:
+        try:
+            with engine.begin() as conn:
+                records = complete_partials(conn, source.id, parsed.partials)
+                result = upsert_records(conn, source.id, records)
+        except ValueError as exc:
+            raise WebhookRejected(422, str(exc)) from None
+        return {
+            "source": str(source.name),
+            "kind": kind,
+            "events": parsed.events,
+            "customers": [r.external_id for r in records],
+            "skipped": parsed.skipped + len(parsed.partials) - len(records),
+            "created": result.created,
+            "updated": result.updated,
+            "unchanged": result.unchanged,
+        }
     try:
         with connector_factory(kind, str(source.name), settings) as connector:
             records = records_for_delivery(kind, connector, parsed)
