@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select
 
 from api.auth import require_api_key
 from api.customers import customer_id_or_404, read_contact_custom, read_contact_fields
-from api.errors import Invalid, JsonBody, NotFound, body_example, require_object
+from api.errors import Invalid, JsonBody, NotFound, body_example, no_nul_in_url, require_object
 from api.fields import FieldReader
 from api.wire import contacts_json, decode_cursor, page_envelope, per_page_value
 from storage.contacts import (
@@ -27,7 +27,7 @@ from storage.contacts import (
 from storage.customer_lookup import customer_id_by_uuid
 from storage.schema import data_sources, source_customers
 
-router = APIRouter(tags=["contacts"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["contacts"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)])
 
 CONTACT_KEYS = frozenset({
     "customer_uuid", "data_source_uuid", "external_id", "first_name", "last_name", "position", "title", "email",

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import Connection, select
 
 from api.auth import require_api_key
-from api.errors import Invalid, JsonBody, NotFound, body_example, require_object
+from api.errors import Invalid, JsonBody, NotFound, body_example, no_nul_in_url, require_object
 from api.fields import FieldReader, read_custom_attributes
 from api.wire import (
     WRITABLE_KINDS,
@@ -35,7 +35,7 @@ from storage.schema import contacts, customers, source_customers
 from storage.sources import get_source
 from storage.upsert import upsert_records
 
-router = APIRouter(prefix="/v1/customers", tags=["customers"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1/customers", tags=["customers"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)])
 
 ACTOR = "api"
 # A date "now" from a client whose clock runs a little ahead is not in the future.

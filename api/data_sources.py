@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from api.auth import require_api_key
-from api.errors import Invalid, JsonBody, NotFound, body_example, require_object
+from api.errors import Invalid, JsonBody, NotFound, body_example, no_nul_in_url, require_object
 from api.wire import data_source_json, kinds_of_system
 from storage.removal import delete_data_source
 from storage.sources import SourceExists, create_source, get_source, list_sources
 
-router = APIRouter(prefix="/v1/data_sources", tags=["data sources"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1/data_sources", tags=["data sources"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)])
 
 
 def source_by_uuid(conn: Any, uuid: str) -> Any:

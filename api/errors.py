@@ -82,9 +82,41 @@ async def json_body(request: Request) -> Any:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
+        body = json.loads(raw, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Invalid.one("body", f"not valid JSON: {exc}") from exc
+    except ValueError as exc:
+        raise Invalid.one("body", str(exc)) from exc
+    where = _nul_in(body, "body")
+    if where is not None:
+        # PostgreSQL text and json cannot hold U+0000; refuse it here rather than fail on write.
+        raise Invalid.one(where, "text cannot contain the NUL character (\\u0000)")
+    return body
+
+
+def _nul_in(value: Any, path: str) -> str | None:
+    """The path of the first string (value or key) holding U+0000, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return path
+            found = _nul_in(item, key if path == "body" else f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _nul_in(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which are not JSON: PostgreSQL's json type refuses them and
+    # no client could read them back.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 # A route parameter holding the JSON body read by :func:`json_body`.
@@ -102,3 +134,12 @@ def body_example(example: dict[str, Any]) -> dict[str, Any]:
     """``openapi_extra`` documenting a JSON request body by example (the body is read by :func:`json_body`)."""
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"},
                                                                                 "example": example}}}}
+
+
+def no_nul_in_url(request: Request) -> None:
+    """Router dependency: 422 for a U+0000 in the path or a query parameter (PostgreSQL cannot compare it)."""
+    if "\x00" in request.url.path:
+        raise Invalid.one("path", "cannot contain the NUL character (%00)")
+    for key, value in request.query_params.multi_items():
+        if "\x00" in key or "\x00" in value:
+            raise Invalid.one(key.replace("\x00", ""), "cannot contain the NUL character (%00)")

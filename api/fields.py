@@ -6,6 +6,7 @@ all the errors of one request are reported together (a client fixes them in one 
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -36,7 +37,10 @@ def parse_datetime(value: Any) -> datetime:
         ValueError: with what was expected.
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), tz=UTC)
+        try:
+            return datetime.fromtimestamp(float(value), tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"epoch seconds {value!r} are out of range") from None
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected an ISO 8601 date-time such as '2022-10-14 00:00:00', got {value!r}")
     text = value.strip()
@@ -49,7 +53,10 @@ def parse_datetime(value: Any) -> datetime:
             raise ValueError(
                 f"expected an ISO 8601 date-time such as '2022-10-14 00:00:00' or '2022-10-14T00:00:00Z', got {value!r}"
             ) from None
-    return to_utc(parsed)
+    try:
+        return to_utc(parsed)
+    except (OverflowError, ValueError):
+        raise ValueError(f"{value!r} is out of range once converted to UTC") from None
 
 
 def typed_attribute_value(kind: str, value: Any) -> Any:
@@ -79,8 +86,9 @@ def typed_attribute_value(kind: str, value: Any) -> Any:
     if kind == "Decimal":
         if isinstance(value, bool):
             raise ValueError(f"type Decimal expects a number, got boolean {value!r}")
-        if isinstance(value, (int, float)):
-            return value
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            # Stored as a float so the value's JSON type says Decimal too (5 → 5.0).
+            return float(value)
         if isinstance(value, str):
             try:
                 number = Decimal(value.strip())

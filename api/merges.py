@@ -14,7 +14,7 @@ from sqlalchemy import Connection, select
 
 from api.auth import require_api_key
 from api.customers import ACTOR, customer_id_or_404
-from api.errors import ApiError, Invalid, JsonBody, NotFound, body_example, require_object
+from api.errors import ApiError, Invalid, JsonBody, NotFound, body_example, no_nul_in_url, require_object
 from api.fields import FieldReader
 from storage.customer_lookup import customer_id_by_external, customer_id_by_uuid
 from storage.merge import CustomerNotFound, MergeError, NothingToUnmerge, merge_customers, unmerge
@@ -22,7 +22,7 @@ from storage.schema import source_customers
 from storage.sources import get_source
 from storage.split import CannotSplit, split_source_customer
 
-router = APIRouter(prefix="/v1/customers", tags=["merges"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1/customers", tags=["merges"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)])
 
 # The unmerge call may ask to move these to the new customer; funnelsync has none of them, so the
 # list is checked and otherwise has no effect.

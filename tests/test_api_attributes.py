@@ -65,6 +65,7 @@ def test_custom_attributes_typed(db_engine):
         ({"custom": [{"type": "Integer", "key": "n", "value": "lots"}]}, "custom[0].value"),
         ({"custom": [{"type": "Integer", "key": "b", "value": True}]}, "custom[0].value"),
         ({"custom": [{"type": "Decimal", "key": "d", "value": "abc"}]}, "custom[0].value"),
+        ({"custom": [{"type": "Decimal", "key": "d", "value": "NaN"}]}, "custom[0].value"),
         ({"custom": [{"type": "Timestamp", "key": "t", "value": "next week"}]}, "custom[0].value"),
         ({"custom": [{"type": "Boolean", "key": "f", "value": "maybe"}]}, "custom[0].value"),
         ({"custom": [{"type": "String", "key": "s", "value": 5}]}, "custom[0].value"),
