@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Connection, select
 
-from api.auth import require_api_key
+from api.auth import request_actor, require_api_key
 from api.customers import apply_edits, customer_id_or_404
 from api.errors import Invalid, JsonBody, body_example, no_nul_in_url, require_object
 from api.fields import FieldReader, attribute_key, read_custom_attributes
@@ -68,7 +68,7 @@ def add_tags(request: Request, uuid: str, body: JsonBody) -> dict[str, Any]:
     tags = _tags_from(body)
     with request.app.state.engine.begin() as conn:
         customer_id = customer_id_or_404(conn, uuid)
-        apply_edits(conn, customer_id, {f"tag.{t}": True for t in tags}, {})
+        apply_edits(conn, customer_id, {f"tag.{t}": True for t in tags}, {}, request_actor(request))
         return {"tags": _attributes(conn, customer_id)["tags"]}
 
 
@@ -78,7 +78,7 @@ def remove_tags(request: Request, uuid: str, body: JsonBody) -> dict[str, Any]:
     tags = _tags_from(body)
     with request.app.state.engine.begin() as conn:
         customer_id = customer_id_or_404(conn, uuid)
-        apply_edits(conn, customer_id, {f"tag.{t}": False for t in tags}, {})
+        apply_edits(conn, customer_id, {f"tag.{t}": False for t in tags}, {}, request_actor(request))
         return {"tags": _attributes(conn, customer_id)["tags"]}
 
 
@@ -98,7 +98,7 @@ def add_tags_by_email(request: Request, body: JsonBody) -> dict[str, Any]:
     with request.app.state.engine.begin() as conn:
         ids = find_customer_ids(conn, email=email)
         for customer_id in ids:
-            apply_edits(conn, customer_id, {f"tag.{t}": True for t in tags}, {})
+            apply_edits(conn, customer_id, {f"tag.{t}": True for t in tags}, {}, request_actor(request))
         return {"entries": customers_json(conn, ids, str(request.base_url))}
 
 
@@ -111,7 +111,7 @@ def add_custom_by_email(request: Request, body: JsonBody) -> dict[str, Any]:
         edits, types = _custom_from(conn, {"custom": data.get("custom")})
         ids = find_customer_ids(conn, email=email)
         for customer_id in ids:
-            apply_edits(conn, customer_id, edits, types)
+            apply_edits(conn, customer_id, edits, types, request_actor(request))
         return {"entries": customers_json(conn, ids, str(request.base_url))}
 
 
@@ -124,7 +124,7 @@ def set_custom(request: Request, uuid: str, body: JsonBody) -> dict[str, Any]:
     with request.app.state.engine.begin() as conn:
         customer_id = customer_id_or_404(conn, uuid)
         edits, types = _custom_from(conn, body)
-        apply_edits(conn, customer_id, edits, types)
+        apply_edits(conn, customer_id, edits, types, request_actor(request))
         return {"custom": _attributes(conn, customer_id)["custom"]}
 
 
@@ -141,5 +141,5 @@ def remove_custom(request: Request, uuid: str, body: JsonBody) -> dict[str, Any]
     with request.app.state.engine.begin() as conn:
         customer_id = customer_id_or_404(conn, uuid)
         # A null edit hides the key whichever source reports it.
-        apply_edits(conn, customer_id, {f"custom.{k}": None for k in keys}, {})
+        apply_edits(conn, customer_id, {f"custom.{k}": None for k in keys}, {}, request_actor(request))
         return {"custom": _attributes(conn, customer_id)["custom"]}

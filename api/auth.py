@@ -36,3 +36,12 @@ def require_api_key(request: Request) -> None:
         ok = verify_api_key(conn, key)
     if not ok:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers=_CHALLENGE)
+
+
+def request_actor(request: Request) -> str:
+    """Who made an authenticated request, for audit fields: ``api:`` and the key's public prefix.
+
+    The prefix (``fsk_`` and 8 characters) is what ``funnelsync api-keys list`` shows, never the key.
+    """
+    key = _key_from_header(request.headers.get("authorization"))
+    return f"api:{key[:12]}" if key else "api"

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import Connection, select
 
-from api.auth import require_api_key
+from api.auth import request_actor, require_api_key
 from api.errors import Invalid, JsonBody, NotFound, body_example, no_nul_in_url, require_object
 from api.fields import FieldReader, read_custom_attributes
 from api.wire import (
@@ -37,7 +37,6 @@ from storage.upsert import upsert_records
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)])
 
-ACTOR = "api"
 # A date "now" from a client whose clock runs a little ahead is not in the future.
 CLOCK_SKEW = timedelta(minutes=5)
 TEXT_FIELDS = ("name", "company", "state", "city", "zip", "website_url", "owner")
@@ -345,11 +344,13 @@ def customer_edits(
     return edits, {key: kind for key, (kind, _) in custom.items()}
 
 
-def apply_edits(conn: Connection, customer_id: int, edits: dict[str, Any], types: dict[str, str]) -> None:
+def apply_edits(
+    conn: Connection, customer_id: int, edits: dict[str, Any], types: dict[str, str], actor: str
+) -> None:
     """Store manual edits; an edit the storage refuses answers 422."""
     register_attribute_types(conn, types)
     try:
-        set_manual_edits(conn, customer_id, edits, actor=ACTOR)
+        set_manual_edits(conn, customer_id, edits, actor=actor)
     except EditError as exc:
         raise Invalid.one("body", str(exc)) from None
 
@@ -370,7 +371,7 @@ def update_customer(request: Request, uuid: str, body: JsonBody) -> dict[str, An
         customer_id = customer_id_or_404(conn, uuid)
         edits, types = customer_edits(reader, conn, customer_id, data)
         reader.check()
-        apply_edits(conn, customer_id, edits, types)
+        apply_edits(conn, customer_id, edits, types, request_actor(request))
         if contact is not None:
             fields, contact_custom = contact
             first = conn.execute(

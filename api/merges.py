@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Connection, select
 
-from api.auth import require_api_key
-from api.customers import ACTOR, customer_id_or_404
+from api.auth import request_actor, require_api_key
+from api.customers import customer_id_or_404
 from api.errors import ApiError, Invalid, JsonBody, NotFound, body_example, no_nul_in_url, require_object
 from api.fields import FieldReader
 from storage.customer_lookup import customer_id_by_external, customer_id_by_uuid
@@ -68,7 +68,7 @@ def merge(request: Request, body: JsonBody) -> Response:
         if from_id == into_id:
             raise Invalid.one("from", "from and into name the same customer")
         try:
-            merge_customers(conn, from_id, into_id, rule="manual", actor=ACTOR)
+            merge_customers(conn, from_id, into_id, rule="manual", actor=request_actor(request))
         except CustomerNotFound as exc:
             raise NotFound(str(exc)) from None
         except MergeError as exc:
@@ -107,7 +107,7 @@ def unmerge_route(request: Request, body: JsonBody) -> JSONResponse:
         if sc_id is None:
             raise NotFound(f"no record with external id {external_id!r} in data source {ds_uuid!r}")
         try:
-            event = unmerge(conn, customer_id, sc_id, actor=ACTOR)
+            event = unmerge(conn, customer_id, sc_id, actor=request_actor(request))
             restored, event_uuid = event.from_customer_uuid, event.uuid
         except CustomerNotFound as exc:
             raise NotFound(str(exc)) from None
@@ -115,7 +115,8 @@ def unmerge_route(request: Request, body: JsonBody) -> JSONResponse:
             # Not brought in by a merge (an import linked it by email, say): separate it into a new
             # customer, as the commercial product's unmerge does.
             try:
-                restored, event_uuid = split_source_customer(conn, customer_id, sc_id, actor=ACTOR), None
+                restored = split_source_customer(conn, customer_id, sc_id, actor=request_actor(request))
+                event_uuid = None
             except CannotSplit as why:
                 raise Invalid.one("external_id", f"{exc}; {why}") from None
         except MergeError as exc:

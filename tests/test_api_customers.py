@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
@@ -146,6 +147,9 @@ def test_update_is_a_manual_edit_that_survives_resync(db_engine):
     assert body["city"] == "Berlin" and body["attributes"] == {"tags": ["hot"], "stripe": {}, "clearbit": {}, "custom": {"seats": 3}}
     with db_engine.begin() as conn:
         edits = {r.field for r in conn.execute(select(manual_edits.c.field))}
+        # Audit: who set them is the API key's public prefix, never the key.
+        actors = set(conn.execute(select(manual_edits.c.actor)).scalars())
+        assert len(actors) == 1 and re.fullmatch(r"api:fsk_[A-Za-z0-9_-]{8}", actors.pop())
         assert {"lead_created_at", "lead_status", "owner", "city", "tag.hot", "custom.seats"} <= edits
         source_id = conn.execute(select(source_customers.c.data_source_id)).scalar_one()
         # The source says something else again: the hand-made values still win.
