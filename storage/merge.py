@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, text, update
 
 from funnelsync.normalize import FREE_MAIL_DOMAINS
 from storage.ids import new_uuid
@@ -49,7 +49,7 @@ from storage.merge_plan import (
     row_from_json,
     row_to_json,
 )
-from storage.projection import reproject
+from storage.projection import ids_in, reproject
 from storage.schema import contacts, customers, data_sources, manual_edits, merge_events, source_customers
 
 __all__ = [
@@ -252,6 +252,43 @@ def find_duplicate_groups(conn: Connection, rules: Iterable[str] = DEFAULT_RULES
         ValueError: for an unknown rule.
     """
     wanted = check_rules(rules)
+    restore = _tune_postgres_for_grouping(conn)
+    try:
+        candidates, members = _find_candidates(conn, wanted)
+    finally:
+        if restore:
+            for name, value in restore.items():
+                conn.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
+    # Customers a user separated with an unmerge stay apart: auto-merge must not undo the user's decision
+    # on the next sync (unmerges are rare, so reading them all is cheap).
+    separated = {
+        frozenset((row.from_customer_uuid, row.into_customer_uuid))
+        for row in conn.execute(
+            select(merge_events.c.from_customer_uuid, merge_events.c.into_customer_uuid).where(
+                merge_events.c.kind == "unmerge"
+            )
+        )
+    }
+    return group_candidates(candidates, members, separated)
+
+
+# PostgreSQL's defaults hurt the one big GROUP BY per rule: 4 MB of work_mem spills the hash aggregate of
+# a million keys to disk, and a parallel plan re-runs the (non-parallel) aggregate in every worker.
+_GROUPING_SETTINGS = {"work_mem": "256MB", "max_parallel_workers_per_gather": "0"}
+
+
+def _tune_postgres_for_grouping(conn: Connection) -> dict[str, str]:
+    """Set transaction-local planner settings for detection; return the previous values to restore."""
+    if conn.dialect.name != "postgresql":
+        return {}
+    previous = {}
+    for name, value in _GROUPING_SETTINGS.items():
+        previous[name] = conn.execute(text("SELECT current_setting(:name)"), {"name": name}).scalar_one()
+        conn.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
+    return previous
+
+
+def _find_candidates(conn: Connection, wanted: Sequence[str]) -> tuple[list[CandidateSet], dict[int, Member]]:
     candidates: list[CandidateSet] = []
     members: dict[int, Member] = {}
     for rule in wanted:
@@ -267,17 +304,7 @@ def find_duplicate_groups(conn: Connection, rules: Iterable[str] = DEFAULT_RULES
             found, seen = _external_id_candidates(conn)
         candidates.extend(found)
         members.update(seen)
-    # Customers a user separated with an unmerge stay apart: auto-merge must not undo the user's decision
-    # on the next sync (unmerges are rare, so reading them all is cheap).
-    separated = {
-        frozenset((row.from_customer_uuid, row.into_customer_uuid))
-        for row in conn.execute(
-            select(merge_events.c.from_customer_uuid, merge_events.c.into_customer_uuid).where(
-                merge_events.c.kind == "unmerge"
-            )
-        )
-    }
-    return group_candidates(candidates, members, separated)
+    return candidates, members
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -287,7 +314,7 @@ def find_duplicate_groups(conn: Connection, rules: Iterable[str] = DEFAULT_RULES
 def _load_rows(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     for part in _chunks(list(ids)):
-        for row in conn.execute(select(customers).where(customers.c.id.in_(part))).mappings():
+        for row in conn.execute(select(customers).where(ids_in(conn, customers.c.id, part))).mappings():
             out[row["id"]] = dict(row)
     return out
 
@@ -295,7 +322,7 @@ def _load_rows(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]
 def _load_edits(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, dict[str, Any]]]:
     out: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
     for part in _chunks(list(ids)):
-        for row in conn.execute(select(manual_edits).where(manual_edits.c.customer_id.in_(part))).mappings():
+        for row in conn.execute(select(manual_edits).where(ids_in(conn, manual_edits.c.customer_id, part))).mappings():
             out[row["customer_id"]][row["field"]] = dict(row)
     return out
 
@@ -383,7 +410,7 @@ def merge_batch(
     rows = _load_rows(conn, from_ids)
     into_uuid: dict[int, str] = {}
     for part in _chunks(into_ids):
-        for uuid_row in conn.execute(select(customers.c.id, customers.c.uuid).where(customers.c.id.in_(part))):
+        for uuid_row in conn.execute(select(customers.c.id, customers.c.uuid).where(ids_in(conn, customers.c.id, part))):
             into_uuid[uuid_row.id] = uuid_row.uuid
     todo: list[tuple[int, int, str]] = []
     for from_id, into_id, rule in merges:
@@ -404,7 +431,7 @@ def merge_batch(
     for part in _chunks(from_ids):
         for row in conn.execute(
             select(sc.c.id, sc.c.customer_id, sc.c.linked_at)
-            .where(sc.c.customer_id.in_(part))
+            .where(ids_in(conn, sc.c.customer_id, part))
             .order_by(sc.c.customer_id, sc.c.linked_at, sc.c.id)
         ):
             sources_of[row.customer_id].append({"id": row.id, "linked_at": row.linked_at})
@@ -412,14 +439,14 @@ def merge_batch(
     for part in _chunks(into_ids):
         for last_row in conn.execute(
             select(sc.c.customer_id, func.max(sc.c.linked_at).label("last"))
-            .where(sc.c.customer_id.in_(part))
+            .where(ids_in(conn, sc.c.customer_id, part))
             .group_by(sc.c.customer_id)
         ):
             last_linked[last_row.customer_id] = last_row.last
     contacts_of: dict[int, list[int]] = defaultdict(list)
     for part in _chunks(from_ids):
         for contact_row in conn.execute(
-            select(contacts.c.id, contacts.c.customer_id).where(contacts.c.customer_id.in_(part)).order_by(contacts.c.id)
+            select(contacts.c.id, contacts.c.customer_id).where(ids_in(conn, contacts.c.customer_id, part)).order_by(contacts.c.id)
         ):
             contacts_of[contact_row.customer_id].append(contact_row.id)
 
@@ -513,7 +540,7 @@ def merge_batch(
         )
     from_with_edits = [f for f in from_ids if edits.get(f)]
     for part in _chunks(from_with_edits):
-        conn.execute(delete(manual_edits).where(manual_edits.c.customer_id.in_(part)))
+        conn.execute(delete(manual_edits).where(ids_in(conn, manual_edits.c.customer_id, part)))
     if edit_deletes:
         conn.execute(
             delete(manual_edits).where(
@@ -524,7 +551,7 @@ def merge_batch(
     if edit_writes:
         conn.execute(insert(manual_edits), list(edit_writes.values()))
     for part in _chunks(from_ids):
-        conn.execute(delete(customers).where(customers.c.id.in_(part)))
+        conn.execute(delete(customers).where(ids_in(conn, customers.c.id, part)))
     reproject(conn, into_ids)
     return events
 
