@@ -363,3 +363,14 @@ def test_many_groups_merge_in_batches(db_engine: Engine) -> None:
         assert conn.execute(select(func.count()).select_from(customers)).scalar() == 60
         (view,) = customer_view(conn, [resolve_customer(conn, "b:b4")])
     assert (view["name"], view["company"]) == ("A4", "C4")
+
+
+def test_detection_inside_a_transaction_restores_session_settings(db_engine: Engine) -> None:
+    with db_engine.begin() as conn:
+        setup_pair(conn)
+        settings = "SELECT current_setting('work_mem') || '/' || current_setting('max_parallel_workers_per_gather')"
+        before = conn.exec_driver_sql(settings).scalar() if conn.dialect.name == "postgresql" else None
+        first = find_duplicate_groups(conn)
+        assert [g.as_json() for g in find_duplicate_groups(conn)] == [g.as_json() for g in first]
+        after = conn.exec_driver_sql(settings).scalar() if conn.dialect.name == "postgresql" else None
+    assert len(first) == 1 and before == after
