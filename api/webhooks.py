@@ -20,6 +20,8 @@ A failure to re-read from the vendor answers 502, so the vendor retries the deli
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import json
 import logging
@@ -36,6 +38,7 @@ from sqlalchemy import Connection, Engine, select
 from connectors.base import Connector, SettingsError
 from connectors.braintree import transaction_customer_id
 from connectors.gocardless import CustomerResolver
+from connectors.google_play import GooglePlayPayloadError, payload_partial
 from connectors.http import ApiError, ConnectorError
 from connectors.push import PartialRecord, complete
 from connectors.registry import connector_class
@@ -56,12 +59,13 @@ from connectors.webhooks import (
 )
 from flows.secrets import SecretResolutionError, resolve_settings
 from funnelsync.records import SourceCustomerRecord
+from storage.api_keys import verify_api_key
 from storage.schema import source_customers
 from storage.sources import get_source
 from storage.upsert import upsert_records
 
 MAX_BODY_BYTES = 1024 * 1024
-WEBHOOK_KINDS = ("stripe", "chargebee", "recurly", "braintree", "gocardless", "hubspot", "intercom", "segment")
+WEBHOOK_KINDS = ("stripe", "chargebee", "recurly", "braintree", "gocardless", "hubspot", "intercom", "segment", "google_play")
 # HubSpot subscription types whose contact is re-read (generic ``object.*`` events name contacts "0-1").
 HUBSPOT_CONTACT_EVENTS = frozenset(
     {
@@ -320,6 +324,36 @@ def _segment(settings: Mapping[str, Any], headers: Mapping[str, str], body: byte
     return ParsedDelivery(delivery.calls, partials=list(delivery.changes.values()), skipped=delivery.skipped)
 
 
+def _api_key_from_basic(header: str | None) -> str | None:
+    """The user name of an HTTP Basic header (the commercial product's API key convention)."""
+    scheme, _, encoded = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        user, _, _ = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return user or None
+
+
+def _google_play(
+    settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes, *, engine: Engine
+) -> ParsedDelivery:
+    # The "Payloads URL": Google Play does not sign anything; the developer's backend authenticates with
+    # a funnelsync API key as the HTTP Basic user name, as it would with the commercial product.
+    key = _api_key_from_basic(headers.get("authorization"))
+    if key is None:
+        raise WebhookSignatureError("missing HTTP Basic credentials (a funnelsync API key as user name)")
+    with engine.connect() as conn:
+        if not verify_api_key(conn, key):
+            raise WebhookSignatureError("invalid API key")
+    try:
+        partial = payload_partial(_json(body, "Google Play"))
+    except GooglePlayPayloadError as exc:
+        raise WebhookRejected(422, str(exc)) from None
+    return ParsedDelivery(["purchase"], partials=[partial])
+
+
 # Kinds whose signature covers the request URL as well as the body.
 URL_SIGNED = frozenset({"hubspot"})
 
@@ -332,6 +366,7 @@ PARSERS: dict[str, Callable[..., ParsedDelivery]] = {
     "hubspot": _hubspot,
     "intercom": _intercom,
     "segment": _segment,
+    "google_play": _google_play,
 }
 
 
@@ -468,6 +503,8 @@ def handle_webhook(
         raise WebhookRejected(500, f"settings of source {source_name!r} cannot be resolved: {exc}") from None
     if kind in URL_SIGNED:
         parser = functools.partial(parser, url=url)
+    elif kind == "google_play":
+        parser = functools.partial(parser, engine=engine)
     try:
         parsed = parser(settings, {k.lower(): v for k, v in headers.items()}, body)
     except WebhookSignatureError as exc:

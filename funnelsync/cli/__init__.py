@@ -22,6 +22,7 @@ from funnelsync.cli import sync as _sync  # noqa: E402,F401  sync NAME [--full-r
 from funnelsync.cli import metrics as _metrics  # noqa: E402,F401  metrics, metrics cohorts
 from funnelsync.cli import merge as _merge  # noqa: E402,F401  merge, unmerge
 from funnelsync.cli import worker as _worker  # noqa: E402,F401  worker (serve the Prefect deployments)
+from funnelsync.cli import google_play as _google_play  # noqa: E402,F401  import google-play-sales
 
 
 def main() -> None:
