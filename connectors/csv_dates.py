@@ -105,11 +105,17 @@ class SlashedDateSurvey:
     ambiguous_row: int | None = None
     ambiguous_value: str = ""
     slashed: int = 0
+    _seen: set[str] = field(default_factory=set)
 
     def observe(self, value: str, row_number: int) -> None:
-        """Look at one raw cell (cheap unless it contains a slash)."""
+        """Look at one raw cell (cheap unless it contains a slash; a value seen before costs a set lookup)."""
         if "/" not in value:
             return
+        seen = self._seen
+        if value in seen:
+            return
+        if len(seen) < _CACHE_LIMIT:
+            seen.add(value)  # date columns repeat a few thousand values over a million rows
         parts = _split_slashed(value.strip())
         if parts is None:
             return

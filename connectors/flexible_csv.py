@@ -251,15 +251,24 @@ def _email(value: str) -> str:
     return value
 
 
+_COUNTRY_CACHE: dict[str, str] = {}
+
+
 def _country(value: str) -> str:
+    cached = _COUNTRY_CACHE.get(value)  # a country column holds a few hundred distinct values at most
+    if cached is not None:
+        return cached
     named = COUNTRY_NAMES.get(value.lower())
     if named:
-        return named
-    try:
-        code = normalize_country(value)
-    except ValueError:
-        raise ValueError("not a country: use an ISO-3166 alpha-2 code such as US, DE or FR") from None
-    return code or ""
+        code = named
+    else:
+        try:
+            code = normalize_country(value) or ""
+        except ValueError:
+            raise ValueError("not a country: use an ISO-3166 alpha-2 code such as US, DE or FR") from None
+    if len(_COUNTRY_CACHE) < 10_000:
+        _COUNTRY_CACHE[value] = code
+    return code
 
 
 def _lead_status(value: str) -> str:
@@ -375,6 +384,8 @@ class RowMapper:
         self.has_subscription = bool(mapped & {"subscriber_since", "cancelled_at"})
         self.has_contact = any(f.startswith("contact.") for f in mapped)
         self.has_tags = "tags" in mapped
+        # Plain tuples for the hot loop: no attribute lookups per cell.
+        self._plan = [(c.index, c.header, c.name, c.destination, c.convert) for c in self.columns]
         self.key_by_email = key_by_email
         # (field name within its destination, destination, header) of the columns every row must fill.
         self.required = [
@@ -432,19 +443,19 @@ class RowMapper:
         places = (fields, custom, contact)
         errors: list[RowError] = []
         count = len(values)
-        for column in self.columns:
-            if column.index >= count:
+        for index, header, name, destination, convert in self._plan:
+            if index >= count:
                 continue  # ragged row (Google Sheets drops trailing empty cells)
-            raw = values[column.index]
+            raw = values[index]
             if not raw:
                 continue
             value = raw.strip()
             if not value:
                 continue
             try:
-                places[column.destination][column.name] = column.convert(value)
+                places[destination][name] = convert(value)
             except ValueError as exc:
-                errors.append(RowError(row, column.header, raw, str(exc)))
+                errors.append(RowError(row, header, raw, str(exc)))
         if not fields and not custom and not contact and not errors:
             if not any(v.strip() for v in values):
                 return None

@@ -170,3 +170,21 @@ def test_cli_json_exit_codes_and_errors_file(db_url: str, tmp_path: Path) -> Non
     run = _cli(db_url, "import", "csv", str(bad), "--source", "Leads", "--json", cwd=tmp_path)
     assert run.returncode == 2 and run.stdout == ""
     assert "external_id or email" in run.stderr and "nothing imported" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("bom-semicolon.csv", b"\xef\xbb\xbfID;Name;E-mail;Signup Date\r\nm1;Zo\xc3\xab;zoe@x.io;31/01/2024\r\n"),
+        ("cp1252-tab.tsv", "ID\tName\tE-mail\tSignup Date\nm1\tZoë Ærø\tzoe@x.io\t01/31/2024\n".encode("cp1252")),
+        ("quoted.csv", b'ID,Name,E-mail,Signup Date,,\n\nm1,"Zo\xc3\xab, ""the"" CEO\nline 2",zoe@x.io,2024-01-31,,\n'),
+    ],
+)
+def test_messy_files_import(db_engine: Engine, tmp_path: Path, name: str, data: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    summary = import_csv(db_engine, path, "Messy", tz=UTC)
+    assert (summary.created, summary.rejected) == (1, 0), summary.errors
+    customer = _view(db_engine, "Messy:m1")
+    assert customer["name"].startswith("Zo") and customer["lead_created_at"] == "2024-01-31T00:00:00+00:00"
+    assert import_csv(db_engine, path, "Messy", tz=UTC).unchanged == 1
