@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import text
 
 POSTGRES_URL = os.environ.get("FUNNELSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 COUNTRIES = ("US", "DE", "FR", "GB", "NL", "ES", "IT", "CA", "AU", "BR")

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from decimal import Decimal, InvalidOperation
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +322,15 @@ def _custom_text(value: str) -> str:
     return value
 
 
+def _isoformat_of(parser: Callable[[str], datetime]) -> Callable[[str], str]:
+    """A timestamp custom attribute is stored as ISO 8601 text (JSON has no datetime)."""
+
+    def convert(value: str) -> str:
+        return parser(value).isoformat()
+
+    return convert
+
+
 # Where a converted value goes.
 _FIELD, _CUSTOM, _CONTACT = 0, 1, 2
 
@@ -418,12 +428,12 @@ class RowMapper:
         if target.is_date:
             parser = make_date_parser(header, survey, tz, date_format, known_order)
             if name.startswith("custom."):
-                return _Column(index, header, name[7:], _CUSTOM, lambda v, p=parser: p(v).isoformat())
+                return _Column(index, header, name[7:], _CUSTOM, _isoformat_of(parser))
             return _Column(index, header, name, _FIELD, parser)
+        convert: Callable[[str], Any]
         if name.startswith("custom."):
-            convert = {"integer": _integer, "decimal": _decimal, "boolean": _boolean}.get(
-                target.custom_type, _custom_text
-            )
+            typed: dict[str, Callable[[str], Any]] = {"integer": _integer, "decimal": _decimal, "boolean": _boolean}
+            convert = typed.get(target.custom_type, _custom_text)
             return _Column(index, header, name[7:], _CUSTOM, convert)
         if name.startswith("contact."):
             convert = _email if name == "contact.email" else _text(MAX_LENGTH[name])
@@ -456,9 +466,8 @@ class RowMapper:
                 places[destination][name] = convert(value)
             except ValueError as exc:
                 errors.append(RowError(row, header, raw, str(exc)))
-        if not fields and not custom and not contact and not errors:
-            if not any(v.strip() for v in values):
-                return None
+        if not fields and not custom and not contact and not errors and not any(v.strip() for v in values):
+            return None  # only whitespace: a blank row
         if count > self.width and any(v.strip() for v in values[self.width:]):
             extra = next(v for v in values[self.width:] if v.strip())
             errors.append(
@@ -680,7 +689,7 @@ class FlexibleCsvFile:
                 ) from None
 
     def _open(self, encoding: str) -> io.TextIOWrapper:
-        return open(self.path, encoding=encoding, newline="", errors="strict")  # noqa: SIM115
+        return open(self.path, encoding=encoding, newline="", errors="strict")
 
     def _reader(self, handle: io.TextIOWrapper, delimiter: str) -> Iterator[list[str]]:
         csv.field_size_limit(FIELD_SIZE_LIMIT)
@@ -737,7 +746,7 @@ class FlexibleCsvFile:
                     f"{self.label}, row {number + 1}: {exc} (a quote opened and never closed?)"
                 ) from None
         hashes.sort()
-        self._duplicate_hashes = {a for a, b in zip(hashes, hashes[1:]) if a == b}
+        self._duplicate_hashes = {a for a, b in pairwise(hashes) if a == b}
         del hashes
         try:
             if self.template is not None:

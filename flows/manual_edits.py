@@ -124,8 +124,9 @@ def skip_reason(
         value = edits.get(name)
         if value is not None and value > now:
             return f"{name} {value.isoformat()} lies in the future"
-    lead = edits[DATE_FIELDS[0]] if DATE_FIELDS[0] in edits else lead_created_at
-    trial = edits[DATE_FIELDS[1]] if DATE_FIELDS[1] in edits else free_trial_started_at
+    # A key present with None clears the date: .get's default applies only to an absent key.
+    lead = edits.get(DATE_FIELDS[0], lead_created_at)
+    trial = edits.get(DATE_FIELDS[1], free_trial_started_at)
     if lead is not None and trial is not None and trial < lead:
         return (
             f"the trial date {trial.isoformat()} would precede the lead date {lead.isoformat()}"
@@ -280,11 +281,11 @@ def targets_from_csv(
 
     if not path.is_file():
         raise FileUnreadable(f"{path}: no such file")
-    with path.open("rb") as handle:
-        head = handle.read(1 << 20)
+    with path.open("rb") as raw:
+        head = raw.read(1 << 20)
     encoding = detect_encoding(head, str(path))
-    with path.open(encoding=encoding, newline="") as handle:
-        delimiter = sniff_delimiter(handle.read(64 * 1024))
+    with path.open(encoding=encoding, newline="") as sample:
+        delimiter = sniff_delimiter(sample.read(64 * 1024))
     with path.open(encoding=encoding, newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         headers = [h.strip() for h in next(reader, [])]
@@ -313,7 +314,7 @@ def targets_from_csv(
                 if not any(v.strip() for v in values):
                     continue
 
-                def cell(i: int | None) -> str:
+                def cell(i: int | None, values: list[str] = values) -> str:
                     return values[i].strip() if i is not None and i < len(values) else ""
 
                 if cell(id_index):

@@ -239,8 +239,8 @@ def upsert_source_contacts(
         sc_id, customer_id = owner
         key = contact_key(contact)
         values = {name: getattr(contact, name) for name in CONTACT_FIELDS}
-        row = existing.get((sc_id, key))
-        if row is None:
+        found = existing.get((sc_id, key))
+        if found is None:
             positions[sc_id] = positions.get(sc_id, 0) + 1
             inserts.append({
                 "uuid": new_uuid("con"), "customer_id": customer_id, "source_customer_id": sc_id, "contact_key": key,
@@ -248,8 +248,8 @@ def upsert_source_contacts(
                 "created_at": now, "updated_at": now, **values,
             })
             result.created += 1
-        elif any(getattr(row, name) != value for name, value in values.items()):
-            updates.append({"b_id": row.id, "updated_at": now, **values})
+        elif any(getattr(found, name) != value for name, value in values.items()):
+            updates.append({"b_id": found.id, "updated_at": now, **values})
             result.updated += 1
         else:
             result.unchanged += 1

@@ -143,7 +143,7 @@ def test_many_batches_and_duplicates_across_batches(db_engine: Engine, tmp_path:
 
 def _cli(db_url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, FUNNELSYNC_DATABASE_URL=db_url, FUNNELSYNC_TIMEZONE="UTC", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "funnelsync", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "funnelsync", *args], capture_output=True, text=True, env=env, check=False,
                           cwd=cwd, timeout=120)
 
 

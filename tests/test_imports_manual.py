@@ -10,14 +10,13 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from flows.imports import import_csv
 from flows.manual_edits import BULK_FIELDS, EDIT_FIELDS, EditValueError, parse_assignment, skip_reason
 from funnelsync.cli import app
 from storage.customers import customer_view, resolve_customer
 
 UTC = timezone.utc
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
-D = lambda text: datetime.fromisoformat(text).replace(tzinfo=UTC)  # noqa: E731
+D = lambda text: datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 # --- pure rules ------------------------------------------------------------------------------------

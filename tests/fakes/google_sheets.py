@@ -101,7 +101,7 @@ class FakeSheets:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 path = urlsplit(self.path).path
                 fake.requests.append(("GET", self.path))
                 if fake.failures:
