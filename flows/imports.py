@@ -341,7 +341,7 @@ def import_structured(
     engine: Engine,
     path: str | Path,
     source_name: str,
-    template_name: str,
+    template_name: str = "customers",
     progress: Progress | None = None,
     *,
     date_format: str | None = None,
@@ -486,9 +486,9 @@ def import_rows(
 
 def import_sheet(
     engine: Engine,
-    spreadsheet: str,
-    worksheet: str,
-    source_name: str,
+    spreadsheet: str | None = None,
+    worksheet: str | None = None,
+    source_name: str | None = None,
     mapping: dict[str, str] | None = None,
     date_format: str | None = None,
     progress: Progress | None = None,
@@ -497,23 +497,33 @@ def import_sheet(
     client: Any = None,
     errors_path: str | Path | None = None,
     tz: tzinfo | None = None,
+    full_refresh: bool = False,
 ) -> ImportSummary:
     """Import one Google Sheets worksheet into the custom source ``source_name`` (kind google_sheets).
 
     Only rows changed since the last run of this source and worksheet are applied (see ``import_rows``).
     The source's settings remember the spreadsheet, worksheet, mapping and the credentials file PATH
-    (never its content), so a scheduled run needs only the source name (``import_sheet_source``).
+    (never its content), so a scheduled run needs only the source name: with ``spreadsheet`` and
+    ``worksheet`` left out they come from those settings (as ``import_sheet_source`` does).
 
     Args:
         spreadsheet: the spreadsheet id or URL.
         worksheet: the worksheet title.
+        source_name: the custom source (required).
         credentials_file: a service-account key file (default ``GOOGLE_APPLICATION_CREDENTIALS``).
         client: a ready gspread client (tests point one at a local fake API).
+        full_refresh: forget the row fingerprints first, so every row is applied again (the upsert still
+            counts rows whose values did not change as unchanged).
 
     Raises:
         SheetsError: the sheet could not be read (nothing imported).
         FileUnreadable: no header, no key column, mapping error, undecidable date column.
+        ValueError: no source name, or no sheet given and none stored for the source.
     """
+    if not source_name:
+        raise ValueError("name the custom source to import the sheet into")
+    if spreadsheet is None or worksheet is None:
+        return import_sheet_source(engine, source_name, client=client, progress=progress, full_refresh=full_refresh)
     from connectors.google_sheets import fetch_rows, open_client, spreadsheet_key
 
     key = spreadsheet_key(spreadsheet)
@@ -523,6 +533,10 @@ def import_sheet(
     if client is None:
         client = open_client(credentials_file)
     rows = fetch_rows(client, key, worksheet)
+    if full_refresh and existing is not None:
+        with engine.begin() as conn:
+            delete_row_fingerprints(conn, existing.id, f"{key}/{worksheet}"[:255],
+                                    list(load_row_fingerprints(conn, existing.id, f"{key}/{worksheet}"[:255])))
     summary = import_rows(
         engine, rows, source_name, f"{key}/{worksheet}"[:255], mapping, date_format, progress,
         label=f"worksheet {worksheet!r} of spreadsheet {key}", errors_path=errors_path, tz=tz,
@@ -542,7 +556,7 @@ def import_sheet(
 
 
 def import_sheet_source(engine: Engine, source_name: str, *, client: Any = None,
-                        progress: Progress | None = None) -> ImportSummary:
+                        progress: Progress | None = None, full_refresh: bool = False) -> ImportSummary:
     """Re-run the sheet import of a google_sheets source from its stored settings (for schedules).
 
     Raises:
@@ -556,4 +570,16 @@ def import_sheet_source(engine: Engine, source_name: str, *, client: Any = None,
     return import_sheet(
         engine, settings["spreadsheet_id"], settings["worksheet"], row.name, settings.get("mapping") or {},
         settings.get("date_format"), progress, credentials_file=settings.get("credentials_file"), client=client,
+        full_refresh=full_refresh,
     )
+
+
+def import_contacts(
+    engine: Engine,
+    path: str | Path,
+    source_name: str,
+    progress: Progress | None = None,
+    **options: Any,
+) -> ImportSummary:
+    """A structured contacts file (``import_structured`` with the contacts template)."""
+    return import_structured(engine, path, source_name, "contacts", progress, **options)

@@ -84,6 +84,12 @@ def test_sheet_import_with_a_429_then_only_changed_rows(db_engine: Engine, sheet
 
     third = import_sheet_source(db_engine, "Sheet leads", client=_client(sheets))
     assert (third.created, third.updated, third.unchanged, third.rejected) == (0, 0, 3, 1)
+    # A full refresh (sheet taken from the source's settings) re-applies every row: the upsert finds
+    # them unchanged and writes nothing.
+    refresh = import_sheet(db_engine, source_name="Sheet leads", client=_client(sheets), full_refresh=True)
+    assert (refresh.created, refresh.updated, refresh.unchanged, refresh.rejected) == (0, 0, 3, 1)
+    with db_engine.connect() as conn:
+        assert {r.external_id: r.updated_at for r in conn.execute(select(source_customers))} == after
 
 
 def test_missing_spreadsheet_and_worksheet_fail_clearly(db_engine: Engine, sheets: FakeSheets) -> None:
