@@ -698,6 +698,13 @@ def unmerge(
             .where(contacts.c.id.in_(part), contacts.c.customer_id == customer_id)
             .values(customer_id=from_id)
         )
+    # Contacts a re-sync reported for the moved-back records after the merge follow their records.
+    for part in _chunks(moved_back):
+        conn.execute(
+            update(contacts)
+            .where(contacts.c.source_customer_id.in_(part), contacts.c.customer_id == customer_id)
+            .values(customer_id=from_id)
+        )
     # Edits the merge wrote on the survivor: put back what was there, unless someone changed them since.
     current_edits = _load_edits(conn, [customer_id]).get(customer_id, {})
     for field_name, change in (snapshot.get("into_edits") or {}).items():

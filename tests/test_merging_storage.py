@@ -253,6 +253,19 @@ def test_unmerge_restores_exactly(db_engine: Engine) -> None:
         assert customer_view(conn, [lead_id]) == []
 
 
+def test_unmerge_takes_along_contacts_synced_after_the_merge(db_engine: Engine) -> None:
+    with db_engine.begin() as conn:
+        crm, _, lead_id, sub_id = setup_pair(conn)
+        merge_customers(conn, lead_id, sub_id)
+        upsert_records(conn, crm, [lead_record(contacts=[
+            ContactRecord(external_id="p1", first_name="Jane", email="jane@acme.io"),
+            ContactRecord(external_id="p2", first_name="Joe", email="joe@acme.io"),
+        ])])
+        assert conn.execute(select(contacts.c.customer_id)).scalars().all() == [sub_id, sub_id]
+        unmerge(conn, sub_id, "crm:L-1")
+        assert conn.execute(select(contacts.c.customer_id)).scalars().all() == [lead_id, lead_id]
+
+
 def test_unmerge_refuses_the_customers_own_record_and_strangers(db_engine: Engine) -> None:
     with db_engine.begin() as conn:
         _, _, lead_id, sub_id = setup_pair(conn)
