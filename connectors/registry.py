@@ -19,6 +19,7 @@ CONNECTORS: dict[str, str] = {
     "gocardless": "connectors.gocardless:GoCardlessConnector",
     "hubspot": "connectors.hubspot:HubSpotConnector",
     "intercom": "connectors.intercom:IntercomConnector",
+    "app_store_connect": "connectors.app_store_connect:AppStoreConnectConnector",
 }
 
 
