@@ -48,7 +48,7 @@ def list_data_sources(request: Request, name: str | None = None, system: str | N
     if name is not None:
         rows = [r for r in rows if r.name == name]
     if system is not None:
-        kinds = set(kinds_of_system(system)) | ({"api"} if system.strip().lower() == "import api" else set())
+        kinds = set(kinds_of_system(system))
         rows = [r for r in rows if r.kind in kinds]
     # Only this key: the client's DataSources namedtuple has no other field.
     return {"data_sources": [data_source_json(r) for r in rows]}

@@ -45,6 +45,8 @@ def system_name(kind: str) -> str:
 def kinds_of_system(system: str) -> list[str]:
     """The source kinds a ``system`` filter value names (by display name or kind, any case)."""
     wanted = system.strip().lower()
+    if wanted == "import api":  # how a data source of kind api shows its system
+        return ["api"]
     return [kind for kind, name in SYSTEM_NAMES.items() if name.lower() == wanted or kind == wanted]
 
 

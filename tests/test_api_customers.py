@@ -110,6 +110,7 @@ def test_list_pages_with_cursor_and_filters(db_engine):
     assert [c["uuid"] for c in by_status] == [made[5]]
     assert len(client.get("/v1/customers", params={"system": "Custom"}).json()["entries"]) == 6
     assert client.get("/v1/customers", params={"system": "Stripe"}).json()["entries"] == []
+    assert len(client.get("/v1/customers", params={"system": "Import API"}).json()["entries"]) == 6
     legacy = client.get("/v1/customers", params={"page": 2, "per_page": 4}).json()
     assert [c["uuid"] for c in legacy["entries"]] == made[4:] and legacy["total_pages"] == 2
 
