@@ -32,25 +32,26 @@ def t(month: int, day: int, hour: int = 0) -> datetime:
 
 
 def lead_record(**overrides: Any) -> SourceCustomerRecord:
-    fields: dict[str, Any] = dict(
-        external_id="L-1", name="Jane Lead", email="jane@acme.io", company=None, country="DE", city="Berlin",
-        website_url="https://acme.io", owner="sam@us.io", lead_status="Working_Lead",
-        lead_created_at=t(1, 1), free_trial_started_at=t(1, 5), tags=["webinar"],
-        custom={"plan": "free", "channel": "ads"},
-        contacts=[ContactRecord(external_id="p1", first_name="Jane", email="jane@acme.io")],
-    )
+    fields: dict[str, Any] = {
+        "external_id": "L-1", "name": "Jane Lead", "email": "jane@acme.io", "company": None, "country": "DE",
+        "city": "Berlin",
+        "website_url": "https://acme.io", "owner": "sam@us.io", "lead_status": "Working_Lead",
+        "lead_created_at": t(1, 1), "free_trial_started_at": t(1, 5), "tags": ["webinar"],
+        "custom": {"plan": "free", "channel": "ads"},
+        "contacts": [ContactRecord(external_id="p1", first_name="Jane", email="jane@acme.io")],
+    }
     fields.update(overrides)
     return SourceCustomerRecord(**fields)
 
 
 def billing_record(**overrides: Any) -> SourceCustomerRecord:
-    fields: dict[str, Any] = dict(
-        external_id="cus_B1", name="Jane Doe", email="Jane@ACME.io", company="Acme GmbH",
-        lead_created_at=t(1, 10), free_trial_started_at=t(1, 3), tags=["paying"], custom={"plan": "pro"},
-        subscriptions=[
+    fields: dict[str, Any] = {
+        "external_id": "cus_B1", "name": "Jane Doe", "email": "Jane@ACME.io", "company": "Acme GmbH",
+        "lead_created_at": t(1, 10), "free_trial_started_at": t(1, 3), "tags": ["paying"], "custom": {"plan": "pro"},
+        "subscriptions": [
             SubscriptionFact(external_id="sub_1", state="active", trial_started_at=t(1, 3), first_paid_at=t(2, 1))
         ],
-    )
+    }
     fields.update(overrides)
     return SourceCustomerRecord(**fields)
 
@@ -268,7 +269,7 @@ def test_unmerge_takes_along_contacts_synced_after_the_merge(db_engine: Engine) 
 
 def test_unmerge_refuses_the_customers_own_record_and_strangers(db_engine: Engine) -> None:
     with db_engine.begin() as conn:
-        _, _, lead_id, sub_id = setup_pair(conn)
+        _, _, _lead_id, sub_id = setup_pair(conn)
         with pytest.raises(NothingToUnmerge, match="own record"):
             unmerge(conn, sub_id, "billing:cus_B1")
         with pytest.raises(NothingToUnmerge, match="belongs to"):
@@ -295,7 +296,7 @@ def test_chained_merges_unmerge_step_by_step(db_engine: Engine) -> None:
 
 def test_resync_after_merge_keeps_the_merge(db_engine: Engine) -> None:
     with db_engine.begin() as conn:
-        crm, billing, lead_id, sub_id = setup_pair(conn)
+        crm, billing, _lead_id, sub_id = setup_pair(conn)
     auto_merge(db_engine)
     with db_engine.begin() as conn:
         # Both sources send their records again, one of them changed.
