@@ -66,19 +66,16 @@ from storage.upsert import upsert_records
 
 MAX_BODY_BYTES = 1024 * 1024
 WEBHOOK_KINDS = ("stripe", "chargebee", "recurly", "braintree", "gocardless", "hubspot", "intercom", "segment", "google_play")
-# HubSpot subscription types whose contact is re-read (generic ``object.*`` events name contacts "0-1").
-HUBSPOT_CONTACT_EVENTS = frozenset(
-    {
-        "contact.creation",
-        "contact.propertyChange",
-        "contact.restore",
-        "contact.merge",
-        "contact.associationChange",
-    }
-)
-HUBSPOT_OBJECT_EVENTS = frozenset(
-    {"object.creation", "object.propertyChange", "object.restore", "object.merge"}
-)
+# HubSpot subscription types whose object is re-read, and the generic ``object.*`` events with the
+# objectTypeId of contacts (0-1) and companies (0-2).
+HUBSPOT_EVENTS = {
+    "contacts": frozenset({"contact.creation", "contact.propertyChange", "contact.restore", "contact.merge",
+                           "contact.associationChange"}),
+    "companies": frozenset({"company.creation", "company.propertyChange", "company.restore", "company.merge",
+                            "company.associationChange"}),
+}
+HUBSPOT_OBJECT_TYPE_IDS = {"contacts": "0-1", "companies": "0-2"}
+HUBSPOT_OBJECT_EVENTS = frozenset({"object.creation", "object.propertyChange", "object.restore", "object.merge"})
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -269,12 +266,13 @@ def _hubspot(
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise WebhookRejected(422, "HubSpot webhook body is not a JSON array of events")
     parsed = ParsedDelivery([str(e.get("subscriptionType") or "") for e in events])
+    object_type = str(settings.get("object_type") or "contacts")
     for event in events:
         kind = event.get("subscriptionType")
-        is_contact = kind in HUBSPOT_CONTACT_EVENTS or (
-            kind in HUBSPOT_OBJECT_EVENTS and str(event.get("objectTypeId")) == "0-1"
+        relevant = kind in HUBSPOT_EVENTS.get(object_type, ()) or (
+            kind in HUBSPOT_OBJECT_EVENTS and str(event.get("objectTypeId")) == HUBSPOT_OBJECT_TYPE_IDS.get(object_type)
         )
-        if is_contact and event.get("objectId") not in (None, ""):
+        if relevant and event.get("objectId") not in (None, ""):
             parsed.customer_ids.append(str(event["objectId"]))
     return parsed
 

@@ -1,4 +1,8 @@
-"""HubSpot (CRM v3): contacts in lifecycle stage ``lead`` or later become customer records.
+"""HubSpot (CRM v3): contacts (or companies) in lifecycle stage ``lead`` or later become customer records.
+
+The setting ``object_type`` chooses what a customer is: ``contacts`` (default) or ``companies`` (B2B
+portals); the stream has that name and everything below applies to either (companies call their
+modification date ``hs_lastmodifieddate``).
 
 Reads top to bottom: constants, how to page (list and search, with the 10,000-result search cap), how a
 contact maps to our record, the SPEC rule.
@@ -40,8 +44,7 @@ from funnelsync.records import SourceCustomerRecord
 from funnelsync.timeutil import parse_iso
 
 BASE_URL = "https://api.hubapi.com"
-CONTACTS_PATH = "/crm/v3/objects/contacts"
-SEARCH_PATH = "/crm/v3/objects/contacts/search"
+OBJECTS_PATH = "/crm/v3/objects/{object_type}"
 PAGE_SIZE = 100  # the list endpoint's maximum (search allows 200)
 SEARCH_RESULT_CAP = 10_000  # search refuses ``after`` beyond this (HTTP 400)
 LOOKBACK_MINUTES = 30
@@ -60,6 +63,22 @@ CONTACT_PROPERTIES = (
     "hs_lifecyclestage_lead_date",
     "hs_object_id",
 )
+COMPANY_PROPERTIES = (
+    "name",
+    "domain",
+    "website",
+    "city",
+    "state",
+    "zip",
+    "country",
+    "createdate",
+    "hs_lastmodifieddate",
+    "lifecyclestage",
+    "hs_lifecyclestage_lead_date",
+    "hs_object_id",
+)
+# The modification-date property, per object type (the search filter and the watermark).
+MODIFIED_PROPERTY = {"contacts": "lastmodifieddate", "companies": "hs_lastmodifieddate"}
 # HubSpot's default lifecycle stages from ``lead`` on (subscriber comes before lead). Portals with
 # custom stages add their internal values to the ``lifecycle_stages`` setting.
 LEAD_OR_LATER = ("lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer", "evangelist")
@@ -147,7 +166,8 @@ class HubSpotConnector(Connector):
     settings_schema = (
         Setting("access_token", secret=True, required=True, help="a private-app access token (scope crm.objects.contacts.read)"),
         Setting("base_url", default=BASE_URL, help="API root (a mock: http://127.0.0.1:8080)"),
-        Setting("page_size", default=PAGE_SIZE, cast=int, help="contacts per request, 1-100"),
+        Setting("object_type", default="contacts", choices=("contacts", "companies"), help="what a customer is"),
+        Setting("page_size", default=PAGE_SIZE, cast=int, help="objects per request, 1-100"),
         Setting("trial_property", help="internal name of the contact property holding the free-trial start"),
         Setting(
             "lifecycle_stages",
@@ -158,8 +178,18 @@ class HubSpotConnector(Connector):
         Setting("webhook_client_secret", secret=True, help="the app's client secret (signs X-HubSpot-Signature-v3)"),
         Setting("webhook_url", help="the public target URL set in HubSpot, when a proxy rewrites the one we see"),
     )
-    streams = (Stream("contacts", key="id", cursor_field="lastmodifieddate", reader="read_contacts"),)
+    # Both are declared; an instance reads only the one its ``object_type`` names (see ``__init__``).
+    streams = (
+        Stream("contacts", key="id", cursor_field="lastmodifieddate", reader="read_contacts"),
+        Stream("companies", key="id", cursor_field="hs_lastmodifieddate", reader="read_companies"),
+    )
     search_result_cap = SEARCH_RESULT_CAP
+
+    def __init__(self, settings: Any, **options: Any) -> None:
+        super().__init__(settings, **options)
+        self.object_type = str(self.settings["object_type"])
+        # An instance attribute shadowing the declared pair: the sync engine iterates ``connector.streams``.
+        self.__dict__["streams"] = tuple(s for s in type(self).streams if s.name == self.object_type)
 
     @property
     def page_size(self) -> int:
@@ -167,8 +197,9 @@ class HubSpotConnector(Connector):
 
     @property
     def properties(self) -> list[str]:
+        base = CONTACT_PROPERTIES if self.object_type == "contacts" else COMPANY_PROPERTIES
         extra = clean_text(self.settings.get("trial_property"))
-        return list(CONTACT_PROPERTIES) + ([extra] if extra and extra not in CONTACT_PROPERTIES else [])
+        return list(base) + ([extra] if extra and extra not in base else [])
 
     @property
     def lead_stages(self) -> frozenset[str]:
@@ -180,7 +211,7 @@ class HubSpotConnector(Connector):
             self.source_name,
             str(self.settings["base_url"]),
             bearer_token=self.settings["access_token"],
-            credentials_hint="check the access_token setting (a private-app token with crm.objects.contacts.read)",
+            credentials_hint=f"check the access_token setting (a private-app token with crm.objects.{self.object_type}.read)",
             sleep_fn=self.sleep_fn,
             transport=self.transport,
         )
@@ -189,21 +220,33 @@ class HubSpotConnector(Connector):
 
     def read_contacts(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
         """Every contact (list) or those modified since the watermark (search), page by page."""
+        if self.object_type == "contacts":
+            yield from self.read_objects(state)
+
+    def read_companies(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
+        """Every company (list) or those modified since the watermark (search), page by page."""
+        if self.object_type == "companies":
+            yield from self.read_objects(state)
+
+    def read_objects(self, state: dict[str, Any]) -> Iterator[Batch]:
+        """The shared reader of contacts and companies."""
+        path = OBJECTS_PATH.format(object_type=self.object_type)
+        modified_property = MODIFIED_PROPERTY[self.object_type]
         started_ms = _ms(self.started_at)
         lookback_ms = max(0, int(self.settings["lookback_minutes"])) * 60_000
 
         def request(since: int | None) -> PageRequest:
             if since is None:
                 return PageRequest(
-                    CONTACTS_PATH,
+                    path,
                     {"limit": self.page_size, "properties": ",".join(self.properties), "archived": "false"},
                 )
             return PageRequest(
-                SEARCH_PATH,
+                f"{path}/search",
                 method="POST",
                 json_body={
                     "filterGroups": [
-                        {"filters": [{"propertyName": "lastmodifieddate", "operator": "GTE", "value": str(since - lookback_ms)}]}
+                        {"filters": [{"propertyName": modified_property, "operator": "GTE", "value": str(since - lookback_ms)}]}
                     ],
                     "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
                     "properties": self.properties,
@@ -213,27 +256,28 @@ class HubSpotConnector(Connector):
 
         def map_page(items: list[dict[str, Any]]) -> tuple[list[SourceCustomerRecord], int | None]:
             stamps = []
-            for contact in items:
-                modified = parse_hubspot_time((contact.get("properties") or {}).get("lastmodifieddate") or contact.get("updatedAt"))
+            for item in items:
+                modified = _time_or_none((item.get("properties") or {}).get(modified_property) or item.get("updatedAt"))
                 if modified is not None:
                     stamps.append(_ms(modified))
-            # Never past the run's start: a contact changed while we page is read again next run.
+            # Never past the run's start: an object changed while we page is read again next run.
             page_max = min(max(stamps), started_ms) if stamps else None
-            return [r for r in (self.contact_record(c) for c in items) if r is not None], page_max
+            return [r for r in (self.object_record(c) for c in items) if r is not None], page_max
 
-        yield from self.read_list("contacts", state, request, HubSpotPaginator(self.page_size, self.search_result_cap), map_page)
+        yield from self.read_list(self.object_type, state, request, HubSpotPaginator(self.page_size, self.search_result_cap), map_page)
 
-    def fetch_record(self, contact_id: str) -> SourceCustomerRecord | None:
-        """One contact re-read now (webhooks); None when it is gone or not a lead (yet)."""
+    def fetch_record(self, object_id: str) -> SourceCustomerRecord | None:
+        """One contact (or company) re-read now (webhooks); None when it is gone or not a lead (yet)."""
+        path = OBJECTS_PATH.format(object_type=self.object_type)
         try:
-            contact = self.client.get_json(
-                f"{CONTACTS_PATH}/{quote(contact_id, safe='')}", params={"properties": ",".join(self.properties)}
+            item = self.client.get_json(
+                f"{path}/{quote(object_id, safe='')}", params={"properties": ",".join(self.properties)}
             )
         except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
-        return self.contact_record(contact)
+        return self.object_record(item)
 
     # ------------------------------------------------------------------ the mapping and the rule
 
@@ -244,16 +288,49 @@ class HubSpotConnector(Connector):
             return True
         return bool(stage) and stage != "subscriber" and bool(properties.get("hs_lifecyclestage_lead_date"))
 
+    def object_record(self, item: dict[str, Any]) -> SourceCustomerRecord | None:
+        """A contact or a company, by the source's ``object_type``."""
+        return self.contact_record(item) if self.object_type == "contacts" else self.company_record(item)
+
+    def _dates(self, item: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
+        # SPEC: lead created = the lead lifecycle-stage date, else createdate; trial = the mapped property.
+        props = item.get("properties") or {}
+        lead_created = _time_or_none(props.get("hs_lifecyclestage_lead_date")) or _time_or_none(
+            props.get("createdate") or item.get("createdAt")
+        )
+        trial_property = clean_text(self.settings.get("trial_property"))
+        return lead_created, _time_or_none(props.get(trial_property)) if trial_property else None
+
+    def company_record(self, company: dict[str, Any]) -> SourceCustomerRecord | None:
+        """Map one company to our record, or None when it is not (yet) a lead."""
+        props = company.get("properties") or {}
+        if not self.is_lead(props):
+            return None
+        lead_created, trial_started = self._dates(company)
+        country = clean_text(props.get("country"))
+        domain = clean_text(props.get("domain"))
+        return SourceCustomerRecord(
+            external_id=str(company["id"]),
+            name=clean_text(props.get("name")) or domain,
+            company=clean_text(props.get("name")),
+            website_url=clean_text(props.get("website")) or domain,
+            # HubSpot's country is free text ("Germany"); only an alpha-2 code is kept.
+            country=country.upper() if country and len(country) == 2 and country.isalpha() else None,
+            state=clean_text(props.get("state")),
+            city=clean_text(props.get("city")),
+            zip=clean_text(props.get("zip")),
+            lead_created_at=lead_created,
+            free_trial_started_at=trial_started,
+            subscriptions=[],
+        )
+
     def contact_record(self, contact: dict[str, Any]) -> SourceCustomerRecord | None:
         """Map one contact to our record, or None when it is not (yet) a lead."""
         props = contact.get("properties") or {}
         if not self.is_lead(props):
             return None
         name = " ".join(p for p in (clean_text(props.get("firstname")), clean_text(props.get("lastname"))) if p)
-        lead_created = _time_or_none(props.get("hs_lifecyclestage_lead_date")) or _time_or_none(
-            props.get("createdate") or contact.get("createdAt")
-        )
-        trial_property = clean_text(self.settings.get("trial_property"))
+        lead_created, trial_started = self._dates(contact)
         return SourceCustomerRecord(
             external_id=str(contact["id"]),
             name=name or None,
@@ -263,7 +340,7 @@ class HubSpotConnector(Connector):
             city=clean_text(props.get("city")),
             zip=clean_text(props.get("zip")),
             lead_created_at=lead_created,
-            free_trial_started_at=_time_or_none(props.get(trial_property)) if trial_property else None,
+            free_trial_started_at=trial_started,
             # HubSpot reports no subscriptions: an empty set, so a record never claims unknown ones.
             subscriptions=[],
         )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import respx
 from fastapi.testclient import TestClient
@@ -255,3 +256,67 @@ def test_receiver_uses_the_configured_public_url_and_rejects_non_arrays(db_engin
     bad = b'{"subscriptionType": "contact.creation"}'
     response = client.post("/webhooks/hs", content=bad, headers=signed(bad, uri="https://hooks.example.com/webhooks/hs"))
     assert response.status_code == 422 and stored(db_engine) == [fake.contacts[2]["id"]]
+
+
+# --- companies as customers -------------------------------------------------------------------------
+
+def company(i: int, stage: str, country: str = "DE") -> dict[str, Any]:
+    return {"id": str(9000 + i), "archived": False, "createdAt": "2024-03-01T08:00:00Z", "updatedAt": "2024-03-02T08:00:00Z",
+            "properties": {"name": f"Acme {i}", "domain": f"acme{i}.example", "website": None, "city": "Berlin",
+                           "state": None, "zip": "10115", "country": country, "createdate": "2024-03-01T08:00:00Z",
+                           "hs_lastmodifieddate": "2024-03-02T08:00:00.000Z", "lifecyclestage": stage,
+                           "hs_lifecyclestage_lead_date": "2024-03-01T09:00:00Z" if stage != "subscriber" else None,
+                           "hs_object_id": str(9000 + i)}}
+
+
+def test_companies_object_type_reads_companies_with_the_same_rule() -> None:
+    pages = {None: ([company(0, "lead"), company(1, "subscriber")], "9002"),
+             "9002": ([company(2, "customer", "Germany")], None)}
+
+    def list_companies(request: Any) -> Any:
+        items, nxt = pages[request.url.params.get("after")]
+        assert "hs_lastmodifieddate" in request.url.params["properties"].split(",")
+        body: dict[str, Any] = {"results": items}
+        if nxt:
+            body["paging"] = {"next": {"after": nxt, "link": "…"}}
+        return httpx.Response(200, json=body)
+
+    searches: list[dict[str, Any]] = []
+
+    def search(request: Any) -> Any:
+        searches.append(json.loads(request.content))
+        return httpx.Response(200, json={"total": 1, "results": [company(2, "customer")]})
+
+    hs = HubSpotConnector({"access_token": "t", "base_url": "https://hs.test", "object_type": "companies"},
+                          sleep_fn=lambda s: None)
+    assert [s.name for s in hs.streams] == ["companies"]
+    with respx.mock as router:
+        router.get("https://hs.test/crm/v3/objects/companies").mock(side_effect=list_companies)
+        router.post("https://hs.test/crm/v3/objects/companies/search").mock(side_effect=search)
+        batches = list(hs.read("companies", None, False))
+        records = [r for b in batches for r in b.records]
+        again = list(hs.read("companies", batches[-1].cursor, False))
+    assert [r.external_id for r in records] == ["9000", "9002"]  # the subscriber company is left out
+    first = records[0]
+    assert (first.name, first.company, first.website_url, first.country) == ("Acme 0", "Acme 0", "acme0.example", "DE")
+    assert first.lead_created_at == datetime(2024, 3, 1, 9, tzinfo=UTC)
+    assert records[1].country is None  # free-text country names are not alpha-2 codes
+    assert searches[0]["filterGroups"][0]["filters"][0]["propertyName"] == "hs_lastmodifieddate"
+    assert [r.external_id for b in again for r in b.records] == ["9002"]
+    # A contacts source reads no companies (the sync engine iterates the instance's streams).
+    assert list(HubSpotConnector({"access_token": "t"}).read("companies", None, False)) == []
+
+
+def test_webhook_events_are_picked_by_the_sources_object_type() -> None:
+    from api.webhooks import _hubspot
+
+    body = json.dumps([
+        {"subscriptionType": "contact.propertyChange", "objectId": 1},
+        {"subscriptionType": "company.propertyChange", "objectId": 2},
+        {"subscriptionType": "object.creation", "objectTypeId": "0-2", "objectId": 3},
+        {"subscriptionType": "object.creation", "objectTypeId": "0-1", "objectId": 4},
+    ]).encode()
+    headers = {k.lower(): v for k, v in signed(body).items()}
+    for object_type, expected in (("companies", ["2", "3"]), ("contacts", ["1", "4"])):
+        settings = {"webhook_client_secret": SECRET, "object_type": object_type}
+        assert _hubspot(settings, headers, body, url=URL).customer_ids == expected
