@@ -350,3 +350,40 @@ class FakeVendorServer:
             ]
             return self._cb_page(rows, q)
         return 404, {"message": f"Sorry, we couldn't find that resource: {path}", "api_error_code": "resource_not_found"}, {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the fake APIs in the foreground (the distributed smoke runs it as its own process).
+
+    Prints ``{"url": ..., "stripe": {settings}, "chargebee": {settings}}`` as one JSON line once
+    listening (and writes it to ``--ready-file``), then serves until interrupted or terminated.
+    """
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(description="Local Stripe and Chargebee stand-ins on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--stripe", type=int, default=30, help="Stripe customers")
+    parser.add_argument("--chargebee", type=int, default=20, help="Chargebee customers")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds each answer waits")
+    parser.add_argument("--ready-file", help="write the JSON line here too")
+    args = parser.parse_args(argv)
+    server = FakeVendorServer(population(args.stripe, seed=1), population(args.chargebee, seed=2, prefix="cb_"), port=args.port)
+    server.delay_seconds = args.delay
+    line = json.dumps({"url": server.url, "stripe": server.stripe_settings(), "chargebee": server.chargebee_settings()})
+    if args.ready_file:
+        with open(args.ready_file, "w", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+    print(line, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server._server.serve_forever()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server._server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -77,7 +77,7 @@ def _series(result: Any) -> list[dict[str, Any]]:
     retry_condition_fn=retry_if_transient,
 )
 def compute_metrics_task(start: str, end: str, interval: str = "month") -> list[dict[str, Any]]:
-    """The funnel series between two ISO dates (end excluded), as JSON-ready rows."""
+    """The funnel series from the period of ``start`` to the period of ``end`` (both included)."""
     from storage.metrics import funnel_series
 
     with task_engine() as engine:
@@ -101,8 +101,8 @@ def refresh_metrics_flow(month: str | None = None) -> list[dict[str, Any]]:
     """
     from prefect.artifacts import create_markdown_artifact
 
-    previous, start, following = month_bounds(month)
-    series = compute_metrics_task(previous.isoformat(), following.isoformat(), "month")
+    previous, start, _ = month_bounds(month)
+    series = compute_metrics_task(previous.isoformat(), start.isoformat(), "month")
     create_markdown_artifact(
         markdown=metrics_markdown(series, f"Funnel metrics, {start:%B %Y}"),
         key="funnel-metrics",
