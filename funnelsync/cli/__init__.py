@@ -23,6 +23,7 @@ from funnelsync.cli import metrics as _metrics  # noqa: E402,F401  metrics, metr
 from funnelsync.cli import merge as _merge  # noqa: E402,F401  merge, unmerge
 from funnelsync.cli import worker as _worker  # noqa: E402,F401  worker (serve the Prefect deployments)
 from funnelsync.cli import google_play as _google_play  # noqa: E402,F401  import google-play-sales
+from funnelsync.cli import demo as _demo  # noqa: E402,F401  demo (the flows end to end on local stand-ins)
 
 
 def main() -> None:

@@ -1,0 +1,158 @@
+"""The demo: real flows, end to end, on whatever database funnelsync is configured with.
+
+Starts local stand-ins of Stripe and Chargebee on 127.0.0.1 (``flows.demo_apis``), whose customers are
+partly the converted leads of the bundled ``samples/leads.csv``; then, through the Prefect flows:
+imports the CSV (``import-file``), syncs both integrations (``sync-source``), merges the duplicates the
+conversions created (``merge-duplicates``), publishes the metrics artifact (``refresh-metrics``) and
+returns the monthly funnel for printing. Running it again changes nothing (every step is idempotent).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from flows.demo_apis import DAY, DemoPerson, DemoSubscription, FakeVendorServer, population
+
+SAMPLE_CSV = Path(__file__).resolve().parent.parent / "samples" / "leads.csv"
+LEADS_SOURCE = "Website leads"
+STRIPE_SOURCE = "stripe-demo"
+CHARGEBEE_SOURCE = "chargebee-demo"
+# The demo sources keep only references to these variables; the values live in this process.
+STRIPE_KEY_ENV = "FUNNELSYNC_DEMO_STRIPE_KEY"
+CHARGEBEE_KEY_ENV = "FUNNELSYNC_DEMO_CHARGEBEE_KEY"
+
+
+@dataclass
+class DemoResult:
+    """What the demo did, for the command to print."""
+
+    steps: list[tuple[str, str]] = field(default_factory=list)
+    series: list[dict[str, Any]] = field(default_factory=list)
+    customers: int = 0
+    merged: int = 0
+
+
+def _parse(text: str) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    return int(datetime.strptime(text[:16], "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc).timestamp())
+
+
+def vendor_people(csv_path: Path) -> tuple[list[DemoPerson], list[DemoPerson], int]:
+    """Stripe and Chargebee customers for the demo, and the moment the demo calls "now".
+
+    Every third lead of the CSV that took a trial converted in Stripe (same person, e-mail in other
+    case: the merge finds them), the rest of both vendors' customers are their own, created over the
+    CSV's months so the funnel has figures every month.
+    """
+    with csv_path.open(encoding="utf-8-sig", newline="") as handle:
+        leads = list(csv.DictReader(handle))
+    stamps = [s for row in leads for s in (_parse(row.get("Signup Date", "")), _parse(row.get("Trial Start", ""))) if s]
+    now = max(stamps) + 30 * DAY
+    span_days = max(30, (now - min(stamps)) // DAY)
+    converted: list[DemoPerson] = []
+    trials = [row for row in leads if _parse(row.get("Trial Start", ""))]
+    for i, row in enumerate(trials[::3]):
+        trial = _parse(row["Trial Start"]) or 0
+        first, _, last = row.get("Full Name", "").partition(" ")
+        person = DemoPerson(
+            id=f"cus_lead{i:03d}", email=row["E-mail"].upper(), first_name=first, last_name=last,
+            company=row.get("Company", ""), country=row.get("Country", "US"), created=trial,
+        )
+        person.subscriptions.append(
+            DemoSubscription(f"sub_lead{i:03d}", "active", trial, trial, trial + 14 * DAY, first_paid_at=trial + 14 * DAY)
+        )
+        converted.append(person)
+    stripe = converted + population(24, seed=7, now=now, days=span_days)
+    chargebee = population(16, seed=8, prefix="cb_", now=now, days=span_days)
+    return stripe, chargebee, now
+
+
+def _upsert_source(engine: Any, name: str, kind: str, settings: dict[str, Any]) -> None:
+    from storage.sources import create_source, get_source, update_source_settings
+
+    with engine.begin() as conn:
+        row = get_source(conn, name)
+        if row is None:
+            create_source(conn, name, kind, settings)
+        else:  # a re-run: the stand-in listens on a new port
+            update_source_settings(conn, row.id, settings)
+
+
+def run_demo(csv_path: Path = SAMPLE_CSV, say: Callable[[str], None] = print) -> DemoResult:
+    """Run the demo through the Prefect flows; see the module docstring.
+
+    Args:
+        csv_path: the leads CSV to import.
+        say: where progress lines go.
+    """
+    from sqlalchemy import func, select
+
+    from flows.import_flows import import_file_flow
+    from flows.metrics_flows import refresh_metrics_flow
+    from flows.sync_flows import sync_source_flow
+    from storage.db import make_engine, upgrade
+    from storage.metrics import funnel_series
+    from storage.schema import customers, merge_events
+
+    result = DemoResult()
+    engine = make_engine()
+    upgrade(engine)
+    stripe_people, chargebee_people, now = vendor_people(csv_path)
+    with FakeVendorServer(stripe_people, chargebee_people) as vendors:
+        say(f"Local Stripe and Chargebee stand-ins listening on {vendors.url}")
+        os.environ[STRIPE_KEY_ENV] = vendors.stripe_settings()["api_key"]
+        os.environ[CHARGEBEE_KEY_ENV] = vendors.chargebee_settings()["api_key"]
+        _upsert_source(engine, STRIPE_SOURCE, "stripe", {**vendors.stripe_settings(), "api_key": f"env:{STRIPE_KEY_ENV}"})
+        _upsert_source(
+            engine, CHARGEBEE_SOURCE, "chargebee", {**vendors.chargebee_settings(), "api_key": f"env:{CHARGEBEE_KEY_ENV}"}
+        )
+
+        def step(label: str, run: Callable[[], Any], describe: Callable[[Any], str]) -> Any:
+            clock = time.monotonic()
+            state = run()
+            if not state.is_completed():
+                raise RuntimeError(f"{label} failed: {state.message}")
+            value = state.result()
+            line = f"{describe(value)} ({time.monotonic() - clock:.1f}s)"
+            result.steps.append((label, line))
+            say(f"{label}: {line}")
+            return value
+
+        step(
+            "import-file",
+            lambda: import_file_flow(str(csv_path), LEADS_SOURCE, mapping=["Plan=custom.plan"], merge_after=False,
+                                     return_state=True),
+            lambda s: f"{csv_path.name} into {LEADS_SOURCE!r}: {s['created']} created, {s['updated']} updated, "
+            f"{s['unchanged']} unchanged, {s['rejected']} rejected",
+        )
+        for name, merge in ((STRIPE_SOURCE, False), (CHARGEBEE_SOURCE, True)):
+            summary = step(
+                "sync-source",
+                lambda name=name, merge=merge: sync_source_flow(name, merge_after=merge, return_state=True),
+                lambda s: f"{s['source']}: {s['totals']['fetched']} fetched, {s['totals']['created']} created, "
+                f"{s['totals']['updated']} updated, {s['totals']['unchanged']} unchanged",
+            )
+        merge = summary.get("merge") or {}
+        result.steps.append(("merge-duplicates", f"{merge.get('merged_customers', 0)} customers merged"))
+        say(f"merge-duplicates (after the sync): {merge.get('group_count', 0)} duplicate groups by "
+            f"{', '.join(merge.get('rules', []))}, {merge.get('merged_customers', 0)} customers merged into their survivors")
+    last_month = datetime.fromtimestamp(now, timezone.utc).date().replace(day=1)
+    step("refresh-metrics", lambda: refresh_metrics_flow(f"{last_month:%Y-%m}", return_state=True),
+         lambda s: "funnel-metrics artifact published")
+    with engine.connect() as conn:
+        first = conn.execute(select(func.min(customers.c.lead_created_at))).scalar_one()
+        result.customers = conn.execute(select(func.count()).select_from(customers)).scalar_one()
+        result.merged = conn.execute(select(func.count()).select_from(merge_events)).scalar_one()
+        start = (first.date() if first else last_month).replace(day=1)
+        result.series = funnel_series(conn, start, max(last_month, date(start.year, start.month, 1)), "month")
+    engine.dispose()
+    return result
