@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ def _parse(text: str) -> int | None:
     text = text.strip()
     if not text:
         return None
-    return int(datetime.strptime(text[:16], "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc).timestamp())
+    return int(datetime.strptime(text[:16], "%Y-%m-%d %H:%M").replace(tzinfo=UTC).timestamp())
 
 
 def vendor_people(csv_path: Path) -> tuple[list[DemoPerson], list[DemoPerson], int]:
@@ -134,10 +134,12 @@ def run_demo(csv_path: Path = SAMPLE_CSV, say: Callable[[str], None] = print) ->
             lambda s: f"{csv_path.name} into {LEADS_SOURCE!r}: {s['created']} created, {s['updated']} updated, "
             f"{s['unchanged']} unchanged, {s['rejected']} rejected",
         )
-        for name, merge in ((STRIPE_SOURCE, False), (CHARGEBEE_SOURCE, True)):
+        for name, merge_after in ((STRIPE_SOURCE, False), (CHARGEBEE_SOURCE, True)):
             summary = step(
                 "sync-source",
-                lambda name=name, merge=merge: sync_source_flow(name, merge_after=merge, return_state=True),
+                lambda name=name, merge_after=merge_after: sync_source_flow(  # type: ignore[misc]
+                    name, merge_after=merge_after, return_state=True
+                ),
                 lambda s: f"{s['source']}: {s['totals']['fetched']} fetched, {s['totals']['created']} created, "
                 f"{s['totals']['updated']} updated, {s['totals']['unchanged']} unchanged",
             )
@@ -145,7 +147,7 @@ def run_demo(csv_path: Path = SAMPLE_CSV, say: Callable[[str], None] = print) ->
         result.steps.append(("merge-duplicates", f"{merge.get('merged_customers', 0)} customers merged"))
         say(f"merge-duplicates (after the sync): {merge.get('group_count', 0)} duplicate groups by "
             f"{', '.join(merge.get('rules', []))}, {merge.get('merged_customers', 0)} customers merged into their survivors")
-    last_month = datetime.fromtimestamp(now, timezone.utc).date().replace(day=1)
+    last_month = datetime.fromtimestamp(now, UTC).date().replace(day=1)
     step("refresh-metrics", lambda: refresh_metrics_flow(f"{last_month:%Y-%m}", return_state=True),
          lambda s: "funnel-metrics artifact published")
     with engine.connect() as conn:

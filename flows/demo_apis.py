@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 DAY = 86_400
@@ -139,9 +139,9 @@ class FakeVendorServer:
     def url(self) -> str:
         """``http://127.0.0.1:PORT``."""
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host if isinstance(host, str) else host.decode()}:{port}"
 
-    def start(self) -> FakeVendorServer:
+    def start(self) -> Self:
         """Serve in a daemon thread."""
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-vendor-apis", daemon=True)
         self._thread.start()
@@ -152,7 +152,7 @@ class FakeVendorServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> FakeVendorServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -179,7 +179,7 @@ class FakeVendorServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 query = parse_qs(parts.query, keep_blank_values=True)
                 status, body, headers = outer.dispatch(parts.path, query, dict(self.headers.items()))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -26,6 +26,7 @@ from flows.runtime import (
     TASK_RETRY_DELAYS,
     TASK_RETRY_JITTER,
     retry_if_transient,
+    run_owner,
     slug,
     task_engine,
 )
@@ -94,6 +95,7 @@ def import_file_task(
     from connectors.header_match import parse_map_options
     from flows import imports
 
+    func: Any
     if kind == "csv":
         func = imports.import_csv
     else:
@@ -105,7 +107,7 @@ def import_file_task(
         from zoneinfo import ZoneInfo
 
         options["tz"] = ZoneInfo(timezone_name)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     clock = time.monotonic()
     progress = _ChunkProgress(f"import {source}")
     with task_engine() as engine:
@@ -157,20 +159,34 @@ def _report(result: Any, changes: list[Any], *, label: str, kind: str, source: s
     retry_jitter_factor=TASK_RETRY_JITTER,
     retry_condition_fn=retry_if_transient,
 )
-def import_sheet_task(source: str, full_refresh: bool = False) -> dict[str, Any]:
-    """Import the rows of a Google Sheet source changed since its last run."""
-    from flows import imports
+def import_sheet_task(source: str, lock_wait_seconds: float = 0.0) -> dict[str, Any]:
+    """Import the rows of a Google Sheet source changed since its last run (under the source's lock).
 
-    import_sheet = getattr(imports, "import_sheet", None)
-    if import_sheet is None:
-        raise RuntimeError("Google Sheets import is not available in this version of funnelsync")
-    started = datetime.now(timezone.utc)
+    The spreadsheet, worksheet, mapping and credentials file come from the source's settings, saved by
+    the first ``funnelsync import sheet``. Returns the counts, or ``status: skipped`` when the same
+    source is being imported or synced by another run.
+    """
+    from flows.imports import import_sheet_source
+    from storage.locks import LockBusy, hold_lock
+    from storage.sources import require_source
+
+    started = datetime.now(UTC)
     clock = time.monotonic()
-    progress = _ChunkProgress(f"import {source}")
     with task_engine() as engine:
-        result = _call(import_sheet, engine, source_name=source, full_refresh=full_refresh, progress=progress)
+        with engine.connect() as conn:
+            row = require_source(conn, source)
+        progress = _ChunkProgress(f"import {row.name}")
+        try:
+            with hold_lock(engine, f"sync:{row.uuid}", run_owner(), wait_seconds=lock_wait_seconds):
+                result = import_sheet_source(engine, row.name, progress=progress)
+        except LockBusy as busy:
+            message = f"import of {row.name} skipped: it is already running ({busy})"
+            get_run_logger().warning(message)
+            return {"source": row.name, "status": "skipped", "message": message}
         changes = _lifecycle(engine, started)
-    return _report(result, changes, label=source, kind="sheet", source=source, clock=clock, progress=progress)
+    summary = _report(result, changes, label=row.name, kind="sheet", source=row.name, clock=clock, progress=progress)
+    summary["status"] = "completed"
+    return summary
 
 
 @flow(name="import-file", log_prints=False)
@@ -205,19 +221,23 @@ def import_file_flow(
 @flow(name="import-sheet", log_prints=False)
 def import_sheet_flow(
     source: str,
-    full_refresh: bool = False,
     merge_after: bool = True,
     merge_rules: list[str] | None = None,
-) -> dict[str, Any]:
+    lock_wait_seconds: float = 0.0,
+) -> Any:
     """Import a Google Sheet source (rows changed since the last run), then merge duplicates.
 
     Args:
-        source: the ``google_sheets`` data source.
-        full_refresh: read every row again.
+        source: the ``google_sheets`` data source (set up once with ``funnelsync import sheet``).
         merge_after: merge duplicates after the import.
         merge_rules: rules for that merge (default: email and external_id).
+        lock_wait_seconds: how long to wait when the same source is already being imported.
     """
-    summary = import_sheet_task(source, full_refresh)
+    from prefect.states import Completed
+
+    summary = import_sheet_task(source, lock_wait_seconds)
+    if summary["status"] == "skipped":
+        return Completed(message=summary["message"], name="Skipped", data=summary)
     if merge_after:
         summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_MERGE_RULES), False)
     return summary

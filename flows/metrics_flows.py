@@ -9,7 +9,7 @@ one because trial-to-paid is a cohort figure that keeps rising as trials convert
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -32,7 +32,7 @@ def month_bounds(month: str | None, today: date | None = None) -> tuple[date, da
         except ValueError:
             raise ValueError(f"month {month!r}: expected YYYY-MM, e.g. 2025-01") from None
     else:
-        start = (today or datetime.now(timezone.utc).date()).replace(day=1)
+        start = (today or datetime.now(UTC).date()).replace(day=1)
     previous = date(start.year - 1, 12, 1) if start.month == 1 else date(start.year, start.month - 1, 1)
     following = date(start.year + 1, 1, 1) if start.month == 12 else date(start.year, start.month + 1, 1)
     return previous, start, following
@@ -51,22 +51,24 @@ def format_metric(key: str, value: Any, row: Mapping[str, Any]) -> str:
 
 def metrics_markdown(series: Sequence[Mapping[str, Any]], title: str) -> str:
     """A markdown table: one row per metric, one column per period."""
-    periods = [str(row["period"])[:7] for row in series]
+    periods = [str(row["period"])[:7] for row in series or []]
     lines = [f"# {title}", "", "| Metric | " + " | ".join(periods) + " |", "|---|" + "---:|" * len(periods)]
     for label, key in METRIC_ROWS:
         lines.append(f"| {label} | " + " | ".join(format_metric(key, row.get(key), row) for row in series) + " |")
     lines += [
         "",
-        "Trial-to-Paid is a cohort figure: the trials started in the month that have converted since, so a "
-        "past month's rate rises as its trials convert. Average Sales Cycle Length: mean days from lead "
-        "created to subscriber since, over the month's new subscribers.",
+        (
+            "Trial-to-Paid is a cohort figure: the trials started in the month that have converted since, so a "
+            "past month's rate rises as its trials convert. Average Sales Cycle Length: mean days from lead "
+            "created to subscriber since, over the month's new subscribers."
+        ),
     ]
     return "\n".join(lines)
 
 
 def _series(result: Any) -> list[dict[str, Any]]:
     series = result.get("series") if isinstance(result, Mapping) else result
-    return [dict(row) if isinstance(row, Mapping) else dict(vars(row)) for row in series]
+    return [dict(row) if isinstance(row, Mapping) else dict(vars(row)) for row in series or []]
 
 
 @task(
@@ -80,9 +82,8 @@ def compute_metrics_task(start: str, end: str, interval: str = "month") -> list[
     """The funnel series from the period of ``start`` to the period of ``end`` (both included)."""
     from storage.metrics import funnel_series
 
-    with task_engine() as engine:
-        with engine.connect() as conn:
-            result = funnel_series(conn, date.fromisoformat(start), date.fromisoformat(end), interval)
+    with task_engine() as engine, engine.connect() as conn:
+        result = funnel_series(conn, date.fromisoformat(start), date.fromisoformat(end), interval)
     rows = _series(result)
     for row in rows:
         if isinstance(row.get("period"), (date, datetime)):

@@ -7,7 +7,7 @@ here logs or publishes a secret: artifacts and events carry counts, names and cu
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -58,8 +58,10 @@ class ProgressReporter:
         self.what = what
         self.artifact_id: UUID | None = None
         try:
-            self.artifact_id = create_progress_artifact(0.0, key=slug(key), description=f"{what}: starting")
-        except Exception:  # reporting must never fail the sync itself
+            self.artifact_id = create_progress_artifact(  # type: ignore[assignment]  # a UUID in a sync run
+                0.0, key=slug(key), description=f"{what}: starting"
+            )
+        except Exception:  # noqa: BLE001 - reporting must never fail the sync itself
             self.artifact_id = None
 
     def update(self, done_units: float, description: str) -> None:
@@ -73,7 +75,7 @@ class ProgressReporter:
             update_progress_artifact(
                 self.artifact_id, round(100.0 * self.done / self.units, 1), description=f"{self.what}: {description}"
             )
-        except Exception:
+        except Exception:  # noqa: BLE001,S110
             pass
 
     def finish(self, description: str) -> None:
@@ -127,7 +129,7 @@ def emit_lifecycle_events(
             event="funnelsync.lifecycle.summary",
             resource={"prefect.resource.id": "funnelsync.lifecycle"},
             related=related,
-            payload={"counts": counts, "sent": sent, "at": datetime.now(timezone.utc).isoformat()},
+            payload={"counts": counts, "sent": sent, "at": datetime.now(UTC).isoformat()},
         )
     return counts
 

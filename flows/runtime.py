@@ -54,7 +54,7 @@ def run_owner() -> str:
 
         if flow_run.id:
             return f"flow run {flow_run.name} ({flow_run.id}) on {where}"
-    except Exception:  # not inside a Prefect run: still a valid owner
+    except Exception:  # noqa: BLE001,S110 - not inside a Prefect run: still a valid owner
         pass
     return f"process {where}"
 
@@ -81,13 +81,13 @@ def is_transient(exc: BaseException) -> bool:
         import httpx
 
         if isinstance(exc, httpx.HTTPStatusError):
-            status = exc.response.status_code
-            return status >= 500 or status in _RETRYABLE_STATUSES
+            code = exc.response.status_code
+            return code >= 500 or code in _RETRYABLE_STATUSES
         if isinstance(exc, httpx.TransportError):
             return True
     except ImportError:  # pragma: no cover - httpx is a dependency
         pass
-    status = getattr(exc, "status_code", None)
+    status: Any = getattr(exc, "status_code", None)
     if not isinstance(status, int):
         status = getattr(exc, "status", None)  # connectors.http.ApiError after its own retries ran out
     if isinstance(status, int):
@@ -107,7 +107,7 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     if exc is None:
         try:
             exc = state.result(raise_on_failure=False)
-        except Exception as read_error:  # the result itself could not be read: treat as transient
+        except Exception as read_error:  # noqa: BLE001 - the result itself could not be read: treat as transient
             exc = read_error
     if not isinstance(exc, BaseException):
         return True

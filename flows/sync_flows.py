@@ -15,7 +15,7 @@ up to ``lock_wait_seconds`` and then ends cleanly as ``Skipped`` with a message 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -32,7 +32,6 @@ from flows.runtime import (
     one_line,
     retry_if_transient,
     run_owner,
-    slug,
     task_engine,
 )
 
@@ -112,7 +111,7 @@ def sync_source_task(source: str, full_refresh: bool = False, lock_wait_seconds:
     from storage.sources import require_source
 
     logger = get_run_logger()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     clock = time.monotonic()
     with task_engine() as engine:
         with engine.connect() as conn:
@@ -163,7 +162,7 @@ def _run_sync(engine: Any, row: Any, full_refresh: bool) -> Any:
         from connectors.registry import connector_class
 
         streams = [s.name for s in connector_class(row.kind).streams]
-    except Exception:  # a kind without a registered connector (Google Sheets): one unit of progress
+    except Exception:  # noqa: BLE001 - a kind without a registered connector (Google Sheets): one unit of progress
         streams = []
     progress = _SyncProgress(row.name, streams)
     result = sync_engine.sync_source(engine, row.name, full_refresh=full_refresh, progress=progress)
@@ -200,16 +199,15 @@ def sync_source_flow(
     return _skipped_or(summary)
 
 
-def pulled_sources() -> list[str]:
-    """Names of the enabled sources that are pulled on a schedule (integrations and sheets)."""
+def pulled_sources() -> list[tuple[str, str]]:
+    """(name, kind) of the enabled sources pulled on a schedule (integrations and Google Sheets)."""
     from storage.sources import list_sources
 
-    with task_engine() as engine:
-        with engine.connect() as conn:
-            return [r.name for r in list_sources(conn) if r.enabled and r.kind not in NOT_PULLED_KINDS]
+    with task_engine() as engine, engine.connect() as conn:
+        return [(r.name, r.kind) for r in list_sources(conn) if r.enabled and r.kind not in NOT_PULLED_KINDS]
 
 
-@flow(name="sync-all", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
+@flow(name="sync-all", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)  # type: ignore[arg-type]
 def sync_all_flow(
     full_refresh: bool = False,
     merge_after: bool = True,
@@ -232,15 +230,28 @@ def sync_all_flow(
     if not names:
         logger.warning("No enabled source to sync: add one with `funnelsync sources add`.")
         return {"sources": [], "failed": []}
+    from flows.import_flows import import_sheet_task
+
     reporter = ProgressReporter("sync-all-progress", len(names), "sync-all")
-    futures = {sync_source_task.submit(name, full_refresh, lock_wait_seconds): name for name in names}
+    # Google Sheets sources are read by the sheet import; every other pulled kind by its connector.
+    futures = {
+        (
+            import_sheet_task.submit(name, lock_wait_seconds)
+            if kind == "google_sheets"
+            else sync_source_task.submit(name, full_refresh, lock_wait_seconds)
+        ): name
+        for name, kind in names
+    }
     summaries: list[dict[str, Any]] = []
     failed: list[str] = []
     for done, future in enumerate(as_completed(list(futures)), start=1):
         name = futures[future]
         try:
-            summaries.append(future.result())
-        except Exception as exc:
+            summary = future.result()
+            if "totals" not in summary:  # a sheet import: its counts are at the top level
+                summary["totals"] = {k: summary.get(k, 0) for k in ("fetched", "created", "updated", "unchanged", "rejected")}
+            summaries.append(summary)
+        except Exception as exc:  # noqa: BLE001
             failed.append(f"{name} ({one_line(exc)})")
             summaries.append({"source": name, "status": "failed", "message": one_line(exc), "totals": {}})
         reporter.update(done, f"{done} of {len(names)} sources done")

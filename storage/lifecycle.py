@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -75,7 +75,7 @@ def _changes_for(conn: Connection, where) -> list[LifecycleChange]:  # type: ign
     ).mappings()
     changes: list[LifecycleChange] = []
     marks: list[dict[str, object]] = []
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for row in rows:
         new = [
             LifecycleChange(row["uuid"], kind, row[col], row["email"], row["name"])

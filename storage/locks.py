@@ -22,7 +22,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -57,7 +58,7 @@ class LockBusy(Exception):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def try_acquire(engine: Engine, key: str, owner: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> bool:
@@ -76,6 +77,7 @@ def try_acquire(engine: Engine, key: str, owner: str, ttl_seconds: float = DEFAU
     values = {"lock_key": key, "owner": owner, "acquired_at": now, "expires_at": now + timedelta(seconds=ttl_seconds)}
     with engine.begin() as conn:
         dialect = conn.dialect.name
+        stmt: Any
         if dialect == "postgresql":
             stmt = postgresql.insert(source_locks).values(**values).on_conflict_do_nothing()
         elif dialect == "sqlite":
@@ -156,7 +158,7 @@ def hold_lock(
         while not stop.wait(ttl_seconds / 3):
             try:
                 heartbeat(engine, key, owner, ttl_seconds)
-            except Exception:  # a transient database hiccup: the next beat tries again before expiry
+            except Exception:  # noqa: BLE001,S110 - a database hiccup: the next beat retries
                 pass
 
     beater = threading.Thread(target=_beat, name=f"lock-heartbeat:{key}", daemon=True)

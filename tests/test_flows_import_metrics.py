@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select
@@ -55,7 +55,7 @@ def test_refused_file_fails_at_once_with_the_reason(db_engine: Engine, flow_db: 
 
 
 def test_refresh_metrics_publishes_the_months_figures(db_engine: Engine, flow_db: str) -> None:
-    t = lambda day: datetime(2025, 3, day, 12, tzinfo=timezone.utc)  # noqa: E731
+    t = lambda day: datetime(2025, 3, day, 12, tzinfo=UTC)
     with db_engine.begin() as conn:
         src = create_source(conn, "billing", "stripe")
         upsert_records(

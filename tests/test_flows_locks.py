@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, select, update
@@ -16,7 +16,7 @@ from storage.schema import customers, source_locks
 from storage.sources import create_source
 from storage.upsert import upsert_records
 
-T0 = datetime(2025, 1, 10, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 10, 9, 0, tzinfo=UTC)
 
 
 def test_lock_is_exclusive_and_released(db_engine: Engine) -> None:
@@ -36,7 +36,7 @@ def test_lock_is_exclusive_and_released(db_engine: Engine) -> None:
 def test_expired_lock_is_taken_over_and_old_owner_loses_it(db_engine: Engine) -> None:
     assert try_acquire(db_engine, "sync:ds_1", "crashed run")
     with db_engine.begin() as conn:
-        conn.execute(update(source_locks).values(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+        conn.execute(update(source_locks).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
     assert lock_holder(db_engine, "sync:ds_1") is None
     assert try_acquire(db_engine, "sync:ds_1", "new run")
     assert not heartbeat(db_engine, "sync:ds_1", "crashed run")
@@ -113,7 +113,7 @@ def test_lifecycle_changes_announced_once(db_engine: Engine) -> None:
     with db_engine.connect() as conn:
         assert conn.execute(select(customers.c.uuid).where(customers.c.email == "trial@example.com")).scalar_one() == uuids["trial@example.com"]
 
-    since = datetime.now(timezone.utc)
+    since = datetime.now(UTC)
     with db_engine.begin() as conn:
         # Nothing new: re-checking announces nothing.
         assert collect_lifecycle_changes(conn, res.created_customer_ids) == []

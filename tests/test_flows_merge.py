@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func, select
 
@@ -13,7 +13,7 @@ from storage.sources import create_source
 from storage.upsert import upsert_records
 from tests.flow_support import artifact, run_id, wait_events
 
-T0 = datetime(2025, 2, 3, tzinfo=timezone.utc)
+T0 = datetime(2025, 2, 3, tzinfo=UTC)
 
 
 def _seed(engine: Engine, tag: str) -> None:

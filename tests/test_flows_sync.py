@@ -165,7 +165,10 @@ def test_credentials_from_prefect_secret_block_and_env(
 def test_sync_all_reports_a_failed_source_and_syncs_the_others(db_engine: Engine, flow_db: str, vendor: FakeVendorServer) -> None:
     _add(db_engine, "good", "chargebee", vendor.chargebee_settings())
     _add(db_engine, "broken", "stripe", vendor.stripe_settings(api_key="sk_test_nope"))
+    _add(db_engine, "sheet-leads", "google_sheets", {})  # routed to the sheet import, never set up
     state = sync_all_flow(return_state=True)
     assert state.is_failed()
-    assert "1 of 2 sources failed: broken (CredentialsError" in state.message
+    assert "2 of 3 sources failed:" in state.message
+    assert "broken (CredentialsError" in state.message
+    assert "sheet-leads (ValueError: 'sheet-leads' is not a Google Sheets source" in state.message
     assert _count(db_engine, source_customers) == 8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -15,7 +15,7 @@ from funnelsync.cli.common import app, console, fail
 @app.command()
 def demo(
     csv_file: Annotated[
-        Optional[Path], typer.Option("--csv", help="The leads CSV to import (default: the bundled samples/leads.csv).")
+        Path | None, typer.Option("--csv", help="The leads CSV to import (default: the bundled samples/leads.csv).")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Prefect's flow and task logs.")] = False,
 ) -> None:
@@ -38,7 +38,7 @@ def demo(
     )
     try:
         result = run_demo(path, say=lambda line: console.print(f"  {line}", highlight=False))
-    except Exception as exc:  # one line, not a traceback: the demo is the first thing a new user runs
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback: the demo is the first thing a new user runs
         fail(f"demo failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
     table = Table(title=f"Funnel by month ({result.customers} customers, {result.merged} merges)")

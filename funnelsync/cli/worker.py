@@ -30,7 +30,7 @@ def _check_server(url: str) -> None:
     try:
         response = httpx.get(url.rstrip("/") + "/health", timeout=5)
         response.raise_for_status()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         fail(f"the Prefect server at {url} does not answer ({type(exc).__name__}). {UI_HINT}")
 
 
