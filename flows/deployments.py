@@ -6,6 +6,7 @@ serving from one process and deploying to a work pool run the same deployments o
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,19 @@ import yaml
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PREFECT_YAML = PROJECT_DIR / "prefect.yaml"
+
+
+def enter_project_dir(directory: str | None = None) -> dict[str, str]:
+    """Prefect pull step (prefect.yaml): run the flow from the funnelsync project folder on this worker.
+
+    The folder is ``directory``, else ``FUNNELSYNC_PROJECT_DIR``, else the one holding the ``flows``
+    package this worker imports, so a worker with the package installed needs no setting at all.
+    """
+    target = directory or os.environ.get("FUNNELSYNC_PROJECT_DIR") or str(PROJECT_DIR)
+    if not (Path(target) / "flows").is_dir():
+        raise FileNotFoundError(f"{target} is not a funnelsync checkout (no flows/ folder): set FUNNELSYNC_PROJECT_DIR")
+    os.chdir(target)
+    return {"directory": target}
 
 
 def deployment_specs(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:

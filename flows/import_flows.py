@@ -20,7 +20,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows.merge_flows import DEFAULT_MERGE_RULES, merge_duplicates_task
-from flows.reporting import ProgressReporter, emit_lifecycle_events, publish_stream_table
+from flows.reporting import MAX_CUSTOMER_EVENTS, ProgressReporter, emit_lifecycle_events, publish_stream_table
 from flows.runtime import (
     TASK_RETRIES,
     TASK_RETRY_DELAYS,
@@ -123,14 +123,14 @@ def import_file_task(
     return _report(result, changes, label=path, kind=kind, source=source, clock=clock, progress=progress)
 
 
-def _lifecycle(engine: Any, started: datetime) -> list[Any]:
+def _lifecycle(engine: Any, started: datetime) -> Any:
     from storage.lifecycle import collect_lifecycle_changes
 
     with engine.begin() as conn:
-        return collect_lifecycle_changes(conn, updated_since=started)
+        return collect_lifecycle_changes(conn, updated_since=started, keep=MAX_CUSTOMER_EVENTS)
 
 
-def _report(result: Any, changes: list[Any], *, label: str, kind: str, source: str, clock: float,
+def _report(result: Any, changes: Any, *, label: str, kind: str, source: str, clock: float,
             progress: _ChunkProgress) -> dict[str, Any]:
     counts = import_counts(result)
     duration = round(time.monotonic() - clock, 2)

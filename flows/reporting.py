@@ -94,42 +94,37 @@ def publish_stream_table(
 
 
 def emit_lifecycle_events(
-    changes: Iterable[Any],
+    report: Any,
     *,
     source_uuid: str | None = None,
     source_name: str | None = None,
-    limit: int = MAX_CUSTOMER_EVENTS,
 ) -> dict[str, int]:
-    """Emit one event per lifecycle change (up to ``limit``) and a summary event; return counts by kind.
+    """Emit one event per itemised lifecycle change and a summary event; return the counts by kind.
 
     Args:
-        changes: ``storage.lifecycle.LifecycleChange`` items.
+        report: a ``storage.lifecycle.LifecycleReport`` (changes itemised up to ``MAX_CUSTOMER_EVENTS``,
+            every change counted).
         source_uuid: the data source whose sync found them, as a related resource.
         source_name: its name.
-        limit: most per-customer events to send; the summary event always carries the full counts.
     """
     from prefect.events import emit_event
 
-    counts: dict[str, int] = {}
-    sent = 0
     related = source_related(source_uuid, source_name)
-    for change in changes:
-        counts[change.kind] = counts.get(change.kind, 0) + 1
-        if sent >= limit:
-            continue
+    for change in report.changes[:MAX_CUSTOMER_EVENTS]:
         emit_event(
             event=EVENT_PREFIX + change.kind.replace("_", "-"),
             resource=customer_resource(change.customer_uuid, change.name or change.email),
             related=related,
             payload={"at": change.at.isoformat(), "email": change.email, "name": change.name},
         )
-        sent += 1
+    counts = dict(report.counts)
     if counts:
         emit_event(
             event="funnelsync.lifecycle.summary",
             resource={"prefect.resource.id": "funnelsync.lifecycle"},
             related=related,
-            payload={"counts": counts, "sent": sent, "at": datetime.now(UTC).isoformat()},
+            payload={"counts": counts, "itemised": min(len(report.changes), MAX_CUSTOMER_EVENTS),
+                     "at": datetime.now(UTC).isoformat()},
         )
     return counts
 

@@ -24,7 +24,7 @@ from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.merge_flows import DEFAULT_MERGE_RULES, merge_duplicates_task
-from flows.reporting import ProgressReporter, emit_lifecycle_events, publish_stream_table
+from flows.reporting import MAX_CUSTOMER_EVENTS, ProgressReporter, emit_lifecycle_events, publish_stream_table
 from flows.runtime import (
     TASK_RETRIES,
     TASK_RETRY_DELAYS,
@@ -126,7 +126,7 @@ def sync_source_task(source: str, full_refresh: bool = False, lock_wait_seconds:
             logger.warning(message)
             return {"source": name, "status": "skipped", "message": message, "streams": [], "lifecycle": {}}
         with engine.begin() as conn:
-            changes = collect_lifecycle_changes(conn, updated_since=started)
+            changes = collect_lifecycle_changes(conn, updated_since=started, keep=MAX_CUSTOMER_EVENTS)
     rows = stream_rows(result)
     lifecycle = emit_lifecycle_events(changes, source_uuid=source_uuid, source_name=name)
     duration = round(time.monotonic() - clock, 2)

@@ -10,7 +10,7 @@ to a value is a change; a date that moves (a merge found an earlier one) is not 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, select
@@ -107,13 +107,28 @@ def _changes_for(conn: Connection, where) -> list[LifecycleChange]:  # type: ign
     return changes
 
 
+@dataclass(slots=True)
+class LifecycleReport:
+    """The lifecycle steps found: every one counted by kind, the first ``keep`` of them itemised."""
+
+    changes: list[LifecycleChange] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, found: list[LifecycleChange], keep: int | None) -> None:
+        for change in found:
+            self.counts[change.kind] = self.counts.get(change.kind, 0) + 1
+            if keep is None or len(self.changes) < keep:
+                self.changes.append(change)
+
+
 def collect_lifecycle_changes(
     conn: Connection,
     customer_ids: Iterable[int] | None = None,
     *,
     updated_since: datetime | None = None,
-) -> list[LifecycleChange]:
-    """Find and record the lifecycle steps not yet announced.
+    keep: int | None = None,
+) -> LifecycleReport:
+    """Find and record the lifecycle steps not yet announced, a chunk of customers at a time.
 
     Give either the ids a batch touched or a moment: every customer updated since then is checked.
     Call it inside the caller's transaction; the marks are written there, so a rolled-back
@@ -123,15 +138,19 @@ def collect_lifecycle_changes(
         conn: a connection in a transaction.
         customer_ids: internal ids of the customers to check.
         updated_since: check every customer whose ``updated_at`` is at or after this moment.
+        keep: itemise at most this many changes (all are counted and marked): a first sync of a
+            million customers must not hold three million change objects.
 
     Returns:
-        The new steps, in customer then lifecycle order.
+        The steps found, in customer then lifecycle order.
     """
-    if customer_ids is not None:
-        changes: list[LifecycleChange] = []
-        for chunk in _chunks(customer_ids):
-            changes.extend(_changes_for(conn, customers.c.id.in_(chunk)))
-        return changes
-    if updated_since is None:
-        raise ValueError("give customer_ids or updated_since")
-    return _changes_for(conn, customers.c.updated_at >= updated_since)
+    if customer_ids is None:
+        if updated_since is None:
+            raise ValueError("give customer_ids or updated_since")
+        customer_ids = conn.execute(
+            select(customers.c.id).where(customers.c.updated_at >= updated_since).order_by(customers.c.id)
+        ).scalars().all()
+    report = LifecycleReport()
+    for chunk in _chunks(customer_ids):
+        report.add(_changes_for(conn, customers.c.id.in_(chunk)), keep)
+    return report

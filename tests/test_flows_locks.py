@@ -102,7 +102,7 @@ def test_lifecycle_changes_announced_once(db_engine: Engine) -> None:
                 _record("blank"),
             ],
         )
-        first = collect_lifecycle_changes(conn, {*res.touched_customer_ids, *res.created_customer_ids})
+        first = collect_lifecycle_changes(conn, {*res.touched_customer_ids, *res.created_customer_ids}).changes
     kinds = sorted((c.kind, c.email) for c in first)
     assert kinds == [
         ("lead_created", "lead@example.com"),
@@ -116,7 +116,7 @@ def test_lifecycle_changes_announced_once(db_engine: Engine) -> None:
     since = datetime.now(UTC)
     with db_engine.begin() as conn:
         # Nothing new: re-checking announces nothing.
-        assert collect_lifecycle_changes(conn, res.created_customer_ids) == []
+        assert collect_lifecycle_changes(conn, res.created_customer_ids).counts == {}
         # The trial converts: one "converted", nothing else.
         upsert_records(
             conn,
@@ -132,5 +132,16 @@ def test_lifecycle_changes_announced_once(db_engine: Engine) -> None:
                 )
             ],
         )
-        second = collect_lifecycle_changes(conn, updated_since=since)
+        second = collect_lifecycle_changes(conn, updated_since=since).changes
     assert [(c.kind, c.email, c.at) for c in second] == [("converted", "trial@example.com", T0 + timedelta(days=14))]
+
+
+def test_lifecycle_counts_everything_but_itemises_only_keep(db_engine: Engine) -> None:
+    with db_engine.begin() as conn:
+        src = create_source(conn, "big", "stripe")
+        res = upsert_records(conn, src.id, [_record(f"c{i}", lead_created_at=T0, free_trial_started_at=T0) for i in range(30)])
+        report = collect_lifecycle_changes(conn, res.created_customer_ids, keep=5)
+        assert report.counts == {"lead_created": 30, "trial_started": 30}
+        assert len(report.changes) == 5
+        # Every one was marked, itemised or not: nothing is announced twice.
+        assert collect_lifecycle_changes(conn, res.created_customer_ids).counts == {}
