@@ -188,3 +188,32 @@ def test_messy_files_import(db_engine: Engine, tmp_path: Path, name: str, data: 
     customer = _view(db_engine, "Messy:m1")
     assert customer["name"].startswith("Zo") and customer["lead_created_at"] == "2024-01-31T00:00:00+00:00"
     assert import_csv(db_engine, path, "Messy", tz=UTC).unchanged == 1
+
+
+def test_import_killed_mid_file_then_rerun_lands_every_row_once(db_engine: Engine, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.imports as imports_module
+
+    lines = ["id,email,name"] + [f"k{i},u{i}@x.io,N{i}" for i in range(100)]
+    path = _write(tmp_path, "\n".join(lines) + "\n")
+    real_upsert = imports_module.upsert_records
+    calls = {"n": 0}
+
+    def dying_upsert(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")  # the process dies inside the third batch's transaction
+        return real_upsert(*args, **kwargs)
+
+    monkeypatch.setattr(imports_module, "upsert_records", dying_upsert)
+    with pytest.raises(KeyboardInterrupt):
+        import_csv(db_engine, path, "Leads", batch_size=30, tz=UTC)
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(source_customers)).scalar_one() == 60
+        assert conn.execute(select(import_jobs.c.status)).scalar_one() == "failed"
+    monkeypatch.setattr(imports_module, "upsert_records", real_upsert)
+    summary = import_csv(db_engine, path, "Leads", batch_size=30, tz=UTC)
+    assert (summary.created, summary.unchanged) == (40, 60)
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(source_customers)).scalar_one() == 100
+        assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 100
