@@ -75,6 +75,11 @@ def _report(summary: Any, as_json: bool, errors_path: Path | None) -> None:
     if as_json:
         print_json(summary.as_json())
     else:
+        if summary.columns:
+            console.print(
+                "Columns: " + ", ".join(f"{header!r} → {target}" for header, target in summary.columns.items()),
+                markup=False, highlight=False,
+            )
         table = Table(title=f"Import into {summary.source} ({summary.job_uuid})")
         for column in ("created", "updated", "unchanged", "rejected"):
             table.add_column(column, justify="right")
