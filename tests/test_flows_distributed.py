@@ -39,6 +39,7 @@ def test_distributed_smoke_two_workers_one_postgres_database() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + "\n" + proc.stderr[-8000:]
+    assert "deployed: 6 deployments" in proc.stdout  # `prefect deploy --all` against the 127.0.0.1 server
     assert "OK: two sources synced on two workers into one PostgreSQL database" in proc.stdout
     ran_on = [line.rsplit(" on ", 1)[1] for line in proc.stdout.splitlines() if " customers, run " in line]
     assert sorted(ran_on) == ["smoke-worker-1", "smoke-worker-2"]
