@@ -152,7 +152,7 @@ def _norm(header: str) -> str:
     return re.sub(r"[^a-z0-9]", "", header.lower())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SaleRow:
     """One row of a sales report, typed."""
 
@@ -205,7 +205,16 @@ def _csv_text(data: bytes, name: str) -> str:
 
 
 def read_sales_report(source: Path | bytes, name: str | None = None) -> SalesReportResult:
-    """Read a Daily Sales Report (the ``salesreport_YYYYMM.zip`` or the CSV inside it) by header name.
+    """All rows of a report in a list (see ``iter_sales_report``)."""
+    result = SalesReportResult()
+    result.rows.extend(iter_sales_report(source, result.skipped, name))
+    return result
+
+
+def iter_sales_report(
+    source: Path | bytes, skipped: list[tuple[int, str]], name: str | None = None
+) -> Iterator[SaleRow]:
+    """Yield the rows of a Daily Sales Report (the ``salesreport_YYYYMM.zip`` or the CSV inside it) by header name.
 
     Header drift between months is tolerated: columns are found by name (case, spaces and punctuation
     ignored; ``Product ID``/``Package ID`` and ``Base Plan ID``/``Base Plan or Purchase Option ID``
@@ -221,7 +230,10 @@ def read_sales_report(source: Path | bytes, name: str | None = None) -> SalesRep
         text = _csv_text(data, label)
     except zipfile.BadZipFile:
         raise SalesReportError(f"{label}: not a valid zip file") from None
-    reader = csv.reader(io.StringIO(text))
+    # Lines with their endings (quoted multi-line fields survive) instead of a StringIO, which would
+    # hold a second, four-bytes-a-character copy of the whole month.
+    reader = csv.reader(text.splitlines(keepends=True))
+    del text
     header = next(reader, None)
     if not header:
         raise SalesReportError(f"{label}: empty file")
@@ -241,7 +253,10 @@ def read_sales_report(source: Path | bytes, name: str | None = None) -> SalesRep
         raise SalesReportError(
             f"{label}: required column(s) missing: {', '.join(missing)}; found: {', '.join(h for h in header if h)}"
         )
-    result = SalesReportResult()
+    return _sale_rows(reader, index, skipped)
+
+
+def _sale_rows(reader: Iterator[list[str]], index: dict[str, int], skipped: list[tuple[int, str]]) -> Iterator[SaleRow]:
     for line, values in enumerate(reader, 2):
         if not any(v.strip() for v in values):
             continue
@@ -264,7 +279,7 @@ def read_sales_report(source: Path | bytes, name: str | None = None) -> SalesRep
             if amount is None:
                 amount = _amount(cell("item_price"))
             country = cell("country")
-            result.rows.append(
+            yield (
                 SaleRow(
                     line=line,
                     order=order,
@@ -280,8 +295,7 @@ def read_sales_report(source: Path | bytes, name: str | None = None) -> SalesRep
                 )
             )
         except (ValueError, OverflowError) as exc:
-            result.skipped.append((line, f"unreadable row: {exc}"))
-    return result
+            skipped.append((line, f"unreadable row: {exc}"))
 
 
 def base_order(order: str) -> str:
@@ -293,7 +307,7 @@ def _refunded(status: str) -> bool:
     return "refund" in status or "chargeback" in status or "cancel" in status
 
 
-@dataclass
+@dataclass(slots=True)
 class OrderFacts:
     """What the report says about one subscription (= one Play customer)."""
 

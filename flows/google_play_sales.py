@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from connectors.google_play import iter_chunks, order_record, read_sales_report, sales_orders
+from connectors.google_play import iter_chunks, iter_sales_report, order_record, sales_orders
 from storage.schema import source_customers, subscriptions
 from storage.sources import get_or_create_source
 from storage.upsert import upsert_records
@@ -49,9 +49,18 @@ def import_sales_report(engine: Engine, source_name: str, path: Path, batch_size
         connectors.google_play.SalesReportError: the file cannot be read or lacks required columns.
         ValueError: the source exists with another kind.
     """
-    report = read_sales_report(path)
-    skipped = list(report.skipped)
-    orders = sales_orders(report.rows, skipped)
+    skipped: list[tuple[int, str]] = []
+    read = 0
+
+    def counted(rows: Any) -> Any:
+        nonlocal read
+        for row in rows:
+            read += 1
+            yield row
+
+    # Rows are folded as they are read: memory holds the subscriptions, not the rows.
+    rows: Any = iter_sales_report(path, skipped)
+    orders = sales_orders(counted(rows), skipped)
     totals = {"created": 0, "updated": 0, "unchanged": 0, "no_trial_or_payment": 0}
     with engine.begin() as conn:
         source = get_or_create_source(conn, source_name, "google_play")
@@ -72,8 +81,8 @@ def import_sales_report(engine: Engine, source_name: str, path: Path, batch_size
     return {
         "source": source_name,
         "file": str(path),
-        "rows": len(report.rows) + len(report.skipped),
+        "rows": read + sum(1 for _, reason in skipped if reason.startswith("unreadable")),
         "subscriptions": len(orders),
         **totals,
-        "skipped_rows": [{"line": line, "reason": reason} for line, reason in skipped],
+        "skipped_rows": [{"line": line, "reason": reason} for line, reason in sorted(skipped)],
     }
