@@ -1,5 +1,5 @@
 """Webhook receivers: ``POST /webhooks/{source_name}`` for Stripe, Chargebee, Recurly, Braintree, GoCardless,
-HubSpot.
+HubSpot, Intercom, and the push-only Segment and Google Play (payloads URL).
 
 These routes do not take the API key: each request authenticates by the integration's own signature
 (or, for Chargebee, the HTTP Basic pair configured on the webhook), checked over the RAW body by the
@@ -457,6 +457,9 @@ def complete_partials(conn: Connection, data_source_id: Any, partials: list[Part
 def records_for_delivery(kind: str, connector: Any, parsed: ParsedDelivery) -> list[SourceCustomerRecord]:
     """Re-read every affected customer (once) through the connector; the connector applies the rule."""
     ids = list(dict.fromkeys(parsed.customer_ids + _lookup_customers(kind, connector, parsed.lookups)))
+    if ids and hasattr(connector, "fetch_records"):
+        # HubSpot posts up to 100 events at once and wants an answer within 5 s: one batch read.
+        return list(connector.fetch_records(ids))
     records = []
     for customer_id in ids:
         record = fetch_record(kind, connector, customer_id)

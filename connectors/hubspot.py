@@ -48,6 +48,7 @@ OBJECTS_PATH = "/crm/v3/objects/{object_type}"
 PAGE_SIZE = 100  # the list endpoint's maximum (search allows 200)
 SEARCH_RESULT_CAP = 10_000  # search refuses ``after`` beyond this (HTTP 400)
 LOOKBACK_MINUTES = 30
+BATCH_READ_SIZE = 100  # ids per ``POST /crm/v3/objects/{type}/batch/read``
 
 CONTACT_PROPERTIES = (
     "email",
@@ -265,6 +266,26 @@ class HubSpotConnector(Connector):
             return [r for r in (self.object_record(c) for c in items) if r is not None], page_max
 
         yield from self.read_list(self.object_type, state, request, HubSpotPaginator(self.page_size, self.search_result_cap), map_page)
+
+    def fetch_records(self, object_ids: list[str]) -> list[SourceCustomerRecord]:
+        """Objects re-read now in batches of 100 (``POST …/batch/read``); missing ids and non-leads skipped.
+
+        A batch with unknown ids answers HTTP 207 with ``errors`` (category ``OBJECT_NOT_FOUND``) next
+        to the ``results`` that exist.
+        """
+        path = OBJECTS_PATH.format(object_type=self.object_type)
+        records: list[SourceCustomerRecord] = []
+        for start in range(0, len(object_ids), BATCH_READ_SIZE):
+            chunk = object_ids[start : start + BATCH_READ_SIZE]
+            body = self.client.post_json(
+                f"{path}/batch/read", {"properties": self.properties, "inputs": [{"id": i} for i in chunk]}
+            )
+            found = {str(item["id"]): item for item in (body or {}).get("results") or []}
+            for object_id in chunk:  # the order of the delivery, not of the answer
+                record = self.object_record(found[object_id]) if object_id in found else None
+                if record is not None:
+                    records.append(record)
+        return records
 
     def fetch_record(self, object_id: str) -> SourceCustomerRecord | None:
         """One contact (or company) re-read now (webhooks); None when it is gone or not a lead (yet)."""

@@ -218,10 +218,15 @@ def stored(engine: Engine) -> list[str]:
 def test_receiver_refetches_changed_contacts(db_engine: Engine) -> None:
     client, fake = hs_setup(db_engine)
     lead, subscriber = fake.contacts[1]["id"], fake.contacts[0]["id"]
-    body = events(("contact.propertyChange", lead), ("contact.creation", subscriber), ("contact.deletion", lead))
+    body = events(("contact.propertyChange", lead), ("contact.creation", subscriber), ("contact.deletion", lead),
+                  ("contact.propertyChange", "999999"))  # a contact deleted since: 207 with an error
     response = client.post("/webhooks/hs", content=body, headers=signed(body))
     assert response.status_code == 200, response.text
     assert response.json()["customers"] == [lead] and response.json()["created"] == 1
+    # One batch read for the whole delivery (HubSpot wants an answer within 5 s), not a GET per event.
+    reads = [c.request for c in respx.calls if c.request.url.path.startswith("/crm/")]
+    assert [(r.method, r.url.path) for r in reads] == [("POST", "/crm/v3/objects/contacts/batch/read")]
+    assert json.loads(reads[0].content)["inputs"] == [{"id": lead}, {"id": subscriber}, {"id": "999999"}]
     assert stored(db_engine) == [lead]  # the subscriber is not a lead: nothing stored for it
     with db_engine.connect() as conn:
         email = conn.execute(select(customers.c.email)).scalar_one()

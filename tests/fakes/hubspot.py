@@ -137,8 +137,24 @@ class HubSpotFake(FakeApi):
             out["paging"] = {"next": {"after": str(offset + limit)}}
         return httpx.Response(200, json=out)
 
+    def batch_read(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        assert len(body["inputs"]) <= 100
+        by_id = {c["id"]: c for c in self.contacts}
+        wanted = [i["id"] for i in body["inputs"]]
+        results = [self.shaped(by_id[i], body["properties"]) for i in wanted if i in by_id]
+        missing = [i for i in wanted if i not in by_id]
+        out: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": "2025-01-01T00:00:00Z",
+                               "completedAt": "2025-01-01T00:00:00.1Z"}
+        if missing:
+            out["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND", "message": "Could not get some CONTACT objects, they may be deleted or not exist.",
+                              "context": {"ids": missing}}]
+            out["numErrors"] = 1
+        return httpx.Response(207 if missing else 200, json=out)
+
     def routes(self) -> list[tuple[str, str, Any]]:
         return [
+            ("POST", r"/crm/v3/objects/contacts/batch/read", self.batch_read),
             ("POST", r"/crm/v3/objects/contacts/search", self.search),
             ("GET", r"/crm/v3/objects/contacts/\d+", self.get_contact),
             ("GET", r"/crm/v3/objects/contacts", self.list_contacts),
