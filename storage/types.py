@@ -9,8 +9,8 @@ from sqlalchemy import BigInteger, DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ONE_US = timedelta(microseconds=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -52,9 +52,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def to_epoch_us(value: datetime) -> int:
     """Aware datetime to integer microseconds since the epoch (exact, no float rounding)."""
-    return (value - _EPOCH) // _ONE_US
+    return (value - EPOCH) // ONE_MICROSECOND
 
 
 def from_epoch_us(value: int) -> datetime:
     """Integer microseconds since the epoch to an aware UTC datetime."""
-    return _EPOCH + timedelta(microseconds=value)
+    return EPOCH + timedelta(microseconds=value)
