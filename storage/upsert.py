@@ -312,20 +312,11 @@ def upsert_records(
     register_attribute_types(conn, attr_types)
 
     # --- new source customers: link to an existing customer by email, or create one
+    email_norms = {rec.external_id: normalize_email(rec.email) for rec, _fp in new}
     linked_by_email: dict[str, int] = {}
     if new and link_new_by_email:
-        emails = {normalize_email(rec.email) for rec, _ in new} - {None}
-        email_list = list(emails)
-        for start in range(0, len(email_list), LOOKUP_CHUNK):
-            part = email_list[start : start + LOOKUP_CHUNK]
-            for email_norm, found_id in conn.execute(
-                select(customers.c.email_norm, customers.c.id)
-                .where(customers.c.email_norm.in_(part))
-                .order_by(customers.c.id)
-            ):
-                linked_by_email.setdefault(email_norm, found_id)
+        linked_by_email = _customers_by_email(conn, w, list(set(email_norms.values()) - {None}))  # type: ignore[arg-type]
 
-    email_norms = {rec.external_id: normalize_email(rec.email) for rec, _fp in new}
     needs_customer = [
         (rec, fp) for rec, fp in new if not (link_new_by_email and email_norms[rec.external_id] in linked_by_email)
     ]
@@ -444,6 +435,26 @@ def new_customer_row(
         "subscriber_since": min(paid) if paid else None,
         "tags": tags, "custom": jsonable_custom(rec.custom), "has_subscriptions": bool(subs),
     }
+
+
+def _customers_by_email(conn: Connection, w: _Writer, emails: list[str]) -> dict[str, int]:
+    """The oldest customer of each normalised email that has one (DB-API, like the id lookup)."""
+    found: dict[str, int] = {}
+    for start in range(0, len(emails), LOOKUP_CHUNK):
+        part = emails[start : start + LOOKUP_CHUNK]
+        if w.sqlite:
+            sql = "SELECT email_norm, id FROM customers WHERE email_norm IN (" + ",".join("?" * len(part)) + ")"
+            params: tuple[Any, ...] = tuple(part)
+        else:
+            sql = (
+                "SELECT c.email_norm, c.id FROM unnest(%s::varchar[]) AS k(email_norm) "
+                "JOIN customers c ON c.email_norm = k.email_norm"
+            )
+            params = (part,)
+        for email_norm, customer_id in conn.exec_driver_sql(sql, params):
+            if email_norm not in found or customer_id < found[email_norm]:
+                found[email_norm] = customer_id
+    return found
 
 
 def _record_fields(rec: SourceCustomerRecord) -> dict[str, Any]:
