@@ -170,6 +170,15 @@ def _run_sync(engine: Any, row: Any, full_refresh: bool) -> Any:
     return result
 
 
+def _source_kind(source: str) -> str | None:
+    """The kind of a source (None when unknown: the task then fails with the known names)."""
+    from storage.sources import get_source
+
+    with task_engine() as engine, engine.connect() as conn:
+        row = get_source(conn, source)
+    return None if row is None else str(row.kind)
+
+
 def _skipped_or(summary: dict[str, Any]) -> Any:
     if summary["status"] == "skipped":
         return Completed(message=summary["message"], name=SKIPPED, data=summary)
@@ -193,7 +202,12 @@ def sync_source_flow(
         merge_rules: rules for that merge (default: email and external_id; add "domain" to opt in).
         lock_wait_seconds: how long to wait when the same source is already syncing, before skipping.
     """
-    summary = sync_source_task(source, full_refresh, lock_wait_seconds)
+    if _source_kind(source) == "google_sheets":  # a sheet is read by the sheet import, not a connector
+        from flows.import_flows import import_sheet_task
+
+        summary = import_sheet_task(source, lock_wait_seconds)
+    else:
+        summary = sync_source_task(source, full_refresh, lock_wait_seconds)
     if summary["status"] == "completed" and merge_after:
         summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_MERGE_RULES), False)
     return _skipped_or(summary)

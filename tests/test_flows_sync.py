@@ -172,3 +172,17 @@ def test_sync_all_reports_a_failed_source_and_syncs_the_others(db_engine: Engine
     assert "broken (CredentialsError" in state.message
     assert "sheet-leads (ValueError: 'sheet-leads' is not a Google Sheets source" in state.message
     assert _count(db_engine, source_customers) == 8
+
+
+def test_sync_source_of_a_sheet_goes_through_the_sheet_import(db_engine: Engine, flow_db: str) -> None:
+    _add(db_engine, "sheet-only", "google_sheets", {})
+    state = sync_source_flow("sheet-only", return_state=True)
+    assert state.is_failed()
+    assert "'sheet-only' is not a Google Sheets source: run `funnelsync import sheet` once first" in state.message
+
+
+def test_unknown_source_fails_with_the_known_names(db_engine: Engine, flow_db: str, vendor: FakeVendorServer) -> None:
+    _add(db_engine, "billing", "stripe", vendor.stripe_settings())
+    state = sync_source_flow("biling", return_state=True)
+    assert state.is_failed()
+    assert "no data source named 'biling' (known: billing)" in state.message
