@@ -43,6 +43,7 @@ API_VERSION = "2.14"
 COMPANY_PAGE_SIZE = 50  # /companies allows up to 60
 CONTACT_PAGE_SIZE = 150  # /contacts and /contacts/search allow up to 150
 LOOKBACK_SECONDS = 86_400  # search filters dates by whole days
+LIST_LIMIT = 10_000  # /companies refuses to page past this many companies (HTTP 400): scroll beyond
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,35 @@ class IntercomPaginator:
             body["pagination"] = {**(body.get("pagination") or {}), "starting_after": token}
             return replace(request, json_body=body)
         return replace(request, params={**request.params, "starting_after": token})
+
+
+@dataclass
+class IntercomScrollPaginator:
+    """``GET /companies/scroll``: pass ``scroll_param`` back until a page comes back empty.
+
+    Example page::
+
+        {"type": "list", "data": [{"type": "company", "id": "6657a1f0…", ...}],
+         "scroll_param": "25b649f7-4d33-4ef6-88f5-60e5b8244309"}
+
+    The scroll parameter may stay the same for the whole scroll, so the token adds the page number
+    (``"25b649f7-…#2"``) for the loop check; ``apply`` sends only the parameter. A scroll expires after a
+    minute unused, so an interrupted scroll is restarted, never resumed.
+    """
+
+    pages: int = 0
+
+    def items(self, body: Any) -> list[Any]:
+        return list(body.get("data") or body.get("companies") or [])
+
+    def next_token(self, body: Any) -> str | None:
+        if not self.items(body) or not body.get("scroll_param"):
+            return None
+        self.pages += 1
+        return f"{body['scroll_param']}#{self.pages}"
+
+    def apply(self, request: PageRequest, token: str) -> PageRequest:
+        return replace(request, params={"scroll_param": token.rsplit("#", 1)[0]})
 
 
 def company_created_at(company: dict[str, Any]) -> int | None:
@@ -164,6 +194,7 @@ class IntercomConnector(Connector):
         Stream("companies", key="id", cursor_field="updated_at", reader="read_companies"),
         Stream("contacts", key="id", cursor_field="updated_at", reader="read_contact_changes"),
     )
+    list_limit = LIST_LIMIT
 
     @property
     def page_size(self) -> int:
@@ -191,7 +222,16 @@ class IntercomConnector(Connector):
         since = state.get("since")
         started = int(self.started_at.timestamp())
 
+        # More companies than the list endpoint pages through: the scroll API reads them all, and an
+        # interrupted scroll starts over (its parameter expired; upserts make re-reading harmless).
+        probe = self.client.get_json("/companies", params={"per_page": 1})
+        scroll = int((probe or {}).get("total_count") or 0) > self.list_limit
+        if scroll:
+            state = {k: v for k, v in state.items() if k != "page_token"}
+
         def request(_: Any) -> PageRequest:
+            if scroll:
+                return PageRequest("/companies/scroll")
             return PageRequest("/companies", {"per_page": self.page_size})
 
         def map_page(items: list[dict[str, Any]]) -> tuple[list[SourceCustomerRecord], int | None]:
@@ -200,7 +240,8 @@ class IntercomConnector(Connector):
             page_max = min(max(stamps), started) if stamps else None
             return self.records_for(changed), page_max
 
-        yield from self.read_list("companies", state, request, IntercomPaginator(), map_page)
+        paginator: Any = IntercomScrollPaginator() if scroll else IntercomPaginator()
+        yield from self.read_list("companies", state, request, paginator, map_page)
 
     def read_contact_changes(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
         """Companies whose contacts changed since the watermark, rebuilt whole."""

@@ -190,3 +190,18 @@ def test_receiver_rejects_payload_without_topic(db_engine: Engine) -> None:
 def test_company_record_without_contacts_or_dates() -> None:
     record = company_record({"id": "c1", "name": " Acme ", "created_at": None, "remote_created_at": 0}, [])
     assert record.name == "Acme" and record.lead_created_at is None and record.contacts == []
+
+
+def test_more_companies_than_the_list_pages_are_scrolled() -> None:
+    fake = IntercomFake(n=23, page_size=5)
+    with respx.mock as router:
+        fake.install(router)
+        ic = connector(fake)
+        ic.list_limit = 20  # 23 companies > the limit: the list endpoint would refuse to page that far
+        # Even a saved list cursor is dropped: a scroll cannot be resumed.
+        batches = list(ic.read("companies", {"since": None, "page_token": "WzEwXQ=="}, False))
+        scrolls = [c.request.url.params.get("scroll_param") for c in router.calls
+                   if c.request.url.path == "/companies/scroll"]
+    assert {r.external_id for b in batches for r in b.records} == fake.expected_ids()
+    assert scrolls == [None] + ["25b649f7-4d33-4ef6-88f5-60e5b8244309"] * 3  # 10 + 10 + 3, then an empty page
+    assert "page_token" not in batches[-1].cursor

@@ -34,6 +34,7 @@ class IntercomFake(FakeApi):
         self.companies: list[dict[str, Any]] = []
         self.contacts: list[dict[str, Any]] = []
         self.search_bodies: list[dict[str, Any]] = []
+        self.scroll_position = 0
         for i, p in enumerate(self.people):
             company = {
                 "type": "company", "id": company_id(i), "company_id": f"acct-{i}", "app_id": "abc123de",
@@ -105,6 +106,15 @@ class IntercomFake(FakeApi):
                                 self.loop_path == self.main_path)
         return httpx.Response(200, json=body)
 
+    def scroll_companies(self, request: httpx.Request) -> httpx.Response:
+        # The same scroll_param throughout, as Intercom does; 10 a page; an empty page ends the scroll.
+        param = request.url.params.get("scroll_param")
+        start = 0 if param is None else self.scroll_position
+        page = self.companies[start : start + 10]
+        self.scroll_position = start + len(page)
+        return httpx.Response(200, json={"type": "list", "data": page, "pages": None, "total_count": None,
+                                         "scroll_param": "25b649f7-4d33-4ef6-88f5-60e5b8244309"})
+
     def find_company(self, cid: str) -> dict[str, Any] | None:
         return next((c for c in self.companies if c["id"] == cid), None)
 
@@ -139,6 +149,7 @@ class IntercomFake(FakeApi):
     def routes(self) -> list[tuple[str, str, Any]]:
         return [
             ("GET", r"/companies", self.list_companies),
+            ("GET", r"/companies/scroll", self.scroll_companies),
             ("GET", r"/companies/[0-9a-f]+", self.get_company),
             ("GET", r"/companies/[0-9a-f]+/contacts", self.company_contacts),
             ("POST", r"/contacts/search", self.search_contacts),
