@@ -94,6 +94,9 @@ def _unknown_keys(reader: FieldReader, data: dict[str, Any], allowed: frozenset[
             reader.fail(key, f"unknown field; accepted: {', '.join(sorted(allowed))}")
 
 
+_PRIMARY_CONTACT_KEYS = frozenset((*CONTACT_FIELDS, "custom"))
+
+
 def _contact_fields(reader: FieldReader, value: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Fields and custom fields of a ``primary_contact`` object."""
     if value is None:
@@ -102,6 +105,10 @@ def _contact_fields(reader: FieldReader, value: Any) -> tuple[dict[str, Any], di
         reader.fail("primary_contact", f"expected an object, got {type(value).__name__}")
         return None
     sub = FieldReader(value, prefix="primary_contact.")
+    # A typo in a contact key must not be dropped silently, as for the customer's own keys.
+    for key in value:
+        if key not in _PRIMARY_CONTACT_KEYS:
+            sub.fail(key, f"unknown field; accepted: {', '.join(sorted(_PRIMARY_CONTACT_KEYS))}")
     fields = read_contact_fields(sub, value)
     custom = read_contact_custom(sub, value.get("custom"))
     reader.errors.extend(sub.errors)

@@ -75,6 +75,9 @@ def test_create_refuses_invalid_fields_and_writes_nothing(db_engine):
         stripe = create_source(conn, "stripe-live", "stripe")
     integration = client.post("/v1/customers", json={"data_source_uuid": stripe.uuid, "external_id": "cus_1"})
     assert integration.status_code == 422 and "integration" in integration.json()["message"]
+    typo = client.post("/v1/customers", json={
+        "data_source_uuid": ds, "external_id": "x4", "primary_contact": {"email": "p@example.com", "phnoe": "1"}})
+    assert typo.status_code == 422 and typo.json()["errors"][0]["field"] == "primary_contact.phnoe"
     assert client.post("/v1/customers", content=b"{not json").status_code == 422
     assert client.post("/v1/customers", json=[1, 2]).status_code == 422
     with db_engine.connect() as conn:
