@@ -125,7 +125,7 @@ def load_postgres(engine: Engine, n: int) -> None:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         # VACUUM marks pages all-visible (what makes index-only scans skip the heap) only when no older
         # snapshot is open anywhere in the cluster; on a shared server, retry as autovacuum would.
-        for attempt in range(10):
+        for attempt in range(10):  # noqa: B007 - printed after the loop
             conn.execute(text("VACUUM ANALYZE customers"))
             visible = conn.execute(
                 text(

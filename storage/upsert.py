@@ -21,16 +21,15 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from funnelsync.normalize import normalize_email, website_domain
-from funnelsync.records import PROFILE_FIELDS, ContactRecord, SourceCustomerRecord, SubscriptionFact
-from funnelsync.records import LEAD_STATUSES
+from funnelsync.records import LEAD_STATUSES, PROFILE_FIELDS, ContactRecord, SourceCustomerRecord, SubscriptionFact
 from funnelsync.status import DEFAULT_LEAD_STATUS, derive_status
 from storage.ids import allocate_ids, new_uuid, new_uuids
 from storage.projection import (
@@ -40,7 +39,7 @@ from storage.projection import (
     reproject,
     write_filter_rows,
 )
-from storage.schema import contacts, customers, source_customers, subscriptions
+from storage.schema import contacts, subscriptions
 from storage.types import EPOCH, ONE_MICROSECOND, to_epoch_us
 
 LOOKUP_CHUNK = 5000
@@ -385,10 +384,8 @@ def _existing_source_customers(
     for start in range(0, len(ext_ids), LOOKUP_CHUNK):
         part = ext_ids[start : start + LOOKUP_CHUNK]
         if w.sqlite:
-            sql = (
-                "SELECT external_id, id, customer_id, fingerprint FROM source_customers "
-                "WHERE data_source_id = ? AND external_id IN (" + ",".join("?" * len(part)) + ")"
-            )
+            marks = ",".join("?" * len(part))  # only placeholders are joined in; values stay bound
+            sql = f"SELECT external_id, id, customer_id, fingerprint FROM source_customers WHERE data_source_id = ? AND external_id IN ({marks})"  # noqa: S608, E501
             params: tuple[Any, ...] = (data_source_id, *part)
         else:
             # A join on unnest() probes the (data_source_id, external_id) index once per key. The
@@ -443,7 +440,7 @@ def _customers_by_email(conn: Connection, w: _Writer, emails: list[str]) -> dict
     for start in range(0, len(emails), LOOKUP_CHUNK):
         part = emails[start : start + LOOKUP_CHUNK]
         if w.sqlite:
-            sql = "SELECT email_norm, id FROM customers WHERE email_norm IN (" + ",".join("?" * len(part)) + ")"
+            sql = "SELECT email_norm, id FROM customers WHERE email_norm IN (" + ",".join("?" * len(part)) + ")"  # noqa: S608
             params: tuple[Any, ...] = tuple(part)
         else:
             sql = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -45,7 +45,7 @@ def sources_add(
     kind: Annotated[str, typer.Option("--kind", help="stripe, chargebee, recurly, braintree, gocardless, "
                                       "hubspot, intercom, segment, app_store_connect, google_play, custom, csv, "
                                       "google_sheets or api.")],
-    settings: Annotated[Optional[list[str]], typer.Option("--set", help="A setting as key=value (repeatable).")] = None,
+    settings: Annotated[list[str] | None, typer.Option("--set", help="A setting as key=value (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the new source as JSON.")] = False,
 ) -> None:
     """Add a data source."""
@@ -141,8 +141,8 @@ CUSTOMER_JSON_KEYS = (
 
 @customers_app.command("list")
 def customers_list(
-    source: Annotated[Optional[str], typer.Option("--source", help="Only customers linked to this source.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many.")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="Only customers linked to this source.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
     """List customers (oldest first)."""
