@@ -44,14 +44,16 @@ def customer_view(conn: Connection, customer_ids: Sequence[int]) -> list[dict[st
         return []
     ids = list(customer_ids)
     links: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
-    for row in conn.execute(
+    for link in conn.execute(
         select(source_customers.c.customer_id, source_customers.c.external_id, data_sources.c.uuid, data_sources.c.name)
         .join(data_sources, data_sources.c.id == source_customers.c.data_source_id)
         .where(source_customers.c.customer_id.in_(ids))
         .order_by(source_customers.c.customer_id, source_customers.c.linked_at, source_customers.c.id)
     ):
-        links[row[0]].append((row[1], row[2], row[3]))
-    rows = {r["id"]: r for r in conn.execute(select(customers).where(customers.c.id.in_(ids))).mappings()}
+        links[link[0]].append((link[1], link[2], link[3]))
+    rows: dict[int, Any] = {
+        r["id"]: r for r in conn.execute(select(customers).where(customers.c.id.in_(ids))).mappings()
+    }
     out = []
     for cid in ids:
         row = rows.get(cid)

@@ -170,10 +170,10 @@ def _reproject_chunk(conn: Connection, ids: list[int]) -> int:
         .where(ids_in(conn, sc.c.customer_id, ids))
         .order_by(sc.c.customer_id, sc.c.linked_at, sc.c.id)
     ).mappings()
-    sources_by_customer: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    sources_by_customer: dict[int, list[Any]] = defaultdict(list)
     for src in src_rows:
         sources_by_customer[src["customer_id"]].append(src)
-    subs_by_customer: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    subs_by_customer: dict[int, list[Any]] = defaultdict(list)
     for sub in conn.execute(
         select(sc.c.customer_id, subscriptions.c.state, subscriptions.c.first_paid_at)
         .join(sc, sc.c.id == subscriptions.c.source_customer_id)
