@@ -43,6 +43,29 @@ metadata = MetaData(
     }
 )
 
+def profile_columns(*, indexed: bool) -> list[Column]:  # type: ignore[type-arg]
+    """The profile fields a source reports and the projection stores, for both tables.
+
+    ``customers`` (``indexed=True``) also keeps the indexed matching keys of merges: the normalised
+    email and the website domain.
+    """
+    columns = [
+        Column("name", String(255)),
+        Column("email", String(320)),
+        Column("email_norm", String(320), index=indexed),
+        Column("company", String(255)),
+        Column("country", String(2)),
+        Column("state", String(100)),
+        Column("city", String(255)),
+        Column("zip", String(40)),
+        Column("website_url", String(2048)),
+    ]
+    if indexed:
+        columns.append(Column("website_domain", String(255), index=True))
+    columns += [Column("owner", String(320)), Column("lead_status", String(40))]
+    return columns
+
+
 # Integer ids (BigInteger on PostgreSQL, plain INTEGER PRIMARY KEY rowid on SQLite).
 IdType = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -67,18 +90,7 @@ customers = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     # --- projected (effective) values ---
-    Column("name", String(255)),
-    Column("email", String(320)),
-    Column("email_norm", String(320), index=True),
-    Column("company", String(255)),
-    Column("country", String(2)),
-    Column("state", String(100)),
-    Column("city", String(255)),
-    Column("zip", String(40)),
-    Column("website_url", String(2048)),
-    Column("website_domain", String(255), index=True),
-    Column("owner", String(320)),
-    Column("lead_status", String(40)),
+    *profile_columns(indexed=True),
     Column("status", String(40), nullable=False, default="New_Lead"),
     Column("lead_created_at", UTCDateTime),
     Column("free_trial_started_at", UTCDateTime),
@@ -108,17 +120,7 @@ source_customers = Table(
     # When this source customer was linked to its current customer: the projection reads fields from
     # the earliest-linked source customer first, so a merge survivor's own values win.
     Column("linked_at", UTCDateTime, nullable=False),
-    Column("name", String(255)),
-    Column("email", String(320)),
-    Column("email_norm", String(320)),
-    Column("company", String(255)),
-    Column("country", String(2)),
-    Column("state", String(100)),
-    Column("city", String(255)),
-    Column("zip", String(40)),
-    Column("website_url", String(2048)),
-    Column("owner", String(320)),
-    Column("lead_status", String(40)),
+    *profile_columns(indexed=False),
     Column("lead_created_at", UTCDateTime),
     Column("free_trial_started_at", UTCDateTime),
     Column("tags", JSON, nullable=False, default=list),

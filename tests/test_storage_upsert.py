@@ -108,3 +108,14 @@ def test_cursor_roundtrip(db_engine):
         save_cursor(conn, ds.id, "customers", {"starting_after": "cus_1"}, {"fetched": 1})
         save_cursor(conn, ds.id, "customers", {"starting_after": "cus_2"}, success=True)
         assert load_cursor(conn, ds.id, "customers") == {"starting_after": "cus_2"}
+
+
+def test_migrations_build_exactly_the_declared_schema(db_engine):
+    """Alembic's newest revision and storage/schema.py describe the same tables, columns and indexes."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from storage.schema import metadata
+
+    with db_engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
