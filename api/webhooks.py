@@ -141,6 +141,18 @@ def _dict(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def _id(value: Any, what: str) -> str | None:
+    """An object id from a verified payload: a string or an integer, else 422.
+
+    Anything else (an object, a list) would be turned into a nonsense vendor URL and answered 502.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise WebhookRejected(422, f"{what} must be a string id, got {type(value).__name__}")
+    return str(value)
+
+
 # --- per integration: verify, then say which customers the delivery is about ----------------------
 
 
@@ -150,10 +162,11 @@ def _stripe(settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes
     obj = _dict(_dict(event.get("data"), "Stripe event data").get("object"), "Stripe event data.object")
     event_type = str(event.get("type") or "")
     if obj.get("object") == "customer":
-        customer = obj.get("id")
+        customer = _id(obj.get("id"), "Stripe event data.object.id")
     else:
         customer = obj.get("customer")
         customer = customer.get("id") if isinstance(customer, dict) else customer
+        customer = _id(customer, "Stripe event data.object.customer")
     if event_type == "customer.deleted" or not customer:
         return ParsedDelivery([event_type])
     return ParsedDelivery([event_type], [str(customer)])
@@ -171,6 +184,7 @@ def _chargebee(settings: Mapping[str, Any], headers: Mapping[str, str], body: by
     customer = (customer_obj.get("id") if isinstance(customer_obj, dict) else None) or (
         subscription_obj.get("customer_id") if isinstance(subscription_obj, dict) else None
     )
+    customer = _id(customer, "Chargebee customer id")
     event_type = str(event.get("event_type") or "")
     if not customer or event_type == "customer_deleted":
         return ParsedDelivery([event_type])
@@ -182,7 +196,7 @@ def _recurly(settings: Mapping[str, Any], headers: Mapping[str, str], body: byte
         body, headers.get("recurly-signature"), str(settings.get("webhook_secret") or "")
     )
     note = _dict(_json(body, "Recurly"), "Recurly notification")
-    object_type, object_id = note.get("object_type"), note.get("id")
+    object_type, object_id = note.get("object_type"), _id(note.get("id"), "Recurly notification id")
     if not isinstance(object_type, str) or not object_id:
         raise WebhookRejected(422, "Recurly notification lacks object_type or id")
     event = f"{object_type}.{note.get('event_type')}"
@@ -202,9 +216,12 @@ def _gocardless(settings: Mapping[str, Any], headers: Mapping[str, str], body: b
     parsed = ParsedDelivery([f"{e.get('resource_type')}.{e.get('action')}" for e in events])
     for event in events:
         links = event.get("links") or {}
+        if not isinstance(links, dict):
+            raise WebhookRejected(422, f"GoCardless event links must be an object, got {type(links).__name__}")
         for kind in ("customer", "mandate", "payment", "subscription"):
-            if links.get(kind):
-                parsed.lookups.append((kind, str(links[kind])))
+            link = _id(links.get(kind), f"GoCardless event links.{kind}")
+            if link:
+                parsed.lookups.append((kind, link))
                 break
     return parsed
 
@@ -272,8 +289,9 @@ def _hubspot(
         relevant = kind in HUBSPOT_EVENTS.get(object_type, ()) or (
             kind in HUBSPOT_OBJECT_EVENTS and str(event.get("objectTypeId")) == HUBSPOT_OBJECT_TYPE_IDS.get(object_type)
         )
-        if relevant and event.get("objectId") not in (None, ""):
-            parsed.customer_ids.append(str(event["objectId"]))
+        object_id = _id(event.get("objectId"), "HubSpot event objectId")
+        if relevant and object_id:
+            parsed.customer_ids.append(object_id)
     return parsed
 
 

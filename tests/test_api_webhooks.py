@@ -150,10 +150,28 @@ def test_oversized_body_is_413_and_stores_nothing(db_engine: Engine) -> None:
 @respx.mock
 def test_malformed_payload_with_good_signature_is_422(db_engine: Engine) -> None:
     client, _ = gc_setup(db_engine)
-    for body in (b"not json", b'{"events": "nope"}', b"[]"):
+    for body in (
+        b"not json", b'{"events": "nope"}', b"[]",
+        # Links that are not an object, ids that are not ids: 422, not a 500 or a vendor call for "{'a': 1}".
+        b'{"events": [{"resource_type": "payments", "action": "confirmed", "links": ["PM1"]}]}',
+        b'{"events": [{"resource_type": "payments", "action": "confirmed", "links": {"payment": {"id": "PM1"}}}]}',
+    ):
         response = client.post("/webhooks/gc", content=body, headers=gc_sign(body))
         assert response.status_code == 422, body
     assert stored(db_engine) == []
+
+
+def test_stripe_event_whose_customer_is_not_an_id_is_422(db_engine: Engine) -> None:
+    add_source(db_engine, "st", "stripe", {"api_key": "sk_test_x", "webhook_secret": "whsec_abc"})
+    client = stand_in_client(db_engine)
+    body = json.dumps(
+        {"id": "evt_1", "type": "customer.updated", "data": {"object": {"object": "customer", "id": ["cus_1"]}}}
+    ).encode()
+    t = int(time.time())
+    sig = hmac.new(b"whsec_abc", f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    response = client.post("/webhooks/st", content=body, headers={"Stripe-Signature": f"t={t},v1={sig}"})
+    assert response.status_code == 422 and "data.object.id" in response.json()["message"]
+    assert StandInConnector.asked == [] and stored(db_engine) == []
 
 
 @respx.mock
