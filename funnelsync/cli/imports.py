@@ -46,7 +46,9 @@ def _progress(enabled: bool, what: str) -> Iterator[Callable[[int, int], None] |
         return
     with Progress(
         TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn(),
-        console=err_console, transient=True,
+        # Not on a terminal (a pipe, a log, a test), a Rich bar leaves an empty line on stderr at its end,
+        # so a failure would print two lines: draw it only for a person watching.
+        console=err_console, transient=True, disable=not err_console.is_terminal,
     ) as bar:
         task = bar.add_task(what, total=None)
 

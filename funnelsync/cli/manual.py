@@ -163,7 +163,8 @@ def bulk_edit(
         else:
             targets = targets_from_csv(engine, csv_file, edits, account_zone())  # type: ignore[arg-type]
         with Progress(SpinnerColumn(), TextColumn("[bold]Bulk edit"), TextColumn("{task.completed} customers"),
-                      TimeElapsedColumn(), console=err_console, transient=True, disable=as_json) as bar:
+                      TimeElapsedColumn(), console=err_console, transient=True,
+                      disable=as_json or not err_console.is_terminal) as bar:  # no stray blank line in a pipe
             task = bar.add_task("bulk", total=None)
             summary = apply_bulk_edit(engine, targets, dry_run=dry_run,
                                       progress=lambda n: bar.update(task, completed=n))

@@ -108,7 +108,7 @@ def _auto(rules: list[str] | None, dry_run: bool, as_json: bool) -> None:
     else:
         with Progress(
             TextColumn("merging duplicates"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err_console, transient=True,
+            console=err_console, transient=True, disable=not err_console.is_terminal,  # no stray blank line
         ) as bar:
             task = bar.add_task("merge", total=None)
 
