@@ -36,6 +36,11 @@ def test_sources_add_keeps_literal_secrets_out_of_the_database(db_engine: Engine
     assert secret_file.read_text() == key
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
 
+    # A refused duplicate leaves no copy of its literal key behind on disk.
+    dup = run(db_url, tmp_path, "sources", "add", "billing", "--kind", "stripe", "--set", "api_key=sk_test_DUP_77")
+    assert dup.returncode != 0 and "exists already" in dup.stderr
+    assert [f.read_text() for f in (tmp_path / "secrets").iterdir()] == [key]
+
     env_ref = run(db_url, tmp_path, "sources", "add", "billing2", "--kind", "stripe", "--set", "api_key=env:STRIPE_KEY")
     assert env_ref.returncode == 0, env_ref.stderr
     with db_engine.connect() as conn:

@@ -51,13 +51,16 @@ def sources_add(
     """Add a data source."""
     from storage.sources import SourceExists, create_source
 
-    values = parse_settings(settings)
-    values = _store_secret_settings(kind, name, values)
+    given = parse_settings(settings)
+    values = _store_secret_settings(kind, name, given)
     engine = get_engine()
     try:
         with engine.begin() as conn:
             row = create_source(conn, name, kind, values)
     except (SourceExists, ValueError) as exc:
+        # The refused source's literal secrets were already written out: remove them, or a refused
+        # duplicate leaves a key on disk that no source refers to.
+        _remove_new_local_secrets(given, values)
         fail(str(exc))
     data = _source_dict(row)
     if as_json:
@@ -74,6 +77,15 @@ def _store_secret_settings(kind: str, source_name: str, values: dict[str, str]) 
         return protect_settings(kind, source_name, values)
     except (ValueError, OSError) as exc:  # settings the connector refuses; an unwritable secrets dir
         fail(str(exc))
+
+
+def _remove_new_local_secrets(given: dict[str, str], stored: dict[str, Any]) -> None:
+    """Delete the ``local-secret:`` files written for ``stored`` (not references the user gave)."""
+    from flows.secrets import secrets_dir
+
+    for key, value in stored.items():
+        if isinstance(value, str) and value.startswith("local-secret:") and given.get(key) != value:
+            (secrets_dir() / value.split(":", 1)[1]).unlink(missing_ok=True)
 
 
 def _source_dict(row: Any) -> dict[str, Any]:
