@@ -83,6 +83,7 @@ def test_sync_command_counts_progress_and_errors(db_engine: Engine, db_url: str,
 
         unset = run(db_url, tmp_path, "sync", "stripe-live", env_extra={"FS_TEST_STRIPE_KEY": ""})
         assert unset.returncode != 0 and "FS_TEST_STRIPE_KEY" in unset.stderr and "not set" in unset.stderr
+        assert unset.stdout == ""  # no stray line from a progress display in a pipe
 
     unknown = run(db_url, tmp_path, "sync", "nope")
     assert unknown.returncode == 2 and "no data source named 'nope'" in unknown.stderr

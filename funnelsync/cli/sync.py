@@ -37,6 +37,8 @@ def sync(
                 TimeElapsedColumn(),
                 console=console,
                 transient=False,
+                # Only on a terminal: in a pipe rich prints the bar's last frame (a blank line on failure).
+                disable=not console.is_terminal,
             ) as bar:
                 tasks: dict[str, TaskID] = {}
 
