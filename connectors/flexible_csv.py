@@ -404,6 +404,15 @@ class RowMapper:
         ]
         id_index, email_index = match.index_of("external_id"), match.index_of("email")
         self.key_column = match.headers[id_index if id_index is not None else email_index]  # type: ignore[index]
+        self._id_index, self._email_index = id_index, email_index
+        self._headers = match.headers
+
+    def key_cell(self, values: list[str], keyed_by_email: bool) -> tuple[str, str] | None:
+        """(header, raw value) of the cell a row was keyed by, for messages that quote what the file says."""
+        index = self._email_index if keyed_by_email else self._id_index
+        if index is None or index >= len(values):
+            return None
+        return self._headers[index], values[index]
 
     def date_orders(self) -> dict[str, str]:
         """``{header: DD/MM/YYYY or MM/DD/YYYY}`` of the date columns whose order is decided."""
@@ -651,7 +660,8 @@ class FlexibleCsvFile:
         """
         path = Path(self.path)
         if not path.is_file():
-            raise FileUnreadable(f"{self.label}: no such file")
+            what = "is a directory, not a file" if path.is_dir() else "no such file"
+            raise FileUnreadable(f"{self.label}: {what}")
         try:
             with path.open("rb") as handle:
                 head = handle.read(SAMPLE_BYTES)
@@ -783,11 +793,13 @@ class FlexibleCsvFile:
                 if duplicates and record is not None and hash(record.external_id) in duplicates:
                     first = first_rows.get(record.external_id)
                     if first is not None:
-                        column = mapper.key_column
+                        # Quote the cell as the file has it ('Ada@X.com'), not the derived key ('email:ada@x.com').
+                        column, raw = mapper.key_cell(values, result.keyed_by_email) or (
+                            mapper.key_column, record.external_id)
                         yield RowResult(
                             number,
                             None,
-                            [RowError(number, column, record.external_id,
+                            [RowError(number, column, raw,
                                       f"duplicate key: row {first} has the same "
                                       f"{'email' if result.keyed_by_email else 'external_id'}; the first row is imported")],
                         )

@@ -217,3 +217,17 @@ def test_import_killed_mid_file_then_rerun_lands_every_row_once(db_engine: Engin
     with db_engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(source_customers)).scalar_one() == 100
         assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 100
+
+
+def test_duplicate_rejections_quote_the_cell_as_written(db_engine: Engine, tmp_path: Path) -> None:
+    # The rejection used to show the derived key ('email:q@x.com'), which is not in the file.
+    path = _write(tmp_path, "ID,Email,Name\n,q@x.com,Q1\n,Q@X.com,Q2\n7,z@x.com,Z\n 7 ,y@x.com,Y\n")
+    summary = import_csv(db_engine, path, "Dups", {}, tz=UTC)
+    assert (summary.created, summary.rejected) == (2, 2)
+    assert [(e["row"], e["column"], e["value"]) for e in summary.errors] == [(3, "Email", "Q@X.com"), (5, "ID", " 7 ")]
+    assert all(e["reason"].startswith("duplicate key: row ") for e in summary.errors)
+
+
+def test_a_directory_is_named_as_such(db_engine: Engine, tmp_path: Path) -> None:
+    with pytest.raises(FileUnreadable, match="is a directory, not a file"):
+        import_csv(db_engine, tmp_path, "Dir", {}, tz=UTC)
