@@ -59,6 +59,9 @@ def parse_datetime(value: Any) -> datetime:
         raise ValueError(f"{value!r} is out of range once converted to UTC") from None
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def typed_attribute_value(kind: str, value: Any) -> Any:
     """Check a custom attribute value against its type and return it in its stored form.
 
@@ -76,13 +79,19 @@ def typed_attribute_value(kind: str, value: Any) -> Any:
     if kind == "Integer":
         if isinstance(value, bool):
             raise ValueError(f"type Integer expects a whole number, got boolean {value!r}")
+        number: int | None = None
         if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and _INT_RE.match(value.strip()):
-            return int(value.strip())
-        raise ValueError(f"type Integer expects a whole number, got {value!r}")
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str) and _INT_RE.match(value.strip()):
+            number = int(value.strip())
+        if number is None:
+            raise ValueError(f"type Integer expects a whole number, got {value!r}")
+        # Past 64 bits the JSON columns (SQLite json, PostgreSQL jsonb read back) round it to a float.
+        if not _INT64_MIN <= number <= _INT64_MAX:
+            raise ValueError(f"type Integer holds a 64-bit whole number ({_INT64_MIN} to {_INT64_MAX}), got {number}")
+        return number
     if kind == "Decimal":
         if isinstance(value, bool):
             raise ValueError(f"type Decimal expects a number, got boolean {value!r}")
@@ -94,7 +103,8 @@ def typed_attribute_value(kind: str, value: Any) -> Any:
                 number = Decimal(value.strip())
             except InvalidOperation:
                 raise ValueError(f"type Decimal expects a number, got {value!r}") from None
-            if number.is_finite():
+            # A finite decimal past float range ("1e400") would be stored as Infinity, which is not JSON.
+            if number.is_finite() and math.isfinite(float(number)):
                 return float(number)
         raise ValueError(f"type Decimal expects a number, got {value!r}")
     if kind == "Timestamp":

@@ -101,3 +101,22 @@ def test_custom_attribute_edit_survives_resync(db_engine):
         upsert_records(conn, source_id, [SourceCustomerRecord(
             external_id="a", custom={"plan": "starter"}, lead_created_at=datetime(2024, 1, 1, tzinfo=UTC))])
     assert client.get(f"/v1/customers/{uuid}").json()["attributes"]["custom"] == {"plan": "enterprise"}
+
+
+def test_custom_number_out_of_range_is_refused_not_rounded(db_engine):
+    client = api_client(db_engine)
+    ds = new_source(client)
+    uuid = new_customer(client, ds, "n")["uuid"]
+    path = f"/v1/customers/{uuid}/attributes/custom"
+    largest = 2**63 - 1
+    ok = client.post(path, json={"custom": [{"type": "Integer", "key": "seats", "value": largest}]})
+    assert ok.status_code == 200 and ok.json()["custom"] == {"seats": largest}
+    assert client.get(f"/v1/customers/{uuid}/attributes").json()["custom"] == {"seats": largest}
+    # Past 64 bits the stored JSON turned it into 1e+23; a decimal string past float range into Infinity.
+    for item in ({"type": "Integer", "key": "seats", "value": 10**23},
+                 {"type": "Integer", "key": "seats", "value": str(-(2**63) - 1)},
+                 {"type": "Decimal", "key": "ratio", "value": "1e400"}):
+        refused = client.post(path, json={"custom": [item]})
+        assert refused.status_code == 422, item
+        assert refused.json()["errors"][0]["field"] == "custom[0].value"
+    assert client.get(f"/v1/customers/{uuid}/attributes").json()["custom"] == {"seats": largest}
