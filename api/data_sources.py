@@ -27,6 +27,11 @@ def source_by_uuid(conn: Any, uuid: str) -> Any:
 def create_data_source(request: Request, body: JsonBody) -> dict[str, Any]:
     """Create a data source fed through the API (kind ``api``)."""
     data = require_object(body)
+    # As for customers, a misspelt key answers 422 rather than being dropped (and "kind"/"system" here
+    # would otherwise silently give an Import API source, not the one asked for).
+    for key in data:
+        if key != "name":
+            raise Invalid.one(key, "unknown field; accepted: name")
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         raise Invalid.one("name", "is required (a non-empty string)")

@@ -24,6 +24,9 @@ def test_data_sources_crud_and_cascade(db_engine):
     dup = client.post("/v1/data_sources", json={"name": "In-house CRM"})
     assert dup.status_code == 422 and dup.json()["errors"][0]["field"] == "name"
     assert client.post("/v1/data_sources", json={}).status_code == 422
+    typo = client.post("/v1/data_sources", json={"name": "Other CRM", "sytem": "Custom"})
+    assert typo.status_code == 422 and typo.json()["errors"][0]["field"] == "sytem"
+    assert "Other CRM" not in {d["name"] for d in client.get("/v1/data_sources").json()["data_sources"]}
     assert client.post("/v1/data_sources", json={"name": "bad:name"}).status_code == 422
     assert client.get("/v1/data_sources/ds_nope").status_code == 404
 
