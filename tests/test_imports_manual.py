@@ -104,6 +104,14 @@ def test_customers_add_and_edit(cli, db_engine: Engine) -> None:  # type: ignore
     cli("customers", "add", "--source", "Manual", "--external-id", "m-1", "--name", "Again", code=1)
     cli("customers", "add", "--source", "Manual", "--external-id", "m-2", "--name", "Bad",
         "--lead-created-at", "2025-02-10", "--free-trial-started-at", "2025-02-01", code=1)
+    # A value that does not parse is a usage error (2), as it is for `customers edit --set`; nothing is added.
+    cli("customers", "add", "--source", "Manual", "--external-id", "m-3", "--name", "Bad",
+        "--lead-created-at", "2025-13-01", code=2)
+    cli("customers", "add", "--source", "Manual", "--external-id", "m-3", "--name", "Bad", "--country", "Atlantis",
+        code=2)
+    cli("customers", "edit", "Manual:m-1", "--set", "lead_created_at=2025-13-01", code=2)
+    with db_engine.connect() as conn:
+        assert resolve_customer(conn, "Manual:m-3") is None
 
     edited = json.loads(cli("customers", "edit", "Manual:m-1", "--set", "lead_created_at=2025-01-05",
                             "--set", "tags=vip", "--set", "custom.seats:integer=3", "--json").stdout)

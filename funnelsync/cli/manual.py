@@ -77,6 +77,9 @@ def customers_add(
     }
     try:
         values = parse_assignments([(k, v) for k, v in given.items() if v is not None], EDIT_FIELDS, account_zone())
+    except EditValueError as exc:
+        fail(str(exc), 2)  # a value that does not parse is a usage error, as for `customers edit --set`
+    try:
         engine = get_engine()
         customer_id = add_customer(engine, source, external_id.strip(), values)
     except (EditValueError, SourceKindMismatch, ValueError) as exc:
