@@ -268,7 +268,8 @@ def read_custom_attributes(
         key = attribute_key(reader, where + ".key" if isinstance(value, list) else where, raw_key)
         if key is None:
             continue
-        known = known_types.get(key)
+        # A key given twice in one request holds to the type of its first mention, as if registered.
+        known = known_types.get(key) or (out[key][0] if key in out else None)
         if raw_type is not None:
             kind = attribute_type_name(reader, where + ".type", raw_type)
             if kind is None:

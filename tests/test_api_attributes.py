@@ -120,3 +120,17 @@ def test_custom_number_out_of_range_is_refused_not_rounded(db_engine):
         assert refused.status_code == 422, item
         assert refused.json()["errors"][0]["field"] == "custom[0].value"
     assert client.get(f"/v1/customers/{uuid}/attributes").json()["custom"] == {"seats": largest}
+
+
+def test_one_key_with_two_types_in_one_request_is_refused(db_engine):
+    client = api_client(db_engine)
+    ds = new_source(client)
+    twice = [{"type": "Integer", "key": "plan", "value": 1}, {"type": "String", "key": "plan", "value": "pro"}]
+    created = client.post("/v1/customers", json={
+        "data_source_uuid": ds, "external_id": "t", "attributes": {"custom": twice}})
+    assert created.status_code == 422 and created.json()["errors"][0]["field"] == "attributes.custom[1].type"
+    uuid = new_customer(client, ds, "u")["uuid"]
+    added = client.post(f"/v1/customers/{uuid}/attributes/custom", json={"custom": twice})
+    assert added.status_code == 422 and added.json()["errors"][0]["field"] == "custom[1].type"
+    with db_engine.connect() as conn:
+        assert conn.execute(select(custom_attribute_definitions.c.key)).all() == []
