@@ -180,7 +180,11 @@ class DateColumnParser:
         cached = self._cache.get(value)
         if cached is not None:
             return cached
-        parsed = self._parse(value)
+        try:
+            parsed = self._parse(value)
+        except OverflowError:
+            # A 20-digit "epoch", or 0001-01-01 moved to UTC from a zone east of it: a bad cell, not a crash.
+            raise ValueError("outside the dates a timestamp can hold (years 1 to 9999)") from None
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[value] = parsed

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -231,3 +232,14 @@ def test_duplicate_rejections_quote_the_cell_as_written(db_engine: Engine, tmp_p
 def test_a_directory_is_named_as_such(db_engine: Engine, tmp_path: Path) -> None:
     with pytest.raises(FileUnreadable, match="is a directory, not a file"):
         import_csv(db_engine, tmp_path, "Dir", {}, tz=UTC)
+
+
+def test_out_of_range_dates_reject_their_row_not_the_import(db_engine: Engine, tmp_path: Path) -> None:
+    # A 20-digit "epoch" and 0001-01-01 read in a zone east of UTC used to crash with an OverflowError traceback.
+    text = ("ID,Signup Date\nok,2025-01-05\nhuge,99999999999999999999\nms,99999999999999999\n"
+            "first,0001-01-01\nlast,9999-12-31T23:00:00-05:00\n")
+    summary = import_csv(db_engine, _write(tmp_path, text), "Ranges", {}, tz=ZoneInfo("Europe/Berlin"))
+    assert (summary.created, summary.rejected) == (1, 4)
+    assert [e["row"] for e in summary.errors] == [3, 4, 5, 6]
+    assert all("years 1 to 9999" in e["reason"] for e in summary.errors)
+    assert _view(db_engine, "Ranges:ok")["lead_created_at"] == "2025-01-04T23:00:00+00:00"
