@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import math
 import io
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -290,11 +291,18 @@ def _tags(value: str) -> list[str]:
     return tags
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _integer(value: str) -> int:
     try:
-        return int(value.replace("_", ""))
+        number = int(value.replace("_", ""))
     except ValueError:
         raise ValueError("not an integer") from None
+    # Past 64 bits the JSON columns hand it back rounded to a float (1e+23): refuse rather than corrupt it.
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        raise ValueError(f"an integer must fit in 64 bits ({_INT64_MIN} to {_INT64_MAX})")
+    return number
 
 
 def _decimal(value: str) -> float:
@@ -302,7 +310,8 @@ def _decimal(value: str) -> float:
         number = Decimal(value)
     except InvalidOperation:
         raise ValueError("not a decimal number (use a dot as decimal separator)") from None
-    if not number.is_finite():
+    # "1e400" is finite as a Decimal but Infinity as a float, which --json and the API cannot print as JSON.
+    if not number.is_finite() or not math.isfinite(float(number)):
         raise ValueError("not a finite number")
     return float(number)
 

@@ -243,3 +243,21 @@ def test_out_of_range_dates_reject_their_row_not_the_import(db_engine: Engine, t
     assert [e["row"] for e in summary.errors] == [3, 4, 5, 6]
     assert all("years 1 to 9999" in e["reason"] for e in summary.errors)
     assert _view(db_engine, "Ranges:ok")["lead_created_at"] == "2025-01-04T23:00:00+00:00"
+
+
+def test_typed_custom_values_past_json_range_reject_their_row(db_engine: Engine, tmp_path: Path, db_url: str) -> None:
+    # Were stored as 1e+23 (precision lost) and as Infinity, which made `customers show --json` print invalid JSON.
+    text = "ID,Seats,Amount\nok,3,1.5\nbig,99999999999999999999999,1\ninf,1,1e400\n"
+    summary = import_csv(db_engine, _write(tmp_path, text), "Typed",
+                         {"Seats": "custom.seats:integer", "Amount": "custom.amount:decimal"}, tz=UTC)
+    assert (summary.created, summary.rejected) == (1, 2)
+    assert [(e["row"], e["column"]) for e in summary.errors] == [(3, "Seats"), (4, "Amount")]
+    assert _view(db_engine, "Typed:ok")["custom"] == {"seats": 3, "amount": 1.5}
+    env = {**os.environ, "FUNNELSYNC_DATABASE_URL": db_url, "PYTHONPATH": str(ROOT)}
+    for assignment in ("custom.n:integer=99999999999999999999999", "custom.d:decimal=1e400"):
+        edit = subprocess.run([sys.executable, "-m", "funnelsync", "customers", "edit", "Typed:ok", "--set", assignment,
+                               "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+        assert edit.returncode == 2 and edit.stdout == "", (edit.stdout, edit.stderr)
+    shown = subprocess.run([sys.executable, "-m", "funnelsync", "customers", "show", "Typed:ok", "--json"],
+                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert json.loads(shown.stdout)["custom"] == {"seats": 3, "amount": 1.5}
