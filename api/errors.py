@@ -10,7 +10,9 @@ import json
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 # Generous for a customer with many attributes, far below what would hurt the server.
 MAX_BODY_BYTES = 1024 * 1024
@@ -54,11 +56,27 @@ class Invalid(ApiError):
 
 
 def install_error_handler(app: FastAPI) -> None:
-    """Answer :class:`ApiError` as JSON (only our own errors: other routers keep FastAPI's defaults)."""
+    """Answer :class:`ApiError`, and FastAPI's own errors, in the one documented shape.
+
+    FastAPI's defaults (``{"detail": ...}``) would otherwise answer a 401 without a key, an unknown
+    path or method, and a query parameter its validation refuses (the metrics dates).
+    """
 
     @app.exception_handler(ApiError)
     async def _answer(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Keep the headers: a 401 carries the WWW-Authenticate challenge.
+        return JSONResponse({"code": exc.status_code, "message": str(exc.detail)}, status_code=exc.status_code,
+                            headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": str(e["loc"][-1]) if e.get("loc") else "request", "reason": str(e.get("msg", "invalid"))}
+                  for e in exc.errors()]
+        return JSONResponse(Invalid(errors).body(), status_code=422)
 
 
 async def json_body(request: Request) -> Any:

@@ -22,3 +22,19 @@ def test_api_key_auth(db_engine):
     assert client.get("/v1/ping", headers={"Authorization": "Bearer " + key}).status_code == 401
     ok = client.get("/v1/ping", headers=_basic(key))
     assert ok.status_code == 200 and ok.json() == {"data": "pong!"}
+
+
+def test_framework_errors_answer_in_the_documented_shape(db_engine):
+    # docs/api.md: every error is {"code", "message", "errors"}, not FastAPI's {"detail"}.
+    with db_engine.begin() as conn:
+        key = create_api_key(conn, "test")
+    client = TestClient(create_app(db_engine))
+    missing = client.get("/v1/customers")
+    assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Basic")
+    assert missing.json() == {"code": 401, "message": "missing HTTP Basic credentials (API key as user name)"}
+    unknown = client.get("/v1/no-such-thing", headers=_basic(key))
+    assert unknown.status_code == 404 and unknown.json()["code"] == 404
+    invalid = client.get("/v1/metrics/funnel", params={"start-date": "soon"}, headers=_basic(key))
+    assert invalid.status_code == 422 and invalid.json()["code"] == 422
+    assert {e["field"] for e in invalid.json()["errors"]} == {"start-date", "end-date"}
+    assert "start-date" in invalid.json()["message"]
