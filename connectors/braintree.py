@@ -330,7 +330,9 @@ class BraintreeConnector(Connector):
         super().__init__(*args, **kwargs)
         self._gateway: HttpClient | None = None
 
-    def _client_for(self, base_url: str, headers: dict[str, str], retryable_body: Any = None) -> HttpClient:
+    def _client_for(
+        self, base_url: str, headers: dict[str, str], retryable_body: Any = None, url_setting: str = "base_url"
+    ) -> HttpClient:
         public, private = str(self.settings["public_key"]), str(self.settings["private_key"])
         return HttpClient(
             self.source_name,
@@ -339,6 +341,7 @@ class BraintreeConnector(Connector):
             auth=(public, private),
             secrets=[private],
             credentials_hint="check public_key, private_key and merchant_id (sandbox keys need the sandbox URLs)",
+            url_setting=url_setting,
             retryable_body=retryable_body,
             sleep_fn=self.sleep_fn,
             transport=self.transport,
@@ -362,7 +365,7 @@ class BraintreeConnector(Connector):
                 "Accept": "application/xml",
                 "Content-Type": "application/xml",
             }
-            self._gateway = self._client_for(str(self.settings["gateway_url"]), headers)
+            self._gateway = self._client_for(str(self.settings["gateway_url"]), headers, url_setting="gateway_url")
         return self._gateway
 
     def close(self) -> None:

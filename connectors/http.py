@@ -282,6 +282,7 @@ class HttpClient:
         bearer_token: str | None = None,
         secrets: Iterable[str] = (),
         credentials_hint: str = "check the credentials in the source settings",
+        url_setting: str = "base_url",
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         retryable_body: BodyCheck | None = None,
@@ -291,6 +292,8 @@ class HttpClient:
         self.source = source
         self.base_url = base_url.rstrip("/")
         self.credentials_hint = credentials_hint
+        # The setting that holds ``base_url``, named in connection errors (Braintree has two endpoints).
+        self.url_setting = url_setting
         self.max_attempts = max(1, max_attempts)
         self.retryable_body = retryable_body
         self._sleep_fn = sleep_fn
@@ -381,7 +384,7 @@ class HttpClient:
             raise ApiError(
                 _scrub(
                     f"{self.source}: {where} failed after {self.max_attempts} attempts: "
-                    f"{type(exc).__name__}: {exc} (is base_url {self.base_url} reachable?)",
+                    f"{type(exc).__name__}: {exc} (is {self.url_setting} {self.base_url} reachable?)",
                     self._secrets,
                 )
             ) from None
@@ -411,7 +414,7 @@ class HttpClient:
             raise ApiError(
                 f"{self.source}: {self._where(method, url)} answered HTTP {response.status_code} with a body "
                 f"that is not JSON (content-type {response.headers.get('content-type', 'none')}); "
-                f"is base_url {self.base_url} the API endpoint?",
+                f"is {self.url_setting} {self.base_url} the API endpoint?",
                 response.status_code,
             ) from None
 

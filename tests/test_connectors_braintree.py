@@ -340,3 +340,13 @@ def test_fetch_record_reads_customer_and_nested_subscriptions() -> None:
     assert conn.fetch_record("bt_cust_00002", first_import=True) is not None
     assert conn.fetch_record("missing") is None
     assert conn.customer_of_token("tok_bt_cust_00001_0") == "bt_cust_00001"
+
+
+@respx.mock
+def test_unreachable_gateway_is_reported_under_its_own_setting() -> None:
+    # Two endpoints, two settings: the message must name the one to fix (gateway_url), not base_url.
+    respx.route(host="gateway.unreachable.test").mock(side_effect=httpx.ConnectError("refused"))
+    respx.route(host="payments.braintree-api.com").mock(side_effect=httpx.ConnectError("refused"))
+    with pytest.raises(ApiError) as caught:
+        read(connector(gateway_url="https://gateway.unreachable.test"))
+    assert "gateway_url https://gateway.unreachable.test" in str(caught.value)
