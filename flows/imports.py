@@ -125,7 +125,11 @@ class _ErrorsFile:
     def __init__(self, path: Path | None) -> None:
         self.handle = None
         if path is not None:
-            self.handle = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+            try:
+                self.handle = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+            except OSError as exc:
+                # Opened before the import job starts, so a bad path imports nothing and leaves no job behind.
+                raise FileUnreadable(f"--errors {path}: cannot write: {exc.strerror or exc}") from None
             self.writer = csv.writer(self.handle)
             self.writer.writerow(["row", "column", "value", "reason"])
 
@@ -260,6 +264,7 @@ def _import_file(
     """Pass 1, then the job and the batches of pass 2 (shared by the flexible and structured imports)."""
     layout = source.prepare()
     assert source.match is not None
+    errors_file = _ErrorsFile(Path(errors_path) if errors_path else None)
     source_id, name = ensure_import_source(engine, source_name, "csv")
     summary = ImportSummary(source=name, rows=layout.data_rows, ignored_columns=list(source.match.ignored),
                             columns=source.match.columns())
@@ -267,7 +272,6 @@ def _import_file(
         summary.notes.append(f"{source.path.name}: {layout.encoding_note}")
     with engine.begin() as conn:
         job_id, summary.job_uuid = start_import_job(conn, source_id, job_kind, str(source.path))
-    errors_file = _ErrorsFile(Path(errors_path) if errors_path else None)
     done = 0
     try:
         for batch in _batches(source.rows(), batch_size):
@@ -424,6 +428,7 @@ def import_rows(
         mapper = RowMapper(match, survey_dates(match, numbered), zone, date_format, known_orders=known_orders)
     except AmbiguousDateColumn as exc:
         raise FileUnreadable(str(exc)) from None
+    errors_file = _ErrorsFile(Path(errors_path) if errors_path else None)
     source_id, name = ensure_import_source(engine, source_name, "google_sheets")
     summary = ImportSummary(source=name, rows=len(numbered), ignored_columns=list(match.ignored),
                             columns=match.columns(), date_orders=mapper.date_orders())
@@ -461,7 +466,6 @@ def import_rows(
         fingerprints = dict(fingerprint_of[r.row] for r in applied if r.row in fingerprint_of)
         save_row_fingerprints(conn, source_id, stream, fingerprints)
 
-    errors_file = _ErrorsFile(Path(errors_path) if errors_path else None)
     done = 0
     summary.unchanged += unchanged
     try:

@@ -261,3 +261,21 @@ def test_typed_custom_values_past_json_range_reject_their_row(db_engine: Engine,
     shown = subprocess.run([sys.executable, "-m", "funnelsync", "customers", "show", "Typed:ok", "--json"],
                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert json.loads(shown.stdout)["custom"] == {"seats": 3, "amount": 1.5}
+
+
+def test_unwritable_errors_file_imports_nothing(db_engine: Engine, tmp_path: Path, db_url: str) -> None:
+    # Used to crash with a FileNotFoundError traceback after the import job had been started.
+    path = _write(tmp_path, "ID,Name\nu1,Ann\n")
+    env = {**os.environ, "FUNNELSYNC_DATABASE_URL": db_url, "PYTHONPATH": str(ROOT)}
+    for kind in (["csv"], ["structured", "--type", "customers"]):
+        text = "external_id,name\nu1,Ann\n" if kind[0] == "structured" else "ID,Name\nu1,Ann\n"
+        path.write_text(text)
+        result = subprocess.run([sys.executable, "-m", "funnelsync", "import", kind[0], str(path), "--source", "Leads",
+                                 *kind[1:], "--errors", str(tmp_path / "missing" / "rejected.csv")],
+                                capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines() == [result.stderr.strip()] and "Traceback" not in result.stderr
+        assert "--errors" in result.stderr and "rejected.csv" in result.stderr
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(import_jobs)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(customers)).scalar() == 0
