@@ -81,7 +81,16 @@ def check_dates(
 
 
 def _status_alias(data: dict[str, Any]) -> dict[str, Any]:
-    """``lead_status`` (our read shape's name) is accepted for ``status`` (the commercial product's)."""
+    """``lead_status`` (our read shape's name) is accepted for ``status`` (the commercial product's).
+
+    Both with different values is refused: a read object sent back with only ``lead_status`` changed
+    would otherwise keep its stale ``status`` without a word.
+    """
+    # (A null lead_status beside a status is the read shape of an untouched lead: not a conflict.)
+    if data.get("lead_status") is not None and "status" in data and data["lead_status"] != data["status"]:
+        raise Invalid.one(
+            "lead_status", f"{data['lead_status']!r} conflicts with status {data['status']!r}: give one of them"
+        )
     if "lead_status" in data and "status" not in data:
         data = {**data, "status": data["lead_status"]}
     data.pop("lead_status", None)

@@ -168,6 +168,14 @@ def test_update_is_a_manual_edit_that_survives_resync(db_engine):
 
     alias = client.patch(f"/v1/customers/{uuid}", json={"lead_status": "Unqualified_Lead"})
     assert alias.status_code == 200 and alias.json()["status"] == "Unqualified_Lead"
+    # Both names with different values (a read object sent back with only lead_status changed): refused,
+    # not resolved silently in favour of the stale one.
+    both = client.patch(f"/v1/customers/{uuid}", json={"status": "Unqualified_Lead", "lead_status": "Working_Lead"})
+    assert both.status_code == 422 and both.json()["errors"][0]["field"] == "lead_status"
+    same = client.patch(f"/v1/customers/{uuid}", json={"status": "Working_Lead", "lead_status": "Working_Lead"})
+    assert same.status_code == 200 and same.json()["status"] == "Working_Lead"
+    untouched = client.patch(f"/v1/customers/{uuid}", json={"status": "Qualified_Lead", "lead_status": None})
+    assert untouched.status_code == 200 and untouched.json()["status"] == "Qualified_Lead"
     put = client.put(f"/v1/customers/{uuid}", json={"company": "Put Inc"})
     assert put.status_code == 200 and put.json()["company"] == "Put Inc"
     bad = client.patch(f"/v1/customers/{uuid}", json={"status": "Active", "lead_created_at": "soon", "uuid": uuid})
