@@ -195,3 +195,13 @@ def test_bulk_edit_where_and_csv(cli, db_engine: Engine, tmp_path: Path) -> None
     assert l2["free_trial_started_at"] == "2025-01-15T00:00:00+00:00"
     reasons = [s["reason"] for s in out["skips"]]
     assert any("precede" in r for r in reasons) and any("row 4" in r and "lead status" in r for r in reasons)
+
+
+def test_bulk_edit_ids_file_not_utf8_changes_nothing(cli, db_engine: Engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Used to apply the lines before the bad byte's block, then exit 1 with the bare codec message.
+    cli("customers", "add", "--source", "Manual", "--external-id", "m-1", "--name", "Ada")
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"Manual:m-1\n\xe9t\xe9@example.com\n")
+    result = cli("bulk-edit", "--ids", str(ids), "--set", "owner=kim@example.com", code=2)
+    assert "line 2 is not UTF-8" in str(result.exception) + result.output
+    assert _view(db_engine, "Manual:m-1")["owner"] is None

@@ -159,6 +159,15 @@ def bulk_edit(
         if ids is not None:
             if not ids.is_file():
                 fail(f"{ids}: no such file", 2)
+            # Decode the whole file before any batch is applied: a bad byte on line 5,000 must not leave the
+            # first batches edited, and the codec's own message names neither the file nor the fix.
+            with ids.open("rb") as check:
+                for line_number, raw in enumerate(check, 1):
+                    try:
+                        raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        fail(f"{ids}: line {line_number} is not UTF-8 text: save the list as UTF-8 "
+                             "(nothing was changed)", 2)
             handle = ids.open(encoding="utf-8-sig")
             targets = targets_from_refs(engine, handle, edits)
         elif where:
