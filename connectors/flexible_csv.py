@@ -707,6 +707,14 @@ class FlexibleCsvFile:
                     f"pass --encoding NAME"
                 ) from None
 
+    def _ends_with_quote(self, encoding: str) -> bool:
+        """Whether the file's last non-blank character is a double quote (its last value was closed)."""
+        with open(self.path, "rb") as raw:
+            size = raw.seek(0, os.SEEK_END)
+            raw.seek(max(0, size - 256))  # an even offset when the size is even (UTF-16 stays aligned)
+            tail = raw.read().decode(encoding, errors="ignore")
+        return tail.rstrip().endswith('"')
+
     def _open(self, encoding: str) -> io.TextIOWrapper:
         return open(self.path, encoding=encoding, newline="", errors="strict")
 
@@ -746,10 +754,13 @@ class FlexibleCsvFile:
                 track_keys = self.template is None or self.template.unique_key
                 hashes: list[int] = []
                 data_rows = 0
+                last: list[str] = []
+                last_row = 0
                 for values in reader:
                     number += 1
                     if not values:
                         continue
+                    last, last_row = values, number
                     data_rows += 1
                     count = len(values)
                     for index, survey in survey_items:
@@ -764,6 +775,13 @@ class FlexibleCsvFile:
                 raise FileUnreadable(
                     f"{self.label}, row {number + 1}: {exc} (a quote opened and never closed?)"
                 ) from None
+        if last and ("\n" in last[-1] or "\r" in last[-1]) and not self._ends_with_quote(encoding):
+            # The lenient reader lets a quote that is never closed swallow every later line into one value,
+            # so a small file silently imported as one odd row. A real multi-line last value ends with '"'.
+            raise FileUnreadable(
+                f"{self.label}, row {last_row}: a quoted value is opened and never closed, so every line after "
+                f"it would be read as part of that value; close the quote (or double it: \"\")"
+            )
         hashes.sort()
         self._duplicate_hashes = {a for a, b in pairwise(hashes) if a == b}
         del hashes

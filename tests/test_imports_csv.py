@@ -279,3 +279,17 @@ def test_unwritable_errors_file_imports_nothing(db_engine: Engine, tmp_path: Pat
     with db_engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(import_jobs)).scalar() == 0
         assert conn.execute(select(func.count()).select_from(customers)).scalar() == 0
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_a_quote_never_closed_refuses_the_file(db_engine: Engine, tmp_path: Path, encoding: str) -> None:
+    # The lenient reader swallowed every later line into one value: 3 rows imported as 1 odd customer, exit 0.
+    broken = _write(tmp_path, 'ID,Name\n"q1,Ann\nq2,Bob\nq3,Cy\n', encoding=encoding)
+    with pytest.raises(FileUnreadable, match=r"row 2: a quoted value is opened and never closed"):
+        import_csv(db_engine, broken, "Quotes", {}, tz=UTC)
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(customers)).scalar() == 0
+    # A real multi-line value in the last row (LF or CRLF, trailing blank lines) still imports.
+    for text in ('ID,Notes\nq1,"two\nlines"\n', 'ID,Notes\r\nq1,"two\r\nlines"\r\n\r\n', 'ID,Notes\nq1,"a ""b""\nc"'):
+        summary = import_csv(db_engine, _write(tmp_path, text, encoding=encoding), "Quotes", {}, tz=UTC)
+        assert summary.rejected == 0 and summary.created + summary.updated == 1, text
