@@ -103,6 +103,7 @@ def _unknown_keys(reader: FieldReader, data: dict[str, Any], allowed: frozenset[
             reader.fail(key, f"unknown field; accepted: {', '.join(sorted(allowed))}")
 
 
+_MAX_POSITION = 2**31 - 1
 _PRIMARY_CONTACT_KEYS = frozenset((*CONTACT_FIELDS, "custom"))
 
 
@@ -132,8 +133,11 @@ def read_contact_fields(reader: FieldReader, data: dict[str, Any]) -> dict[str, 
             continue
         if name == "position":
             position = data[name]
-            if position is not None and (isinstance(position, bool) or not isinstance(position, int) or position < 0):
-                reader.fail(name, f"expected a whole number >= 0, got {position!r}")
+            # Bounded by the 32-bit column: a larger one failed on write (500).
+            if position is not None and (
+                isinstance(position, bool) or not isinstance(position, int) or not 0 <= position <= _MAX_POSITION
+            ):
+                reader.fail(name, f"expected a whole number from 0 to {_MAX_POSITION}, got {position!r}")
             else:
                 out[name] = position
         elif name == "email":

@@ -7,6 +7,7 @@ Every error answers ``{"code": N, "message": "...", "errors": [{"field": ..., "r
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -100,7 +101,7 @@ async def json_body(request: Request) -> Any:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
+        body = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Invalid.one("body", f"not valid JSON: {exc}") from exc
     except ValueError as exc:
@@ -110,6 +111,14 @@ async def json_body(request: Request) -> Any:
         # PostgreSQL text and json cannot hold U+0000; refuse it here rather than fail on write.
         raise Invalid.one(where, "text cannot contain the NUL character (\\u0000)")
     return body
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 is valid JSON but overflows to inf, which no JSON column can hold (stored as null, or a 500).
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is out of range")
+    return value
 
 
 def _nul_in(value: Any, path: str) -> str | None:

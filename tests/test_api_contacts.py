@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import select
 
 from funnelsync.records import ContactRecord, SourceCustomerRecord
@@ -72,6 +74,13 @@ def test_contact_errors(db_engine):
     assert empty.status_code == 422
     assert client.post("/v1/customers/cus_nope/contacts", json={"data_source_uuid": ds, "email": "a@b.c"}).status_code == 404
     assert client.get("/v1/contacts", params={"cursor": "bad"}).status_code == 422
+    # A position past the integer column (was a 500) and a number past float range (was stored as null).
+    base = {"customer_uuid": acme["uuid"], "data_source_uuid": ds, "first_name": "Big"}
+    huge = client.post("/v1/contacts", json={**base, "position": 10**20})
+    assert huge.status_code == 422 and huge.json()["errors"][0]["field"] == "position"
+    raw = json.dumps({**base, "first_name": "Inf", "custom": {"k": 0}}).replace('"k": 0', '"k": 1e999')
+    overflow = client.post("/v1/contacts", content=raw, headers={"Content-Type": "application/json"})
+    assert overflow.status_code == 422 and "1e999" in overflow.json()["message"]
     assert client.get("/v1/contacts").json()["entries"] == []
 
 
