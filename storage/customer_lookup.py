@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, or_, select
+from sqlalchemy import Connection, Select, false, func, or_, select
 
 from funnelsync.normalize import normalize_email
 from storage.schema import custom_attribute_definitions, customers, data_sources, source_customers
@@ -30,7 +30,9 @@ def _filtered(
     if status is not None:
         stmt = stmt.where(customers.c.status == status)
     if email is not None:
-        stmt = stmt.where(customers.c.email_norm == normalize_email(email))
+        # Text that is no email address normalises to None: it matches nobody (not "email_norm IS NULL").
+        wanted = normalize_email(email)
+        stmt = stmt.where(customers.c.email_norm == wanted if wanted is not None else false())
     if text:
         # Substring search for people (the dashboard's search box); LIKE wildcards in the input are literal.
         escaped = text.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

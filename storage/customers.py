@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, false, select
 
 from storage.schema import customers, data_sources, source_customers
 
@@ -105,7 +105,9 @@ def list_customer_ids(
     if email is not None:
         from funnelsync.normalize import normalize_email
 
-        stmt = stmt.where(customers.c.email_norm == normalize_email(email))
+        # Text that is no email address normalises to None: it matches nobody (not "email_norm IS NULL").
+        wanted = normalize_email(email)
+        stmt = stmt.where(customers.c.email_norm == wanted if wanted is not None else false())
     if status is not None:
         stmt = stmt.where(customers.c.status == status)
     if limit is not None:
