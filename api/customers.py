@@ -104,6 +104,7 @@ def _unknown_keys(reader: FieldReader, data: dict[str, Any], allowed: frozenset[
 
 
 _MAX_POSITION = 2**31 - 1
+_MAX_PAGE = 10**12
 _PRIMARY_CONTACT_KEYS = frozenset((*CONTACT_FIELDS, "custom"))
 
 
@@ -270,8 +271,10 @@ def _list(request: Request, *, email: str | None = None, **filters: Any) -> dict
     with request.app.state.engine.connect() as conn:
         if page_raw is not None and not query.get("cursor"):
             # Legacy page-number paging (older clients and the Airbyte source still use it).
-            if not page_raw.isdigit() or int(page_raw) < 1:
-                raise Invalid.one("page", f"expected a page number from 1, got {page_raw!r}")
+            # ASCII digits only ("²".isdigit() is true but int() refuses it), and an offset that fits the
+            # database's 64-bit integers: either was a 500.
+            if not (page_raw.isascii() and page_raw.isdigit()) or not 1 <= int(page_raw) <= _MAX_PAGE:
+                raise Invalid.one("page", f"expected a page number from 1 to {_MAX_PAGE}, got {page_raw!r}")
             page = int(page_raw)
             ids = find_customer_ids(conn, limit=per_page + 1, offset=(page - 1) * per_page, email=email, **filters)
             total = count_customers(conn, email=email, **filters)

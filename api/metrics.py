@@ -59,7 +59,7 @@ def funnel(
     start: StartDate,
     end: EndDate,
     interval: IntervalParam = "month",
-    within_days: Annotated[int | None, Query(alias="within-days", ge=0)] = None,
+    within_days: Annotated[int | None, Query(alias="within-days", ge=0, le=36600)] = None,
     where: WhereParam = None,
     filters: WhereParam = None,
 ) -> dict[str, Any]:

@@ -165,7 +165,8 @@ def decode_cursor(cursor: str | None) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, number = text.partition(":")
-        if kind != "id" or not number.isdigit():
+        # Bounded to the 64-bit id column: a larger id was a 500 from the database driver.
+        if kind != "id" or not number.isdigit() or int(number) > 2**63 - 1:
             raise ValueError(text)
         return int(number)
     except (ValueError, binascii.Error, UnicodeDecodeError):

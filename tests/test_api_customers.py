@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import UTC, datetime
 
@@ -254,3 +255,18 @@ def test_date_rules_of_manual_entry(db_engine):
     assert both.status_code == 200 and both.json()["free_trial_started_at"] == "2024-03-21T00:00:00+00:00"
     assert client.patch(f"/v1/customers/{uuid}", json={"free_trial_started_at": "2999-01-01"}).status_code == 422
     assert client.get(f"/v1/customers/{uuid}").json()["lead_created_at"] == "2024-03-20T00:00:00+00:00"
+
+
+def test_out_of_range_paging_parameters_are_422_not_500(db_engine):
+    client = api_client(db_engine)
+    new_customer(client, new_source(client), "a")
+    huge_cursor = base64.urlsafe_b64encode(b"id:99999999999999999999999").decode().rstrip("=")
+    for path, params in (
+        ("/v1/customers", {"page": "99999999999999999999"}),
+        ("/v1/customers", {"page": "\u00b2"}),
+        ("/v1/customers", {"cursor": huge_cursor}),
+        ("/v1/contacts", {"cursor": huge_cursor}),
+        ("/v1/metrics/funnel", {"start-date": "2024-01-01", "end-date": "2024-02-01", "within-days": "999999999"}),
+    ):
+        answer = client.get(path, params=params)
+        assert answer.status_code == 422, (path, params, answer.status_code)
