@@ -34,3 +34,13 @@ def test_failures_print_exactly_one_line_on_stderr(db_engine, db_url, tmp_path):
     assert imported.returncode == 0 and imported.stderr == "", imported.stderr
     merged = run(db_url, "merge", "--auto")
     assert merged.returncode == 0 and merged.stderr == "", merged.stderr
+
+
+def test_database_errors_say_which_setting_and_hide_the_password(db_engine, db_url):
+    bad = run("notaurl", "customers", "list")
+    assert bad.returncode == 1 and bad.stderr.splitlines() == [bad.stderr.strip()]
+    assert "FUNNELSYNC_DATABASE_URL" in bad.stderr
+    unreachable = run("postgresql://bob:hunter2pw@127.0.0.1:1/db", "customers", "list", "--json")
+    assert unreachable.returncode == 1 and unreachable.stdout == ""
+    assert "127.0.0.1:1/db" in unreachable.stderr and "hunter2pw" not in unreachable.stderr
+    assert unreachable.stderr.splitlines() == [unreachable.stderr.strip()]

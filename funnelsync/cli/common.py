@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from decimal import Decimal
@@ -44,14 +45,17 @@ def get_engine(require_schema: bool = True) -> Engine:
     try:
         engine = make_engine()
     except Exception as exc:  # a malformed URL or a missing driver
-        fail(f"cannot open the database: {exc}")
+        # Say where the URL came from: the user has to know which setting to fix.
+        where = " (FUNNELSYNC_DATABASE_URL)" if os.environ.get("FUNNELSYNC_DATABASE_URL") else ""
+        fail(f"cannot open the database{where}: {exc}")
     if require_schema:
         try:
             ensure_schema(engine)
         except RuntimeError as exc:
             fail(str(exc))
         except Exception as exc:
-            fail(f"cannot reach the database: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            fail(f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
+                 f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
     return engine
 
 
