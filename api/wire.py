@@ -181,7 +181,8 @@ def per_page_value(raw: str | None, default: int = DEFAULT_PER_PAGE) -> int:
     """
     if raw is None or raw == "":
         return default
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_PER_PAGE:
+    # isdecimal, not isdigit: "²" is a digit that int() refuses (a 500).
+    if not raw.strip().isdecimal() or not 1 <= int(raw) <= MAX_PER_PAGE:
         raise Invalid.one("per_page", f"expected a whole number from 1 to {MAX_PER_PAGE}, got {raw!r}")
     return int(raw)
 

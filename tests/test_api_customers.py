@@ -264,6 +264,8 @@ def test_out_of_range_paging_parameters_are_422_not_500(db_engine):
     for path, params in (
         ("/v1/customers", {"page": "99999999999999999999"}),
         ("/v1/customers", {"page": "\u00b2"}),
+        ("/v1/customers", {"per_page": "\u00b2"}),
+        ("/v1/contacts", {"per_page": "\u00b2"}),
         ("/v1/customers", {"cursor": huge_cursor}),
         ("/v1/contacts", {"cursor": huge_cursor}),
         ("/v1/metrics/funnel", {"start-date": "2024-01-01", "end-date": "2024-02-01", "within-days": "999999999"}),
