@@ -52,8 +52,8 @@ def sources_add(
     from storage.sources import SourceExists, create_source
 
     given = parse_settings(settings)
+    engine = get_engine()  # before writing secrets out: an uninitialised database must leave none behind
     values = _store_secret_settings(kind, name, given)
-    engine = get_engine()
     try:
         with engine.begin() as conn:
             row = create_source(conn, name, kind, values)
