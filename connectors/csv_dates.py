@@ -66,7 +66,10 @@ def parse_date_format(text: str | None) -> str | None:
         return order
     if "%" in value:
         try:
-            datetime(2024, 1, 31, 13, 45, 30).strftime(value)
+            # strftime passes an unknown directive through ('%Q' stays '%Q'), so only a round trip through
+            # strptime proves the pattern can parse anything; without it every date of the column was rejected.
+            sample = datetime(2024, 1, 31, 13, 45, 30, tzinfo=UTC)
+            datetime.strptime(sample.strftime(value), value)
         except ValueError as exc:
             raise ValueError(f"--date-format {text!r} is not a valid strptime pattern: {exc}") from None
         return value

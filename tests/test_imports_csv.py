@@ -293,3 +293,17 @@ def test_a_quote_never_closed_refuses_the_file(db_engine: Engine, tmp_path: Path
     for text in ('ID,Notes\nq1,"two\nlines"\n', 'ID,Notes\r\nq1,"two\r\nlines"\r\n\r\n', 'ID,Notes\nq1,"a ""b""\nc"'):
         summary = import_csv(db_engine, _write(tmp_path, text, encoding=encoding), "Quotes", {}, tz=UTC)
         assert summary.rejected == 0 and summary.created + summary.updated == 1, text
+
+
+def test_a_date_format_with_a_bad_directive_is_refused(db_engine: Engine, tmp_path: Path, db_url: str) -> None:
+    # '%Q' used to be accepted, and then every date of the file failed with "not a date".
+    path = _write(tmp_path, "ID,Signup Date\nd1,05.01.2025\n")
+    env = {**os.environ, "FUNNELSYNC_DATABASE_URL": db_url, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "funnelsync", "import", "csv", str(path), "--source", "Fmt",
+                             "--date-format", "%d.%Q.%Y"], capture_output=True, text=True, env=env, cwd=ROOT,
+                            timeout=120)
+    assert result.returncode == 2 and "bad directive" in result.stderr, result.stderr
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(import_jobs)).scalar() == 0
+    summary = import_csv(db_engine, path, "Fmt", {}, "%d.%m.%Y", tz=UTC)
+    assert summary.created == 1 and _view(db_engine, "Fmt:d1")["lead_created_at"] == "2025-01-05T00:00:00+00:00"
