@@ -120,6 +120,8 @@ def test_customers_add_and_edit(cli, db_engine: Engine) -> None:  # type: ignore
     assert set(edited["manual_edits"]) == {"lead_created_at", "tag.vip", "custom.seats"}
     result = cli("customers", "edit", "Manual:m-1", "--set", "free_trial_started_at=2025-01-01", code=1)
     assert result.exception is not None and "would precede the lead date" in str(result.exception)
+    cli("customers", "edit", "Manual:m-1", "--unset", "lead_created", code=2)  # a typo no longer passes silently
+    assert _view(db_engine, "Manual:m-1")["lead_created_at"] == "2025-01-05T00:00:00+00:00"
     cli("customers", "edit", "Manual:m-1", "--unset", "lead_created_at")
     assert _view(db_engine, "Manual:m-1")["lead_created_at"] == "2025-01-10T00:00:00+00:00"
 

@@ -107,6 +107,11 @@ def customers_edit(
         edits = parse_assignments(pairs, EDIT_FIELDS, account_zone())
     except EditValueError as exc:
         fail(str(exc), 2)
+    for name in unset or []:
+        # A typo ('--unset lead_created') used to pass silently and leave the override in place.
+        if name not in EDIT_FIELDS and not name.startswith(("custom.", "tag.")):
+            fail(f"--unset {name!r}: not an editable field: use {', '.join(EDIT_FIELDS)}, tag.<name> or "
+                 "custom.<key>", 2)
     engine = get_engine()
     with engine.connect() as conn:
         customer_id = resolve_customer(conn, ref)
