@@ -26,7 +26,9 @@ from api.webhooks import router as webhooks_router
 
 def create_app(engine: Engine) -> FastAPI:
     """Build the app around a database engine."""
-    app = FastAPI(title="funnelsync", version="0.1.0")
+    # No /docs or /redoc: FastAPI's pages load Swagger UI from a CDN, and funnelsync must work with no
+    # internet. The schema itself stays at /openapi.json for any local OpenAPI viewer or client generator.
+    app = FastAPI(title="funnelsync", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.engine = engine
 
     @app.get("/health", include_in_schema=False)

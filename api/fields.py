@@ -100,12 +100,12 @@ def typed_attribute_value(kind: str, value: Any) -> Any:
             return float(value)
         if isinstance(value, str):
             try:
-                number = Decimal(value.strip())
+                decimal = Decimal(value.strip())
             except InvalidOperation:
                 raise ValueError(f"type Decimal expects a number, got {value!r}") from None
             # A finite decimal past float range ("1e400") would be stored as Infinity, which is not JSON.
-            if number.is_finite() and math.isfinite(float(number)):
-                return float(number)
+            if decimal.is_finite() and math.isfinite(float(decimal)):
+                return float(decimal)
         raise ValueError(f"type Decimal expects a number, got {value!r}")
     if kind == "Timestamp":
         if not isinstance(value, str):

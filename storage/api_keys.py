@@ -40,6 +40,25 @@ def verify_api_key(conn: Connection, key: str) -> bool:
     return row is not None
 
 
+def revoke_api_keys(conn: Connection, name_or_prefix: str) -> int:
+    """Revoke every live key with that name, or the key starting with that prefix; return how many.
+
+    A prefix must be at least the 12 characters ``api-keys list`` shows, so a short string cannot
+    revoke keys by accident.
+    """
+    now = datetime.now(timezone.utc)
+    live = api_keys.c.revoked_at.is_(None)
+    by_name = conn.execute(api_keys.update().where(live, api_keys.c.name == name_or_prefix).values(revoked_at=now))
+    if by_name.rowcount:
+        return by_name.rowcount
+    if len(name_or_prefix) >= 12:
+        by_prefix = conn.execute(
+            api_keys.update().where(live, api_keys.c.prefix == name_or_prefix[:12]).values(revoked_at=now)
+        )
+        return by_prefix.rowcount
+    return 0
+
+
 def list_api_keys(conn: Connection) -> list[dict[str, object]]:
     """Name, prefix and dates of every key (never the key)."""
     return [dict(r._mapping) for r in conn.execute(

@@ -38,3 +38,24 @@ def test_framework_errors_answer_in_the_documented_shape(db_engine):
     assert invalid.status_code == 422 and invalid.json()["code"] == 422
     assert {e["field"] for e in invalid.json()["errors"]} == {"start-date", "end-date"}
     assert "start-date" in invalid.json()["message"]
+
+
+def test_revoked_key_answers_401_and_no_cdn_docs(db_engine):
+    from storage.api_keys import revoke_api_keys
+
+    with db_engine.begin() as conn:
+        key = create_api_key(conn, "ci")
+        other = create_api_key(conn, "other")
+    client = TestClient(create_app(db_engine))
+    assert client.get("/v1/ping", headers=_basic(key)).status_code == 200
+    with db_engine.begin() as conn:
+        assert revoke_api_keys(conn, "short") == 0
+        assert revoke_api_keys(conn, key[:12]) == 1
+    assert client.get("/v1/ping", headers=_basic(key)).status_code == 401
+    assert client.get("/v1/ping", headers=_basic(other)).status_code == 200
+    with db_engine.begin() as conn:
+        assert revoke_api_keys(conn, "other") == 1
+    assert client.get("/v1/ping", headers=_basic(other)).status_code == 401
+    # Swagger UI would load from a CDN: not served; the schema is.
+    assert client.get("/docs").status_code == 404
+    assert client.get("/openapi.json").status_code == 200

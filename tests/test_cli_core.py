@@ -54,6 +54,10 @@ def test_sources_customers_and_keys(db_engine, db_url):
     assert key.stdout.strip().startswith("fsk_") and len(key.stdout.strip().splitlines()) == 1
     listed_keys = run(db_url, "api-keys", "list", "--json")
     assert key.stdout.strip() not in listed_keys.stdout
+    revoked = run(db_url, "api-keys", "revoke", "ci")
+    assert revoked.returncode == 0 and "Revoked 1" in revoked.stdout
+    again = run(db_url, "api-keys", "revoke", "ci")
+    assert again.returncode == 1 and "no live API key" in again.stderr
 
 
 def test_uninitialised_database_is_a_clear_error(tmp_path):

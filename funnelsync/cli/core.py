@@ -248,6 +248,20 @@ def api_keys_create(name: Annotated[str, typer.Argument(help="What the key is fo
     print(key)
 
 
+@api_keys_app.command("revoke")
+def api_keys_revoke(
+    name_or_prefix: Annotated[str, typer.Argument(help="The key's name, or its prefix as `api-keys list` shows it.")],
+) -> None:
+    """Revoke API keys: requests with them answer 401 from now on."""
+    from storage.api_keys import revoke_api_keys
+
+    with get_engine().begin() as conn:
+        count = revoke_api_keys(conn, name_or_prefix)
+    if not count:
+        fail(f"no live API key named or starting with {name_or_prefix!r} (see funnelsync api-keys list)")
+    console.print(f"Revoked {count} API key{'s' if count != 1 else ''}.")
+
+
 @api_keys_app.command("list")
 def api_keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List API keys (names and prefixes only)."""
