@@ -480,6 +480,12 @@ class RowMapper:
             value = raw.strip()
             if not value:
                 continue
+            if "\x00" in value:
+                # PostgreSQL text cannot hold NUL: the batch failed with a DataError traceback. Reject the row
+                # on both databases alike, quoting the cell with the NUL spelled out so the report can be stored.
+                errors.append(RowError(row, header, raw.replace("\x00", "\\0"),
+                                       "contains a NUL byte (0x00): re-export the file as text"))
+                continue
             try:
                 places[destination][name] = convert(value)
             except ValueError as exc:
@@ -487,7 +493,7 @@ class RowMapper:
         if not fields and not custom and not contact and not errors and not any(v.strip() for v in values):
             return None  # only whitespace: a blank row
         if count > self.width and any(v.strip() for v in values[self.width:]):
-            extra = next(v for v in values[self.width:] if v.strip())
+            extra = next(v for v in values[self.width:] if v.strip()).replace("\x00", "\\0")
             errors.append(
                 RowError(row, "", extra, f"the row has {count} values but the header has {self.width} columns")
             )

@@ -307,3 +307,19 @@ def test_a_date_format_with_a_bad_directive_is_refused(db_engine: Engine, tmp_pa
         assert conn.execute(select(func.count()).select_from(import_jobs)).scalar() == 0
     summary = import_csv(db_engine, path, "Fmt", {}, "%d.%m.%Y", tz=UTC)
     assert summary.created == 1 and _view(db_engine, "Fmt:d1")["lead_created_at"] == "2025-01-05T00:00:00+00:00"
+
+
+def test_nul_bytes_reject_their_row_on_both_databases(db_engine: Engine, tmp_path: Path) -> None:
+    # PostgreSQL text cannot hold NUL: the import crashed there with a DataError (SQLite stored it).
+    path = tmp_path / "nul.csv"
+    path.write_bytes(b"ID,Name,Signup Date\nn1,a\x00b,2025-01-01\nn2,ok,20\x0025-01-01\nn3,fine,2025-01-02\n")
+    summary = import_csv(db_engine, path, "Nul", {}, tz=UTC)
+    assert (summary.created, summary.rejected) == (1, 2)
+    assert [(e["row"], e["column"], e["value"]) for e in summary.errors] == [
+        (2, "Name", "a\\0b"), (3, "Signup Date", "20\\025-01-01")]
+    assert all("NUL byte" in e["reason"] for e in summary.errors)
+    from storage.schema import import_rejections
+
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(import_rejections)).scalar() == 2
+    assert _view(db_engine, "Nul:n3")["name"] == "fine"
