@@ -70,6 +70,9 @@ def parse_assignment(field_name: str, text: str, allowed: tuple[str, ...], tz: t
     name = field_name.strip()
     value = text.strip()
     try:
+        if "\x00" in name or "\x00" in value:
+            # PostgreSQL text cannot hold NUL: the edit crashed there with a DataError traceback.
+            raise ValueError("contains a NUL byte (0x00)")
         if name == "tags":
             tags = convert_tags(value)
             if not tags:

@@ -207,3 +207,17 @@ def test_bulk_edit_ids_file_not_utf8_changes_nothing(cli, db_engine: Engine, tmp
     result = cli("bulk-edit", "--ids", str(ids), "--set", "owner=kim@example.com", code=2)
     assert "line 2 is not UTF-8" in str(result.exception) + result.output
     assert _view(db_engine, "Manual:m-1")["owner"] is None
+
+
+def test_bulk_edit_csv_cell_with_nul_skips_its_row(cli, db_engine: Engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # PostgreSQL text cannot hold NUL: the bulk edit crashed there with a DataError traceback.
+    cli("customers", "add", "--source", "Manual", "--external-id", "m-1", "--name", "Ada")
+    cli("customers", "add", "--source", "Manual", "--external-id", "m-2", "--name", "Bob")
+    rows = tmp_path / "edits.csv"
+    rows.write_bytes(b"customer,owner,custom.plan\nManual:m-1,a\x00b,pro\nManual:m-2,kim,p\x00q\n"
+                     b"Manual:m-2,kim,pro\n")
+    out = json.loads(cli("bulk-edit", "--csv", str(rows), "--json").stdout)
+    assert (out["applied"], out["skipped"]) == (1, 2)
+    assert all("NUL byte" in s["reason"] for s in out["skips"])
+    assert _view(db_engine, "Manual:m-1")["owner"] is None
+    assert _view(db_engine, "Manual:m-2")["custom"] == {"plan": "pro"}
