@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import codecs
 import csv
-import math
 import io
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
