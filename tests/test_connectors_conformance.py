@@ -141,7 +141,7 @@ def test_repeated_page_token_raises(fake: FakeApi) -> None:
 
 
 class Killed(Exception):
-    pass
+    """Raised by a test to stop a sync between two batches, as a killed process would."""
 
 
 def test_sync_killed_after_second_batch_resumes_with_every_record_once(fake: FakeApi, db_engine: Engine) -> None:

@@ -205,8 +205,7 @@ def test_repeated_token_raises(paginator: object, url: str, bodies: list[dict]) 
         side_effect=[httpx.Response(200, json=b) for b in bodies]
     )
     with pytest.raises(PaginationLoopError, match="a second time"):
-        for _ in fetch_pages(client(), PageRequest(url), paginator):  # type: ignore[arg-type]
-            pass
+        list(fetch_pages(client(), PageRequest(url), paginator))  # type: ignore[arg-type]
 
 
 def test_id_batches() -> None:

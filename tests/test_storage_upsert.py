@@ -2,6 +2,7 @@
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import func, select
 
 from funnelsync.records import ContactRecord, SourceCustomerRecord, SubscriptionFact
@@ -89,13 +90,10 @@ def test_duplicate_keys_in_a_batch_keep_the_last(db_engine):
 def test_failed_batch_writes_nothing(db_engine):
     with db_engine.begin() as conn:
         ds = create_source(conn, "src", "csv")
-    try:
-        with db_engine.begin() as conn:
-            upsert_records(conn, ds.id, _records(10))
-            save_cursor(conn, ds.id, "customers", {"after": "c9"})
-            raise RuntimeError("killed mid-batch")
-    except RuntimeError:
-        pass
+    with pytest.raises(RuntimeError, match="killed"), db_engine.begin() as conn:
+        upsert_records(conn, ds.id, _records(10))
+        save_cursor(conn, ds.id, "customers", {"after": "c9"})
+        raise RuntimeError("killed mid-batch")
     with db_engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(source_customers)).scalar() == 0
         assert conn.execute(select(func.count()).select_from(customers)).scalar() == 0
