@@ -14,23 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from funnelsync.records import DATE_FIELDS, PROFILE_FIELDS
+
+# The record model's own field lists, plus what a file may carry besides them.
 CUSTOMER_FIELDS = (
-    "external_id",
-    "name",
-    "email",
-    "company",
-    "country",
-    "state",
-    "city",
-    "zip",
-    "website_url",
-    "owner",
-    "lead_status",
-    "lead_created_at",
-    "free_trial_started_at",
-    "subscriber_since",
-    "cancelled_at",
-    "tags",
+    "external_id", *PROFILE_FIELDS, *DATE_FIELDS, "subscriber_since", "cancelled_at", "tags",
 )
 CONTACT_FIELDS = ("first_name", "last_name", "title", "email", "phone", "linked_in", "twitter", "notes")
 DATE_TARGETS = frozenset({"lead_created_at", "free_trial_started_at", "subscriber_since", "cancelled_at"})

@@ -90,8 +90,8 @@ class FakeSheets:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # quiet test output
-                pass
+            def log_message(self, *args: Any) -> None:
+                """Keep request logs out of the test output."""
 
             def _send(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()

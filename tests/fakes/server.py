@@ -50,7 +50,7 @@ def serve(fake: FakeApi) -> Iterator[str]:
             self.wfile.write(body)
 
         def log_message(self, *args: object) -> None:
-            pass
+            """Keep request logs out of the test output."""
 
     server.RequestHandlerClass = Handler
     thread = threading.Thread(target=server.serve_forever, daemon=True)
