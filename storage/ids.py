@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import uuid
+import time
 
 from sqlalchemy import Connection, text
 
@@ -11,23 +11,33 @@ from storage.schema import id_blocks
 
 
 def new_uuid(prefix: str) -> str:
-    """A public id in the commercial product's shape, e.g. ``cus_de305d54-75b4-431b-adb2-eb6b9e546014``."""
-    return f"{prefix}_{uuid.uuid4()}"
+    """A public id in the commercial product's shape, e.g. ``cus_0190a5c4-7b1e-7c3a-9f0e-2b8d4c6e1a37``."""
+    return new_uuids(prefix, 1)[0]
 
 
 def new_uuids(prefix: str, count: int) -> list[str]:
-    """``count`` public ids at once: version-4 UUIDs from one ``os.urandom`` call.
+    """``count`` public ids at once, time-ordered (RFC 9562 version 7) and ascending within the call.
 
-    ``uuid.UUID`` construction dominates a first import of a million customers; setting the version
-    and variant bits by hand gives the same ids (RFC 4122, version 4) at a fraction of the cost.
+    Version 7 puts the creation time in milliseconds first and random bits after (74 of them), so ids
+    made later sort later. That is what keeps the unique index on ``customers.uuid`` cheap: new ids land
+    at its right-hand edge instead of on a random page each. With random (version 4) ids a first import
+    of a million customers dirtied a random index page per row, and SQLite wrote ~3× more pages per
+    commit. The ids still reveal nothing but their creation time, which the record shows anyway.
     """
+    if count <= 0:
+        return []
+    millis = time.time_ns() // 1_000_000
     raw = bytearray(os.urandom(16 * count))
+    stamp = millis.to_bytes(6, "big")
     out = []
     for i in range(0, 16 * count, 16):
-        raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40  # version 4
-        raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80  # RFC 4122 variant
+        raw[i : i + 6] = stamp
+        raw[i + 6] = (raw[i + 6] & 0x0F) | 0x70  # version 7
+        raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80  # RFC 9562 variant
         h = raw[i : i + 16].hex()
         out.append(f"{prefix}_{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    # One call shares one millisecond: sorting makes the batch ascending (random bits order the rest).
+    out.sort()
     return out
 
 

@@ -122,3 +122,37 @@ def test_new_customer_row_equals_project(name, email, website, lead, trial, subs
     row = new_customer_row(rec, 1, T0)
     for key, value in expected.items():
         assert row[key] == value, key
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=_text, email=st.one_of(_text, st.emails()), website=st.one_of(_text, st.just("https://www.Acme.io/x")),
+       lead=_dates, trial=_dates, subs=_subs, tags=st.lists(st.sampled_from(["a", "b", "c"]), max_size=4),
+       status=st.one_of(st.none(), st.sampled_from(["New_Lead", "Working_Lead"])),
+       custom=st.sampled_from([{}, {"k": 1}, {"when": datetime(2024, 5, 1, tzinfo=timezone.utc), "x": "y"}]),
+       raw=st.sampled_from([None, {}, {"id": "x", "n": [1, 2]}]), sqlite_times=st.booleans())
+def test_fresh_row_tuples_equal_the_dict_rows(name, email, website, lead, trial, subs, tags, status, custom, raw,
+                                               sqlite_times):
+    """The tuple fast path of a first import writes exactly what the dict rows would."""
+    from storage.upsert import (
+        CUSTOMER_COLUMNS,
+        SC_COLUMNS,
+        _fresh_customer_tuple,
+        _fresh_sc_tuple,
+        _row_builder,
+        _sc_row,
+        _ts,
+    )
+
+    rec = SourceCustomerRecord("x", name=name, email=email, website_url=website, lead_created_at=lead,
+                               free_trial_started_at=trial, subscriptions=subs, tags=tags, lead_status=status,
+                               custom=custom, raw=raw)
+    lead_us, trial_us = _ts(lead), _ts(trial)
+    now_v = _ts(T0) if sqlite_times else T0
+    email_norm = "norm@example.com"
+    expected_customer = _row_builder(CUSTOMER_COLUMNS, sqlite_times)(
+        new_customer_row(rec, 7, T0, "cus_1", email_norm))
+    assert _fresh_customer_tuple(rec, 7, "cus_1", now_v, email_norm, lead_us, trial_us, sqlite_times) \
+        == expected_customer
+    expected_sc = _row_builder(SC_COLUMNS, sqlite_times)(_sc_row(rec, "f" * 48, 3, 2, 7, T0, email_norm))
+    assert _fresh_sc_tuple(rec, "f" * 48, 3, 2, 7, now_v, email_norm, lead_us, trial_us, sqlite_times) \
+        == expected_sc
