@@ -36,6 +36,7 @@ from connectors.flexible_csv import (
     survey_dates,
 )
 from connectors.header_match import MappingError, match_headers
+from funnelsync.prefetch import prefetch
 from funnelsync.timeutil import account_timezone
 from storage.imports import (
     add_job_counts,
@@ -274,7 +275,8 @@ def _import_file(
         job_id, summary.job_uuid = start_import_job(conn, source_id, job_kind, str(source.path))
     done = 0
     try:
-        for batch in _batches(source.rows(), batch_size):
+        # The next batch is parsed while this one is written (funnelsync.prefetch).
+        for batch in prefetch(_batches(source.rows(), batch_size)):
             apply(engine, source_id, job_id, batch, summary, errors_file)
             done += len(batch)
             if progress is not None:

@@ -41,7 +41,7 @@ from storage.projection import (
     reproject,
     write_filter_rows,
 )
-from storage.schema import contacts, subscriptions
+from storage.schema import contacts, metadata, subscriptions
 from storage.types import EPOCH, ONE_MICROSECOND, to_epoch_us
 
 LOOKUP_CHUNK = 5000
@@ -236,6 +236,26 @@ class _Writer:
         finally:
             cursor.close()
 
+    def insert_new(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]],
+                   conflict: Sequence[str], update_columns: Sequence[str]) -> None:
+        """Insert rows the batch's lookup found absent; an upsert all the same if another writer won.
+
+        On PostgreSQL the rows go straight in with ``COPY`` under a savepoint, skipping the staging
+        table and the ``ON CONFLICT`` pass (measured: about half the server time of the staged upsert).
+        If a concurrent import inserted one of the keys since the lookup, the savepoint is rolled back
+        and the staged upsert runs instead, so the outcome is the same as ``insert(…, conflict=…)``.
+        """
+        if self.sqlite or len(rows) < 50:
+            self.insert(table, columns, rows, conflict, update_columns)
+            return
+        from psycopg.errors import UniqueViolation
+
+        try:
+            with self.conn.begin_nested():
+                self._copy(table, columns, rows)
+        except UniqueViolation:
+            self._copy_upsert(table, columns, rows, conflict, update_columns)
+
     def _sqlite_variable_limit(self) -> int:
         raw = self.conn.connection.driver_connection
         return int(raw.getlimit(SQLITE_LIMIT_VARIABLE_NUMBER))  # type: ignore[union-attr]
@@ -250,9 +270,13 @@ class _Writer:
         return f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
 
     def _copy(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        # Binary COPY: the server skips parsing text (timestamps above all) and psycopg formats less;
+        # measured ~2× faster per row than text COPY for our wide rows.
+        types = _binary_copy_types(table.removeprefix("_stage_"), tuple(columns))
         raw = self.conn.connection.driver_connection
         with raw.cursor() as cur:  # type: ignore[union-attr]
-            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(types)
                 for row in rows:
                     copy.write_row(row)
 
@@ -269,6 +293,27 @@ class _Writer:
             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}"  # noqa: S608 - constant names
             + self._conflict_clause(conflict, update_columns)
         )
+
+
+_PG_BINARY_TYPES = {"BIGINT": "int8", "INTEGER": "int4", "BOOLEAN": "bool", "FLOAT": "float8",
+                     "DOUBLE PRECISION": "float8", "TIMESTAMP WITH TIME ZONE": "timestamptz"}
+
+
+@lru_cache(maxsize=64)
+def _binary_copy_types(table: str, columns: tuple[str, ...]) -> list[str]:
+    """The type each column is sent as in a binary COPY, from the schema.
+
+    Text-like columns (varchar, text, and JSON, whose values we hand over as JSON text already) go as
+    ``text``: the binary form of all of them is the UTF-8 text, and psycopg's ``json`` dumper would
+    encode our JSON text a second time.
+    """
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    table_def = metadata.tables[table]
+    out = []
+    for name in columns:
+        ddl = table_def.c[name].type.compile(dialect=dialect)
+        out.append(_PG_BINARY_TYPES.get(ddl, "text"))
+    return out
 
 
 def upsert_on_conflict(
@@ -401,10 +446,10 @@ def upsert_records(
             replace_contacts.append((sc_id, cid, rec.contacts or []))
     result.updated = len(changed)
 
-    w.insert(
-        "source_customers", SC_COLUMNS, sc_tuples + w.rows(SC_COLUMNS, sc_rows),
-        conflict=("data_source_id", "external_id"), update_columns=SC_UPDATE_COLUMNS,
-    )
+    sc_key = ("data_source_id", "external_id")
+    w.insert_new("source_customers", SC_COLUMNS, sc_tuples, conflict=sc_key, update_columns=SC_UPDATE_COLUMNS)
+    w.insert("source_customers", SC_COLUMNS, w.rows(SC_COLUMNS, sc_rows), conflict=sc_key,
+             update_columns=SC_UPDATE_COLUMNS)
     _write_subscriptions(conn, w, sub_writes, replace_subs, now)
     _write_contacts(conn, w, contact_writes, replace_contacts, now)
     if result.touched_customer_ids:
