@@ -36,7 +36,7 @@ from connectors.flexible_csv import (
     survey_dates,
 )
 from connectors.header_match import MappingError, match_headers
-from funnelsync.prefetch import prefetch
+from funnelsync.bulk import prefetched, rare_gc
 from funnelsync.timeutil import account_timezone
 from storage.imports import (
     add_job_counts,
@@ -275,12 +275,13 @@ def _import_file(
         job_id, summary.job_uuid = start_import_job(conn, source_id, job_kind, str(source.path))
     done = 0
     try:
-        # The next batch is parsed while this one is written (funnelsync.prefetch).
-        for batch in prefetch(_batches(source.rows(), batch_size)):
-            apply(engine, source_id, job_id, batch, summary, errors_file)
-            done += len(batch)
-            if progress is not None:
-                progress(done, layout.data_rows)
+        # The next batch is parsed while this one is written (funnelsync.bulk).
+        with rare_gc():
+            for batch in prefetched(_batches(source.rows(), batch_size)):
+                apply(engine, source_id, job_id, batch, summary, errors_file)
+                done += len(batch)
+                if progress is not None:
+                    progress(done, layout.data_rows)
     except BaseException as exc:
         with engine.begin() as conn:
             finish_import_job(conn, job_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
@@ -471,11 +472,12 @@ def import_rows(
     done = 0
     summary.unchanged += unchanged
     try:
-        for batch in _batches(pending, batch_size):
-            _apply_batch(engine, source_id, job_id, batch, summary, errors_file, on_applied=remember)
-            done += len(batch)
-            if progress is not None:
-                progress(done, len(pending))
+        with rare_gc():
+            for batch in _batches(pending, batch_size):
+                _apply_batch(engine, source_id, job_id, batch, summary, errors_file, on_applied=remember)
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(pending))
         gone = [key for key in stored if key not in present]
         with engine.begin() as conn:
             delete_row_fingerprints(conn, source_id, stream, gone)

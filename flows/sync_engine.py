@@ -9,10 +9,8 @@ written no second time, so every record ends up present exactly once.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,6 +20,7 @@ from sqlalchemy import Engine
 from connectors.base import Connector, SettingsError
 from connectors.registry import connector_class, is_connector_kind
 from flows.secrets import resolve_settings
+from funnelsync.bulk import prefetched, rare_gc
 from storage.sources import require_source
 from storage.sync_state import load_cursor, save_cursor
 from storage.upsert import upsert_records
@@ -89,60 +88,6 @@ Progress = Callable[[StreamSummary], None]
 # Batches fetched ahead while the previous one is written: the fetch waits on the network (and the
 # mapping is light), the write on the database, so overlapping them nearly halves a sync's time.
 PREFETCH_BATCHES = 2
-
-
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-_DONE = object()
-
-
-def prefetched(batches: Iterator[Any], depth: int = PREFETCH_BATCHES) -> Iterator[Any]:
-    """Yield from ``batches`` while a background thread reads up to ``depth`` items ahead.
-
-    Order is kept, and an exception of the reader is raised here after the items read before it, so
-    every batch fetched before a failure is still committed. Nothing is committed ahead: a batch read
-    but not yet yielded is simply lost if the consumer stops, and its cursor with it.
-    """
-    if depth <= 0:
-        yield from batches
-        return
-    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for item in batches:
-                if not put(item):
-                    return
-            put(_DONE)
-        except BaseException as exc:  # noqa: BLE001  handed to the consumer, raised there
-            put(_Failure(exc))
-
-    reader = threading.Thread(target=read, name="funnelsync-prefetch", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            yield item
-    finally:
-        stop.set()
-        reader.join(timeout=30)
 
 
 def _engine(engine: Engine | str | None) -> Engine:
@@ -217,20 +162,22 @@ def run_stream(
     started = time.perf_counter()
     with engine.connect() as conn:
         state = None if full_refresh else load_cursor(conn, data_source_id, stream)
-    for batch in prefetched(connector.read(stream, state, full_refresh), prefetch):
-        with engine.begin() as conn:
-            result = upsert_records(conn, data_source_id, batch.records)
-            summary.fetched += batch.fetched
-            summary.created += result.created
-            summary.updated += result.updated
-            summary.unchanged += result.unchanged
-            summary.batches += 1
-            summary.seconds = time.perf_counter() - started
-            # Same transaction as the records: the cursor never runs ahead of what is stored.
-            save_cursor(conn, data_source_id, stream, batch.cursor, counts=summary.counts())
-        summary.cursor = batch.cursor
-        if progress is not None:
-            progress(summary)
+    batches = prefetched(connector.read(stream, state, full_refresh), prefetch)
+    with rare_gc():
+        for batch in batches:
+            with engine.begin() as conn:
+                result = upsert_records(conn, data_source_id, batch.records)
+                summary.fetched += batch.fetched
+                summary.created += result.created
+                summary.updated += result.updated
+                summary.unchanged += result.unchanged
+                summary.batches += 1
+                summary.seconds = time.perf_counter() - started
+                # Same transaction as the records: the cursor never runs ahead of what is stored.
+                save_cursor(conn, data_source_id, stream, batch.cursor, counts=summary.counts())
+            summary.cursor = batch.cursor
+            if progress is not None:
+                progress(summary)
     summary.seconds = time.perf_counter() - started
     with engine.begin() as conn:
         cursor = summary.cursor if summary.batches else load_cursor(conn, data_source_id, stream)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flows.sync_engine import prefetched
+from funnelsync.bulk import prefetched
 
 
 def numbers(n: int, fail_at: int | None = None) -> Iterator[int]:

@@ -1,0 +1,128 @@
+"""Runtime settings for bulk jobs (imports, syncs): read ahead on a thread, collect garbage rarely.
+
+Both are process-wide interpreter settings, so they are context managers that nest and restore.
+
+- ``prefetched``: a producer (a file parser, an API pager) runs one step ahead of its consumer on a
+  thread. The consumer waits on the database (SQLite steps a multi-row INSERT with the GIL released,
+  PostgreSQL works in its own process) or the network; overlapping the two instead of adding them was
+  measured at +20% on a PostgreSQL import. While it runs the interpreter switches threads every 0.5 ms
+  instead of 5 ms: the consumer comes back from a database call wanting the GIL and otherwise waited up
+  to 5 ms for the producer each time.
+- ``rare_gc``: a batch job allocates millions of short-lived objects that reference counting frees;
+  the cyclic collector still ran thousands of times per 200,000 imported rows, each pass walking every
+  live object (measured: 14 µs a row, 16% of an import). The job's own data has no cycles to collect.
+"""
+
+from __future__ import annotations
+
+import gc
+import queue
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+
+SWITCH_INTERVAL = 0.0005
+# Generation-0 threshold during bulk work (Python's default is 700 net allocations).
+BULK_GC_THRESHOLD = 50_000
+
+_lock = threading.Lock()
+_switch_users = 0
+_saved_switch = 0.0
+_gc_users = 0
+_saved_threshold: tuple[int, int, int] = (700, 10, 10)
+
+
+@contextmanager
+def short_switch_interval() -> Iterator[None]:
+    """Switch threads every ``SWITCH_INTERVAL`` seconds while inside (nests; restores on exit)."""
+    global _switch_users, _saved_switch
+    with _lock:
+        if _switch_users == 0:
+            _saved_switch = sys.getswitchinterval()
+            sys.setswitchinterval(min(_saved_switch, SWITCH_INTERVAL))
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_saved_switch)
+
+
+@contextmanager
+def rare_gc() -> Iterator[None]:
+    """Run the cyclic garbage collector rarely while inside (nests; restores on exit)."""
+    global _gc_users, _saved_threshold
+    with _lock:
+        if _gc_users == 0:
+            _saved_threshold = gc.get_threshold()
+            first, *rest = _saved_threshold
+            gc.set_threshold(max(first, BULK_GC_THRESHOLD), *rest)
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _gc_users -= 1
+            if _gc_users == 0:
+                gc.set_threshold(*_saved_threshold)
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_DONE = object()
+
+
+def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Yield ``items`` in order while a background thread reads up to ``depth`` ahead.
+
+    An exception of the reader is raised here after the items read before it, so every batch read
+    before a failure is still handled. Closing the generator early (or an exception in the consumer)
+    stops the reader at its next item; an item read but not yet yielded is dropped.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    buffer: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(_Failure(exc))
+
+    with short_switch_interval():
+        reader = threading.Thread(target=read, name="funnelsync-prefetch", daemon=True)
+        reader.start()
+        try:
+            while True:
+                item = buffer.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.exc
+                yield item  # type: ignore[misc]
+        finally:
+            stop.set()
+            reader.join(timeout=30)
