@@ -38,6 +38,7 @@ from connectors.flexible_csv import (
 from connectors.header_match import MappingError, match_headers
 from funnelsync.bulk import prefetched, rare_gc
 from funnelsync.timeutil import account_timezone
+from storage.bulk_load import deferred_metric_indexes
 from storage.imports import (
     add_job_counts,
     add_rejections,
@@ -275,8 +276,10 @@ def _import_file(
         job_id, summary.job_uuid = start_import_job(conn, source_id, job_kind, str(source.path))
     done = 0
     try:
-        # The next batch is parsed while this one is written (funnelsync.bulk).
-        with rare_gc():
+        # The next batch is parsed while this one is written (funnelsync.bulk); a file as large as the
+        # customer table is indexed after it is written (storage.bulk_load).
+        new_customers = 0 if apply is _apply_contacts_batch else layout.data_rows
+        with rare_gc(), deferred_metric_indexes(engine, new_customers, source_id):
             for batch in prefetched(_batches(source.rows(), batch_size)):
                 apply(engine, source_id, job_id, batch, summary, errors_file)
                 done += len(batch)
