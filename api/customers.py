@@ -28,6 +28,7 @@ from api.wire import (
 from funnelsync.records import CUSTOMER_STATUSES, LEAD_STATUSES, SourceCustomerRecord
 from storage.contacts import CONTACT_FIELDS, create_contact, update_contact
 from storage.customer_lookup import attribute_types, count_customers, customer_id_by_uuid, find_customer_ids
+from storage.customers import merged_into
 from storage.edits import EditError, set_manual_edits
 from storage.projection import register_attribute_types
 from storage.removal import delete_customers
@@ -57,7 +58,10 @@ def customer_id_or_404(conn: Connection, uuid: str) -> int:
     """The id of a live customer, else 404 (a merged-away uuid is gone: its survivor holds its ids)."""
     found = customer_id_by_uuid(conn, uuid)
     if found is None:
-        raise NotFound(f"no customer with uuid {uuid!r} (unknown, deleted or merged into another customer)")
+        survivor = merged_into(conn, uuid)
+        if survivor is not None:
+            raise NotFound(f"customer {uuid!r} was merged into {survivor}")
+        raise NotFound(f"no customer with uuid {uuid!r} (unknown or deleted)")
     return found
 
 

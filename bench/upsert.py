@@ -57,7 +57,7 @@ def peak_mb() -> float:
 def run_one(kind: str, rows: int, size: int) -> None:
     from sqlalchemy import text
 
-    from funnelsync.bulk import rare_gc
+    from funnelsync.bulk import prefetched, rare_gc
     from storage.db import make_engine, upgrade
     from storage.sources import create_source
     from storage.upsert import UpsertResult, upsert_records
@@ -80,9 +80,10 @@ def run_one(kind: str, rows: int, size: int) -> None:
             total = UpsertResult()
             started = time.perf_counter()
             cpu_started = time.process_time()
-            # As the sync engine and the imports run their batches (funnelsync.bulk.rare_gc).
+            # As the sync engine runs a stream's batches (flows/sync_engine.run_stream): the next batch is
+            # produced on a thread while one is written, and the cyclic GC runs rarely (funnelsync.bulk).
             with rare_gc():
-                for batch in batches(rows, size):
+                for batch in prefetched(batches(rows, size)):
                     with engine.begin() as conn:
                         total.add(upsert_records(conn, ds_id, batch))
                     total.touched_customer_ids.clear()

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, false, select
 
-from storage.schema import customers, data_sources, source_customers
+from storage.schema import customers, data_sources, merge_events, source_customers
 
 
 def resolve_customer(conn: Connection, ref: str) -> int | None:
@@ -31,6 +31,37 @@ def resolve_customer(conn: Connection, ref: str) -> int | None:
             source_customers.c.external_id == external_id,
         )
     ).scalar_one_or_none()
+
+
+def merged_into(conn: Connection, uuid: str) -> str | None:
+    """The live customer a merged-away ``uuid`` now lives on in (following merges of merges), else None.
+
+    A merge that was undone does not count: its customer came back under its own uuid.
+    """
+    seen = {uuid}
+    current = uuid
+    while True:
+        into = conn.execute(
+            select(merge_events.c.into_customer_uuid)
+            .where(merge_events.c.kind == "merge", merge_events.c.from_customer_uuid == current,
+                   merge_events.c.undone_at.is_(None))
+            .order_by(merge_events.c.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if into is None or into in seen:
+            return None
+        if conn.execute(select(customers.c.id).where(customers.c.uuid == into)).scalar_one_or_none() is not None:
+            return str(into)
+        seen.add(into)
+        current = into
+
+
+def missing_customer_message(conn: Connection, ref: str) -> str:
+    """Why ``ref`` names no live customer, pointing at the survivor when it was merged away."""
+    survivor = merged_into(conn, ref.strip()) if ref.strip().startswith("cus_") else None
+    if survivor is not None:
+        return f"customer {ref!r} was merged into {survivor}: use that uuid (or undo the merge)"
+    return f"no customer {ref!r} (use a cus_… uuid or SOURCE:EXTERNAL_ID)"
 
 
 def customer_view(conn: Connection, customer_ids: Sequence[int]) -> list[dict[str, Any]]:

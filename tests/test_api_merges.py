@@ -23,7 +23,8 @@ def test_merge_by_uuid_then_unmerge(db_engine):
     response = client.post("/v1/customers/merges", json={
         "from": {"customer_uuid": lead["uuid"]}, "into": {"customer_uuid": paying["uuid"]}})
     assert response.status_code == 204 and response.content == b""
-    assert client.get(f"/v1/customers/{lead['uuid']}").status_code == 404
+    gone = client.get(f"/v1/customers/{lead['uuid']}")
+    assert gone.status_code == 404 and f"merged into {paying['uuid']}" in gone.json()["message"]
     survivor = client.get(f"/v1/customers/{paying['uuid']}").json()
     assert survivor["external_ids"] == ["acct-7", "lead-1"]
     assert set(survivor["data_source_uuids"]) == {crm, billing}

@@ -91,7 +91,10 @@ def test_manual_merge_by_external_ids_and_unmerge(db_engine: Engine, db_url: str
 
     # The merged-away uuid is gone; its external id now names the survivor.
     gone = run(db_url, "merge", lead_uuid, sub_uuid)
-    assert gone.returncode == 1 and "not found" in gone.stderr and len(gone.stderr.strip().splitlines()) == 1
+    assert gone.returncode == 1 and f"was merged into {sub_uuid}" in gone.stderr
+    assert len(gone.stderr.strip().splitlines()) == 1
+    shown = run(db_url, "customers", "show", lead_uuid)
+    assert shown.returncode == 1 and f"merged into {sub_uuid}" in shown.stderr
     same = run(db_url, "merge", "crm:L-1", sub_uuid)
     assert same.returncode == 1 and "already the same customer" in same.stderr
 
@@ -100,6 +103,8 @@ def test_manual_merge_by_external_ids_and_unmerge(db_engine: Engine, db_url: str
     body = json.loads(undone.stdout)
     assert body["restored"]["uuid"] == lead_uuid and body["restored"]["external_ids"] == ["L-1"]
     assert body["customer"]["country"] is None and body["event"]["kind"] == "unmerge"
+    back = run(db_url, "customers", "show", lead_uuid, "--json")  # the undone merge no longer redirects
+    assert back.returncode == 0 and json.loads(back.stdout)["uuid"] == lead_uuid
     again = run(db_url, "unmerge", sub_uuid, "--source-customer", "crm:L-1")
     assert again.returncode == 1 and "belongs to" in again.stderr
     own = run(db_url, "unmerge", sub_uuid, "--source-customer", "billing:cus_9")

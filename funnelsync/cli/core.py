@@ -215,14 +215,14 @@ def customers_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show one customer with its sources and manual edits."""
-    from storage.customers import customer_view, resolve_customer
+    from storage.customers import customer_view, missing_customer_message, resolve_customer
     from storage.edits import manual_edits_of
 
     engine = get_engine()
     with engine.connect() as conn:
         cid = resolve_customer(conn, ref)
         if cid is None:
-            fail(f"no customer {ref!r} (use a cus_… uuid or SOURCE:EXTERNAL_ID)")
+            fail(missing_customer_message(conn, ref))
         item = customer_view(conn, [cid])[0]
         item["manual_edits"] = manual_edits_of(conn, cid)
     item.pop("id", None)

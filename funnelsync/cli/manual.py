@@ -98,7 +98,7 @@ def customers_edit(
 ) -> None:
     """Edit a customer by hand (stored as overrides that survive every re-sync)."""
     from flows.manual_edits import EDIT_FIELDS, EditValueError, account_zone, edit_customer, parse_assignments
-    from storage.customers import resolve_customer
+    from storage.customers import missing_customer_message, resolve_customer
 
     pairs = _pairs(set_)
     if not pairs and not unset:
@@ -115,8 +115,8 @@ def customers_edit(
     engine = get_engine()
     with engine.connect() as conn:
         customer_id = resolve_customer(conn, ref)
-    if customer_id is None:
-        fail(f"no customer {ref!r} (use a cus_… uuid or SOURCE:EXTERNAL_ID)")
+        if customer_id is None:
+            fail(missing_customer_message(conn, ref))
     try:
         edit_customer(engine, customer_id, edits, unset or [])
     except (EditValueError, ValueError) as exc:

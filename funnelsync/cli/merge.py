@@ -18,11 +18,14 @@ USAGE = 2
 
 
 def _resolve(conn: Any, ref: str, role: str) -> int:
-    from storage.customers import resolve_customer
+    from storage.customers import merged_into, resolve_customer
 
     cid = resolve_customer(conn, ref)
     if cid is None:
-        hint = " (merged away or never existed)" if ref.startswith("cus_") else ""
+        survivor = merged_into(conn, ref.strip()) if ref.strip().startswith("cus_") else None
+        if survivor is not None:
+            fail(f"{role} customer {ref!r} was merged into {survivor} already: use that uuid")
+        hint = " (never existed or deleted)" if ref.startswith("cus_") else ""
         fail(f"{role} customer {ref!r} not found{hint}: use a cus_… uuid or SOURCE:EXTERNAL_ID")
     return cid
 
