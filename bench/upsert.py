@@ -80,10 +80,10 @@ def run_one(kind: str, rows: int, size: int) -> None:
             total = UpsertResult()
             started = time.perf_counter()
             cpu_started = time.process_time()
-            # As the sync engine runs a stream's batches (flows/sync_engine.run_stream): the next batch is
-            # produced on a thread while one is written, and the cyclic GC runs rarely (funnelsync.bulk).
+            # As the imports run their batches (flows/imports.py): the cyclic GC runs rarely and, on
+            # PostgreSQL only, the next batch is produced on a thread while one is written (funnelsync.bulk).
             with rare_gc():
-                for batch in prefetched(batches(rows, size)):
+                for batch in prefetched(batches(rows, size), 0 if kind == "sqlite" else 2):
                     with engine.begin() as conn:
                         total.add(upsert_records(conn, ds_id, batch))
                     total.touched_customer_ids.clear()

