@@ -5,7 +5,9 @@ Accepted values:
   ``2024-03-05T14:30:00.250+02:00``, ``2024-03-05 14:30`` and ``2024-03-05 14:30:15``;
 - ``MM/DD/YYYY`` and ``DD/MM/YYYY``, each optionally followed by ``HH:MM[:SS]`` (and ``AM``/``PM``,
   as US spreadsheets export them);
-- epoch seconds or milliseconds (digits only; 12 digits or more are milliseconds).
+- epoch seconds or milliseconds (digits only; 12 digits or more are milliseconds);
+- any of the first two followed by `` UTC`` or `` GMT`` (``2024-03-05 14:30:00 UTC``, as Stripe exports
+  write it): the clock is read in UTC whatever the account zone.
 
 Whether a column of slashed dates is day-first or month-first is decided from ALL of its values: a
 value whose first part is above 12 proves day-first, one whose second part is above 12 proves
@@ -38,7 +40,9 @@ _ORDER_ALIASES = {
 _CACHE_LIMIT = 50_000
 _MS_DIGITS = 12  # 1e11 seconds is the year 5138, 1e11 milliseconds is 1973: 12+ digits are milliseconds
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ACCEPTED = "YYYY-MM-DD[THH:MM[:SS][±HH:MM|Z]], MM/DD/YYYY or DD/MM/YYYY [HH:MM[:SS]], or epoch seconds/milliseconds"
+_UTC_NAMES = ("UTC", "GMT")  # zone names a value may end with (" UTC"); other names are refused, not guessed
+ACCEPTED = ("YYYY-MM-DD[THH:MM[:SS][±HH:MM|Z| UTC]], MM/DD/YYYY or DD/MM/YYYY [HH:MM[:SS]][ UTC], or epoch "
+            "seconds/milliseconds")
 
 
 class AmbiguousDateColumn(ValueError):
@@ -193,13 +197,17 @@ class DateColumnParser:
         self._cache[value] = parsed
         return parsed
 
-    def _local(self, naive: datetime) -> datetime:
-        if self.tz is UTC:
+    def _local(self, naive: datetime, zone: tzinfo | None = None) -> datetime:
+        zone = zone or self.tz
+        if zone is UTC:
             return naive.replace(tzinfo=UTC)
         # fold=0: an ambiguous wall time (DST fall-back) is read as the first occurrence.
-        return naive.replace(tzinfo=self.tz).astimezone(UTC)
+        return naive.replace(tzinfo=zone).astimezone(UTC)
 
     def _parse(self, value: str) -> datetime:
+        if len(value) > 4 and value[-4] == " " and value[-3:].upper() in _UTC_NAMES:
+            # "2024-03-05 14:30:00 UTC", as Stripe's and many databases' exports write it.
+            return self._in_utc(value[:-4].rstrip())
         if self.pattern is not None:
             try:
                 parsed = datetime.strptime(value, self.pattern)
@@ -217,14 +225,24 @@ class DateColumnParser:
             raise ValueError("a negative epoch timestamp is not a plausible date")
         raise ValueError(f"not a date: use {ACCEPTED}")
 
-    def _iso(self, value: str) -> datetime:
+    def _iso(self, value: str, zone: tzinfo | None = None) -> datetime:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             raise ValueError(f"not a valid ISO 8601 date or date-time (expected {ACCEPTED})") from None
         if parsed.tzinfo is None:
-            return self._local(parsed)
+            return self._local(parsed, zone)
+        if zone is not None:
+            raise ValueError("two time zones: an offset and a zone name; keep one")
         return parsed.astimezone(UTC)
+
+    def _in_utc(self, value: str) -> datetime:
+        """A value written with a UTC zone name: ISO or slashed, the clock read in UTC."""
+        if len(value) >= 10 and value[4] == "-":
+            return self._iso(value, UTC)
+        if "/" in value:
+            return self._slashed(value, UTC)
+        raise ValueError(f"not a date: use {ACCEPTED}")
 
     def _epoch(self, value: str) -> datetime:
         number = int(value)
@@ -235,7 +253,7 @@ class DateColumnParser:
             raise ValueError("too short for an epoch timestamp (seconds have 9–10 digits, milliseconds 12–13)")
         return _EPOCH + timedelta(seconds=number)
 
-    def _slashed(self, value: str) -> datetime:
+    def _slashed(self, value: str, zone: tzinfo | None = None) -> datetime:
         date_part, _, time_part = value.partition(" ")
         parts = date_part.split("/")
         if len(parts) != 3 or not all(p.isdigit() for p in parts):
@@ -265,7 +283,7 @@ class DateColumnParser:
             naive = datetime(year, month, day, hour, minute, second_)
         except ValueError as exc:
             raise ValueError(f"not a real date when read as {order}: {exc}") from None
-        return self._local(naive)
+        return self._local(naive, zone)
 
 
 def _parse_clock(text: str) -> tuple[int, int, int]:

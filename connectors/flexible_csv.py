@@ -89,6 +89,10 @@ class FileUnreadable(Exception):
     """The file cannot be imported at all (nothing is written): encoding, layout or mapping problem."""
 
 
+# Longest rejected value quoted in full in reports (longer ones are cut, with their length).
+REJECTED_VALUE_LIMIT = 200
+
+
 @dataclass(slots=True)
 class RowError:
     """One reason a row was rejected: spreadsheet row number, column header, raw value, reason."""
@@ -97,6 +101,12 @@ class RowError:
     column: str
     value: str
     reason: str
+
+    def __post_init__(self) -> None:
+        # A pasted paragraph or a runaway quoted cell must not be copied whole into every report and
+        # stored rejection: the row number finds it in the file.
+        if len(self.value) > REJECTED_VALUE_LIMIT:
+            self.value = f"{self.value[:REJECTED_VALUE_LIMIT]}… ({len(self.value):,} characters)"
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of ``--json`` output."""

@@ -133,6 +133,10 @@ BERLIN = ZoneInfo("Europe/Berlin")
         ("25/12/2024", None, UTC, datetime(2024, 12, 25, tzinfo=UTC)),  # unambiguous by itself
         ("1709649000", None, UTC, datetime(2024, 3, 5, 14, 30, tzinfo=UTC)),  # epoch seconds
         ("1709649000123", None, UTC, datetime(2024, 3, 5, 14, 30, 0, 123000, tzinfo=UTC)),  # epoch ms
+        # A trailing UTC/GMT zone name (Stripe's exports) beats the account zone.
+        ("2024-03-05 14:30:00 UTC", None, BERLIN, datetime(2024, 3, 5, 14, 30, tzinfo=UTC)),
+        ("2024-03-05 utc", None, BERLIN, datetime(2024, 3, 5, tzinfo=UTC)),
+        ("03/05/2024 14:30 GMT", MONTH_FIRST, BERLIN, datetime(2024, 3, 5, 14, 30, tzinfo=UTC)),
     ],
 )
 def test_date_formats(value: str, order: str | None, tz: ZoneInfo, expected: datetime) -> None:
@@ -154,6 +158,9 @@ def test_date_formats(value: str, order: str | None, tz: ZoneInfo, expected: dat
         ("yesterday", None, "not a date"),
         ("12345", None, "too short"),
         ("03/04/2024", None, "both as day-first and as month-first"),
+        ("2024-03-05T14:30:00+02:00 UTC", None, "two time zones"),
+        ("2024-03-05 14:30 CET", None, "ISO 8601"),  # other zone names are refused, not guessed
+        ("1709649000 UTC", None, "not a date"),
     ],
 )
 def test_bad_dates_give_a_reason(value: str, order: str | None, reason: str) -> None:
@@ -357,3 +364,13 @@ def test_unreadable_files(tmp_path: Path, data: bytes, message: str) -> None:
     path = _write(tmp_path, "bad.csv", data)
     with pytest.raises(FileUnreadable, match=message):
         FlexibleCsvFile(path, tz=UTC).prepare()
+
+
+def test_a_huge_rejected_value_is_quoted_cut_with_its_length(tmp_path: Path) -> None:
+    """A runaway cell is reported by its start and size, not copied whole into every report."""
+    huge = "x" * 50_000
+    path = _write(tmp_path, "huge.csv", f"ID,Email,Signup Date\n1,{huge},2024-01-05\n".encode())
+    _, rows = _read(path)
+    (error,) = rows[0].errors
+    assert error.column == "Email" and error.value.startswith("x" * 200)
+    assert len(error.value) < 250 and error.value.endswith("(50,000 characters)")
