@@ -31,7 +31,7 @@ def create_app(engine: Engine) -> FastAPI:
     app = FastAPI(title="funnelsync", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.engine = engine
 
-    @app.get("/health", include_in_schema=False)
+    @app.api_route("/health", methods=["GET", "HEAD"], include_in_schema=False)
     def health() -> JSONResponse:
         try:
             with engine.connect() as conn:

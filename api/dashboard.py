@@ -30,20 +30,20 @@ ASSETS = {
 router = APIRouter(tags=["dashboard"], dependencies=[Depends(require_api_key)])
 
 
-@router.get("/", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 def root() -> RedirectResponse:
     """The dashboard is the home page."""
     return RedirectResponse("/dashboard")
 
 
-@router.get("/dashboard", include_in_schema=False)
+@router.api_route("/dashboard", methods=["GET", "HEAD"], include_in_schema=False)
 def dashboard() -> FileResponse:
     """The dashboard page."""
     return FileResponse(STATIC_DIR / "dashboard.html", media_type="text/html; charset=utf-8",
                         headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/dashboard/static/{name}", include_in_schema=False)
+@router.api_route("/dashboard/static/{name}", methods=["GET", "HEAD"], include_in_schema=False)
 def asset(name: str) -> FileResponse:
     """A script or stylesheet of the dashboard."""
     media_type = ASSETS.get(name)

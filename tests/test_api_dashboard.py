@@ -36,6 +36,11 @@ def test_dashboard_page_and_assets(db_engine):
     assert client.get("/dashboard/static/app.py").status_code == 404
     assert client.get("/dashboard/static/..%2Fapp.py").status_code == 404
     assert client.get("/", follow_redirects=False).headers["location"] == "/dashboard"
+    # Link checkers and uptime probes ask with HEAD: the same status and headers, no body.
+    head = client.head("/dashboard")
+    assert head.status_code == 200 and head.headers["content-type"].startswith("text/html") and head.content == b""
+    assert client.head("/dashboard/static/dashboard.js").status_code == 200
+    assert client.head("/health", auth=None).status_code == 200
 
 
 def test_dashboard_needs_the_api_key(db_engine):
