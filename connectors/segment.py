@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.flexible_csv import convert_email
 from connectors.push import PartialRecord
 from funnelsync.normalize import clean_text
 
@@ -79,6 +80,18 @@ def _text(value: Any, what: str, index: int) -> str | None:
     return clean_text(value)
 
 
+def _email(value: Any, what: str, index: int) -> str | None:
+    """An email trait, or None when it is not an address: apps send "n/a" or a name here, and a value that
+    is no address would only pollute matching by email. The call itself still counts (by userId)."""
+    text = _text(value, what, index)
+    if text is None:
+        return None
+    try:
+        return convert_email(text)
+    except ValueError:
+        return None
+
+
 def _country(value: Any) -> str | None:
     text = clean_text(value)
     return text.upper() if text and len(text) == 2 and text.isalpha() else None
@@ -99,7 +112,7 @@ def identify_fields(traits: Mapping[str, Any], index: int) -> dict[str, Any]:
     address: Mapping[str, Any] = raw_address if isinstance(raw_address, dict) else {}
     return {
         "name": name,
-        "email": _text(traits.get("email"), "traits.email", index),
+        "email": _email(traits.get("email"), "traits.email", index),
         "company": company_name,
         "website_url": _text(traits.get("website"), "traits.website", index),
         "country": _country(address.get("country")),
@@ -132,7 +145,7 @@ def fold_calls(calls: Iterable[dict[str, Any]], create_on: str = "identify") -> 
             name = _text(traits.get("name"), "traits.name", index)
             fields = {"company": name, "website_url": _text(traits.get("website"), "traits.website", index)}
             if create_on == "group":
-                fields.update(name=name, email=_text(traits.get("email"), "traits.email", index))
+                fields.update(name=name, email=_email(traits.get("email"), "traits.email", index))
                 key, creates = group_id, True
             else:
                 key, creates = user_id, False

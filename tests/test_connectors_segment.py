@@ -64,6 +64,19 @@ def test_fold_identify_and_group_calls() -> None:
     assert by_group.changes["g1"].fields == {"name": "Acme Inc", "company": "Acme Inc", "website_url": "https://acme.example"}
 
 
+def test_an_email_trait_that_is_no_address_is_dropped() -> None:
+    """Apps put "n/a" or a name in traits.email: the call counts by its userId, the value is not stored."""
+    delivery = fold_calls(split_calls({"batch": [
+        identify("u1", email="Ann@Example.com", name="Ann"),
+        identify("u1", email="n/a"),  # does not overwrite the good address
+        identify("u2", email="Bob Stone", name="Bob"),
+        identify(None, email="not an address"),  # no userId and no usable email: anonymous
+    ]}))
+    assert delivery.changes["u1"].fields["email"] == "Ann@Example.com"
+    assert "email" not in delivery.changes["u2"].fields and delivery.changes["u2"].fields["name"] == "Bob"
+    assert set(delivery.changes) == {"u1", "u2"} and delivery.skipped == 1
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
