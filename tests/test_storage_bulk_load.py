@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import date, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,6 +20,7 @@ from storage.metrics import funnel_series
 from storage.schema import METRIC_INDEXES, customers
 from storage.sources import create_source
 
+ROOT = str(Path(__file__).resolve().parents[1])
 ALL = sorted(index.name for index in METRIC_INDEXES)  # type: ignore[type-var]
 
 
@@ -64,6 +68,18 @@ def test_restore_rebuilds_what_a_killed_import_left_out(db_engine: Engine) -> No
         assert missing_metric_indexes(conn) == [METRIC_INDEXES[1].name]
     assert restore_metric_indexes(db_engine) == [METRIC_INDEXES[1].name]
     assert restore_metric_indexes(db_engine) == []
+
+
+def test_init_rebuilds_and_says_so(db_engine: Engine, db_url: str) -> None:
+    with db_engine.begin() as conn:
+        conn.execute(DropIndex(METRIC_INDEXES[0]))
+    env = {**os.environ, "FUNNELSYNC_DATABASE_URL": db_url, "PYTHONPATH": ROOT, "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-m", "funnelsync", "init"], capture_output=True, text=True, env=env,
+                            cwd=ROOT, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "Rebuilt 1 metric index(es)" in result.stdout and METRIC_INDEXES[0].name in result.stdout
+    with db_engine.connect() as conn:
+        assert missing_metric_indexes(conn) == []
 
 
 def test_a_deferred_import_lands_every_row_and_the_same_metrics(db_engine: Engine, monkeypatch, tmp_path: Path) -> None:
