@@ -27,8 +27,10 @@ from itertools import chain
 from sqlite3 import SQLITE_LIMIT_VARIABLE_NUMBER
 from typing import Any
 
+from psycopg.errors import UniqueViolation
 from sqlalchemy import Connection, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from funnelsync.normalize import normalize_email, website_domain
 from funnelsync.records import LEAD_STATUSES, PROFILE_FIELDS, ContactRecord, SourceCustomerRecord, SubscriptionFact
@@ -255,23 +257,16 @@ class _Writer:
 
     def insert_new(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]],
                    conflict: Sequence[str], update_columns: Sequence[str]) -> None:
-        """Insert rows the batch's lookup found absent; an upsert all the same if another writer won.
+        """Insert rows the batch's lookup found absent.
 
-        On PostgreSQL the rows go straight in with ``COPY`` under a savepoint, skipping the staging
-        table and the ``ON CONFLICT`` pass (measured: about half the server time of the staged upsert).
-        If a concurrent import inserted one of the keys since the lookup, the savepoint is rolled back
-        and the staged upsert runs instead, so the outcome is the same as ``insert(…, conflict=…)``.
+        On PostgreSQL the rows go straight in with ``COPY``, skipping the staging table and the
+        ``ON CONFLICT`` pass (measured: about half the server time of the staged upsert); a key another
+        writer inserted since the lookup fails it, and ``upsert_records`` runs the batch again.
         """
         if self.sqlite or len(rows) < 50:
             self.insert(table, columns, rows, conflict, update_columns)
             return
-        from psycopg.errors import UniqueViolation
-
-        try:
-            with self.conn.begin_nested():
-                self._copy(table, columns, rows)
-        except UniqueViolation:
-            self._copy_upsert(table, columns, rows, conflict, update_columns)
+        self._copy(table, columns, rows)
 
     def _sqlite_variable_limit(self) -> int:
         raw = self.conn.connection.driver_connection
@@ -369,6 +364,22 @@ def upsert_records(
         now: the time to stamp (tests pin it).
     """
     now = now or datetime.now(timezone.utc)
+    if conn.dialect.name == "sqlite":
+        # One writer at a time holds SQLite's lock for the whole transaction: nothing can race.
+        return _upsert_batch(conn, data_source_id, records, link_new_by_email, now)
+    # PostgreSQL: records the lookup found absent are written with a plain COPY. If another writer
+    # inserted one of their keys meanwhile (a push receiver beside a sync), the COPY fails on the unique
+    # key; the batch is then rolled back to the savepoint and run again, finding those records present.
+    try:
+        with conn.begin_nested():
+            return _upsert_batch(conn, data_source_id, records, link_new_by_email, now)
+    except (IntegrityError, UniqueViolation):
+        with conn.begin_nested():
+            return _upsert_batch(conn, data_source_id, records, link_new_by_email, now)
+
+
+def _upsert_batch(conn: Connection, data_source_id: int, records: Sequence[SourceCustomerRecord],
+                  link_new_by_email: bool, now: datetime) -> UpsertResult:
     result = UpsertResult()
     latest: dict[str, SourceCustomerRecord] = {}
     for rec in records:

@@ -117,3 +117,31 @@ def test_migrations_build_exactly_the_declared_schema(db_engine):
 
     with db_engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+
+
+@pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
+def test_a_key_another_writer_inserted_meanwhile_becomes_an_update(db_engine, monkeypatch):
+    """PostgreSQL COPYs records the lookup found absent; if another writer inserted one of them in between,
+    the batch runs again from its savepoint and updates it: no error, no duplicate, no orphan customer."""
+    import storage.upsert as upsert_module
+
+    with db_engine.begin() as conn:
+        ds = create_source(conn, "src", "stripe")
+        upsert_records(conn, ds.id, _records(60, "Old"))
+    real_lookup = upsert_module._existing_source_customers
+    calls = []
+
+    def stale_lookup(*args, **kwargs):  # the first lookup misses what "the other writer" just wrote
+        calls.append(1)
+        return {} if len(calls) == 1 else real_lookup(*args, **kwargs)
+
+    monkeypatch.setattr(upsert_module, "_existing_source_customers", stale_lookup)
+    with db_engine.begin() as conn:
+        result = upsert_records(conn, ds.id, _records(80, "New"))
+    assert len(calls) == 2
+    assert (result.created, result.updated, result.unchanged) == (20, 60, 0)
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(source_customers)).scalar_one() == 80
+        assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 80
+        names = {row.name for row in conn.execute(select(customers.c.name))}
+        assert names == {f"New{i}" for i in range(80)}
