@@ -138,8 +138,8 @@ source_customers = Table(
 )
 Index("ix_source_customers_external_id", source_customers.c.external_id)
 # An import row without an external id finds its source's record by normalised email (migration 0007).
-Index("ix_source_customers_data_source_id_email_norm", source_customers.c.data_source_id,
-      source_customers.c.email_norm)
+Index("ix_source_customers_email_norm_data_source_id", source_customers.c.email_norm,
+      source_customers.c.data_source_id)
 
 subscriptions = Table(
     "subscriptions",
