@@ -11,13 +11,10 @@ through a real uvicorn server on 127.0.0.1, with httpx, as a client script would
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,16 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 import uvicorn
-from sqlalchemy import Engine, text
+from _db import bench_database
+from sqlalchemy import Engine
 
 from api.app import create_app
 from funnelsync.records import SourceCustomerRecord
 from storage.api_keys import create_api_key
-from storage.db import make_engine, upgrade
+from storage.db import make_engine
 from storage.sources import create_source
 from storage.upsert import upsert_records
-
-POSTGRES_URL = os.environ.get("FUNNELSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def seed(engine: Engine, count: int) -> str:
@@ -73,62 +69,54 @@ def main() -> None:
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
 
-    schema = None
-    if args.db == "sqlite":
-        tmp = tempfile.mkdtemp()
-        engine = make_engine(f"sqlite:///{tmp}/bench.db")
-    else:
-        schema = f"bench_{uuid.uuid4().hex[:10]}"
-        admin = make_engine(POSTGRES_URL)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        engine = make_engine(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
-    try:
-        upgrade(engine)
-        with engine.begin() as conn:
-            key = create_api_key(conn, "bench")
-        t0 = time.perf_counter()
-        ds = seed(engine, args.customers)
-        print(f"seeded {args.customers:,} customers in {time.perf_counter() - t0:.1f} s ({args.db})")
-        server, thread, port = serve(engine)
+    with bench_database(args.db) as url:
+        engine = make_engine(url)
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", auth=(key, ""), timeout=60) as client:
-                t0 = time.perf_counter()
-                seen, pages, cursor = 0, 0, None
-                while True:
-                    params = {"per_page": 200} | ({"cursor": cursor} if cursor else {})
-                    page = client.get("/customers", params=params).raise_for_status().json()
-                    seen += len(page["entries"])
-                    pages += 1
-                    if not page["has_more"]:
-                        break
-                    cursor = page["cursor"]
-                elapsed = time.perf_counter() - t0
-                assert seen == args.customers, (seen, args.customers)
-                print(f"list: {pages} pages of 200, {seen:,} customers in {elapsed:.1f} s = "
-                      f"{pages / elapsed:.1f} pages/s, {seen / elapsed:,.0f} customers/s")
-                t0 = time.perf_counter()
-                for i in range(args.creates):
-                    client.post("/customers", json={
-                        "data_source_uuid": ds, "external_id": f"new-{i}", "email": f"n{i}@example.com",
-                        "lead_created_at": "2025-01-01 10:00:00", "free_trial_started_at": "2025-01-02",
-                        "attributes": {"tags": ["new"], "custom": [{"type": "Integer", "key": "seats", "value": i}]},
-                    }).raise_for_status()
-                elapsed = time.perf_counter() - t0
-                print(f"create: {args.creates} POST /v1/customers in {elapsed:.1f} s = {args.creates / elapsed:.0f} requests/s")
-                t0 = time.perf_counter()
-                for i in range(args.creates):
-                    client.get("/customers/search", params={"email": f"c{i * 7}@example.com"}).raise_for_status()
-                elapsed = time.perf_counter() - t0
-                print(f"search: {args.creates} GET /v1/customers/search in {elapsed:.1f} s = {args.creates / elapsed:.0f} requests/s")
+            _measure(engine, args)
         finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+            engine.dispose()
+
+
+def _measure(engine: Engine, args: argparse.Namespace) -> None:
+    with engine.begin() as conn:
+        key = create_api_key(conn, "bench")
+    t0 = time.perf_counter()
+    ds = seed(engine, args.customers)
+    print(f"seeded {args.customers:,} customers in {time.perf_counter() - t0:.1f} s ({args.db})")
+    server, thread, port = serve(engine)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", auth=(key, ""), timeout=60) as client:
+            t0 = time.perf_counter()
+            seen, pages, cursor = 0, 0, None
+            while True:
+                params = {"per_page": 200} | ({"cursor": cursor} if cursor else {})
+                page = client.get("/customers", params=params).raise_for_status().json()
+                seen += len(page["entries"])
+                pages += 1
+                if not page["has_more"]:
+                    break
+                cursor = page["cursor"]
+            elapsed = time.perf_counter() - t0
+            assert seen == args.customers, (seen, args.customers)
+            print(f"list: {pages} pages of 200, {seen:,} customers in {elapsed:.1f} s = "
+                  f"{pages / elapsed:.1f} pages/s, {seen / elapsed:,.0f} customers/s")
+            t0 = time.perf_counter()
+            for i in range(args.creates):
+                client.post("/customers", json={
+                    "data_source_uuid": ds, "external_id": f"new-{i}", "email": f"n{i}@example.com",
+                    "lead_created_at": "2025-01-01 10:00:00", "free_trial_started_at": "2025-01-02",
+                    "attributes": {"tags": ["new"], "custom": [{"type": "Integer", "key": "seats", "value": i}]},
+                }).raise_for_status()
+            elapsed = time.perf_counter() - t0
+            print(f"create: {args.creates} POST /v1/customers in {elapsed:.1f} s = {args.creates / elapsed:.0f} requests/s")
+            t0 = time.perf_counter()
+            for i in range(args.creates):
+                client.get("/customers/search", params={"email": f"c{i * 7}@example.com"}).raise_for_status()
+            elapsed = time.perf_counter() - t0
+            print(f"search: {args.creates} GET /v1/customers/search in {elapsed:.1f} s = {args.creates / elapsed:.0f} requests/s")
     finally:
-        engine.dispose()
-        if schema is not None:
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 if __name__ == "__main__":

@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import random
 import resource
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import text
+from _db import bench_database
 
-POSTGRES_URL = os.environ.get("FUNNELSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 COUNTRIES = ("US", "DE", "FR", "GB", "NL", "ES", "IT", "CA", "AU", "BR")
 
 
@@ -74,34 +71,6 @@ def measure(url: str, path: Path) -> tuple[float, float, float, int, int, int, i
     return result
 
 
-def fresh_database(kind: str, workdir: Path) -> tuple[str, object]:
-    """A migrated empty database URL and a cleanup callable."""
-    from storage.db import make_engine, upgrade
-
-    if kind == "sqlite":
-        url = f"sqlite:///{workdir / 'bench.db'}"
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        return url, lambda: None
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    url = f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    return url, drop
-
-
 def main() -> None:
     """Generate, import twice per database, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -118,12 +87,9 @@ def main() -> None:
         for kind in ("sqlite", "postgresql"):
             if args.only and kind != args.only:
                 continue
-            url, cleanup = fresh_database(kind, workdir)
-            try:
+            with bench_database(kind) as url:
                 first = measure(url, path)
                 second = measure(url, path)
-            finally:
-                cleanup()  # type: ignore[operator]
             for label, (seconds, cpu, peak, created, updated, unchanged, rejected) in (
                 ("first", first), ("re-import", second)
             ):

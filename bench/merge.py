@@ -19,10 +19,8 @@ uses a throw-away schema.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,14 +29,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _db import bench_database  # noqa: E402
 from sqlalchemy import Engine, func, select, text
 
-from storage.db import make_engine, upgrade
+from storage.db import make_engine
 from storage.merge import auto_merge, find_duplicate_groups
 from storage.schema import customers, merge_events
 from storage.types import to_epoch_us
 
-POSTGRES_URL = os.environ.get("FUNNELSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 CHUNK = 50_000
 
@@ -136,7 +134,6 @@ def _pg_copy(raw, table: str, cols: tuple[str, ...], rows: list[tuple]) -> None:
 
 
 def run(engine: Engine, n: int, dup_rate: float) -> None:
-    upgrade(engine)
     started = time.perf_counter()
     loaded = load(engine, n, dup_rate)
     print(f"  loaded {loaded:,} customers in {time.perf_counter() - started:.1f} s (rss {rss_mb():.0f} MB)")
@@ -169,28 +166,15 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     args = parser.parse_args()
     print(f"merge bench: {args.customers:,} customers, {args.dup_rate:.0%} duplicates across two sources")
-    if args.backend in ("sqlite", "both"):
-        with tempfile.TemporaryDirectory() as tmp:
-            print("SQLite")
-            engine = make_engine(f"sqlite:///{tmp}/merge-bench.db")
-            run(engine, args.customers, args.dup_rate)
-            engine.dispose()
-    if args.backend in ("postgresql", "both"):
-        print("PostgreSQL")
-        schema = f"bench_{uuid.uuid4().hex[:12]}"
-        admin = make_engine(POSTGRES_URL)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        sep = "&" if "?" in POSTGRES_URL else "?"
-        engine = make_engine(f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}")
-        try:
-            run(engine, args.customers, args.dup_rate)
-        finally:
-            engine.dispose()
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
-
+    for kind in ("sqlite", "postgresql"):
+        if args.backend in (kind, "both"):
+            print("SQLite" if kind == "sqlite" else "PostgreSQL")
+            with bench_database(kind) as url:
+                engine = make_engine(url)
+                try:
+                    run(engine, args.customers, args.dup_rate)
+                finally:
+                    engine.dispose()
 
 if __name__ == "__main__":
     main()

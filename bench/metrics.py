@@ -2,7 +2,7 @@
 
     python bench/metrics.py                     # both databases, 1M customers
     python bench/metrics.py --n 100000 --db sqlite
-    FUNNELSYNC_BENCH_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test python bench/metrics.py
+    FUNNELSYNC_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test python bench/metrics.py
 
 Customers are bulk-inserted straight into ``customers`` (raw ``executemany`` on SQLite, ``COPY`` on
 PostgreSQL), then the statistics are refreshed (ANALYZE / VACUUM ANALYZE, what autovacuum does in
@@ -13,23 +13,21 @@ Targets (issue 6): under 2 s each on SQLite, under 1 s on PostgreSQL.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import resource
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _db import bench_database  # noqa: E402
 from sqlalchemy import Engine, text
 
-from storage.db import make_engine, upgrade
+from storage.db import make_engine
 from storage.metrics import funnel_series, trial_cohorts
 from storage.types import to_epoch_us
 
@@ -47,9 +45,6 @@ COLUMNS = (
     "lead_created_at",
     "free_trial_started_at",
     "subscriber_since",
-)
-POSTGRES_URL = os.environ.get(
-    "FUNNELSYNC_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 
 
@@ -148,7 +143,6 @@ def timed(fn: Callable[[], object], runs: int = 3) -> float:
 
 
 def run(name: str, engine: Engine, n: int) -> None:
-    upgrade(engine)
     began = time.perf_counter()
     (load_sqlite if name == "sqlite" else load_postgres)(engine, n)
     print(f"[{name}] loaded {n:,} customers in {time.perf_counter() - began:.1f} s")
@@ -179,28 +173,14 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000, help="customers to generate")
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
     args = parser.parse_args()
-    if args.db in ("sqlite", "both"):
-        with tempfile.TemporaryDirectory() as tmp:
-            engine = make_engine(f"sqlite:///{tmp}/bench.db")
-            try:
-                run("sqlite", engine, args.n)
-            finally:
-                engine.dispose()
-    if args.db in ("postgresql", "both"):
-        schema = f"bench_{uuid.uuid4().hex[:10]}"
-        admin = make_engine(POSTGRES_URL)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        sep = "&" if "?" in POSTGRES_URL else "?"
-        engine = make_engine(f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}")
-        try:
-            run("postgresql", engine, args.n)
-        finally:
-            engine.dispose()
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
-
+    for kind in ("sqlite", "postgresql"):
+        if args.db in (kind, "both"):
+            with bench_database(kind) as url:
+                engine = make_engine(url)
+                try:
+                    run(kind, engine, args.n)
+                finally:
+                    engine.dispose()
 
 if __name__ == "__main__":
     main()

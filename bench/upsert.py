@@ -14,17 +14,17 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _db import bench_database  # noqa: E402
+from sqlalchemy import Engine  # noqa: E402
+
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact  # noqa: E402
 
-POSTGRES_URL = os.environ.get("FUNNELSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 T0 = datetime(2023, 1, 1, tzinfo=timezone.utc)
 COUNTRIES = ("US", "GB", "DE", "FR", "BR", "IN", "JP", "CA")
 
@@ -55,52 +55,43 @@ def peak_mb() -> float:
 
 
 def run_one(kind: str, rows: int, size: int) -> None:
-    from sqlalchemy import text
+    from storage.db import make_engine
 
+    with bench_database(kind) as url:
+        engine = make_engine(url)
+        try:
+            _measure(engine, kind, rows, size)
+        finally:
+            engine.dispose()
+
+
+def _measure(engine: Engine, kind: str, rows: int, size: int) -> None:
     from funnelsync.bulk import prefetched, rare_gc
-    from storage.db import make_engine, upgrade
     from storage.sources import create_source
     from storage.upsert import UpsertResult, upsert_records
 
-    schema = None
-    if kind == "sqlite":
-        folder = tempfile.mkdtemp(prefix="fs-bench-")
-        engine = make_engine(f"sqlite:///{folder}/bench.db")
-    else:
-        schema = f"bench_{uuid.uuid4().hex[:8]}"
-        admin = make_engine(POSTGRES_URL)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        engine = make_engine(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
-    try:
-        upgrade(engine)
-        with engine.begin() as conn:
-            ds_id = create_source(conn, "bench", "csv").id
-        for phase in ("first upsert", "unchanged re-upsert"):
-            total = UpsertResult()
-            started = time.perf_counter()
-            cpu_started = time.process_time()
-            # As the imports run their batches (flows/imports.py): the cyclic GC runs rarely and, on
-            # PostgreSQL only, the next batch is produced on a thread while one is written (funnelsync.bulk).
-            with rare_gc():
-                for batch in prefetched(batches(rows, size), 0 if kind == "sqlite" else 2):
-                    with engine.begin() as conn:
-                        total.add(upsert_records(conn, ds_id, batch))
-                    total.touched_customer_ids.clear()
-                    total.created_customer_ids.clear()
-            seconds = time.perf_counter() - started
-            cpu = time.process_time() - cpu_started
-            # CPU seconds of this process (for SQLite: all the work; for PostgreSQL: the client side only)
-            # say what the code costs when the shared machine is busy and wall-clock figures are not.
-            print(f"{kind:10s} {phase:20s} {rows:>9,} rows {seconds:7.1f} s {rows / seconds:>9,.0f} rows/s "
-                  f"(process CPU {cpu:6.1f} s, {rows / cpu:>9,.0f} rows per CPU-s) "
-                  f"created={total.created} updated={total.updated} unchanged={total.unchanged} "
-                  f"peak RSS so far {peak_mb():.0f} MB", flush=True)
-    finally:
-        engine.dispose()
-        if schema:
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    with engine.begin() as conn:
+        ds_id = create_source(conn, "bench", "csv").id
+    for phase in ("first upsert", "unchanged re-upsert"):
+        total = UpsertResult()
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        # As the imports run their batches (flows/imports.py): the cyclic GC runs rarely and, on
+        # PostgreSQL only, the next batch is produced on a thread while one is written (funnelsync.bulk).
+        with rare_gc():
+            for batch in prefetched(batches(rows, size), 0 if kind == "sqlite" else 2):
+                with engine.begin() as conn:
+                    total.add(upsert_records(conn, ds_id, batch))
+                total.touched_customer_ids.clear()
+                total.created_customer_ids.clear()
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+        # CPU seconds of this process (for SQLite: all the work; for PostgreSQL: the client side only)
+        # say what the code costs when the shared machine is busy and wall-clock figures are not.
+        print(f"{kind:10s} {phase:20s} {rows:>9,} rows {seconds:7.1f} s {rows / seconds:>9,.0f} rows/s "
+              f"(process CPU {cpu:6.1f} s, {rows / cpu:>9,.0f} rows per CPU-s) "
+              f"created={total.created} updated={total.updated} unchanged={total.unchanged} "
+              f"peak RSS so far {peak_mb():.0f} MB", flush=True)
 
 
 def main() -> None:
