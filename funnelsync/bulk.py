@@ -19,9 +19,9 @@ import gc
 import queue
 import sys
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -29,48 +29,44 @@ SWITCH_INTERVAL = 0.0005
 # Generation-0 threshold during bulk work (Python's default is 700 net allocations).
 BULK_GC_THRESHOLD = 50_000
 
-_lock = threading.Lock()
-_switch_users = 0
-_saved_switch = 0.0
-_gc_users = 0
-_saved_threshold: tuple[int, int, int] = (700, 10, 10)
+class _ProcessSetting:
+    """A process-wide setting changed while at least one holder is inside, then put back as it was."""
+
+    def __init__(self, read: Callable[[], Any], write: Callable[[Any], None], bulk: Callable[[Any], Any]) -> None:
+        self._read, self._write, self._bulk = read, write, bulk
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._saved: Any = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            if self._holders == 0:
+                self._saved = self._read()
+                self._write(self._bulk(self._saved))
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    self._write(self._saved)
 
 
-@contextmanager
-def short_switch_interval() -> Iterator[None]:
+_switch = _ProcessSetting(sys.getswitchinterval, sys.setswitchinterval, lambda saved: min(saved, SWITCH_INTERVAL))
+_gc = _ProcessSetting(gc.get_threshold, lambda t: gc.set_threshold(*t),
+                      lambda saved: (max(saved[0], BULK_GC_THRESHOLD), *saved[1:]))
+
+
+def short_switch_interval() -> AbstractContextManager[None]:
     """Switch threads every ``SWITCH_INTERVAL`` seconds while inside (nests; restores on exit)."""
-    global _switch_users, _saved_switch
-    with _lock:
-        if _switch_users == 0:
-            _saved_switch = sys.getswitchinterval()
-            sys.setswitchinterval(min(_saved_switch, SWITCH_INTERVAL))
-        _switch_users += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _switch_users -= 1
-            if _switch_users == 0:
-                sys.setswitchinterval(_saved_switch)
+    return _switch.held()
 
 
-@contextmanager
-def rare_gc() -> Iterator[None]:
+def rare_gc() -> AbstractContextManager[None]:
     """Run the cyclic garbage collector rarely while inside (nests; restores on exit)."""
-    global _gc_users, _saved_threshold
-    with _lock:
-        if _gc_users == 0:
-            _saved_threshold = gc.get_threshold()
-            first, *rest = _saved_threshold
-            gc.set_threshold(max(first, BULK_GC_THRESHOLD), *rest)
-        _gc_users += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _gc_users -= 1
-            if _gc_users == 0:
-                gc.set_threshold(*_saved_threshold)
+    return _gc.held()
 
 
 class _Failure:
