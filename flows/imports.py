@@ -38,7 +38,7 @@ from connectors.flexible_csv import (
 from connectors.header_match import MappingError, match_headers
 from funnelsync.bulk import prefetched, rare_gc
 from funnelsync.timeutil import account_timezone
-from storage.bulk_load import deferred_metric_indexes
+from storage.bulk_load import bulk_load
 from storage.imports import (
     add_job_counts,
     add_rejections,
@@ -281,7 +281,7 @@ def _import_file(
         # A file as large as the customer table is indexed after it is written (storage.bulk_load).
         depth = 0 if engine.dialect.name == "sqlite" else 2
         new_customers = 0 if apply is _apply_contacts_batch else layout.data_rows
-        with rare_gc(), deferred_metric_indexes(engine, new_customers, source_id):
+        with rare_gc(), bulk_load(engine, new_customers, source_id):
             for batch in prefetched(_batches(source.rows(), batch_size), depth):
                 apply(engine, source_id, job_id, batch, summary, errors_file)
                 done += len(batch)

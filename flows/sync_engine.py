@@ -21,6 +21,7 @@ from connectors.base import Connector, SettingsError
 from connectors.registry import connector_class, is_connector_kind
 from flows.secrets import resolve_settings
 from funnelsync.bulk import prefetched, rare_gc
+from storage.bulk_load import bulk_load
 from storage.sources import require_source
 from storage.sync_state import load_cursor, save_cursor
 from storage.upsert import upsert_records
@@ -163,7 +164,9 @@ def run_stream(
     with engine.connect() as conn:
         state = None if full_refresh else load_cursor(conn, data_source_id, stream)
     batches = prefetched(connector.read(stream, state, full_refresh), prefetch)
-    with rare_gc():
+    # A first sync of a large source indexes after writing once it has brought as many new records as
+    # the customer table held (storage.bulk_load).
+    with rare_gc(), bulk_load(engine, data_source_id=data_source_id) as load:
         for batch in batches:
             with engine.begin() as conn:
                 result = upsert_records(conn, data_source_id, batch.records)
@@ -176,6 +179,7 @@ def run_stream(
                 # Same transaction as the records: the cursor never runs ahead of what is stored.
                 save_cursor(conn, data_source_id, stream, batch.cursor, counts=summary.counts())
             summary.cursor = batch.cursor
+            load.written(result.created)
             if progress is not None:
                 progress(summary)
     summary.seconds = time.perf_counter() - started

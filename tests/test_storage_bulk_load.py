@@ -1,27 +1,45 @@
-"""Large loads index after writing: the metric indexes are dropped, rebuilt, and never lost (both databases)."""
+"""Large loads index after writing: deferred indexes (and PostgreSQL foreign keys) are dropped, rebuilt, and never
+lost (both databases)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from datetime import date, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import DropIndex
 
-import storage.bulk_load as bulk_load
+import storage.bulk_load as deferral
 from flows.imports import import_csv
-from storage.bulk_load import deferred_metric_indexes, missing_metric_indexes, restore_metric_indexes, should_defer
+from funnelsync.records import SourceCustomerRecord, SubscriptionFact
+from storage.bulk_load import (
+    DEFERRED_FOREIGN_KEYS,
+    DEFERRED_INDEXES,
+    _fk_name,
+    bulk_load,
+    missing_deferred,
+    restore_deferred,
+    should_defer,
+)
 from storage.metrics import funnel_series
 from storage.schema import METRIC_INDEXES, customers
 from storage.sources import create_source
+from storage.upsert import upsert_records
 
 ROOT = str(Path(__file__).resolve().parents[1])
-ALL = sorted(index.name for index in METRIC_INDEXES)  # type: ignore[type-var]
+
+
+def everything_deferred(engine: Engine) -> list[str]:
+    names = [index.name for index in DEFERRED_INDEXES]
+    if engine.dialect.name == "postgresql":
+        names += [_fk_name(fk) for fk in DEFERRED_FOREIGN_KEYS]
+    return sorted(names)  # type: ignore[type-var]
 
 
 def _csv(tmp_path: Path, rows: int, name: str = "big.csv", domain: str = "example.com") -> Path:
@@ -34,7 +52,7 @@ def _csv(tmp_path: Path, rows: int, name: str = "big.csv", domain: str = "exampl
 
 
 def test_should_defer_only_loads_that_bring_mostly_new_rows(db_engine: Engine, monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(bulk_load, "BULK_MIN_ROWS", 10)
+    monkeypatch.setattr(deferral, "BULK_MIN_ROWS", 10)
     with db_engine.begin() as conn:
         assert should_defer(conn, 10) is True  # empty table
         assert should_defer(conn, 9) is False  # under the floor
@@ -49,25 +67,25 @@ def test_should_defer_only_loads_that_bring_mostly_new_rows(db_engine: Engine, m
 
 
 def test_indexes_are_dropped_inside_and_rebuilt_after_even_on_failure(db_engine: Engine, monkeypatch) -> None:
-    monkeypatch.setattr(bulk_load, "BULK_MIN_ROWS", 1)
-    with deferred_metric_indexes(db_engine, 5) as deferred:
-        assert deferred is True
+    monkeypatch.setattr(deferral, "BULK_MIN_ROWS", 1)
+    with bulk_load(db_engine, 5) as load:
+        assert load.deferred is True
         with db_engine.connect() as conn:
-            assert sorted(missing_metric_indexes(conn)) == ALL
+            assert sorted(missing_deferred(conn)) == everything_deferred(db_engine)
     with db_engine.connect() as conn:
-        assert missing_metric_indexes(conn) == []
-    with pytest.raises(RuntimeError), deferred_metric_indexes(db_engine, 5):
+        assert missing_deferred(conn) == []
+    with pytest.raises(RuntimeError), bulk_load(db_engine, 5):
         raise RuntimeError("the import failed")
     with db_engine.connect() as conn:
-        assert missing_metric_indexes(conn) == []
+        assert missing_deferred(conn) == []
 
 
 def test_restore_rebuilds_what_a_killed_import_left_out(db_engine: Engine) -> None:
     with db_engine.begin() as conn:
         conn.execute(DropIndex(METRIC_INDEXES[1]))
-        assert missing_metric_indexes(conn) == [METRIC_INDEXES[1].name]
-    assert restore_metric_indexes(db_engine) == [METRIC_INDEXES[1].name]
-    assert restore_metric_indexes(db_engine) == []
+        assert missing_deferred(conn) == [METRIC_INDEXES[1].name]
+    assert restore_deferred(db_engine) == [METRIC_INDEXES[1].name]
+    assert restore_deferred(db_engine) == []
 
 
 def test_init_rebuilds_and_says_so(db_engine: Engine, db_url: str) -> None:
@@ -77,22 +95,22 @@ def test_init_rebuilds_and_says_so(db_engine: Engine, db_url: str) -> None:
     result = subprocess.run([sys.executable, "-m", "funnelsync", "init"], capture_output=True, text=True, env=env,
                             cwd=ROOT, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    assert "Rebuilt 1 metric index(es)" in result.stdout and METRIC_INDEXES[0].name in result.stdout
+    assert "Rebuilt 1 index(es) or foreign key(s)" in result.stdout and METRIC_INDEXES[0].name in result.stdout
     with db_engine.connect() as conn:
-        assert missing_metric_indexes(conn) == []
+        assert missing_deferred(conn) == []
 
 
 def test_a_deferred_import_lands_every_row_and_the_same_metrics(db_engine: Engine, monkeypatch, tmp_path: Path) -> None:
     """The same file imported with and without deferral gives the same customers and funnel."""
-    monkeypatch.setattr(bulk_load, "BULK_MIN_ROWS", 50)
+    monkeypatch.setattr(deferral, "BULK_MIN_ROWS", 50)
     path = _csv(tmp_path, 120)
     summary = import_csv(db_engine, path, "leads", tz=timezone.utc, batch_size=25)
     assert (summary.created, summary.rejected) == (120, 0)
     with db_engine.connect() as conn:
-        assert missing_metric_indexes(conn) == []
+        assert missing_deferred(conn) == []
         assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 120
         deferred = funnel_series(conn, date(2024, 1, 1), date(2024, 12, 31), "month", tz=ZoneInfo("UTC"))
-    monkeypatch.setattr(bulk_load, "BULK_MIN_ROWS", 10**9)
+    monkeypatch.setattr(deferral, "BULK_MIN_ROWS", 10**9)
     again = import_csv(db_engine, _csv(tmp_path, 120, "copy.csv", "example.org"), "leads-copy", tz=timezone.utc, batch_size=25)
     assert again.created == 120
     with db_engine.connect() as conn:
@@ -100,3 +118,81 @@ def test_a_deferred_import_lands_every_row_and_the_same_metrics(db_engine: Engin
     for got, twice in zip(deferred, both):
         assert twice["leads"] == 2 * got["leads"] and twice["leads_with_trial"] == 2 * got["leads_with_trial"]
     assert sum(row["leads"] for row in deferred) == 120
+
+
+def _records(start: int, n: int) -> list[SourceCustomerRecord]:
+    return [
+        SourceCustomerRecord(
+            external_id=f"x{i}", name=f"P {i}", email=f"p{i}@example.com",
+            lead_created_at=datetime(2024, 1, 1 + i % 28, tzinfo=timezone.utc),
+            subscriptions=[SubscriptionFact(f"sub{i}", "trialing", trial_started_at=datetime(2024, 2, 1, tzinfo=timezone.utc))],
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def test_a_load_of_unknown_size_defers_once_it_has_doubled_the_table(db_engine: Engine, monkeypatch) -> None:
+    """A sync does not know its size: it defers after writing max(BULK_MIN_ROWS, table size) new records."""
+    monkeypatch.setattr(deferral, "BULK_MIN_ROWS", 10)
+    with db_engine.begin() as conn:
+        source_id = create_source(conn, "stream", "csv").id
+        upsert_records(conn, source_id, _records(0, 12))  # 12 customers before the load
+    with bulk_load(db_engine, data_source_id=source_id) as load:
+        for start in (12, 18, 24):
+            with db_engine.begin() as conn:
+                created = upsert_records(conn, source_id, _records(start, 6)).created
+            load.written(created)
+            with db_engine.connect() as conn:
+                missing = sorted(missing_deferred(conn))
+            # 6 new records: not yet; 12 (what the table held at the start): deferred from here on.
+            assert (missing == everything_deferred(db_engine)) is (start >= 18) and load.deferred is (start >= 18)
+        with db_engine.begin() as conn:  # written while deferred: foreign keys and indexes come back valid
+            upsert_records(conn, source_id, _records(30, 5))
+    with db_engine.connect() as conn:
+        assert missing_deferred(conn) == []
+        assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 35
+
+
+def test_the_sync_engine_defers_and_restores(db_engine: Engine, monkeypatch) -> None:
+    import respx
+
+    from flows.sync_engine import sync_stream
+    from tests.fakes.billing import RecurlyFake
+
+    monkeypatch.setattr(deferral, "BULK_MIN_ROWS", 10)
+    drops: list[int] = []
+    real_drop = deferral._drop
+    monkeypatch.setattr(deferral, "_drop", lambda engine: (drops.append(1), real_drop(engine)))
+    fake = RecurlyFake(n=30, page_size=5)
+    with respx.mock(assert_all_called=False) as router:
+        fake.install(router)
+        with db_engine.begin() as conn:
+            create_source(conn, "rec", "recurly", fake.settings())
+        summary = sync_stream(db_engine, "rec", "accounts", sleep_fn=lambda s: None)
+    assert summary.created == 30 and drops == [1]
+    with db_engine.connect() as conn:
+        assert missing_deferred(conn) == []
+
+
+@pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
+def test_foreign_keys_come_back_after_a_kill_and_an_orphan_keeps_one_not_valid(db_engine: Engine, caplog) -> None:
+    sc_fk = _fk_name(DEFERRED_FOREIGN_KEYS[0])  # source_customers.customer_id -> customers
+    with db_engine.begin() as conn:
+        source_id = create_source(conn, "s", "csv").id
+        upsert_records(conn, source_id, _records(0, 3))
+        conn.execute(text(f"ALTER TABLE source_customers DROP CONSTRAINT {sc_fk}"))
+        assert missing_deferred(conn) == [sc_fk]
+    assert restore_deferred(db_engine) == [sc_fk]  # what a killed load leaves: re-added and validated
+    with db_engine.connect() as conn:
+        assert missing_deferred(conn) == []
+    with db_engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE source_customers DROP CONSTRAINT {sc_fk}"))
+        # What only a concurrent delete could cause while the key was off: a row without its customer.
+        conn.execute(text("DELETE FROM customers WHERE id = (SELECT min(customer_id) FROM source_customers)"))
+    with caplog.at_level("WARNING", logger="storage.bulk_load"):
+        assert restore_deferred(db_engine) == [sc_fk]
+    assert f"foreign key {sc_fk} on source_customers left NOT VALID" in caplog.text
+    with db_engine.connect() as conn:
+        assert missing_deferred(conn) == [sc_fk]  # reported again until the orphan is dealt with
+        with pytest.raises(IntegrityError):  # but enforced on new rows
+            conn.execute(text("UPDATE source_customers SET customer_id = -1 WHERE id = (SELECT max(id) FROM source_customers)"))
