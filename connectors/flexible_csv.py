@@ -44,7 +44,7 @@ from connectors.csv_dates import (
 )
 from connectors.header_match import HeaderMatch, MappingError, Target, match_headers
 from funnelsync.normalize import normalize_country, normalize_email
-from funnelsync.records import LEAD_STATUSES, ContactRecord, SourceCustomerRecord, SubscriptionFact
+from funnelsync.records import LEAD_STATUSES, ContactRecord, SourceCustomerRecord, SubscriptionFact, compact_pickle
 from funnelsync.timeutil import account_timezone
 
 SAMPLE_BYTES = 1 << 20
@@ -113,6 +113,7 @@ class RowError:
         return {"row": self.row, "column": self.column, "value": self.value, "reason": self.reason}
 
 
+@compact_pickle
 @dataclass(slots=True)
 class RowResult:
     """A mapped row: a record to upsert, or the errors that reject it."""

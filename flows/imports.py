@@ -36,9 +36,9 @@ from connectors.flexible_csv import (
     survey_dates,
 )
 from connectors.header_match import MappingError, match_headers
-from funnelsync.bulk import prefetched, rare_gc
+from funnelsync.bulk import rare_gc, read_in_child
 from funnelsync.timeutil import account_timezone
-from storage.bulk_load import bulk_load
+from storage.bulk_load import SOURCE_EMAIL_INDEX, bulk_load
 from storage.imports import (
     add_job_counts,
     add_rejections,
@@ -49,7 +49,7 @@ from storage.imports import (
     save_row_fingerprints,
     start_import_job,
 )
-from storage.sources import create_source, get_source, update_source_settings
+from storage.sources import create_source, get_source, source_customer_count, update_source_settings
 from storage.upsert import upsert_records
 
 BATCH_SIZE = 5000
@@ -163,13 +163,19 @@ def _apply_batch(
     summary: ImportSummary,
     errors_file: _ErrorsFile,
     on_applied: Callable[[Any, list[RowResult]], None] | None = None,
+    source_was_empty: bool = False,
 ) -> None:
-    """Upsert one batch's valid rows and store its rejections, in one transaction."""
+    """Upsert one batch's valid rows and store its rejections, in one transaction.
+
+    ``source_was_empty``: the file's keys are unique (``FlexibleCsvFile.rows`` rejects repeats) and the
+    source held nothing when the import began, so every row is new unless another writer raced us
+    (``upsert_records(assume_new=True)``).
+    """
     with engine.begin() as conn:
         by_email = {
             r.record.external_id[6:]: r for r in batch if r.record is not None and r.keyed_by_email
         }
-        if by_email:
+        if by_email and not source_was_empty:
             known = external_ids_by_email(conn, source_id, list(by_email))
             for email_key, external_id in known.items():
                 by_email[email_key].record.external_id = external_id  # type: ignore[union-attr]
@@ -194,7 +200,7 @@ def _apply_batch(
             first_row_of[record.external_id] = result.row
             records.append(record)
             applied.append(result)
-        outcome = upsert_records(conn, source_id, records, link_new_by_email=True)
+        outcome = upsert_records(conn, source_id, records, link_new_by_email=True, assume_new=source_was_empty)
         row_errors = [e for r in rejected for e in r.errors]
         add_rejections(conn, job_id, [e.as_dict() for e in row_errors])
         counts = {
@@ -250,7 +256,7 @@ def import_csv(
     return _import_file(engine, source, source_name, "csv", progress, errors_path, batch_size, _apply_batch)
 
 
-BatchApplier = Callable[[Engine, int, int, list[RowResult], ImportSummary, "_ErrorsFile"], None]
+BatchApplier = Callable[..., None]
 
 
 def _import_file(
@@ -274,16 +280,17 @@ def _import_file(
         summary.notes.append(f"{source.path.name}: {layout.encoding_note}")
     with engine.begin() as conn:
         job_id, summary.job_uuid = start_import_job(conn, source_id, job_kind, str(source.path))
+        source_was_empty = source_customer_count(conn, source_id) == 0
     done = 0
     try:
-        # On PostgreSQL the next batch is parsed while this one is written (funnelsync.bulk): +20% on a
-        # 200,000-row import. On SQLite the writer is this process, parsing ahead gained nothing (-5%).
-        # A file as large as the customer table is indexed after it is written (storage.bulk_load).
-        depth = 0 if engine.dialect.name == "sqlite" else 2
+        # The file is parsed in a child process while this one writes (funnelsync.bulk.read_in_child): a
+        # thread shares the interpreter lock and gained nothing on SQLite. A file as large as the customer
+        # table is indexed after it is written (storage.bulk_load).
         new_customers = 0 if apply is _apply_contacts_batch else layout.data_rows
-        with rare_gc(), bulk_load(engine, new_customers, source_id):
-            for batch in prefetched(_batches(source.rows(), batch_size), depth):
-                apply(engine, source_id, job_id, batch, summary, errors_file)
+        unread = (SOURCE_EMAIL_INDEX,) if source_was_empty and apply is not _apply_contacts_batch else ()
+        with rare_gc(), bulk_load(engine, new_customers, source_id, also=unread):
+            for batch in read_in_child(lambda: _batches(source.rows(), batch_size)):
+                apply(engine, source_id, job_id, batch, summary, errors_file, source_was_empty=source_was_empty)
                 done += len(batch)
                 if progress is not None:
                     progress(done, layout.data_rows)
@@ -300,7 +307,7 @@ def _import_file(
 
 def _apply_contacts_batch(
     engine: Engine, source_id: int, job_id: int, batch: list[RowResult], summary: ImportSummary,
-    errors_file: _ErrorsFile,
+    errors_file: _ErrorsFile, source_was_empty: bool = False,
 ) -> None:
     """A batch of contact rows: attach each to its customer's source customer, in one transaction."""
     from storage.imports import contact_key, upsert_source_contacts

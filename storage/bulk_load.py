@@ -27,6 +27,7 @@ the load ends, failed or not; if the process is killed mid-load, ``restore_defer
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from types import TracebackType
 
 from sqlalchemy import Connection, Engine, ForeignKeyConstraint, Index, Table, func, inspect, select, text
@@ -35,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import AddConstraint, CreateIndex, DropIndex
 
 from storage.schema import METRIC_INDEXES, customers, source_customers, subscriptions
+from storage.sources import source_customer_count
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,10 @@ DEFERRED_INDEXES: tuple[Index, ...] = (
     _index(customers, "ix_customers_website_domain"),
     _index(source_customers, "ix_source_customers_external_id"),
 )
+# Read only when an import matches rows without an external id to the source's records by email: an
+# import into a source that was empty needs no such match and defers it too (``BulkLoad(also=...)``).
+SOURCE_EMAIL_INDEX = _index(source_customers, "ix_source_customers_email_norm_data_source_id")
+DEFERRABLE_INDEXES = (*DEFERRED_INDEXES, SOURCE_EMAIL_INDEX)
 # PostgreSQL only: SQLite cannot drop a constraint without rebuilding its table.
 DEFERRED_FOREIGN_KEYS: tuple[ForeignKeyConstraint, ...] = (
     *sorted(source_customers.foreign_key_constraints, key=lambda fk: tuple(fk.column_keys)),
@@ -73,11 +79,7 @@ def should_defer(conn: Connection, incoming_rows: int, data_source_id: int | Non
     """
     if incoming_rows < BULK_MIN_ROWS:
         return False
-    known = 0
-    if data_source_id is not None:
-        known = conn.execute(
-            select(func.count()).select_from(source_customers).where(source_customers.c.data_source_id == data_source_id)
-        ).scalar_one()
+    known = 0 if data_source_id is None else source_customer_count(conn, data_source_id)
     new = incoming_rows - known
     if new < BULK_MIN_ROWS:
         return False
@@ -95,7 +97,7 @@ def missing_deferred(conn: Connection) -> list[str]:
     """
     inspector = inspect(conn)
     present = {ix["name"] for table in ("customers", "source_customers") for ix in inspector.get_indexes(table)}
-    missing = [str(index.name) for index in DEFERRED_INDEXES if index.name not in present]
+    missing = [str(index.name) for index in DEFERRABLE_INDEXES if index.name not in present]
     if conn.dialect.name == "postgresql":
         names = [_fk_name(fk) for fk in DEFERRED_FOREIGN_KEYS]
         valid = set(conn.execute(
@@ -121,7 +123,7 @@ def restore_deferred(engine: Engine) -> list[str]:
         postgres = conn.dialect.name == "postgresql"
         if postgres:
             conn.execute(text(f"SET LOCAL maintenance_work_mem = '{REBUILD_MAINTENANCE_WORK_MEM}'"))
-        for index in DEFERRED_INDEXES:
+        for index in DEFERRABLE_INDEXES:
             if index.name in missing:
                 conn.execute(CreateIndex(index, if_not_exists=True))
         if postgres:
@@ -136,7 +138,7 @@ def restore_deferred(engine: Engine) -> list[str]:
             name = _fk_name(fk)
             if name in missing:
                 _validate(engine, fk.table.name, name)
-    return missing  # type: ignore[return-value]
+    return missing
 
 
 def _validate(engine: Engine, table: str, name: str) -> None:
@@ -149,12 +151,12 @@ def _validate(engine: Engine, table: str, name: str) -> None:
                     name, table, str(exc.orig).splitlines()[0])
 
 
-def _drop(engine: Engine) -> None:
+def _drop(engine: Engine, also: Sequence[Index] = ()) -> None:
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             for fk in DEFERRED_FOREIGN_KEYS:
                 conn.execute(text(f"ALTER TABLE {fk.table.name} DROP CONSTRAINT IF EXISTS {_fk_name(fk)}"))
-        for index in DEFERRED_INDEXES:
+        for index in (*DEFERRED_INDEXES, *also):
             conn.execute(DropIndex(index, if_exists=True))
 
 
@@ -166,10 +168,13 @@ class BulkLoad:
         incoming_rows: records the load brings, when known (a file): decided at the start. None (a
             sync): decided as the load goes, from the counts passed to ``written``.
         data_source_id: the source loaded into; its known rows do not count as new.
+        also: more indexes of ``DEFERRABLE_INDEXES`` that this load does not read.
     """
 
-    def __init__(self, engine: Engine, incoming_rows: int | None = None, data_source_id: int | None = None) -> None:
+    def __init__(self, engine: Engine, incoming_rows: int | None = None, data_source_id: int | None = None,
+                 also: Sequence[Index] = ()) -> None:
         self.engine = engine
+        self.also = tuple(also)
         self.incoming_rows = incoming_rows
         self.data_source_id = data_source_id
         self.deferred = False
@@ -184,7 +189,7 @@ class BulkLoad:
             else:
                 self._table_at_start = _customer_count(conn)
         if self.deferred:
-            _drop(self.engine)
+            _drop(self.engine, self.also)
         return self
 
     def written(self, created: int) -> None:
@@ -194,7 +199,7 @@ class BulkLoad:
             return
         if self._created >= max(BULK_MIN_ROWS, self._table_at_start):
             self.deferred = True
-            _drop(self.engine)
+            _drop(self.engine, self.also)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -202,6 +207,7 @@ class BulkLoad:
             restore_deferred(self.engine)
 
 
-def bulk_load(engine: Engine, incoming_rows: int | None = None, data_source_id: int | None = None) -> BulkLoad:
+def bulk_load(engine: Engine, incoming_rows: int | None = None, data_source_id: int | None = None,
+              also: Sequence[Index] = ()) -> BulkLoad:
     """A ``BulkLoad`` context for a batch job (imports, syncs)."""
-    return BulkLoad(engine, incoming_rows, data_source_id)
+    return BulkLoad(engine, incoming_rows, data_source_id, also)

@@ -6,10 +6,10 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Row, or_, select
+from sqlalchemy import Connection, Row, func, or_, select
 
 from storage.ids import new_uuid
-from storage.schema import data_sources
+from storage.schema import data_sources, source_customers
 
 SOURCE_KINDS = (
     "stripe", "chargebee", "recurly", "braintree", "gocardless", "hubspot", "intercom", "segment",
@@ -107,3 +107,10 @@ def update_source_settings(conn: Connection, source_id: int, settings: dict[str,
 def set_source_enabled(conn: Connection, source_id: int, enabled: bool) -> None:
     """Enable or disable a source (disabled sources are skipped by sync-all)."""
     conn.execute(data_sources.update().where(data_sources.c.id == source_id).values(enabled=enabled))
+
+
+def source_customer_count(conn: Connection, source_id: int) -> int:
+    """How many source customers the source holds."""
+    return int(conn.execute(
+        select(func.count()).select_from(source_customers).where(source_customers.c.data_source_id == source_id)
+    ).scalar_one())

@@ -162,7 +162,7 @@ def test_the_sync_engine_defers_and_restores(db_engine: Engine, monkeypatch) -> 
     monkeypatch.setattr(deferral, "BULK_MIN_ROWS", 10)
     drops: list[int] = []
     real_drop = deferral._drop
-    monkeypatch.setattr(deferral, "_drop", lambda engine: (drops.append(1), real_drop(engine)))
+    monkeypatch.setattr(deferral, "_drop", lambda engine, also=(): (drops.append(1), real_drop(engine, also)))
     fake = RecurlyFake(n=30, page_size=5)
     with respx.mock(assert_all_called=False) as router:
         fake.install(router)
@@ -196,3 +196,41 @@ def test_foreign_keys_come_back_after_a_kill_and_an_orphan_keeps_one_not_valid(d
         assert missing_deferred(conn) == [sc_fk]  # reported again until the orphan is dealt with
         with pytest.raises(IntegrityError):  # but enforced on new rows
             conn.execute(text("UPDATE source_customers SET customer_id = -1 WHERE id = (SELECT max(id) FROM source_customers)"))
+
+
+def test_records_assumed_new_that_exist_are_updated_not_duplicated(db_engine: Engine) -> None:
+    """assume_new skips the lookup on PostgreSQL; a record that exists after all makes the batch run again."""
+    with db_engine.begin() as conn:
+        source_id = create_source(conn, "s", "csv").id
+        upsert_records(conn, source_id, _records(0, 60))
+    changed = _records(0, 60)
+    for record in changed:
+        record.name = "Renamed"
+    with db_engine.begin() as conn:
+        result = upsert_records(conn, source_id, [*changed, *_records(60, 5)], assume_new=True)
+    assert (result.created, result.updated, result.unchanged) == (5, 60, 0)
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 65
+        # no customer was left without its source customer by the failed first attempt
+        assert conn.execute(text("SELECT count(*) FROM customers c WHERE NOT EXISTS "
+                                 "(SELECT 1 FROM source_customers s WHERE s.customer_id = c.id)")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM customers WHERE name = 'Renamed'")).scalar_one() == 60
+
+
+def test_an_import_into_an_empty_source_also_defers_the_source_email_index(db_engine: Engine, monkeypatch,
+                                                                            tmp_path: Path) -> None:
+    monkeypatch.setattr(deferral, "BULK_MIN_ROWS", 10)
+    dropped: list[tuple[str, ...]] = []
+    real_drop = deferral._drop
+    monkeypatch.setattr(deferral, "_drop", lambda engine, also=(): (
+        dropped.append(tuple(str(index.name) for index in also)), real_drop(engine, also)))
+    import_csv(db_engine, _csv(tmp_path, 30), "leads", tz=timezone.utc)
+    # Same rows keyed by email only, into the source that now holds them: it matches by that index.
+    lines = ["Name,Email"] + [f"Person {i},p{i}@example.com" for i in range(60)]
+    (tmp_path / "by_email.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary = import_csv(db_engine, tmp_path / "by_email.csv", "leads", tz=timezone.utc)
+    # Both imports deferred; only the first, into an empty source, dropped the source email index too.
+    assert dropped == [("ix_source_customers_email_norm_data_source_id",), ()]
+    assert (summary.created, summary.updated) == (30, 30)
+    with db_engine.connect() as conn:
+        assert missing_deferred(conn) == []
