@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -69,7 +70,13 @@ def measure(url: str, path: Path) -> tuple[float, float, float, int, int, int, i
     queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     child = multiprocessing.Process(target=_run_import, args=(url, str(path), queue))
     child.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=1)
+            break
+        except Empty:
+            if not child.is_alive():
+                raise SystemExit(f"the import process failed (exit code {child.exitcode}); its traceback is above") from None
     child.join()
     return result
 
