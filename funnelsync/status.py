@@ -25,12 +25,23 @@ def derive_status(
     Active; else it has paid before and every subscription is cancelled → Cancelled; else the lead
     status (New_Lead by default). A trialing customer is a lead.
     """
-    states = list(subscription_states)
-    if any(state == "past_due" for state, _ in states):
-        return "Past_Due"
-    if any(state == "active" and paid for state, paid in states):
+    # One pass, no generators: a first import derives this for every record that reports subscriptions.
+    active_paid = paid_any = False
+    all_cancelled = seen = False
+    for state, paid in subscription_states:
+        if state == "past_due":
+            return "Past_Due"
+        if not seen:
+            seen = all_cancelled = True
+        if paid:
+            paid_any = True
+            if state == "active":
+                active_paid = True
+        if state != "cancelled":
+            all_cancelled = False
+    if active_paid:
         return "Active"
-    if states and any(paid for _, paid in states) and all(state == "cancelled" for state, _ in states):
+    if paid_any and all_cancelled:
         return "Cancelled"
     if lead_status in LEAD_STATUSES:
         return lead_status

@@ -535,7 +535,7 @@ def new_customer_row(
     subs = rec.subscriptions or ()
     if subs:
         paid = [s.first_paid_at for s in subs if s.first_paid_at is not None]
-        status = derive_status(((s.state, s.first_paid_at is not None) for s in subs), rec.lead_status)
+        status = derive_status([(s.state, s.first_paid_at is not None) for s in subs], rec.lead_status)
     else:
         paid = []
         status = rec.lead_status if rec.lead_status in LEAD_STATUSES else DEFAULT_LEAD_STATUS
@@ -566,7 +566,7 @@ def _fresh_customer_tuple(rec: SourceCustomerRecord, customer_id: int, public_id
     subs = rec.subscriptions
     if subs:
         paid = [s.first_paid_at for s in subs if s.first_paid_at is not None]
-        status = derive_status(((s.state, s.first_paid_at is not None) for s in subs), rec.lead_status)
+        status = derive_status([(s.state, s.first_paid_at is not None) for s in subs], rec.lead_status)
         since: Any = min(paid) if paid else None
         if since is not None and sqlite_times:
             since = to_epoch_us(since)
