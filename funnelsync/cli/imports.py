@@ -49,11 +49,14 @@ def _progress(enabled: bool, what: str) -> Iterator[Callable[[int, int], None] |
         # Not on a terminal (a pipe, a log, a test), a Rich bar leaves an empty line on stderr at its end,
         # so a failure would print two lines: draw it only for a person watching.
         console=err_console, transient=True, disable=not err_console.is_terminal,
+        # Redrawn after each batch rather than by Rich's refresh thread: an import forks its file reader
+        # only while the process runs no other thread (funnelsync.bulk.read_in_child).
+        auto_refresh=False,
     ) as bar:
         task = bar.add_task(what, total=None)
 
         def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            bar.update(task, completed=done, total=total, refresh=True)
 
         yield update
 
