@@ -68,18 +68,16 @@ out = {"can": can_read_in_child()}
 items = list(read_in_child(lambda: numbers(50)))
 out["order"] = [i for i, _ in items] == list(range(50))
 out["other_process"] = {pid for _, pid in items} != {os.getpid()}
-got = []
-try:
-    for item in read_in_child(lambda: numbers(10, fail_at=3)):
-        got.append(item[0])
-except ValueError as exc:
-    out["error"] = [str(exc), got]
-got = []
-try:
-    for item in read_in_child(lambda: numbers(10, die_at=4)):
-        got.append(item[0])
-except RuntimeError as exc:
-    out["died"] = [str(exc), got]
+def until_failure(make, expected):
+    got = []
+    try:
+        for item in read_in_child(make):
+            got.append(item[0])
+    except expected as exc:
+        return [str(exc), got]
+
+out["error"] = until_failure(lambda: numbers(10, fail_at=3), ValueError)
+out["died"] = until_failure(lambda: numbers(10, die_at=4), RuntimeError)
 reader = read_in_child(lambda: numbers(10**9))
 first = next(reader)
 child_pid = first[1]
