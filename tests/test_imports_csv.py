@@ -323,3 +323,54 @@ def test_nul_bytes_reject_their_row_on_both_databases(db_engine: Engine, tmp_pat
     with db_engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(import_rejections)).scalar() == 2
     assert _view(db_engine, "Nul:n3")["name"] == "fine"
+
+
+IMPORT_IN_CHILD_SCRIPT = r'''
+import json, sys
+from datetime import timezone
+import flows.imports as imports
+import funnelsync.bulk as bulk
+from storage.db import make_engine, upgrade
+
+forks = []
+real = bulk.read_in_child
+def counting(make, depth=2):
+    forks.append(bulk.can_read_in_child())
+    return real(make, depth)
+imports.read_in_child = counting
+imports.CHILD_READER_MIN_ROWS = 0
+engine = make_engine(sys.argv[1])
+upgrade(engine)
+out = []
+for _ in range(2):
+    s = imports.import_csv(engine, sys.argv[2], "leads", tz=timezone.utc, batch_size=7)
+    out.append([s.created, s.updated, s.unchanged, s.rejected, [(e["row"], e["column"], e["reason"]) for e in s.errors]])
+print(json.dumps({"forks": forks, "runs": out}))
+'''
+
+
+def test_a_file_of_new_rows_is_parsed_in_a_child_process_with_the_same_outcome(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    lines = ["Customer ID,Name,Email,Signup Date"]
+    for i in range(40):
+        lines.append(f"c{i},Person {i},p{i}@example.com,2024-03-{1 + i % 28:02d}")
+    lines[5] = "c3,Again,again@example.com,2024-03-01"  # a repeated key: rejected (file row 6)
+    lines[9] = "c8,Bad date,bad@example.com,2024-13-45"  # rejected (file row 10)
+    path = tmp_path / "leads.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_IN_CHILD_SCRIPT, f"sqlite:///{tmp_path / 'db.sqlite'}", str(path)],
+        capture_output=True, text=True, cwd=root, timeout=120, check=False,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "FUNNELSYNC_HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["forks"] == [True]  # the first import forked its reader; the re-import parsed in place
+    first, again = out["runs"]
+    assert first[:4] == [38, 0, 0, 2] and again[:4] == [0, 0, 38, 2]
+    assert [(row, column) for row, column, _ in first[4]] == [(6, "Customer ID"), (10, "Signup Date")]
+    assert first[4] == again[4]
