@@ -518,9 +518,23 @@ def _existing_source_customers(
         else:
             sql = PG_EXISTING_SQL
             params = (part, data_source_id)
-        for ext, sc_id, cid, fp in conn.exec_driver_sql(sql, params):
+        for ext, sc_id, cid, fp in _fetch_all(conn, sql, params):
             found[ext] = (sc_id, cid, fp)
     return found
+
+
+def _fetch_all(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """Rows of a DB-API query in one ``fetchall``, on the caller's connection and transaction.
+
+    Iterating SQLAlchemy's result fetches one row per call: 3 µs a row, most of an unchanged
+    re-import's lookup.
+    """
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall()  # type: ignore[no-any-return]
+    finally:
+        cursor.close()
 
 
 def new_customer_row(
@@ -615,7 +629,7 @@ def _customers_by_email(conn: Connection, w: _Writer, emails: list[str]) -> dict
         else:
             sql = PG_BY_EMAIL_SQL
             params = (part,)
-        for email_norm, customer_id in conn.exec_driver_sql(sql, params):
+        for email_norm, customer_id in _fetch_all(conn, sql, params):
             if email_norm not in found or customer_id < found[email_norm]:
                 found[email_norm] = customer_id
     return found
