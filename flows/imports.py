@@ -289,8 +289,8 @@ def _import_file(
         # A file of mostly new rows is parsed in a child process while this one writes: a thread shares the
         # interpreter lock and gained nothing on SQLite. Not a file the source mostly knows: writing
         # little, this process would wait for the child, and parsing plus pickling there cost more than
-        # parsing here (bench/import_csv.py, same machine and hour: unchanged re-import 44.7k rows/s
-        # parsed here, 33.2k in a child). On PostgreSQL that one reads ahead on a thread, as before.
+        # parsing here (bench/import_csv.py, unchanged re-import within the same hour: 33.2k rows/s with
+        # a child, 44.7k-46.4k parsing here). On PostgreSQL that one reads ahead on a thread, as before.
         # A file as large as the customer table is indexed after it is written (storage.bulk_load).
         new_customers = 0 if apply is _apply_contacts_batch else layout.data_rows
         unread = (SOURCE_EMAIL_INDEX,) if source_was_empty and apply is not _apply_contacts_batch else ()
