@@ -7,8 +7,8 @@ third of an import's time (95 → 63 µs a row at 200,000 customers). Building a
 finished table sorts it in one pass instead. This is the PostgreSQL manual's advice for populating a
 database ("Remove Indexes" and "Remove Foreign Key Constraints", sections 14.4.3 and 14.4.4) and the
 index part works the same on SQLite. On PostgreSQL each foreign key costs a per-row check that locks
-the referenced row: dropping the three on the load's tables took a 1,000,000-record first upsert from
-23,400 to 28,600 rows/s on this machine, before the index rebuild at the end.
+the referenced row: in a one-off experiment on this machine, dropping the three on the load's tables
+took a 1,000,000-record first upsert from 23,400 to 28,600 rows/s, before the index rebuild at the end.
 
 What is deferred is only what the load path never reads: the metric date indexes, the website domain
 index (merge matching), the plain external id index (cross-source matching) and the foreign keys
