@@ -84,7 +84,7 @@ def _measure(engine: Engine, kind: str, rows: int, size: int) -> None:
         # work, which on a thread only competes for the interpreter lock with SQLite's writer (measured
         # the same hour: unchanged re-upsert 94.8k rows/s inline, 66.8k on a thread), so only PostgreSQL,
         # whose writing happens in the server, gets it.
-        with rare_gc(), bulk_load(engine, data_source_id=ds_id) as load:
+        with rare_gc(), bulk_load(engine) as load:
             for batch in prefetched(batches(rows, size), 0 if kind == "sqlite" else 2):
                 with engine.begin() as conn:
                     result = upsert_records(conn, ds_id, batch)

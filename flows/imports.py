@@ -257,7 +257,8 @@ def import_csv(
 
 
 BatchApplier = Callable[..., None]
-# Below this many rows a file is parsed in the importing process: forking a reader costs more than it saves.
+# Below this many rows a file is parsed in the importing process. Not measured: a few batches do not
+# seem worth a process; the figures behind the child reader are for a 1,000,000-row file.
 CHILD_READER_MIN_ROWS = 20_000
 
 
@@ -291,15 +292,15 @@ def _import_file(
         # little, this process would wait for the child, and parsing plus pickling there cost more than
         # parsing here (bench/import_csv.py, unchanged re-import within the same hour: 33.2k rows/s with
         # a child, 44.7k-46.4k parsing here). On PostgreSQL that one reads ahead on a thread, as before.
-        # A file as large as the customer table is indexed after it is written (storage.bulk_load).
-        new_customers = 0 if apply is _apply_contacts_batch else layout.data_rows
-        unread = (SOURCE_EMAIL_INDEX,) if source_was_empty and apply is not _apply_contacts_batch else ()
-        mostly_new = layout.data_rows - known >= layout.data_rows / 2
-        if mostly_new and layout.data_rows >= CHILD_READER_MIN_ROWS:
+        # A file bringing as many new rows as the customer table holds is indexed after it is written
+        # (storage.bulk_load).
+        contacts = apply is _apply_contacts_batch
+        unread = (SOURCE_EMAIL_INDEX,) if source_was_empty and not contacts else ()
+        if layout.data_rows - known >= layout.data_rows / 2 and layout.data_rows >= CHILD_READER_MIN_ROWS:
             batches = read_in_child(lambda: _batches(source.rows(), batch_size))
         else:
             batches = prefetched(_batches(source.rows(), batch_size), 0 if engine.dialect.name == "sqlite" else 2)
-        with rare_gc(), bulk_load(engine, new_customers, source_id, also=unread):
+        with rare_gc(), bulk_load(engine, 0 if contacts else layout.data_rows, source_id, also=unread):
             for batch in batches:
                 apply(engine, source_id, job_id, batch, summary, errors_file, source_was_empty=source_was_empty)
                 done += len(batch)

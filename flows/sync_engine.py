@@ -166,7 +166,7 @@ def run_stream(
     batches = prefetched(connector.read(stream, state, full_refresh), prefetch)
     # A first sync of a large source indexes after writing once it has brought as many new records as
     # the customer table held (storage.bulk_load).
-    with rare_gc(), bulk_load(engine, data_source_id=data_source_id) as load:
+    with rare_gc(), bulk_load(engine) as load:
         for batch in batches:
             with engine.begin() as conn:
                 result = upsert_records(conn, data_source_id, batch.records)

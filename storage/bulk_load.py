@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import cache
 from types import TracebackType
 
 from sqlalchemy import Connection, Engine, ForeignKeyConstraint, Index, Table, func, inspect, select, text
@@ -65,6 +66,7 @@ DEFERRED_FOREIGN_KEYS: tuple[ForeignKeyConstraint, ...] = (
 )
 
 
+@cache
 def _fk_name(fk: ForeignKeyConstraint) -> str:
     # The naming convention names constraints at DDL time; render it the same way.
     ddl = str(AddConstraint(fk).compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
@@ -167,7 +169,7 @@ class BulkLoad:
         engine: the database.
         incoming_rows: records the load brings, when known (a file): decided at the start. None (a
             sync): decided as the load goes, from the counts passed to ``written``.
-        data_source_id: the source loaded into; its known rows do not count as new.
+        data_source_id: with ``incoming_rows``, the source loaded into: its known rows do not count as new.
         also: more indexes of ``DEFERRABLE_INDEXES`` that this load does not read.
     """
 

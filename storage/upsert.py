@@ -374,7 +374,7 @@ def upsert_records(
         now: the time to stamp (tests pin it).
         assume_new: the caller knows the source holds none of these external ids (a file with unique
             keys loaded into a source that was empty when the load began). On PostgreSQL the lookup of
-            existing records is then skipped: it is a fifth of a first import's server time. Should a
+            existing records, an index probe per record, is then skipped. Should a
             record exist after all (another writer), its insert fails on the unique key and the batch
             runs again with the lookup, as any race does. Ignored on SQLite, where the lookup is cheap.
     """
