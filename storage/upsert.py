@@ -33,7 +33,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from funnelsync.normalize import normalize_email, website_domain
-from funnelsync.records import LEAD_STATUSES, PROFILE_FIELDS, ContactRecord, SourceCustomerRecord, SubscriptionFact
+from funnelsync.records import (
+    LEAD_STATUSES,
+    PROFILE_FIELDS,
+    ContactRecord,
+    SourceCustomerRecord,
+    SubscriptionFact,
+    compact_pickle,
+)
 from funnelsync.status import DEFAULT_LEAD_STATUS, derive_status
 from storage.ids import allocate_ids, new_uuid, new_uuids
 from storage.projection import (
@@ -152,11 +159,10 @@ def subscriptions_part(subs: Sequence[SubscriptionFact] | None) -> str | None:
         return None
     if not subs:
         return _EMPTY_PART
-    return _digest(sorted(
+    return _digest(_sorted([
         (s.external_id, s.state, _ts(s.trial_started_at), _ts(s.trial_ended_at), _ts(s.first_paid_at),
-         _ts(s.cancelled_at))
-        for s in subs
-    ))
+         _ts(s.cancelled_at)) for s in subs
+    ]))
 
 
 def contacts_part(items: Sequence[ContactRecord] | None) -> str | None:
@@ -165,11 +171,22 @@ def contacts_part(items: Sequence[ContactRecord] | None) -> str | None:
         return None
     if not items:
         return _EMPTY_PART
-    return _digest(sorted(
+    return _digest(_sorted([
         (c.key(), c.first_name, c.last_name, c.title, c.email, c.phone, c.linked_in, c.twitter, c.notes,
-         sorted((k, repr(v)) for k, v in c.custom.items()), c.position)
-        for c in items
-    ))
+         sorted((k, repr(v)) for k, v in c.custom.items()), c.position) for c in items
+    ]))
+
+
+def _sorted(items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Tuples whose items may be None, sorted with None before any value and values in their own order.
+
+    Plain tuple comparison raised TypeError when two items reported with one id (a source repeating a
+    subscription) differed only where one had a date and the other None. Where it worked, this key
+    orders the same way, so stored fingerprints stay valid. One item (the common case) is not sorted.
+    """
+    if len(items) > 1:
+        items.sort(key=lambda values: tuple((v is not None, v) for v in values))
+    return items
 
 
 # The digest of an empty set of subscriptions or contacts (what ``_digest(sorted([]))`` gives), computed
@@ -378,122 +395,140 @@ def upsert_records(
             record exist after all (another writer), its insert fails on the unique key and the batch
             runs again with the lookup, as any race does. Ignored on SQLite, where the lookup is cheap.
     """
+    prepared = prepare_records(records, sqlite=conn.dialect.name == "sqlite", eager=False)
+    return upsert_prepared(conn, data_source_id, prepared, link_new_by_email=link_new_by_email, now=now,
+                           assume_new=assume_new)
+
+
+def upsert_prepared(
+    conn: Connection,
+    data_source_id: int,
+    prepared: Sequence[PreparedRecord],
+    *,
+    link_new_by_email: bool = False,
+    now: datetime | None = None,
+    assume_new: bool = False,
+) -> UpsertResult:
+    """``upsert_records`` for records already turned into rows by ``prepare_records``.
+
+    A bulk job prepares its records where they are produced (``flows.imports`` does it in the process
+    that parses the file) so that this process only looks up, stamps ids and writes.
+    """
     now = now or datetime.now(timezone.utc)
-    if conn.dialect.name == "sqlite":
+    sqlite = conn.dialect.name == "sqlite"
+    wrong = next((p.external_id for p in prepared if p.sqlite != sqlite), None)
+    if wrong is not None:
+        raise ValueError(f"record {wrong!r} was prepared for another database than {conn.dialect.name}")
+    if sqlite:
         # One writer at a time holds SQLite's lock for the whole transaction: nothing can race.
-        return _upsert_batch(conn, data_source_id, records, link_new_by_email, now, False)
+        return _upsert_batch(conn, data_source_id, prepared, link_new_by_email, now, False)
     # PostgreSQL: records the lookup found absent are written with a plain COPY. If another writer
     # inserted one of their keys meanwhile (a push receiver beside a sync), the COPY fails on the unique
     # key; the batch is then rolled back to the savepoint and run again, finding those records present.
     try:
         with conn.begin_nested():
-            return _upsert_batch(conn, data_source_id, records, link_new_by_email, now, assume_new)
+            return _upsert_batch(conn, data_source_id, prepared, link_new_by_email, now, assume_new)
     except (IntegrityError, UniqueViolation):
         with conn.begin_nested():
-            return _upsert_batch(conn, data_source_id, records, link_new_by_email, now, False)
+            return _upsert_batch(conn, data_source_id, prepared, link_new_by_email, now, False)
 
 
-def _upsert_batch(conn: Connection, data_source_id: int, records: Sequence[SourceCustomerRecord],
+def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[PreparedRecord],
                   link_new_by_email: bool, now: datetime, assume_new: bool) -> UpsertResult:
     result = UpsertResult()
-    latest = {rec.external_id: rec for rec in records}
+    latest = {p.external_id: p for p in prepared}
     if not latest:
         return result
     w = _Writer(conn)
 
     existing = {} if assume_new else _existing_source_customers(conn, w, data_source_id, list(latest))
 
-    new: list[tuple[SourceCustomerRecord, str, int | None, int | None]] = []
-    changed: list[tuple[SourceCustomerRecord, str, int, int, bool, bool]] = []
+    new: list[tuple[PreparedRecord, str]] = []
+    changed: list[tuple[PreparedRecord, str, int, int, bool, bool]] = []
     attr_types: dict[str, str] = {}
-    for ext, rec in latest.items():
-        subs_fp = None if rec.subscriptions is None else subscriptions_part(rec.subscriptions)
-        contacts_fp = None if rec.contacts is None else contacts_part(rec.contacts)
+    for ext, p in latest.items():
         found = existing.get(ext)
-        lead_us = _ts(rec.lead_created_at)
-        trial_us = _ts(rec.free_trial_started_at)
-        profile = profile_part(rec, lead_us, trial_us)
         if found is None:
-            new.append((rec, combine_fingerprint(profile, subs_fp, contacts_fp, None), lead_us, trial_us))
-            if rec.custom:
-                attr_types.update((k, attribute_type(v)) for k, v in rec.custom.items())
+            p.complete()
+            new.append((p, combine_fingerprint(p.profile_fp, p.subs_fp, p.contacts_fp, None)))
+            if p.custom_types:
+                attr_types.update(p.custom_types)
             continue
         sc_id, customer_id, stored = found
-        fingerprint = combine_fingerprint(profile, subs_fp, contacts_fp, stored)
+        fingerprint = combine_fingerprint(p.profile_fp, p.subs_fp, p.contacts_fp, stored)
         if fingerprint == stored:
             result.unchanged += 1
             continue
-        subs_changed = subs_fp is not None and subs_fp != stored[16:32]
-        contacts_changed = contacts_fp is not None and contacts_fp != stored[32:48]
-        changed.append((rec, fingerprint, sc_id, customer_id, subs_changed, contacts_changed))
-        if rec.custom:
-            attr_types.update((k, attribute_type(v)) for k, v in rec.custom.items())
+        p.complete()
+        subs_changed = p.subs_fp is not None and p.subs_fp != stored[16:32]
+        contacts_changed = p.contacts_fp is not None and p.contacts_fp != stored[32:48]
+        changed.append((p, fingerprint, sc_id, customer_id, subs_changed, contacts_changed))
+        if p.custom_types:
+            attr_types.update(p.custom_types)
     register_attribute_types(conn, attr_types)
 
     # --- new source customers: link to an existing customer by email, or create one
-    email_norms = [normalize_email(item[0].email) for item in new]
     linked_by_email: dict[str, int] = {}
     if new and link_new_by_email:
-        linked_by_email = _customers_by_email(conn, w, list(set(email_norms) - {None}))  # type: ignore[arg-type]
+        emails = list({p.email_norm for p, _fp in new} - {None})
+        linked_by_email = _customers_by_email(conn, w, emails)  # type: ignore[arg-type]
 
     sc_ids = allocate_ids(conn, "source_customers", len(new))
-    needs_customer = len(new) - sum(1 for e in email_norms if e is not None and e in linked_by_email)
+    needs_customer = len(new) - sum(
+        1 for p, _fp in new if p.email_norm is not None and p.email_norm in linked_by_email
+    )
     customer_ids = allocate_ids(conn, "customers", needs_customer)
     uuids = new_uuids("cus", needs_customer)
     now_v: Any = to_epoch_us(now) if w.sqlite else now
+    stamps = (now_v, now_v)
     customer_tuples: list[tuple[Any, ...]] = []
     filter_rows: list[dict[str, Any]] = []
     sc_tuples: list[tuple[Any, ...]] = []
-    sub_writes: list[tuple[int, list[SubscriptionFact]]] = []
+    sub_writes: list[tuple[int, list[tuple[Any, ...]]]] = []
     contact_writes: list[tuple[int, int, list[ContactRecord]]] = []
     next_customer = 0
-    for (rec, fp, lead_us, trial_us), sc_id, email_norm in zip(new, sc_ids, email_norms):
-        linked = linked_by_email.get(email_norm) if email_norm is not None else None  # type: ignore[arg-type]
+    for (p, fp), sc_id in zip(new, sc_ids):
+        linked = linked_by_email.get(p.email_norm) if p.email_norm is not None else None
         if linked is not None:
             # Linked to an existing customer by email: that customer's projection must change.
             cid = linked
             result.touched_customer_ids.add(cid)
         else:
             cid = customer_ids[next_customer]
-            customer_tuples.append(
-                _fresh_customer_tuple(rec, cid, uuids[next_customer], now_v, email_norm, lead_us, trial_us, w.sqlite)
-            )
+            customer_tuples.append((cid, uuids[next_customer], now_v, now_v) + p.customer_values)
             next_customer += 1
-            if rec.tags or rec.custom:
-                filter_rows.append({"id": cid, "tags": list(dict.fromkeys(rec.tags)),
-                                    "custom": jsonable_custom(rec.custom)})
-        sc_tuples.append(
-            _fresh_sc_tuple(rec, fp, sc_id, data_source_id, cid, now_v, email_norm, lead_us, trial_us, w.sqlite)
-        )
-        if rec.subscriptions:
-            sub_writes.append((sc_id, rec.subscriptions))
-        if rec.contacts:
-            contact_writes.append((sc_id, cid, rec.contacts))
+            if p.filter_values is not None:
+                filter_rows.append({"id": cid, "tags": p.filter_values[0], "custom": p.filter_values[1]})
+        sc_tuples.append((sc_id, data_source_id, p.external_id, cid, now_v) + p.sc_values + (fp,) + stamps)
+        if p.subscriptions:
+            sub_writes.append((sc_id, p.subscriptions))
+        if p.contacts:
+            contact_writes.append((sc_id, cid, p.contacts))
     w.insert("customers", CUSTOMER_COLUMNS, customer_tuples)
     if filter_rows:
         write_filter_rows(conn, filter_rows, replace=False)
     result.created_customer_ids = list(customer_ids)
     result.created = len(new)
 
-    sc_rows: list[dict[str, Any]] = []
-    replace_subs: list[tuple[int, list[SubscriptionFact]]] = []
+    changed_tuples: list[tuple[Any, ...]] = []
+    replace_subs: list[tuple[int, list[tuple[Any, ...]]]] = []
     replace_contacts: list[tuple[int, int, list[ContactRecord]]] = []
-    for rec, fp, sc_id, cid, subs_changed, contacts_changed in changed:
-        sc_rows.append(_sc_row(rec, fp, sc_id, data_source_id, cid, now, normalize_email(rec.email)))
+    for p, fp, sc_id, cid, subs_changed, contacts_changed in changed:
+        # Link time and creation time are not among the updated columns: the values given are unused.
+        changed_tuples.append((sc_id, data_source_id, p.external_id, cid, now_v) + p.sc_values + (fp,) + stamps)
         result.touched_customer_ids.add(cid)
         if subs_changed:
-            replace_subs.append((sc_id, rec.subscriptions or []))
+            replace_subs.append((sc_id, p.subscriptions or []))
         if contacts_changed:
-            replace_contacts.append((sc_id, cid, rec.contacts or []))
+            replace_contacts.append((sc_id, cid, p.contacts or []))
     result.updated = len(changed)
 
     sc_key = ("data_source_id", "external_id")
     # Assumed new: no ON CONFLICT, so a record that exists after all fails the batch (and it runs again).
     w.insert_new("source_customers", SC_COLUMNS, sc_tuples, conflict=None if assume_new else sc_key,
                  update_columns=SC_UPDATE_COLUMNS)
-    w.insert("source_customers", SC_COLUMNS, w.rows(SC_COLUMNS, sc_rows), conflict=sc_key,
-             update_columns=SC_UPDATE_COLUMNS)
-    _write_subscriptions(conn, w, sub_writes, replace_subs, now)
+    w.insert("source_customers", SC_COLUMNS, changed_tuples, conflict=sc_key, update_columns=SC_UPDATE_COLUMNS)
+    _write_subscriptions(conn, w, sub_writes, replace_subs, now_v)
     _write_contacts(conn, w, contact_writes, replace_contacts, now)
     if result.touched_customer_ids:
         reproject(conn, result.touched_customer_ids)
@@ -569,53 +604,117 @@ def new_customer_row(
     }
 
 
-def _fresh_customer_tuple(rec: SourceCustomerRecord, customer_id: int, public_id: str, now_v: Any,
-                          email_norm: str | None, lead_us: int | None, trial_us: int | None,
-                          sqlite_times: bool) -> tuple[Any, ...]:
-    """``new_customer_row`` as the DB-API tuple of ``CUSTOMER_COLUMNS``, built without the dict.
+@compact_pickle
+@dataclass(slots=True)
+class PreparedRecord:
+    """A record turned into the values its rows are written with, all but ids and time stamps.
 
-    A first import runs this once per record; a test holds it equal to the dict path. ``now_v`` and the
-    dates come converted for the dialect's time columns by the caller (epoch microseconds on SQLite).
+    Everything here depends on the record alone, so it can be computed where the record is produced,
+    in another process: it pickles in about a third of the record's time (funnelsync.records).
+    Values are converted for one dialect (``sqlite``: times as epoch microseconds, else datetimes).
+    Prepared lazily (``eager=False``), the row values wait in ``source`` until the upsert finds the
+    record new or changed: an unchanged record needs only its fingerprint.
     """
+
+    external_id: str
+    email: str | None
+    email_norm: str | None
+    profile_fp: str
+    subs_fp: str | None
+    contacts_fp: str | None
+    sqlite: bool
+    contacts: list[ContactRecord] | None
+    # SC_COLUMNS from the profile fields to ``raw``.
+    sc_values: tuple[Any, ...] = ()
+    # CUSTOMER_COLUMNS after id, uuid and the time stamps: the projection of a customer with only this record.
+    customer_values: tuple[Any, ...] = ()
+    # SUB_COLUMNS between the source customer id and ``updated_at``, one per subscription (the last of
+    # a repeated external id); None when the record does not report subscriptions.
+    subscriptions: list[tuple[Any, ...]] | None = None
+    # (tags, custom) for the filter tables when the record has either.
+    filter_values: tuple[list[str], dict[str, Any]] | None = None
+    custom_types: tuple[tuple[str, str], ...] | None = None
+    source: SourceCustomerRecord | None = None
+
+    def complete(self) -> PreparedRecord:
+        """Compute the row values of a lazily prepared record (a no-op once they are there)."""
+        if self.source is not None:
+            _fill(self, self.source)
+            self.source = None
+        return self
+
+
+def prepare_records(records: Iterable[SourceCustomerRecord], *, sqlite: bool,
+                    eager: bool = True) -> list[PreparedRecord]:
+    """``prepare_record`` of each record, in order (repeated external ids are kept: the upsert keeps the last)."""
+    return [prepare_record(rec, sqlite, eager) for rec in records]
+
+
+def prepare_record(rec: SourceCustomerRecord, sqlite: bool, eager: bool = True) -> PreparedRecord:
+    """The fingerprint parts of ``rec`` and, ``eager`` or once completed, its row values (``PreparedRecord``)."""
     subs = rec.subscriptions
+    prepared = PreparedRecord(
+        rec.external_id, rec.email, normalize_email(rec.email),
+        profile_part(rec), None if subs is None else subscriptions_part(subs),
+        None if rec.contacts is None else contacts_part(rec.contacts), sqlite, rec.contacts,
+    )
+    if eager:
+        _fill(prepared, rec)
+    else:
+        prepared.source = rec
+    return prepared
+
+
+def _fill(p: PreparedRecord, rec: SourceCustomerRecord) -> None:
+    """The row values of ``rec``.
+
+    The customer values equal ``new_customer_row`` and the source customer values the columns
+    ``_row_builder`` makes of the record (a test holds them equal), written out because this runs for
+    every record of a million-row import.
+    """
+    sqlite = p.sqlite
+    email_norm = p.email_norm
+    subs = rec.subscriptions
+    since: Any = None
     if subs:
         paid = [s.first_paid_at for s in subs if s.first_paid_at is not None]
         status = derive_status([(s.state, s.first_paid_at is not None) for s in subs], rec.lead_status)
-        since: Any = min(paid) if paid else None
-        if since is not None and sqlite_times:
-            since = to_epoch_us(since)
+        if paid:
+            since = to_epoch_us(min(paid)) if sqlite else min(paid)
+        last = {s.external_id: s for s in subs}
+        if sqlite:
+            p.subscriptions = [(s.external_id, s.state, _ts(s.trial_started_at), _ts(s.trial_ended_at),
+                                _ts(s.first_paid_at), _ts(s.cancelled_at)) for s in last.values()]
+        else:
+            p.subscriptions = [(s.external_id, s.state, s.trial_started_at, s.trial_ended_at, s.first_paid_at,
+                                s.cancelled_at) for s in last.values()]
     else:
         status = rec.lead_status if rec.lead_status in LEAD_STATUSES else DEFAULT_LEAD_STATUS
-        since = None
-    return (
-        customer_id, public_id, now_v, now_v,
+        if subs is not None:
+            p.subscriptions = []
+    lead_v: Any = rec.lead_created_at
+    trial_v: Any = rec.free_trial_started_at
+    if sqlite:
+        lead_v, trial_v = _ts(lead_v), _ts(trial_v)
+    custom = jsonable_custom(rec.custom) if rec.custom else {}
+    custom_text = _json_text(custom) if custom else "{}"
+    tags = list(dict.fromkeys(rec.tags)) if rec.tags else []
+    p.sc_values = (
+        rec.name, rec.email, rec.company, rec.country, rec.state, rec.city, rec.zip, rec.website_url,
+        rec.owner, rec.lead_status, email_norm, lead_v, trial_v,
+        _json_text(rec.tags) if rec.tags else "[]", custom_text,
+        None if rec.raw is None else _json_text(rec.raw),
+    )
+    p.customer_values = (
         rec.name or None, rec.email or None, rec.company or None, rec.country or None, rec.state or None,
         rec.city or None, rec.zip or None, rec.website_url or None, rec.owner or None, rec.lead_status or None,
         email_norm, website_domain(rec.website_url) if rec.website_url else None, status,
-        lead_us if sqlite_times else rec.lead_created_at,
-        trial_us if sqlite_times else rec.free_trial_started_at,
-        since,
-        _json_text(list(dict.fromkeys(rec.tags))) if rec.tags else "[]",
-        _json_text(jsonable_custom(rec.custom)) if rec.custom else "{}",
-        bool(subs),
+        lead_v, trial_v, since, _json_text(tags) if tags else "[]", custom_text, bool(subs),
     )
-
-
-def _fresh_sc_tuple(rec: SourceCustomerRecord, fp: str, sc_id: int, ds_id: int, customer_id: int, now_v: Any,
-                    email_norm: str | None, lead_us: int | None, trial_us: int | None,
-                    sqlite_times: bool) -> tuple[Any, ...]:
-    """``_sc_row`` as the DB-API tuple of ``SC_COLUMNS`` (same contract as ``_fresh_customer_tuple``)."""
-    return (
-        sc_id, ds_id, rec.external_id, customer_id, now_v,
-        rec.name, rec.email, rec.company, rec.country, rec.state, rec.city, rec.zip, rec.website_url,
-        rec.owner, rec.lead_status, email_norm,
-        lead_us if sqlite_times else rec.lead_created_at,
-        trial_us if sqlite_times else rec.free_trial_started_at,
-        _json_text(rec.tags) if rec.tags else "[]",
-        _json_text(jsonable_custom(rec.custom)) if rec.custom else "{}",
-        None if rec.raw is None else _json_text(rec.raw),
-        fp, now_v, now_v,
-    )
+    if rec.tags or rec.custom:
+        p.filter_values = (tags, custom)
+    if rec.custom:
+        p.custom_types = tuple((k, attribute_type(v)) for k, v in rec.custom.items())
 
 
 def _customers_by_email(conn: Connection, w: _Writer, emails: list[str]) -> dict[str, int]:
@@ -644,33 +743,14 @@ def _record_fields(rec: SourceCustomerRecord) -> dict[str, Any]:
     }
 
 
-def _sc_row(rec: SourceCustomerRecord, fp: str, sc_id: int, ds_id: int, cid: int, now: datetime,
-            email_norm: str | None) -> dict[str, Any]:
-    row = _record_fields(rec)
-    row.update(
-        id=sc_id, data_source_id=ds_id, external_id=rec.external_id, customer_id=cid, linked_at=now,
-        email_norm=email_norm, custom=jsonable_custom(rec.custom), raw=rec.raw,
-        fingerprint=fp, created_at=now, updated_at=now,
-    )
-    return row
-
-
-def _write_subscriptions(conn: Connection, w: _Writer, fresh: list[tuple[int, list[SubscriptionFact]]],
-                         replaced: list[tuple[int, list[SubscriptionFact]]], now: datetime) -> None:
+def _write_subscriptions(conn: Connection, w: _Writer, fresh: list[tuple[int, list[tuple[Any, ...]]]],
+                         replaced: list[tuple[int, list[tuple[Any, ...]]]], now_v: Any) -> None:
     if replaced:
         ids = [sc_id for sc_id, _ in replaced]
         for start in range(0, len(ids), LOOKUP_CHUNK):
             conn.execute(delete(subscriptions).where(subscriptions.c.source_customer_id.in_(ids[start : start + LOOKUP_CHUNK])))
-    rows = []
-    for sc_id, subs in (*fresh, *replaced):
-        seen: dict[str, SubscriptionFact] = {s.external_id: s for s in subs}
-        for s in seen.values():
-            rows.append({
-                "source_customer_id": sc_id, "external_id": s.external_id, "state": s.state,
-                "trial_started_at": s.trial_started_at, "trial_ended_at": s.trial_ended_at,
-                "first_paid_at": s.first_paid_at, "cancelled_at": s.cancelled_at, "updated_at": now,
-            })
-    w.insert("subscriptions", SUB_COLUMNS, w.rows(SUB_COLUMNS, rows))
+    rows = [(sc_id, *values, now_v) for sc_id, subs in (*fresh, *replaced) for values in subs]
+    w.insert("subscriptions", SUB_COLUMNS, rows)
 
 
 def _write_contacts(conn: Connection, w: _Writer, fresh: list[tuple[int, int, list[ContactRecord]]],

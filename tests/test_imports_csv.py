@@ -197,7 +197,7 @@ def test_import_killed_mid_file_then_rerun_lands_every_row_once(db_engine: Engin
 
     lines = ["id,email,name"] + [f"k{i},u{i}@x.io,N{i}" for i in range(100)]
     path = _write(tmp_path, "\n".join(lines) + "\n")
-    real_upsert = imports_module.upsert_records
+    real_upsert = imports_module.upsert_prepared
     calls = {"n": 0}
 
     def dying_upsert(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -206,13 +206,13 @@ def test_import_killed_mid_file_then_rerun_lands_every_row_once(db_engine: Engin
             raise KeyboardInterrupt("killed")  # the process dies inside the third batch's transaction
         return real_upsert(*args, **kwargs)
 
-    monkeypatch.setattr(imports_module, "upsert_records", dying_upsert)
+    monkeypatch.setattr(imports_module, "upsert_prepared", dying_upsert)
     with pytest.raises(KeyboardInterrupt):
         import_csv(db_engine, path, "Leads", batch_size=30, tz=UTC)
     with db_engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(source_customers)).scalar_one() == 60
         assert conn.execute(select(import_jobs.c.status)).scalar_one() == "failed"
-    monkeypatch.setattr(imports_module, "upsert_records", real_upsert)
+    monkeypatch.setattr(imports_module, "upsert_prepared", real_upsert)
     summary = import_csv(db_engine, path, "Leads", batch_size=30, tz=UTC)
     assert (summary.created, summary.unchanged) == (40, 60)
     with db_engine.connect() as conn:
@@ -349,7 +349,8 @@ print(json.dumps({"forks": forks, "runs": out}))
 '''
 
 
-def test_a_file_of_new_rows_is_parsed_in_a_child_process_with_the_same_outcome(tmp_path: Path) -> None:
+def test_a_file_of_new_rows_is_parsed_in_a_child_process_with_the_same_outcome(db_url: str, tmp_path: Path) -> None:
+    """The reader process prepares rows for the database it writes to (times differ by dialect)."""
     import json
     import subprocess
     import sys
@@ -363,7 +364,7 @@ def test_a_file_of_new_rows_is_parsed_in_a_child_process_with_the_same_outcome(t
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
-        [sys.executable, "-c", IMPORT_IN_CHILD_SCRIPT, f"sqlite:///{tmp_path / 'db.sqlite'}", str(path)],
+        [sys.executable, "-c", IMPORT_IN_CHILD_SCRIPT, db_url, str(path)],
         capture_output=True, text=True, cwd=root, timeout=120, check=False,
         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "FUNNELSYNC_HOME": str(tmp_path)},
     )

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 from storage.customers import customer_view, resolve_customer
 from storage.edits import EditError, set_manual_edits
-from storage.projection import project
+from storage.projection import jsonable_custom, project
 from storage.schema import customer_attributes, customer_tags, customers
 from storage.sources import create_source
 from storage.upsert import upsert_records
@@ -132,27 +132,27 @@ def test_new_customer_row_equals_project(name, email, website, lead, trial, subs
        raw=st.sampled_from([None, {}, {"id": "x", "n": [1, 2]}]), sqlite_times=st.booleans())
 def test_fresh_row_tuples_equal_the_dict_rows(name, email, website, lead, trial, subs, tags, status, custom, raw,
                                                sqlite_times):
-    """The tuple fast path of a first import writes exactly what the dict rows would."""
-    from storage.upsert import (
-        CUSTOMER_COLUMNS,
-        SC_COLUMNS,
-        _fresh_customer_tuple,
-        _fresh_sc_tuple,
-        _row_builder,
-        _sc_row,
-        _ts,
-    )
+    """The prepared values of a first import write exactly what the dict rows would."""
+    from storage.upsert import CUSTOMER_COLUMNS, SC_COLUMNS, _record_fields, _row_builder, prepare_record
 
     rec = SourceCustomerRecord("x", name=name, email=email, website_url=website, lead_created_at=lead,
                                free_trial_started_at=trial, subscriptions=subs, tags=tags, lead_status=status,
                                custom=custom, raw=raw)
-    lead_us, trial_us = _ts(lead), _ts(trial)
-    now_v = _ts(T0) if sqlite_times else T0
-    email_norm = "norm@example.com"
+    prepared = prepare_record(rec, sqlite_times)
+    email_norm = prepared.email_norm
     expected_customer = _row_builder(CUSTOMER_COLUMNS, sqlite_times)(
         new_customer_row(rec, 7, T0, "cus_1", email_norm))
-    assert _fresh_customer_tuple(rec, 7, "cus_1", now_v, email_norm, lead_us, trial_us, sqlite_times) \
-        == expected_customer
-    expected_sc = _row_builder(SC_COLUMNS, sqlite_times)(_sc_row(rec, "f" * 48, 3, 2, 7, T0, email_norm))
-    assert _fresh_sc_tuple(rec, "f" * 48, 3, 2, 7, now_v, email_norm, lead_us, trial_us, sqlite_times) \
-        == expected_sc
+    assert expected_customer[4:] == prepared.customer_values
+    # The source customer row as a dict, column by column: what the upsert writes, the ids and stamps aside.
+    sc_row = _record_fields(rec)
+    sc_row.update(id=3, data_source_id=2, external_id=rec.external_id, customer_id=7, linked_at=T0,
+                  email_norm=email_norm, custom=jsonable_custom(rec.custom), raw=rec.raw,
+                  fingerprint="f" * 48, created_at=T0, updated_at=T0)
+    expected_sc = _row_builder(SC_COLUMNS, sqlite_times)(sc_row)
+    assert expected_sc[5:-3] == prepared.sc_values
+    if subs is None:
+        assert prepared.subscriptions is None
+    else:
+        last = {s.external_id: s for s in subs}
+        assert [v[0] for v in prepared.subscriptions] == list(last)
+        assert [v[1] for v in prepared.subscriptions] == [s.state for s in last.values()]

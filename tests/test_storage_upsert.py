@@ -87,6 +87,34 @@ def test_duplicate_keys_in_a_batch_keep_the_last(db_engine):
         assert conn.execute(select(customers.c.name)).scalar() == "last"
 
 
+def test_a_subscription_reported_twice_with_and_without_a_date(db_engine):
+    """Two facts with one id, one paid and one not: the last is stored, and the fingerprint is stable."""
+    def record():
+        return SourceCustomerRecord("k", name="K", subscriptions=[
+            SubscriptionFact("s", "trialing"), SubscriptionFact("s", "trialing", first_paid_at=T0)])
+
+    with db_engine.begin() as conn:
+        ds = create_source(conn, "src", "stripe")
+        assert upsert_records(conn, ds.id, [record()]).created == 1
+        assert upsert_records(conn, ds.id, [record()]).unchanged == 1
+        assert conn.execute(select(subscriptions.c.first_paid_at)).scalar() == T0
+
+
+def test_records_prepared_for_another_database_are_refused(db_engine):
+    from storage.upsert import prepare_records, upsert_prepared
+
+    other = db_engine.dialect.name != "sqlite"
+    with db_engine.begin() as conn:
+        ds = create_source(conn, "src", "csv")
+        with pytest.raises(ValueError, match="prepared for another database"):
+            upsert_prepared(conn, ds.id, prepare_records(_records(2), sqlite=other))
+        prepared = prepare_records(_records(4), sqlite=not other)
+        assert upsert_prepared(conn, ds.id, prepared).created == 4
+        # Prepared eagerly or lazily, the same records are the same rows: nothing changes.
+        lazy = prepare_records(_records(4), sqlite=not other, eager=False)
+        assert upsert_prepared(conn, ds.id, lazy).unchanged == 4
+
+
 def test_failed_batch_writes_nothing(db_engine):
     with db_engine.begin() as conn:
         ds = create_source(conn, "src", "csv")
