@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
 
@@ -37,7 +37,6 @@ from connectors.flexible_csv import (
 )
 from connectors.header_match import MappingError, match_headers
 from funnelsync.bulk import prefetched, rare_gc, read_in_child
-from funnelsync.records import compact_pickle
 from funnelsync.timeutil import account_timezone
 from storage.bulk_load import SOURCE_EMAIL_INDEX, bulk_load
 from storage.imports import (
@@ -51,7 +50,7 @@ from storage.imports import (
     start_import_job,
 )
 from storage.sources import create_source, get_source, source_customer_count, update_source_settings
-from storage.upsert import PreparedRecord, prepare_record, upsert_prepared
+from storage.upsert import PreparedRecord, prepare_records, upsert_prepared
 
 BATCH_SIZE = 5000
 # The summary keeps this many row errors in memory; every rejection is stored in import_rejections and
@@ -145,9 +144,7 @@ class _ErrorsFile:
             self.handle.close()
 
 
-@compact_pickle
-@dataclass(slots=True)
-class _ReadyRow:
+class _ReadyRow(NamedTuple):
     """A mapped row with its record prepared for storage (``storage.upsert.prepare_record``), or its errors."""
 
     row: int
@@ -156,16 +153,34 @@ class _ReadyRow:
     keyed_by_email: bool
 
 
-def _ready(batches: Iterable[list[RowResult]], sqlite: bool, eager: bool) -> Iterator[list[_ReadyRow]]:
+class _ReadyBatch(list[_ReadyRow]):
+    """Rows that cross from the reader process as plain tuples (see ``storage.upsert.PreparedBatch``)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _restore_ready, ([(r.row, None if r.record is None else tuple(r.record), r.errors, r.keyed_by_email)
+                                 for r in self],)
+
+
+def _restore_ready(rows: list[tuple[Any, ...]]) -> _ReadyBatch:
+    new = tuple.__new__
+    return _ReadyBatch([
+        new(_ReadyRow, (row, None if record is None else new(PreparedRecord, record), errors, keyed))
+        for row, record, errors, keyed in rows
+    ])
+
+
+def _ready(batches: Iterable[list[RowResult]], sqlite: bool, eager: bool) -> Iterator[_ReadyBatch]:
     """Prepare each batch's records for the database they go to (``storage.upsert.prepare_record``).
 
-    ``eager`` in the reader process of a large file: a prepared record pickles in about a third of a
-    record's time, and the writing process is left only lookups, ids and the writes. Lazy elsewhere: a
-    record the source already holds unchanged needs only its fingerprint.
+    ``eager`` in the reader process of a large file: prepared rows pickle as plain tuples, cheaper than
+    records, and the writing process is left only lookups, ids and the writes. Lazy elsewhere: a record
+    the source already holds unchanged needs only its fingerprint.
     """
     for batch in batches:
-        yield [_ReadyRow(r.row, None if r.record is None else prepare_record(r.record, sqlite, eager), r.errors,
-                         r.keyed_by_email) for r in batch]
+        prepared = iter(prepare_records([r.record for r in batch if r.record is not None], sqlite=sqlite,
+                                        eager=eager))
+        yield _ReadyBatch(_ReadyRow(r.row, None if r.record is None else next(prepared), r.errors, r.keyed_by_email)
+                          for r in batch)
 
 
 def _batches(results: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -201,8 +216,10 @@ def _apply_batch(
         }
         if by_email and not source_was_empty:
             known = external_ids_by_email(conn, source_id, list(by_email))
-            for email_key, external_id in known.items():
-                by_email[email_key].record.external_id = external_id  # type: ignore[union-attr]
+            if known:
+                resolved = {id(by_email[key]): external_id for key, external_id in known.items()}
+                batch = [r._replace(record=r.record._replace(external_id=resolved[id(r)]))  # type: ignore[union-attr]
+                         if id(r) in resolved else r for r in batch]
         records: list[PreparedRecord] = []
         applied: list[_ReadyRow] = []
         rejected: list[_ReadyRow] = []
@@ -216,10 +233,8 @@ def _apply_batch(
             if first is not None:
                 # Only possible after email resolution: the row's email names a record that another row
                 # of this batch updates by its external id.
-                result.errors = [RowError(result.row, "", record.email or "",
-                                          f"duplicate key: row {first} updates the same customer")]
-                result.record = None
-                rejected.append(result)
+                rejected.append(result._replace(record=None, errors=[RowError(
+                    result.row, "", record.email or "", f"duplicate key: row {first} updates the same customer")]))
                 continue
             first_row_of[record.external_id] = result.row
             records.append(record)
