@@ -16,7 +16,6 @@ instead of creating duplicates for the merge to clean up.
 from __future__ import annotations
 
 import csv
-import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -29,6 +28,7 @@ from connectors.csv_dates import AmbiguousDateColumn
 from connectors.flexible_csv import (
     FileUnreadable,
     FlexibleCsvFile,
+    RowDigest,
     RowError,
     RowMapper,
     RowResult,
@@ -50,7 +50,7 @@ from storage.imports import (
     start_import_job,
 )
 from storage.sources import create_source, get_source, source_customer_count, update_source_settings
-from storage.upsert import PreparedRecord, prepare_records, upsert_prepared
+from storage.upsert import PreparedRecord, prepare_records, unchanged_file_rows, upsert_prepared
 
 BATCH_SIZE = 5000
 # The summary keeps this many row errors in memory; every rejection is stored in import_rejections and
@@ -151,21 +151,23 @@ class _ReadyRow(NamedTuple):
     record: PreparedRecord | None
     errors: list[RowError]
     keyed_by_email: bool
+    # The source holds this row as it is (``FlexibleCsvFile.rows(unchanged=…)``): nothing to write.
+    unchanged: bool = False
 
 
 class _ReadyBatch(list[_ReadyRow]):
     """Rows that cross from the reader process as plain tuples (see ``storage.upsert.PreparedBatch``)."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _restore_ready, ([(r.row, None if r.record is None else tuple(r.record), r.errors, r.keyed_by_email)
-                                 for r in self],)
+        return _restore_ready, ([(r.row, None if r.record is None else tuple(r.record), r.errors, r.keyed_by_email,
+                                  r.unchanged) for r in self],)
 
 
 def _restore_ready(rows: list[tuple[Any, ...]]) -> _ReadyBatch:
     new = tuple.__new__
     return _ReadyBatch([
-        new(_ReadyRow, (row, None if record is None else new(PreparedRecord, record), errors, keyed))
-        for row, record, errors, keyed in rows
+        new(_ReadyRow, (row, None if record is None else new(PreparedRecord, record), errors, keyed, unchanged))
+        for row, record, errors, keyed, unchanged in rows
     ])
 
 
@@ -177,10 +179,11 @@ def _ready(batches: Iterable[list[RowResult]], sqlite: bool, eager: bool) -> Ite
     the source already holds unchanged needs only its fingerprint.
     """
     for batch in batches:
-        prepared = iter(prepare_records([r.record for r in batch if r.record is not None], sqlite=sqlite,
-                                        eager=eager))
-        yield _ReadyBatch(_ReadyRow(r.row, None if r.record is None else next(prepared), r.errors, r.keyed_by_email)
-                          for r in batch)
+        records = [r.record for r in batch if r.record is not None]
+        fps = [r.row_fingerprint for r in batch if r.record is not None]
+        prepared = iter(prepare_records(records, sqlite=sqlite, eager=eager, row_fps=fps))
+        yield _ReadyBatch(_ReadyRow(r.row, None if r.record is None else next(prepared), r.errors, r.keyed_by_email,
+                                    r.unchanged) for r in batch)
 
 
 def _batches(results: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -223,11 +226,15 @@ def _apply_batch(
         records: list[PreparedRecord] = []
         applied: list[_ReadyRow] = []
         rejected: list[_ReadyRow] = []
+        skipped = 0
         first_row_of: dict[str, int] = {}
         for result in batch:
             record = result.record
             if record is None:
-                rejected.append(result)
+                if result.unchanged:
+                    skipped += 1
+                else:
+                    rejected.append(result)
                 continue
             first = first_row_of.get(record.external_id)
             if first is not None:
@@ -245,7 +252,7 @@ def _apply_batch(
         counts = {
             "created": outcome.created,
             "updated": outcome.updated,
-            "unchanged": outcome.unchanged,
+            "unchanged": outcome.unchanged + skipped,
             "rejected": len(rejected),
         }
         add_job_counts(conn, job_id, counts)
@@ -253,7 +260,7 @@ def _apply_batch(
             on_applied(conn, applied)
     summary.created += outcome.created
     summary.updated += outcome.updated
-    summary.unchanged += outcome.unchanged
+    summary.unchanged += outcome.unchanged + skipped
     summary.rejected += len(rejected)
     summary.add_errors(row_errors)
     errors_file.write(row_errors)
@@ -337,10 +344,17 @@ def _import_file(
         unread = (SOURCE_EMAIL_INDEX,) if source_was_empty and not contacts else ()
         sqlite = engine.dialect.name == "sqlite"
 
+        def stored_as_is(digests: dict[str, str]) -> set[str]:
+            with engine.connect() as conn:
+                return unchanged_file_rows(conn, source_id, digests)
+
         def read(eager: bool) -> Iterator[list[Any]]:
             # Customer rows reach the applier prepared for storage, in the reader process when there is one.
-            rows = _batches(source.rows(), batch_size)
-            return rows if contacts else _ready(rows, sqlite, eager)
+            # Into a source that holds rows, a row it holds as it is (same row digest) is not even parsed.
+            if contacts:
+                return _batches(source.rows(), batch_size)
+            return _ready(_batches(source.rows(unchanged=stored_as_is if known and not eager else None), batch_size),
+                          sqlite, eager)
 
         if layout.data_rows - known >= layout.data_rows / 2 and layout.data_rows >= CHILD_READER_MIN_ROWS:
             batches = read_in_child(lambda: read(True))
@@ -452,15 +466,6 @@ def import_structured(
 # ---------------------------------------------------------------- Google Sheets
 
 
-def _row_fingerprint(signature: bytes, values: list[str]) -> str:
-    trimmed = list(values)
-    while trimmed and not trimmed[-1].strip():
-        trimmed.pop()
-    digest = hashlib.blake2b(signature, digest_size=16)
-    digest.update("\x1f".join(v.strip() for v in trimmed).encode("utf-8"))
-    return digest.hexdigest()
-
-
 def import_rows(
     engine: Engine,
     rows: list[list[str]],
@@ -505,7 +510,7 @@ def import_rows(
     source_id, name = ensure_import_source(engine, source_name, "google_sheets")
     summary = ImportSummary(source=name, rows=len(numbered), ignored_columns=list(match.ignored),
                             columns=match.columns(), date_orders=mapper.date_orders())
-    signature = repr((headers, sorted((mapping or {}).items()), date_format, str(zone))).encode()
+    row_digest = RowDigest(repr((headers, sorted((mapping or {}).items()), date_format, str(zone))).encode(), loose=True)
     id_index, email_index = match.index_of("external_id"), match.index_of("email")
     with engine.begin() as conn:
         stored = load_row_fingerprints(conn, source_id, stream)
@@ -525,7 +530,7 @@ def import_rows(
                 continue
             seen_rows[key] = number
             present.add(key)
-            fingerprint = _row_fingerprint(signature, values)
+            fingerprint = row_digest(values)
             if stored.get(key) == fingerprint:
                 unchanged += 1
                 continue

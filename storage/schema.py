@@ -134,6 +134,9 @@ source_customers = Table(
     Column("fingerprint", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Digest of the file row this record was last written from (its raw values and how they were read),
+    # null when the last write came from elsewhere: a re-import skips a row whose digest is this one.
+    Column("row_fingerprint", String(32)),
     UniqueConstraint("data_source_id", "external_id"),
 )
 Index("ix_source_customers_external_id", source_customers.c.external_id)

@@ -60,7 +60,7 @@ _NONE_PART = "-" * 16
 SC_COLUMNS = (
     "id", "data_source_id", "external_id", "customer_id", "linked_at",
     *PROFILE_FIELDS, "email_norm", "lead_created_at", "free_trial_started_at",
-    "tags", "custom", "raw", "fingerprint", "created_at", "updated_at",
+    "tags", "custom", "raw", "fingerprint", "created_at", "updated_at", "row_fingerprint",
 )
 # On conflict everything but identity, link and creation time is replaced.
 SC_UPDATE_COLUMNS = tuple(
@@ -110,6 +110,12 @@ PG_EXISTING_SQL = (
     "SELECT k.external_id, sc.id, sc.customer_id, sc.fingerprint "
     "FROM unnest(%s::varchar[]) AS k(external_id) CROSS JOIN LATERAL ("
     "SELECT s.id, s.customer_id, s.fingerprint FROM source_customers s "
+    "WHERE s.data_source_id = %s AND s.external_id = k.external_id LIMIT 1) AS sc"
+)
+PG_ROW_FINGERPRINTS_SQL = (
+    "SELECT k.external_id, sc.row_fingerprint "
+    "FROM unnest(%s::varchar[]) AS k(external_id) CROSS JOIN LATERAL ("
+    "SELECT s.row_fingerprint FROM source_customers s "
     "WHERE s.data_source_id = %s AND s.external_id = k.external_id LIMIT 1) AS sc"
 )
 # Per normalised email, its oldest customer.
@@ -506,7 +512,6 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
     customer_ids = allocate_ids(conn, "customers", needs_customer)
     uuids = iter(new_uuids("cus", sum(1 for p, _fp in new if p.uuid is None)))
     now_v: Any = to_epoch_us(now) if w.sqlite else now
-    stamps = (now_v, now_v)
     customer_tuples: list[tuple[Any, ...]] = []
     filter_rows: list[dict[str, Any]] = []
     sc_tuples: list[tuple[Any, ...]] = []
@@ -529,7 +534,7 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
             next_customer += 1
             if p.filter_values is not None:
                 filter_rows.append({"id": cid, "tags": p.filter_values[0], "custom": p.filter_values[1]})
-        sc_tuples.append((sc_id, data_source_id, p.external_id, cid, now_v) + p.sc_values + (fp,) + stamps)
+        sc_tuples.append((sc_id, data_source_id, p.external_id, cid, now_v) + p.sc_values + (fp, now_v, now_v, p.row_fp))
         if p.subscriptions:
             sub_writes.append((sc_id, p.subscriptions))
         if p.contacts:
@@ -554,7 +559,8 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
     replace_contacts: list[tuple[int, int, list[ContactRecord]]] = []
     for p, fp, sc_id, cid, subs_changed, contacts_changed in changed:
         # Link time and creation time are not among the updated columns: the values given are unused.
-        changed_tuples.append((sc_id, data_source_id, p.external_id, cid, now_v) + p.sc_values + (fp,) + stamps)
+        changed_tuples.append((sc_id, data_source_id, p.external_id, cid, now_v) + p.sc_values
+                              + (fp, now_v, now_v, p.row_fp))
         result.touched_customer_ids.add(cid)
         if subs_changed:
             replace_subs.append((sc_id, p.subscriptions or []))
@@ -595,6 +601,27 @@ def _existing_source_customers(
         for ext, sc_id, cid, fp in _fetch_all(conn, sql, params):
             found[ext] = (sc_id, cid, fp)
     return found
+
+
+def unchanged_file_rows(conn: Connection, data_source_id: int, digests: Mapping[str, str]) -> set[str]:
+    """The external ids among ``digests`` whose source customer was last written from a row with that digest.
+
+    Such a row would read into the record as it is stored (``connectors.flexible_csv.RowDigest``).
+    """
+    same: set[str] = set()
+    keys = list(digests)
+    sqlite = conn.dialect.name == "sqlite"
+    for start in range(0, len(keys), LOOKUP_CHUNK):
+        part = keys[start : start + LOOKUP_CHUNK]
+        if sqlite:
+            marks = ",".join("?" * len(part))  # only placeholders are joined in; values stay bound
+            sql = f"SELECT external_id, row_fingerprint FROM source_customers WHERE data_source_id = ? AND external_id IN ({marks})"  # noqa: S608, E501
+            params: tuple[Any, ...] = (data_source_id, *part)
+        else:
+            sql = PG_ROW_FINGERPRINTS_SQL
+            params = (part, data_source_id)
+        same.update(ext for ext, stored in _fetch_all(conn, sql, params) if stored is not None and stored == digests[ext])
+    return same
 
 
 def _fetch_all(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
@@ -673,6 +700,8 @@ class PreparedRecord(NamedTuple):
     custom_types: tuple[tuple[str, str], ...] | None = None
     # The public id of the customer this record creates if it is new (made in bulk, eager only).
     uuid: str | None = None
+    # The digest of the file row the record was read from (flows/imports.py), else None.
+    row_fp: str | None = None
     source: SourceCustomerRecord | None = None
 
     def complete(self) -> PreparedRecord:
@@ -680,7 +709,7 @@ class PreparedRecord(NamedTuple):
         if self.source is None:
             return self
         return _new_tuple(PreparedRecord, self[:_VALUES_AT] + _row_values(self.source, self.sqlite, self.email_norm)
-                          + (self.uuid, None))
+                          + (self.uuid, self.row_fp, None))
 
 
 _new_tuple = tuple.__new__
@@ -703,22 +732,25 @@ def _restore_batch(rows: list[tuple[Any, ...]]) -> PreparedBatch:
     return PreparedBatch([_new_tuple(PreparedRecord, row) for row in rows])
 
 
-def prepare_records(records: Iterable[SourceCustomerRecord], *, sqlite: bool,
-                    eager: bool = True) -> PreparedBatch:
+def prepare_records(records: Iterable[SourceCustomerRecord], *, sqlite: bool, eager: bool = True,
+                    row_fps: Sequence[str | None] | None = None) -> PreparedBatch:
     """``prepare_record`` of each record, in order (repeated external ids are kept: the upsert keeps the last).
 
     Eager, each also gets the public id its customer would have (``storage.ids.new_uuids`` for the
     whole batch: time-ordered, ascending); lazily the upsert makes ids for the new records only.
+    ``row_fps``: the file row digest of each record (see ``PreparedRecord.row_fp``).
     """
     records = list(records)
+    fps = row_fps if row_fps is not None else [None] * len(records)
     if not eager:
-        return PreparedBatch([prepare_record(rec, sqlite, False) for rec in records])
+        return PreparedBatch([prepare_record(rec, sqlite, False, None, fp) for rec, fp in zip(records, fps)])
     public_ids = new_uuids("cus", len(records))
-    return PreparedBatch([prepare_record(rec, sqlite, True, public_id) for rec, public_id in zip(records, public_ids)])
+    return PreparedBatch([prepare_record(rec, sqlite, True, public_id, fp)
+                          for rec, public_id, fp in zip(records, public_ids, fps)])
 
 
 def prepare_record(rec: SourceCustomerRecord, sqlite: bool, eager: bool = True,
-                   public_id: str | None = None) -> PreparedRecord:
+                   public_id: str | None = None, row_fp: str | None = None) -> PreparedRecord:
     """The fingerprint parts of ``rec`` and, ``eager`` or once completed, its row values (``PreparedRecord``)."""
     subs = rec.subscriptions
     email_norm = normalize_email(rec.email)
@@ -728,8 +760,8 @@ def prepare_record(rec: SourceCustomerRecord, sqlite: bool, eager: bool = True,
         None if rec.contacts is None else contacts_part(rec.contacts), sqlite, rec.contacts,
     )
     if eager:
-        return _new_tuple(PreparedRecord, head + _row_values(rec, sqlite, email_norm) + (public_id, None))
-    return _new_tuple(PreparedRecord, head + ((), (), None, None, None, public_id, rec))
+        return _new_tuple(PreparedRecord, head + _row_values(rec, sqlite, email_norm) + (public_id, row_fp, None))
+    return _new_tuple(PreparedRecord, head + ((), (), None, None, None, public_id, row_fp, rec))
 
 
 def _row_values(rec: SourceCustomerRecord, sqlite: bool, email_norm: str | None) -> tuple[Any, ...]:

@@ -375,3 +375,84 @@ def test_a_file_of_new_rows_is_parsed_in_a_child_process_with_the_same_outcome(d
     assert first[:4] == [38, 0, 0, 2] and again[:4] == [0, 0, 38, 2]
     assert [(row, column) for row, column, _ in first[4]] == [(6, "Customer ID"), (10, "Signup Date")]
     assert first[4] == again[4]
+
+
+# ---- a re-import skips the rows the source holds as they are, without parsing them
+
+
+def _count_parsed_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Spy on the real row parser: the numbers of the rows it parsed."""
+    from connectors.flexible_csv import RowMapper
+
+    parsed: list[int] = []
+    real = RowMapper.map
+
+    def spying(self, values, row):  # type: ignore[no-untyped-def]
+        parsed.append(row)
+        return real(self, values, row)
+
+    monkeypatch.setattr(RowMapper, "map", spying)
+    return parsed
+
+
+ROWS = "id,name,email,signup date\n" + "".join(f"k{i},Name {i},n{i}@x.io,2024-02-{1 + i:02d}\n" for i in range(6))
+
+
+def test_a_reimport_parses_only_rows_the_source_does_not_hold_as_they_are(
+        db_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from storage.sources import get_source
+    from storage.upsert import upsert_records
+
+    path = _write(tmp_path, ROWS)
+    assert import_csv(db_engine, path, "Leads", tz=UTC).created == 6
+    parsed = _count_parsed_rows(monkeypatch)
+    again = import_csv(db_engine, path, "Leads", tz=UTC, batch_size=4)
+    assert (again.created, again.updated, again.unchanged, again.rejected) == (0, 0, 6, 0)
+    assert parsed == []  # nothing parsed: every row digest matched
+    with db_engine.connect() as conn:
+        assert conn.execute(select(import_jobs.c.unchanged).where(import_jobs.c.uuid == again.job_uuid)).scalar() == 6
+
+    # One row edited in the file, one record changed by another writer (an API push): both are read again.
+    edited = path.read_text().replace("k2,Name 2,", "k2,Renamed,")
+    path.write_text(edited)
+    with db_engine.begin() as conn:
+        from funnelsync.records import SourceCustomerRecord
+
+        source_id = get_source(conn, "Leads").id
+        upsert_records(conn, source_id, [SourceCustomerRecord("k4", name="From the API", email="n4@x.io")])
+    parsed.clear()
+    third = import_csv(db_engine, path, "Leads", tz=UTC)
+    assert (third.created, third.updated, third.unchanged) == (0, 2, 4)
+    assert parsed == [4, 6]  # file rows of k2 and k4
+    assert _view(db_engine, "Leads:k2")["name"] == "Renamed"
+    assert _view(db_engine, "Leads:k4")["name"] == "Name 4"  # the file's values are back
+    parsed.clear()
+    assert import_csv(db_engine, path, "Leads", tz=UTC).unchanged == 6 and parsed == []
+
+
+def test_rows_are_read_again_when_how_they_read_changes(
+        db_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path, ROWS)
+    import_csv(db_engine, path, "Leads", tz=UTC)
+    parsed = _count_parsed_rows(monkeypatch)
+    # Another account time zone moves every date-only value: no stored digest may match.
+    moved = import_csv(db_engine, path, "Leads", tz=ZoneInfo("America/New_York"))
+    assert (moved.updated, moved.unchanged) == (6, 0) and len(parsed) == 6
+    assert _view(db_engine, "Leads:k0")["lead_created_at"] == "2024-02-01T05:00:00+00:00"
+    parsed.clear()
+    # Another mapping: the name column read as a custom attribute.
+    remapped = import_csv(db_engine, path, "Leads", {"name": "custom.label"}, tz=ZoneInfo("America/New_York"))
+    assert remapped.updated == 6 and len(parsed) == 6
+
+
+def test_a_repeated_key_is_rejected_even_when_its_first_row_is_skipped(
+        db_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path, ROWS + "k1,Someone else,other@x.io,2024-03-01\n")
+    first = import_csv(db_engine, path, "Leads", tz=UTC)
+    assert (first.created, first.rejected) == (6, 1)
+    parsed = _count_parsed_rows(monkeypatch)
+    again = import_csv(db_engine, path, "Leads", tz=UTC)
+    assert (again.unchanged, again.rejected) == (6, 1)
+    assert [(e["row"], e["column"]) for e in again.errors] == [(8, "id")]
+    assert "duplicate key: row 3" in again.errors[0]["reason"]
+    assert parsed == [8]
