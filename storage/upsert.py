@@ -676,8 +676,8 @@ class PreparedRecord(NamedTuple):
     Everything here depends on the record alone, so it can be computed where the record is produced,
     in another process (``PreparedBatch`` crosses it as plain tuples).
     Values are converted for one dialect (``sqlite``: times as epoch microseconds, else datetimes).
-    Prepared lazily (``eager=False``), the row values wait in ``source`` until the upsert finds the
-    record new or changed: an unchanged record needs only its fingerprint.
+    Prepared lazily (``eager=False``), the row values and the normalised email wait in ``source`` until
+    the upsert finds the record new or changed: an unchanged record needs only its fingerprint.
     """
 
     external_id: str
@@ -708,8 +708,9 @@ class PreparedRecord(NamedTuple):
         """This record with its row values (a lazily prepared one gets them computed now)."""
         if self.source is None:
             return self
-        return _new_tuple(PreparedRecord, self[:_VALUES_AT] + _row_values(self.source, self.sqlite, self.email_norm)
-                          + (self.uuid, self.row_fp, None))
+        email_norm = normalize_email(self.source.email)
+        return _new_tuple(PreparedRecord, self[:2] + (email_norm,) + self[3:_VALUES_AT]
+                          + _row_values(self.source, self.sqlite, email_norm) + (self.uuid, self.row_fp, None))
 
 
 _new_tuple = tuple.__new__
@@ -753,15 +754,16 @@ def prepare_record(rec: SourceCustomerRecord, sqlite: bool, eager: bool = True,
                    public_id: str | None = None, row_fp: str | None = None) -> PreparedRecord:
     """The fingerprint parts of ``rec`` and, ``eager`` or once completed, its row values (``PreparedRecord``)."""
     subs = rec.subscriptions
+    subs_fp = None if subs is None else subscriptions_part(subs)
+    contacts_fp = None if rec.contacts is None else contacts_part(rec.contacts)
+    if not eager:
+        # One tuple, and no normalised email yet: an unchanged record (most of a re-sync) needs neither.
+        return _new_tuple(PreparedRecord, (rec.external_id, rec.email, None, profile_part(rec), subs_fp, contacts_fp,
+                                           sqlite, rec.contacts, (), (), None, None, None, public_id, row_fp, rec))
     email_norm = normalize_email(rec.email)
-    head = (
-        rec.external_id, rec.email, email_norm, profile_part(rec),
-        None if subs is None else subscriptions_part(subs),
-        None if rec.contacts is None else contacts_part(rec.contacts), sqlite, rec.contacts,
-    )
-    if eager:
-        return _new_tuple(PreparedRecord, head + _row_values(rec, sqlite, email_norm) + (public_id, row_fp, None))
-    return _new_tuple(PreparedRecord, head + ((), (), None, None, None, public_id, row_fp, rec))
+    return _new_tuple(PreparedRecord, (rec.external_id, rec.email, email_norm, profile_part(rec), subs_fp, contacts_fp,
+                                       sqlite, rec.contacts) + _row_values(rec, sqlite, email_norm)
+                      + (public_id, row_fp, None))
 
 
 def _row_values(rec: SourceCustomerRecord, sqlite: bool, email_norm: str | None) -> tuple[Any, ...]:
