@@ -1,11 +1,16 @@
 """Batched, idempotent upsert of source customer records.
 
-One call handles one batch (a page, a file chunk) inside the caller's transaction:
+Each record is first prepared (``prepare_record``): its fingerprint parts and the values of its rows,
+computed from the record alone, so a bulk job can do it in the process that produces the records
+(``upsert_prepared``); ``upsert_records`` prepares lazily, computing row values only for records that
+turn out new or changed. Then one call handles one batch (a page, a file chunk) inside the caller's
+transaction:
 
 1. one SELECT finds which (source, external id) pairs exist and their fingerprints;
 2. records whose fingerprint is unchanged are counted and not written at all;
 3. new records get pre-allocated ids and a new customer (or an existing customer matched by
-   email when asked), written with one executemany per table;
+   email when asked), written with multi-row INSERTs (on SQLite the customers are copied from their
+   source customers inside the database) or COPY on PostgreSQL;
 4. new and changed source customers go through one ``INSERT … ON CONFLICT DO UPDATE``;
 5. subscriptions and contacts of records that report them are replaced;
 6. the customers touched by changes are re-projected (``storage.projection.reproject``).
