@@ -453,9 +453,10 @@ def upsert_prepared(
     """
     now = now or datetime.now(timezone.utc)
     sqlite = conn.dialect.name == "sqlite"
-    wrong = next((p.external_id for p in prepared if p.sqlite != sqlite), None)
-    if wrong is not None:
-        raise ValueError(f"record {wrong!r} was prepared for another database than {conn.dialect.name}")
+    # A batch is prepared in one go, for one database: its first record tells.
+    if prepared and prepared[0].sqlite != sqlite:
+        raise ValueError(f"record {prepared[0].external_id!r} was prepared for another database than "
+                         f"{conn.dialect.name}")
     if sqlite:
         # One writer at a time holds SQLite's lock for the whole transaction: nothing can race.
         return _upsert_batch(conn, data_source_id, prepared, link_new_by_email, now, False)
@@ -746,6 +747,8 @@ def prepare_records(records: Iterable[SourceCustomerRecord], *, sqlite: bool, ea
     whole batch: time-ordered, ascending); lazily the upsert makes ids for the new records only.
     ``row_fps``: the file row digest of each record (see ``PreparedRecord.row_fp``).
     """
+    if not eager and row_fps is None:
+        return PreparedBatch([prepare_record(rec, sqlite, False) for rec in records])
     records = list(records)
     fps = row_fps if row_fps is not None else [None] * len(records)
     if not eager:
