@@ -215,14 +215,16 @@ def _apply_batch(
     """
     with engine.begin() as conn:
         by_email = {
-            r.record.external_id[6:]: r for r in batch if r.record is not None and r.keyed_by_email
+            r.record.external_id[6:]: i for i, r in enumerate(batch) if r.record is not None and r.keyed_by_email
         }
         if by_email and not source_was_empty:
             known = external_ids_by_email(conn, source_id, list(by_email))
             if known:
-                resolved = {id(by_email[key]): external_id for key, external_id in known.items()}
-                batch = [r._replace(record=r.record._replace(external_id=resolved[id(r)]))  # type: ignore[union-attr]
-                         if id(r) in resolved else r for r in batch]
+                batch = list(batch)
+                for email_key, external_id in known.items():
+                    row = batch[by_email[email_key]]
+                    batch[by_email[email_key]] = row._replace(
+                        record=row.record._replace(external_id=external_id))  # type: ignore[union-attr]
         records: list[PreparedRecord] = []
         applied: list[_ReadyRow] = []
         rejected: list[_ReadyRow] = []
@@ -337,7 +339,8 @@ def _import_file(
         # interpreter lock and gained nothing on SQLite. Not a file the source mostly knows: writing
         # little, this process would wait for the child, and parsing plus pickling there cost more than
         # parsing here (bench/import_csv.py, unchanged re-import within the same hour: 33.2k rows/s with
-        # a child, 44.7k-46.4k parsing here). On PostgreSQL that one reads ahead on a thread, as before.
+        # a child, 44.7k-46.4k parsing here); read here, its unchanged rows are also skipped unparsed,
+        # which asks the database (no connection crosses a fork). On PostgreSQL it reads ahead on a thread.
         # A file bringing as many new rows as the customer table holds is indexed after it is written
         # (storage.bulk_load).
         contacts = apply is _apply_contacts_batch

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -98,6 +99,9 @@ _JSON_COLUMNS = frozenset({"tags", "custom", "raw"})
 # id, and the projected values that are not the source's own (website domain, status, subscriber since,
 # tags without repeats, whether it has subscriptions), then the source customer's id. A profile value
 # the source gave as "" is no value (new_customer_row). CROSS JOIN keeps the VALUES list the outer loop.
+_CUSTOMER_OWN = ("website_domain", "status", "subscriber_since", "tags", "has_subscriptions")
+# Picks those from ``PreparedRecord.customer_values`` (CUSTOMER_COLUMNS after id, uuid and two stamps).
+_customer_own_values = operator.itemgetter(*(CUSTOMER_COLUMNS.index(c) - 4 for c in _CUSTOMER_OWN))
 _SQLITE_CUSTOMERS_FROM_SC = (
     "INSERT INTO customers (" + ", ".join(CUSTOMER_COLUMNS) + ") "  # noqa: S608 - constant names
     "SELECT v.column1, v.column2, sc.created_at, sc.created_at, "
@@ -111,18 +115,22 @@ _SQLITE_CUSTOMERS_FROM_SC = (
 # cannot be flattened into a join, so the planner cannot trade the probes for a hash join over the whole
 # table. With a plain join on unnest() it did exactly that once the source grew (it sees the array's
 # 5,000 keys): 700 ms per batch at 1M rows instead of 20 ms. "external_id = ANY(%s)" scanned too.
-PG_EXISTING_SQL = (
-    "SELECT k.external_id, sc.id, sc.customer_id, sc.fingerprint "
-    "FROM unnest(%s::varchar[]) AS k(external_id) CROSS JOIN LATERAL ("
-    "SELECT s.id, s.customer_id, s.fingerprint FROM source_customers s "
-    "WHERE s.data_source_id = %s AND s.external_id = k.external_id LIMIT 1) AS sc"
-)
-PG_ROW_FINGERPRINTS_SQL = (
-    "SELECT k.external_id, sc.row_fingerprint "
-    "FROM unnest(%s::varchar[]) AS k(external_id) CROSS JOIN LATERAL ("
-    "SELECT s.row_fingerprint FROM source_customers s "
-    "WHERE s.data_source_id = %s AND s.external_id = k.external_id LIMIT 1) AS sc"
-)
+@lru_cache(maxsize=8)
+def _by_external_id_sql(columns: tuple[str, ...], sqlite: bool, keys: int = 0) -> str:
+    """SELECT external_id and ``columns`` (our own constants) of one source's records among ``keys`` ids
+    (SQLite: one marker each; PostgreSQL: one array parameter)."""
+    if sqlite:
+        marks = ",".join("?" * keys)  # only placeholders are joined in; values stay bound
+        return (f"SELECT external_id, {', '.join(columns)} FROM source_customers "  # noqa: S608
+                f"WHERE data_source_id = ? AND external_id IN ({marks})")
+    return (f"SELECT k.external_id, {', '.join('sc.' + c for c in columns)} "  # noqa: S608
+            "FROM unnest(%s::varchar[]) AS k(external_id) CROSS JOIN LATERAL ("
+            f"SELECT {', '.join('s.' + c for c in columns)} FROM source_customers s "
+            "WHERE s.data_source_id = %s AND s.external_id = k.external_id LIMIT 1) AS sc")
+
+
+EXISTING_COLUMNS = ("id", "customer_id", "fingerprint")
+PG_EXISTING_SQL = _by_external_id_sql(EXISTING_COLUMNS, False)
 # Per normalised email, its oldest customer.
 PG_BY_EMAIL_SQL = (
     "SELECT k.email_norm, c.id FROM unnest(%s::varchar[]) AS k(email_norm) CROSS JOIN LATERAL ("
@@ -291,23 +299,17 @@ class _Writer:
         if not self.sqlite:
             self.conn.exec_driver_sql(head + marks + tail, rows)
             return
-        # SQLite: many rows per statement. executemany steps the statement once per row and re-takes
-        # the GIL and re-binds between steps; a multi-row VALUES list does the same work in one step,
-        # measured ~30% less time per row for our wide rows. Values stay bound parameters.
-        per = max(1, min(SQLITE_ROWS_PER_STATEMENT, self._sqlite_variable_limit() // len(columns)))
-        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            for start in range(0, len(rows), per):
-                part = rows[start : start + per]
-                sql = head + ", ".join([marks] * len(part)) + tail
-                cursor.execute(sql, list(chain.from_iterable(part)))
-        finally:
-            cursor.close()
+        self._sqlite_values(head + "{values}" + tail, len(columns), rows)
 
     def insert_select(self, template: str, width: int, rows: list[tuple[Any, ...]]) -> None:
         """Run ``template`` (SQLite) with ``{values}`` replaced by a VALUES list of ``width`` markers per row."""
-        if not rows:
-            return
+        if rows:
+            self._sqlite_values(template, width, rows)
+
+    def _sqlite_values(self, template: str, width: int, rows: list[tuple[Any, ...]]) -> None:
+        # SQLite: many rows per statement. executemany steps the statement once per row and re-takes
+        # the GIL and re-binds between steps; a multi-row VALUES list does the same work in one step,
+        # measured ~30% less time per row for our wide rows. Values stay bound parameters.
         marks = "(" + ", ".join("?" * width) + ")"
         per = max(1, min(SQLITE_ROWS_PER_STATEMENT, self._sqlite_variable_limit() // width))
         cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -479,7 +481,7 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
         return result
     w = _Writer(conn)
 
-    existing = {} if assume_new else _existing_source_customers(conn, w, data_source_id, list(latest))
+    existing = {} if assume_new else _existing_source_customers(conn, data_source_id, list(latest))
 
     new: list[tuple[PreparedRecord, str]] = []
     changed: list[tuple[PreparedRecord, str, int, int, bool, bool]] = []
@@ -533,8 +535,7 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
         else:
             cid = customer_ids[next_customer]
             if w.sqlite:
-                v = p.customer_values
-                customer_tuples.append((cid, p.uuid or next(uuids), v[11], v[12], v[15], v[16], v[18], sc_id))
+                customer_tuples.append((cid, p.uuid or next(uuids), *_customer_own_values(p.customer_values), sc_id))
             else:
                 customer_tuples.append((cid, p.uuid or next(uuids), now_v, now_v) + p.customer_values)
             next_customer += 1
@@ -586,27 +587,10 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
     return result
 
 
-def _existing_source_customers(
-    conn: Connection, w: _Writer, data_source_id: int, ext_ids: list[str]
-) -> dict[str, tuple[int, int, str]]:
-    """(id, customer id, fingerprint) of the batch's external ids that exist already.
-
-    Written against the DB-API: SQLAlchemy's expanding IN costs more than the query itself at 5,000
-    ids, and PostgreSQL takes the whole list as one array parameter.
-    """
-    found: dict[str, tuple[int, int, str]] = {}
-    for start in range(0, len(ext_ids), LOOKUP_CHUNK):
-        part = ext_ids[start : start + LOOKUP_CHUNK]
-        if w.sqlite:
-            marks = ",".join("?" * len(part))  # only placeholders are joined in; values stay bound
-            sql = f"SELECT external_id, id, customer_id, fingerprint FROM source_customers WHERE data_source_id = ? AND external_id IN ({marks})"  # noqa: S608, E501
-            params: tuple[Any, ...] = (data_source_id, *part)
-        else:
-            sql = PG_EXISTING_SQL
-            params = (part, data_source_id)
-        for ext, sc_id, cid, fp in _fetch_all(conn, sql, params):
-            found[ext] = (sc_id, cid, fp)
-    return found
+def _existing_source_customers(conn: Connection, data_source_id: int, ext_ids: list[str]) -> dict[str, tuple[int, int, str]]:
+    """(id, customer id, fingerprint) of the batch's external ids that exist already."""
+    return {ext: (sc_id, cid, fp) for ext, sc_id, cid, fp in
+            _rows_by_external_id(conn, data_source_id, ext_ids, EXISTING_COLUMNS)}
 
 
 def unchanged_file_rows(conn: Connection, data_source_id: int, digests: Mapping[str, str]) -> set[str]:
@@ -614,20 +598,26 @@ def unchanged_file_rows(conn: Connection, data_source_id: int, digests: Mapping[
 
     Such a row would read into the record as it is stored (``connectors.flexible_csv.RowDigest``).
     """
-    same: set[str] = set()
-    keys = list(digests)
+    rows = _rows_by_external_id(conn, data_source_id, list(digests), ("row_fingerprint",))
+    return {ext for ext, stored in rows if stored is not None and stored == digests[ext]}
+
+
+def _rows_by_external_id(conn: Connection, data_source_id: int, ext_ids: list[str],
+                         columns: tuple[str, ...]) -> list[Any]:
+    """(external id, *columns) of this source's records among ``ext_ids``, LOOKUP_CHUNK ids a query.
+
+    Written against the DB-API: SQLAlchemy's expanding IN costs more than the query itself at 5,000
+    ids, and PostgreSQL takes the whole list as one array parameter (probed per key, see
+    ``_by_external_id_sql``).
+    """
     sqlite = conn.dialect.name == "sqlite"
-    for start in range(0, len(keys), LOOKUP_CHUNK):
-        part = keys[start : start + LOOKUP_CHUNK]
-        if sqlite:
-            marks = ",".join("?" * len(part))  # only placeholders are joined in; values stay bound
-            sql = f"SELECT external_id, row_fingerprint FROM source_customers WHERE data_source_id = ? AND external_id IN ({marks})"  # noqa: S608, E501
-            params: tuple[Any, ...] = (data_source_id, *part)
-        else:
-            sql = PG_ROW_FINGERPRINTS_SQL
-            params = (part, data_source_id)
-        same.update(ext for ext, stored in _fetch_all(conn, sql, params) if stored is not None and stored == digests[ext])
-    return same
+    rows: list[Any] = []
+    for start in range(0, len(ext_ids), LOOKUP_CHUNK):
+        part = ext_ids[start : start + LOOKUP_CHUNK]
+        sql = _by_external_id_sql(columns, sqlite, len(part) if sqlite else 0)
+        params: tuple[Any, ...] = (data_source_id, *part) if sqlite else (part, data_source_id)
+        rows += _fetch_all(conn, sql, params)
+    return rows
 
 
 def _fetch_all(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
