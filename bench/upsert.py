@@ -6,8 +6,8 @@ process's peak resident memory. Records are generated and written in batches, ne
 
 The first upsert runs as a large import into an empty source does (flows/imports.py): records are
 produced and prepared (``storage.upsert.prepare_records``) in a reader process and this one writes them
-(``upsert_prepared``, with ``assume_new``: the keys are unique and the source was empty, so PostgreSQL
-skips the lookup of existing records; SQLite ignores it). The re-upsert runs inline, as a re-import of a known file does: an unchanged
+(``upsert_prepared``, with ``fresh_load``: the keys are unique and the source was empty, so the lookup of
+existing records is skipped). The re-upsert runs inline, as a re-import of a known file does: an unchanged
 record needs only its fingerprint, cheaper to compute here than to ship. ``--inline`` runs the first
 upsert inline too (``upsert_records``), for comparison.
 
@@ -90,7 +90,7 @@ def _measure(engine: Engine, kind: str, rows: int, size: int, inline: bool) -> N
     from funnelsync.bulk import prefetched, rare_gc, read_in_child
     from storage.bulk_load import bulk_load
     from storage.sources import create_source
-    from storage.upsert import UpsertResult, upsert_prepared, upsert_records
+    from storage.upsert import UpsertResult, fresh_load, upsert_prepared, upsert_records
 
     with engine.begin() as conn:
         ds_id = create_source(conn, "bench", "csv").id
@@ -108,9 +108,11 @@ def _measure(engine: Engine, kind: str, rows: int, size: int, inline: bool) -> N
         # whose writing happens in the server, gets it.
         with rare_gc(), bulk_load(engine) as load:
             if in_child:
+                with engine.connect() as conn:
+                    fresh = fresh_load(conn, ds_id)
                 for prepared in read_in_child(lambda: prepared_batches(rows, size, kind == "sqlite")):
                     with engine.begin() as conn:
-                        result = upsert_prepared(conn, ds_id, prepared, assume_new=True)
+                        result = upsert_prepared(conn, ds_id, prepared, fresh=fresh)
                     load.written(result.created)
                     total.add(result)
                     total.touched_customer_ids.clear()

@@ -50,7 +50,7 @@ from storage.imports import (
     start_import_job,
 )
 from storage.sources import create_source, get_source, source_customer_count, update_source_settings
-from storage.upsert import PreparedRecord, prepare_records, unchanged_file_rows, upsert_prepared
+from storage.upsert import FreshLoad, PreparedRecord, fresh_load, prepare_records, unchanged_file_rows, upsert_prepared
 
 BATCH_SIZE = 5000
 # The summary keeps this many row errors in memory; every rejection is stored in import_rejections and
@@ -205,19 +205,19 @@ def _apply_batch(
     summary: ImportSummary,
     errors_file: _ErrorsFile,
     on_applied: Callable[[Any, list[_ReadyRow]], None] | None = None,
-    source_was_empty: bool = False,
+    fresh: FreshLoad | None = None,
 ) -> None:
     """Upsert one batch's valid rows and store its rejections, in one transaction.
 
-    ``source_was_empty``: the file's keys are unique (``FlexibleCsvFile.rows`` rejects repeats) and the
-    source held nothing when the import began, so every row is new unless another writer raced us
-    (``upsert_prepared(assume_new=True)``).
+    ``fresh``: the source held nothing when the import began and the file's keys are unique
+    (``FlexibleCsvFile.rows`` rejects repeats), so every row is new unless another writer raced us
+    (``storage.upsert.FreshLoad``).
     """
     with engine.begin() as conn:
         by_email = {
             r.record.external_id[6:]: i for i, r in enumerate(batch) if r.record is not None and r.keyed_by_email
         }
-        if by_email and not source_was_empty:
+        if by_email and fresh is None:
             known = external_ids_by_email(conn, source_id, list(by_email))
             if known:
                 batch = list(batch)
@@ -248,7 +248,7 @@ def _apply_batch(
             first_row_of[record.external_id] = result.row
             records.append(record)
             applied.append(result)
-        outcome = upsert_prepared(conn, source_id, records, link_new_by_email=True, assume_new=source_was_empty)
+        outcome = upsert_prepared(conn, source_id, records, link_new_by_email=True, fresh=fresh)
         row_errors = [e for r in rejected for e in r.errors]
         add_rejections(conn, job_id, [e.as_dict() for e in row_errors])
         counts = {
@@ -332,6 +332,8 @@ def _import_file(
     with engine.begin() as conn:
         job_id, summary.job_uuid = start_import_job(conn, source_id, job_kind, str(source.path))
         known = source_customer_count(conn, source_id)
+        # Structured contacts rows share their customers' keys: only customer files load fresh.
+        fresh = fresh_load(conn, source_id) if apply is not _apply_contacts_batch else None
     source_was_empty = known == 0
     done = 0
     try:
@@ -365,7 +367,7 @@ def _import_file(
             batches = prefetched(read(False), 0 if sqlite else 2)
         with rare_gc(), bulk_load(engine, 0 if contacts else layout.data_rows, source_id, also=unread):
             for batch in batches:
-                apply(engine, source_id, job_id, batch, summary, errors_file, source_was_empty=source_was_empty)
+                apply(engine, source_id, job_id, batch, summary, errors_file, fresh=fresh)
                 done += len(batch)
                 if progress is not None:
                     progress(done, layout.data_rows)
@@ -382,7 +384,7 @@ def _import_file(
 
 def _apply_contacts_batch(
     engine: Engine, source_id: int, job_id: int, batch: list[RowResult], summary: ImportSummary,
-    errors_file: _ErrorsFile, source_was_empty: bool = False,
+    errors_file: _ErrorsFile, fresh: FreshLoad | None = None,
 ) -> None:
     """A batch of contact rows: attach each to its customer's source customer, in one transaction."""
     from storage.imports import contact_key, upsert_source_contacts

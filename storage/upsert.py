@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -55,7 +54,7 @@ from storage.projection import (
     reproject,
     write_filter_rows,
 )
-from storage.schema import contacts, metadata, subscriptions
+from storage.schema import contacts, metadata, source_customers, subscriptions
 from storage.types import EPOCH, ONE_MICROSECOND, to_epoch_us
 
 LOOKUP_CHUNK = 5000
@@ -97,11 +96,12 @@ _JSON_COLUMNS = frozenset({"tags", "custom", "raw"})
 
 # A new customer's row on SQLite, copied from its source customer: bound per row are the id, the public
 # id, and the projected values that are not the source's own (website domain, status, subscriber since,
-# tags without repeats, whether it has subscriptions), then the source customer's id. A profile value
-# the source gave as "" is no value (new_customer_row). CROSS JOIN keeps the VALUES list the outer loop.
-_CUSTOMER_OWN = ("website_domain", "status", "subscriber_since", "tags", "has_subscriptions")
-# Picks those from ``PreparedRecord.customer_values`` (CUSTOMER_COLUMNS after id, uuid and two stamps).
-_customer_own_values = operator.itemgetter(*(CUSTOMER_COLUMNS.index(c) - 4 for c in _CUSTOMER_OWN))
+# tags without repeats, whether it has subscriptions: ``PreparedRecord.customer_values`` on SQLite), then
+# the source customer's id. A profile value the source gave as "" is no value (new_customer_row).
+# CROSS JOIN keeps the VALUES list the outer loop.
+CUSTOMER_OWN_COLUMNS = ("website_domain", "status", "subscriber_since", "tags", "has_subscriptions")
+# Any write statement takes it; this one changes nothing.
+_SQLITE_TAKE_WRITE_LOCK = "UPDATE id_blocks SET next_id = next_id WHERE 0"
 _SQLITE_CUSTOMERS_FROM_SC = (
     "INSERT INTO customers (" + ", ".join(CUSTOMER_COLUMNS) + ") "  # noqa: S608 - constant names
     "SELECT v.column1, v.column2, sc.created_at, sc.created_at, "
@@ -417,7 +417,7 @@ def upsert_records(
     *,
     link_new_by_email: bool = False,
     now: datetime | None = None,
-    assume_new: bool = False,
+    fresh: FreshLoad | None = None,
 ) -> UpsertResult:
     """Create or update the source customers of one batch; see the module docstring.
 
@@ -428,15 +428,43 @@ def upsert_records(
         link_new_by_email: link a new source customer to an existing customer with the same
             normalised email instead of creating a customer.
         now: the time to stamp (tests pin it).
-        assume_new: the caller knows the source holds none of these external ids (a file with unique
-            keys loaded into a source that was empty when the load began). On PostgreSQL the lookup of
-            existing records, an index probe per record, is then skipped. Should a
-            record exist after all (another writer), its insert fails on the unique key and the batch
-            runs again with the lookup, as any race does. Ignored on SQLite, where the lookup is cheap.
+        fresh: the load this batch belongs to brings keys the source cannot hold yet (``fresh_load``):
+            the lookup of existing records, an index probe per record, is skipped while that holds.
     """
     prepared = prepare_records(records, sqlite=conn.dialect.name == "sqlite", eager=False)
     return upsert_prepared(conn, data_source_id, prepared, link_new_by_email=link_new_by_email, now=now,
-                           assume_new=assume_new)
+                           fresh=fresh)
+
+
+@dataclass
+class FreshLoad:
+    """A load into a source that was empty when it began, each of its keys written once (a file's rows,
+    whose repeats ``connectors.flexible_csv`` rejects; a benchmark): its records need no lookup.
+
+    Another writer may still add one of its keys meanwhile (a push receiver beside an import). On
+    PostgreSQL the records then go in with a plain ``COPY``, which fails on the unique key, and the batch
+    runs again with the lookup. SQLite's upsert would silently update that row instead, so there a batch
+    skips the lookup only when no source customer was written since the load last looked:
+    ``last_id``, the highest source customer id then, must still be the highest. Each batch holds
+    SQLite's write lock from that check to its commit, and moves ``last_id`` to its own last row.
+    """
+
+    last_id: int
+
+
+def fresh_load(conn: Connection, data_source_id: int) -> FreshLoad | None:
+    """A ``FreshLoad`` when the source holds no source customer (None when it holds any).
+
+    The caller vouches that the load writes each key once.
+    """
+    if conn.execute(select(source_customers.c.id).where(source_customers.c.data_source_id == data_source_id)
+                    .limit(1)).first() is not None:
+        return None
+    return FreshLoad(_highest_source_customer_id(conn))
+
+
+def _highest_source_customer_id(conn: Connection) -> int:
+    return int(conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM source_customers").scalar_one())
 
 
 def upsert_prepared(
@@ -446,7 +474,7 @@ def upsert_prepared(
     *,
     link_new_by_email: bool = False,
     now: datetime | None = None,
-    assume_new: bool = False,
+    fresh: FreshLoad | None = None,
 ) -> UpsertResult:
     """``upsert_records`` for records already turned into rows by ``prepare_records``.
 
@@ -460,14 +488,23 @@ def upsert_prepared(
         raise ValueError(f"record {prepared[0].external_id!r} was prepared for another database than "
                          f"{conn.dialect.name}")
     if sqlite:
-        # One writer at a time holds SQLite's lock for the whole transaction: nothing can race.
-        return _upsert_batch(conn, data_source_id, prepared, link_new_by_email, now, False)
+        # Take SQLite's write lock before the lookups. Python's sqlite3 begins a transaction at the first
+        # write: the reads before it saw the database as it was, and a key another writer added before
+        # this batch's first insert was then written as new (ON CONFLICT turned it into an update of that
+        # writer's row, and the batch made a second customer for it). Holding the lock, nothing can race.
+        conn.exec_driver_sql(_SQLITE_TAKE_WRITE_LOCK)
+        if fresh is not None and _highest_source_customer_id(conn) != fresh.last_id:
+            fresh = None  # another writer added source customers since: look them up
+        outcome = _upsert_batch(conn, data_source_id, prepared, link_new_by_email, now, fresh is not None)
+        if fresh is not None:
+            fresh.last_id = _highest_source_customer_id(conn)
+        return outcome
     # PostgreSQL: records the lookup found absent are written with a plain COPY. If another writer
     # inserted one of their keys meanwhile (a push receiver beside a sync), the COPY fails on the unique
     # key; the batch is then rolled back to the savepoint and run again, finding those records present.
     try:
         with conn.begin_nested():
-            return _upsert_batch(conn, data_source_id, prepared, link_new_by_email, now, assume_new)
+            return _upsert_batch(conn, data_source_id, prepared, link_new_by_email, now, fresh is not None)
     except (IntegrityError, UniqueViolation):
         with conn.begin_nested():
             return _upsert_batch(conn, data_source_id, prepared, link_new_by_email, now, False)
@@ -518,7 +555,7 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
         1 for p, _fp in new if p.email_norm is not None and p.email_norm in linked_by_email
     )
     customer_ids = allocate_ids(conn, "customers", needs_customer)
-    uuids = iter(new_uuids("cus", sum(1 for p, _fp in new if p.uuid is None)))
+    uuids = iter(new_uuids("cus", needs_customer))
     now_v: Any = to_epoch_us(now) if w.sqlite else now
     customer_tuples: list[tuple[Any, ...]] = []
     filter_rows: list[dict[str, Any]] = []
@@ -535,9 +572,9 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
         else:
             cid = customer_ids[next_customer]
             if w.sqlite:
-                customer_tuples.append((cid, p.uuid or next(uuids), *_customer_own_values(p.customer_values), sc_id))
+                customer_tuples.append((cid, next(uuids), *p.customer_values, sc_id))
             else:
-                customer_tuples.append((cid, p.uuid or next(uuids), now_v, now_v) + p.customer_values)
+                customer_tuples.append((cid, next(uuids), now_v, now_v) + p.customer_values)
             next_customer += 1
             if p.filter_values is not None:
                 filter_rows.append({"id": cid, "tags": p.filter_values[0], "custom": p.filter_values[1]})
@@ -686,7 +723,8 @@ class PreparedRecord(NamedTuple):
     contacts: list[ContactRecord] | None
     # SC_COLUMNS from the profile fields to ``raw``.
     sc_values: tuple[Any, ...] = ()
-    # CUSTOMER_COLUMNS after id, uuid and the time stamps: the projection of a customer with only this record.
+    # The projection of a customer with only this record: CUSTOMER_COLUMNS after id, uuid and the time
+    # stamps; on SQLite only CUSTOMER_OWN_COLUMNS (the rest is copied from the source customer's row).
     customer_values: tuple[Any, ...] = ()
     # SUB_COLUMNS between the source customer id and ``updated_at``, one per subscription (the last of
     # a repeated external id); None when the record does not report subscriptions.
@@ -694,8 +732,6 @@ class PreparedRecord(NamedTuple):
     # (tags, custom) for the filter tables when the record has either.
     filter_values: tuple[list[str], dict[str, Any]] | None = None
     custom_types: tuple[tuple[str, str], ...] | None = None
-    # The public id of the customer this record creates if it is new (made in bulk, eager only).
-    uuid: str | None = None
     # The digest of the file row the record was read from (flows/imports.py), else None.
     row_fp: str | None = None
     source: SourceCustomerRecord | None = None
@@ -706,7 +742,7 @@ class PreparedRecord(NamedTuple):
             return self
         email_norm = normalize_email(self.source.email)
         return _new_tuple(PreparedRecord, self[:2] + (email_norm,) + self[3:_VALUES_AT]
-                          + _row_values(self.source, self.sqlite, email_norm) + (self.uuid, self.row_fp, None))
+                          + _row_values(self.source, self.sqlite, email_norm) + (self.row_fp, None))
 
 
 _new_tuple = tuple.__new__
@@ -733,23 +769,17 @@ def prepare_records(records: Iterable[SourceCustomerRecord], *, sqlite: bool, ea
                     row_fps: Sequence[str | None] | None = None) -> PreparedBatch:
     """``prepare_record`` of each record, in order (repeated external ids are kept: the upsert keeps the last).
 
-    Eager, each also gets the public id its customer would have (``storage.ids.new_uuids`` for the
-    whole batch: time-ordered, ascending); lazily the upsert makes ids for the new records only.
-    ``row_fps``: the file row digest of each record (see ``PreparedRecord.row_fp``).
+    ``row_fps``: the file row digest of each record (see ``PreparedRecord.row_fp``). Public ids are made
+    by the upsert, for the new customers only: in bulk, where the writing process would otherwise wait
+    for this one (a first import: the parsing side is the busier), it costs less there.
     """
-    if not eager and row_fps is None:
-        return PreparedBatch([prepare_record(rec, sqlite, False) for rec in records])
-    records = list(records)
-    fps = row_fps if row_fps is not None else [None] * len(records)
-    if not eager:
-        return PreparedBatch([prepare_record(rec, sqlite, False, None, fp) for rec, fp in zip(records, fps)])
-    public_ids = new_uuids("cus", len(records))
-    return PreparedBatch([prepare_record(rec, sqlite, True, public_id, fp)
-                          for rec, public_id, fp in zip(records, public_ids, fps)])
+    if row_fps is None:
+        return PreparedBatch([prepare_record(rec, sqlite, eager) for rec in records])
+    return PreparedBatch([prepare_record(rec, sqlite, eager, fp) for rec, fp in zip(records, row_fps, strict=True)])
 
 
 def prepare_record(rec: SourceCustomerRecord, sqlite: bool, eager: bool = True,
-                   public_id: str | None = None, row_fp: str | None = None) -> PreparedRecord:
+                   row_fp: str | None = None) -> PreparedRecord:
     """The fingerprint parts of ``rec`` and, ``eager`` or once completed, its row values (``PreparedRecord``)."""
     subs = rec.subscriptions
     subs_fp = None if subs is None else subscriptions_part(subs)
@@ -757,19 +787,19 @@ def prepare_record(rec: SourceCustomerRecord, sqlite: bool, eager: bool = True,
     if not eager:
         # One tuple, and no normalised email yet: an unchanged record (most of a re-sync) needs neither.
         return _new_tuple(PreparedRecord, (rec.external_id, rec.email, None, profile_part(rec), subs_fp, contacts_fp,
-                                           sqlite, rec.contacts, (), (), None, None, None, public_id, row_fp, rec))
+                                           sqlite, rec.contacts, (), (), None, None, None, row_fp, rec))
     email_norm = normalize_email(rec.email)
     return _new_tuple(PreparedRecord, (rec.external_id, rec.email, email_norm, profile_part(rec), subs_fp, contacts_fp,
                                        sqlite, rec.contacts) + _row_values(rec, sqlite, email_norm)
-                      + (public_id, row_fp, None))
+                      + (row_fp, None))
 
 
 def _row_values(rec: SourceCustomerRecord, sqlite: bool, email_norm: str | None) -> tuple[Any, ...]:
     """The row values of ``rec``: ``PreparedRecord`` from ``sc_values`` to ``custom_types``.
 
-    The customer values equal ``new_customer_row`` and the source customer values the columns
-    ``_row_builder`` makes of the record (a test holds them equal), written out because this runs for
-    every record of a million-row import.
+    The customer values equal ``new_customer_row`` (on SQLite its ``CUSTOMER_OWN_COLUMNS``) and the
+    source customer values the columns ``_row_builder`` makes of the record (a test holds them equal),
+    written out because this runs for every record of a million-row import.
     """
     subs = rec.subscriptions
     since: Any = None
@@ -797,15 +827,21 @@ def _row_values(rec: SourceCustomerRecord, sqlite: bool, email_norm: str | None)
     custom = jsonable_custom(rec.custom) if rec.custom else {}
     custom_text = _json_text(custom) if custom else "{}"
     tags = list(dict.fromkeys(rec.tags)) if rec.tags else []
+    domain = website_domain(rec.website_url) if rec.website_url else None
+    tags_text = _json_text(tags) if tags else "[]"
+    if sqlite:
+        customer: tuple[Any, ...] = (domain, status, since, tags_text, bool(subs))
+    else:
+        customer = (rec.name or None, rec.email or None, rec.company or None, rec.country or None,
+                    rec.state or None, rec.city or None, rec.zip or None, rec.website_url or None, rec.owner or None,
+                    rec.lead_status or None, email_norm, domain, status, lead_v, trial_v, since, tags_text,
+                    custom_text, bool(subs))
     return (
         (rec.name, rec.email, rec.company, rec.country, rec.state, rec.city, rec.zip, rec.website_url,
          rec.owner, rec.lead_status, email_norm, lead_v, trial_v,
          _json_text(rec.tags) if rec.tags else "[]", custom_text,
          None if rec.raw is None else _json_text(rec.raw)),
-        (rec.name or None, rec.email or None, rec.company or None, rec.country or None, rec.state or None,
-         rec.city or None, rec.zip or None, rec.website_url or None, rec.owner or None, rec.lead_status or None,
-         email_norm, website_domain(rec.website_url) if rec.website_url else None, status,
-         lead_v, trial_v, since, _json_text(tags) if tags else "[]", custom_text, bool(subs)),
+        customer,
         sub_values,
         (tags, custom) if rec.tags or rec.custom else None,
         tuple((k, attribute_type(v)) for k, v in rec.custom.items()) if rec.custom else None,

@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -30,7 +33,7 @@ from storage.bulk_load import (
 from storage.metrics import funnel_series
 from storage.schema import METRIC_INDEXES, customers
 from storage.sources import create_source
-from storage.upsert import upsert_records
+from storage.upsert import fresh_load, upsert_records
 
 ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -198,16 +201,23 @@ def test_foreign_keys_come_back_after_a_kill_and_an_orphan_keeps_one_not_valid(d
             conn.execute(text("UPDATE source_customers SET customer_id = -1 WHERE id = (SELECT max(id) FROM source_customers)"))
 
 
-def test_records_assumed_new_that_exist_are_updated_not_duplicated(db_engine: Engine) -> None:
-    """assume_new skips the lookup on PostgreSQL; a record that exists after all makes the batch run again."""
+def test_a_fresh_load_raced_by_another_writer_updates_its_records_instead_of_duplicating(db_engine: Engine) -> None:
+    """A fresh load skips the lookup; records another writer added meanwhile are still found and updated.
+
+    PostgreSQL: the plain COPY fails on the unique key and the batch runs again with the lookup. SQLite:
+    the highest source customer id is no longer the one the load saw, so the batch looks them up.
+    """
     with db_engine.begin() as conn:
         source_id = create_source(conn, "s", "csv").id
+        fresh = fresh_load(conn, source_id)
+    assert fresh is not None
+    with db_engine.begin() as conn:  # the other writer
         upsert_records(conn, source_id, _records(0, 60))
     changed = _records(0, 60)
     for record in changed:
         record.name = "Renamed"
     with db_engine.begin() as conn:
-        result = upsert_records(conn, source_id, [*changed, *_records(60, 5)], assume_new=True)
+        result = upsert_records(conn, source_id, [*changed, *_records(60, 5)], fresh=fresh)
     assert (result.created, result.updated, result.unchanged) == (5, 60, 0)
     with db_engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 65
@@ -215,6 +225,66 @@ def test_records_assumed_new_that_exist_are_updated_not_duplicated(db_engine: En
         assert conn.execute(text("SELECT count(*) FROM customers c WHERE NOT EXISTS "
                                  "(SELECT 1 FROM source_customers s WHERE s.customer_id = c.id)")).scalar_one() == 0
         assert conn.execute(text("SELECT count(*) FROM customers WHERE name = 'Renamed'")).scalar_one() == 60
+        assert fresh_load(conn, source_id) is None  # the source holds records now
+
+
+def test_a_fresh_load_on_sqlite_looks_up_only_after_another_writer_wrote(sqlite_engine: Engine, monkeypatch) -> None:
+    import storage.upsert as upsert
+
+    lookups: list[int] = []
+    real_lookup = upsert._existing_source_customers
+    monkeypatch.setattr(upsert, "_existing_source_customers", lambda conn, source_id, ext_ids: (
+        lookups.append(len(ext_ids)), real_lookup(conn, source_id, ext_ids))[1])
+    with sqlite_engine.begin() as conn:
+        source_id = create_source(conn, "s", "csv").id
+        other_id = create_source(conn, "other", "csv").id
+        fresh = fresh_load(conn, source_id)
+    assert fresh is not None
+    for start in (0, 10):
+        with sqlite_engine.begin() as conn:
+            assert upsert_records(conn, source_id, _records(start, 10), fresh=fresh).created == 10
+    assert lookups == []  # only this load wrote: nothing to look up
+    with sqlite_engine.begin() as conn:  # another writer, into another source even
+        upsert_records(conn, other_id, _records(0, 3))
+    lookups.clear()
+    with sqlite_engine.begin() as conn:
+        assert upsert_records(conn, source_id, _records(20, 10), fresh=fresh).created == 10
+    assert lookups == [10]
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 33
+
+
+def test_sqlite_upsert_waits_for_a_concurrent_writer_before_looking_up(sqlite_engine: Engine) -> None:
+    """A batch reads which records exist only once it holds the write lock.
+
+    Python's sqlite3 opens a transaction at the first write; the lookup before it saw the database
+    without the other writer's uncommitted record, and the batch created a second customer for it.
+    """
+    with sqlite_engine.begin() as conn:
+        source_id = create_source(conn, "s", "csv").id
+    record = _records(0, 1)
+    other = sqlite_engine.connect()
+    other_tx = other.begin()
+    upsert_records(other, source_id, record)  # holds the write lock, not committed yet
+    outcome: list[Any] = []
+
+    def upsert_beside() -> None:
+        try:
+            with sqlite_engine.begin() as conn:
+                outcome.append(upsert_records(conn, source_id, _records(0, 1)))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome.append(exc)
+
+    beside = threading.Thread(target=upsert_beside)
+    beside.start()
+    time.sleep(0.5)  # it is now waiting for the lock (busy timeout 30 s)
+    other_tx.commit()
+    other.close()
+    beside.join(timeout=30)
+    assert len(outcome) == 1 and not isinstance(outcome[0], BaseException), outcome
+    assert (outcome[0].created, outcome[0].unchanged) == (0, 1)
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 1
 
 
 def test_an_import_into_an_empty_source_also_defers_the_source_email_index(db_engine: Engine, monkeypatch,
