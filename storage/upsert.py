@@ -6,7 +6,8 @@ computed from the record alone, so a bulk job can do it in the process that prod
 turn out new or changed. Then one call handles one batch (a page, a file chunk) inside the caller's
 transaction:
 
-1. one SELECT finds which (source, external id) pairs exist and their fingerprints;
+1. one SELECT finds which (source, external id) pairs exist and their fingerprints (a load into an
+   empty source skips it, see ``FreshLoad``);
 2. records whose fingerprint is unchanged are counted and not written at all;
 3. new records get pre-allocated ids and a new customer (or an existing customer matched by
    email when asked), written with multi-row INSERTs (on SQLite the customers are copied from their
