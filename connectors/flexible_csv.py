@@ -904,11 +904,13 @@ class FlexibleCsvFile:
             return (number, values, key, digest(values)) if key else (number, values, None, None)
 
         with self._open(layout.encoding) as handle:
-            numbered = ((number, values) for number, values in enumerate(self._reader(handle, layout.delimiter), 1)
-                        if number > layout.header_row)
+            numbered = islice(enumerate(self._reader(handle, layout.delimiter), 1), layout.header_row, None)
             if unchanged is None:
                 for number, values in numbered:
-                    result = read(*keyed(number, values))
+                    # ``keyed`` written out: this loop runs for every row of a first import.
+                    id_key = values[id_index].strip() if id_index is not None and id_index < len(values) else ""
+                    result = (read(number, values, id_key, digest(values)) if id_key
+                              else read(number, values, None, None))
                     if result is not None:
                         yield result
                 return

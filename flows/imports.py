@@ -163,8 +163,11 @@ class _ReadyBatch(list[_ReadyRow]):
                                   r.unchanged) for r in self],)
 
 
+_new_tuple = tuple.__new__
+
+
 def _restore_ready(rows: list[tuple[Any, ...]]) -> _ReadyBatch:
-    new = tuple.__new__
+    new = _new_tuple
     return _ReadyBatch([
         new(_ReadyRow, (row, None if record is None else new(PreparedRecord, record), errors, keyed, unchanged))
         for row, record, errors, keyed, unchanged in rows
@@ -182,8 +185,9 @@ def _ready(batches: Iterable[list[RowResult]], sqlite: bool, eager: bool) -> Ite
         records = [r.record for r in batch if r.record is not None]
         fps = [r.row_fingerprint for r in batch if r.record is not None]
         prepared = iter(prepare_records(records, sqlite=sqlite, eager=eager, row_fps=fps))
-        yield _ReadyBatch(_ReadyRow(r.row, None if r.record is None else next(prepared), r.errors, r.keyed_by_email,
-                                    r.unchanged) for r in batch)
+        # tuple.__new__: a NamedTuple's own constructor is Python code, run for every row of a large file.
+        yield _ReadyBatch([_new_tuple(_ReadyRow, (r.row, None if r.record is None else next(prepared), r.errors,
+                                                  r.keyed_by_email, r.unchanged)) for r in batch])
 
 
 def _batches(results: Iterable[Any], size: int) -> Iterator[list[Any]]:

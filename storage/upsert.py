@@ -790,12 +790,14 @@ def prepare_record(rec: SourceCustomerRecord, sqlite: bool, eager: bool = True,
         return _new_tuple(PreparedRecord, (rec.external_id, rec.email, None, profile_part(rec), subs_fp, contacts_fp,
                                            sqlite, rec.contacts, (), (), None, None, None, row_fp, rec))
     email_norm = normalize_email(rec.email)
-    return _new_tuple(PreparedRecord, (rec.external_id, rec.email, email_norm, profile_part(rec), subs_fp, contacts_fp,
-                                       sqlite, rec.contacts) + _row_values(rec, sqlite, email_norm)
-                      + (row_fp, None))
+    lead_us, trial_us = _ts(rec.lead_created_at), _ts(rec.free_trial_started_at)
+    return _new_tuple(PreparedRecord, (rec.external_id, rec.email, email_norm, profile_part(rec, lead_us, trial_us),
+                                       subs_fp, contacts_fp, sqlite, rec.contacts)
+                      + _row_values(rec, sqlite, email_norm, lead_us, trial_us) + (row_fp, None))
 
 
-def _row_values(rec: SourceCustomerRecord, sqlite: bool, email_norm: str | None) -> tuple[Any, ...]:
+def _row_values(rec: SourceCustomerRecord, sqlite: bool, email_norm: str | None,
+                lead_us: int | None | bool = False, trial_us: int | None | bool = False) -> tuple[Any, ...]:
     """The row values of ``rec``: ``PreparedRecord`` from ``sc_values`` to ``custom_types``.
 
     The customer values equal ``new_customer_row`` (on SQLite its ``CUSTOMER_OWN_COLUMNS``) and the
@@ -824,7 +826,9 @@ def _row_values(rec: SourceCustomerRecord, sqlite: bool, email_norm: str | None)
     lead_v: Any = rec.lead_created_at
     trial_v: Any = rec.free_trial_started_at
     if sqlite:
-        lead_v, trial_v = _ts(lead_v), _ts(trial_v)
+        # As epoch microseconds, which the caller may have computed already (as for ``profile_part``).
+        lead_v = _ts(lead_v) if lead_us is False else lead_us
+        trial_v = _ts(trial_v) if trial_us is False else trial_us
     custom = jsonable_custom(rec.custom) if rec.custom else {}
     custom_text = _json_text(custom) if custom else "{}"
     tags = list(dict.fromkeys(rec.tags)) if rec.tags else []
