@@ -552,9 +552,18 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
         linked_by_email = _customers_by_email(conn, w, emails)  # type: ignore[arg-type]
 
     sc_ids = allocate_ids(conn, "source_customers", len(new))
-    needs_customer = len(new) - sum(
-        1 for p, _fp in new if p.email_norm is not None and p.email_norm in linked_by_email
-    )
+    needs_customer = len(new)
+    if link_new_by_email:
+        # Records of one batch that share an email share a customer too, the first creating it, as
+        # records of two batches do (the later batch finds the customer the earlier one made): what a file
+        # imports must not depend on where its batches end.
+        claimed = set(linked_by_email)
+        for p, _fp in new:
+            if p.email_norm is not None:
+                if p.email_norm in claimed:
+                    needs_customer -= 1
+                else:
+                    claimed.add(p.email_norm)
     customer_ids = allocate_ids(conn, "customers", needs_customer)
     uuids = iter(new_uuids("cus", needs_customer))
     now_v: Any = to_epoch_us(now) if w.sqlite else now
@@ -567,7 +576,8 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
     for (p, fp), sc_id in zip(new, sc_ids):
         linked = linked_by_email.get(p.email_norm) if p.email_norm is not None else None
         if linked is not None:
-            # Linked to an existing customer by email: that customer's projection must change.
+            # Linked by email to an existing customer, or to one an earlier record of this batch created:
+            # that customer's projection must change.
             cid = linked
             result.touched_customer_ids.add(cid)
         else:
@@ -579,6 +589,8 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
             next_customer += 1
             if p.filter_values is not None:
                 filter_rows.append({"id": cid, "tags": p.filter_values[0], "custom": p.filter_values[1]})
+            if link_new_by_email and p.email_norm is not None:
+                linked_by_email[p.email_norm] = cid
         sc_tuples.append((sc_id, data_source_id, p.external_id, cid, now_v) + p.sc_values + (fp, now_v, now_v, p.row_fp))
         if p.subscriptions:
             sub_writes.append((sc_id, p.subscriptions))

@@ -456,3 +456,23 @@ def test_a_repeated_key_is_rejected_even_when_its_first_row_is_skipped(
     assert [(e["row"], e["column"]) for e in again.errors] == [(8, "id")]
     assert "duplicate key: row 3" in again.errors[0]["reason"]
     assert parsed == [8]
+
+
+@pytest.mark.parametrize("batch_size", [5000, 1])
+def test_rows_sharing_an_email_share_a_customer_wherever_the_batches_end(db_engine: Engine, tmp_path: Path,
+                                                                           batch_size: int) -> None:
+    """An imported row links to the customer of an earlier row with its email, in the same batch or not."""
+    path = _write(tmp_path, "Customer ID,Name,Email,Signup Date\n"
+                            "A1,Ada,ada@example.com,2024-03-05\n"
+                            "B1,Bob,bob@example.com,2024-03-06\n"
+                            "A2,Ada Lovelace, ADA@Example.com ,2024-02-01\n")
+    summary = import_csv(db_engine, path, "Leads", batch_size=batch_size, tz=UTC)
+    assert (summary.created, summary.rejected) == (3, 0)
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 2
+        owners = dict(conn.execute(select(source_customers.c.external_id, source_customers.c.customer_id)).all())
+    assert owners["A1"] == owners["A2"] != owners["B1"]
+    ada = _view(db_engine, "Leads:A2")
+    assert sorted(ada["external_ids"]) == ["A1", "A2"]
+    assert ada["name"] == "Ada"  # the first row's customer, its own values first
+    assert ada["lead_created_at"].startswith("2024-02-01")  # the earliest date of the two
