@@ -907,10 +907,7 @@ class FlexibleCsvFile:
             numbered = islice(enumerate(self._reader(handle, layout.delimiter), 1), layout.header_row, None)
             if unchanged is None:
                 for number, values in numbered:
-                    # ``keyed`` written out: this loop runs for every row of a first import.
-                    id_key = values[id_index].strip() if id_index is not None and id_index < len(values) else ""
-                    result = (read(number, values, id_key, digest(values)) if id_key
-                              else read(number, values, None, None))
+                    result = read(*keyed(number, values))
                     if result is not None:
                         yield result
                 return

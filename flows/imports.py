@@ -336,9 +336,9 @@ def _import_file(
     with engine.begin() as conn:
         job_id, summary.job_uuid = start_import_job(conn, source_id, job_kind, str(source.path))
         known = source_customer_count(conn, source_id)
+        contacts = apply is _apply_contacts_batch
         # Structured contacts rows share their customers' keys: only customer files load fresh.
-        fresh = fresh_load(conn, source_id) if apply is not _apply_contacts_batch else None
-    source_was_empty = known == 0
+        fresh = fresh_load(conn, source_id) if known == 0 and not contacts else None
     done = 0
     try:
         # A file of mostly new rows is parsed in a child process while this one writes: a thread shares the
@@ -349,8 +349,7 @@ def _import_file(
         # which asks the database (no connection crosses a fork). On PostgreSQL it reads ahead on a thread.
         # A file bringing as many new rows as the customer table holds is indexed after it is written
         # (storage.bulk_load).
-        contacts = apply is _apply_contacts_batch
-        unread = (SOURCE_EMAIL_INDEX,) if source_was_empty and not contacts else ()
+        unread = (SOURCE_EMAIL_INDEX,) if fresh is not None else ()
         sqlite = engine.dialect.name == "sqlite"
 
         def stored_as_is(digests: dict[str, str]) -> set[str]:
