@@ -73,7 +73,7 @@ def one_customer(conn: Connection, customer_id: int, request: Request) -> dict[s
 def check_dates(
     reader: FieldReader, lead: datetime | None, trial: datetime | None, given: Sequence[str]
 ) -> None:
-    """The manual-entry rules the CLI applies too (flows/manual_edits.py): no lead or trial date in the
+    """The manual-entry rules the CLI applies too (jobs/edits.py): no lead or trial date in the
     future, no trial before the lead date. ``given`` names the date fields the request set."""
     latest = datetime.now(UTC) + CLOCK_SKEW
     for name, value in (("lead_created_at", lead), ("free_trial_started_at", trial)):

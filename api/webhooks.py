@@ -57,8 +57,8 @@ from connectors.webhooks import (
     verify_segment_signature,
     verify_stripe_signature,
 )
-from flows.secrets import SecretResolutionError, resolve_settings
 from funnelsync.records import SourceCustomerRecord
+from jobs.secrets import SecretResolutionError, resolve_settings
 from storage.api_keys import verify_api_key
 from storage.schema import source_customers
 from storage.sources import get_source

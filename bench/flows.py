@@ -1,7 +1,7 @@
 """Prefect overhead on a sync: the plain sync engine vs the ``sync-source`` flow, same data.
 
 Serves N Chargebee customers from the local stand-in (``flows.demo_apis``, real HTTP on 127.0.0.1),
-syncs them into a fresh SQLite file once with ``flows.sync_engine.sync_source`` and once through the
+syncs them into a fresh SQLite file once with ``jobs.sync.sync_source`` and once through the
 ``sync-source`` flow (lock, progress artifact, table artifact, lifecycle events, merge step), and prints
 seconds and records/s for each. Prefect: ``PREFECT_API_URL`` if set, else a temporary local server
 (its start-up is timed apart).
@@ -47,7 +47,7 @@ def main() -> None:
             engine.dispose()
             urls[label] = url
 
-        from flows.sync_engine import sync_source
+        from jobs.sync import sync_source
 
         started = time.perf_counter()
         summary = sync_source(urls["plain"], "cb")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.google_play_sales import import_sales_report
+from jobs.google_play_sales import import_sales_report
 from storage.db import make_engine, upgrade
 
 HEADER = ("Order Number,Order Charged Date,Order Charged Timestamp,Financial Status,Device Model,Product Title,"

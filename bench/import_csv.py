@@ -48,7 +48,7 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
 def _run_import(url: str, path: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     from datetime import timezone
 
-    from flows.imports import import_csv
+    from jobs.imports import import_csv
     from storage.db import make_engine
 
     engine = make_engine(url)
@@ -56,7 +56,7 @@ def _run_import(url: str, path: str, queue: multiprocessing.Queue) -> None:  # t
     cpu_started = time.process_time()
     summary = import_csv(engine, path, "bench", tz=timezone.utc)
     seconds = time.perf_counter() - started
-    # The import parses the file in a child process of its own (funnelsync.bulk.read_in_child): its CPU
+    # The import parses the file in a child process of its own (jobs.readahead.read_in_child): its CPU
     # time and its peak memory count too (RUSAGE_CHILDREN: the children that have ended and been waited for).
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = time.process_time() - cpu_started + children.ru_utime + children.ru_stime

@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="records per transaction (connector default)")
     args = parser.parse_args()
 
-    from flows.sync_engine import sync_source
+    from jobs.sync import sync_source
     from storage.db import make_engine, upgrade
     from storage.sources import create_source
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import respx
 
-from flows.sync_engine import sync_source
+from jobs.sync import sync_source
 from storage.db import make_engine, upgrade
 from storage.sources import create_source
 from tests.fakes.braintree import BraintreeFake

@@ -4,7 +4,7 @@ For each database: a first upsert (every record new: a customer and a source cus
 the same records again (every record unchanged: nothing is written). Prints rows/s per phase and the
 process's peak resident memory. Records are generated and written in batches, never held all at once.
 
-The first upsert runs as a large import into an empty source does (flows/imports.py): records are
+The first upsert runs as a large import into an empty source does (jobs/imports.py): records are
 produced and prepared (``storage.upsert.prepare_records``) in a reader process and this one writes them
 (``upsert_prepared``, with ``fresh_load``: the keys are unique and the source was empty, so the lookup of
 existing records is skipped). The re-upsert runs inline, as a re-import of a known file does: an unchanged
@@ -87,7 +87,7 @@ def _children_cpu() -> float:
 
 
 def _measure(engine: Engine, kind: str, rows: int, size: int, inline: bool) -> None:
-    from funnelsync.bulk import prefetched, rare_gc, read_in_child
+    from jobs.readahead import prefetched, rare_gc, read_in_child
     from storage.bulk_load import bulk_load
     from storage.sources import create_source
     from storage.upsert import UpsertResult, fresh_load, upsert_prepared, upsert_records
@@ -99,10 +99,10 @@ def _measure(engine: Engine, kind: str, rows: int, size: int, inline: bool) -> N
         total = UpsertResult()
         started = time.perf_counter()
         cpu_started = time.process_time() + _children_cpu()
-        # As a sync runs its batches (flows/sync_engine.py): the cyclic GC runs rarely, and a load that
+        # As a sync runs its batches (jobs/sync.py): the cyclic GC runs rarely, and a load that
         # has brought as many new records as the table held defers indexes until it ends
         # (storage.bulk_load): the figure includes that rebuild. A sync reads its next pages on a thread
-        # (funnelsync.bulk), where they wait on the network; generating records here is pure Python
+        # (jobs.readahead), where they wait on the network; generating records here is pure Python
         # work, which on a thread only competes for the interpreter lock with SQLite's writer (measured
         # the same hour: unchanged re-upsert 94.8k rows/s inline, 66.8k on a thread), so only PostgreSQL,
         # whose writing happens in the server, gets it.

@@ -1,6 +1,6 @@
 """Import flows: ``import-file`` (a flexible or structured CSV) and ``import-sheet`` (a Google Sheet).
 
-Each wraps the plain-Python import of ``flows.imports`` in one task per file (the import streams the
+Each wraps the plain-Python import of ``jobs.imports`` in one task per file (the import streams the
 file in chunks of a few thousand rows and commits each; the task reports progress per chunk), then
 publishes the counts as a table artifact, announces lifecycle changes, and merges duplicates.
 
@@ -93,7 +93,7 @@ def import_file_task(
     """
     from connectors.csv_dates import parse_date_format
     from connectors.header_match import parse_map_options
-    from flows import imports
+    from jobs import imports
 
     func: Any
     if kind == "csv":
@@ -166,7 +166,7 @@ def import_sheet_task(source: str, lock_wait_seconds: float = 0.0) -> dict[str, 
     the first ``funnelsync import sheet``. Returns the counts, or ``status: skipped`` when the same
     source is being imported or synced by another run.
     """
-    from flows.imports import import_sheet_source
+    from jobs.imports import import_sheet_source
     from storage.locks import LockBusy, hold_lock
     from storage.sources import require_source
 

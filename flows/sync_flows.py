@@ -1,7 +1,7 @@
 """Sync flows: ``sync-source`` (one source) and ``sync-all`` (every enabled source, in parallel).
 
 A source is synced by one coarse task (``sync-source-data``): it takes the source's database lock,
-runs ``flows.sync_engine.sync_source`` (connectors → batched upserts, cursor committed per batch),
+runs ``jobs.sync.sync_source`` (connectors → batched upserts, cursor committed per batch),
 reports progress per batch, publishes the per-stream table, and announces the lifecycle changes the
 sync made as Prefect events. Transient failures are retried by Prefect; because every batch commits
 its cursor, a retry resumes where the failed attempt stopped. After the syncs, the duplicate merge runs
@@ -41,7 +41,7 @@ SKIPPED = "Skipped"
 
 
 def stream_rows(summary: Any) -> list[dict[str, Any]]:
-    """One table row per stream of a ``flows.sync_engine.SyncSummary``.
+    """One table row per stream of a ``jobs.sync.SyncSummary``.
 
     Connectors have no row-level rejection (a payload they cannot map fails the batch), so
     ``rejected`` is 0 for syncs; the column is there so sync and import tables read alike.
@@ -155,7 +155,7 @@ def sync_source_task(source: str, full_refresh: bool = False, lock_wait_seconds:
 
 def _run_sync(engine: Any, row: Any, full_refresh: bool) -> Any:
     """Hand one source to the plain-Python sync engine, with a progress callback for the artifact."""
-    from flows import sync_engine
+    from jobs.sync import sync_source
 
     streams: list[str] = []
     try:
@@ -165,7 +165,7 @@ def _run_sync(engine: Any, row: Any, full_refresh: bool) -> Any:
     except Exception:  # noqa: BLE001 - a kind without a registered connector (Google Sheets): one unit of progress
         streams = []
     progress = _SyncProgress(row.name, streams)
-    result = sync_engine.sync_source(engine, row.name, full_refresh=full_refresh, progress=progress)
+    result = sync_source(engine, row.name, full_refresh=full_refresh, progress=progress)
     progress.reporter.finish(f"done, {progress.total:,} records fetched")
     return result
 

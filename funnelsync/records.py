@@ -44,7 +44,7 @@ C = TypeVar("C", bound=type)
 def compact_pickle(cls: C) -> C:
     """Pickle a slotted dataclass as one tuple of its field values, restored without ``__init__``.
 
-    Records cross a process boundary in bulk (a file parsed in a child process, ``funnelsync.bulk``).
+    Records cross a process boundary in bulk (a file parsed in a child process, ``jobs.readahead``).
     The default pickling of slotted objects goes through ``copyreg`` and a state per object: loading a
     parsed CSV row took 6.7–7.3 µs, as tuples 4.3–5.4 µs (100,000 rows, with the bulk jobs' GC
     threshold; 4.1–5.2 against 2.2–2.5 µs with the collector off). Values were validated when the object

@@ -479,7 +479,7 @@ def upsert_prepared(
 ) -> UpsertResult:
     """``upsert_records`` for records already turned into rows by ``prepare_records``.
 
-    A bulk job prepares its records where they are produced (``flows.imports`` does it in the process
+    A bulk job prepares its records where they are produced (``jobs.imports`` does it in the process
     that parses the file) so that this process only looks up, stamps ids and writes.
     """
     now = now or datetime.now(timezone.utc)
@@ -745,7 +745,7 @@ class PreparedRecord(NamedTuple):
     # (tags, custom) for the filter tables when the record has either.
     filter_values: tuple[list[str], dict[str, Any]] | None = None
     custom_types: tuple[tuple[str, str], ...] | None = None
-    # The digest of the file row the record was read from (flows/imports.py), else None.
+    # The digest of the file row the record was read from (jobs/imports.py), else None.
     row_fp: str | None = None
     source: SourceCustomerRecord | None = None
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from funnelsync.bulk import BULK_GC_THRESHOLD, SWITCH_INTERVAL, prefetched, rare_gc, short_switch_interval
+from jobs.readahead import BULK_GC_THRESHOLD, SWITCH_INTERVAL, prefetched, rare_gc, short_switch_interval
 
 
 def test_rare_gc_raises_the_threshold_and_restores_it_when_nested() -> None:
@@ -54,7 +54,7 @@ def test_prefetched_without_depth_reads_inline() -> None:
 # so the child-process path is exercised in a fresh interpreter.
 CHILD_SCRIPT = r'''
 import json, os, sys, time
-from funnelsync.bulk import can_read_in_child, read_in_child
+from jobs.readahead import can_read_in_child, read_in_child
 
 def numbers(n, fail_at=None, die_at=None):
     for i in range(n):
@@ -111,7 +111,7 @@ def test_read_in_child_reads_in_another_process_in_order_and_reports_failures() 
 def test_read_in_child_falls_back_to_a_thread_while_other_threads_run() -> None:
     import threading
 
-    from funnelsync.bulk import can_read_in_child, read_in_child
+    from jobs.readahead import can_read_in_child, read_in_child
 
     release = threading.Event()
     other = threading.Thread(target=release.wait)

@@ -25,7 +25,7 @@ from connectors.app_store_connect import (
     parse_event_report,
 )
 from connectors.http import CredentialsError
-from flows.sync_engine import sync_source
+from jobs.sync import sync_source
 from storage.schema import source_customers, subscriptions
 from storage.sources import create_source
 

@@ -16,9 +16,9 @@ from connectors.chargebee import ChargebeeConnector
 from connectors.http import ApiError
 from connectors.recurly import RecurlyConnector
 from connectors.stripe import StripeConnector, first_paid_by_subscription
-from flows.secrets import SecretResolutionError, protect_settings, resolve_settings
-from flows.sync_engine import sync_source
 from funnelsync.records import SourceCustomerRecord
+from jobs.secrets import SecretResolutionError, protect_settings, resolve_settings
+from jobs.sync import sync_source
 from storage.schema import customers, source_customers
 from storage.sources import create_source
 from tests.fakes.base import FakeInvoice

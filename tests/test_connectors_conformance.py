@@ -17,7 +17,7 @@ from connectors.base import Batch, Connector
 from connectors.http import CredentialsError
 from connectors.paging import PaginationLoopError
 from connectors.registry import connector_class, kinds
-from flows.sync_engine import sync_source
+from jobs.sync import sync_source
 from storage.schema import source_customers
 from storage.sources import create_source
 from storage.sync_state import load_cursor

@@ -26,7 +26,7 @@ from connectors.google_play import (
     read_sales_report,
     sales_orders,
 )
-from flows.google_play_sales import import_sales_report
+from jobs.google_play_sales import import_sales_report
 from storage.api_keys import create_api_key
 from storage.schema import customers, source_customers, subscriptions
 from storage.sources import create_source

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from funnelsync.bulk import prefetched
+from jobs.readahead import prefetched
 
 
 def numbers(n: int, fail_at: int | None = None) -> Iterator[int]:
@@ -41,7 +41,7 @@ def test_prefetched_consumer_can_stop_early() -> None:
 def test_prefect_secret_reference_reads_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.blocks.system import Secret
 
-    from flows.secrets import SecretResolutionError, resolve_settings
+    from jobs.secrets import SecretResolutionError, resolve_settings
 
     class Block:
         def get(self) -> str:
@@ -61,7 +61,7 @@ def test_prefect_secret_reference_reads_the_block(monkeypatch: pytest.MonkeyPatc
 def test_sync_stream_runs_one_stream_from_plain_values(sqlite_engine: Any) -> None:
     import respx
 
-    from flows.sync_engine import sync_stream
+    from jobs.sync import sync_stream
     from storage.sources import create_source
     from storage.sync_state import load_cursor
     from tests.fakes.billing import RecurlyFake

@@ -9,8 +9,8 @@ from sqlalchemy.exc import OperationalError
 from connectors.flexible_csv import FileUnreadable
 from connectors.http import ApiError, CredentialsError
 from flows.runtime import is_transient, one_line, retry_if_transient, slug
-from flows.secrets import SecretResolutionError
-from flows.sync_engine import SyncError
+from jobs.secrets import SecretResolutionError
+from jobs.sync import SyncError
 from storage.sources import SourceNotFound
 
 

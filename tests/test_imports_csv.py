@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from connectors.flexible_csv import FileUnreadable
-from flows.imports import import_csv
+from jobs.imports import import_csv
 from storage.customers import customer_view, resolve_customer
 from storage.edits import set_manual_edits
 from storage.imports import job_rejections
@@ -193,7 +193,7 @@ def test_messy_files_import(db_engine: Engine, tmp_path: Path, name: str, data: 
 
 def test_import_killed_mid_file_then_rerun_lands_every_row_once(db_engine: Engine, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import flows.imports as imports_module
+    import jobs.imports as imports_module
 
     lines = ["id,email,name"] + [f"k{i},u{i}@x.io,N{i}" for i in range(100)]
     path = _write(tmp_path, "\n".join(lines) + "\n")
@@ -328,8 +328,8 @@ def test_nul_bytes_reject_their_row_on_both_databases(db_engine: Engine, tmp_pat
 IMPORT_IN_CHILD_SCRIPT = r'''
 import json, sys
 from datetime import timezone
-import flows.imports as imports
-import funnelsync.bulk as bulk
+import jobs.imports as imports
+import jobs.readahead as bulk
 from storage.db import make_engine, upgrade
 
 forks = []

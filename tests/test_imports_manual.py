@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from flows.manual_edits import BULK_FIELDS, EDIT_FIELDS, EditValueError, parse_assignment, skip_reason
 from funnelsync.cli import app
+from jobs.edits import BULK_FIELDS, EDIT_FIELDS, EditValueError, parse_assignment, skip_reason
 from storage.customers import customer_view, resolve_customer
 
 UTC = timezone.utc

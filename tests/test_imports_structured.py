@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, select
 
 from connectors.flexible_csv import FileUnreadable
 from connectors.structured_csv import SAMPLES_DIR
-from flows.imports import import_structured
+from jobs.imports import import_structured
 from storage.customers import resolve_customer
 from storage.schema import contacts, data_sources, source_customers
 

@@ -19,8 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import DropIndex
 
 import storage.bulk_load as deferral
-from flows.imports import import_csv
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
+from jobs.imports import import_csv
 from storage.bulk_load import (
     DEFERRED_FOREIGN_KEYS,
     DEFERRED_INDEXES,
@@ -159,7 +159,7 @@ def test_a_load_of_unknown_size_defers_once_it_has_doubled_the_table(db_engine: 
 def test_the_sync_engine_defers_and_restores(db_engine: Engine, monkeypatch) -> None:
     import respx
 
-    from flows.sync_engine import sync_stream
+    from jobs.sync import sync_stream
     from tests.fakes.billing import RecurlyFake
 
     monkeypatch.setattr(deferral, "BULK_MIN_ROWS", 10)

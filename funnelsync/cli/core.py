@@ -74,8 +74,8 @@ def sources_add(
 
 
 def _store_secret_settings(kind: str, source_name: str, values: dict[str, str]) -> dict[str, str]:
-    """Hook for secret handling: literal secrets are moved out of the database (see flows.secrets)."""
-    from flows.secrets import protect_settings
+    """Hook for secret handling: literal secrets are moved out of the database (see jobs.secrets)."""
+    from jobs.secrets import protect_settings
 
     try:
         return protect_settings(kind, source_name, values)
@@ -85,7 +85,7 @@ def _store_secret_settings(kind: str, source_name: str, values: dict[str, str]) 
 
 def _remove_new_local_secrets(given: dict[str, str], stored: dict[str, Any]) -> None:
     """Delete the ``local-secret:`` files written for ``stored`` (not references the user gave)."""
-    from flows.secrets import secrets_dir
+    from jobs.secrets import secrets_dir
 
     for key, value in stored.items():
         if isinstance(value, str) and value.startswith("local-secret:") and given.get(key) != value:

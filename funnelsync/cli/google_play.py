@@ -23,7 +23,7 @@ def google_play_sales(
 ) -> None:
     """Import trial starts and first payments from a Google Play Daily Sales Report."""
     from connectors.google_play import SalesReportError
-    from flows.google_play_sales import import_sales_report
+    from jobs.google_play_sales import import_sales_report
 
     if not file.is_file():
         fail(f"{file}: no such file", 2)

@@ -50,7 +50,7 @@ def _progress(enabled: bool, what: str) -> Iterator[Callable[[int, int], None] |
         # so a failure would print two lines: draw it only for a person watching.
         console=err_console, transient=True, disable=not err_console.is_terminal,
         # Redrawn after each batch rather than by Rich's refresh thread: an import forks its file reader
-        # only while the process runs no other thread (funnelsync.bulk.read_in_child).
+        # only while the process runs no other thread (jobs.readahead.read_in_child).
         auto_refresh=False,
     ) as bar:
         task = bar.add_task(what, total=None)
@@ -132,7 +132,7 @@ def import_csv_command(
 ) -> None:
     """Import a flexible CSV of customers with lead and trial dates."""
     from connectors.flexible_csv import FileUnreadable
-    from flows.imports import SourceKindMismatch, import_csv
+    from jobs.imports import SourceKindMismatch, import_csv
 
     mapping = _mapping(map_)
     order = _date_format(date_format)
@@ -164,7 +164,7 @@ def import_sheet_command(
     """Import a Google Sheets worksheet (only rows changed since the last run are applied)."""
     from connectors.flexible_csv import FileUnreadable
     from connectors.google_sheets import SheetsError, open_client
-    from flows.imports import SourceKindMismatch, import_sheet
+    from jobs.imports import SourceKindMismatch, import_sheet
 
     mapping = _mapping(map_)
     order = _date_format(date_format)
@@ -195,7 +195,7 @@ def import_structured_command(
 ) -> None:
     """Import a structured CSV (strict template): customers (external_id, name, …) or their contacts."""
     from connectors.flexible_csv import FileUnreadable
-    from flows.imports import SourceKindMismatch, import_structured
+    from jobs.imports import SourceKindMismatch, import_structured
 
     if type_ not in ("customers", "contacts"):
         fail(f"--type {type_!r}: use customers or contacts", EXIT_UNREADABLE)

@@ -1,6 +1,6 @@
 """``funnelsync customers add|edit`` and ``funnelsync bulk-edit``: manual entry and overrides.
 
-Edits are manual edits (overrides): they survive every re-sync and re-import. See flows/manual_edits.py
+Edits are manual edits (overrides): they survive every re-sync and re-import. See jobs/edits.py
 for the rules (no lead status on a subscriber, no future dates, no trial before the lead date).
 """
 
@@ -65,8 +65,8 @@ def customers_add(
     as_json: Annotated[bool, typer.Option("--json", help="Print the new customer as JSON.")] = False,
 ) -> None:
     """Add a lead or customer by hand."""
-    from flows.imports import SourceKindMismatch
-    from flows.manual_edits import EDIT_FIELDS, EditValueError, account_zone, add_customer, parse_assignments
+    from jobs.edits import EDIT_FIELDS, EditValueError, account_zone, add_customer, parse_assignments
+    from jobs.imports import SourceKindMismatch
 
     if not external_id.strip():
         fail("--external-id must not be empty", 2)
@@ -97,7 +97,7 @@ def customers_edit(
     as_json: Annotated[bool, typer.Option("--json", help="Print the customer as JSON.")] = False,
 ) -> None:
     """Edit a customer by hand (stored as overrides that survive every re-sync)."""
-    from flows.manual_edits import EDIT_FIELDS, EditValueError, account_zone, edit_customer, parse_assignments
+    from jobs.edits import EDIT_FIELDS, EditValueError, account_zone, edit_customer, parse_assignments
     from storage.customers import missing_customer_message, resolve_customer
 
     pairs = _pairs(set_)
@@ -138,7 +138,7 @@ def bulk_edit(
 ) -> None:
     """Set lead status, owner, lead and trial dates, tags or custom attributes for many customers."""
     from connectors.flexible_csv import FileUnreadable
-    from flows.manual_edits import (
+    from jobs.edits import (
         BULK_FIELDS,
         EditValueError,
         account_zone,

@@ -21,7 +21,7 @@ def sync(
 ) -> None:
     """Sync a billing source: fetch what changed (or everything) and upsert it, batch by batch."""
     from connectors.http import ConnectorError
-    from flows.sync_engine import StreamSummary, SyncError, sync_source
+    from jobs.sync import StreamSummary, SyncError, sync_source
     from storage.sources import SourceNotFound
 
     engine = get_engine()

@@ -36,8 +36,8 @@ from connectors.flexible_csv import (
     survey_dates,
 )
 from connectors.header_match import MappingError, match_headers
-from funnelsync.bulk import prefetched, rare_gc, read_in_child
 from funnelsync.timeutil import account_timezone
+from jobs.readahead import prefetched, rare_gc, read_in_child
 from storage.bulk_load import SOURCE_EMAIL_INDEX, bulk_load
 from storage.imports import (
     add_job_counts,

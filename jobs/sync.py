@@ -19,8 +19,8 @@ from sqlalchemy import Engine
 
 from connectors.base import Connector, SettingsError
 from connectors.registry import connector_class, is_connector_kind
-from flows.secrets import resolve_settings
-from funnelsync.bulk import prefetched, rare_gc
+from jobs.readahead import prefetched, rare_gc
+from jobs.secrets import resolve_settings
 from storage.bulk_load import bulk_load
 from storage.sources import require_source
 from storage.sync_state import load_cursor, save_cursor

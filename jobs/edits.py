@@ -367,7 +367,7 @@ def add_customer(
         EditValueError: the customer exists already, or a rule is broken (future date, trial before lead).
         SourceKindMismatch: the source is an integration.
     """
-    from flows.imports import ensure_import_source
+    from jobs.imports import ensure_import_source
     from storage.customers import resolve_customer
     from storage.upsert import upsert_records
 
