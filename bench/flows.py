@@ -65,7 +65,7 @@ def main() -> None:
         warm_up()
         startup = time.perf_counter() - started
 
-        from flows.sync_flows import sync_source_flow
+        from flows.sync import sync_source_flow
 
         started = time.perf_counter()
         state = sync_source_flow("cb", return_state=True)

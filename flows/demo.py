@@ -96,9 +96,9 @@ def run_demo(csv_path: Path = SAMPLE_CSV, say: Callable[[str], None] = print) ->
     """
     from sqlalchemy import func, select
 
-    from flows.import_flows import import_file_flow
-    from flows.metrics_flows import refresh_metrics_flow
-    from flows.sync_flows import sync_source_flow
+    from flows.imports import import_file_flow
+    from flows.metrics import refresh_metrics_flow
+    from flows.sync import sync_source_flow
     from storage.db import make_engine, upgrade
     from storage.metrics import funnel_series
     from storage.schema import customers, merge_events

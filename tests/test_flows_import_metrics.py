@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from flows.import_flows import import_file_flow
-from flows.metrics_flows import metrics_markdown, month_bounds, refresh_metrics_flow
+from flows.imports import import_file_flow
+from flows.metrics import metrics_markdown, month_bounds, refresh_metrics_flow
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 from storage.schema import customers, import_jobs
 from storage.sources import create_source

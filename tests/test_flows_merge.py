@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func, select
 
-from flows.merge_flows import merge_duplicates_flow
+from flows.merge import merge_duplicates_flow
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 from storage.schema import customers, merge_events
 from storage.sources import create_source

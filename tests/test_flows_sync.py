@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from flows.demo_apis import STRIPE_KEY, FakeVendorServer, population
-from flows.sync_flows import sync_all_flow, sync_source_flow
+from flows.sync import sync_all_flow, sync_source_flow
 from storage.schema import customers, data_sources, source_customers, source_locks
 from storage.sources import create_source
 from tests.flow_support import artifact, artifacts_of, run_id, wait_events

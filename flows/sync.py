@@ -23,8 +23,8 @@ from prefect.futures import as_completed
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.merge_flows import DEFAULT_MERGE_RULES, merge_duplicates_task
-from flows.reporting import MAX_CUSTOMER_EVENTS, ProgressReporter, emit_lifecycle_events, publish_stream_table
+from flows.artifacts import MAX_CUSTOMER_EVENTS, ProgressReporter, emit_lifecycle_events, publish_stream_table
+from flows.merge import DEFAULT_MERGE_RULES, merge_duplicates_task
 from flows.runtime import (
     TASK_RETRIES,
     TASK_RETRY_DELAYS,
@@ -203,7 +203,7 @@ def sync_source_flow(
         lock_wait_seconds: how long to wait when the same source is already syncing, before skipping.
     """
     if _source_kind(source) == "google_sheets":  # a sheet is read by the sheet import, not a connector
-        from flows.import_flows import import_sheet_task
+        from flows.imports import import_sheet_task
 
         summary = import_sheet_task(source, lock_wait_seconds)
     else:
@@ -244,7 +244,7 @@ def sync_all_flow(
     if not names:
         logger.warning("No enabled source to sync: add one with `funnelsync sources add`.")
         return {"sources": [], "failed": []}
-    from flows.import_flows import import_sheet_task
+    from flows.imports import import_sheet_task
 
     reporter = ProgressReporter("sync-all-progress", len(names), "sync-all")
     # Google Sheets sources are read by the sheet import; every other pulled kind by its connector.

@@ -12,12 +12,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.reporting import (
-    MAX_CUSTOMER_EVENTS,
-    emit_lifecycle_events,
-    emit_merge_events,
-    publish_stream_table,
-)
+from flows.artifacts import MAX_CUSTOMER_EVENTS, emit_lifecycle_events, emit_merge_events, publish_stream_table
 from flows.runtime import TASK_RETRIES, TASK_RETRY_DELAYS, TASK_RETRY_JITTER, retry_if_transient, task_engine
 
 # SPEC 4: email and the same external id across sources are on; the website domain rule is off by default.

@@ -19,8 +19,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.merge_flows import DEFAULT_MERGE_RULES, merge_duplicates_task
-from flows.reporting import MAX_CUSTOMER_EVENTS, ProgressReporter, emit_lifecycle_events, publish_stream_table
+from flows.artifacts import MAX_CUSTOMER_EVENTS, ProgressReporter, emit_lifecycle_events, publish_stream_table
+from flows.merge import DEFAULT_MERGE_RULES, merge_duplicates_task
 from flows.runtime import (
     TASK_RETRIES,
     TASK_RETRY_DELAYS,
