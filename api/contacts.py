@@ -24,7 +24,7 @@ from storage.contacts import (
     merge_contacts,
     update_contact,
 )
-from storage.customer_lookup import customer_id_by_uuid
+from storage.customer_pages import customer_id_by_uuid
 from storage.schema import data_sources, source_customers
 
 router = APIRouter(tags=["contacts"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)])

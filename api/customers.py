@@ -27,7 +27,7 @@ from api.wire import (
 )
 from funnelsync.records import CUSTOMER_STATUSES, LEAD_STATUSES, SourceCustomerRecord
 from storage.contacts import CONTACT_FIELDS, create_contact, update_contact
-from storage.customer_lookup import attribute_types, count_customers, customer_id_by_uuid, find_customer_ids
+from storage.customer_pages import attribute_types, count_customers, customer_id_by_uuid, find_customer_ids
 from storage.customers import merged_into
 from storage.edits import EditError, set_manual_edits
 from storage.projection import register_attribute_types

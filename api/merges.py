@@ -16,7 +16,7 @@ from api.auth import request_actor, require_api_key
 from api.customers import customer_id_or_404
 from api.errors import ApiError, Invalid, JsonBody, NotFound, body_example, no_nul_in_url, require_object
 from api.fields import FieldReader
-from storage.customer_lookup import customer_id_by_external, customer_id_by_uuid
+from storage.customer_pages import customer_id_by_external, customer_id_by_uuid
 from storage.merge import CustomerNotFound, MergeError, NothingToUnmerge, merge_customers, unmerge
 from storage.schema import source_customers
 from storage.sources import get_source

@@ -3,7 +3,7 @@ HubSpot, Intercom, and the push-only Segment and Google Play (payloads URL).
 
 These routes do not take the API key: each request authenticates by the integration's own signature
 (or, for Chargebee, the HTTP Basic pair configured on the webhook), checked over the RAW body by the
-pure functions of ``connectors.webhooks``. The order of work is what keeps SPEC section 8's promise
+pure functions of ``connectors.signatures``. The order of work is what keeps SPEC section 8's promise
 that a bad webhook stores nothing:
 
 1. read the raw body, refusing more than ``MAX_BODY_BYTES`` (413) before reading it all;
@@ -43,7 +43,7 @@ from connectors.http import ApiError, ConnectorError
 from connectors.push import PartialRecord, complete
 from connectors.registry import connector_class
 from connectors.segment import SegmentPayloadError, fold_calls, split_calls
-from connectors.webhooks import (
+from connectors.signatures import (
     WebhookPayloadError,
     WebhookSignatureError,
     braintree_challenge_response,

@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 
 from api.errors import Invalid
 from storage.contacts import contact_view
-from storage.customer_lookup import customer_links
+from storage.customer_pages import customer_links
 from storage.customers import customer_view
 
 # How the commercial product names the billing system of a data source ("system" filter and

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 from connectors.base import Batch, ChunkBuffer, Connector, Setting, Stream
 from connectors.http import ApiError, CredentialsError, HttpClient, graphql_resource_limited
 from connectors.paging import GraphQLCursorPaginator, Page, PageRequest, fetch_pages, id_batches
-from connectors.webhooks import xml_to_dict
+from connectors.signatures import xml_to_dict
 from funnelsync.normalize import clean_text
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 from funnelsync.timeutil import UTC, account_timezone, parse_iso
@@ -192,7 +192,7 @@ def map_customer(
 
     Args:
         customer: ``search.customers`` node (``legacyId``, ``email``, ``firstName``, ``createdAt``, …).
-        subscriptions: the customer's subscriptions as dicts (``connectors.webhooks.xml_to_dict``).
+        subscriptions: the customer's subscriptions as dicts (``connectors.signatures.xml_to_dict``).
         tz: the account time zone (default ``account_timezone()``).
     """
     tz = tz or account_timezone()

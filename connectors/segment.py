@@ -2,7 +2,7 @@
 
 Segment has no "list users" API, so nothing is pulled: a Webhooks destination posts each call (or a
 ``{"batch": [...]}`` of calls) to ``POST /webhooks/NAME``, signed with ``X-Signature`` = hex
-HMAC-SHA1(shared secret, raw body) (``connectors.webhooks.verify_segment_signature``). This module is
+HMAC-SHA1(shared secret, raw body) (``connectors.signatures.verify_segment_signature``). This module is
 the pure part: calls in, one partial record per customer out. The receiver (``api/webhooks.py``)
 completes each partial record with what the source said before, then upserts.
 
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.flexible_csv import convert_email
+from connectors.files.flexible_csv import convert_email
 from connectors.push import PartialRecord
 from funnelsync.normalize import clean_text
 

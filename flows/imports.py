@@ -91,8 +91,8 @@ def import_file_task(
         date_format: ``MM/DD/YYYY`` or ``DD/MM/YYYY`` for slashed dates the file leaves ambiguous.
         timezone_name: the zone of dates written without one (default: the account time zone).
     """
-    from connectors.csv_dates import parse_date_format
-    from connectors.header_match import parse_map_options
+    from connectors.files.dates import parse_date_format
+    from connectors.files.headers import parse_map_options
     from jobs import imports
 
     func: Any

@@ -8,7 +8,7 @@ source's value, so no re-sync or re-import erases them. The rules (SPEC sections
 A bulk edit skips a customer that breaks one, with the reason, and applies the rest in batches; a
 single edit refuses.
 
-Values are parsed with the importer's rules (``connectors.flexible_csv`` converters, dates as the
+Values are parsed with the importer's rules (``connectors.files.flexible_csv`` converters, dates as the
 flexible CSV reads them, date-only = midnight in the account time zone).
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from connectors.csv_dates import make_date_parser
-from connectors.flexible_csv import (
+from connectors.files.dates import make_date_parser
+from connectors.files.flexible_csv import (
     FileUnreadable,
     convert_boolean,
     convert_country,
@@ -36,7 +36,7 @@ from connectors.flexible_csv import (
     detect_encoding,
     sniff_delimiter,
 )
-from connectors.header_match import normalize_header
+from connectors.files.headers import normalize_header
 from funnelsync.records import SUBSCRIBER_STATUSES, SourceCustomerRecord
 from funnelsync.timeutil import account_timezone
 

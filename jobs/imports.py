@@ -24,8 +24,8 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
 
-from connectors.csv_dates import AmbiguousDateColumn
-from connectors.flexible_csv import (
+from connectors.files.dates import AmbiguousDateColumn
+from connectors.files.flexible_csv import (
     FileUnreadable,
     FlexibleCsvFile,
     RowDigest,
@@ -35,7 +35,7 @@ from connectors.flexible_csv import (
     row_key,
     survey_dates,
 )
-from connectors.header_match import MappingError, match_headers
+from connectors.files.headers import MappingError, match_headers
 from funnelsync.timeutil import account_timezone
 from jobs.readahead import prefetched, rare_gc, read_in_child
 from storage.bulk_load import SOURCE_EMAIL_INDEX, bulk_load
@@ -292,7 +292,7 @@ def import_csv(
         path: the file.
         source_name: the data source to import into.
         mapping: ``{header: target}`` (``--map``).
-        date_format: a normalised ``--date-format`` (see ``connectors.csv_dates.parse_date_format``).
+        date_format: a normalised ``--date-format`` (see ``connectors.files.dates.parse_date_format``).
         progress: called with (rows done, rows total) after each batch.
         encoding: force an encoding instead of detecting it.
         errors_path: where to write every rejected row as CSV (row, column, value, reason).
@@ -460,7 +460,7 @@ def import_structured(
             reason the flexible import would refuse the file.
         ValueError: an unknown template name.
     """
-    from connectors.structured_csv import TEMPLATES
+    from connectors.files.structured_csv import TEMPLATES
 
     template = TEMPLATES.get(template_name)
     if template is None:
@@ -615,7 +615,7 @@ def import_sheet(
         raise ValueError("name the custom source to import the sheet into")
     if spreadsheet is None or worksheet is None:
         return import_sheet_source(engine, source_name, client=client, progress=progress, full_refresh=full_refresh)
-    from connectors.google_sheets import fetch_rows, open_client, spreadsheet_key
+    from connectors.files.sheets import fetch_rows, open_client, spreadsheet_key
 
     key = spreadsheet_key(spreadsheet)
     with engine.connect() as conn:

@@ -440,7 +440,7 @@ def upsert_records(
 @dataclass
 class FreshLoad:
     """A load into a source that was empty when it began, each of its keys written once (a file's rows,
-    whose repeats ``connectors.flexible_csv`` rejects; a benchmark): its records need no lookup.
+    whose repeats ``connectors.files.flexible_csv`` rejects; a benchmark): its records need no lookup.
 
     Another writer may still add one of its keys meanwhile (a push receiver beside an import). On
     PostgreSQL the records then go in with a plain ``COPY``, which fails on the unique key, and the batch
@@ -646,7 +646,7 @@ def _existing_source_customers(conn: Connection, data_source_id: int, ext_ids: l
 def unchanged_file_rows(conn: Connection, data_source_id: int, digests: Mapping[str, str]) -> set[str]:
     """The external ids among ``digests`` whose source customer was last written from a row with that digest.
 
-    Such a row would read into the record as it is stored (``connectors.flexible_csv.RowDigest``).
+    Such a row would read into the record as it is stored (``connectors.files.flexible_csv.RowDigest``).
     """
     rows = _rows_by_external_id(conn, data_source_id, list(digests), ("row_fingerprint",))
     return {ext for ext, stored in rows if stored is not None and stored == digests[ext]}

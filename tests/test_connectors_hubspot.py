@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 
 from api.app import create_app
 from connectors.hubspot import HubSpotConnector, parse_hubspot_time
-from connectors.webhooks import WebhookSignatureError, hubspot_signature_v3, verify_hubspot_signature
+from connectors.signatures import WebhookSignatureError, hubspot_signature_v3, verify_hubspot_signature
 from storage.schema import customers, source_customers
 from storage.sources import create_source
 from tests.fakes.hubspot import HubSpotFake, iso_ms

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, select
 from api.app import create_app
 from connectors.intercom import IntercomConnector, IntercomPaginator, company_record
 from connectors.paging import PageRequest
-from connectors.webhooks import WebhookSignatureError, verify_intercom_signature
+from connectors.signatures import WebhookSignatureError, verify_intercom_signature
 from storage.schema import contacts, source_customers
 from storage.sources import create_source
 from tests.fakes.intercom import IntercomFake

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 
 from api.app import create_app
 from connectors.segment import SegmentPayloadError, fold_calls, split_calls
-from connectors.webhooks import WebhookSignatureError, verify_segment_signature
+from connectors.signatures import WebhookSignatureError, verify_segment_signature
 from storage.schema import customers, source_customers
 from storage.sources import create_source
 

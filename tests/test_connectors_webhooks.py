@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.webhooks import (
+from connectors.signatures import (
     WebhookPayloadError,
     WebhookSignatureError,
     braintree_challenge_response,

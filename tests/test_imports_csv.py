@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, func, select
 
-from connectors.flexible_csv import FileUnreadable
+from connectors.files.flexible_csv import FileUnreadable
 from jobs.imports import import_csv
 from storage.customers import customer_view, resolve_customer
 from storage.edits import set_manual_edits
@@ -382,7 +382,7 @@ def test_a_file_of_new_rows_is_parsed_in_a_child_process_with_the_same_outcome(d
 
 def _count_parsed_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Spy on the real row parser: the numbers of the rows it parsed."""
-    from connectors.flexible_csv import RowMapper
+    from connectors.files.flexible_csv import RowMapper
 
     parsed: list[int] = []
     real = RowMapper.map

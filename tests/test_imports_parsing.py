@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from connectors.csv_dates import (
+from connectors.files.dates import (
     DAY_FIRST,
     MONTH_FIRST,
     AmbiguousDateColumn,
@@ -16,8 +16,8 @@ from connectors.csv_dates import (
     make_date_parser,
     parse_date_format,
 )
-from connectors.flexible_csv import FileUnreadable, FlexibleCsvFile, sniff_delimiter
-from connectors.header_match import MappingError, match_headers, normalize_header, parse_map_options
+from connectors.files.flexible_csv import FileUnreadable, FlexibleCsvFile, sniff_delimiter
+from connectors.files.headers import MappingError, match_headers, normalize_header, parse_map_options
 
 UTC = timezone.utc
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from typer.testing import CliRunner
 
-from connectors.google_sheets import SheetsError, open_client, spreadsheet_key
+from connectors.files.sheets import SheetsError, open_client, spreadsheet_key
 from jobs.imports import import_sheet, import_sheet_source
 from storage.customers import customer_view, resolve_customer
 from storage.schema import data_sources, import_row_fingerprints, source_customers
@@ -122,7 +122,7 @@ def test_cli_import_sheet_json(db_url: str, db_engine: Engine, sheets: FakeSheet
     sheets.set_rows(ROWS)
     monkeypatch.setenv("FUNNELSYNC_DATABASE_URL", db_url)
     monkeypatch.setenv("FUNNELSYNC_TIMEZONE", "UTC")
-    monkeypatch.setattr("connectors.google_sheets.open_client", lambda credentials=None: _client(sheets))
+    monkeypatch.setattr("connectors.files.sheets.open_client", lambda credentials=None: _client(sheets))
     result = CliRunner().invoke(app, ["import", "sheet", SHEET_ID, "--worksheet", "Leads", "--source", "Sheet",
                                       "--map", "Notes=custom.notes", "--json"])
     assert result.exit_code == 3, result.output

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from connectors.flexible_csv import FileUnreadable
-from connectors.structured_csv import SAMPLES_DIR
+from connectors.files.flexible_csv import FileUnreadable
+from connectors.files.structured_csv import SAMPLES_DIR
 from jobs.imports import import_structured
 from storage.customers import resolve_customer
 from storage.schema import contacts, data_sources, source_customers

@@ -103,7 +103,7 @@ def _report(summary: Any, as_json: bool, errors_path: Path | None) -> None:
 
 
 def _date_format(value: str | None) -> str | None:
-    from connectors.csv_dates import parse_date_format
+    from connectors.files.dates import parse_date_format
 
     try:
         return parse_date_format(value)
@@ -112,7 +112,7 @@ def _date_format(value: str | None) -> str | None:
 
 
 def _mapping(options: list[str] | None) -> dict[str, str]:
-    from connectors.header_match import MappingError, parse_map_options
+    from connectors.files.headers import MappingError, parse_map_options
 
     try:
         return parse_map_options(options)
@@ -131,7 +131,7 @@ def import_csv_command(
     as_json: JsonOption = False,
 ) -> None:
     """Import a flexible CSV of customers with lead and trial dates."""
-    from connectors.flexible_csv import FileUnreadable
+    from connectors.files.flexible_csv import FileUnreadable
     from jobs.imports import SourceKindMismatch, import_csv
 
     mapping = _mapping(map_)
@@ -162,8 +162,8 @@ def import_sheet_command(
     as_json: JsonOption = False,
 ) -> None:
     """Import a Google Sheets worksheet (only rows changed since the last run are applied)."""
-    from connectors.flexible_csv import FileUnreadable
-    from connectors.google_sheets import SheetsError, open_client
+    from connectors.files.flexible_csv import FileUnreadable
+    from connectors.files.sheets import SheetsError, open_client
     from jobs.imports import SourceKindMismatch, import_sheet
 
     mapping = _mapping(map_)
@@ -194,7 +194,7 @@ def import_structured_command(
     as_json: JsonOption = False,
 ) -> None:
     """Import a structured CSV (strict template): customers (external_id, name, …) or their contacts."""
-    from connectors.flexible_csv import FileUnreadable
+    from connectors.files.flexible_csv import FileUnreadable
     from jobs.imports import SourceKindMismatch, import_structured
 
     if type_ not in ("customers", "contacts"):

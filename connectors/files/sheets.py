@@ -8,7 +8,7 @@ Calls made (gspread 6.x): ``GET /v4/spreadsheets/{id}?includeGridData=false`` (m
 spreadsheet and the worksheet lookup) and ``GET /v4/spreadsheets/{id}/values/'{title}'`` (the formatted
 values, ragged rows: Google drops trailing empty cells).
 
-The rows are parsed exactly like a flexible CSV (``connectors.flexible_csv.RowMapper``) by the flow.
+The rows are parsed exactly like a flexible CSV (``connectors.files.flexible_csv.RowMapper``) by the flow.
 """
 
 from __future__ import annotations

@@ -38,12 +38,8 @@ from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
-from connectors.csv_dates import (
-    AmbiguousDateColumn,
-    SlashedDateSurvey,
-    make_date_parser,
-)
-from connectors.header_match import HeaderMatch, MappingError, Target, match_headers
+from connectors.files.dates import AmbiguousDateColumn, SlashedDateSurvey, make_date_parser
+from connectors.files.headers import HeaderMatch, MappingError, Target, match_headers
 from funnelsync.normalize import normalize_country, normalize_email
 from funnelsync.records import LEAD_STATUSES, ContactRecord, SourceCustomerRecord, SubscriptionFact, compact_pickle
 from funnelsync.timeutil import account_timezone

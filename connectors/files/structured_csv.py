@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.flexible_csv import Template
+from connectors.files.flexible_csv import Template
 
 CUSTOMERS = Template(
     name="customers",
@@ -47,4 +47,4 @@ CONTACTS = Template(
 )
 
 TEMPLATES = {"customers": CUSTOMERS, "contacts": CONTACTS}
-SAMPLES_DIR = Path(__file__).resolve().parents[1] / "funnelsync" / "templates"
+SAMPLES_DIR = Path(__file__).resolve().parents[2] / "funnelsync" / "templates"

@@ -1,0 +1,1 @@
+"""File and sheet readers: encodings, delimiters, headers, dates, cells, and the readers built on them."""
