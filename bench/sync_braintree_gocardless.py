@@ -1,6 +1,6 @@
 """Braintree and GoCardless syncs end to end into SQLite, against their fake APIs served in-process.
 
-The fakes (``tests/fakes``) run under respx in the SAME process and thread as the sync, so their
+The fakes (``fakes/``) run under respx in the SAME process and thread as the sync, so their
 work (sorting, JSON and XML serialisation of every page) is included in the time: the figure is a
 lower bound of what the connectors reach against a real server. Every record goes through the real
 connector, HTTP client (httpx), mapping, ``upsert_records`` and the cursor commit.
@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import respx
 
+from fakes.braintree import BraintreeFake
+from fakes.gocardless import GoCardlessFake
 from jobs.sync import sync_source
 from storage.db import make_engine, upgrade
 from storage.sources import create_source
-from tests.fakes.braintree import BraintreeFake
-from tests.fakes.gocardless import GoCardlessFake
 
 
 def bench(kind: str, records: int, directory: Path) -> None:

@@ -19,11 +19,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from api.app import create_app
+from fakes import braintree as fake_braintree
+from fakes import gocardless as fake_gocardless
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 from storage.schema import source_customers, subscriptions
 from storage.sources import create_source, get_source, set_source_enabled
-from tests.fakes import braintree as fake_braintree
-from tests.fakes import gocardless as fake_gocardless
 
 GC_SECRET = "gc-webhook-secret-123"
 FIXTURES = Path(__file__).parent / "fixtures" / "payloads"
@@ -411,9 +411,9 @@ def signed_delivery(kind: str, fake: Any) -> tuple[bytes, dict[str, str], dict[s
 
 @pytest.mark.parametrize("kind", ["stripe", "chargebee", "recurly"])
 def test_verified_event_re_reads_through_the_real_connector(db_engine: Engine, kind: str) -> None:
-    from tests.fakes import FAKES
+    from fakes.base import fake_of
 
-    fake = FAKES[kind]()
+    fake = fake_of(kind)()  # type: ignore[misc]
     with respx.mock(assert_all_called=False) as router:
         fake.install(router)
         body, headers, extra, expected = signed_delivery(kind, fake)

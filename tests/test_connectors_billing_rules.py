@@ -16,13 +16,15 @@ from connectors.chargebee import ChargebeeConnector
 from connectors.http import ApiError
 from connectors.recurly import RecurlyConnector
 from connectors.stripe import StripeConnector, first_paid_by_subscription
+from fakes.base import FakeInvoice
+from fakes.chargebee import ChargebeeFake
+from fakes.recurly import RecurlyFake
+from fakes.stripe import StripeFake
 from funnelsync.records import SourceCustomerRecord
 from jobs.secrets import SecretResolutionError, protect_settings, resolve_settings
 from jobs.sync import sync_source
 from storage.schema import customers, source_customers
 from storage.sources import create_source
-from tests.fakes.base import FakeInvoice
-from tests.fakes.billing import ChargebeeFake, RecurlyFake, StripeFake
 
 
 def utc(epoch: int) -> datetime:

@@ -21,7 +21,7 @@ from connectors.braintree import (
 )
 from connectors.http import ApiError, CredentialsError
 from connectors.paging import PaginationLoopError
-from tests.fakes.braintree import MERCHANT, SETTINGS, populated
+from fakes.braintree import MERCHANT, SETTINGS, populated
 
 LA = ZoneInfo("America/Los_Angeles")
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)

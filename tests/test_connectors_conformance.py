@@ -1,6 +1,6 @@
-"""The conformance suite every pull connector passes, against its fake API (``tests/fakes``).
+"""The conformance suite every pull connector passes, against its fake API (``fakes/<kind>.py``).
 
-A connector joins by adding its fake to ``tests.fakes.FAKES``; nothing here names a vendor.
+A connector joins by shipping its fake as ``fakes/<kind>.py``; nothing here names a vendor.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from connectors.base import Batch, Connector
 from connectors.http import CredentialsError
 from connectors.paging import PaginationLoopError
 from connectors.registry import connector_class, kinds
+from fakes.base import FakeApi, shipped_fakes
 from jobs.sync import sync_source
 from storage.schema import source_customers
 from storage.sources import create_source
 from storage.sync_state import load_cursor
-from tests.fakes import FAKES
-from tests.fakes.base import FakeApi
+
+FAKES = shipped_fakes()
 
 
 @pytest.fixture(params=sorted(FAKES))

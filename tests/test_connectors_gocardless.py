@@ -21,7 +21,7 @@ from connectors.gocardless import (
 )
 from connectors.http import CredentialsError
 from connectors.paging import PaginationLoopError
-from tests.fakes.gocardless import TOKEN, populated
+from fakes.gocardless import TOKEN, populated
 
 UTC_TZ = ZoneInfo("UTC")
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)

@@ -18,9 +18,9 @@ from sqlalchemy import Engine, select
 from api.app import create_app
 from connectors.hubspot import HubSpotConnector, parse_hubspot_time
 from connectors.signatures import WebhookSignatureError, hubspot_signature_v3, verify_hubspot_signature
+from fakes.hubspot import HubSpotFake, iso_ms
 from storage.schema import customers, source_customers
 from storage.sources import create_source
-from tests.fakes.hubspot import HubSpotFake, iso_ms
 
 VECTOR = json.loads((Path(__file__).parent / "fixtures/payloads/hubspot/webhook_signature_v3_vector.json").read_text())
 

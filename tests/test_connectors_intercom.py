@@ -20,9 +20,9 @@ from api.app import create_app
 from connectors.intercom import IntercomConnector, IntercomPaginator, company_record
 from connectors.paging import PageRequest
 from connectors.signatures import WebhookSignatureError, verify_intercom_signature
+from fakes.intercom import IntercomFake
 from storage.schema import contacts, source_customers
 from storage.sources import create_source
-from tests.fakes.intercom import IntercomFake
 
 
 def connector(fake: IntercomFake, slept: list[float] | None = None, **extra: Any) -> IntercomConnector:

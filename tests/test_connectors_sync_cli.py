@@ -11,9 +11,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from fakes.server import serve
+from fakes.stripe import StripeFake
 from storage.sources import get_source
-from tests.fakes.billing import StripeFake
-from tests.fakes.server import serve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from fakes.braintree import BraintreeFake
+from fakes.gocardless import GoCardlessFake
+from fakes.server import serve
 from storage.sources import get_source
-from tests.fakes.braintree import BraintreeFake
-from tests.fakes.gocardless import GoCardlessFake
-from tests.fakes.server import serve
 from tests.test_connectors_sync_cli import run
 
 

@@ -61,10 +61,10 @@ def test_prefect_secret_reference_reads_the_block(monkeypatch: pytest.MonkeyPatc
 def test_sync_stream_runs_one_stream_from_plain_values(sqlite_engine: Any) -> None:
     import respx
 
+    from fakes.recurly import RecurlyFake
     from jobs.sync import sync_stream
     from storage.sources import create_source
     from storage.sync_state import load_cursor
-    from tests.fakes.billing import RecurlyFake
 
     fake = RecurlyFake(n=12, page_size=5)
     with respx.mock(assert_all_called=False) as router:

@@ -159,8 +159,8 @@ def test_a_load_of_unknown_size_defers_once_it_has_doubled_the_table(db_engine: 
 def test_the_sync_engine_defers_and_restores(db_engine: Engine, monkeypatch) -> None:
     import respx
 
+    from fakes.recurly import RecurlyFake
     from jobs.sync import sync_stream
-    from tests.fakes.billing import RecurlyFake
 
     monkeypatch.setattr(deferral, "BULK_MIN_ROWS", 10)
     drops: list[int] = []

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.fakes.base import FakeApi
+from fakes.base import FakeApi
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.fakes.base import DAY, FakeApi, FakePerson
+from fakes.base import DAY, FakeApi, FakePerson
 
 GRAPHQL = "https://payments.braintree-api.com/graphql"
 GATEWAY = "https://api.braintreegateway.com"
@@ -100,7 +100,7 @@ class BraintreeFake(FakeApi):
         return "bt_"
 
     def settings(self, api_key: str | None = None) -> dict[str, Any]:
-        # On respx the two APIs keep their own hosts; served locally (tests.fakes.server) both share one.
+        # On respx the two APIs keep their own hosts; served locally (fakes.server) both share one.
         graphql = GRAPHQL if self.base_url == GATEWAY else f"{self.base_url}/graphql"
         return {
             **SETTINGS,
@@ -382,7 +382,7 @@ class BraintreeFake(FakeApi):
         return httpx.Response(404)
 
     def routes(self) -> list[tuple[str, str, Any]]:
-        """Both APIs on one host, for ``tests.fakes.server.serve``."""
+        """Both APIs on one host, for ``fakes.server.serve``."""
         return [
             ("POST", r"/graphql", self.graphql_handler),
             ("POST", r"/merchants/.+", self.gateway_handler),

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.fakes.base import FakeApi, FakePerson
+from fakes.base import FakeApi, FakePerson
 
 BASE = "https://api.gocardless.com"
 TOKEN = "live_gc_test_token_0123456789"

@@ -2,7 +2,7 @@
 
 It answers the two calls a worksheet read makes, with the real response shapes:
 - ``GET /v4/spreadsheets/{id}?includeGridData=false``: the metadata of
-  ``tests/fixtures/google_sheets/spreadsheet_metadata.json`` (a copy of the reference payload);
+  ``fakes/data/google_sheets_spreadsheet_metadata.json`` (a copy of the reference payload);
 - ``GET /v4/spreadsheets/{id}/values/{range}``: ``{"range", "majorDimension", "values"}`` with ragged
   rows (trailing empty cells dropped, as Google does).
 Unknown spreadsheets answer Google's 404 error body; queued failures (``fail_next``) answer e.g. the
@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import requests
 
 METADATA = json.loads(
-    (Path(__file__).resolve().parents[1] / "fixtures" / "google_sheets" / "spreadsheet_metadata.json").read_text()
+    (Path(__file__).resolve().parent / "data" / "google_sheets_spreadsheet_metadata.json").read_text()
 )
 SHEET_ID = METADATA["spreadsheetId"]
 GOOGLE_HOSTS = ("https://sheets.googleapis.com", "https://www.googleapis.com")

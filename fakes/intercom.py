@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.fakes.base import DAY, FakeApi
+from fakes.base import DAY, FakeApi
 
 BASE = "https://api.intercom.test"
 TOKEN = "dG9rOmFiY2RlZl8xMjM0NTY3ODkwOjE6MA=="

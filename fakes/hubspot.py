@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.fakes.base import FakeApi, FakePerson
+from fakes.base import FakeApi, FakePerson
 
 BASE = "https://api.hubapi.test"
 TOKEN = "pat-na1-11111111-2222-3333-4444-555555555555"

@@ -1,15 +1,20 @@
-"""What every fake vendor API offers the conformance suite, and a shared customer population."""
+"""What every fake vendor API offers the conformance suite, a shared customer population, and how to find a fake."""
 
 from __future__ import annotations
 
 import base64
+import importlib
+import pkgutil
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import respx
+
+if TYPE_CHECKING:  # respx is a test tool: the demo serves the fakes without it
+    import respx
 
 T0 = 1_700_000_000  # 2023-11-14T22:13:20Z
 DAY = 86_400
@@ -173,3 +178,26 @@ class FakeApi:
     def start_index(self, token: str | None) -> int:
         """Where a page token points (fakes encode an index); ignored in loop mode."""
         return int(token) if token else 0
+
+
+def fake_of(kind: str) -> type[FakeApi] | None:
+    """The fake API standing in for ``kind``: the ``FakeApi`` declaring that kind in ``fakes/<kind>.py``."""
+    try:
+        module = importlib.import_module(f"fakes.{kind}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"fakes.{kind}":
+            return None
+        raise
+    return next((v for v in vars(module).values()
+                 if isinstance(v, type) and issubclass(v, FakeApi) and v.kind == kind), None)
+
+
+def shipped_fakes() -> dict[str, type[FakeApi]]:
+    """Every fake API of ``fakes/``, by the kind it declares (a module may hold helpers and no fake)."""
+    found: dict[str, type[FakeApi]] = {}
+    for module_info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        module = importlib.import_module(f"fakes.{module_info.name}")
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, FakeApi) and value.kind and value.__module__ == module.__name__:
+                found[value.kind] = value
+    return found
