@@ -18,12 +18,12 @@ from api.auth import request_actor, require_api_key
 from api.errors import Invalid, JsonBody, NotFound, body_example, no_nul_in_url, require_object
 from api.fields import FieldReader, read_custom_attributes
 from api.wire import (
-    WRITABLE_KINDS,
     customers_json,
     decode_cursor,
     kinds_of_system,
     page_envelope,
     per_page_value,
+    writable_kinds,
 )
 from funnelsync.records import CUSTOMER_STATUSES, LEAD_STATUSES, SourceCustomerRecord
 from storage.contacts import CONTACT_FIELDS, create_contact, update_contact
@@ -204,7 +204,7 @@ def create_customer(request: Request, body: JsonBody) -> dict[str, Any]:
         source = get_source(conn, ds_uuid) if ds_uuid and ds_uuid.startswith("ds_") else None
         if ds_uuid and source is None:
             reader.fail("data_source_uuid", f"no data source with uuid {ds_uuid!r}")
-        elif source is not None and source.kind not in WRITABLE_KINDS:
+        elif source is not None and source.kind not in writable_kinds():
             reader.fail("data_source_uuid", f"data source {source.name!r} is a {source.kind} integration; "
                         "customers are created only in API or custom data sources (POST /v1/data_sources)")
         if source is not None and external_id and conn.execute(

@@ -19,27 +19,28 @@ from typing import Any
 from sqlalchemy import Connection
 
 from api.errors import Invalid
+from connectors.base import Feed
+from connectors.registry import SOURCE_KINDS, kinds_fed, source_class
 from storage.contacts import contact_view
 from storage.customer_pages import customer_links
 from storage.customers import customer_view
 
-# How the commercial product names the billing system of a data source ("system" filter and
-# "billing-system-type"); hand-made sources are "Custom" there.
-SYSTEM_NAMES = {
-    "stripe": "Stripe", "chargebee": "Chargebee", "recurly": "Recurly", "braintree": "Braintree",
-    "gocardless": "GoCardless", "hubspot": "HubSpot", "intercom": "Intercom", "segment": "Segment",
-    "app_store_connect": "App Store", "google_play": "Google Play", "custom": "Custom", "csv": "Custom",
-    "google_sheets": "Custom", "api": "Custom",
-}
-# Source kinds the API may write customers into: integrations own theirs (a re-sync would fight).
-WRITABLE_KINDS = ("api", "custom", "csv", "google_sheets")
 DEFAULT_PER_PAGE = 200
 MAX_PER_PAGE = 200
 
 
+def writable_kinds() -> list[str]:
+    """Source kinds the API may write customers into: integrations own theirs (a re-sync would fight)."""
+    return kinds_fed(Feed.API)
+
+
 def system_name(kind: str) -> str:
-    """The commercial product's name of a source kind."""
-    return SYSTEM_NAMES.get(kind, kind)
+    """How the commercial product names the billing system of a source kind ("system" filter and
+    "billing-system-type"); hand-made sources are "Custom" there."""
+    if kind not in SOURCE_KINDS:
+        return kind
+    declared = source_class(kind)
+    return declared.system_name or declared.title
 
 
 def kinds_of_system(system: str) -> list[str]:
@@ -47,7 +48,7 @@ def kinds_of_system(system: str) -> list[str]:
     wanted = system.strip().lower()
     if wanted == "import api":  # how a data source of kind api shows its system
         return ["api"]
-    return [kind for kind, name in SYSTEM_NAMES.items() if name.lower() == wanted or kind == wanted]
+    return [kind for kind in SOURCE_KINDS if system_name(kind).lower() == wanted or kind == wanted]
 
 
 def iso(value: Any) -> str | None:

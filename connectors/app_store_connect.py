@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from connectors.base import Batch, Connector, Setting, SettingsError, Stream
 from connectors.http import ApiError, HttpClient
+from connectors.paging import PaginationLoopError
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 
 BASE_URL = "https://api.appstoreconnect.apple.com"
@@ -327,21 +328,43 @@ class AppStoreConnectConnector(Connector):
         return self.started_at.date() - timedelta(days=DEFAULT_BACKFILL_DAYS)
 
     def read_events(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
-        """One batch per report day, from the day after the cursor's up to yesterday."""
+        """One batch per report day, from the day after the cursor's up to yesterday.
+
+        A batch's cursor names the next day as its ``page_token`` while that day's report is surely
+        published (a backfill stopped there resumes with it); the last batch of a run names none.
+
+        Raises:
+            PaginationLoopError: the API answered two days with the same report (it ignored the date
+                asked for): reading on would count that day's trials again.
+        """
         last = state.get("report_date")
-        day = date.fromisoformat(last) + timedelta(days=1) if last else self.first_day()
+        if state.get("page_token"):
+            day = date.fromisoformat(state["page_token"])
+        else:
+            day = date.fromisoformat(last) + timedelta(days=1) if last else self.first_day()
         cohorts: dict[str, list[int]] = {k: list(v) for k, v in (state.get("cohorts") or {}).items()}
         today = self.started_at.date()
         app_id = str(self.settings["app_apple_id"]) if self.settings.get("app_apple_id") else None
+        seen: dict[int, date] = {}  # the days read in this run, by a hash of their rows
         while day < today:
             data = self.fetch_report(day)
             if data is None and (today - day).days <= PUBLISH_DELAY_DAYS:
                 return  # not published yet: this day is read again next run
             rows = parse_event_report(data, f"report {day.isoformat()}") if data is not None else []
+            if rows:
+                first = seen.setdefault(hash(tuple(rows)), day)
+                if first != day:
+                    raise PaginationLoopError(
+                        f"{self.source_name}: GET {REPORT_PATH} answered {day.isoformat()} with the report of "
+                        f"{first.isoformat()} a second time: refusing to count its trials again"
+                    )
             records = day_records(rows, cohorts, app_id)
             cohorts = prune_cohorts(cohorts, day)
             # A copy: the next day's rows update the counts while this batch may still be committing.
             snapshot = {k: list(v) for k, v in cohorts.items()}
-            cursor = {"report_date": day.isoformat(), "watermark": day.isoformat(), "cohorts": snapshot}
+            cursor: dict[str, Any] = {"report_date": day.isoformat(), "watermark": day.isoformat(), "cohorts": snapshot}
+            following = day + timedelta(days=1)
+            if (today - following).days > PUBLISH_DELAY_DAYS:
+                cursor["page_token"] = following.isoformat()
             yield Batch("subscription_events", records, cursor, sum(r.quantity for r in rows))
-            day += timedelta(days=1)
+            day = following

@@ -1,10 +1,15 @@
-"""The connector protocol: settings, streams, batches.
+"""What a source kind declares, and the connector protocol: settings, streams, batches.
 
-A connector is mostly declaration (after the Singer SDK): its ``kind``, its ``settings_schema`` (which
-keys exist, which are secrets, the production ``base_url``), and its ``streams`` (name, key, cursor
-field, and the method that reads it). Reading a stream yields ``Batch`` objects: the records of one
-API page (or a few) and the cursor reached AFTER them. The sync engine commits each batch together
-with its cursor, so a sync killed anywhere resumes from the last committed batch and loses nothing.
+Every kind of data source is one class (``connectors.registry`` lists them): a ``SourceKind`` says its
+``kind``, its ``title``, how it is fed (``feeds``: pulled on a schedule, pushed to a webhook, imported
+from files, written through the API) and, when it has one, its ``settings_schema``.
+
+A connector is the kind of a pulled source, mostly declaration (after the Singer SDK): its
+``settings_schema`` (which keys exist, which are secrets, the production ``base_url``) and its
+``streams`` (name, key, cursor field, and the method that reads it). Reading a stream yields ``Batch``
+objects: the records of one API page (or a few) and the cursor reached AFTER them. The sync engine
+commits each batch together with its cursor, so a sync killed anywhere resumes from the last committed
+batch and loses nothing.
 
 Connectors never touch the database or Prefect: they take plain settings and return records.
 """
@@ -15,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any, ClassVar, Self
 
 import httpx
@@ -86,15 +92,43 @@ class Batch:
     fetched: int
 
 
-class Connector:
+class Feed(Enum):
+    """How records reach a source of some kind (a kind may be fed several ways)."""
+
+    PULLED = "pulled"  # read on a schedule: ``funnelsync sync``, the sync-all flow
+    PUSHED = "pushed"  # deliveries to ``POST /webhooks/NAME`` (``connectors.push.WebhookReceiver``)
+    FILE = "file"  # file and sheet imports: flexible or structured CSV, a Google Sheet
+    API = "api"  # customers written through the HTTP API (and by hand)
+
+
+class SourceKind:
+    """What a kind of data source declares; ``connectors.registry`` lists one class per kind.
+
+    Attributes:
+        kind: the name a source is created with (``--kind``).
+        title: the integration's name for people.
+        feeds: how its records arrive.
+        settings_schema: the settings the kind accepts, checked when a source is added; None when its
+            settings are free-form (their secrets are then recognised by name).
+        system_name: what the commercial product's API calls the kind (``billing-system-type``), when it
+            is not the title.
+    """
+
+    kind: ClassVar[str]
+    title: ClassVar[str]
+    feeds: ClassVar[frozenset[Feed]]
+    settings_schema: ClassVar[tuple[Setting, ...] | None] = None
+    system_name: ClassVar[str | None] = None
+
+
+class Connector(SourceKind):
     """Base of every pull connector: settings, an HTTP client, and a ``read`` per stream.
 
     Subclasses declare ``kind``, ``settings_schema`` and ``streams`` and implement one reader method
     per stream, ``(state: dict, full_refresh: bool) -> Iterator[Batch]``, plus ``make_client``.
     """
 
-    kind: ClassVar[str]
-    title: ClassVar[str]
+    feeds: ClassVar[frozenset[Feed]] = frozenset({Feed.PULLED})
     settings_schema: ClassVar[tuple[Setting, ...]]
     streams: ClassVar[tuple[Stream, ...]]
 
@@ -243,13 +277,13 @@ def map_concurrently(fn: Callable[[Any], Any], items: Sequence[Any], workers: in
         return list(pool.map(fn, items))
 
 
-def validate_settings(connector: type[Connector], settings: Mapping[str, Any]) -> dict[str, Any]:
+def validate_settings(connector: type[SourceKind], settings: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``settings`` against the kind's schema and fill defaults.
 
     Raises:
         SettingsError: naming every missing required key and every unknown key.
     """
-    known = {s.name: s for s in connector.settings_schema}
+    known = {s.name: s for s in connector.settings_schema or ()}
     unknown = sorted(set(settings) - set(known))
     if unknown:
         raise SettingsError(
@@ -278,9 +312,9 @@ def validate_settings(connector: type[Connector], settings: Mapping[str, Any]) -
     return resolved
 
 
-def secret_names(connector: type[Connector]) -> set[str]:
+def secret_names(connector: type[SourceKind]) -> set[str]:
     """The names of the settings that hold credentials."""
-    return {s.name for s in connector.settings_schema if s.secret}
+    return {s.name for s in connector.settings_schema or () if s.secret}
 
 
 @dataclass

@@ -28,14 +28,21 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
-from urllib.parse import quote
+from typing import Any, cast
+from urllib.parse import parse_qs, quote
 from zoneinfo import ZoneInfo
 
-from connectors.base import Batch, ChunkBuffer, Connector, Setting, Stream
+from connectors.base import Batch, ChunkBuffer, Connector, Feed, Setting, Stream
 from connectors.http import ApiError, CredentialsError, HttpClient, graphql_resource_limited
 from connectors.paging import GraphQLCursorPaginator, Page, PageRequest, fetch_pages, id_batches
-from connectors.signatures import xml_to_dict
+from connectors.push import Rereader, WebhookContext, WebhookDelivery, WebhookReceiver
+from connectors.signatures import (
+    WebhookPayloadError,
+    braintree_challenge_response,
+    parse_braintree_notification,
+    verify_braintree_signature,
+    xml_to_dict,
+)
 from funnelsync.normalize import clean_text
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 from funnelsync.timeutil import UTC, account_timezone, parse_iso
@@ -297,7 +304,7 @@ def _search_xml(criteria: Mapping[str, Any]) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
-class BraintreeConnector(Connector):
+class BraintreeConnector(Connector, WebhookReceiver):
     """Pull Braintree customers (GraphQL) and their subscriptions (XML gateway).
 
     Stream ``customers`` (key ``legacyId``, cursor ``createdAt``; state ``since``/``page_token``/``watermark``):
@@ -316,6 +323,8 @@ class BraintreeConnector(Connector):
 
     kind = "braintree"
     title = "Braintree"
+    feeds = frozenset({Feed.PULLED, Feed.PUSHED})
+    challenge_param = "bt_challenge"
     settings_schema = (
         Setting("merchant_id", required=True, help="Braintree merchant id"),
         Setting("public_key", required=True, help="API public key"),
@@ -475,6 +484,60 @@ class BraintreeConnector(Connector):
             return None
         node, subscriptions = found
         return map_customer(node, subscriptions) if first_import or subscriptions else None
+
+    # -- webhooks ---------------------------------------------------------------------------------
+
+    @classmethod
+    def parse_webhook(
+        cls, settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes, context: WebhookContext
+    ) -> WebhookDelivery:
+        """A form post of ``bt_signature`` and ``bt_payload``: the customer its subject names is read again."""
+        try:
+            form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise WebhookPayloadError("Braintree webhook body is not form-encoded text") from None
+        signature = next(iter(form.get("bt_signature") or []), None)
+        payload = next(iter(form.get("bt_payload") or []), None)
+        verify_braintree_signature(
+            signature, payload, str(settings.get("public_key") or ""), str(settings.get("private_key") or "")
+        )
+        assert payload is not None  # verified above
+        note = parse_braintree_notification(payload)
+        delivery = WebhookDelivery([note.kind])
+        subject = note.subject
+        if note.subject_type == "subscription":
+            for transaction in subject.get("transactions") or []:
+                owner = transaction_customer_id(transaction)
+                if owner:
+                    delivery.customer_ids.append(str(owner))
+                    break
+            else:
+                if subject.get("payment_method_token"):
+                    delivery.lookups.append(("payment_method", str(subject["payment_method_token"])))
+        elif note.subject_type == "transaction":
+            owner = transaction_customer_id(subject)
+            if owner:
+                delivery.customer_ids.append(str(owner))
+        elif note.subject_type == "customer" and subject.get("id"):
+            delivery.customer_ids.append(str(subject["id"]))
+        return delivery
+
+    @classmethod
+    def customers_of(cls, connector: Rereader, lookups: list[tuple[str, str]]) -> list[str]:
+        """The customers owning the payment-method tokens a subscription notification names."""
+        found: list[str] = []
+        for _, token in lookups:
+            owner = cast(BraintreeConnector, connector).customer_of_token(token)
+            if owner:
+                found.append(owner)
+        return found
+
+    @classmethod
+    def answer_challenge(cls, settings: Mapping[str, Any], challenge: str) -> str:
+        """Braintree's endpoint check: ``bt_challenge`` answered with ``public_key|HMAC``."""
+        return braintree_challenge_response(
+            challenge, str(settings.get("public_key") or ""), str(settings.get("private_key") or "")
+        )
 
     # -- the stream -------------------------------------------------------------------------------
 

@@ -22,12 +22,15 @@ passed back verbatim; all times are epoch seconds.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
+from urllib.parse import quote
 
-from connectors.base import Batch, Connector, Setting, Stream
-from connectors.http import HttpClient
+from connectors.base import Batch, Connector, Feed, Setting, Stream
+from connectors.http import ApiError, HttpClient
 from connectors.paging import OffsetTokenPaginator, PageRequest, fetch_pages
+from connectors.push import WebhookContext, WebhookDelivery, WebhookReceiver, json_body, object_id, require_object
+from connectors.signatures import verify_basic_auth
 from funnelsync.normalize import clean_text
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 from funnelsync.timeutil import from_epoch
@@ -93,11 +96,12 @@ def customer_record(
     )
 
 
-class ChargebeeConnector(Connector):
-    """Pull customers, subscriptions and paid invoices from a Chargebee site."""
+class ChargebeeConnector(Connector, WebhookReceiver):
+    """Pull customers, subscriptions and paid invoices from a Chargebee site; receive its events."""
 
     kind = "chargebee"
     title = "Chargebee"
+    feeds = frozenset({Feed.PULLED, Feed.PUSHED})
     settings_schema = (
         Setting("site", required=True, help="the site name: acme for acme.chargebee.com"),
         Setting("api_key", secret=True, required=True, help="a read-only API key"),
@@ -208,3 +212,41 @@ class ChargebeeConnector(Connector):
                 if sub_id not in first_paid or paid_at < first_paid[sub_id]:
                     first_paid[sub_id] = paid_at
         return [customer_record(c, subs_by_customer[str(c["id"])], first_paid) for c in customers]
+
+    def fetch_record(self, customer_id: str) -> SourceCustomerRecord | None:
+        """One customer read now (webhooks), with its subscriptions and first paid invoices; None when deleted."""
+        try:
+            item = self.client.get_json(f"/customers/{quote(customer_id, safe='')}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        customer = (item or {}).get("customer")
+        if not customer or customer.get("deleted") is True:
+            return None
+        records = self.records_for([customer])
+        return records[0] if records else None
+
+    # ------------------------------------------------------------------ webhooks
+
+    @classmethod
+    def parse_webhook(
+        cls, settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes, context: WebhookContext
+    ) -> WebhookDelivery:
+        """An event behind the HTTP Basic pair set on the webhook: its customer is read again."""
+        verify_basic_auth(
+            headers.get("authorization"),
+            str(settings.get("webhook_username") or ""),
+            str(settings.get("webhook_password") or ""),
+        )
+        event = require_object(json_body(body, "Chargebee"), "Chargebee event")
+        content = require_object(event.get("content"), "Chargebee event content")
+        customer_obj, subscription_obj = content.get("customer"), content.get("subscription")
+        owner = (customer_obj.get("id") if isinstance(customer_obj, dict) else None) or (
+            subscription_obj.get("customer_id") if isinstance(subscription_obj, dict) else None
+        )
+        customer = object_id(owner, "Chargebee customer id")
+        event_type = str(event.get("event_type") or "")
+        if not customer or event_type == "customer_deleted":
+            return WebhookDelivery([event_type])
+        return WebhookDelivery([event_type], [customer])

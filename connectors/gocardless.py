@@ -21,9 +21,19 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from connectors.base import Batch, ChunkBuffer, Connector, Setting, Stream
+from connectors.base import Batch, ChunkBuffer, Connector, Feed, Setting, Stream
 from connectors.http import ApiError, HttpClient
 from connectors.paging import AfterCursorPaginator, Page, PageRequest, fetch_pages
+from connectors.push import (
+    Rereader,
+    WebhookContext,
+    WebhookDelivery,
+    WebhookReceiver,
+    json_body,
+    object_id,
+    require_object,
+)
+from connectors.signatures import WebhookPayloadError, verify_gocardless_signature
 from funnelsync.normalize import clean_text
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 from funnelsync.timeutil import UTC, account_timezone, parse_iso
@@ -227,7 +237,7 @@ def _slim_payment(payment: Mapping[str, Any]) -> dict[str, Any]:
 LOOKBACK = timedelta(minutes=5)  # events are written asynchronously; re-read a little behind the cursor
 
 
-class GoCardlessConnector(Connector):
+class GoCardlessConnector(Connector, WebhookReceiver):
     """Pull customers with their mandates, subscriptions and payments from the GoCardless API.
 
     Stream ``customers`` (key ``id``, cursor: the last applied event's ``created_at``):
@@ -242,6 +252,7 @@ class GoCardlessConnector(Connector):
 
     kind = "gocardless"
     title = "GoCardless"
+    feeds = frozenset({Feed.PULLED, Feed.PUSHED})
     settings_schema = (
         Setting(
             "access_token", secret=True, required=True, help="GoCardless access token (read-only is enough)"
@@ -378,6 +389,41 @@ class GoCardlessConnector(Connector):
         if customer is None or not should_import(activity, full_refresh=full_refresh):
             return None
         return map_customer(customer, activity)
+
+    # -- webhooks ---------------------------------------------------------------------------------
+
+    @classmethod
+    def parse_webhook(
+        cls, settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes, context: WebhookContext
+    ) -> WebhookDelivery:
+        """Events signed with ``Webhook-Signature``: each names a customer, or a resource leading to one."""
+        verify_gocardless_signature(body, headers.get("webhook-signature"), str(settings.get("webhook_secret") or ""))
+        payload = require_object(json_body(body, "GoCardless"), "GoCardless webhook")
+        events = payload.get("events")
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise WebhookPayloadError("GoCardless webhook lacks an events list")
+        delivery = WebhookDelivery([f"{e.get('resource_type')}.{e.get('action')}" for e in events])
+        for event in events:
+            links = event.get("links") or {}
+            if not isinstance(links, dict):
+                raise WebhookPayloadError(f"GoCardless event links must be an object, got {type(links).__name__}")
+            for resource in ("customer", "mandate", "payment", "subscription"):
+                link = object_id(links.get(resource), f"GoCardless event links.{resource}")
+                if link:
+                    delivery.lookups.append((resource, link))
+                    break
+        return delivery
+
+    @classmethod
+    def customers_of(cls, connector: Rereader, lookups: list[tuple[str, str]]) -> list[str]:
+        """The customers the events' links lead to (payment → mandate → customer)."""
+        resolver = CustomerResolver(connector.client)
+        found: list[str] = []
+        for object_type, item_id in lookups:
+            owner = resolver.customer_of_event({"links": {object_type: item_id}})
+            if owner:
+                found.append(owner)
+        return found
 
 
 class CustomerResolver:

@@ -35,7 +35,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from connectors.push import PartialRecord
+from connectors.base import Feed, SourceKind
+from connectors.push import PartialRecord, WebhookContext, WebhookDelivery, WebhookReceiver, json_body
+from connectors.signatures import WebhookSignatureError, basic_auth_user
 from funnelsync.normalize import clean_text
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 from funnelsync.timeutil import from_epoch, to_utc
@@ -120,6 +122,28 @@ def payload_partial(payload: Any) -> PartialRecord:
     custom = {str(k): v for k, v in attributes.items() if v is None or isinstance(v, (str, int, float, bool))}
     custom["google_play_product_id"] = purchase["product_id"].strip()
     return PartialRecord(str(external_id).strip(), fields=fields, custom=custom, creates=True)
+
+
+class GooglePlaySource(SourceKind, WebhookReceiver):
+    """Google Play: purchases pushed to the payloads URL (and Daily Sales Reports imported as files)."""
+
+    kind = "google_play"
+    title = "Google Play"
+    feeds = frozenset({Feed.PUSHED})
+
+    @classmethod
+    def parse_webhook(
+        cls, settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes, context: WebhookContext
+    ) -> WebhookDelivery:
+        """One purchase, authenticated by a funnelsync API key as the HTTP Basic user name."""
+        # Google Play does not sign anything; the developer's backend authenticates with an API key, as it
+        # would with the commercial product.
+        key = basic_auth_user(headers.get("authorization"))
+        if key is None:
+            raise WebhookSignatureError("missing HTTP Basic credentials (a funnelsync API key as user name)")
+        if not context.api_key_valid(key):
+            raise WebhookSignatureError("invalid API key")
+        return WebhookDelivery(["purchase"], partials=[payload_partial(json_body(body, "Google Play"))])
 
 
 # --------------------------------------------------------------------------------------------------

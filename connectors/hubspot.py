@@ -30,15 +30,18 @@ Archived (deleted) contacts are not listed and cannot be searched; they keep the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
-from connectors.base import Batch, Connector, Setting, Stream
+from connectors.base import Batch, Connector, Feed, Setting, Stream
 from connectors.http import ApiError, HttpClient
 from connectors.paging import PageRequest
+from connectors.push import Rereader, WebhookContext, WebhookDelivery, WebhookReceiver, json_body
+from connectors.push import object_id as payload_id
+from connectors.signatures import WebhookPayloadError, verify_hubspot_signature
 from funnelsync.normalize import clean_text
 from funnelsync.records import SourceCustomerRecord
 from funnelsync.timeutil import parse_iso
@@ -83,6 +86,16 @@ MODIFIED_PROPERTY = {"contacts": "lastmodifieddate", "companies": "hs_lastmodifi
 # HubSpot's default lifecycle stages from ``lead`` on (subscriber comes before lead). Portals with
 # custom stages add their internal values to the ``lifecycle_stages`` setting.
 LEAD_OR_LATER = ("lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer", "evangelist")
+# Webhook subscription types whose object is read again, and the generic ``object.*`` events with the
+# objectTypeId of contacts (0-1) and companies (0-2).
+WEBHOOK_EVENTS = {
+    "contacts": frozenset({"contact.creation", "contact.propertyChange", "contact.restore", "contact.merge",
+                           "contact.associationChange"}),
+    "companies": frozenset({"company.creation", "company.propertyChange", "company.restore", "company.merge",
+                            "company.associationChange"}),
+}
+OBJECT_TYPE_IDS = {"contacts": "0-1", "companies": "0-2"}
+OBJECT_EVENTS = frozenset({"object.creation", "object.propertyChange", "object.restore", "object.merge"})
 
 
 def parse_hubspot_time(value: Any) -> datetime | None:
@@ -159,11 +172,12 @@ class HubSpotPaginator:
         return replace(request, json_body=payload)
 
 
-class HubSpotConnector(Connector):
-    """Pull contacts at lifecycle stage lead or later from a HubSpot portal."""
+class HubSpotConnector(Connector, WebhookReceiver):
+    """Pull contacts at lifecycle stage lead or later from a HubSpot portal; receive its webhooks."""
 
     kind = "hubspot"
     title = "HubSpot"
+    feeds = frozenset({Feed.PULLED, Feed.PUSHED})
     settings_schema = (
         Setting("access_token", secret=True, required=True, help="a private-app access token (scope crm.objects.contacts.read)"),
         Setting("base_url", default=BASE_URL, help="API root (a mock: http://127.0.0.1:8080)"),
@@ -299,6 +313,50 @@ class HubSpotConnector(Connector):
                 return None
             raise
         return self.object_record(item)
+
+    # ------------------------------------------------------------------ webhooks
+
+    @classmethod
+    def parse_webhook(
+        cls, settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes, context: WebhookContext
+    ) -> WebhookDelivery:
+        """A JSON array of events signed with ``X-HubSpot-Signature-v3`` over the URL and the body."""
+        # HubSpot signs the URL it called; behind a TLS-terminating proxy we see http:// for its https://,
+        # and a rewriting proxy changes more: the ``webhook_url`` setting then names the public URL.
+        url = context.url
+        uris = [str(settings["webhook_url"])] if settings.get("webhook_url") else []
+        if url:
+            uris.append(url)
+            if url.startswith("http://"):
+                uris.append("https://" + url[len("http://") :])
+        verify_hubspot_signature(
+            "POST",
+            uris,
+            body,
+            headers.get("x-hubspot-signature-v3"),
+            headers.get("x-hubspot-request-timestamp"),
+            str(settings.get("webhook_client_secret") or ""),
+        )
+        events = json_body(body, "HubSpot")
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise WebhookPayloadError("HubSpot webhook body is not a JSON array of events")
+        delivery = WebhookDelivery([str(e.get("subscriptionType") or "") for e in events])
+        object_type = str(settings.get("object_type") or "contacts")
+        for event in events:
+            kind = event.get("subscriptionType")
+            relevant = kind in WEBHOOK_EVENTS.get(object_type, ()) or (
+                kind in OBJECT_EVENTS and str(event.get("objectTypeId")) == OBJECT_TYPE_IDS.get(object_type)
+            )
+            item_id = payload_id(event.get("objectId"), "HubSpot event objectId")
+            if relevant and item_id:
+                delivery.customer_ids.append(item_id)
+        return delivery
+
+    @classmethod
+    def delivery_records(cls, connector: Rereader, delivery: WebhookDelivery) -> list[SourceCustomerRecord]:
+        """The objects of a delivery in one batch read: HubSpot posts up to 100 events and wants an answer in 5 s."""
+        ids = list(dict.fromkeys(delivery.customer_ids))
+        return cast(HubSpotConnector, connector).fetch_records(ids) if ids else []
 
     # ------------------------------------------------------------------ the mapping and the rule
 

@@ -26,14 +26,16 @@ All times are epoch seconds. Intercom reports no subscriptions, so records carry
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from connectors.base import Batch, Connector, Setting, Stream, map_concurrently
+from connectors.base import Batch, Connector, Feed, Setting, Stream, map_concurrently
 from connectors.http import ApiError, HttpClient
 from connectors.paging import PageRequest, fetch_pages
+from connectors.push import WebhookContext, WebhookDelivery, WebhookReceiver, json_body, require_object
+from connectors.signatures import WebhookPayloadError, verify_intercom_signature
 from funnelsync.normalize import clean_text
 from funnelsync.records import ContactRecord, SourceCustomerRecord
 from funnelsync.timeutil import from_epoch
@@ -177,11 +179,32 @@ def _alpha2(value: Any) -> str | None:
     return text.upper() if text and len(text) == 2 and text.isalpha() else None
 
 
-class IntercomConnector(Connector):
+def notification_company_ids(item: Any) -> list[str]:
+    """Companies a webhook notification item is about: a company, a contact's companies, or both
+    halves of a ``company.contact.attached`` item (``{"type": "contact_company", "company": …}``)."""
+    if not isinstance(item, dict):
+        return []
+    if item.get("type") == "company" and item.get("id"):
+        return [str(item["id"])]
+    found: list[str] = []
+    if isinstance(item.get("company"), dict) and item["company"].get("id"):
+        found.append(str(item["company"]["id"]))
+    companies = item.get("companies")
+    refs = companies.get("data") if isinstance(companies, dict) else companies
+    for ref in refs if isinstance(refs, list) else []:
+        if isinstance(ref, dict) and ref.get("id"):
+            found.append(str(ref["id"]))
+    if isinstance(item.get("contact"), dict):
+        found.extend(notification_company_ids(item["contact"]))
+    return found
+
+
+class IntercomConnector(Connector, WebhookReceiver):
     """Pull companies and their linked contacts from an Intercom workspace."""
 
     kind = "intercom"
     title = "Intercom"
+    feeds = frozenset({Feed.PULLED, Feed.PUSHED})
     settings_schema = (
         Setting("access_token", secret=True, required=True, help="an access token of your Intercom app"),
         Setting("base_url", default=BASE_URL, help="API root (EU: https://api.eu.intercom.io)"),
@@ -307,3 +330,21 @@ class IntercomConnector(Connector):
         """One company re-read now (webhooks)."""
         company = self.fetch_company(company_id)
         return self.records_for([company])[0] if company else None
+
+    # ------------------------------------------------------------------ webhooks
+
+    @classmethod
+    def parse_webhook(
+        cls, settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes, context: WebhookContext
+    ) -> WebhookDelivery:
+        """A notification signed with ``X-Hub-Signature``: the companies its item touches are read again."""
+        verify_intercom_signature(body, headers.get("x-hub-signature"), str(settings.get("webhook_secret") or ""))
+        note = require_object(json_body(body, "Intercom"), "Intercom notification")
+        topic = note.get("topic")
+        if not isinstance(topic, str) or not topic:
+            raise WebhookPayloadError("Intercom notification lacks a topic")
+        data = require_object(note.get("data"), "Intercom notification data")
+        # ``*.deleted`` topics carry ids only, and the ping sent when a webhook is saved carries nothing.
+        if topic == "ping" or topic.endswith(".deleted"):
+            return WebhookDelivery([topic])
+        return WebhookDelivery([topic], notification_company_ids(data.get("item")))

@@ -1,17 +1,28 @@
-"""Partial records from push-only integrations (Segment, Google Play's payloads URL).
+"""What a kind that receives pushes declares, and the partial records of push-only integrations.
 
-A pushed call says only some fields of a customer (an ``identify`` without an address, a purchase
-without a trial date). Upserting it as a whole record would erase what the source said before, so a
-push produces a ``PartialRecord`` and the receiver completes it with the source's stored values
-(``complete``) before the upsert: fields the call sets win, the rest stay as they were.
+A kind fed by pushes (``Feed.PUSHED``) is a ``WebhookReceiver``: ``parse_webhook`` verifies a delivery
+over its RAW body (``connectors.signatures``) and says what it is about, as a ``WebhookDelivery``. The
+receiver at ``POST /webhooks/NAME`` does the rest, the same for every kind:
+
+- a delivery of a pulled integration names customers (or objects that lead to them): they are read
+  again through the source's connector (``delivery_records``), since events are thin and a record must carry
+  its whole set of subscriptions; the connector applies the integration's rule;
+- a push-only integration (Segment, Google Play's payloads URL) carries the records itself, each saying
+  only some fields of a customer (an ``identify`` without an address, a purchase without a trial date):
+  upserting it as a whole record would erase what the source said before, so a push produces a
+  ``PartialRecord`` that is completed with the source's stored values (``complete``) before the upsert.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
+from connectors.http import HttpClient
+from connectors.signatures import WebhookPayloadError
 from funnelsync.records import SourceCustomerRecord
 
 # What a stored source customer holds that a completed record carries over.
@@ -57,3 +68,140 @@ def complete(partial: PartialRecord, stored: Mapping[str, Any] | None) -> Source
         contacts=None,
         **values,
     )
+
+
+# --- a verified delivery ---------------------------------------------------------------------------
+
+
+@dataclass
+class WebhookDelivery:
+    """What a verified delivery is about: its event names and how to find the affected customers.
+
+    Attributes:
+        events: the event (or call) names, in delivery order.
+        customer_ids: customers to read again through the connector.
+        lookups: objects whose customer the connector looks up first: (object type, id).
+        partials: push-only integrations: the records the delivery itself carries (None for the others).
+        skipped: calls acknowledged without a record (anonymous visitors, call types that carry none).
+    """
+
+    events: list[str]
+    customer_ids: list[str] = field(default_factory=list)
+    lookups: list[tuple[str, str]] = field(default_factory=list)
+    partials: list[PartialRecord] | None = None
+    skipped: int = 0
+
+
+@dataclass(frozen=True)
+class WebhookContext:
+    """What the receiver knows of a delivery besides its headers and body.
+
+    Attributes:
+        url: the URL it was received on (HubSpot signs it).
+        api_key_valid: whether a funnelsync API key is live (Google Play's payloads URL authenticates
+            with one).
+    """
+
+    url: str = ""
+    api_key_valid: Callable[[str], bool] = field(default=lambda key: False)
+
+
+class Rereader(Protocol):
+    """What the receiver uses of a connector to follow a delivery up: its client and one customer's record."""
+
+    client: HttpClient
+
+    def fetch_record(self, customer_id: str) -> SourceCustomerRecord | None:
+        """The record of one customer read now, or None when it is gone or the rule excludes it."""
+
+
+class WebhookReceiver(ABC):
+    """A kind fed by pushes (``Feed.PUSHED``): how to verify and read one of its deliveries.
+
+    Attributes:
+        challenge_param: the query parameter of the integration's endpoint check (``GET /webhooks/NAME``),
+            when it has one; ``answer_challenge`` answers it.
+    """
+
+    challenge_param: ClassVar[str | None] = None
+
+    @classmethod
+    @abstractmethod
+    def parse_webhook(
+        cls, settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes, context: WebhookContext
+    ) -> WebhookDelivery:
+        """Verify a delivery over its raw body and say what it is about.
+
+        Args:
+            settings: the source's settings, secrets resolved.
+            headers: the request headers, names in lower case.
+            body: the raw body, byte for byte.
+            context: the URL it came to, and how to check an API key.
+
+        Raises:
+            connectors.signatures.WebhookSignatureError: it does not prove where it came from (HTTP 401).
+            connectors.signatures.WebhookPayloadError: authentic, but not what the integration sends (422).
+            connectors.base.SettingsError: the source's settings cannot read it (500).
+        """
+
+    @classmethod
+    def customers_of(cls, connector: Rereader, lookups: list[tuple[str, str]]) -> list[str]:
+        """The customers of the objects a thin event names (read through ``connector``); none by default."""
+        return []
+
+    @classmethod
+    def delivery_records(cls, connector: Rereader, delivery: WebhookDelivery) -> list[SourceCustomerRecord]:
+        """Every customer the delivery affects (once), read again now through ``connector``."""
+        ids = list(dict.fromkeys(delivery.customer_ids + cls.customers_of(connector, delivery.lookups)))
+        records = []
+        for customer_id in ids:
+            record = connector.fetch_record(customer_id)
+            if record is not None:
+                records.append(record)
+        return records
+
+    @classmethod
+    def answer_challenge(cls, settings: Mapping[str, Any], challenge: str) -> str:
+        """The answer to an endpoint check (``GET /webhooks/NAME?<challenge_param>=…``)."""
+        raise NotImplementedError(f"{cls.__name__} declares no endpoint check")
+
+
+# --- reading a delivery's body ---------------------------------------------------------------------
+
+
+def json_body(body: bytes, kind: str) -> Any:
+    """The decoded JSON body of a verified delivery.
+
+    Raises:
+        WebhookPayloadError: the body is not JSON.
+    """
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookPayloadError(f"{kind} webhook body is not JSON") from None
+
+
+def require_object(value: Any, what: str) -> dict[str, Any]:
+    """``value`` when it is a JSON object.
+
+    Raises:
+        WebhookPayloadError: naming ``what`` is missing or not an object.
+    """
+    if not isinstance(value, dict):
+        raise WebhookPayloadError(f"{what} is missing or not an object")
+    return value
+
+
+def object_id(value: Any, what: str) -> str | None:
+    """An object id from a verified payload: a string or an integer; None when absent.
+
+    Anything else (an object, a list) would be turned into a nonsense vendor URL and answered 502.
+
+    Raises:
+        WebhookPayloadError: the id is of another type.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise WebhookPayloadError(f"{what} must be a string id, got {type(value).__name__}")
+    return str(value)

@@ -23,13 +23,24 @@ the ``Accept`` header); times are ISO-8601 strings; a 429 carries ``X-RateLimit-
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
-from connectors.base import Batch, Connector, Setting, Stream, map_concurrently
-from connectors.http import HttpClient
+from connectors.base import Batch, Connector, Feed, Setting, Stream, map_concurrently
+from connectors.http import ApiError, HttpClient
 from connectors.paging import NextLinkPaginator, PageRequest, fetch_pages
+from connectors.push import (
+    Rereader,
+    WebhookContext,
+    WebhookDelivery,
+    WebhookReceiver,
+    json_body,
+    object_id,
+    require_object,
+)
+from connectors.signatures import WebhookPayloadError, verify_recurly_signature
 from funnelsync.normalize import clean_text
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 from funnelsync.timeutil import parse_iso
@@ -133,11 +144,23 @@ def account_record(account: dict[str, Any], subscriptions: list[dict[str, Any]],
     )
 
 
-class RecurlyConnector(Connector):
-    """Pull accounts and subscriptions from Recurly API v3."""
+# Notification object types whose object names its account (``account.id``), and where to read one.
+OBJECT_PATHS = {
+    "subscription": "/subscriptions",
+    "invoice": "/invoices",
+    "charge_invoice": "/invoices",
+    "credit_invoice": "/invoices",
+    "payment": "/transactions",
+    "transaction": "/transactions",
+}
+
+
+class RecurlyConnector(Connector, WebhookReceiver):
+    """Pull accounts and subscriptions from Recurly API v3; receive its notifications."""
 
     kind = "recurly"
     title = "Recurly"
+    feeds = frozenset({Feed.PULLED, Feed.PUSHED})
     settings_schema = (
         Setting("api_key", secret=True, required=True, help="a private API key"),
         Setting("base_url", default=BASE_URL, help="API root (EU: https://v3.eu.recurly.com)"),
@@ -222,3 +245,52 @@ class RecurlyConnector(Connector):
         subs = map_concurrently(self._subscriptions, accounts, int(self.settings["concurrency"]))
         now = self._now()
         return [account_record(a, s, now) for a, s in zip(accounts, subs, strict=True)]
+
+    def fetch_record(self, account_id: str) -> SourceCustomerRecord | None:
+        """One account read now (webhooks), with all its subscriptions; None when it is gone."""
+        try:
+            account = self.client.get_json(f"/accounts/{quote(account_id, safe='')}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not account or account.get("deleted") is True:
+            return None
+        records = self.records_for([account])
+        return records[0] if records else None
+
+    # ------------------------------------------------------------------ webhooks
+
+    @classmethod
+    def parse_webhook(
+        cls, settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes, context: WebhookContext
+    ) -> WebhookDelivery:
+        """A JSON notification signed with ``recurly-signature``: an account, or an object naming one."""
+        verify_recurly_signature(body, headers.get("recurly-signature"), str(settings.get("webhook_secret") or ""))
+        note = require_object(json_body(body, "Recurly"), "Recurly notification")
+        object_type, item_id = note.get("object_type"), object_id(note.get("id"), "Recurly notification id")
+        if not isinstance(object_type, str) or not item_id:
+            raise WebhookPayloadError("Recurly notification lacks object_type or id")
+        event = f"{object_type}.{note.get('event_type')}"
+        if object_type == "account":
+            return WebhookDelivery([event], [item_id])
+        return WebhookDelivery([event], lookups=[(object_type, item_id)])
+
+    @classmethod
+    def customers_of(cls, connector: Rereader, lookups: list[tuple[str, str]]) -> list[str]:
+        """The accounts of the objects notifications name (a subscription, an invoice, a transaction)."""
+        found: list[str] = []
+        for object_type, item_id in lookups:
+            path = OBJECT_PATHS.get(object_type)
+            if path is None:
+                continue
+            try:
+                item = connector.client.get_json(f"{path}/{quote(item_id, safe='')}")
+            except ApiError as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            account = (item or {}).get("account") or {}
+            if account.get("id"):
+                found.append(str(account["id"]))
+        return found

@@ -24,8 +24,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.base import Feed, SettingsError, SourceKind
 from connectors.files.flexible_csv import convert_email
-from connectors.push import PartialRecord
+from connectors.push import PartialRecord, WebhookContext, WebhookDelivery, WebhookReceiver, json_body
+from connectors.signatures import verify_segment_signature
 from funnelsync.normalize import clean_text
 
 CREATE_ON = ("identify", "group")
@@ -161,3 +163,23 @@ def fold_calls(calls: Iterable[dict[str, Any]], create_on: str = "identify") -> 
         if kind == "group" and create_on == "identify" and call.get("groupId"):
             change.custom["segment_group_id"] = str(call["groupId"])
     return delivery
+
+
+class SegmentSource(SourceKind, WebhookReceiver):
+    """A Segment Webhooks destination: pushes only (Segment has no list of users to pull)."""
+
+    kind = "segment"
+    title = "Segment"
+    feeds = frozenset({Feed.PUSHED})
+
+    @classmethod
+    def parse_webhook(
+        cls, settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes, context: WebhookContext
+    ) -> WebhookDelivery:
+        """Calls signed with ``X-Signature``, folded into one partial record per customer."""
+        verify_segment_signature(body, headers.get("x-signature"), str(settings.get("shared_secret") or ""))
+        create_on = str(settings.get("create_on") or "identify")
+        if create_on not in CREATE_ON:
+            raise SettingsError(f"segment setting create_on={create_on!r}: expected identify or group")
+        delivery = fold_calls(split_calls(json_body(body, "Segment")), create_on)
+        return WebhookDelivery(delivery.calls, partials=list(delivery.changes.values()), skipped=delivery.skipped)

@@ -402,6 +402,21 @@ def verify_basic_auth(authorization_header: str | None, username: str, password:
         raise WebhookSignatureError("webhook Basic credentials do not match")
 
 
+def basic_auth_user(authorization_header: str | None) -> str | None:
+    """The user name of an HTTP Basic ``Authorization`` header, None when there is none.
+
+    The commercial product's convention for API keys: the key is the user name, the password is empty.
+    """
+    scheme, _, encoded = (authorization_header or "").strip().partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        user, _, _ = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return user or None
+
+
 # --- HubSpot ------------------------------------------------------------------------------------
 
 HUBSPOT_TOLERANCE_SECONDS = 300

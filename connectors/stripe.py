@@ -23,12 +23,15 @@ between versions (2025-03-31.basil moved ``invoice.subscription`` under ``parent
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
+from urllib.parse import quote
 
-from connectors.base import Batch, Connector, Setting, Stream, map_concurrently
+from connectors.base import Batch, Connector, Feed, Setting, Stream, map_concurrently
 from connectors.http import ApiError, HttpClient
 from connectors.paging import PageRequest, StripeCursorPaginator, fetch_pages
+from connectors.push import WebhookContext, WebhookDelivery, WebhookReceiver, json_body, object_id, require_object
+from connectors.signatures import verify_stripe_signature
 from funnelsync.normalize import clean_text
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 from funnelsync.timeutil import from_epoch
@@ -136,11 +139,12 @@ def customer_record(
     )
 
 
-class StripeConnector(Connector):
-    """Pull customers, subscriptions (``status=all``) and paid invoices from Stripe."""
+class StripeConnector(Connector, WebhookReceiver):
+    """Pull customers, subscriptions (``status=all``) and paid invoices from Stripe; receive its events."""
 
     kind = "stripe"
     title = "Stripe"
+    feeds = frozenset({Feed.PULLED, Feed.PUSHED})
     settings_schema = (
         Setting("api_key", secret=True, required=True, help="a secret key sk_… or a restricted key with read access"),
         Setting("base_url", default=BASE_URL, help="API root (stripe-mock: http://127.0.0.1:12111)"),
@@ -257,3 +261,38 @@ class StripeConnector(Connector):
         children = map_concurrently(self._children, customers, int(self.settings["concurrency"]))
         lead_date = self.settings["lead_date"]
         return [customer_record(c, subs, inv, lead_date) for c, (subs, inv) in zip(customers, children, strict=True)]
+
+    def fetch_record(self, customer_id: str) -> SourceCustomerRecord | None:
+        """One customer read now (webhooks), with its subscriptions and paid invoices; None when deleted."""
+        try:
+            customer = self.client.get_json(f"/v1/customers/{quote(customer_id, safe='')}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not customer or customer.get("deleted") is True:
+            return None
+        records = self.records_for([customer])
+        return records[0] if records else None
+
+    # ------------------------------------------------------------------ webhooks
+
+    @classmethod
+    def parse_webhook(
+        cls, settings: Mapping[str, Any], headers: Mapping[str, str], body: bytes, context: WebhookContext
+    ) -> WebhookDelivery:
+        """An event signed with ``Stripe-Signature``: the customer it is about is read again."""
+        verify_stripe_signature(body, headers.get("stripe-signature"), str(settings.get("webhook_secret") or ""))
+        event = require_object(json_body(body, "Stripe"), "Stripe event")
+        obj = require_object(require_object(event.get("data"), "Stripe event data").get("object"),
+                             "Stripe event data.object")
+        event_type = str(event.get("type") or "")
+        if obj.get("object") == "customer":
+            customer = object_id(obj.get("id"), "Stripe event data.object.id")
+        else:
+            owner = obj.get("customer")
+            owner = owner.get("id") if isinstance(owner, dict) else owner
+            customer = object_id(owner, "Stripe event data.object.customer")
+        if event_type == "customer.deleted" or not customer:
+            return WebhookDelivery([event_type])
+        return WebhookDelivery([event_type], [customer])

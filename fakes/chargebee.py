@@ -22,7 +22,8 @@ class ChargebeeFake(FakeApi):
         return "cb_"
 
     def settings(self, api_key: str | None = None) -> dict[str, Any]:
-        return {**super().settings(api_key), "site": "acme", "base_url": "https://{site}.chargebee.test/api/v2"}
+        # The site is part of the host (``{site}`` in base_url); served locally the host is 127.0.0.1.
+        return {**super().settings(api_key), "site": "acme", "base_url": self.base_url.replace("://acme.", "://{site}.")}
 
     def unauthorised(self) -> httpx.Response:
         return httpx.Response(401, json={"message": "Sorry, authentication failed. Invalid api key",

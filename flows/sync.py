@@ -34,9 +34,8 @@ from flows.runtime import (
     run_owner,
     task_engine,
 )
+from jobs.sync import pulled_sources, read_by_sheet_import
 
-# Kinds that are never pulled: their data arrives by file import, push or the API.
-NOT_PULLED_KINDS = frozenset({"csv", "custom", "api", "segment"})
 SKIPPED = "Skipped"
 
 
@@ -202,7 +201,8 @@ def sync_source_flow(
         merge_rules: rules for that merge (default: email and external_id; add "domain" to opt in).
         lock_wait_seconds: how long to wait when the same source is already syncing, before skipping.
     """
-    if _source_kind(source) == "google_sheets":  # a sheet is read by the sheet import, not a connector
+    kind = _source_kind(source)
+    if kind is not None and read_by_sheet_import(kind):
         from flows.imports import import_sheet_task
 
         summary = import_sheet_task(source, lock_wait_seconds)
@@ -213,12 +213,9 @@ def sync_source_flow(
     return _skipped_or(summary)
 
 
-def pulled_sources() -> list[tuple[str, str]]:
-    """(name, kind) of the enabled sources pulled on a schedule (integrations and Google Sheets)."""
-    from storage.sources import list_sources
-
+def _pulled_sources() -> list[tuple[str, str]]:
     with task_engine() as engine, engine.connect() as conn:
-        return [(r.name, r.kind) for r in list_sources(conn) if r.enabled and r.kind not in NOT_PULLED_KINDS]
+        return pulled_sources(conn)
 
 
 @flow(name="sync-all", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)  # type: ignore[arg-type]
@@ -240,18 +237,18 @@ def sync_all_flow(
         lock_wait_seconds: how long each source waits for a sync of itself already running.
     """
     logger = get_run_logger()
-    names = pulled_sources()
+    names = _pulled_sources()
     if not names:
         logger.warning("No enabled source to sync: add one with `funnelsync sources add`.")
         return {"sources": [], "failed": []}
     from flows.imports import import_sheet_task
 
     reporter = ProgressReporter("sync-all-progress", len(names), "sync-all")
-    # Google Sheets sources are read by the sheet import; every other pulled kind by its connector.
+    # A sheet is read by the sheet import; every other pulled kind by its connector.
     futures = {
         (
             import_sheet_task.submit(name, lock_wait_seconds)
-            if kind == "google_sheets"
+            if read_by_sheet_import(kind)
             else sync_source_task.submit(name, full_refresh, lock_wait_seconds)
         ): name
         for name, kind in names

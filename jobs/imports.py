@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
 
+from connectors.base import Feed
 from connectors.files.dates import AmbiguousDateColumn
 from connectors.files.flexible_csv import (
     FileUnreadable,
@@ -36,6 +37,7 @@ from connectors.files.flexible_csv import (
     survey_dates,
 )
 from connectors.files.headers import MappingError, match_headers
+from connectors.registry import kinds_fed
 from funnelsync.timeutil import account_timezone
 from jobs.readahead import prefetched, rare_gc, read_in_child
 from storage.bulk_load import SOURCE_EMAIL_INDEX, bulk_load
@@ -56,7 +58,6 @@ BATCH_SIZE = 5000
 # The summary keeps this many row errors in memory; every rejection is stored in import_rejections and
 # written to --errors FILE regardless, so a million bad rows cannot exhaust memory.
 SUMMARY_ERROR_LIMIT = 10_000
-IMPORTABLE_KINDS = ("csv", "custom", "api", "google_sheets")
 
 Progress = Callable[[int, int], None]
 
@@ -113,7 +114,7 @@ def ensure_import_source(engine: Engine, name: str, kind: str) -> tuple[int, str
         row = get_source(conn, name)
         if row is None:
             row = create_source(conn, name, kind)
-        elif row.kind not in IMPORTABLE_KINDS:
+        elif row.kind not in kinds_fed(Feed.FILE):
             raise SourceKindMismatch(
                 f"data source {row.name!r} is a {row.kind} integration: import into a custom source "
                 f"(a new --source name creates one)"

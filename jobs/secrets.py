@@ -38,11 +38,12 @@ def secrets_dir() -> Path:
 
 
 def secret_setting_names(kind: str, settings: Mapping[str, Any]) -> set[str]:
-    """The settings of ``kind`` that are secrets: the connector's schema, else names that look secret."""
-    from connectors.registry import is_connector_kind, settings_schema
+    """The settings of ``kind`` that are secrets: its declared schema, else names that look secret."""
+    from connectors.registry import SOURCE_KINDS, settings_schema
 
-    if is_connector_kind(kind):
-        return {s.name for s in settings_schema(kind) if s.secret}
+    schema = settings_schema(kind) if kind in SOURCE_KINDS else None
+    if schema is not None:
+        return {s.name for s in schema if s.secret}
     return {k for k in settings if any(word in k.lower() for word in SECRET_WORDS)}
 
 
@@ -73,18 +74,18 @@ def store_local_secret(source_name: str, setting: str, value: str) -> str:
 def protect_settings(kind: str, source_name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     """Return settings safe to store: literal secrets replaced by ``local-secret:`` references.
 
-    For connector kinds the settings are also checked against the connector's schema (unknown or
-    missing keys), so a typo fails at ``sources add`` rather than at the first sync.
+    For kinds that declare a settings schema (the connectors) the settings are also checked against it
+    (unknown or missing keys), so a typo fails at ``sources add`` rather than at the first sync.
 
     Raises:
-        ValueError: for settings the connector kind refuses.
+        ValueError: for settings the kind refuses.
     """
     from connectors.base import SettingsError, validate_settings
-    from connectors.registry import connector_class, is_connector_kind
+    from connectors.registry import SOURCE_KINDS, source_class
 
-    if is_connector_kind(kind):
+    if kind in SOURCE_KINDS and source_class(kind).settings_schema is not None:
         try:
-            validate_settings(connector_class(kind), settings)
+            validate_settings(source_class(kind), settings)
         except SettingsError as exc:
             raise ValueError(str(exc)) from None
     protected = dict(settings)

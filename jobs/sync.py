@@ -15,14 +15,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from connectors.base import Connector, SettingsError
-from connectors.registry import connector_class, is_connector_kind
+from connectors.base import Connector, Feed, SettingsError
+from connectors.registry import SOURCE_KINDS, connector_class, is_connector_kind, kinds_fed, source_class
 from jobs.readahead import prefetched, rare_gc
 from jobs.secrets import resolve_settings
 from storage.bulk_load import bulk_load
-from storage.sources import require_source
+from storage.sources import list_sources, require_source
 from storage.sync_state import load_cursor, save_cursor
 from storage.upsert import upsert_records
 
@@ -89,6 +89,20 @@ Progress = Callable[[StreamSummary], None]
 # Batches fetched ahead while the previous one is written: the fetch waits on the network (and the
 # mapping is light), the write on the database, so overlapping them nearly halves a sync's time.
 PREFETCH_BATCHES = 2
+
+
+def pulled_sources(conn: Connection) -> list[tuple[str, str]]:
+    """(name, kind) of the enabled sources pulled on a schedule: those of a kind declared ``Feed.PULLED``.
+
+    The others are fed by pushes, files or the API, which a schedule has nothing to read from.
+    """
+    pulled = set(kinds_fed(Feed.PULLED))
+    return [(r.name, r.kind) for r in list_sources(conn) if r.enabled and r.kind in pulled]
+
+
+def read_by_sheet_import(kind: str) -> bool:
+    """True for a pulled kind without a connector of its own: a Google Sheet, read again by the sheet import."""
+    return kind in SOURCE_KINDS and Feed.PULLED in source_class(kind).feeds and not is_connector_kind(kind)
 
 
 def _engine(engine: Engine | str | None) -> Engine:

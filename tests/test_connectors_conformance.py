@@ -13,23 +13,27 @@ import pytest
 import respx
 from sqlalchemy import Engine, func, select
 
-from connectors.base import Batch, Connector
+from connectors.base import Batch, Connector, Feed
 from connectors.http import CredentialsError
 from connectors.paging import PaginationLoopError
-from connectors.registry import connector_class, kinds
-from fakes.base import FakeApi, shipped_fakes
+from connectors.registry import connector_class, is_connector_kind, kinds_fed
+from fakes.base import FakeApi, fake_of, shipped_fakes
 from jobs.sync import sync_source
 from storage.schema import source_customers
 from storage.sources import create_source
 from storage.sync_state import load_cursor
 
-FAKES = shipped_fakes()
+# Every kind a connector pulls, found in the registry: a new connector joins the suite by itself.
+PULLED_BY_CONNECTORS = [kind for kind in kinds_fed(Feed.PULLED) if is_connector_kind(kind)]
 
 
-@pytest.fixture(params=sorted(FAKES))
+@pytest.fixture(params=PULLED_BY_CONNECTORS)
 def fake(request: pytest.FixtureRequest) -> Iterator[FakeApi]:
-    """A fake API of each registered connector kind, installed on a respx router."""
-    api = FAKES[request.param]()
+    """A fake API of each pulled connector kind, installed on a respx router."""
+    found = fake_of(request.param)
+    if found is None:
+        pytest.fail(f"no fake API for the pulled kind {request.param!r}: ship one as fakes/{request.param}.py")
+    api = found()
     with respx.mock(assert_all_called=False) as router:
         api.install(router)
         yield api
@@ -61,9 +65,11 @@ def stored_ids(engine: Engine, source_id: int) -> list[str]:
             source_customers.c.data_source_id == source_id)).scalars())
 
 
-def test_every_fake_api_covers_a_registered_connector() -> None:
-    assert set(FAKES) <= set(kinds())
-    assert {"stripe", "chargebee", "recurly"} <= set(FAKES)
+def test_every_pulled_kind_has_a_fake_and_every_fake_a_pulled_kind() -> None:
+    shipped = shipped_fakes()
+    assert sorted(shipped) == sorted(PULLED_BY_CONNECTORS)
+    assert all(fake.__module__ == f"fakes.{kind}" for kind, fake in shipped.items())  # found by name
+    assert {"stripe", "chargebee", "recurly", "app_store_connect"} <= set(shipped)
 
 
 def test_every_record_carries_its_key(fake: FakeApi) -> None:

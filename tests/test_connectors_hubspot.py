@@ -313,7 +313,7 @@ def test_companies_object_type_reads_companies_with_the_same_rule() -> None:
 
 
 def test_webhook_events_are_picked_by_the_sources_object_type() -> None:
-    from api.webhooks import _hubspot
+    from connectors.push import WebhookContext
 
     body = json.dumps([
         {"subscriptionType": "contact.propertyChange", "objectId": 1},
@@ -324,4 +324,5 @@ def test_webhook_events_are_picked_by_the_sources_object_type() -> None:
     headers = {k.lower(): v for k, v in signed(body).items()}
     for object_type, expected in (("companies", ["2", "3"]), ("contacts", ["1", "4"])):
         settings = {"webhook_client_secret": SECRET, "object_type": object_type}
-        assert _hubspot(settings, headers, body, url=URL).customer_ids == expected
+        delivery = HubSpotConnector.parse_webhook(settings, headers, body, WebhookContext(url=URL))
+        assert delivery.customer_ids == expected

@@ -18,8 +18,20 @@ import re
 from pathlib import Path
 from typing import Any
 
+from connectors.base import Feed
+from connectors.custom import CustomSource
+
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets.readonly"]
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]{20,}$")
+
+
+class GoogleSheetsSource(CustomSource):
+    """A custom source read from one worksheet: imported once by hand, then again on every schedule."""
+
+    kind = "google_sheets"
+    title = "Google Sheets"
+    system_name = "Custom"
+    feeds = frozenset({Feed.PULLED, Feed.FILE, Feed.API})
 
 
 class SheetsError(Exception):

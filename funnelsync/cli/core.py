@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from connectors.registry import kinds
 from funnelsync.cli.common import app, console, fail, get_engine, parse_settings, print_json
 
 sources_app = typer.Typer(help="Add and list data sources.", no_args_is_help=True)
@@ -46,50 +47,24 @@ def init() -> None:
 @sources_app.command("add")
 def sources_add(
     name: Annotated[str, typer.Argument(help="A unique name for the source.")],
-    kind: Annotated[str, typer.Option("--kind", help="stripe, chargebee, recurly, braintree, gocardless, "
-                                      "hubspot, intercom, segment, app_store_connect, google_play, custom, csv, "
-                                      "google_sheets or api.")],
+    kind: Annotated[str, typer.Option("--kind", help=f"One of {', '.join(kinds())}.")],
     settings: Annotated[list[str] | None, typer.Option("--set", help="A setting as key=value (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the new source as JSON.")] = False,
 ) -> None:
     """Add a data source."""
-    from storage.sources import SourceExists, create_source
+    from jobs.sources import add_source
 
     given = parse_settings(settings)
     engine = get_engine()  # before writing secrets out: an uninitialised database must leave none behind
-    values = _store_secret_settings(kind, name, given)
     try:
-        with engine.begin() as conn:
-            row = create_source(conn, name, kind, values)
-    except (SourceExists, ValueError) as exc:
-        # The refused source's literal secrets were already written out: remove them, or a refused
-        # duplicate leaves a key on disk that no source refers to.
-        _remove_new_local_secrets(given, values)
+        row = add_source(engine, name, kind, given)
+    except ValueError as exc:
         fail(str(exc))
     data = _source_dict(row)
     if as_json:
         print_json(data)
     else:
         console.print(f"Added source [bold]{row.name}[/] ({row.kind}, {row.uuid}).")
-
-
-def _store_secret_settings(kind: str, source_name: str, values: dict[str, str]) -> dict[str, str]:
-    """Hook for secret handling: literal secrets are moved out of the database (see jobs.secrets)."""
-    from jobs.secrets import protect_settings
-
-    try:
-        return protect_settings(kind, source_name, values)
-    except (ValueError, OSError) as exc:  # settings the connector refuses; an unwritable secrets dir
-        fail(str(exc))
-
-
-def _remove_new_local_secrets(given: dict[str, str], stored: dict[str, Any]) -> None:
-    """Delete the ``local-secret:`` files written for ``stored`` (not references the user gave)."""
-    from jobs.secrets import secrets_dir
-
-    for key, value in stored.items():
-        if isinstance(value, str) and value.startswith("local-secret:") and given.get(key) != value:
-            (secrets_dir() / value.split(":", 1)[1]).unlink(missing_ok=True)
 
 
 def _source_dict(row: Any) -> dict[str, Any]:

@@ -1,0 +1,53 @@
+"""What a verified webhook delivery writes: the records read again from the vendor, or partial records
+completed with what the source said before, each delivery in ONE transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select
+
+from connectors.push import PartialRecord, complete
+from funnelsync.records import SourceCustomerRecord
+from storage.schema import source_customers
+from storage.upsert import UpsertResult, upsert_records
+
+
+def store_records(engine: Engine, data_source_id: Any, records: Sequence[SourceCustomerRecord]) -> UpsertResult:
+    """Upsert a delivery's records in one transaction."""
+    with engine.begin() as conn:
+        return upsert_records(conn, data_source_id, records)
+
+
+def store_partials(
+    engine: Engine, data_source_id: Any, partials: list[PartialRecord]
+) -> tuple[list[SourceCustomerRecord], UpsertResult]:
+    """Complete a push delivery's partial records with the stored values and upsert them, in one transaction.
+
+    Returns:
+        The records written (an update-only partial without a stored record is dropped) and the counts.
+    """
+    with engine.begin() as conn:
+        records = complete_partials(conn, data_source_id, partials)
+        return records, upsert_records(conn, data_source_id, records)
+
+
+def complete_partials(conn: Connection, data_source_id: Any, partials: list[PartialRecord]) -> list[SourceCustomerRecord]:
+    """Records for a push delivery: each partial overlaid on the stored values; update-only ones without
+    a stored record are dropped."""
+    stored = _stored_values(conn, data_source_id, [p.external_id for p in partials])
+    records = [complete(p, stored.get(p.external_id)) for p in partials]
+    return [r for r in records if r is not None]
+
+
+def _stored_values(conn: Connection, data_source_id: Any, external_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """What the source said before about these external ids (one query), keyed by external id."""
+    if not external_ids:
+        return {}
+    rows = conn.execute(
+        select(source_customers).where(
+            source_customers.c.data_source_id == data_source_id, source_customers.c.external_id.in_(external_ids)
+        )
+    ).mappings()
+    return {str(row["external_id"]): dict(row) for row in rows}
