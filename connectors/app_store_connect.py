@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from connectors.base import Batch, Connector, Setting, SettingsError, Stream
-from connectors.http import ApiError, HttpClient
+from connectors.http import ApiError
 from connectors.paging import PaginationLoopError
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 
@@ -277,16 +277,12 @@ class AppStoreConnectConnector(Connector):
     _token: str | None = None
     _token_at: float = 0.0
 
-    def make_client(self) -> HttpClient:
-        return HttpClient(
-            self.source_name,
-            str(self.settings["base_url"]),
-            headers={"Accept": "application/a-gzip, application/json"},
-            secrets=[str(self.settings["private_key"])],
-            credentials_hint="check the issuer_id, key_id and private_key settings (a key with the Sales role)",
-            sleep_fn=self.sleep_fn,
-            transport=self.transport,
-        )
+    def client_options(self) -> dict[str, Any]:
+        return {
+            "headers": {"Accept": "application/a-gzip, application/json"},
+            "secrets": [str(self.settings["private_key"])],
+            "credentials_hint": "check the issuer_id, key_id and private_key settings (a key with the Sales role)",
+        }
 
     def token(self) -> str:
         """A fresh token, re-signed well before its 20 minutes run out."""

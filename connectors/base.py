@@ -16,17 +16,17 @@ Connectors never touch the database or Prefect: they take plain settings and ret
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, ClassVar, Self
 
 import httpx
 
 from connectors.http import ConnectorError, HttpClient
-from connectors.paging import PageRequest, Paginator, fetch_pages
+from connectors.paging import Page, PageRequest, Paginator, fetch_pages
 from funnelsync.records import SourceCustomerRecord
 
 DEFAULT_BATCH_SIZE = 500
@@ -131,6 +131,8 @@ class Connector(SourceKind):
     feeds: ClassVar[frozenset[Feed]] = frozenset({Feed.PULLED})
     settings_schema: ClassVar[tuple[Setting, ...]]
     streams: ClassVar[tuple[Stream, ...]]
+    # The largest page the API serves, for connectors with a ``page_size`` setting.
+    max_page_size: ClassVar[int] = 100
 
     def __init__(
         self,
@@ -162,8 +164,21 @@ class Connector(SourceKind):
         return self._client
 
     def make_client(self) -> HttpClient:
-        """Build the source's HTTP client (auth, version headers, hints)."""
-        raise NotImplementedError
+        """The source's HTTP client: ``base_url`` with what ``client_options`` adds."""
+        return self.http_client(str(self.settings["base_url"]), **self.client_options())
+
+    def client_options(self) -> dict[str, Any]:
+        """The API's auth, headers and credentials hint: keyword arguments of ``HttpClient``."""
+        return {}
+
+    def http_client(self, base_url: str, **options: Any) -> HttpClient:
+        """An ``HttpClient`` of this source: named after it in errors, with the transport and sleep given."""
+        return HttpClient(self.source_name, base_url, sleep_fn=self.sleep_fn, transport=self.transport, **options)
+
+    @property
+    def page_size(self) -> int:
+        """The ``page_size`` setting, within 1 and the API's largest page (``max_page_size``)."""
+        return max(1, min(self.max_page_size, int(self.settings["page_size"])))
 
     def close(self) -> None:
         """Release the HTTP connection pool."""
@@ -210,16 +225,13 @@ class Connector(SourceKind):
         paginator: Paginator,
         map_page: PageMapper,
     ) -> Iterator[Batch]:
-        """Read a filtered, paged list resumably; the shared loop behind most streams.
+        """Read a filtered, paged list resumably; the reader behind most streams.
 
         The state has three keys: ``since`` (the lower bound this run filters on, None on a first
         sync), ``page_token`` (where an interrupted run resumes, within the same ``since``) and
         ``watermark`` (the highest cursor-field value seen). When the list is exhausted the state
         becomes ``{"since": watermark, "watermark": watermark}`` for the next incremental run. The
         watermark never goes back, whatever order the API lists in (Stripe lists newest first).
-
-        Pages are buffered up to ``batch_size`` records so transactions stay coarse; the cursor of a
-        batch is the one reached after its last page.
 
         Args:
             stream: the stream name for the batches.
@@ -233,25 +245,45 @@ class Connector(SourceKind):
         # A full read (no ``since``) records when it began; a run resuming it moves ``started_at``
         # back there, so the change streams that start after it cover changes made while the first,
         # interrupted run was reading pages it had already passed.
-        backfill_started: str | None = None
+        extra: dict[str, Any] = {}
         if since is None:
             backfill_started = state.get("backfill_started") if state.get("page_token") else None
             backfill_started = backfill_started or self.started_at.isoformat()
             resumed_from = datetime.fromisoformat(backfill_started)
             self.started_at = min(self.started_at, resumed_from)
-        buffer = ChunkBuffer(self.batch_size)
-        cursor: dict[str, Any] = {"since": since, "watermark": watermark}
-        pending = False
-        for page in fetch_pages(self.client, build_request(since), paginator, start_token=state.get("page_token")):
-            records, page_max = map_page(page.items)
+            extra["backfill_started"] = backfill_started
+
+        def records_of(items: list[Any]) -> list[SourceCustomerRecord]:
+            nonlocal watermark
+            records, page_max = map_page(items)
             if page_max is not None and (watermark is None or page_max > watermark):
                 watermark = page_max
-            if page.next_token is not None:
-                cursor = {"since": since, "page_token": page.next_token, "watermark": watermark}
-                if backfill_started is not None:
-                    cursor["backfill_started"] = backfill_started
-            else:
-                cursor = {"since": watermark, "watermark": watermark}
+            return records
+
+        pages = fetch_pages(self.client, build_request(since), paginator, start_token=state.get("page_token"))
+        yield from self.read_pages(
+            stream, pages, records_of, lambda page: self.cursor_after(page, since, watermark, **extra)
+        )
+
+    def read_pages(
+        self,
+        stream: str,
+        pages: Iterable[Page],
+        records_of: Callable[[list[Any]], list[SourceCustomerRecord]],
+        cursor_of: Callable[[Page], dict[str, Any]],
+    ) -> Iterator[Batch]:
+        """The resumable read loop every paged stream shares: pages mapped to records, buffered into batches.
+
+        Pages are buffered up to ``batch_size`` records so transactions stay coarse; the cursor of a
+        batch is the one reached after its last page (``cursor_of`` that page, called after
+        ``records_of`` it), so a run killed between batches resumes after the last one committed.
+        """
+        buffer = ChunkBuffer(self.batch_size)
+        cursor: dict[str, Any] = {}
+        pending = False
+        for page in pages:
+            records = records_of(page.items)
+            cursor = cursor_of(page)
             pending = True
             if buffer.add(records, len(page.items)):
                 yield buffer.flush(stream, cursor)
@@ -260,9 +292,23 @@ class Connector(SourceKind):
             yield buffer.flush(stream, cursor)
 
     @staticmethod
-    def change_start(value: Any) -> dict[str, Any]:
-        """The state a change stream starts from on a first sync or full refresh: changes since ``value``."""
-        return {"since": value, "watermark": value}
+    def cursor_after(page: Page, since: Any, watermark: Any, **extra: Any) -> dict[str, Any]:
+        """The state after ``page`` of a list read from ``since``: mid-list, where to resume (with ``extra``);
+        after the last page, the watermark is where the next incremental run starts."""
+        if page.next_token is None:
+            return {"since": watermark, "watermark": watermark}
+        return {"since": since, "page_token": page.next_token, "watermark": watermark, **extra}
+
+    def changes_from(
+        self, state: Mapping[str, Any], lookback: timedelta, encode: Callable[[datetime], Any]
+    ) -> dict[str, Any]:
+        """The state a change stream reads from: as committed, or, on a first run or a full refresh (no
+        ``since``), the changes since this run began, ``lookback`` earlier for clock skew (the main
+        stream read everything up to now). ``encode`` turns the moment into the API's cursor value."""
+        if state.get("since") is not None:
+            return dict(state)
+        start = encode(self.started_at - lookback)
+        return {"since": start, "watermark": start}
 
 
 def map_concurrently(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> list[Any]:

@@ -32,7 +32,7 @@ from typing import Any, cast
 from urllib.parse import parse_qs, quote
 from zoneinfo import ZoneInfo
 
-from connectors.base import Batch, ChunkBuffer, Connector, Feed, Setting, Stream
+from connectors.base import Batch, Connector, Feed, Setting, Stream
 from connectors.http import ApiError, CredentialsError, HttpClient, graphql_resource_limited
 from connectors.paging import GraphQLCursorPaginator, Page, PageRequest, fetch_pages, id_batches
 from connectors.push import Rereader, WebhookContext, WebhookDelivery, WebhookReceiver
@@ -343,8 +343,7 @@ class BraintreeConnector(Connector, WebhookReceiver):
         self, base_url: str, headers: dict[str, str], retryable_body: Any = None, url_setting: str = "base_url"
     ) -> HttpClient:
         public, private = str(self.settings["public_key"]), str(self.settings["private_key"])
-        return HttpClient(
-            self.source_name,
+        return self.http_client(
             base_url,
             headers=headers,
             auth=(public, private),
@@ -352,8 +351,6 @@ class BraintreeConnector(Connector, WebhookReceiver):
             credentials_hint="check public_key, private_key and merchant_id (sandbox keys need the sandbox URLs)",
             url_setting=url_setting,
             retryable_body=retryable_body,
-            sleep_fn=self.sleep_fn,
-            transport=self.transport,
         )
 
     def make_client(self) -> HttpClient:
@@ -383,9 +380,7 @@ class BraintreeConnector(Connector, WebhookReceiver):
             self._gateway.close()
             self._gateway = None
 
-    @property
-    def page_size(self) -> int:
-        return max(1, min(CUSTOMER_PAGE_SIZE, int(self.settings.get("page_size") or CUSTOMER_PAGE_SIZE)))
+    max_page_size = CUSTOMER_PAGE_SIZE
 
     def _merchant_path(self, path: str) -> str:
         return f"/merchants/{self.settings['merchant_id']}{path}"
@@ -556,20 +551,19 @@ class BraintreeConnector(Connector, WebhookReceiver):
         tz = account_timezone()
         watermark = state.get("watermark") or _iso(self.started_at - LOOKBACK)
         by_token = self.subscriptions_by_token({})
-        buffer = ChunkBuffer(self.batch_size)
-        for page in self.customer_pages({}, start_token=state.get("page_token")):
-            records = []
-            for node in page.items:
-                subscriptions = [s for t in payment_method_tokens(node) for s in by_token.get(t, [])]
-                records.append(map_customer(node, subscriptions, tz))
-            last = page.next_token is None
-            cursor: dict[str, Any] = (
-                {"since": watermark, "watermark": watermark}
-                if last
-                else {"since": state.get("since"), "page_token": page.next_token, "watermark": watermark}
-            )
-            if buffer.add(records, len(page.items)) or last:
-                yield buffer.flush("customers", cursor)
+
+        def records_of(nodes: list[dict[str, Any]]) -> list[SourceCustomerRecord]:
+            return [
+                map_customer(node, [s for t in payment_method_tokens(node) for s in by_token.get(t, [])], tz)
+                for node in nodes
+            ]
+
+        yield from self.read_pages(
+            "customers",
+            self.customer_pages({}, start_token=state.get("page_token")),
+            records_of,
+            lambda page: self.cursor_after(page, state.get("since"), watermark),
+        )
 
     def _read_changes(self, since: str) -> Iterator[Batch]:
         tz = account_timezone()

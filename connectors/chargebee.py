@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -33,11 +34,11 @@ from connectors.push import WebhookContext, WebhookDelivery, WebhookReceiver, js
 from connectors.signatures import verify_basic_auth
 from funnelsync.normalize import clean_text
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
-from funnelsync.timeutil import from_epoch
+from funnelsync.timeutil import epoch_seconds, from_epoch
 
 BASE_URL = "https://{site}.chargebee.com/api/v2"
 PAGE_SIZE = 100
-CHANGE_LOOKBACK_SECONDS = 300
+CHANGE_LOOKBACK = timedelta(minutes=5)
 
 # Chargebee subscription status → our subscription state.
 STATES = {
@@ -115,19 +116,14 @@ class ChargebeeConnector(Connector, WebhookReceiver):
         Stream("subscriptions", key="id", cursor_field="updated_at", reader="read_subscription_changes"),
     )
 
-    @property
-    def page_size(self) -> int:
-        return max(1, min(100, int(self.settings["page_size"])))
+    max_page_size = 100
 
     def make_client(self) -> HttpClient:
         site = self.settings["site"]
-        return HttpClient(
-            self.source_name,
+        return self.http_client(
             str(self.settings["base_url"]).replace("{site}", site),
             auth=(self.settings["api_key"], ""),
             credentials_hint=f"check the api_key setting (an API key of site {site!r}, Settings > API Keys)",
-            sleep_fn=self.sleep_fn,
-            transport=self.transport,
         )
 
     # ------------------------------------------------------------------ streams
@@ -150,10 +146,7 @@ class ChargebeeConnector(Connector, WebhookReceiver):
 
     def read_subscription_changes(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
         """Customers whose subscriptions changed since the watermark, rebuilt whole."""
-        if state.get("since") is None:
-            # First run or full refresh: the main stream read everything up to now; changes since it
-            # began (and a lookback for clock skew) are read right away.
-            state = self.change_start(int(self.started_at.timestamp()) - CHANGE_LOOKBACK_SECONDS)
+        state = self.changes_from(state, CHANGE_LOOKBACK, epoch_seconds)
 
         def request(since: int) -> PageRequest:
             return PageRequest(

@@ -21,7 +21,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from connectors.base import Batch, ChunkBuffer, Connector, Feed, Setting, Stream
+from connectors.base import Batch, Connector, Feed, Setting, Stream
 from connectors.http import ApiError, HttpClient
 from connectors.paging import AfterCursorPaginator, Page, PageRequest, fetch_pages
 from connectors.push import (
@@ -263,25 +263,19 @@ class GoCardlessConnector(Connector, WebhookReceiver):
     )
     streams = (Stream(name="customers", key="id", cursor_field="created_at", reader="read_customers"),)
 
-    def make_client(self) -> HttpClient:
+    max_page_size = PAGE_LIMIT
+
+    def client_options(self) -> dict[str, Any]:
         token = str(self.settings["access_token"])
-        return HttpClient(
-            self.source_name,
-            str(self.settings["base_url"]),
-            headers={
+        return {
+            "headers": {
                 "Authorization": f"Bearer {token}",
                 "GoCardless-Version": API_VERSION,
                 "Accept": "application/json",
             },
-            secrets=[token],
-            credentials_hint="check the access_token setting (live vs sandbox base_url?)",
-            sleep_fn=self.sleep_fn,
-            transport=self.transport,
-        )
-
-    @property
-    def page_size(self) -> int:
-        return max(1, min(PAGE_LIMIT, int(self.settings.get("page_size") or PAGE_LIMIT)))
+            "secrets": [token],
+            "credentials_hint": "check the access_token setting (live vs sandbox base_url?)",
+        }
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -320,26 +314,20 @@ class GoCardlessConnector(Connector, WebhookReceiver):
         pages = fetch_pages(
             self.client, request, AfterCursorPaginator("customers"), start_token=state.get("page_token")
         )
-        buffer = ChunkBuffer(self.batch_size)
-        for page in pages:
-            records = [
+
+        def records_of(customers: list[dict[str, Any]]) -> list[SourceCustomerRecord]:
+            return [
                 map_customer(c, activity.get(str(c["id"])), tz)
-                for c in page.items
+                for c in customers
                 if should_import(activity.get(str(c["id"])), full_refresh=include_all)
             ]
-            last = page.next_token is None
-            cursor: dict[str, Any] = (
-                {"since": watermark, "watermark": watermark}
-                if last
-                else {
-                    "since": state.get("since"),
-                    "page_token": page.next_token,
-                    "watermark": watermark,
-                    "include_all": include_all,
-                }
-            )
-            if buffer.add(records, len(page.items)) or last:
-                yield buffer.flush("customers", cursor)
+
+        yield from self.read_pages(
+            "customers",
+            pages,
+            records_of,
+            lambda page: self.cursor_after(page, state.get("since"), watermark, include_all=include_all),
+        )
 
     def _read_changes(self, state: dict[str, Any]) -> Iterator[Batch]:
         tz = account_timezone()

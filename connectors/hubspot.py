@@ -37,7 +37,7 @@ from typing import Any, cast
 from urllib.parse import quote
 
 from connectors.base import Batch, Connector, Feed, Setting, Stream
-from connectors.http import ApiError, HttpClient
+from connectors.http import ApiError
 from connectors.paging import PageRequest
 from connectors.push import Rereader, WebhookContext, WebhookDelivery, WebhookReceiver, json_body
 from connectors.push import object_id as payload_id
@@ -199,16 +199,13 @@ class HubSpotConnector(Connector, WebhookReceiver):
         Stream("companies", key="id", cursor_field="hs_lastmodifieddate", reader="read_companies"),
     )
     search_result_cap = SEARCH_RESULT_CAP
+    max_page_size = PAGE_SIZE
 
     def __init__(self, settings: Any, **options: Any) -> None:
         super().__init__(settings, **options)
         self.object_type = str(self.settings["object_type"])
         # An instance attribute shadowing the declared pair: the sync engine iterates ``connector.streams``.
         self.__dict__["streams"] = tuple(s for s in type(self).streams if s.name == self.object_type)
-
-    @property
-    def page_size(self) -> int:
-        return max(1, min(100, int(self.settings["page_size"])))
 
     @property
     def properties(self) -> list[str]:
@@ -221,15 +218,12 @@ class HubSpotConnector(Connector, WebhookReceiver):
         raw = str(self.settings.get("lifecycle_stages") or "")
         return frozenset(s.strip().lower() for s in raw.split(",") if s.strip())
 
-    def make_client(self) -> HttpClient:
-        return HttpClient(
-            self.source_name,
-            str(self.settings["base_url"]),
-            bearer_token=self.settings["access_token"],
-            credentials_hint=f"check the access_token setting (a private-app token with crm.objects.{self.object_type}.read)",
-            sleep_fn=self.sleep_fn,
-            transport=self.transport,
-        )
+    def client_options(self) -> dict[str, Any]:
+        return {
+            "bearer_token": self.settings["access_token"],
+            "credentials_hint": "check the access_token setting (a private-app token with "
+            f"crm.objects.{self.object_type}.read)",
+        }
 
     # ------------------------------------------------------------------ the stream
 

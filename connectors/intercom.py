@@ -28,17 +28,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from connectors.base import Batch, Connector, Feed, Setting, Stream, map_concurrently
-from connectors.http import ApiError, HttpClient
+from connectors.http import ApiError
 from connectors.paging import PageRequest, fetch_pages
 from connectors.push import WebhookContext, WebhookDelivery, WebhookReceiver, json_body, require_object
 from connectors.signatures import WebhookPayloadError, verify_intercom_signature
 from funnelsync.normalize import clean_text
 from funnelsync.records import ContactRecord, SourceCustomerRecord
-from funnelsync.timeutil import from_epoch
+from funnelsync.timeutil import epoch_seconds, from_epoch
 
 BASE_URL = "https://api.intercom.io"  # EU: https://api.eu.intercom.io, AU: https://api.au.intercom.io
 API_VERSION = "2.14"
@@ -218,25 +219,18 @@ class IntercomConnector(Connector, WebhookReceiver):
         Stream("contacts", key="id", cursor_field="updated_at", reader="read_contact_changes"),
     )
     list_limit = LIST_LIMIT
-
-    @property
-    def page_size(self) -> int:
-        return max(1, min(60, int(self.settings["page_size"])))
+    max_page_size = 60
 
     @property
     def lookback(self) -> int:
         return max(0, int(self.settings["lookback_seconds"]))
 
-    def make_client(self) -> HttpClient:
-        return HttpClient(
-            self.source_name,
-            str(self.settings["base_url"]),
-            bearer_token=self.settings["access_token"],
-            headers={"Intercom-Version": API_VERSION, "Accept": "application/json"},
-            credentials_hint="check the access_token setting (an access token of your Intercom app, Developer Hub)",
-            sleep_fn=self.sleep_fn,
-            transport=self.transport,
-        )
+    def client_options(self) -> dict[str, Any]:
+        return {
+            "bearer_token": self.settings["access_token"],
+            "headers": {"Intercom-Version": API_VERSION, "Accept": "application/json"},
+            "credentials_hint": "check the access_token setting (an access token of your Intercom app, Developer Hub)",
+        }
 
     # ------------------------------------------------------------------ streams
 
@@ -269,9 +263,8 @@ class IntercomConnector(Connector, WebhookReceiver):
     def read_contact_changes(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
         """Companies whose contacts changed since the watermark, rebuilt whole."""
         started = int(self.started_at.timestamp())
-        if state.get("since") is None:
-            # The companies stream just read everything: only changes since it began matter.
-            state = self.change_start(started)
+        # The companies stream just read everything: only changes since it began matter.
+        state = self.changes_from(state, timedelta(0), epoch_seconds)
 
         def request(since: int) -> PageRequest:
             return PageRequest(

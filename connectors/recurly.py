@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 from connectors.base import Batch, Connector, Feed, Setting, Stream, map_concurrently
-from connectors.http import ApiError, HttpClient
+from connectors.http import ApiError
 from connectors.paging import NextLinkPaginator, PageRequest, fetch_pages
 from connectors.push import (
     Rereader,
@@ -173,21 +173,15 @@ class RecurlyConnector(Connector, WebhookReceiver):
         Stream("subscriptions", key="uuid", cursor_field="updated_at", reader="read_subscription_changes"),
     )
 
-    @property
-    def page_size(self) -> int:
-        return max(1, min(200, int(self.settings["page_size"])))
+    max_page_size = 200
 
-    def make_client(self) -> HttpClient:
-        return HttpClient(
-            self.source_name,
-            self.settings["base_url"],
-            headers={"Accept": ACCEPT},
-            auth=(self.settings["api_key"], ""),
-            credentials_hint="check the api_key setting (Integrations > API Credentials: a private key of "
+    def client_options(self) -> dict[str, Any]:
+        return {
+            "headers": {"Accept": ACCEPT},
+            "auth": (self.settings["api_key"], ""),
+            "credentials_hint": "check the api_key setting (Integrations > API Credentials: a private key of "
             "this site, and base_url for EU sites)",
-            sleep_fn=self.sleep_fn,
-            transport=self.transport,
-        )
+        }
 
     def _ordered(self, url: str, since: str | None) -> PageRequest:
         params: dict[str, Any] = {"limit": self.page_size, "sort": "updated_at", "order": "asc"}
@@ -211,10 +205,7 @@ class RecurlyConnector(Connector, WebhookReceiver):
 
     def read_subscription_changes(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
         """Accounts whose subscriptions changed since the watermark, rebuilt whole."""
-        if state.get("since") is None:
-            # First run or full refresh: the main stream read everything up to now; changes since it
-            # began (and a lookback for clock skew) are read right away.
-            state = self.change_start((self.started_at - CHANGE_LOOKBACK).isoformat())
+        state = self.changes_from(state, CHANGE_LOOKBACK, datetime.isoformat)
 
         def map_page(items: list[dict[str, Any]]) -> tuple[list[SourceCustomerRecord], str | None]:
             ids = list(dict.fromkeys(str(s["account"]["id"]) for s in items if s.get("account")))

@@ -24,23 +24,24 @@ between versions (2025-03-31.basil moved ``invoice.subscription`` under ``parent
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
 from connectors.base import Batch, Connector, Feed, Setting, Stream, map_concurrently
-from connectors.http import ApiError, HttpClient
+from connectors.http import ApiError
 from connectors.paging import PageRequest, StripeCursorPaginator, fetch_pages
 from connectors.push import WebhookContext, WebhookDelivery, WebhookReceiver, json_body, object_id, require_object
 from connectors.signatures import verify_stripe_signature
 from funnelsync.normalize import clean_text
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
-from funnelsync.timeutil import from_epoch
+from funnelsync.timeutil import epoch_seconds, from_epoch
 
 BASE_URL = "https://api.stripe.com"
 STRIPE_VERSION = "2024-06-20"
 PAGE_SIZE = 100
 CONCURRENCY = 4
-CHANGE_LOOKBACK_SECONDS = 300
+CHANGE_LOOKBACK = timedelta(minutes=5)
 EVENT_RETENTION_DAYS = 30
 EVENT_TYPES = (
     "customer.created",
@@ -165,24 +166,18 @@ class StripeConnector(Connector, WebhookReceiver):
         Stream("events", key="id", cursor_field="created", reader="read_events"),
     )
 
-    @property
-    def page_size(self) -> int:
-        return max(1, min(100, int(self.settings["page_size"])))
+    max_page_size = 100
 
-    def make_client(self) -> HttpClient:
+    def client_options(self) -> dict[str, Any]:
         headers = {"Stripe-Version": self.settings["stripe_version"]}
         if self.settings.get("stripe_account"):
             headers["Stripe-Account"] = self.settings["stripe_account"]
-        return HttpClient(
-            self.source_name,
-            self.settings["base_url"],
-            headers=headers,
-            bearer_token=self.settings["api_key"],
-            credentials_hint="check the api_key setting (Developers > API keys: a secret or restricted key, "
+        return {
+            "headers": headers,
+            "bearer_token": self.settings["api_key"],
+            "credentials_hint": "check the api_key setting (Developers > API keys: a secret or restricted key, "
             "live or test as intended)",
-            sleep_fn=self.sleep_fn,
-            transport=self.transport,
-        )
+        }
 
     # ------------------------------------------------------------------ streams
 
@@ -203,10 +198,7 @@ class StripeConnector(Connector, WebhookReceiver):
 
     def read_events(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
         """Customers named by events since the watermark, fetched again whole."""
-        if state.get("since") is None:
-            # First run or full refresh: the main stream read everything up to now; changes since it
-            # began (and a lookback for clock skew) are read right away.
-            state = self.change_start(int(self.started_at.timestamp()) - CHANGE_LOOKBACK_SECONDS)
+        state = self.changes_from(state, CHANGE_LOOKBACK, epoch_seconds)
         age_days = (self._now().timestamp() - int(state["since"])) / 86_400
         if age_days > EVENT_RETENTION_DAYS:
             # Stripe keeps events 30 days: reading from an older cursor would silently miss changes.

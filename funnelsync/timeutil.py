@@ -38,6 +38,11 @@ def from_epoch(seconds: int | float | str | None) -> datetime | None:
     return datetime.fromtimestamp(float(seconds), tz=UTC)
 
 
+def epoch_seconds(moment: datetime) -> int:
+    """An aware datetime as whole epoch seconds (the cursor of APIs that filter on them)."""
+    return int(moment.timestamp())
+
+
 def parse_iso(value: str | None) -> datetime | None:
     """An ISO-8601 string from an API (``Z`` or offset) to aware UTC; naive read as UTC (APIs speak UTC)."""
     if value is None or value == "":
