@@ -19,8 +19,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.artifacts import MAX_CUSTOMER_EVENTS, ProgressReporter, emit_lifecycle_events, publish_stream_table
-from flows.merge import DEFAULT_MERGE_RULES, merge_duplicates_task
+from flows.artifacts import ProgressReporter, publish_stream_table
+from flows.events import MAX_CUSTOMER_EVENTS, emit_lifecycle_events
+from flows.merge import merge_duplicates_task
 from flows.runtime import (
     TASK_RETRIES,
     TASK_RETRY_DELAYS,
@@ -30,6 +31,7 @@ from flows.runtime import (
     slug,
     task_engine,
 )
+from storage.merge_plan import DEFAULT_RULES
 
 IMPORT_COLUMNS = ("file", "kind", "fetched", "created", "updated", "unchanged", "rejected", "duration_s")
 
@@ -214,7 +216,7 @@ def import_file_flow(
     """
     summary = import_file_task(path, source, kind, mapping, date_format, timezone_name)
     if merge_after:
-        summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_MERGE_RULES), False)
+        summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_RULES), False)
     return summary
 
 
@@ -239,5 +241,5 @@ def import_sheet_flow(
     if summary["status"] == "skipped":
         return Completed(message=summary["message"], name="Skipped", data=summary)
     if merge_after:
-        summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_MERGE_RULES), False)
+        summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_RULES), False)
     return summary

@@ -12,11 +12,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.artifacts import MAX_CUSTOMER_EVENTS, emit_lifecycle_events, emit_merge_events, publish_stream_table
+from flows.artifacts import publish_stream_table
+from flows.events import MAX_CUSTOMER_EVENTS, emit_lifecycle_events, emit_merge_events
 from flows.runtime import TASK_RETRIES, TASK_RETRY_DELAYS, TASK_RETRY_JITTER, retry_if_transient, task_engine
+from jobs.merging import merge_duplicates
 
-# SPEC 4: email and the same external id across sources are on; the website domain rule is off by default.
-DEFAULT_MERGE_RULES: tuple[str, ...] = ("email", "external_id")
 # Rows of the groups table artifact: enough to review a dry run in the UI without flooding it.
 MAX_ARTIFACT_GROUPS = 500
 
@@ -39,18 +39,11 @@ def merge_duplicates_task(rules: list[str] | None = None, dry_run: bool = False)
         ``{"dry_run", "rules", "group_count", "merged_customers", "skipped", "groups": [...]}``
         (groups cut to the first 500).
     """
-    from storage.lifecycle import LifecycleReport, collect_lifecycle_changes
-    from storage.merge import auto_merge
-
     logger = get_run_logger()
-    wanted = list(rules or DEFAULT_MERGE_RULES)
     with task_engine() as engine:
-        result = auto_merge(engine, wanted, dry_run, actor="prefect:merge-duplicates")
-        changes = LifecycleReport()
-        if not dry_run and result.groups:
-            with engine.begin() as conn:
-                survivors = [g.survivor.id for g in result.groups]
-                changes = collect_lifecycle_changes(conn, survivors, keep=MAX_CUSTOMER_EVENTS)
+        result, changes = merge_duplicates(
+            engine, rules, dry_run, actor="prefect:merge-duplicates", keep=MAX_CUSTOMER_EVENTS
+        )
     groups = [g.as_json() for g in result.groups]
     publish_stream_table(
         "merge-duplicates",

@@ -9,7 +9,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from connectors.http import RETRY_STATUSES, ApiError, ConnectorError
 
 # Task retries: Prefect re-runs a task whose failure is transient (network, 5xx, 429, a database that
 # went away); a sync resumes from its last committed cursor, so a retry re-fetches at most one batch.
@@ -20,13 +25,6 @@ TASK_RETRY_DELAYS = [
 ] or [0.0]
 TASK_RETRIES = len(TASK_RETRY_DELAYS)
 TASK_RETRY_JITTER = 0.3
-
-# HTTP statuses a retry can fix (SPEC 3: 5xx, 408, 409, 429); any other 4xx cannot.
-_RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
-# Exception class names (anywhere in the MRO) that mean "try again later", for errors raised by modules
-# the flows do not import at load time (connectors' own error classes).
-_TRANSIENT_NAMES = ("Transient", "RateLimit", "ServerError", "TemporarilyUnavailable", "Timeout")
-_PERMANENT_NAMES = ("Credential", "Authentication", "Authorization", "Permission", "Refused", "Rejected")
 
 
 @contextmanager
@@ -67,38 +65,25 @@ def slug(text: str) -> str:
 def is_transient(exc: BaseException) -> bool:
     """True when retrying ``exc`` later can succeed.
 
-    Bad credentials, a refused file, a missing source or a bug fail at once: retrying cannot fix them
-    and would only delay the clear message the user needs. Network errors, HTTP 5xx/408/409/429 and a
-    database that went away are retried.
+    Bad credentials, unusable settings, a refused file, a missing source or a bug fail at once: retrying
+    cannot fix them and would only delay the clear message the user needs. Network errors, the HTTP
+    statuses the connectors' client retries itself (``connectors.http.RETRY_STATUSES`` and 5xx) once its
+    own attempts ran out, and a database that went away are retried.
     """
-    flag = getattr(exc, "retryable", None)
-    if isinstance(flag, bool):
-        return flag
-    names = [cls.__name__ for cls in type(exc).__mro__]
-    if any(p in n for n in names for p in _PERMANENT_NAMES):
+    def retryable(status: int | None) -> bool:
+        return status is not None and (status >= 500 or status in RETRY_STATUSES)
+
+    if isinstance(exc, ApiError):
+        return retryable(exc.status)
+    if isinstance(exc, ConnectorError):  # CredentialsError, SettingsError
         return False
-    try:
-        import httpx
-
-        if isinstance(exc, httpx.HTTPStatusError):
-            code = exc.response.status_code
-            return code >= 500 or code in _RETRYABLE_STATUSES
-        if isinstance(exc, httpx.TransportError):
-            return True
-    except ImportError:  # pragma: no cover - httpx is a dependency
-        pass
-    status: Any = getattr(exc, "status_code", None)
-    if not isinstance(status, int):
-        status = getattr(exc, "status", None)  # connectors.http.ApiError after its own retries ran out
-    if isinstance(status, int):
-        return status >= 500 or status in _RETRYABLE_STATUSES
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+    if isinstance(exc, httpx.HTTPStatusError):
+        return retryable(exc.response.status_code)
+    if isinstance(exc, httpx.TransportError):
         return True
-    if isinstance(exc, (ConnectionError, TimeoutError)):
+    if isinstance(exc, (OperationalError, PoolTimeout)) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
         return True
-    return any(p in n for n in names for p in _TRANSIENT_NAMES)
+    return isinstance(exc, (ConnectionError, TimeoutError))
 
 
 def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -23,8 +23,9 @@ from prefect.futures import as_completed
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.artifacts import MAX_CUSTOMER_EVENTS, ProgressReporter, emit_lifecycle_events, publish_stream_table
-from flows.merge import DEFAULT_MERGE_RULES, merge_duplicates_task
+from flows.artifacts import ProgressReporter, publish_stream_table
+from flows.events import MAX_CUSTOMER_EVENTS, emit_lifecycle_events
+from flows.merge import merge_duplicates_task
 from flows.runtime import (
     TASK_RETRIES,
     TASK_RETRY_DELAYS,
@@ -35,6 +36,7 @@ from flows.runtime import (
     task_engine,
 )
 from jobs.sync import pulled_sources, read_by_sheet_import
+from storage.merge_plan import DEFAULT_RULES
 
 SKIPPED = "Skipped"
 
@@ -209,7 +211,7 @@ def sync_source_flow(
     else:
         summary = sync_source_task(source, full_refresh, lock_wait_seconds)
     if summary["status"] == "completed" and merge_after:
-        summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_MERGE_RULES), False)
+        summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_RULES), False)
     return _skipped_or(summary)
 
 
@@ -277,7 +279,7 @@ def sync_all_flow(
     )
     result: dict[str, Any] = {"sources": summaries, "failed": failed}
     if merge_after and len(failed) < len(names):
-        result["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_MERGE_RULES), False)
+        result["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_RULES), False)
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(names)} sources failed: " + "; ".join(failed))
     return result
