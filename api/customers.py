@@ -8,7 +8,7 @@ every source, so a re-sync never erases them (SPEC section 2).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -25,6 +25,7 @@ from api.wire import (
     per_page_value,
     writable_kinds,
 )
+from funnelsync.edit_rules import lies_in_future, trial_precedes_lead
 from funnelsync.records import CUSTOMER_STATUSES, LEAD_STATUSES, SourceCustomerRecord
 from storage.contacts import CONTACT_FIELDS, create_contact, update_contact
 from storage.customer_pages import attribute_types, count_customers, customer_id_by_uuid, find_customer_ids
@@ -38,8 +39,6 @@ from storage.upsert import upsert_records
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)])
 
-# A date "now" from a client whose clock runs a little ahead is not in the future.
-CLOCK_SKEW = timedelta(minutes=5)
 TEXT_FIELDS = ("name", "company", "state", "city", "zip", "website_url", "owner")
 # Keys of the read shape a client may send back unchanged; they are ignored, not refused.
 READ_ONLY = frozenset({
@@ -73,15 +72,15 @@ def one_customer(conn: Connection, customer_id: int, request: Request) -> dict[s
 def check_dates(
     reader: FieldReader, lead: datetime | None, trial: datetime | None, given: Sequence[str]
 ) -> None:
-    """The manual-entry rules the CLI applies too (jobs/edits.py): no lead or trial date in the
-    future, no trial before the lead date. ``given`` names the date fields the request set."""
-    latest = datetime.now(UTC) + CLOCK_SKEW
+    """The edit rules (``funnelsync.edit_rules``): no lead or trial date in the future, no trial before
+    the lead date. ``given`` names the date fields the request set."""
+    now = datetime.now(UTC)
     for name, value in (("lead_created_at", lead), ("free_trial_started_at", trial)):
-        if name in given and value is not None and value > latest:
+        if name in given and value is not None and lies_in_future(value, now):
             reader.fail(name, f"{value.isoformat()} lies in the future")
-    if lead is not None and trial is not None and trial < lead:
-        field = "free_trial_started_at" if "free_trial_started_at" in given else "lead_created_at"
-        reader.fail(field, f"the trial date {trial.isoformat()} would precede the lead date {lead.isoformat()}")
+    reason = trial_precedes_lead(lead, trial)
+    if reason is not None:
+        reader.fail("free_trial_started_at" if "free_trial_started_at" in given else "lead_created_at", reason)
 
 
 def _status_alias(data: dict[str, Any]) -> dict[str, Any]:

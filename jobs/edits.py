@@ -1,12 +1,9 @@
 """Manual entry and bulk edit: add a customer by hand, edit one, edit many.
 
 Edits are stored as manual edits (overrides, ``manual_edits``): the projection prefers them to every
-source's value, so no re-sync or re-import erases them. The rules (SPEC sections 2 and 3):
-- a lead status cannot be set on a subscriber (status Active, Past_Due or Cancelled);
-- a lead or trial date may not lie in the future;
-- the resulting trial date may not precede the resulting lead date.
-A bulk edit skips a customer that breaks one, with the reason, and applies the rest in batches; a
-single edit refuses.
+source's value, so no re-sync or re-import erases them. The rules are ``funnelsync.edit_rules``'s (no
+lead status on a subscriber, no date in the future, no trial before the lead date): a bulk edit skips a
+customer that breaks one, with the reason, and applies the rest in batches; a single edit refuses.
 
 Values are parsed with the importer's rules (``connectors.files.flexible_csv`` converters, dates as the
 flexible CSV reads them, date-only = midnight in the account time zone).
@@ -37,10 +34,10 @@ from connectors.files.flexible_csv import (
     sniff_delimiter,
 )
 from connectors.files.headers import normalize_header
-from funnelsync.records import SUBSCRIBER_STATUSES, SourceCustomerRecord
+from funnelsync.edit_rules import DATE_FIELDS, skip_reason
+from funnelsync.records import SourceCustomerRecord
 from funnelsync.timeutil import account_timezone
 
-DATE_FIELDS = ("lead_created_at", "free_trial_started_at")
 BULK_FIELDS = ("lead_status", "owner", "lead_created_at", "free_trial_started_at")
 EDIT_FIELDS = (
     "name", "email", "company", "country", "state", "city", "zip", "website_url", "owner", "lead_status",
@@ -111,30 +108,6 @@ def parse_assignments(pairs: Iterable[tuple[str, str]], allowed: tuple[str, ...]
     for name, text in pairs:
         edits.update(parse_assignment(name, text, allowed, tz))
     return edits
-
-
-def skip_reason(
-    status: str,
-    lead_created_at: datetime | None,
-    free_trial_started_at: datetime | None,
-    edits: dict[str, Any],
-    now: datetime,
-) -> str | None:
-    """Why these edits may not be applied to a customer in this state, or None when they may."""
-    if edits.get("lead_status") is not None and status in SUBSCRIBER_STATUSES:
-        return f"a lead status cannot be set on a subscriber (status {status})"
-    for name in DATE_FIELDS:
-        value = edits.get(name)
-        if value is not None and value > now:
-            return f"{name} {value.isoformat()} lies in the future"
-    # A key present with None clears the date: .get's default applies only to an absent key.
-    lead = edits.get(DATE_FIELDS[0], lead_created_at)
-    trial = edits.get(DATE_FIELDS[1], free_trial_started_at)
-    if lead is not None and trial is not None and trial < lead:
-        return (
-            f"the trial date {trial.isoformat()} would precede the lead date {lead.isoformat()}"
-        )
-    return None
 
 
 # ---------------------------------------------------------------- bulk edit

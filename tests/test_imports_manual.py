@@ -11,7 +11,8 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from funnelsync.cli import app
-from jobs.edits import BULK_FIELDS, EDIT_FIELDS, EditValueError, parse_assignment, skip_reason
+from funnelsync.edit_rules import skip_reason
+from jobs.edits import BULK_FIELDS, EDIT_FIELDS, EditValueError, parse_assignment
 from storage.customers import customer_view, resolve_customer
 
 UTC = timezone.utc
