@@ -16,7 +16,8 @@ from api.customers import apply_edits, customer_id_or_404
 from api.errors import Invalid, JsonBody, body_example, no_nul_in_url, require_object
 from api.fields import FieldReader, attribute_key, read_custom_attributes
 from api.wire import customers_json
-from storage.customer_pages import attribute_types, find_customer_ids
+from storage.customer_pages import find_customer_ids
+from storage.projection import attribute_types
 from storage.schema import customers
 
 router = APIRouter(prefix="/v1/customers", tags=["attributes"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)])

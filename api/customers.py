@@ -28,10 +28,10 @@ from api.wire import (
 from funnelsync.edit_rules import lies_in_future, trial_precedes_lead
 from funnelsync.records import CUSTOMER_STATUSES, LEAD_STATUSES, SourceCustomerRecord
 from storage.contacts import CONTACT_FIELDS, create_contact, update_contact
-from storage.customer_pages import attribute_types, count_customers, customer_id_by_uuid, find_customer_ids
+from storage.customer_pages import count_customers, customer_id_by_uuid, find_customer_ids
 from storage.customers import merged_into
 from storage.edits import EditError, set_manual_edits
-from storage.projection import register_attribute_types
+from storage.projection import attribute_types, register_attribute_types
 from storage.removal import delete_customers
 from storage.schema import contacts, customers, source_customers
 from storage.sources import get_source

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import require_api_key
 from api.errors import ApiError
-from storage.filters import FilterError
+from storage.filter_grammar import FilterError
 from storage.metrics import COHORT_WINDOWS, funnel_series, trial_cohorts
 from storage.periods import INTERVALS
 

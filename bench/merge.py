@@ -33,7 +33,8 @@ from _db import bench_database  # noqa: E402
 from sqlalchemy import Engine, func, select, text
 
 from storage.db import make_engine
-from storage.merge import auto_merge, find_duplicate_groups
+from storage.duplicates import find_duplicate_groups
+from storage.merge import auto_merge
 from storage.schema import customers, merge_events
 from storage.types import to_epoch_us
 

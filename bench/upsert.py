@@ -5,7 +5,7 @@ the same records again (every record unchanged: nothing is written). Prints rows
 process's peak resident memory. Records are generated and written in batches, never held all at once.
 
 The first upsert runs as a large import into an empty source does (jobs/imports.py): records are
-produced and prepared (``storage.upsert.prepare_records``) in a reader process and this one writes them
+produced and prepared (``storage.row_values.prepare_records``) in a reader process and this one writes them
 (``upsert_prepared``, with ``fresh_load``: the keys are unique and the source was empty, so the lookup of
 existing records is skipped). The re-upsert runs inline, as a re-import of a known file does: an unchanged
 record needs only its fingerprint, cheaper to compute here than to ship. ``--inline`` runs the first
@@ -64,7 +64,7 @@ def peak_mb() -> float:
 
 def prepared_batches(rows: int, size: int, sqlite: bool) -> Iterator[list[Any]]:
     """``batches`` prepared for the database (run in the reader process)."""
-    from storage.upsert import prepare_records
+    from storage.row_values import prepare_records
 
     for batch in batches(rows, size):
         yield prepare_records(batch, sqlite=sqlite)

@@ -51,8 +51,10 @@ from storage.imports import (
     save_row_fingerprints,
     start_import_job,
 )
+from storage.key_lookups import unchanged_file_rows
+from storage.row_values import PreparedRecord, prepare_records
 from storage.sources import create_source, get_source, source_customer_count, update_source_settings
-from storage.upsert import FreshLoad, PreparedRecord, fresh_load, prepare_records, unchanged_file_rows, upsert_prepared
+from storage.upsert import FreshLoad, fresh_load, upsert_prepared
 
 BATCH_SIZE = 5000
 # The summary keeps this many row errors in memory; every rejection is stored in import_rejections and
@@ -146,7 +148,7 @@ class _ErrorsFile:
 
 
 class _ReadyRow(NamedTuple):
-    """A mapped row with its record prepared for storage (``storage.upsert.prepare_record``), or its errors."""
+    """A mapped row with its record prepared for storage (``storage.row_values.prepare_record``), or its errors."""
 
     row: int
     record: PreparedRecord | None
@@ -157,7 +159,7 @@ class _ReadyRow(NamedTuple):
 
 
 class _ReadyBatch(list[_ReadyRow]):
-    """Rows that cross from the reader process as plain tuples (see ``storage.upsert.PreparedBatch``)."""
+    """Rows that cross from the reader process as plain tuples (see ``storage.row_values.PreparedBatch``)."""
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _restore_ready, ([(r.row, None if r.record is None else tuple(r.record), r.errors, r.keyed_by_email,
@@ -176,7 +178,7 @@ def _restore_ready(rows: list[tuple[Any, ...]]) -> _ReadyBatch:
 
 
 def _ready(batches: Iterable[list[RowResult]], sqlite: bool, eager: bool) -> Iterator[_ReadyBatch]:
-    """Prepare each batch's records for the database they go to (``storage.upsert.prepare_record``).
+    """Prepare each batch's records for the database they go to (``storage.row_values.prepare_record``).
 
     ``eager`` in the reader process of a large file: prepared rows pickle as plain tuples, cheaper than
     records, and the writing process is left only lookups, ids and the writes. Lazy elsewhere: a record

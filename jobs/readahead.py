@@ -13,7 +13,7 @@ Both are process-wide interpreter settings, so they are context managers that ne
   Threads share one interpreter lock, so a parser on a thread only fills the moments the database
   holds the consumer; in a process it runs on the other core. Parsing a CSV row costs about 14 µs,
   loading its pickled record about 5 µs (``funnelsync.records.compact_pickle``); imports therefore
-  send rows prepared for storage as plain tuples instead (``storage.upsert.PreparedBatch``: about 1 µs
+  send rows prepared for storage as plain tuples instead (``storage.row_values.PreparedBatch``: about 1 µs
   a row to load, measured on a batch of 5,000).
 - ``rare_gc``: a batch job allocates millions of short-lived objects that reference counting frees;
   the cyclic collector still ran thousands of times per 200,000 imported rows, each pass walking every

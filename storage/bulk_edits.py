@@ -18,7 +18,7 @@ from sqlalchemy import Connection, select
 from storage.edits import validate_edit
 from storage.projection import reproject
 from storage.schema import customers, data_sources, manual_edits, source_customers
-from storage.upsert import upsert_on_conflict
+from storage.sql import upsert_on_conflict
 
 CHUNK = 1000
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, false, func, or_, select
 
 from funnelsync.normalize import normalize_email
-from storage.schema import custom_attribute_definitions, customers, data_sources, source_customers
+from storage.schema import customers, data_sources, source_customers
 
 
 def _filtered(
@@ -114,11 +114,3 @@ def customer_id_by_external(conn: Connection, data_source_uuid: str, external_id
         .join(data_sources, data_sources.c.id == source_customers.c.data_source_id)
         .where(data_sources.c.uuid == data_source_uuid, source_customers.c.external_id == external_id)
     ).scalar()
-
-
-def attribute_types(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
-    """The registered type (String, Integer, Decimal, Timestamp, Boolean) of each known custom attribute key."""
-    if not keys:
-        return {}
-    defs = custom_attribute_definitions
-    return {row.key: row.type for row in conn.execute(select(defs.c.key, defs.c.type).where(defs.c.key.in_(list(keys))))}

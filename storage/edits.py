@@ -12,7 +12,7 @@ from funnelsync.normalize import normalize_country
 from funnelsync.records import LEAD_STATUSES, PROFILE_FIELDS
 from storage.projection import EDITABLE_DATE_FIELDS, reproject
 from storage.schema import customers, manual_edits
-from storage.upsert import upsert_on_conflict
+from storage.sql import upsert_on_conflict
 
 EDITABLE_FIELDS = (*PROFILE_FIELDS, *EDITABLE_DATE_FIELDS)
 

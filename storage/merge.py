@@ -1,4 +1,4 @@
-"""Merging duplicate customers: detection, merge, unmerge and the merge log (SPEC section 4).
+"""Merging duplicate customers: merge, unmerge and the merge log (SPEC section 4).
 
 A customer's fields are a projection of its linked source customers and its manual edits
 (``storage.projection``), so a merge is a re-link:
@@ -17,10 +17,8 @@ An unmerge reverses the re-link from the snapshot: the same id and uuid come bac
 customers, edits and contacts. A re-sync keeps a merge because upserts find a source customer by
 (data source, external id) and leave its ``customer_id`` alone.
 
-Detection is one GROUP BY per rule on a stored, indexed key (``customers.email_norm``,
-``source_customers.external_id``, ``customers.website_domain``) — never a comparison of pairs — and the
-rules' findings are united with union-find so no customer lands in two groups. ``auto_merge`` then merges
-the groups in batches: a few bulk statements and one ``reproject`` per batch, not per customer.
+``auto_merge`` merges the groups that detection finds (``storage.duplicates``) in batches: a few bulk
+statements and one ``reproject`` per batch, not per customer.
 """
 
 from __future__ import annotations
@@ -32,25 +30,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 
-from funnelsync.normalize import FREE_MAIL_DOMAINS
+from storage.duplicates import check_rules, find_duplicate_groups
 from storage.ids import new_uuid
 from storage.merge_plan import (
     DEFAULT_RULES,
     RULES,
     SNAPSHOT_VERSION,
-    CandidateSet,
     EditPlan,
     Group,
-    Member,
-    group_candidates,
     plan_edit_moves,
     row_from_json,
     row_to_json,
 )
-from storage.projection import ids_in, reproject
+from storage.projection import reproject
 from storage.schema import contacts, customers, data_sources, manual_edits, merge_events, source_customers
+from storage.sql import chunks, ids_in
 
 __all__ = [
     "DEFAULT_RULES",
@@ -62,7 +58,6 @@ __all__ = [
     "MergeEvent",
     "NothingToUnmerge",
     "auto_merge",
-    "find_duplicate_groups",
     "list_merge_events",
     "merge_batch",
     "merge_customers",
@@ -143,168 +138,8 @@ class AutoMergeResult:
         }
 
 
-def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Detection
-
-
-def check_rules(rules: Iterable[str]) -> tuple[str, ...]:
-    """Validate rule names; return them de-duplicated in ``RULES`` order.
-
-    Raises:
-        ValueError: for an unknown rule or an empty list.
-    """
-    wanted = list(dict.fromkeys(rules))
-    unknown = [r for r in wanted if r not in RULES]
-    if unknown:
-        raise ValueError(f"unknown merge rule {unknown[0]!r}: expected one of {', '.join(RULES)}")
-    if not wanted:
-        raise ValueError(f"no merge rule given: expected one or more of {', '.join(RULES)}")
-    return tuple(r for r in RULES if r in wanted)
-
-
-def _member(row: Any) -> Member:
-    return Member(id=row.id, uuid=row.uuid, created_at=row.created_at, has_subscriptions=bool(row.has_subscriptions))
-
-
-def _customer_key_candidates(conn: Connection, rule: str, key_column: Any, exclude: Iterable[str] = ()) -> tuple[
-    list[CandidateSet], dict[int, Member]
-]:
-    """Customers sharing a stored key column: one GROUP BY on the indexed key, then the members."""
-    c = customers
-    dup_keys = select(key_column).where(key_column.is_not(None))
-    excluded = list(exclude)
-    if excluded:
-        dup_keys = dup_keys.where(key_column.not_in(excluded))
-    dup_keys = dup_keys.group_by(key_column).having(func.count() > 1)
-    rows = conn.execute(
-        select(c.c.id, c.c.uuid, c.c.created_at, c.c.has_subscriptions, key_column.label("k"))
-        .where(key_column.in_(dup_keys))
-        .order_by(key_column, c.c.id)
-    )
-    found: list[CandidateSet] = []
-    members: dict[int, Member] = {}
-    key: str | None = None
-    ids: list[int] = []
-    for row in rows:
-        members[row.id] = _member(row)
-        if row.k != key:
-            if len(ids) > 1:
-                found.append(CandidateSet(rule, key or "", tuple(ids)))
-            key, ids = row.k, []
-        ids.append(row.id)
-    if len(ids) > 1:
-        found.append(CandidateSet(rule, key or "", tuple(ids)))
-    return found, members
-
-
-def _external_id_candidates(conn: Connection) -> tuple[list[CandidateSet], dict[int, Member]]:
-    """Customers whose source customers share an external id across data sources."""
-    sc, c = source_customers, customers
-    # (data source, external id) is unique, so two rows with one external id are in two sources. count(*)
-    # is answered from the external_id index alone (counting distinct customer ids would read every row);
-    # ids already merged into one customer are dropped below, where their rows are read anyway.
-    dup_ids = select(sc.c.external_id).group_by(sc.c.external_id).having(func.count() > 1)
-    rows = conn.execute(
-        select(sc.c.external_id, c.c.id, c.c.uuid, c.c.created_at, c.c.has_subscriptions)
-        .join(c, c.c.id == sc.c.customer_id)
-        .where(sc.c.external_id.in_(dup_ids))
-        .order_by(sc.c.external_id, c.c.id)
-    )
-    found: list[CandidateSet] = []
-    members: dict[int, Member] = {}
-    key: str | None = None
-    ids: list[int] = []
-    for row in rows:
-        members[row.id] = _member(row)
-        if row.external_id != key:
-            if len(set(ids)) > 1:
-                found.append(CandidateSet("external_id", key or "", tuple(dict.fromkeys(ids))))
-            key, ids = row.external_id, []
-        ids.append(row.id)
-    if len(set(ids)) > 1:
-        found.append(CandidateSet("external_id", key or "", tuple(dict.fromkeys(ids))))
-    return found, members
-
-
-def find_duplicate_groups(conn: Connection, rules: Iterable[str] = DEFAULT_RULES) -> list[Group]:
-    """Find groups of customers that are the same customer, with each group's survivor.
-
-    Args:
-        conn: a connection (read only).
-        rules: any of ``email`` (normalised email, on by default), ``external_id`` (the same external id
-            in different data sources, on by default) and ``domain`` (the same website domain, free-mail
-            domains ignored; off by default).
-
-    Returns:
-        Disjoint groups of two or more customers (customers linked through different rules are one
-        group), each with its survivor: the customer with subscription facts, else the oldest.
-
-    Raises:
-        ValueError: for an unknown rule.
-    """
-    wanted = check_rules(rules)
-    restore = _tune_postgres_for_grouping(conn)
-    try:
-        candidates, members = _find_candidates(conn, wanted)
-    finally:
-        if restore:
-            for name, value in restore.items():
-                conn.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
-    # Customers a user separated with an unmerge stay apart: auto-merge must not undo the user's decision
-    # on the next sync (unmerges are rare, so reading them all is cheap).
-    separated = {
-        frozenset((row.from_customer_uuid, row.into_customer_uuid))
-        for row in conn.execute(
-            select(merge_events.c.from_customer_uuid, merge_events.c.into_customer_uuid).where(
-                merge_events.c.kind == "unmerge"
-            )
-        )
-    }
-    return group_candidates(candidates, members, separated)
-
-
-# PostgreSQL's defaults hurt the one big GROUP BY per rule: 4 MB of work_mem spills the hash aggregate of
-# a million keys to disk, and a parallel plan re-runs the (non-parallel) aggregate in every worker.
-_GROUPING_SETTINGS = {"work_mem": "256MB", "max_parallel_workers_per_gather": "0"}
-
-
-def _tune_postgres_for_grouping(conn: Connection) -> dict[str, str]:
-    """Set transaction-local planner settings for detection; return the previous values to restore."""
-    if conn.dialect.name != "postgresql":
-        return {}
-    previous = {}
-    for name, value in _GROUPING_SETTINGS.items():
-        previous[name] = conn.execute(text("SELECT current_setting(:name)"), {"name": name}).scalar_one()
-        conn.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
-    return previous
-
-
-def _find_candidates(conn: Connection, wanted: Sequence[str]) -> tuple[list[CandidateSet], dict[int, Member]]:
-    candidates: list[CandidateSet] = []
-    members: dict[int, Member] = {}
-    for rule in wanted:
-        if rule == "email":
-            found, seen = _customer_key_candidates(conn, "email", customers.c.email_norm)
-        elif rule == "domain":
-            # website_domain is stored without free-mail hosts; excluding them here too keeps rows written
-            # by an older normaliser from merging every gmail.com customer.
-            found, seen = _customer_key_candidates(
-                conn, "domain", customers.c.website_domain, exclude=sorted(FREE_MAIL_DOMAINS)
-            )
-        else:
-            found, seen = _external_id_candidates(conn)
-        candidates.extend(found)
-        members.update(seen)
-    return candidates, members
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -313,7 +148,7 @@ def _find_candidates(conn: Connection, wanted: Sequence[str]) -> tuple[list[Cand
 
 def _load_rows(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
-    for part in _chunks(list(ids)):
+    for part in chunks(list(ids), CHUNK):
         for row in conn.execute(select(customers).where(ids_in(conn, customers.c.id, part))).mappings():
             out[row["id"]] = dict(row)
     return out
@@ -321,7 +156,7 @@ def _load_rows(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]
 
 def _load_edits(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, dict[str, Any]]]:
     out: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for part in _chunks(list(ids)):
+    for part in chunks(list(ids), CHUNK):
         for row in conn.execute(select(manual_edits).where(ids_in(conn, manual_edits.c.customer_id, part))).mappings():
             out[row["customer_id"]][row["field"]] = dict(row)
     return out
@@ -409,7 +244,7 @@ def merge_batch(
         raise MergeError("a survivor cannot be merged away in the same batch")
     rows = _load_rows(conn, from_ids)
     into_uuid: dict[int, str] = {}
-    for part in _chunks(into_ids):
+    for part in chunks(into_ids, CHUNK):
         for uuid_row in conn.execute(select(customers.c.id, customers.c.uuid).where(ids_in(conn, customers.c.id, part))):
             into_uuid[uuid_row.id] = uuid_row.uuid
     todo: list[tuple[int, int, str]] = []
@@ -428,7 +263,7 @@ def merge_batch(
 
     sc = source_customers
     sources_of: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for part in _chunks(from_ids):
+    for part in chunks(from_ids, CHUNK):
         for row in conn.execute(
             select(sc.c.id, sc.c.customer_id, sc.c.linked_at)
             .where(ids_in(conn, sc.c.customer_id, part))
@@ -436,7 +271,7 @@ def merge_batch(
         ):
             sources_of[row.customer_id].append({"id": row.id, "linked_at": row.linked_at})
     last_linked: dict[int, datetime] = {}
-    for part in _chunks(into_ids):
+    for part in chunks(into_ids, CHUNK):
         for last_row in conn.execute(
             select(sc.c.customer_id, func.max(sc.c.linked_at).label("last"))
             .where(ids_in(conn, sc.c.customer_id, part))
@@ -444,7 +279,7 @@ def merge_batch(
         ):
             last_linked[last_row.customer_id] = last_row.last
     contacts_of: dict[int, list[int]] = defaultdict(list)
-    for part in _chunks(from_ids):
+    for part in chunks(from_ids, CHUNK):
         for contact_row in conn.execute(
             select(contacts.c.id, contacts.c.customer_id).where(ids_in(conn, contacts.c.customer_id, part)).order_by(contacts.c.id)
         ):
@@ -539,7 +374,7 @@ def merge_batch(
             contact_moves,
         )
     from_with_edits = [f for f in from_ids if edits.get(f)]
-    for part in _chunks(from_with_edits):
+    for part in chunks(from_with_edits, CHUNK):
         conn.execute(delete(manual_edits).where(ids_in(conn, manual_edits.c.customer_id, part)))
     if edit_deletes:
         conn.execute(
@@ -550,7 +385,7 @@ def merge_batch(
         )
     if edit_writes:
         conn.execute(insert(manual_edits), list(edit_writes.values()))
-    for part in _chunks(from_ids):
+    for part in chunks(from_ids, CHUNK):
         conn.execute(delete(customers).where(ids_in(conn, customers.c.id, part)))
     reproject(conn, into_ids)
     return events
@@ -677,7 +512,7 @@ def unmerge(
         for s in snapshot.get("source_customers", [])
     ]
     moved_back: list[int] = []
-    for part in _chunks(relinks):
+    for part in chunks(relinks, CHUNK):
         ids = [r["b_id"] for r in part]
         current = {
             row.id for row in conn.execute(select(sc.c.id).where(sc.c.id.in_(ids), sc.c.customer_id == customer_id))
@@ -692,14 +527,14 @@ def unmerge(
             )
             moved_back.extend(r["b_id"] for r in still_here)
     contact_ids = list(snapshot.get("contacts", []))
-    for part in _chunks(contact_ids):
+    for part in chunks(contact_ids, CHUNK):
         conn.execute(
             update(contacts)
             .where(contacts.c.id.in_(part), contacts.c.customer_id == customer_id)
             .values(customer_id=from_id)
         )
     # Contacts a re-sync reported for the moved-back records after the merge follow their records.
-    for part in _chunks(moved_back):
+    for part in chunks(moved_back, CHUNK):
         conn.execute(
             update(contacts)
             .where(contacts.c.source_customer_id.in_(part), contacts.c.customer_id == customer_id)
@@ -785,7 +620,7 @@ def auto_merge(
         return result
     started = time.perf_counter()
     pairs = [(m.id, g.survivor.id, g.rule) for g in groups for m in g.others]
-    for part in _chunks(pairs, batch_size):
+    for part in chunks(pairs, batch_size):
         with engine.begin() as conn:
             events = merge_batch(conn, part, actor=actor, skip_missing=True)
         result.merged_customers += len(events)

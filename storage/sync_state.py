@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from storage.schema import sync_state
-from storage.upsert import upsert_on_conflict
+from storage.sql import upsert_on_conflict
 
 
 def load_cursor(conn: Connection, data_source_id: int, stream: str) -> dict[str, Any] | None:

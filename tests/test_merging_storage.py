@@ -11,13 +11,13 @@ from sqlalchemy import Connection, Engine, func, select
 import storage.merge as merge_mod
 from funnelsync.records import ContactRecord, SourceCustomerRecord, SubscriptionFact
 from storage.customers import customer_view, resolve_customer
+from storage.duplicates import find_duplicate_groups
 from storage.edits import manual_edits_of, set_manual_edits
 from storage.merge import (
     CustomerNotFound,
     MergeError,
     NothingToUnmerge,
     auto_merge,
-    find_duplicate_groups,
     list_merge_events,
     merge_customers,
     unmerge,

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, insert, select
 
-from storage.filters import FilterError, build_filter, parse_filter, parse_filters, select_customer_ids
+from storage.filter_grammar import FilterError, parse_filter, parse_filters
+from storage.filters import build_filter, select_customer_ids
 from storage.schema import custom_attribute_definitions
 from tests.metrics_support import NOW, add_source, attribute, customer_row, insert_customers, link, tag
 

@@ -16,8 +16,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from funnelsync.records import SourceCustomerRecord
+from storage.key_lookups import PG_BY_EMAIL_SQL, PG_EXISTING_SQL
 from storage.sources import create_source
-from storage.upsert import PG_BY_EMAIL_SQL, PG_EXISTING_SQL, upsert_records
+from storage.upsert import upsert_records
 
 ROWS = 300_000
 KEYS = 5000

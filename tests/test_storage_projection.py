@@ -99,7 +99,7 @@ def test_lead_status_refused_on_subscriber(db_engine):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from storage.upsert import _record_fields, new_customer_row  # noqa: E402
+from storage.row_values import _record_fields, new_customer_row  # noqa: E402
 
 _dates = st.one_of(st.none(), st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2040, 1, 1),
                                            timezones=st.just(timezone.utc)))
@@ -133,14 +133,9 @@ def test_new_customer_row_equals_project(name, email, website, lead, trial, subs
 def test_fresh_row_tuples_equal_the_dict_rows(name, email, website, lead, trial, subs, tags, status, custom, raw,
                                                sqlite_times):
     """The prepared values of a first import write exactly what the dict rows would."""
-    from storage.upsert import (
-        CUSTOMER_COLUMNS,
-        CUSTOMER_OWN_COLUMNS,
-        SC_COLUMNS,
-        _record_fields,
-        _row_builder,
-        prepare_record,
-    )
+    from storage.row_values import _record_fields, prepare_record
+    from storage.upsert import CUSTOMER_COLUMNS, CUSTOMER_OWN_COLUMNS, SC_COLUMNS
+    from storage.writers import _row_builder
 
     rec = SourceCustomerRecord("x", name=name, email=email, website_url=website, lead_created_at=lead,
                                free_trial_started_at=trial, subscriptions=subs, tags=tags, lead_status=status,

@@ -101,7 +101,8 @@ def test_a_subscription_reported_twice_with_and_without_a_date(db_engine):
 
 
 def test_records_prepared_for_another_database_are_refused(db_engine):
-    from storage.upsert import prepare_records, upsert_prepared
+    from storage.row_values import prepare_records
+    from storage.upsert import upsert_prepared
 
     other = db_engine.dialect.name != "sqlite"
     with db_engine.begin() as conn:

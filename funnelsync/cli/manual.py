@@ -148,7 +148,7 @@ def bulk_edit(
         targets_from_filter,
         targets_from_refs,
     )
-    from storage.filters import FilterError
+    from storage.filter_grammar import FilterError
 
     chosen = [name for name, value in (("--ids", ids), ("--where", where), ("--csv", csv_file)) if value]
     if len(chosen) != 1:

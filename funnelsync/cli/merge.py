@@ -99,7 +99,8 @@ def _manual(from_ref: str, into_ref: str, as_json: bool) -> None:
 
 
 def _auto(rules: list[str] | None, dry_run: bool, as_json: bool) -> None:
-    from storage.merge import DEFAULT_RULES, auto_merge, check_rules
+    from storage.duplicates import check_rules
+    from storage.merge import DEFAULT_RULES, auto_merge
 
     try:
         wanted = check_rules(rules or DEFAULT_RULES)

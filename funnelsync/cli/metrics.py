@@ -85,7 +85,7 @@ def _days(value: float | None) -> str:
 
 
 def _run(compute: Any) -> Any:
-    from storage.filters import FilterError
+    from storage.filter_grammar import FilterError
 
     engine = get_engine()
     try:

@@ -1,0 +1,169 @@
+"""Finding duplicate customers (SPEC section 4): one GROUP BY per rule on a stored, indexed key.
+
+Keys are ``customers.email_norm``, ``source_customers.external_id`` across data sources and
+``customers.website_domain`` — never a comparison of pairs — and the rules' findings are united with
+union-find (``storage.merge_plan``) so no customer lands in two groups. Customers a user separated with
+an unmerge stay apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, func, select, text
+
+from funnelsync.normalize import FREE_MAIL_DOMAINS
+from storage.merge_plan import DEFAULT_RULES, RULES, CandidateSet, Group, Member, group_candidates
+from storage.schema import customers, merge_events, source_customers
+
+
+def check_rules(rules: Iterable[str]) -> tuple[str, ...]:
+    """Validate rule names; return them de-duplicated in ``RULES`` order.
+
+    Raises:
+        ValueError: for an unknown rule or an empty list.
+    """
+    wanted = list(dict.fromkeys(rules))
+    unknown = [r for r in wanted if r not in RULES]
+    if unknown:
+        raise ValueError(f"unknown merge rule {unknown[0]!r}: expected one of {', '.join(RULES)}")
+    if not wanted:
+        raise ValueError(f"no merge rule given: expected one or more of {', '.join(RULES)}")
+    return tuple(r for r in RULES if r in wanted)
+
+
+def _member(row: Any) -> Member:
+    return Member(id=row.id, uuid=row.uuid, created_at=row.created_at, has_subscriptions=bool(row.has_subscriptions))
+
+
+def _customer_key_candidates(conn: Connection, rule: str, key_column: Any, exclude: Iterable[str] = ()) -> tuple[
+    list[CandidateSet], dict[int, Member]
+]:
+    """Customers sharing a stored key column: one GROUP BY on the indexed key, then the members."""
+    c = customers
+    dup_keys = select(key_column).where(key_column.is_not(None))
+    excluded = list(exclude)
+    if excluded:
+        dup_keys = dup_keys.where(key_column.not_in(excluded))
+    dup_keys = dup_keys.group_by(key_column).having(func.count() > 1)
+    rows = conn.execute(
+        select(c.c.id, c.c.uuid, c.c.created_at, c.c.has_subscriptions, key_column.label("k"))
+        .where(key_column.in_(dup_keys))
+        .order_by(key_column, c.c.id)
+    )
+    found: list[CandidateSet] = []
+    members: dict[int, Member] = {}
+    key: str | None = None
+    ids: list[int] = []
+    for row in rows:
+        members[row.id] = _member(row)
+        if row.k != key:
+            if len(ids) > 1:
+                found.append(CandidateSet(rule, key or "", tuple(ids)))
+            key, ids = row.k, []
+        ids.append(row.id)
+    if len(ids) > 1:
+        found.append(CandidateSet(rule, key or "", tuple(ids)))
+    return found, members
+
+
+def _external_id_candidates(conn: Connection) -> tuple[list[CandidateSet], dict[int, Member]]:
+    """Customers whose source customers share an external id across data sources."""
+    sc, c = source_customers, customers
+    # (data source, external id) is unique, so two rows with one external id are in two sources. count(*)
+    # is answered from the external_id index alone (counting distinct customer ids would read every row);
+    # ids already merged into one customer are dropped below, where their rows are read anyway.
+    dup_ids = select(sc.c.external_id).group_by(sc.c.external_id).having(func.count() > 1)
+    rows = conn.execute(
+        select(sc.c.external_id, c.c.id, c.c.uuid, c.c.created_at, c.c.has_subscriptions)
+        .join(c, c.c.id == sc.c.customer_id)
+        .where(sc.c.external_id.in_(dup_ids))
+        .order_by(sc.c.external_id, c.c.id)
+    )
+    found: list[CandidateSet] = []
+    members: dict[int, Member] = {}
+    key: str | None = None
+    ids: list[int] = []
+    for row in rows:
+        members[row.id] = _member(row)
+        if row.external_id != key:
+            if len(set(ids)) > 1:
+                found.append(CandidateSet("external_id", key or "", tuple(dict.fromkeys(ids))))
+            key, ids = row.external_id, []
+        ids.append(row.id)
+    if len(set(ids)) > 1:
+        found.append(CandidateSet("external_id", key or "", tuple(dict.fromkeys(ids))))
+    return found, members
+
+
+def find_duplicate_groups(conn: Connection, rules: Iterable[str] = DEFAULT_RULES) -> list[Group]:
+    """Find groups of customers that are the same customer, with each group's survivor.
+
+    Args:
+        conn: a connection (read only).
+        rules: any of ``email`` (normalised email, on by default), ``external_id`` (the same external id
+            in different data sources, on by default) and ``domain`` (the same website domain, free-mail
+            domains ignored; off by default).
+
+    Returns:
+        Disjoint groups of two or more customers (customers linked through different rules are one
+        group), each with its survivor: the customer with subscription facts, else the oldest.
+
+    Raises:
+        ValueError: for an unknown rule.
+    """
+    wanted = check_rules(rules)
+    restore = _tune_postgres_for_grouping(conn)
+    try:
+        candidates, members = _find_candidates(conn, wanted)
+    finally:
+        if restore:
+            for name, value in restore.items():
+                conn.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
+    # Customers a user separated with an unmerge stay apart: auto-merge must not undo the user's decision
+    # on the next sync (unmerges are rare, so reading them all is cheap).
+    separated = {
+        frozenset((row.from_customer_uuid, row.into_customer_uuid))
+        for row in conn.execute(
+            select(merge_events.c.from_customer_uuid, merge_events.c.into_customer_uuid).where(
+                merge_events.c.kind == "unmerge"
+            )
+        )
+    }
+    return group_candidates(candidates, members, separated)
+
+
+# PostgreSQL's defaults hurt the one big GROUP BY per rule: 4 MB of work_mem spills the hash aggregate of
+# a million keys to disk, and a parallel plan re-runs the (non-parallel) aggregate in every worker.
+_GROUPING_SETTINGS = {"work_mem": "256MB", "max_parallel_workers_per_gather": "0"}
+
+
+def _tune_postgres_for_grouping(conn: Connection) -> dict[str, str]:
+    """Set transaction-local planner settings for detection; return the previous values to restore."""
+    if conn.dialect.name != "postgresql":
+        return {}
+    previous = {}
+    for name, value in _GROUPING_SETTINGS.items():
+        previous[name] = conn.execute(text("SELECT current_setting(:name)"), {"name": name}).scalar_one()
+        conn.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
+    return previous
+
+
+def _find_candidates(conn: Connection, wanted: Sequence[str]) -> tuple[list[CandidateSet], dict[int, Member]]:
+    candidates: list[CandidateSet] = []
+    members: dict[int, Member] = {}
+    for rule in wanted:
+        if rule == "email":
+            found, seen = _customer_key_candidates(conn, "email", customers.c.email_norm)
+        elif rule == "domain":
+            # website_domain is stored without free-mail hosts; excluding them here too keeps rows written
+            # by an older normaliser from merging every gmail.com customer.
+            found, seen = _customer_key_candidates(
+                conn, "domain", customers.c.website_domain, exclude=sorted(FREE_MAIL_DOMAINS)
+            )
+        else:
+            found, seen = _external_id_candidates(conn)
+        candidates.extend(found)
+        members.update(seen)
+    return candidates, members

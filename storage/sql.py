@@ -1,0 +1,55 @@
+"""SQL helpers every storage module shares: id lists, upserts of small tables, DB-API reads, chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import BigInteger, Connection, Table, any_, bindparam
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
+
+
+def upsert_on_conflict(
+    conn: Connection, table: Table, rows: list[dict[str, Any]], conflict: Sequence[str], update_cols: Sequence[str]
+) -> None:
+    """A Core ``INSERT … ON CONFLICT DO UPDATE`` for either dialect (small tables: state, settings)."""
+    if not rows:
+        return
+    dialect_insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+    stmt = dialect_insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(conflict), set_={c: stmt.excluded[c] for c in update_cols}
+    )
+    conn.execute(stmt, rows)
+
+
+def fetch_all(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """Rows of a DB-API query in one ``fetchall``, on the caller's connection and transaction.
+
+    Iterating SQLAlchemy's result fetches one row per call: 3 µs a row, most of an unchanged
+    re-import's lookup.
+    """
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall()  # type: ignore[no-any-return]
+    finally:
+        cursor.close()
+
+
+def ids_in(conn: Connection, column: Any, ids: Sequence[int]) -> Any:
+    """``column IN (ids)``; on PostgreSQL ``column = ANY(:array)``: one parameter instead of thousands.
+
+    Measured on the 2-core machine: a 2,000-id IN list costs PostgreSQL 40–130 ms to parse and plan,
+    the array form under 10 ms, which adds up when a merge batch re-projects thousands of customers.
+    """
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(BigInteger()), unique=True))
+    return column.in_(ids)
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of ``size``: ids per ``IN`` list, merges per transaction."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
