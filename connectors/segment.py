@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.base import Feed, SettingsError, SourceKind
-from connectors.files.flexible_csv import convert_email
+from connectors.files.cells import convert_email
 from connectors.push import PartialRecord, WebhookContext, WebhookDelivery, WebhookReceiver, json_body
 from connectors.signatures import verify_segment_signature
 from funnelsync.normalize import clean_text

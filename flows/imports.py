@@ -168,7 +168,7 @@ def import_sheet_task(source: str, lock_wait_seconds: float = 0.0) -> dict[str, 
     the first ``funnelsync import sheet``. Returns the counts, or ``status: skipped`` when the same
     source is being imported or synced by another run.
     """
-    from jobs.imports import import_sheet_source
+    from jobs.sheet_import import import_sheet_source
     from storage.locks import LockBusy, hold_lock
     from storage.sources import require_source
 

@@ -20,9 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from connectors.files.dates import make_date_parser
-from connectors.files.flexible_csv import (
-    FileUnreadable,
+from connectors.files.cells import (
     convert_boolean,
     convert_country,
     convert_decimal,
@@ -30,10 +28,12 @@ from connectors.files.flexible_csv import (
     convert_integer,
     convert_lead_status,
     convert_tags,
-    detect_encoding,
-    sniff_delimiter,
 )
+from connectors.files.dates import make_date_parser
+from connectors.files.dialect import sniff_delimiter
+from connectors.files.encoding import detect_encoding
 from connectors.files.headers import normalize_header
+from connectors.files.rows import FileUnreadable
 from funnelsync.edit_rules import DATE_FIELDS, skip_reason
 from funnelsync.records import SourceCustomerRecord
 from funnelsync.timeutil import account_timezone

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from connectors.google_play import iter_chunks, iter_sales_report, order_record, sales_orders
+from connectors.files.google_play_report import iter_chunks, iter_sales_report, order_record, sales_orders
 from storage.schema import source_customers, subscriptions
 from storage.sources import get_or_create_source
 from storage.upsert import upsert_records
@@ -46,7 +46,7 @@ def import_sales_report(engine: Engine, source_name: str, path: Path, batch_size
         skipped rows (line, reason).
 
     Raises:
-        connectors.google_play.SalesReportError: the file cannot be read or lacks required columns.
+        connectors.files.google_play_report.SalesReportError: the file cannot be read or lacks required columns.
         ValueError: the source exists with another kind.
     """
     skipped: list[tuple[int, str]] = []

@@ -1,4 +1,4 @@
-"""Plain-Python wiring of the custom-source parsers to storage: flexible CSV, structured CSV, Google Sheets.
+"""Importing a file into a custom source: flexible CSV and structured CSV (a sheet: ``jobs.sheet_import``).
 
 No Prefect here: the ``import-file`` flow wraps these functions (one task per file, batches inside), and
 the CLI calls them directly. Each batch of ~5,000 rows is one transaction: its records (one
@@ -25,18 +25,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import Engine
 
 from connectors.base import Feed
-from connectors.files.dates import AmbiguousDateColumn
-from connectors.files.flexible_csv import (
-    FileUnreadable,
-    FlexibleCsvFile,
-    RowDigest,
-    RowError,
-    RowMapper,
-    RowResult,
-    row_key,
-    survey_dates,
-)
-from connectors.files.headers import MappingError, match_headers
+from connectors.files.flexible_csv import FlexibleCsvFile
+from connectors.files.rows import FileUnreadable, RowError, RowResult
 from connectors.registry import kinds_fed
 from funnelsync.timeutil import account_timezone
 from jobs.readahead import prefetched, rare_gc, read_in_child
@@ -44,16 +34,13 @@ from storage.bulk_load import SOURCE_EMAIL_INDEX, bulk_load
 from storage.imports import (
     add_job_counts,
     add_rejections,
-    delete_row_fingerprints,
     external_ids_by_email,
     finish_import_job,
-    load_row_fingerprints,
-    save_row_fingerprints,
     start_import_job,
 )
 from storage.key_lookups import unchanged_file_rows
 from storage.row_values import PreparedRecord, prepare_records
-from storage.sources import create_source, get_source, source_customer_count, update_source_settings
+from storage.sources import create_source, get_source, source_customer_count
 from storage.upsert import FreshLoad, fresh_load, upsert_prepared
 
 BATCH_SIZE = 5000
@@ -124,7 +111,7 @@ def ensure_import_source(engine: Engine, name: str, kind: str) -> tuple[int, str
         return int(row.id), str(row.name)
 
 
-class _ErrorsFile:
+class ErrorsFile:
     """Streams rejected rows to ``--errors FILE`` as they are found (bounded memory)."""
 
     def __init__(self, path: Path | None) -> None:
@@ -147,7 +134,7 @@ class _ErrorsFile:
             self.handle.close()
 
 
-class _ReadyRow(NamedTuple):
+class ReadyRow(NamedTuple):
     """A mapped row with its record prepared for storage (``storage.row_values.prepare_record``), or its errors."""
 
     row: int
@@ -158,7 +145,7 @@ class _ReadyRow(NamedTuple):
     unchanged: bool = False
 
 
-class _ReadyBatch(list[_ReadyRow]):
+class _ReadyBatch(list[ReadyRow]):
     """Rows that cross from the reader process as plain tuples (see ``storage.row_values.PreparedBatch``)."""
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -172,12 +159,12 @@ _new_tuple = tuple.__new__
 def _restore_ready(rows: list[tuple[Any, ...]]) -> _ReadyBatch:
     new = _new_tuple
     return _ReadyBatch([
-        new(_ReadyRow, (row, None if record is None else new(PreparedRecord, record), errors, keyed, unchanged))
+        new(ReadyRow, (row, None if record is None else new(PreparedRecord, record), errors, keyed, unchanged))
         for row, record, errors, keyed, unchanged in rows
     ])
 
 
-def _ready(batches: Iterable[list[RowResult]], sqlite: bool, eager: bool) -> Iterator[_ReadyBatch]:
+def ready_batches(batches: Iterable[list[RowResult]], sqlite: bool, eager: bool) -> Iterator[_ReadyBatch]:
     """Prepare each batch's records for the database they go to (``storage.row_values.prepare_record``).
 
     ``eager`` in the reader process of a large file: prepared rows pickle as plain tuples, cheaper than
@@ -189,11 +176,11 @@ def _ready(batches: Iterable[list[RowResult]], sqlite: bool, eager: bool) -> Ite
         fps = [r.row_fingerprint for r in batch if r.record is not None]
         prepared = iter(prepare_records(records, sqlite=sqlite, eager=eager, row_fps=fps))
         # tuple.__new__: a NamedTuple's own constructor is Python code, run for every row of a large file.
-        yield _ReadyBatch([_new_tuple(_ReadyRow, (r.row, None if r.record is None else next(prepared), r.errors,
+        yield _ReadyBatch([_new_tuple(ReadyRow, (r.row, None if r.record is None else next(prepared), r.errors,
                                                   r.keyed_by_email, r.unchanged)) for r in batch])
 
 
-def _batches(results: Iterable[Any], size: int) -> Iterator[list[Any]]:
+def in_batches(results: Iterable[Any], size: int) -> Iterator[list[Any]]:
     batch: list[Any] = []
     for result in results:
         batch.append(result)
@@ -204,14 +191,14 @@ def _batches(results: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def _apply_batch(
+def apply_batch(
     engine: Engine,
     source_id: int,
     job_id: int,
-    batch: list[_ReadyRow],
+    batch: list[ReadyRow],
     summary: ImportSummary,
-    errors_file: _ErrorsFile,
-    on_applied: Callable[[Any, list[_ReadyRow]], None] | None = None,
+    errors_file: ErrorsFile,
+    on_applied: Callable[[Any, list[ReadyRow]], None] | None = None,
     fresh: FreshLoad | None = None,
 ) -> None:
     """Upsert one batch's valid rows and store its rejections, in one transaction.
@@ -233,8 +220,8 @@ def _apply_batch(
                     batch[by_email[email_key]] = row._replace(
                         record=row.record._replace(external_id=external_id))  # type: ignore[union-attr]
         records: list[PreparedRecord] = []
-        applied: list[_ReadyRow] = []
-        rejected: list[_ReadyRow] = []
+        applied: list[ReadyRow] = []
+        rejected: list[ReadyRow] = []
         skipped = 0
         first_row_of: dict[str, int] = {}
         for result in batch:
@@ -308,7 +295,7 @@ def import_csv(
     """
     source = FlexibleCsvFile(Path(path), mapping=dict(mapping or {}), date_format=date_format,
                              encoding=encoding, tz=tz or account_timezone())
-    return _import_file(engine, source, source_name, "csv", progress, errors_path, batch_size, _apply_batch)
+    return _import_file(engine, source, source_name, "csv", progress, errors_path, batch_size, apply_batch)
 
 
 BatchApplier = Callable[..., None]
@@ -330,7 +317,7 @@ def _import_file(
     """Pass 1, then the job and the batches of pass 2 (shared by the flexible and structured imports)."""
     layout = source.prepare()
     assert source.match is not None
-    errors_file = _ErrorsFile(Path(errors_path) if errors_path else None)
+    errors_file = ErrorsFile(Path(errors_path) if errors_path else None)
     source_id, name = ensure_import_source(engine, source_name, "csv")
     summary = ImportSummary(source=name, rows=layout.data_rows, ignored_columns=list(source.match.ignored),
                             columns=source.match.columns())
@@ -363,8 +350,8 @@ def _import_file(
             # Customer rows reach the applier prepared for storage, in the reader process when there is one.
             # Into a source that holds rows, a row it holds as it is (same row digest) is not even parsed.
             if contacts:
-                return _batches(source.rows(), batch_size)
-            return _ready(_batches(source.rows(unchanged=stored_as_is if known and not eager else None), batch_size),
+                return in_batches(source.rows(), batch_size)
+            return ready_batches(in_batches(source.rows(unchanged=stored_as_is if known and not eager else None), batch_size),
                           sqlite, eager)
 
         if layout.data_rows - known >= layout.data_rows / 2 and layout.data_rows >= CHILD_READER_MIN_ROWS:
@@ -390,7 +377,7 @@ def _import_file(
 
 def _apply_contacts_batch(
     engine: Engine, source_id: int, job_id: int, batch: list[RowResult], summary: ImportSummary,
-    errors_file: _ErrorsFile, fresh: FreshLoad | None = None,
+    errors_file: ErrorsFile, fresh: FreshLoad | None = None,
 ) -> None:
     """A batch of contact rows: attach each to its customer's source customer, in one transaction."""
     from storage.imports import contact_key, upsert_source_contacts
@@ -470,202 +457,8 @@ def import_structured(
         raise ValueError(f"unknown template {template_name!r}: use {' or '.join(TEMPLATES)}")
     source = FlexibleCsvFile(Path(path), date_format=date_format, encoding=encoding, tz=tz or account_timezone(),
                              template=template)
-    apply = _apply_contacts_batch if template_name == "contacts" else _apply_batch
+    apply = _apply_contacts_batch if template_name == "contacts" else apply_batch
     return _import_file(engine, source, source_name, "structured", progress, errors_path, batch_size, apply)
-
-
-# ---------------------------------------------------------------- Google Sheets
-
-
-def import_rows(
-    engine: Engine,
-    rows: list[list[str]],
-    source_name: str,
-    stream: str,
-    mapping: dict[str, str] | None = None,
-    date_format: str | None = None,
-    progress: Progress | None = None,
-    *,
-    label: str = "sheet",
-    errors_path: str | Path | None = None,
-    batch_size: int = BATCH_SIZE,
-    tz: tzinfo | None = None,
-    known_orders: dict[str, str] | None = None,
-) -> ImportSummary:
-    """Import in-memory rows (a worksheet's values) applying only rows changed since the last run.
-
-    The first non-blank row is the header; row numbers are the sheet's. Each applied row's fingerprint
-    (its values, the header and the mapping) is kept per (source, ``stream``) in
-    ``import_row_fingerprints``; an unchanged row is counted unchanged without being parsed or written,
-    a rejected row keeps no fingerprint (it is reported again until fixed), and the fingerprints of rows
-    gone from the sheet are deleted.
-
-    Raises:
-        FileUnreadable: no header, no key column, a mapping error or an undecidable date column.
-    """
-    zone = tz or account_timezone()
-    header_index = next((i for i, r in enumerate(rows) if any(str(v).strip() for v in r)), None)
-    if header_index is None:
-        raise FileUnreadable(f"{label} is empty: a header row and at least one row are expected")
-    headers = [str(v) for v in rows[header_index]]
-    try:
-        match = match_headers(headers, dict(mapping or {}))
-    except MappingError as exc:
-        raise FileUnreadable(str(exc)) from None
-    numbered = [(i + 1, [str(v) for v in r]) for i, r in enumerate(rows) if i > header_index]
-    try:
-        mapper = RowMapper(match, survey_dates(match, numbered), zone, date_format, known_orders=known_orders)
-    except AmbiguousDateColumn as exc:
-        raise FileUnreadable(str(exc)) from None
-    errors_file = _ErrorsFile(Path(errors_path) if errors_path else None)
-    source_id, name = ensure_import_source(engine, source_name, "google_sheets")
-    summary = ImportSummary(source=name, rows=len(numbered), ignored_columns=list(match.ignored),
-                            columns=match.columns(), date_orders=mapper.date_orders())
-    row_digest = RowDigest(repr((headers, sorted((mapping or {}).items()), date_format, str(zone))).encode(), loose=True)
-    id_index, email_index = match.index_of("external_id"), match.index_of("email")
-    with engine.begin() as conn:
-        stored = load_row_fingerprints(conn, source_id, stream)
-        job_id, summary.job_uuid = start_import_job(conn, source_id, "sheet", label)
-    present: set[str] = set()
-    fingerprint_of: dict[int, tuple[str, str]] = {}
-    pending: list[RowResult] = []
-    unchanged = 0
-    seen_rows: dict[str, int] = {}
-    for number, values in numbered:
-        key = row_key(values, id_index, email_index)
-        if key is not None:
-            if key in seen_rows:
-                pending.append(RowResult(number, None, [RowError(
-                    number, mapper.key_column, key, f"duplicate key: row {seen_rows[key]} has the same key; "
-                    f"the first row is imported")]))
-                continue
-            seen_rows[key] = number
-            present.add(key)
-            fingerprint = row_digest(values)
-            if stored.get(key) == fingerprint:
-                unchanged += 1
-                continue
-            fingerprint_of[number] = (key, fingerprint)
-        result = mapper.map(values, number)
-        if result is not None:
-            pending.append(result)
-
-    def remember(conn: Any, applied: list[_ReadyRow]) -> None:
-        # Same transaction as the batch: a row's fingerprint is stored exactly when its record is.
-        fingerprints = dict(fingerprint_of[r.row] for r in applied if r.row in fingerprint_of)
-        save_row_fingerprints(conn, source_id, stream, fingerprints)
-
-    done = 0
-    summary.unchanged += unchanged
-    try:
-        with rare_gc():
-            for batch in _ready(_batches(pending, batch_size), engine.dialect.name == "sqlite", False):
-                _apply_batch(engine, source_id, job_id, batch, summary, errors_file, on_applied=remember)
-                done += len(batch)
-                if progress is not None:
-                    progress(done, len(pending))
-        gone = [key for key in stored if key not in present]
-        with engine.begin() as conn:
-            delete_row_fingerprints(conn, source_id, stream, gone)
-            add_job_counts(conn, job_id, {"unchanged": unchanged})
-            finish_import_job(conn, job_id, "done")
-    except BaseException as exc:
-        with engine.begin() as conn:
-            finish_import_job(conn, job_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
-        raise
-    finally:
-        errors_file.close()
-    return summary
-
-
-def import_sheet(
-    engine: Engine,
-    spreadsheet: str | None = None,
-    worksheet: str | None = None,
-    source_name: str | None = None,
-    mapping: dict[str, str] | None = None,
-    date_format: str | None = None,
-    progress: Progress | None = None,
-    *,
-    credentials_file: str | Path | None = None,
-    client: Any = None,
-    errors_path: str | Path | None = None,
-    tz: tzinfo | None = None,
-    full_refresh: bool = False,
-) -> ImportSummary:
-    """Import one Google Sheets worksheet into the custom source ``source_name`` (kind google_sheets).
-
-    Only rows changed since the last run of this source and worksheet are applied (see ``import_rows``).
-    The source's settings remember the spreadsheet, worksheet, mapping and the credentials file PATH
-    (never its content), so a scheduled run needs only the source name: with ``spreadsheet`` and
-    ``worksheet`` left out they come from those settings (as ``import_sheet_source`` does).
-
-    Args:
-        spreadsheet: the spreadsheet id or URL.
-        worksheet: the worksheet title.
-        source_name: the custom source (required).
-        credentials_file: a service-account key file (default ``GOOGLE_APPLICATION_CREDENTIALS``).
-        client: a ready gspread client (tests point one at a local fake API).
-        full_refresh: forget the row fingerprints first, so every row is applied again (the upsert still
-            counts rows whose values did not change as unchanged).
-
-    Raises:
-        SheetsError: the sheet could not be read (nothing imported).
-        FileUnreadable: no header, no key column, mapping error, undecidable date column.
-        ValueError: no source name, or no sheet given and none stored for the source.
-    """
-    if not source_name:
-        raise ValueError("name the custom source to import the sheet into")
-    if spreadsheet is None or worksheet is None:
-        return import_sheet_source(engine, source_name, client=client, progress=progress, full_refresh=full_refresh)
-    from connectors.files.sheets import fetch_rows, open_client, spreadsheet_key
-
-    key = spreadsheet_key(spreadsheet)
-    with engine.connect() as conn:
-        existing = get_source(conn, source_name)
-    known_orders = dict((existing.settings or {}).get("date_orders") or {}) if existing is not None else {}
-    if client is None:
-        client = open_client(credentials_file)
-    rows = fetch_rows(client, key, worksheet)
-    if full_refresh and existing is not None:
-        with engine.begin() as conn:
-            delete_row_fingerprints(conn, existing.id, f"{key}/{worksheet}"[:255],
-                                    list(load_row_fingerprints(conn, existing.id, f"{key}/{worksheet}"[:255])))
-    summary = import_rows(
-        engine, rows, source_name, f"{key}/{worksheet}"[:255], mapping, date_format, progress,
-        label=f"worksheet {worksheet!r} of spreadsheet {key}", errors_path=errors_path, tz=tz,
-        known_orders=known_orders,
-    )
-    with engine.begin() as conn:
-        row = get_source(conn, summary.source)
-        if row is not None:
-            settings = dict(row.settings or {})
-            settings.update(
-                spreadsheet_id=key, worksheet=worksheet, mapping=dict(mapping or {}), date_format=date_format,
-                credentials_file=str(credentials_file) if credentials_file else settings.get("credentials_file"),
-                date_orders={**known_orders, **summary.date_orders},
-            )
-            update_source_settings(conn, row.id, settings)
-    return summary
-
-
-def import_sheet_source(engine: Engine, source_name: str, *, client: Any = None,
-                        progress: Progress | None = None, full_refresh: bool = False) -> ImportSummary:
-    """Re-run the sheet import of a google_sheets source from its stored settings (for schedules).
-
-    Raises:
-        ValueError: the source is unknown or has no sheet settings.
-    """
-    with engine.connect() as conn:
-        row = get_source(conn, source_name)
-    if row is None or row.kind != "google_sheets" or not (row.settings or {}).get("spreadsheet_id"):
-        raise ValueError(f"{source_name!r} is not a Google Sheets source: run `funnelsync import sheet` once first")
-    settings = row.settings
-    return import_sheet(
-        engine, settings["spreadsheet_id"], settings["worksheet"], row.name, settings.get("mapping") or {},
-        settings.get("date_format"), progress, credentials_file=settings.get("credentials_file"), client=client,
-        full_refresh=full_refresh,
-    )
 
 
 def import_contacts(

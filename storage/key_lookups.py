@@ -49,7 +49,7 @@ PG_BY_EMAIL_SQL = (
 def unchanged_file_rows(conn: Connection, data_source_id: int, digests: Mapping[str, str]) -> set[str]:
     """The external ids among ``digests`` whose source customer was last written from a row with that digest.
 
-    Such a row would read into the record as it is stored (``connectors.files.flexible_csv.RowDigest``).
+    Such a row would read into the record as it is stored (``connectors.files.rows.RowDigest``).
     """
     rows = rows_by_external_id(conn, data_source_id, list(digests), ("row_fingerprint",))
     return {ext for ext, stored in rows if stored is not None and stored == digests[ext]}

@@ -128,7 +128,7 @@ def test_records_pickle_as_tuples_and_come_back_equal() -> None:
     import pickle
     from datetime import datetime, timezone
 
-    from connectors.files.flexible_csv import RowError, RowResult
+    from connectors.files.rows import RowError, RowResult
     from funnelsync.records import ContactRecord, SourceCustomerRecord, SubscriptionFact
 
     when = datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)

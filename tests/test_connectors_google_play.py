@@ -19,13 +19,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from api.app import create_app
-from connectors.google_play import (
-    GooglePlayPayloadError,
-    SalesReportError,
-    payload_partial,
-    read_sales_report,
-    sales_orders,
-)
+from connectors.files.google_play_report import SalesReportError, read_sales_report, sales_orders
+from connectors.google_play import GooglePlayPayloadError, payload_partial
 from jobs.google_play_sales import import_sales_report
 from storage.api_keys import create_api_key
 from storage.schema import customers, source_customers, subscriptions

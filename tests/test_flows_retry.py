@@ -6,7 +6,7 @@ import httpx
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from connectors.files.flexible_csv import FileUnreadable
+from connectors.files.rows import FileUnreadable
 from connectors.http import ApiError, CredentialsError
 from flows.runtime import is_transient, one_line, retry_if_transient, slug
 from jobs.secrets import SecretResolutionError

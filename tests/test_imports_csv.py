@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, func, select
 
-from connectors.files.flexible_csv import FileUnreadable
+from connectors.files.rows import FileUnreadable
 from jobs.imports import import_csv
 from storage.customers import customer_view, resolve_customer
 from storage.edits import set_manual_edits

@@ -16,8 +16,10 @@ from connectors.files.dates import (
     make_date_parser,
     parse_date_format,
 )
-from connectors.files.flexible_csv import FileUnreadable, FlexibleCsvFile, sniff_delimiter
+from connectors.files.dialect import sniff_delimiter
+from connectors.files.flexible_csv import FlexibleCsvFile
 from connectors.files.headers import MappingError, match_headers, normalize_header, parse_map_options
+from connectors.files.rows import FileUnreadable
 
 UTC = timezone.utc
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from connectors.files.sheets import SheetsError, open_client, spreadsheet_key
 from fakes.google_sheets import SHEET_ID, FakeSheets, RedirectSession
-from jobs.imports import import_sheet, import_sheet_source
+from jobs.sheet_import import import_sheet, import_sheet_source
 from storage.customers import customer_view, resolve_customer
 from storage.schema import data_sources, import_row_fingerprints, source_customers
 

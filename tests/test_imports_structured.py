@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from connectors.files.flexible_csv import FileUnreadable
+from connectors.files.rows import FileUnreadable
 from connectors.files.structured_csv import SAMPLES_DIR
 from jobs.imports import import_structured
 from storage.customers import resolve_customer

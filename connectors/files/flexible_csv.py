@@ -1,4 +1,7 @@
-"""The flexible customer file: encoding, delimiter, header matching and rows → ``SourceCustomerRecord``.
+"""The flexible customer file: the row mapper (a row → ``SourceCustomerRecord``) and the file reader.
+
+The reader finds the encoding (``encoding``), the delimiter (``dialect``), matches the headers
+(``headers``), reads dates (``dates``) and cells (``cells``) with the rules of its sibling modules.
 
 Reading a file takes two streaming passes, so a million rows need no more memory than a batch:
 
@@ -19,366 +22,48 @@ import can look up an existing source customer of the same source with that emai
 in a file, the first valid row wins and later ones are rejected as duplicates: "last wins" would make
 a re-import of the same file rewrite records and stop being a no-op.
 
-Pure module: no storage; it imports only the shared record model, normalisation and time helpers.
+Pure module: no storage; besides its siblings it imports only the shared record model and time helpers.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
 import io
-import math
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from decimal import Decimal, InvalidOperation
 from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
+from connectors.files.cells import (
+    MAX_LENGTH,
+    convert_boolean,
+    convert_country,
+    convert_custom_text,
+    convert_decimal,
+    convert_email,
+    convert_integer,
+    convert_lead_status,
+    convert_tags,
+    isoformat_of,
+    text_within,
+)
 from connectors.files.dates import AmbiguousDateColumn, SlashedDateSurvey, make_date_parser
+from connectors.files.dialect import SNIFF_CHARS, sniff_delimiter
+from connectors.files.encoding import SAMPLE_BYTES, detect_encoding, guess_legacy_encoding
 from connectors.files.headers import HeaderMatch, MappingError, Target, match_headers
-from funnelsync.normalize import normalize_country, normalize_email
-from funnelsync.records import LEAD_STATUSES, ContactRecord, SourceCustomerRecord, SubscriptionFact, compact_pickle
+from connectors.files.rows import ROW_RULES_VERSION, FileUnreadable, RowDigest, RowError, RowResult
+from connectors.files.structured_csv import Template
+from funnelsync.normalize import normalize_email
+from funnelsync.records import ContactRecord, SourceCustomerRecord, SubscriptionFact
 from funnelsync.timeutil import account_timezone
 
-SAMPLE_BYTES = 1 << 20
-SNIFF_CHARS = 64 * 1024
-DELIMITERS = (",", ";", "\t")
 FIELD_SIZE_LIMIT = 1 << 20  # a stray quote swallows the file up to here, then csv reports the line
 # The subscription fact a file row describes has a fixed id so a re-import replaces it, not adds one.
 SUBSCRIPTION_ID = "import"
-# Column widths of the storage schema, repeated here because a connector may not import storage: a
-# longer value would make PostgreSQL refuse the whole batch, so it is an error of its row instead.
-MAX_LENGTH = {
-    "external_id": 255, "name": 255, "email": 320, "company": 255, "state": 100, "city": 255, "zip": 40,
-    "website_url": 2048, "owner": 320, "tags": 255, "contact.first_name": 255, "contact.last_name": 255,
-    "contact.title": 255, "contact.email": 320, "contact.phone": 100, "contact.linked_in": 2048,
-    "contact.twitter": 255, "contact.notes": 100_000, "custom": 10_000,
-}
-LEAD_STATUS_BY_KEY = {s.lower().replace("_", ""): s for s in LEAD_STATUSES} | {
-    s.lower().split("_")[0]: s for s in LEAD_STATUSES
-}
-# Common English names for ISO-3166 alpha-2 codes; anything else must be the code itself.
-COUNTRY_NAMES = {
-    "united states": "US", "united states of america": "US", "usa": "US", "u.s.": "US", "u.s.a.": "US",
-    "america": "US", "united kingdom": "GB", "uk": "GB", "great britain": "GB", "england": "GB",
-    "scotland": "GB", "wales": "GB", "germany": "DE", "deutschland": "DE", "france": "FR", "spain": "ES",
-    "españa": "ES", "italy": "IT", "italia": "IT", "netherlands": "NL", "the netherlands": "NL",
-    "holland": "NL", "belgium": "BE", "switzerland": "CH", "schweiz": "CH", "austria": "AT",
-    "österreich": "AT", "ireland": "IE", "portugal": "PT", "sweden": "SE", "norway": "NO", "denmark": "DK",
-    "finland": "FI", "iceland": "IS", "poland": "PL", "czech republic": "CZ", "czechia": "CZ",
-    "hungary": "HU", "romania": "RO", "greece": "GR", "turkey": "TR", "türkiye": "TR", "russia": "RU",
-    "ukraine": "UA", "canada": "CA", "mexico": "MX", "méxico": "MX", "brazil": "BR", "brasil": "BR",
-    "argentina": "AR", "chile": "CL", "colombia": "CO", "peru": "PE", "australia": "AU",
-    "new zealand": "NZ", "japan": "JP", "china": "CN", "south korea": "KR", "korea": "KR", "india": "IN",
-    "singapore": "SG", "hong kong": "HK", "taiwan": "TW", "israel": "IL", "united arab emirates": "AE",
-    "uae": "AE", "saudi arabia": "SA", "south africa": "ZA", "nigeria": "NG", "kenya": "KE", "egypt": "EG",
-    "indonesia": "ID", "philippines": "PH", "vietnam": "VN", "thailand": "TH", "malaysia": "MY",
-}
-TRUE_WORDS = frozenset({"true", "yes", "y", "1", "t"})
-FALSE_WORDS = frozenset({"false", "no", "n", "0", "f"})
-
-
-class FileUnreadable(Exception):
-    """The file cannot be imported at all (nothing is written): encoding, layout or mapping problem."""
-
-
-# Longest rejected value quoted in full in reports (longer ones are cut, with their length).
-REJECTED_VALUE_LIMIT = 200
-
-
-@dataclass(slots=True)
-class RowError:
-    """One reason a row was rejected: spreadsheet row number, column header, raw value, reason."""
-
-    row: int
-    column: str
-    value: str
-    reason: str
-
-    def __post_init__(self) -> None:
-        # A pasted paragraph or a runaway quoted cell must not be copied whole into every report and
-        # stored rejection: the row number finds it in the file.
-        if len(self.value) > REJECTED_VALUE_LIMIT:
-            self.value = f"{self.value[:REJECTED_VALUE_LIMIT]}… ({len(self.value):,} characters)"
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON shape of ``--json`` output."""
-        return {"row": self.row, "column": self.column, "value": self.value, "reason": self.reason}
-
-
-@compact_pickle
-@dataclass(slots=True)
-class RowResult:
-    """A mapped row: a record to upsert, or the errors that reject it."""
-
-    row: int
-    record: SourceCustomerRecord | None
-    errors: list[RowError]
-    keyed_by_email: bool = False
-    raw: list[str] | None = None
-    # ``RowDigest`` of a row keyed by its external id (a re-import compares it with the stored one).
-    row_fingerprint: str | None = None
-    # Skipped by ``FlexibleCsvFile.rows(unchanged=…)``: the source holds this row as it is (no record).
-    unchanged: bool = False
-
-
-# Part of every row digest: raise it when a change to the reading rules (dates, converters) must make
-# re-imports read every row again instead of trusting digests stored by an older version.
-ROW_RULES_VERSION = 1
-
-
-class RowDigest:
-    """The digest of a row's values under a signature (headers, mapping, date orders, time zone).
-
-    Equal digests mean the row reads into the same record. ``loose`` leaves out what reading ignores
-    (trailing empty cells, spaces around values): Google Sheets drops a row's trailing empty cells. A
-    file row is digested as it is, in about half the time (0.65 against 1.23 µs for an 8-value row,
-    measured); a row changed only in spaces is read again and found unchanged.
-    """
-
-    def __init__(self, signature: bytes, loose: bool = False) -> None:
-        self._base = hashlib.blake2b(signature, digest_size=16)
-        self._loose = loose
-
-    def __call__(self, values: list[str]) -> str:
-        if self._loose:
-            trimmed = list(values)
-            while trimmed and not trimmed[-1].strip():
-                trimmed.pop()
-            values = [v.strip() for v in trimmed]
-        digest = self._base.copy()
-        digest.update("\x1f".join(values).encode("utf-8", "surrogatepass"))
-        return digest.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------------
-# Encoding
-
-
-def _western_plausible(text: str) -> bool:
-    """Whether text decoded as Windows-1252 looks like a Western European language.
-
-    In French, German or Spanish words an accented letter is the exception; Cyrillic or Greek bytes
-    read as Windows-1252 turn whole words into accented letters. So: among the words holding a
-    non-ASCII letter, fewer than half of the letters may be non-ASCII.
-    """
-    if "\x00" in text:
-        return False
-    non_ascii_letters = letters = 0
-    for word in _words_with_non_ascii(text):
-        letters += len(word)
-        non_ascii_letters += sum(1 for ch in word if ord(ch) > 127)
-    return letters == 0 or non_ascii_letters / letters < 0.5
-
-
-def _words_with_non_ascii(text: str) -> Iterator[str]:
-    word: list[str] = []
-    for ch in text + " ":
-        if ch.isalpha():
-            word.append(ch)
-        elif word:
-            if any(ord(c) > 127 for c in word):
-                yield "".join(word)
-            word = []
-
-
-def guess_legacy_encoding(sample: bytes, label: str) -> str:
-    """Name the encoding of bytes that are not UTF-8.
-
-    Windows-1252 first when the text reads as a Western language (Excel's "CSV" on Western Windows,
-    and a superset of Latin-1's printable characters): charset-normalizer guesses poorly on the few
-    accented letters of a customer list (it calls "Zürich" cp775). Otherwise charset-normalizer.
-
-    Raises:
-        FileUnreadable: when neither gives a confident answer.
-    """
-    try:
-        text = sample.decode("cp1252")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and _western_plausible(text):
-        return "cp1252"
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(sample).best()
-    if best is not None and best.encoding and best.chaos < 0.2:
-        return str(best.encoding)
-    raise FileUnreadable(
-        f"{label} is not UTF-8 and its encoding could not be detected: save it as UTF-8 (Excel: "
-        f"Save As › 'CSV UTF-8 (Comma delimited)'; Google Sheets exports UTF-8) or pass --encoding NAME "
-        f"(for example --encoding cp1252)"
-    )
-
-
-def detect_encoding(head: bytes, label: str) -> str:
-    """The encoding of a file from its first bytes: a BOM, else UTF-8 if the bytes are, else a guess.
-
-    ``prepare()`` still decodes the whole file, so a non-UTF-8 byte after the sample is caught there.
-    """
-    if head.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        return "utf-32"
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    try:
-        head.decode("utf-8")
-        return "utf-8"
-    except UnicodeDecodeError as exc:
-        if exc.start >= len(head) - 3 and len(head) >= SAMPLE_BYTES:
-            return "utf-8"  # the sample cut a multi-byte character in two
-    return guess_legacy_encoding(head, label)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Delimiter
-
-
-def sniff_delimiter(sample: str) -> str:
-    """Pick comma, semicolon or tab: the one giving the header most columns that the rows repeat.
-
-    ``csv.Sniffer`` is not used: it guesses from character frequencies and trips over commas inside
-    quoted values and decimal commas; parsing with each candidate and checking consistency does not.
-    """
-    lines = sample.splitlines(keepends=True)
-    if len(lines) > 1 and not sample.endswith(("\n", "\r")):
-        lines = lines[:-1]  # the sample may cut the last row
-    text = "".join(lines[:200])
-    best: tuple[float, int, str] = (0.0, 1, ",")
-    for delimiter in DELIMITERS:
-        try:
-            rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
-        except csv.Error:
-            continue
-        if not rows:
-            continue
-        width = len(_trim_trailing_empty(rows[0]))
-        if width < 2:
-            continue
-        body = rows[1:50] or rows[:1]
-        consistent = sum(1 for r in body if len(_trim_trailing_empty(r)) <= width and len(r) >= width - 1)
-        score = (consistent / len(body), width, delimiter)
-        if score[:2] > best[:2]:
-            best = score
-    return best[2]
-
-
-def _trim_trailing_empty(row: list[str]) -> list[str]:
-    end = len(row)
-    while end and not row[end - 1].strip():
-        end -= 1
-    return row[:end]
-
-
-# ----------------------------------------------------------------------------------------------------
-# Cell converters (one per column, chosen once; each raises ValueError with a reason)
-
-
-def _text(limit: int) -> Callable[[str], str]:
-    def convert(value: str) -> str:
-        if len(value) > limit:
-            raise ValueError(f"longer than {limit} characters")
-        return value
-
-    return convert
-
-
-def _email(value: str) -> str:
-    local, at, domain = value.rpartition("@")
-    if not at or not local or "." not in domain or " " in value or len(value) > 320:
-        raise ValueError("not an email address")
-    return value
-
-
-_COUNTRY_CACHE: dict[str, str] = {}
-
-
-def _country(value: str) -> str:
-    cached = _COUNTRY_CACHE.get(value)  # a country column holds a few hundred distinct values at most
-    if cached is not None:
-        return cached
-    named = COUNTRY_NAMES.get(value.lower())
-    if named:
-        code = named
-    else:
-        try:
-            code = normalize_country(value) or ""
-        except ValueError:
-            raise ValueError("not a country: use an ISO-3166 alpha-2 code such as US, DE or FR") from None
-    if len(_COUNTRY_CACHE) < 10_000:
-        _COUNTRY_CACHE[value] = code
-    return code
-
-
-def _lead_status(value: str) -> str:
-    status = LEAD_STATUS_BY_KEY.get(value.lower().replace(" ", "").replace("_", "").replace("-", ""))
-    if status is None:
-        raise ValueError(f"not a lead status: use one of {', '.join(LEAD_STATUSES)}")
-    return status
-
-
-def _tags(value: str) -> list[str]:
-    tags: list[str] = []
-    for part in value.split(","):
-        tag = part.strip()
-        if tag and tag not in tags:
-            if len(tag) > 255:
-                raise ValueError("a tag is longer than 255 characters")
-            tags.append(tag)
-    return tags
-
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
-def _integer(value: str) -> int:
-    try:
-        number = int(value.replace("_", ""))
-    except ValueError:
-        raise ValueError("not an integer") from None
-    # Past 64 bits the JSON columns hand it back rounded to a float (1e+23): refuse rather than corrupt it.
-    if not _INT64_MIN <= number <= _INT64_MAX:
-        raise ValueError(f"an integer must fit in 64 bits ({_INT64_MIN} to {_INT64_MAX})")
-    return number
-
-
-def _decimal(value: str) -> float:
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        raise ValueError("not a decimal number (use a dot as decimal separator)") from None
-    # "1e400" is finite as a Decimal but Infinity as a float, which --json and the API cannot print as JSON.
-    if not number.is_finite() or not math.isfinite(float(number)):
-        raise ValueError("not a finite number")
-    return float(number)
-
-
-def _boolean(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in TRUE_WORDS:
-        return True
-    if lowered in FALSE_WORDS:
-        return False
-    raise ValueError("not a boolean: use true/false, yes/no or 1/0")
-
-
-def _custom_text(value: str) -> str:
-    if len(value) > MAX_LENGTH["custom"]:
-        raise ValueError(f"longer than {MAX_LENGTH['custom']} characters")
-    return value
-
-
-def _isoformat_of(parser: Callable[[str], datetime]) -> Callable[[str], str]:
-    """A timestamp custom attribute is stored as ISO 8601 text (JSON has no datetime)."""
-
-    def convert(value: str) -> str:
-        return parser(value).isoformat()
-
-    return convert
 
 
 # Where a converted value goes.
@@ -487,20 +172,20 @@ class RowMapper:
         if target.is_date:
             parser = make_date_parser(header, survey, tz, date_format, known_order)
             if name.startswith("custom."):
-                return _Column(index, header, name[7:], _CUSTOM, _isoformat_of(parser))
+                return _Column(index, header, name[7:], _CUSTOM, isoformat_of(parser))
             return _Column(index, header, name, _FIELD, parser)
         convert: Callable[[str], Any]
         if name.startswith("custom."):
-            typed: dict[str, Callable[[str], Any]] = {"integer": _integer, "decimal": _decimal, "boolean": _boolean}
-            convert = typed.get(target.custom_type, _custom_text)
+            typed: dict[str, Callable[[str], Any]] = {"integer": convert_integer, "decimal": convert_decimal, "boolean": convert_boolean}
+            convert = typed.get(target.custom_type, convert_custom_text)
             return _Column(index, header, name[7:], _CUSTOM, convert)
         if name.startswith("contact."):
-            convert = _email if name == "contact.email" else _text(MAX_LENGTH[name])
+            convert = convert_email if name == "contact.email" else text_within(MAX_LENGTH[name])
             return _Column(index, header, name[8:], _CONTACT, convert)
         special: dict[str, Callable[[str], Any]] = {
-            "email": _email, "country": _country, "lead_status": _lead_status, "tags": _tags,
+            "email": convert_email, "country": convert_country, "lead_status": convert_lead_status, "tags": convert_tags,
         }
-        return _Column(index, header, name, _FIELD, special.get(name) or _text(MAX_LENGTH[name]))
+        return _Column(index, header, name, _FIELD, special.get(name) or text_within(MAX_LENGTH[name]))
 
     def map(self, values: list[str], row: int) -> RowResult | None:
         """Map one row; None for a blank row (skipped, not rejected)."""
@@ -623,56 +308,6 @@ class FileLayout:
     headers: list[str]
     data_rows: int = 0
     encoding_note: str | None = None
-
-
-@dataclass(frozen=True)
-class Template:
-    """A strict file layout (structured import): exact column names, some required in every row.
-
-    ``columns`` maps each allowed column name (compared case-insensitively) to its mapping target.
-    """
-
-    name: str
-    columns: dict[str, str]
-    required: tuple[str, ...]
-    unique_key: bool = True  # False: many rows may share a key (several contacts of one customer)
-
-    def mapping_for(self, headers: list[str], label: str) -> dict[str, str]:
-        """The ``--map`` equivalent of a header row, or a refusal naming the wrong columns.
-
-        Raises:
-            FileUnreadable: an unknown column, a repeated one, or a required one missing.
-        """
-        seen: dict[str, str] = {}
-        unknown: list[str] = []
-        for header in headers:
-            clean = header.replace("\ufeff", "").strip()
-            if not clean:
-                continue
-            key = clean.lower()
-            if key not in self.columns:
-                unknown.append(clean)
-            elif key in seen:
-                raise FileUnreadable(f"{label}: column {clean!r} appears twice")
-            else:
-                seen[key] = clean
-        missing = [c for c in self.required if c not in seen]
-        problems = []
-        if unknown:
-            problems.append(f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)}")
-        if missing:
-            problems.append(f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-        if problems:
-            raise FileUnreadable(
-                f"{label} does not follow the {self.name} template: {'; '.join(problems)} "
-                f"(allowed columns: {', '.join(self.columns)}; required: {', '.join(self.required)})"
-            )
-        return {original: self.columns[key] for key, original in seen.items()}
-
-    @property
-    def required_targets(self) -> tuple[str, ...]:
-        """The mapping targets of the required columns."""
-        return tuple(self.columns[c] for c in self.required)
 
 
 @dataclass
@@ -930,13 +565,3 @@ def file_size(path: Path) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
-
-
-# Public names of the cell converters, shared with manual and bulk edits (same rules, same messages).
-convert_email = _email
-convert_country = _country
-convert_lead_status = _lead_status
-convert_tags = _tags
-convert_integer = _integer
-convert_decimal = _decimal
-convert_boolean = _boolean

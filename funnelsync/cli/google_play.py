@@ -22,7 +22,7 @@ def google_play_sales(
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON summary.")] = False,
 ) -> None:
     """Import trial starts and first payments from a Google Play Daily Sales Report."""
-    from connectors.google_play import SalesReportError
+    from connectors.files.google_play_report import SalesReportError
     from jobs.google_play_sales import import_sales_report
 
     if not file.is_file():

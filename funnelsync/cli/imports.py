@@ -131,7 +131,7 @@ def import_csv_command(
     as_json: JsonOption = False,
 ) -> None:
     """Import a flexible CSV of customers with lead and trial dates."""
-    from connectors.files.flexible_csv import FileUnreadable
+    from connectors.files.rows import FileUnreadable
     from jobs.imports import SourceKindMismatch, import_csv
 
     mapping = _mapping(map_)
@@ -162,9 +162,10 @@ def import_sheet_command(
     as_json: JsonOption = False,
 ) -> None:
     """Import a Google Sheets worksheet (only rows changed since the last run are applied)."""
-    from connectors.files.flexible_csv import FileUnreadable
+    from connectors.files.rows import FileUnreadable
     from connectors.files.sheets import SheetsError, open_client
-    from jobs.imports import SourceKindMismatch, import_sheet
+    from jobs.imports import SourceKindMismatch
+    from jobs.sheet_import import import_sheet
 
     mapping = _mapping(map_)
     order = _date_format(date_format)
@@ -194,7 +195,7 @@ def import_structured_command(
     as_json: JsonOption = False,
 ) -> None:
     """Import a structured CSV (strict template): customers (external_id, name, …) or their contacts."""
-    from connectors.files.flexible_csv import FileUnreadable
+    from connectors.files.rows import FileUnreadable
     from jobs.imports import SourceKindMismatch, import_structured
 
     if type_ not in ("customers", "contacts"):

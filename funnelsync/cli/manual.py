@@ -137,7 +137,7 @@ def bulk_edit(
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON summary.")] = False,
 ) -> None:
     """Set lead status, owner, lead and trial dates, tags or custom attributes for many customers."""
-    from connectors.files.flexible_csv import FileUnreadable
+    from connectors.files.rows import FileUnreadable
     from jobs.edits import (
         BULK_FIELDS,
         EditValueError,
