@@ -12,14 +12,19 @@ import sys
 import typer
 from typer._click import exceptions as click_exceptions
 
-# Command modules register on import. One line per module keeps parallel work free of conflicts.
-from funnelsync.cli import core as _core  # noqa: E402,F401  init, sources, customers, api-keys, serve
+from funnelsync.cli import api_keys as _api_keys  # noqa: E402,F401  api-keys create|revoke|list
+from funnelsync.cli import bulk_edit as _bulk_edit  # noqa: E402,F401  bulk-edit
+from funnelsync.cli import customers as _customers  # noqa: E402,F401  customers list|show|add|edit
 from funnelsync.cli import demo as _demo  # noqa: E402,F401  demo (the flows end to end on local stand-ins)
 from funnelsync.cli import google_play as _google_play  # noqa: E402,F401  import google-play-sales
 from funnelsync.cli import imports as _imports  # noqa: E402,F401  import csv|structured|sheet
-from funnelsync.cli import manual as _manual  # noqa: E402,F401  customers add|edit, bulk-edit
+
+# Command modules register on import. One line per module keeps parallel work free of conflicts.
+from funnelsync.cli import init as _init  # noqa: E402,F401  init
 from funnelsync.cli import merge as _merge  # noqa: E402,F401  merge, unmerge
 from funnelsync.cli import metrics as _metrics  # noqa: E402,F401  metrics, metrics cohorts
+from funnelsync.cli import serve as _serve  # noqa: E402,F401  serve (the HTTP API and the dashboard)
+from funnelsync.cli import sources as _sources  # noqa: E402,F401  sources add|list
 from funnelsync.cli import sync as _sync  # noqa: E402,F401  sync NAME [--full-refresh] [--json]
 from funnelsync.cli import worker as _worker  # noqa: E402,F401  worker (serve the Prefect deployments)
 from funnelsync.cli.common import CliError, app, err_console

@@ -1,20 +1,20 @@
-"""``funnelsync customers add|edit`` and ``funnelsync bulk-edit``: manual entry and overrides.
+"""``funnelsync customers list|show|add|edit``: the customers, and manual entry and edits by hand.
 
-Edits are manual edits (overrides): they survive every re-sync and re-import. See jobs/edits.py
-for the rules (no lead status on a subscriber, no future dates, no trial before the lead date).
+Edits are manual edits (overrides): they survive every re-sync and re-import. The rules are
+``funnelsync.edit_rules``'s (no lead status on a subscriber, no future dates, no trial before the lead date).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from funnelsync.cli.common import app, console, err_console, fail, get_engine, print_json
-from funnelsync.cli.core import customers_app
+from funnelsync.cli.common import app, console, fail, get_engine, print_json
+
+customers_app = typer.Typer(help="List, show, add and edit customers.", no_args_is_help=True)
+app.add_typer(customers_app, name="customers")
 
 SetOption = Annotated[
     list[str] | None,
@@ -23,7 +23,8 @@ SetOption = Annotated[
 ]
 
 
-def _pairs(options: list[str] | None) -> list[tuple[str, str]]:
+def assignments(options: list[str] | None) -> list[tuple[str, str]]:
+    """The ``(field, value)`` pairs of repeated ``--set field=value`` options (exit 2 on a malformed one)."""
     pairs = []
     for option in options or []:
         name, sep, value = option.partition("=")
@@ -33,7 +34,7 @@ def _pairs(options: list[str] | None) -> list[tuple[str, str]]:
     return pairs
 
 
-def _show(engine: Any, customer_id: int, as_json: bool, title: str) -> None:
+def _show(engine: Any, customer_id: int, as_json: bool, title: str | None = None) -> None:
     from storage.customers import customer_view
     from storage.edits import manual_edits_of
 
@@ -48,6 +49,82 @@ def _show(engine: Any, customer_id: int, as_json: bool, title: str) -> None:
     for key, value in item.items():
         table.add_row(key, "" if value is None else str(value))
     console.print(table)
+
+
+CUSTOMER_JSON_KEYS = (
+    "uuid", "external_ids", "data_sources", "name", "email", "company", "country", "status", "lead_status",
+    "lead_created_at", "free_trial_started_at", "subscriber_since", "tags", "custom",
+)
+
+
+@customers_app.command("list")
+def customers_list(
+    source: Annotated[str | None, typer.Option("--source", help="Only customers linked to this source.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List customers (oldest first)."""
+    from storage.customers import customer_view, list_customer_ids
+    from storage.sources import SourceNotFound, require_source
+
+    engine = get_engine()
+    with engine.connect() as conn:
+        if source is not None:
+            try:
+                require_source(conn, source)
+            except SourceNotFound as exc:
+                fail(str(exc))
+        if as_json:
+            # Stream in pages so a million customers print in bounded memory.
+            import json
+            import sys
+
+            sys.stdout.write("[")
+            first = True
+            after, left = 0, limit
+            while left is None or left > 0:
+                page = min(1000, left) if left is not None else 1000
+                ids = list_customer_ids(conn, source=source, after_id=after, limit=page)
+                if not ids:
+                    break
+                for item in customer_view(conn, ids):
+                    sys.stdout.write(("\n  " if first else ",\n  ") + json.dumps({k: item[k] for k in CUSTOMER_JSON_KEYS}))
+                    first = False
+                after = ids[-1]
+                if left is not None:
+                    left -= len(ids)
+            sys.stdout.write("\n]\n" if not first else "]\n")
+            return
+        ids = list_customer_ids(conn, source=source, limit=limit or 50)
+        items = customer_view(conn, ids)
+    table = Table("uuid", "name", "email", "status", "lead created", "trial started", "subscriber since", "sources")
+    for item in items:
+        table.add_row(item["uuid"], item["name"] or "", item["email"] or "", item["status"],
+                      _short(item["lead_created_at"]), _short(item["free_trial_started_at"]),
+                      _short(item["subscriber_since"]), ", ".join(item["data_sources"]))
+    console.print(table)
+    if limit is None and len(items) == 50:
+        console.print("(first 50 shown: use --limit or --json for more)")
+
+
+def _short(value: str | None) -> str:
+    return value[:16].replace("T", " ") if value else ""
+
+
+@customers_app.command("show")
+def customers_show(
+    ref: Annotated[str, typer.Argument(help="A customer uuid (cus_…) or SOURCE:EXTERNAL_ID.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show one customer with its sources and manual edits."""
+    from storage.customers import missing_customer_message, resolve_customer
+
+    engine = get_engine()
+    with engine.connect() as conn:
+        cid = resolve_customer(conn, ref)
+        if cid is None:
+            fail(missing_customer_message(conn, ref))
+    _show(engine, cid, as_json)
 
 
 @customers_app.command("add")
@@ -100,7 +177,7 @@ def customers_edit(
     from jobs.edits import EDIT_FIELDS, EditValueError, account_zone, edit_customer, parse_assignments
     from storage.customers import missing_customer_message, resolve_customer
 
-    pairs = _pairs(set_)
+    pairs = assignments(set_)
     if not pairs and not unset:
         fail("nothing to change: pass --set field=value or --unset field", 2)
     try:
@@ -122,87 +199,3 @@ def customers_edit(
     except (EditValueError, ValueError) as exc:
         fail(f"{ref}: {exc}")
     _show(engine, customer_id, as_json, "Customer edited")
-
-
-@app.command("bulk-edit")
-def bulk_edit(
-    set_: SetOption = None,
-    ids: Annotated[Path | None, typer.Option("--ids", help="A file of customer references, one a line "
-                                             "(cus_… uuid, SOURCE:EXTERNAL_ID or email).")] = None,
-    where: Annotated[list[str] | None, typer.Option("--where", help='A filter, e.g. "country = US AND tag = vip" '
-                                                    "(repeatable, ANDed).")] = None,
-    csv_file: Annotated[Path | None, typer.Option("--csv", help="A CSV naming customers (customer, or "
-                                                  "data_source + external_id, or email) with per-row values.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and count, change nothing.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON summary.")] = False,
-) -> None:
-    """Set lead status, owner, lead and trial dates, tags or custom attributes for many customers."""
-    from connectors.files.rows import FileUnreadable
-    from jobs.edits import (
-        BULK_FIELDS,
-        EditValueError,
-        account_zone,
-        apply_bulk_edit,
-        parse_assignments,
-        targets_from_csv,
-        targets_from_filter,
-        targets_from_refs,
-    )
-    from storage.filter_grammar import FilterError
-
-    chosen = [name for name, value in (("--ids", ids), ("--where", where), ("--csv", csv_file)) if value]
-    if len(chosen) != 1:
-        fail("choose the customers with exactly one of --ids FILE, --where FILTER or --csv FILE", 2)
-    try:
-        edits = parse_assignments(_pairs(set_), BULK_FIELDS, account_zone())
-    except EditValueError as exc:
-        fail(str(exc), 2)
-    if not edits and csv_file is None:
-        fail("nothing to set: pass --set field=value", 2)
-    engine = get_engine()
-    try:
-        if ids is not None:
-            if not ids.is_file():
-                fail(f"{ids}: no such file", 2)
-            # Decode the whole file before any batch is applied: a bad byte on line 5,000 must not leave the
-            # first batches edited, and the codec's own message names neither the file nor the fix.
-            with ids.open("rb") as check:
-                for line_number, raw in enumerate(check, 1):
-                    try:
-                        raw.decode("utf-8")
-                    except UnicodeDecodeError:
-                        fail(f"{ids}: line {line_number} is not UTF-8 text: save the list as UTF-8 "
-                             "(nothing was changed)", 2)
-            handle = ids.open(encoding="utf-8-sig")
-            targets = targets_from_refs(engine, handle, edits)
-        elif where:
-            targets = targets_from_filter(engine, where, edits)
-        else:
-            targets = targets_from_csv(engine, csv_file, edits, account_zone())  # type: ignore[arg-type]
-        with Progress(SpinnerColumn(), TextColumn("[bold]Bulk edit"), TextColumn("{task.completed} customers"),
-                      TimeElapsedColumn(), console=err_console, transient=True,
-                      disable=as_json or not err_console.is_terminal) as bar:  # no stray blank line in a pipe
-            task = bar.add_task("bulk", total=None)
-            summary = apply_bulk_edit(engine, targets, dry_run=dry_run,
-                                      progress=lambda n: bar.update(task, completed=n))
-    except FilterError as exc:
-        fail(str(exc), 2)
-    except FileUnreadable as exc:
-        fail(str(exc), 2)
-    except (EditValueError, ValueError) as exc:
-        fail(str(exc))
-    if as_json:
-        print_json(summary.as_json())
-        return
-    table = Table(title="Bulk edit" + (" (dry run: nothing changed)" if dry_run else ""))
-    table.add_column("applied", justify="right")
-    table.add_column("skipped", justify="right")
-    table.add_row(str(summary.applied), str(summary.skipped))
-    console.print(table)
-    if summary.skips:
-        skips = Table(title="Skipped" + (" (first 20)" if len(summary.skips) > 20 else ""))
-        skips.add_column("customer")
-        skips.add_column("reason")
-        for item in summary.skips[:20]:
-            skips.add_row(item["customer"], item["reason"])
-        console.print(skips)
