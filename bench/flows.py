@@ -1,6 +1,6 @@
 """Prefect overhead on a sync: the plain sync engine vs the ``sync-source`` flow, same data.
 
-Serves N Chargebee customers from the local stand-in (``flows.demo_apis``, real HTTP on 127.0.0.1),
+Serves N Chargebee customers from the local stand-in (``fakes.demo``, real HTTP on 127.0.0.1),
 syncs them into a fresh SQLite file once with ``jobs.sync.sync_source`` and once through the
 ``sync-source`` flow (lock, progress artifact, table artifact, lifecycle events, merge step), and prints
 seconds and records/s for each. Prefect: ``PREFECT_API_URL`` if set, else a temporary local server
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=5000)
     args = parser.parse_args()
 
-    from flows.demo_apis import FakeVendorServer, population
+    from fakes.demo import FakeVendorServer, population
     from storage.db import make_engine, upgrade
     from storage.sources import create_source
 

@@ -1,6 +1,6 @@
 """The demo: real flows, end to end, on whatever database funnelsync is configured with.
 
-Starts local stand-ins of Stripe and Chargebee on 127.0.0.1 (``flows.demo_apis``), whose customers are
+Starts local stand-ins of Stripe and Chargebee on 127.0.0.1 (``fakes.demo``), whose customers are
 partly the converted leads of the bundled ``samples/leads.csv``; then, through the Prefect flows:
 imports the CSV (``import-file``), syncs both integrations (``sync-source``), merges the duplicates the
 conversions created (``merge-duplicates``), publishes the metrics artifact (``refresh-metrics``) and
@@ -18,7 +18,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from flows.demo_apis import DAY, DemoPerson, DemoSubscription, FakeVendorServer, population
+from fakes.base import FakePerson
+from fakes.demo import DAY, FakeVendorServer, customer, population, subscribe
 
 SAMPLE_CSV = Path(__file__).resolve().parent.parent / "samples" / "leads.csv"
 LEADS_SOURCE = "Website leads"
@@ -46,7 +47,7 @@ def _parse(text: str) -> int | None:
     return int(datetime.strptime(text[:16], "%Y-%m-%d %H:%M").replace(tzinfo=UTC).timestamp())
 
 
-def vendor_people(csv_path: Path) -> tuple[list[DemoPerson], list[DemoPerson], int]:
+def vendor_people(csv_path: Path) -> tuple[list[FakePerson], list[FakePerson], int]:
     """Stripe and Chargebee customers for the demo, and the moment the demo calls "now".
 
     Every third lead of the CSV that took a trial converted in Stripe (same person, e-mail in other
@@ -58,18 +59,14 @@ def vendor_people(csv_path: Path) -> tuple[list[DemoPerson], list[DemoPerson], i
     stamps = [s for row in leads for s in (_parse(row.get("Signup Date", "")), _parse(row.get("Trial Start", ""))) if s]
     now = max(stamps) + 30 * DAY
     span_days = max(30, (now - min(stamps)) // DAY)
-    converted: list[DemoPerson] = []
+    converted: list[FakePerson] = []
     trials = [row for row in leads if _parse(row.get("Trial Start", ""))]
     for i, row in enumerate(trials[::3]):
         trial = _parse(row["Trial Start"]) or 0
         first, _, last = row.get("Full Name", "").partition(" ")
-        person = DemoPerson(
-            id=f"cus_lead{i:03d}", email=row["E-mail"].upper(), first_name=first, last_name=last,
-            company=row.get("Company", ""), country=row.get("Country", "US"), created=trial,
-        )
-        person.subscriptions.append(
-            DemoSubscription(f"sub_lead{i:03d}", "active", trial, trial, trial + 14 * DAY, first_paid_at=trial + 14 * DAY)
-        )
+        person = customer(f"cus_lead{i:03d}", row["E-mail"].upper(), first, last, row.get("Company", ""),
+                          row.get("Country", "US"), trial)
+        subscribe(person, f"sub_lead{i:03d}", "active", trial, trial, trial + 14 * DAY, first_paid_at=trial + 14 * DAY)
         converted.append(person)
     stripe = converted + population(24, seed=7, now=now, days=span_days)
     chargebee = population(16, seed=8, prefix="cb_", now=now, days=span_days)

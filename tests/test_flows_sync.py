@@ -1,6 +1,6 @@
 """sync-source and sync-all on the real Prefect test server, real connectors and a local vendor API server.
 
-The vendor APIs are ``flows.demo_apis.FakeVendorServer``: real HTTP on 127.0.0.1 with Stripe's and
+The vendor APIs are ``fakes.demo.FakeVendorServer``: real HTTP on 127.0.0.1 with Stripe's and
 Chargebee's paging, auth and field names.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from flows.demo_apis import STRIPE_KEY, FakeVendorServer, population
+from fakes.demo import STRIPE_KEY, FakeVendorServer, population
 from flows.sync import sync_all_flow, sync_source_flow
 from storage.schema import customers, data_sources, source_customers, source_locks
 from storage.sources import create_source
