@@ -1,9 +1,11 @@
-"""Bulk-job runtime settings: they apply inside, nest, and always restore what was there."""
+"""Read-ahead and GC tuning of the bulk jobs: settings apply inside, nest and restore; read-ahead keeps order
+and raises errors after the items read before them."""
 
 from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -144,3 +146,34 @@ def test_records_pickle_as_tuples_and_come_back_equal() -> None:
     back = pickle.loads(pickle.dumps(result))
     assert back == result and back.record == record and back.record is not record
     assert type(back.record.subscriptions[0]) is SubscriptionFact and back.record.contacts[0].custom == {"k": 1}
+
+
+# --- order and errors of the read-ahead (the sync's batches) ----------------------------------------
+
+
+def numbers(n: int, fail_at: int | None = None) -> Iterator[int]:
+    for i in range(n):
+        if i == fail_at:
+            raise RuntimeError(f"boom at {i}")
+        yield i
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2, 5])
+def test_prefetched_keeps_order(depth: int) -> None:
+    assert list(prefetched(numbers(50), depth)) == list(range(50))
+
+
+def test_prefetched_raises_after_earlier_items() -> None:
+    got: list[int] = []
+    with pytest.raises(RuntimeError, match="boom at 3"):
+        got.extend(prefetched(numbers(10, fail_at=3)))
+    assert got == [0, 1, 2]
+
+
+def test_prefetched_consumer_can_stop_early() -> None:
+    source = numbers(1000)
+    for item in prefetched(source, 2):
+        if item == 5:
+            break
+    # The reader stopped: it read at most the few items the buffer holds, not all 1000.
+    assert len(list(source)) > 900
