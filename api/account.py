@@ -19,6 +19,6 @@ def account() -> dict[str, str]:
         # funnelsync tracks no revenue; the currency only fills the shape clients expect.
         "currency": "USD",
         "time_zone": account_timezone().key,
-        # Weeks are ISO weeks (SPEC section 5).
+        # Weeks are ISO weeks (docs/metrics.md, "Periods").
         "week_start_on": "monday",
     }

@@ -2,7 +2,7 @@
 
 A customer created here is a source customer of an ``api`` (custom) data source, stored through the
 same batched upsert every import uses. Updates are manual edits: the projection lets them win over
-every source, so a re-sync never erases them (SPEC section 2).
+every source, so a re-sync never erases them (README, "How customers are stored").
 """
 
 from __future__ import annotations

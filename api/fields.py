@@ -31,7 +31,7 @@ def parse_datetime(value: Any) -> datetime:
 
     Accepts ISO 8601 with or without time and offset (``2022-10-14``, ``2022-10-14 00:00:00``,
     ``2022-10-14T00:00:00Z``) and epoch seconds. Input without a zone is read in the account time zone
-    (SPEC section 2).
+    (README, "Where data lives").
 
     Raises:
         ValueError: with what was expected.

@@ -3,7 +3,7 @@
 These routes do not take the API key: each request authenticates by the integration's own signature (or
 what stands for one), which the kind's own class checks over the RAW body (``parse_webhook`` of
 ``connectors.push.WebhookReceiver``). This module is the router, the same for every kind, and its
-order of work keeps SPEC section 8's promise that a bad webhook stores nothing:
+order of work keeps the promise that a bad webhook stores nothing:
 
 1. read the raw body, refusing more than ``MAX_BODY_BYTES`` (413) before reading it all;
 2. find the source (404 unknown, 409 disabled) and resolve its secret settings (500);

@@ -4,7 +4,7 @@ Reads top to bottom: constants, the ES256 token, the report parser (pure), how t
 records, and the connector that fetches one report per day.
 
 Apple's reports are aggregated and anonymous: a row says "3 subscribers of subscription X in country DE
-started a free trial on 2025-01-03" (``Quantity``), with no subscriber id. SPEC section 3: records only
+started a free trial on 2025-01-03" (``Quantity``), with no subscriber id. The rule: records only
 for subscribers who start a **Free Trial introductory offer** (``Event`` = ``Start Introductory Offer``,
 older files ``Start Introductory Price``, with ``Subscription Offer Type`` = ``Free Trial``); lead
 created = the date of the first transaction = the event date; free trial started = the event date.
@@ -239,7 +239,7 @@ def day_records(
             key = cohort_key(row.original_start_date, row.subscription_apple_id, row.country)
             cohort = cohorts.get(key)
             if cohort is None:
-                continue  # a trial we never saw (before the first report read): no record (SPEC)
+                continue  # a trial we never saw (before the first report read): no record
             upto = min(cohort[0], cohort[1] + row.quantity)
             for n in range(cohort[1] + 1, upto + 1):
                 records[f"{key}/{n}"] = trial_record(key, n, row.event_date)

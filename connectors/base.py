@@ -315,7 +315,7 @@ def map_concurrently(fn: Callable[[Any], Any], items: Sequence[Any], workers: in
     """``[fn(item) for item in items]`` with up to ``workers`` requests in flight, order kept.
 
     APIs without a multi-id filter (Stripe, Recurly) need a request or two per customer; against a
-    real API latency dominates, and a few requests in flight multiply throughput (PERFORMANCE.md).
+    real API latency dominates, and a few requests in flight multiply throughput.
     """
     if workers <= 1 or len(items) <= 1:
         return [fn(item) for item in items]

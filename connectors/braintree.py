@@ -1,9 +1,9 @@
 """Braintree: customers (GraphQL) and subscriptions (XML gateway) → source customer records.
 
-Reads top to bottom: constants, the per-integration rule (SPEC section 3), the mapping of payloads to
+Reads top to bottom: constants, the per-integration rule (docs/connectors.md), the mapping of payloads to
 records, then how the two APIs are paged and synced.
 
-SPEC rule: the first import brings every customer (leads included); later (incremental) runs only
+The rule: the first import brings every customer (leads included); later (incremental) runs only
 customers with a subscription or a transaction. The lead created date is the first billing date minus
 the trial duration, computed in the ACCOUNT time zone: Braintree dates (``first_billing_date``) are
 calendar days of the merchant, so a day is read as midnight in that zone, then converted to UTC. A
@@ -186,7 +186,7 @@ def has_transaction(customer: Mapping[str, Any]) -> bool:
 
 
 def should_import(customer: Mapping[str, Any], subscriptions: list[Any], *, first_import: bool) -> bool:
-    """SPEC rule: every customer on the first import; later only those with a subscription or transaction."""
+    """The rule: every customer on the first import; later only those with a subscription or transaction."""
     return first_import or bool(subscriptions) or has_transaction(customer)
 
 
@@ -312,11 +312,11 @@ class BraintreeConnector(Connector, WebhookReceiver):
     * first import (no saved cursor) or full refresh: every subscription (``advanced_search_ids``,
       then ``advanced_search`` in batches of the gateway's ``page_size``), indexed by payment-method
       token; then every customer via GraphQL ``search.customers`` (``first``/``after`` endCursor), one
-      batch per page, joined to its subscriptions. All customers become records (SPEC rule).
+      batch per page, joined to its subscriptions. All customers become records (the rule).
     * incremental: customers created since the cursor (GraphQL ``createdAt`` filter), plus the
       owners of subscriptions and transactions created since the cursor (XML searches), each re-read
       in full (``GET /customers/{id}``, which nests payment methods and subscriptions); only those
-      with a subscription or a transaction become records (SPEC rule). Braintree has no "updated
+      with a subscription or a transaction become records (the rule). Braintree has no "updated
       since" search, so a status change of an older subscription without a new charge arrives by
       webhook or by the next ``--full-refresh``.
     """

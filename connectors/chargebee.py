@@ -1,6 +1,6 @@
 """Chargebee (API v2): customers with their subscriptions and first paid invoices.
 
-Reads top to bottom: constants, how to page, how to join, how a payload maps to our record, the SPEC
+Reads top to bottom: constants, how to page, how to join, how a payload maps to our record, the
 rule (lead created = customer ``created_at``; free trial = subscription ``trial_start``; subscriber
 since = the first paid, non-zero, recurring invoice).
 
@@ -77,7 +77,7 @@ def subscription_fact(sub: dict[str, Any], first_paid_at: int | None) -> Subscri
 def customer_record(
     customer: dict[str, Any], subs: list[dict[str, Any]], first_paid: dict[str, int]
 ) -> SourceCustomerRecord:
-    """Map a Chargebee customer with all its subscriptions to our record (SPEC section 3 row)."""
+    """Map a Chargebee customer with all its subscriptions to our record (the integration's rule)."""
     address = customer.get("billing_address") or {}
     name = " ".join(p for p in (clean_text(customer.get("first_name")), clean_text(customer.get("last_name"))) if p)
     facts = [subscription_fact(s, first_paid.get(str(s["id"]))) for s in subs]
@@ -197,7 +197,7 @@ class ChargebeeConnector(Connector, WebhookReceiver):
             }
             for invoice in self._list("/invoices", params, "invoice"):
                 sub_id, paid_at = invoice.get("subscription_id"), invoice.get("paid_at") or invoice.get("date")
-                # The filters above already say so; checked again because the rule is the SPEC's.
+                # The filters above already say so; checked again because the rule is ours.
                 if not sub_id or paid_at is None or int(invoice.get("amount_paid") or 0) <= 0:
                     continue
                 if not invoice.get("recurring", True):

@@ -1,9 +1,9 @@
 """GoCardless: customers, mandates, subscriptions and payments → source customer records.
 
-Reads top to bottom: constants, the per-integration rule (SPEC section 3), the mapping of payloads to
+Reads top to bottom: constants, the per-integration rule (docs/connectors.md), the mapping of payloads to
 records, then how the API is paged and synced.
 
-SPEC rule: only customers with a payment become records, except on a full re-sync (all customers);
+The rule: only customers with a payment become records, except on a full re-sync (all customers);
 the lead created date is the customer ``created_at``; GoCardless has no trials, so no trial date is
 ever set; subscriber since is the first collected (``confirmed``/``paid_out``) non-zero payment that
 belongs to a subscription (one-off payments are not recurring revenue).
@@ -68,7 +68,7 @@ class CustomerActivity:
 
 
 def should_import(activity: CustomerActivity | None, *, full_refresh: bool) -> bool:
-    """The SPEC rule: a customer becomes a record when it has a payment, or on a full re-sync."""
+    """The rule: a customer becomes a record when it has a payment, or on a full re-sync."""
     return full_refresh or bool(activity and activity.payments)
 
 
@@ -76,7 +76,7 @@ def charge_moment(payment: Mapping[str, Any], tz: ZoneInfo) -> datetime | None:
     """When a payment was collected: its ``charge_date`` (a date) at midnight in the account zone.
 
     ``charge_date`` is the day GoCardless collects from the payer; a date without a zone is read in
-    the account time zone (SPEC section 2). Without one we fall back to ``created_at``.
+    the account time zone. Without one we fall back to ``created_at``.
     """
     raw = payment.get("charge_date")
     if raw:
@@ -169,7 +169,7 @@ def map_customer(
         city=clean_text(customer.get("city")),
         zip=clean_text(customer.get("postal_code")),
         lead_created_at=parse_iso(customer.get("created_at")),
-        free_trial_started_at=None,  # SPEC: GoCardless has no trials, never approximate one
+        free_trial_started_at=None,  # GoCardless has no trials: never approximate one
         subscriptions=[map_subscription(s, activity.payments, tz) for s in activity.subscriptions],
         custom={k: v for k, v in (customer.get("metadata") or {}).items() if v not in (None, "")},
         raw=dict(customer),
@@ -245,7 +245,7 @@ class GoCardlessConnector(Connector, WebhookReceiver):
     * full refresh, or first run: list mandates, subscriptions and payments (``limit=500``, ``after``
       cursor), group them by customer, then list customers page by page; each page is one batch whose
       cursor carries the ``after`` token, so a killed run resumes at the next page. A full refresh
-      imports every customer; a first incremental run only those with a payment (SPEC rule).
+      imports every customer; a first incremental run only those with a payment (the rule).
     * incremental: ``GET /events?created_at[gt]=<cursor>`` gives what changed; the customers those
       events touch are re-read with their mandates, subscriptions and payments.
     """
@@ -372,7 +372,7 @@ class GoCardlessConnector(Connector, WebhookReceiver):
         return customer, activity
 
     def fetch_record(self, customer_id: str, *, full_refresh: bool = False) -> SourceCustomerRecord | None:
-        """The record of one customer now, or None when the SPEC rule excludes it (or it is gone)."""
+        """The record of one customer now, or None when the rule excludes it (or it is gone)."""
         customer, activity = self.fetch_customer(customer_id)
         if customer is None or not should_import(activity, full_refresh=full_refresh):
             return None

@@ -12,7 +12,7 @@ Google Play tells nobody about purchases and has no list of customers, so there 
                      "attributes": {"plan": "pro", "seats": 3}}}
 
    ``payload_partial`` maps it to a partial record: lead and trial dates only when the payload carries
-   them (SPEC), fields it leaves out keep their stored values.
+   them, fields it leaves out keep their stored values.
 
 2. **Daily Sales Report**: imported as a file (``connectors.files.google_play_report``).
 """

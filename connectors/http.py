@@ -151,7 +151,7 @@ def should_retry(outcome: httpx.Response | BaseException, retryable_body: BodyCh
     status = outcome.status_code
     if status in (401, 403):
         return False
-    # Stripe tells its clients explicitly; a rate limit is still always waited out (SPEC section 3).
+    # Stripe tells its clients explicitly; a rate limit is still always waited out.
     stripe_hint = outcome.headers.get("Stripe-Should-Retry")
     if stripe_hint is not None and status != 429:
         return stripe_hint.strip().lower() == "true"

@@ -5,7 +5,7 @@ portals); the stream has that name and everything below applies to either (compa
 modification date ``hs_lastmodifieddate``).
 
 Reads top to bottom: constants, how to page (list and search, with the 10,000-result search cap), how a
-contact maps to our record, the SPEC rule.
+contact maps to our record, the integration's rule.
 
 Stream ``contacts`` (key ``id``, cursor ``lastmodifieddate`` as epoch milliseconds):
 
@@ -20,7 +20,7 @@ Stream ``contacts`` (key ``id``, cursor ``lastmodifieddate`` as epoch millisecon
   after a delay) and the watermark is clamped to the run's start, so a contact changed while the run
   was paging is read again next time.
 
-SPEC rule (section 3): only contacts whose ``lifecyclestage`` is ``lead`` or later (setting
+The rule (docs/connectors.md): only contacts whose ``lifecyclestage`` is ``lead`` or later (setting
 ``lifecycle_stages``) become records; lead created = ``hs_lifecyclestage_lead_date``, else
 ``createdate``; free trial started = the property named by ``trial_property``, if configured.
 Properties are strings: ISO datetimes (``2024-01-15T09:30:00.123Z``), date-only values of date
@@ -355,7 +355,7 @@ class HubSpotConnector(Connector, WebhookReceiver):
     # ------------------------------------------------------------------ the mapping and the rule
 
     def is_lead(self, properties: dict[str, Any]) -> bool:
-        """Lifecycle stage lead or later (SPEC); a custom stage counts once HubSpot stamped a lead date."""
+        """Lifecycle stage lead or later (the rule); a custom stage counts once HubSpot stamped a lead date."""
         stage = str(properties.get("lifecyclestage") or "").strip().lower()
         if stage in self.lead_stages:
             return True
@@ -366,7 +366,7 @@ class HubSpotConnector(Connector, WebhookReceiver):
         return self.contact_record(item) if self.object_type == "contacts" else self.company_record(item)
 
     def _dates(self, item: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
-        # SPEC: lead created = the lead lifecycle-stage date, else createdate; trial = the mapped property.
+        # The rule: lead created = the lead lifecycle-stage date, else createdate; trial = the mapped property.
         props = item.get("properties") or {}
         lead_created = _time_or_none(props.get("hs_lifecyclestage_lead_date")) or _time_or_none(
             props.get("createdate") or item.get("createdAt")

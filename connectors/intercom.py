@@ -1,6 +1,6 @@
 """Intercom (REST API 2.14): companies become customers, with the contacts linked to them.
 
-Reads top to bottom: constants, how to page, how a company and its contacts map to our record, the SPEC
+Reads top to bottom: constants, how to page, how a company and its contacts map to our record, the integration's
 rule ("Intercom: companies become customers; only contacts linked to a company are imported; lead
 created date: the trial date; free trial started date: company created date").
 
@@ -151,7 +151,7 @@ def contact_record(contact: dict[str, Any], position: int) -> ContactRecord:
 
 
 def company_record(company: dict[str, Any], contacts: list[dict[str, Any]]) -> SourceCustomerRecord:
-    """Map a company and the contacts linked to it to our record (SPEC section 3 row)."""
+    """Map a company and the contacts linked to it to our record (the integration's rule)."""
     created = from_epoch(company_created_at(company))
     ordered = sorted(contacts, key=lambda c: (c.get("created_at") or 0, str(c.get("id"))))
     first_email = next((clean_text(c.get("email")) for c in ordered if clean_text(c.get("email"))), None)
@@ -165,7 +165,7 @@ def company_record(company: dict[str, Any], contacts: list[dict[str, Any]]) -> S
         country=_alpha2(location.get("country_code")),
         city=clean_text(location.get("city")),
         website_url=clean_text(company.get("website")),
-        # SPEC: lead created = the trial date; free trial started = company created date.
+        # The rule: lead created = the trial date; free trial started = company created date.
         lead_created_at=created,
         free_trial_started_at=created,
         subscriptions=[],

@@ -1,6 +1,6 @@
 """Recurly (API v3, ``v2021-02-25``): accounts with all their subscriptions.
 
-Reads top to bottom: constants, streams, the join, the mapping, the SPEC rule:
+Reads top to bottom: constants, streams, the join, the mapping, the integration's rule (docs/connectors.md):
 
 - lead created = the trial start (the earliest ``trial_started_at`` of the account's subscriptions);
 - free trial started = the same ``trial_started_at``;
@@ -120,7 +120,7 @@ def subscription_fact(sub: dict[str, Any], past_due: bool, now: datetime) -> Sub
 
 
 def account_record(account: dict[str, Any], subscriptions: list[dict[str, Any]], now: datetime) -> SourceCustomerRecord:
-    """Map a Recurly account with all its subscriptions to our record (SPEC section 3 row)."""
+    """Map a Recurly account with all its subscriptions to our record (the integration's rule)."""
     past_due = bool(account.get("has_past_due_invoice"))
     facts = [subscription_fact(s, past_due, now) for s in subscriptions]
     trial_starts = [f.trial_started_at for f in facts if f.trial_started_at is not None]

@@ -13,7 +13,7 @@ Rules:
   (``traits.name``, ``traits.website``) to the record of its ``userId`` if that record exists.
 - ``create_on=group`` (B2B: accounts are customers): a ``group`` call creates or updates the record keyed
   by ``groupId``; ``identify`` calls are acknowledged and ignored (they carry no account).
-- SPEC section 3: lead and trial dates are NOT imported from Segment (``traits.createdAt`` is ignored).
+- lead and trial dates are NOT imported from Segment (``traits.createdAt`` is ignored).
 - Calls with neither key (anonymous visitors) and other call types (``track``, ``page``, ``screen``,
   ``alias``) are acknowledged and skipped. A body that is not Segment calls is refused (422).
 """
@@ -32,7 +32,7 @@ from funnelsync.normalize import clean_text
 
 CREATE_ON = ("identify", "group")
 KNOWN_TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
-# Fields a Segment call can set on a record (lead and trial dates never: SPEC).
+# Fields a Segment call can set on a record (lead and trial dates never).
 FIELDS = ("name", "email", "company", "country", "state", "city", "zip", "website_url")
 
 

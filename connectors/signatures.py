@@ -5,7 +5,7 @@ space breaks the HMAC) plus the header value(s) and the endpoint secret, and eit
 or raises ``WebhookSignatureError`` whose message says what failed, never the secret or the expected
 signature. A receiver maps that exception to HTTP 401 and stores nothing.
 
-Schemes (see ``reference/integrations.md``):
+Schemes (each vendor's webhook documentation and official SDK):
 
 * Stripe ``Stripe-Signature: t=<unix s>,v1=<hex>[,v1=<hex>]``: HMAC-SHA256(secret, ``"{t}.{body}"``);
   any ``v1`` may match (secret rotation); a timestamp older than the tolerance (default 300 s) is a

@@ -1,6 +1,6 @@
 """Stripe: customers with all their subscriptions and the first non-zero paid invoice of each.
 
-Reads top to bottom: constants, streams, the join, the mapping, the SPEC rule:
+Reads top to bottom: constants, streams, the join, the mapping, the integration's rule (docs/connectors.md):
 
 - lead created = the customer's first trial start (setting ``lead_date=customer_created`` uses the
   customer's ``created`` instead);

@@ -5,7 +5,7 @@
 ``filter[vendorNumber]``, ``filter[reportDate]``), authenticated by an ES256 JWT (``kid`` the key id,
 ``aud`` ``appstoreconnect-v1``, at most 20 minutes of validity) that the fake verifies with the key's
 public half. A day with a report answers ``application/a-gzip``; any other day Apple's 404 ``NOT_FOUND``.
-The report header is Apple's v1_3 column list (``reference/payloads/app_store_connect``).
+The report header is Apple's v1_3 column list (its Subscription Event report reference).
 
 Its people are anonymous free-trial starts: ``page_size`` of them a day (a day is the API's page),
 grouped per country into aggregated rows (``Quantity``) as Apple does, on the days before the two that

@@ -56,7 +56,7 @@ class GoCardlessFake(FakeApi):
         }
 
     def expected_ids(self) -> set[str]:
-        """A sync that is not a full refresh imports only customers with a payment (SPEC rule)."""
+        """A sync that is not a full refresh imports only customers with a payment (the GoCardless rule)."""
         mandates = {m["id"]: m["links"]["customer"] for m in self.data["mandates"]}
         return {mandates[p["links"]["mandate"]] for p in self.data["payments"]}
 

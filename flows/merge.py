@@ -76,7 +76,7 @@ def merge_duplicates_task(rules: list[str] | None = None, dry_run: bool = False)
 
 @flow(name="merge-duplicates", log_prints=False)
 def merge_duplicates_flow(dry_run: bool = False, rules: list[str] | None = None) -> dict[str, Any]:
-    """Merge duplicate customers (SPEC 4): by email and external id by default, by domain on request.
+    """Merge duplicate customers (docs/merging.md): by email and external id by default, by domain on request.
 
     Args:
         dry_run: list the groups and the rule that matched; change nothing.

@@ -3,7 +3,7 @@
 The figures are computed by ``storage.metrics.funnel_series`` (one GROUP BY over the canonical
 customers), so the artifact always shows what ``funnelsync metrics`` shows. Run nightly, it keeps a
 current "funnel-metrics" artifact in the Prefect UI; the previous month is shown beside the current
-one because trial-to-paid is a cohort figure that keeps rising as trials convert later (SPEC 5).
+one because trial-to-paid is a cohort figure that keeps rising as trials convert later (docs/metrics.md).
 """
 
 from __future__ import annotations

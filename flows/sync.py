@@ -5,7 +5,7 @@ runs ``jobs.sync.sync_source`` (connectors → batched upserts, cursor committed
 reports progress per batch, publishes the per-stream table, and announces the lifecycle changes the
 sync made as Prefect events. Transient failures are retried by Prefect; because every batch commits
 its cursor, a retry resumes where the failed attempt stopped. After the syncs, the duplicate merge runs
-(``merge_after``), with the domain rule off unless asked for (SPEC 4).
+(``merge_after``), with the domain rule off unless asked for (docs/merging.md).
 
 One sync per source at a time: the lock is a row in the funnelsync database (``storage.locks``), so it
 holds across workers and without a reachable Prefect server. A run that finds its source busy waits

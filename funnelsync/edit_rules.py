@@ -1,4 +1,4 @@
-"""The edit rules (SPEC sections 2 and 3), one definition for every door that edits a customer.
+"""The edit rules (docs/importing.md, "Manual entry and edits"), one definition for every door that edits a customer.
 
 A manual entry, an edit, a bulk edit and the HTTP API's writes all keep them:
 

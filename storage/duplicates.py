@@ -1,4 +1,4 @@
-"""Finding duplicate customers (SPEC section 4): one GROUP BY per rule on a stored, indexed key.
+"""Finding duplicate customers (docs/merging.md): one GROUP BY per rule on a stored, indexed key.
 
 Keys are ``customers.email_norm``, ``source_customers.external_id`` across data sources and
 ``customers.website_domain`` — never a comparison of pairs — and the rules' findings are united with

@@ -62,7 +62,7 @@ def set_manual_edits(
 ) -> None:
     """Store manual edits of one customer and re-project it.
 
-    A lead status cannot be set on a subscriber (SPEC section 2): that raises :class:`EditError`.
+    A lead status cannot be set on a subscriber (``funnelsync.edit_rules``): that raises :class:`EditError`.
     """
     if not edits:
         return

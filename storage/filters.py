@@ -106,7 +106,7 @@ def _parse_time(cond: Condition, value: Value, tz: ZoneInfo) -> tuple[datetime, 
         raise _fail(
             cond, value, f"{cond.label}: {value.text!r} is not a date (YYYY-MM-DD) or ISO 8601 date-time"
         ) from None
-    if parsed.tzinfo is None:  # SPEC section 2: input without a zone is read in the account zone
+    if parsed.tzinfo is None:  # input without a zone is read in the account zone
         parsed = parsed.replace(tzinfo=tz)
     return parsed, None
 

@@ -21,15 +21,15 @@ def new_uuids(prefix: str, count: int) -> list[str]:
     Version 7 puts the creation time in milliseconds first and random bits after (74 of them), so ids
     made later sort later. That is what keeps the unique index on ``customers.uuid`` cheap: new ids land
     at its right-hand edge instead of on a random page each. With random (version 4) ids a first import
-    of a million customers dirtied a random index page per row, and SQLite wrote ~3× more pages per
-    commit. The ids still reveal nothing but their creation time, which the record shows anyway.
+    of a million customers dirtied a random index page per row, and SQLite wrote several times as many
+    pages per commit. The ids still reveal nothing but their creation time, which the record shows anyway.
     """
     if count <= 0:
         return []
     stamp = f"{time.time_ns() // 1_000_000:012x}"
     head = f"{prefix}_{stamp[:8]}-{stamp[8:]}-7"  # the 48-bit time, then version 7
     # 20 random hex digits an id, made at once: 3 after the version, one picking the RFC 9562 variant
-    # (8, 9, a or b), 15 more. Slicing one hex string measured 0.40 µs an id, per-id bytes 0.76 µs.
+    # (8, 9, a or b), 15 more. Slicing one hex string costs about half of drawing bytes per id.
     digits = os.urandom(10 * count).hex()
     variant = _VARIANT
     out = [f"{head}{digits[i:i + 3]}-{variant[digits[i + 3]]}{digits[i + 4:i + 7]}-{digits[i + 7:i + 19]}"
@@ -56,7 +56,7 @@ def allocate_ids(conn: Connection, table: str, count: int) -> list[int]:
         return []
     if conn.dialect.name == "postgresql":
         # The sequence name is looked up once per connection: inside the statement it was re-evaluated
-        # for every id (4 µs an id instead of 0.8). One array comes back instead of a row per id.
+        # for every id, several times the cost of the id. One array comes back instead of a row per id.
         sequences = conn.info.setdefault("funnelsync_sequences", {})
         if table not in sequences:
             sequences[table] = conn.exec_driver_sql("SELECT pg_get_serial_sequence(%s, 'id')", (table,)).scalar_one()

@@ -1,4 +1,4 @@
-"""Merging duplicate customers: merge, unmerge and the merge log (SPEC section 4).
+"""Merging duplicate customers: merge, unmerge and the merge log (docs/merging.md).
 
 A customer's fields are a projection of its linked source customers and its manual edits
 (``storage.projection``), so a merge is a re-link:

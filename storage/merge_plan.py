@@ -1,4 +1,4 @@
-"""Pure decisions of merging, testable without a database (SPEC section 4).
+"""Pure decisions of merging, testable without a database (docs/merging.md).
 
 - ``group_candidates``: unite the candidate groups every rule found (union-find over the group edges), so a
   customer that matches one customer by email and another by external id ends up in ONE group, never two.
@@ -21,11 +21,11 @@ from sqlalchemy import Boolean, Table
 
 from storage.types import UTCDateTime
 
-# Rules in the order they are reported; SPEC section 4: email and external id on, domain off by default.
+# Rules in the order they are reported; email and external id are on, domain is off by default.
 RULES = ("email", "external_id", "domain")
 DEFAULT_RULES = ("email", "external_id")
 
-# Manual-edit fields whose merged value is the EARLIEST of the two customers (SPEC section 4).
+# Manual-edit fields whose merged value is the EARLIEST of the two customers (docs/merging.md, "What survives a merge").
 EARLIEST_DATE_FIELDS = ("lead_created_at", "free_trial_started_at")
 
 SNAPSHOT_VERSION = 1
@@ -79,7 +79,7 @@ def survivor_order_key(member: Member) -> tuple[int, datetime, int]:
 def choose_survivor(members: Sequence[Member]) -> Member:
     """The customer that survives a merge of ``members``.
 
-    SPEC section 4: the record with subscription facts (from any source), else the oldest. Among several
+    The record with subscription facts (from any source), else the oldest. Among several
     subscribers the oldest survives too; equal ages fall back to the lowest id so the choice is stable.
 
     Raises:
@@ -249,7 +249,7 @@ def plan_edit_moves(
 ) -> EditPlan:
     """Decide the fate of each manual edit of FROM when FROM merges into INTO.
 
-    The merged customer must show what SPEC section 4 says survives, given that the projection puts a
+    The merged customer must show what survives (docs/merging.md), given that the projection puts a
     manual edit above every source value:
 
     - lead and trial dates: the earliest effective value of the two. When either side has an edit for

@@ -1,4 +1,4 @@
-"""Funnel metrics and the trial cohort table (SPEC section 5), in SQL that runs on SQLite and PostgreSQL.
+"""Funnel metrics and the trial cohort table (docs/metrics.md), in SQL that runs on SQLite and PostgreSQL.
 
 Every figure is computed over ``customers``, the canonical customers: a merged-away customer is deleted
 from it, so a merged pair counts once with the merged (earliest) dates and no merge filter is needed.
@@ -56,7 +56,7 @@ from storage.types import UTCDateTime
 COHORT_WINDOWS: tuple[int, ...] = (7, 14, 30, 60, 90)
 SECONDS_PER_DAY = 86_400
 
-# The fields of one series entry, in the order of SPEC section 6.
+# The fields of one series entry, in the order the CLI, the API and the flows show them.
 SERIES_FIELDS = (
     "period",
     "leads",
@@ -108,8 +108,8 @@ def _dialect(conn: Connection) -> _Dialect:
     if conn.dialect.name == "sqlite":
         return _Dialect(sqlite=True)
     # Right after a bulk load (before VACUUM has marked pages all-visible) an "index-only" scan visits
-    # the heap for every entry, and the per-period join is 6x slower than one width_bucket scan
-    # (3.4 s vs 1.4 s at 1M); once visible it is 2.5x faster (0.5 s). The catalog says which holds.
+    # the heap for every entry, and the per-period join is slower than one width_bucket scan; once the
+    # pages are visible it is faster. The catalog says which holds.
     visible = conn.execute(
         text(
             "SELECT relallvisible::float8 / greatest(relpages, 1) FROM pg_class WHERE oid = to_regclass(:t)"
@@ -151,7 +151,7 @@ def _bucket(column: Any, periods: Sequence[Period], lo: int = 0, hi: int | None 
 
 # Up to this many periods, PostgreSQL answers an unfiltered family fastest with one index-only range scan
 # per period (a nested loop over the periods table); beyond it, or with a filter, one scan with
-# width_bucket wins (measured with bench/metrics.py: 36 months 0.5 s vs 1.0 s; 1,096 days 8 s vs 1.3 s).
+# width_bucket wins (bench/metrics.py compares the two).
 PG_JOIN_MAX_PERIODS = 200
 PG_VISIBLE_FOR_INDEX_ONLY = 0.9
 # SQLite refuses a compound SELECT of more than 500 terms (SQLITE_MAX_COMPOUND_SELECT).
@@ -168,16 +168,16 @@ def _family(
 ) -> dict[int, Sequence[Any]]:
     """Run one metric family: customers bucketed by ``date_column``, aggregated per period index.
 
-    Four shapes of the same computation, chosen by what each database does fastest (bench/metrics.py,
-    1M customers, 36 months):
+    Four shapes of the same computation, chosen by what each database does fastest (bench/metrics.py
+    compares them):
     - SQLite, no filter: one aggregate ``SELECT`` per period over ``[start, end)``, glued with
       ``UNION ALL`` (in chunks under SQLite's 500-term limit). Each is a covering-index range scan with
-      no grouping and no sort: 0.7 s, against 1.6–2.3 s for one scan grouped by a ``CASE`` bucket.
+      no grouping and no sort, faster than one scan grouped by a ``CASE`` bucket.
     - SQLite with a filter: one scan grouped by a balanced ``CASE`` tree (log2(n) comparisons a row);
       ``+ 0`` on the date hides the index so SQLite reads the table in order instead of one random row
-      lookup per index entry (13 s → 1.3 s).
+      lookup per index entry.
     - PostgreSQL, no filter, few periods, table mostly all-visible: the periods table joined on ``[start, end)`` → one index-only
-      range scan per period (0.5 s).
+      range scan per period.
     - PostgreSQL otherwise: one range-restricted scan, the period index from ``width_bucket`` over the
       array of period starts (a binary search in C); the planner picks index or sequential scan.
     """
@@ -255,7 +255,7 @@ def funnel_series(
     *,
     tz: ZoneInfo | None = None,
 ) -> list[dict[str, Any]]:
-    """The funnel metrics per period (SPEC sections 5 and 6).
+    """The funnel metrics per period (docs/metrics.md).
 
     Args:
         conn: an open connection.
@@ -295,7 +295,7 @@ def funnel_series(
         [func.count(), _count_if(_converted(d, within_days))],
         where,
     )
-    # SPEC: the sales cycle averages new subscribers whose lead date is not after subscriber since;
+    # The sales cycle averages new subscribers whose lead date is not after subscriber since;
     # one without a lead date is no lead and stays out of it.
     in_cycle = and_(c.lead_created_at.is_not(None), c.lead_created_at <= c.subscriber_since)
     cycle_seconds = case((in_cycle, d.seconds_between(c.subscriber_since, c.lead_created_at)))

@@ -4,7 +4,7 @@
 stored customer row is always recomputable, a re-sync (which rewrites source customers) can never
 erase a manual edit, and a merge or unmerge is only a matter of re-linking source customers.
 
-The rules (issue "The spine", item 5):
+The rules:
 - a manual edit wins;
 - ``lead_created_at`` and ``free_trial_started_at``: the earliest value any linked source reports;
 - other profile fields: the first non-empty value in link order (``linked_at``, then id), so the

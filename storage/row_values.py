@@ -105,7 +105,7 @@ class PreparedBatch(list[PreparedRecord]):
     """Prepared records that pickle as plain tuples.
 
     Pickling a NamedTuple, or a slotted object, calls Python code for every record on both sides
-    (about 2 µs a record each way, measured); a list of plain tuples is pickled and loaded in C, and the
+    on both sides; a list of plain tuples is pickled and loaded in C, and the
     records are rebuilt with ``tuple.__new__``.
     """
 

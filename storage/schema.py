@@ -1,7 +1,7 @@
-"""The database schema (SQLAlchemy Core tables) for every entity of SPEC section 2.
+"""The database schema (SQLAlchemy Core tables) for every entity of the data model.
 
 Core tables rather than ORM classes: every hot path writes batches with ``insert().on_conflict_…`` and
-executemany, which the ORM would only slow down (PERFORMANCE.md: 10–50× apart).
+executemany, which the ORM would only slow down many times over.
 
 Design notes:
 - ``source_customers`` hold what each source last said; ``customers`` hold the *projection* (effective

@@ -27,7 +27,7 @@ def upsert_on_conflict(
 def fetch_all(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
     """Rows of a DB-API query in one ``fetchall``, on the caller's connection and transaction.
 
-    Iterating SQLAlchemy's result fetches one row per call: 3 µs a row, most of an unchanged
+    Iterating SQLAlchemy's result fetches one row per call, most of the time of an unchanged
     re-import's lookup.
     """
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -41,8 +41,8 @@ def fetch_all(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
 def ids_in(conn: Connection, column: Any, ids: Sequence[int]) -> Any:
     """``column IN (ids)``; on PostgreSQL ``column = ANY(:array)``: one parameter instead of thousands.
 
-    Measured on the 2-core machine: a 2,000-id IN list costs PostgreSQL 40–130 ms to parse and plan,
-    the array form under 10 ms, which adds up when a merge batch re-projects thousands of customers.
+    A long IN list costs PostgreSQL far more to parse and plan than one array, which adds up when a
+    merge batch re-projects thousands of customers.
     """
     if conn.dialect.name == "postgresql":
         return column == any_(bindparam(None, list(ids), type_=ARRAY(BigInteger()), unique=True))

@@ -17,8 +17,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     """An aware UTC datetime: ``timestamptz`` on PostgreSQL, integer epoch microseconds on SQLite.
 
     SQLite has no time type; integers compare and index cheaply, so range filters and period bucketing
-    in the metrics run on plain integer comparisons (PERFORMANCE.md: text timestamps cost 2 s per 1M
-    rows). Naive datetimes are refused on the way in: storing one would silently shift it.
+    in the metrics run on plain integer comparisons (text timestamps would be parsed on every row).
+    Naive datetimes are refused on the way in: storing one would silently shift it.
     """
 
     impl = DateTime(timezone=True)

@@ -66,8 +66,8 @@ class DialectWriter:
     Rows are built as dicts holding every column and turned into tuples by a generated function per
     column list (``_row_builder``): this runs once per row of a million-row import.
     On PostgreSQL, rows that cannot conflict are written with ``COPY`` and upserts go through a
-    ``COPY`` into a staging table followed by one ``INSERT … SELECT … ON CONFLICT`` (PERFORMANCE.md:
-    ~2.5× over executemany).
+    ``COPY`` into a staging table followed by one ``INSERT … SELECT … ON CONFLICT``, well ahead of
+    executemany.
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -106,7 +106,7 @@ class DialectWriter:
     def _sqlite_values(self, template: str, width: int, rows: list[tuple[Any, ...]]) -> None:
         # SQLite: many rows per statement. executemany steps the statement once per row and re-takes
         # the GIL and re-binds between steps; a multi-row VALUES list does the same work in one step,
-        # measured ~30% less time per row for our wide rows. Values stay bound parameters.
+        # less time per row for our wide rows. Values stay bound parameters.
         marks = "(" + ", ".join("?" * width) + ")"
         per = max(1, min(SQLITE_ROWS_PER_STATEMENT, self._sqlite_variable_limit() // width))
         cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -122,7 +122,7 @@ class DialectWriter:
         """Insert rows the batch's lookup found absent.
 
         On PostgreSQL the rows go straight in with ``COPY``, skipping the staging table and the
-        ``ON CONFLICT`` pass (measured: about half the server time of the staged upsert); a key another
+        ``ON CONFLICT`` pass, which takes the server most of the staged upsert's time; a key another
         writer inserted since the lookup fails it, and ``upsert_records`` runs the batch again.
         """
         if self.sqlite or len(rows) < 50:
@@ -145,7 +145,7 @@ class DialectWriter:
 
     def _copy(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
         # Binary COPY: the server skips parsing text (timestamps above all) and psycopg formats less;
-        # measured ~2× faster per row than text COPY for our wide rows.
+        # much faster per row than text COPY for our wide rows.
         types = _binary_copy_types(table.removeprefix("_stage_"), tuple(columns))
         raw = self.conn.connection.driver_connection
         with raw.cursor() as cur:  # type: ignore[union-attr]

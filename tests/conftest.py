@@ -79,7 +79,7 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
 def prefect_harness() -> Iterator[str]:
     """ONE real Prefect server (``prefect_test_harness``) for the whole session; yields its API URL.
 
-    Started on first use only (about 13 s, PERFORMANCE.md), so sessions without flow tests never pay it.
+    Started on first use only (it takes several seconds), so sessions without flow tests never pay it.
     """
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness

@@ -1,4 +1,4 @@
-"""Dates in customer files (SPEC section 3, "Custom sources").
+"""Dates in customer files (docs/importing.md, "Flexible CSV").
 
 Accepted values:
 - ISO 8601 with or without time and offset: ``2024-03-05``, ``2024-03-05T14:30:00Z``,

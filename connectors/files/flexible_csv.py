@@ -16,7 +16,7 @@ Row numbers count the way a spreadsheet user does: the header is row 1, a blank 
 quoted value spanning three lines is still one row. The same ``RowMapper`` serves Google Sheets, whose
 rows arrive as lists of strings.
 
-Keying (SPEC: "matched by external id, else by normalised email"): a row with an external id is keyed
+Keying ("matched by external id, else by normalised email"): a row with an external id is keyed
 by it; a row without one is keyed ``email:<normalised email>`` and flagged ``keyed_by_email`` so the
 import can look up an existing source customer of the same source with that email. When a key repeats
 in a file, the first valid row wins and later ones are rejected as duplicates: "last wins" would make

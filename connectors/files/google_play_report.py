@@ -1,6 +1,6 @@
 """Google Play's Daily Sales Report (``sales/salesreport_YYYYMM.zip`` from the Play Console bucket), pure.
 
-It is the only source of Google Play lead records per SPEC section 3. ``read_sales_report`` reads the zip
+It is the only source of Google Play lead records. ``read_sales_report`` reads the zip
 (or its CSV) by header name; ``sales_orders`` folds the rows per subscription: the order number without
 its renewal suffix (``GPA.1234-5678-9012-34567..2`` is the third renewal of ``GPA.1234-5678-9012-34567``)
 is the subscription and its customer. A $0 subscription charge is a free-trial start; the first charge
@@ -268,7 +268,7 @@ def order_record(
     """The record of one subscription, merged with what earlier reports stored (earliest dates win).
 
     Returns None for a subscription with neither a trial start nor a payment in any report (only
-    refunds so far): no lead record from those (SPEC).
+    refunds so far): no lead record from those.
     """
     stored = stored or {}
     stored_sub = stored_sub or {}

@@ -6,7 +6,7 @@ Create Date: 2026-11-27 05:20:00
 
 A first import draws two ids per record (customer and source customer) and COPY draws one per
 subscription and contact. Uncached, every ``nextval`` takes the sequence's buffer lock and every 32nd
-writes WAL: measured ~4 µs an id, a fifth of the server's time per new record. With a cache each
+writes WAL, a large share of the server's time per new record. With a cache each
 session takes a block at once. The cost is gaps in the internal ids when a session ends with part of a
 block unused; public ids (uuid) are unaffected. SQLite has no sequences (storage/ids.py allocates there).
 """
