@@ -20,7 +20,9 @@ from storage.customer_pages import find_customer_ids
 from storage.projection import attribute_types
 from storage.schema import customers
 
-router = APIRouter(prefix="/v1/customers", tags=["attributes"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)])
+router = APIRouter(
+    prefix="/v1/customers", tags=["attributes"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)]
+)
 
 def _attributes(conn: Connection, customer_id: int) -> dict[str, Any]:
     row = conn.execute(select(customers.c.tags, customers.c.custom).where(customers.c.id == customer_id)).one()
@@ -137,7 +139,10 @@ def remove_custom(request: Request, uuid: str, body: JsonBody) -> dict[str, Any]
     value = data.get("custom")
     if not isinstance(value, list) or not value:
         reader.fail("custom", "is required: a list of custom attribute keys to remove")
-    keys = [k for i, k in enumerate(value or []) if attribute_key(reader, f"custom[{i}]", k)] if isinstance(value, list) else []
+    keys = (
+        [k for i, k in enumerate(value or []) if attribute_key(reader, f"custom[{i}]", k)]
+        if isinstance(value, list) else []
+    )
     reader.check()
     with request.app.state.engine.begin() as conn:
         customer_id = customer_id_or_404(conn, uuid)

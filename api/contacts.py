@@ -109,7 +109,9 @@ def _page(request: Request, **filters: Any) -> dict[str, Any]:
 
 
 @router.get("/v1/contacts")
-def list_contacts(request: Request, email: str | None = None, customer_external_id: str | None = None) -> dict[str, Any]:
+def list_contacts(
+    request: Request, email: str | None = None, customer_external_id: str | None = None
+) -> dict[str, Any]:
     """Contacts in id order with cursor pagination; filters ``email``, ``customer_external_id``."""
     return _page(request, email=email, customer_external_id=customer_external_id)
 

@@ -37,7 +37,9 @@ from storage.schema import contacts, customers, source_customers
 from storage.sources import get_source
 from storage.upsert import upsert_records
 
-router = APIRouter(prefix="/v1/customers", tags=["customers"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)])
+router = APIRouter(
+    prefix="/v1/customers", tags=["customers"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)]
+)
 
 TEXT_FIELDS = ("name", "company", "state", "city", "zip", "website_url", "owner")
 # Keys of the read shape a client may send back unchanged; they are ignored, not refused.
@@ -211,7 +213,8 @@ def create_customer(request: Request, body: JsonBody) -> dict[str, Any]:
                 source_customers.c.data_source_id == source.id, source_customers.c.external_id == external_id
             )
         ).first():
-            reader.fail("external_id", f"a customer with external id {external_id!r} exists already in this data source")
+            reader.fail("external_id",
+                        f"a customer with external id {external_id!r} exists already in this data source")
         reader.check()
         assert source is not None and external_id is not None
         register_attribute_types(conn, {key: kind for key, (kind, _) in custom.items()})
@@ -228,11 +231,15 @@ def create_customer(request: Request, body: JsonBody) -> dict[str, Any]:
         if not result.created_customer_ids or linked != result.created_customer_ids[0]:
             # Another request created the same external id between our check and our write: refuse
             # (the transaction rolls back) rather than leave a customer with no source record.
-            raise Invalid.one("external_id", f"a customer with external id {external_id!r} exists already in this data source")
+            raise Invalid.one(
+                "external_id", f"a customer with external id {external_id!r} exists already in this data source"
+            )
         customer_id = linked
         if contact is not None:
             fields, contact_custom = contact
-            create_contact(conn, customer_id, {**fields, "position": fields.get("position") or 1}, custom=contact_custom)
+            create_contact(
+                conn, customer_id, {**fields, "position": fields.get("position") or 1}, custom=contact_custom
+            )
         return one_customer(conn, customer_id, request)
 
 
@@ -405,7 +412,9 @@ def update_customer(request: Request, uuid: str, body: JsonBody) -> dict[str, An
                 .order_by(contacts.c.position, contacts.c.id).limit(1)
             ).scalar()
             if first is None:
-                create_contact(conn, customer_id, {**fields, "position": fields.get("position") or 1}, custom=contact_custom)
+                create_contact(
+                    conn, customer_id, {**fields, "position": fields.get("position") or 1}, custom=contact_custom
+                )
             else:
                 update_contact(conn, first, fields, custom=contact_custom)
         return one_customer(conn, customer_id, request)

@@ -12,7 +12,9 @@ from api.wire import data_source_json, kinds_of_system
 from storage.removal import delete_data_source
 from storage.sources import SourceExists, create_source, get_source, list_sources
 
-router = APIRouter(prefix="/v1/data_sources", tags=["data sources"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)])
+router = APIRouter(
+    prefix="/v1/data_sources", tags=["data sources"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)]
+)
 
 
 def source_by_uuid(conn: Any, uuid: str) -> Any:

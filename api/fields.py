@@ -261,7 +261,8 @@ def read_custom_attributes(
     elif isinstance(value, dict):
         items = [(f"{name}.{k}", k, None, v) for k, v in value.items()]
     else:
-        reader.fail(name, f"expected a list of {{type, key, value}} objects or an object of key: value, got {type(value).__name__}")
+        reader.fail(name, "expected a list of {type, key, value} objects or an object of key: value, "
+                    f"got {type(value).__name__}")
         return {}
     out: dict[str, tuple[str, Any]] = {}
     for where, raw_key, raw_type, raw_value in items:

@@ -22,7 +22,9 @@ from storage.schema import source_customers
 from storage.sources import get_source
 from storage.split import CannotSplit, split_source_customer
 
-router = APIRouter(prefix="/v1/customers", tags=["merges"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)])
+router = APIRouter(
+    prefix="/v1/customers", tags=["merges"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)]
+)
 
 # The unmerge call may ask to move these to the new customer; funnelsync has none of them, so the
 # list is checked and otherwise has no effect.

@@ -6,7 +6,8 @@
 
 Parameter names follow the commercial product's metrics API (``start-date``, ``end-date``, ``interval``);
 ``end-date`` is included. ``where`` (repeatable, ANDed; ``filters`` is accepted as an alias) takes the
-filter grammar of ``storage.filters``. Bad input answers 400 with ``{"code", "message", "errors"}`` like every API error.
+filter grammar of ``storage.filters``. Bad input answers 400 with ``{"code", "message", "errors"}`` like every
+API error.
 """
 
 from __future__ import annotations

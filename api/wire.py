@@ -171,7 +171,9 @@ def decode_cursor(cursor: str | None) -> int:
             raise ValueError(text)
         return int(number)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise Invalid.one("cursor", "not a cursor this server returned; pass the 'cursor' of the previous page") from None
+        raise Invalid.one(
+            "cursor", "not a cursor this server returned; pass the 'cursor' of the previous page"
+        ) from None
 
 
 def per_page_value(raw: str | None, default: int = DEFAULT_PER_PAGE) -> int:

@@ -108,12 +108,14 @@ def _measure(engine: Engine, args: argparse.Namespace) -> None:
                     "attributes": {"tags": ["new"], "custom": [{"type": "Integer", "key": "seats", "value": i}]},
                 }).raise_for_status()
             elapsed = time.perf_counter() - t0
-            print(f"create: {args.creates} POST /v1/customers in {elapsed:.1f} s = {args.creates / elapsed:.0f} requests/s")
+            print(f"create: {args.creates} POST /v1/customers in {elapsed:.1f} s = "
+                  f"{args.creates / elapsed:.0f} requests/s")
             t0 = time.perf_counter()
             for i in range(args.creates):
                 client.get("/customers/search", params={"email": f"c{i * 7}@example.com"}).raise_for_status()
             elapsed = time.perf_counter() - t0
-            print(f"search: {args.creates} GET /v1/customers/search in {elapsed:.1f} s = {args.creates / elapsed:.0f} requests/s")
+            print(f"search: {args.creates} GET /v1/customers/search in {elapsed:.1f} s = "
+                  f"{args.creates / elapsed:.0f} requests/s")
     finally:
         server.should_exit = True
         thread.join(timeout=10)

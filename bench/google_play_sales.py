@@ -37,7 +37,8 @@ def report(rows: int) -> bytes:
         if kind < 4:
             product, amount = "subscription", "0.00"
         elif kind < 7:
-            order, product, amount = f"GPA.3381-{(i - 4) // 10000:04d}-{(i - 4) % 10000:04d}-{i - 4:05d}..0", "subscription", "9.99"
+            order = f"GPA.3381-{(i - 4) // 10000:04d}-{(i - 4) % 10000:04d}-{i - 4:05d}..0"
+            product, amount = "subscription", "9.99"
         elif kind < 9:
             product, amount = "subscription", "4.99"
         else:

@@ -76,7 +76,9 @@ def measure(url: str, path: Path) -> tuple[float, float, float, int, int, int, i
             break
         except Empty:
             if not child.is_alive():
-                raise SystemExit(f"the import process failed (exit code {child.exitcode}); its traceback is above") from None
+                raise SystemExit(
+                    f"the import process failed (exit code {child.exitcode}); its traceback is above"
+                ) from None
     child.join()
     return result
 

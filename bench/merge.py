@@ -10,8 +10,9 @@ customer, which has subscriptions).
     python bench/merge.py --customers 100000 --backend sqlite
 
 Prints, per back end (wall seconds, and this process's CPU seconds, which on a shared machine show what
-is ours; on PostgreSQL the server's work is not in the CPU figure): load time, detection seconds (``find_duplicate_groups``, rules email +
-external_id), detection + merge seconds (``auto_merge``), customers merged, and peak resident memory.
+is ours; on PostgreSQL the server's work is not in the CPU figure): load time, detection seconds
+(``find_duplicate_groups``, rules email + external_id), detection + merge seconds (``auto_merge``),
+customers merged, and peak resident memory.
 PostgreSQL comes from ``FUNNELSYNC_TEST_POSTGRES_URL`` (default: the local test server); the bench
 uses a throw-away schema.
 """

@@ -6,8 +6,9 @@
 
 Customers are bulk-inserted straight into ``customers`` (raw ``executemany`` on SQLite, ``COPY`` on
 PostgreSQL), then the statistics are refreshed (ANALYZE / VACUUM ANALYZE, what autovacuum does in
-production; repeated until the pages are all-visible, see ``load_postgres``). Each query is timed three times; the median is printed in seconds, with peak RSS.
-Targets (issue 6): under 2 s each on SQLite, under 1 s on PostgreSQL.
+production; repeated until the pages are all-visible, see ``load_postgres``). Each query is timed three
+times; the median is printed in seconds, with peak RSS.
+Targets: under 2 s each on SQLite, under 1 s on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ def load_postgres(engine: Engine, n: int) -> None:
             conn.execute(text("VACUUM ANALYZE customers"))
             visible = conn.execute(
                 text(
-                    "SELECT relallvisible::float8 / greatest(relpages, 1) FROM pg_class WHERE oid = 'customers'::regclass"
+                    "SELECT relallvisible::float8 / greatest(relpages, 1) FROM pg_class "
+                    "WHERE oid = 'customers'::regclass"
                 )
             ).scalar_one()
             if visible >= 0.99:
@@ -164,7 +166,8 @@ def run(name: str, engine: Engine, n: int) -> None:
         for label, fn in cases.items():
             print(f"[{name}] {label}: {timed(fn):.3f} s")
     print(
-        f"[{name}] leads counted: {leads:,}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+        f"[{name}] leads counted: {leads:,}; "
+        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
     )
 
 

@@ -52,7 +52,9 @@ COHORT_DAYS = 120  # conversions later than this after the trial start are not m
 DEFAULT_BACKFILL_DAYS = 30
 
 TRIAL_EVENTS = frozenset({"Start Introductory Offer", "Start Introductory Price"})
-CONVERSION_EVENTS = frozenset({"Paid Subscription from Introductory Offer", "Paid Subscription from Introductory Price"})
+CONVERSION_EVENTS = frozenset(
+    {"Paid Subscription from Introductory Offer", "Paid Subscription from Introductory Price"}
+)
 FREE_TRIAL = "Free Trial"
 
 # Our name → accepted header labels. Apple renamed "Promotional Offer Name" to "Subscription Offer Name".

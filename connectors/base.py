@@ -347,9 +347,13 @@ def validate_settings(connector: type[SourceKind], settings: Mapping[str, Any]) 
             try:
                 value = spec.cast(value)
             except (TypeError, ValueError):
-                raise SettingsError(f"{connector.kind}: setting {name}={value!r} is not a valid {spec.cast.__name__}") from None
+                raise SettingsError(
+                    f"{connector.kind}: setting {name}={value!r} is not a valid {spec.cast.__name__}"
+                ) from None
         if value is not None and spec.choices and value not in spec.choices:
-            raise SettingsError(f"{connector.kind}: setting {name}={value!r}: expected one of {', '.join(spec.choices)}")
+            raise SettingsError(
+                f"{connector.kind}: setting {name}={value!r}: expected one of {', '.join(spec.choices)}"
+            )
         resolved[name] = value
     if missing:
         raise SettingsError(

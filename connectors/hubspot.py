@@ -179,7 +179,12 @@ class HubSpotConnector(Connector, WebhookReceiver):
     title = "HubSpot"
     feeds = frozenset({Feed.PULLED, Feed.PUSHED})
     settings_schema = (
-        Setting("access_token", secret=True, required=True, help="a private-app access token (scope crm.objects.contacts.read)"),
+        Setting(
+            "access_token",
+            secret=True,
+            required=True,
+            help="a private-app access token (scope crm.objects.contacts.read)",
+        ),
         Setting("base_url", default=BASE_URL, help="API root (a mock: http://127.0.0.1:8080)"),
         Setting("object_type", default="contacts", choices=("contacts", "companies"), help="what a customer is"),
         Setting("page_size", default=PAGE_SIZE, cast=int, help="objects per request, 1-100"),
@@ -189,7 +194,9 @@ class HubSpotConnector(Connector, WebhookReceiver):
             default=",".join(LEAD_OR_LATER),
             help="comma-separated lifecycle stages (internal values) that make a contact a lead",
         ),
-        Setting("lookback_minutes", default=LOOKBACK_MINUTES, cast=int, help="incremental search re-reads this far back"),
+        Setting(
+            "lookback_minutes", default=LOOKBACK_MINUTES, cast=int, help="incremental search re-reads this far back"
+        ),
         Setting("webhook_client_secret", secret=True, help="the app's client secret (signs X-HubSpot-Signature-v3)"),
         Setting("webhook_url", help="the public target URL set in HubSpot, when a proxy rewrites the one we see"),
     )
@@ -255,7 +262,15 @@ class HubSpotConnector(Connector, WebhookReceiver):
                 method="POST",
                 json_body={
                     "filterGroups": [
-                        {"filters": [{"propertyName": modified_property, "operator": "GTE", "value": str(since - lookback_ms)}]}
+                        {
+                            "filters": [
+                                {
+                                    "propertyName": modified_property,
+                                    "operator": "GTE",
+                                    "value": str(since - lookback_ms),
+                                }
+                            ]
+                        }
                     ],
                     "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
                     "properties": self.properties,
@@ -273,7 +288,8 @@ class HubSpotConnector(Connector, WebhookReceiver):
             page_max = min(max(stamps), started_ms) if stamps else None
             return [r for r in (self.object_record(c) for c in items) if r is not None], page_max
 
-        yield from self.read_list(self.object_type, state, request, HubSpotPaginator(self.page_size, self.search_result_cap), map_page)
+        paginator = HubSpotPaginator(self.page_size, self.search_result_cap)
+        yield from self.read_list(self.object_type, state, request, paginator, map_page)
 
     def fetch_records(self, object_ids: list[str]) -> list[SourceCustomerRecord]:
         """Objects re-read now in batches of 100 (``POST …/batch/read``); missing ids and non-leads skipped.

@@ -253,7 +253,9 @@ class IntercomConnector(Connector, WebhookReceiver):
 
         def map_page(items: list[dict[str, Any]]) -> tuple[list[SourceCustomerRecord], int | None]:
             stamps = [int(c["updated_at"]) for c in items if c.get("updated_at")]
-            changed = [c for c in items if since is None or int(c.get("updated_at") or started) >= since - self.lookback]
+            changed = [
+                c for c in items if since is None or int(c.get("updated_at") or started) >= since - self.lookback
+            ]
             page_max = min(max(stamps), started) if stamps else None
             return self.records_for(changed), page_max
 
@@ -273,7 +275,11 @@ class IntercomConnector(Connector, WebhookReceiver):
                 json_body={
                     # ``>`` on a date starts at the NEXT midnight (workspace zone): stepping back at
                     # least a whole day is what makes the filter include ``since`` itself.
-                    "query": {"field": "updated_at", "operator": ">", "value": since - max(self.lookback, LOOKBACK_SECONDS)},
+                    "query": {
+                        "field": "updated_at",
+                        "operator": ">",
+                        "value": since - max(self.lookback, LOOKBACK_SECONDS),
+                    },
                     "pagination": {"per_page": CONTACT_PAGE_SIZE},
                     "sort": {"field": "updated_at", "order": "ascending"},
                 },

@@ -511,7 +511,9 @@ def verify_intercom_signature(payload: bytes, signature_header: str | None, clie
     if not sep or scheme.lower() != "sha1":
         raise WebhookSignatureError("malformed X-Hub-Signature header: expected sha1=<hex>")
     if not _any_matches(_hmac_hex(key, payload, hashlib.sha1), [hex_sig]):
-        raise WebhookSignatureError("Intercom X-Hub-Signature does not match the payload (wrong secret or altered body)")
+        raise WebhookSignatureError(
+            "Intercom X-Hub-Signature does not match the payload (wrong secret or altered body)"
+        )
 
 
 def verify_segment_signature(payload: bytes, signature_header: str | None, shared_secret: str) -> None:

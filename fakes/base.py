@@ -198,6 +198,7 @@ def shipped_fakes() -> dict[str, type[FakeApi]]:
     for module_info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         module = importlib.import_module(f"fakes.{module_info.name}")
         for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, FakeApi) and value.kind and value.__module__ == module.__name__:
+            declared_here = isinstance(value, type) and value.__module__ == module.__name__
+            if declared_here and issubclass(value, FakeApi) and value.kind:
                 found[value.kind] = value
     return found

@@ -101,8 +101,12 @@ class ChargebeeFake(FakeApi):
         params = request.url.params
         ids = self.in_filter(request, "customer_id[in]")
         gt = int(params.get("amount_paid[gt]", -1))
-        items = [{"invoice": self.invoice(p, i)} for p in self.people for i in sorted(p.invoices, key=lambda i: i.paid_at)
-                 if (ids is None or p.id in ids) and i.amount_paid > gt]
+        items = [
+            {"invoice": self.invoice(p, i)}
+            for p in self.people
+            for i in sorted(p.invoices, key=lambda i: i.paid_at)
+            if (ids is None or p.id in ids) and i.amount_paid > gt
+        ]
         return self.page(request, items, "/api/v2/invoices")
 
     def routes(self) -> list[tuple[str, str, Any]]:

@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds each answer waits")
     parser.add_argument("--ready-file", help="write the JSON line here too")
     args = parser.parse_args(argv)
-    server = FakeVendorServer(population(args.stripe, seed=1), population(args.chargebee, seed=2, prefix="cb_"), port=args.port)
+    server = FakeVendorServer(
+        population(args.stripe, seed=1), population(args.chargebee, seed=2, prefix="cb_"), port=args.port
+    )
     server.server.delay_seconds = args.delay
     line = json.dumps({"url": server.url, "stripe": server.stripe_settings(), "chargebee": server.chargebee_settings()})
     if args.ready_file:

@@ -108,7 +108,8 @@ class HubSpotFake(FakeApi):
         for contact in self.contacts:
             if contact["id"] == contact_id:
                 return httpx.Response(200, json=self.shaped(contact, wanted))
-        return httpx.Response(404, json={"status": "error", "message": "Object not found.  objectId are usually numeric.",
+        return httpx.Response(404, json={"status": "error",
+                                         "message": "Object not found.  objectId are usually numeric.",
                                          "correlationId": "0b0c", "category": "OBJECT_NOT_FOUND"})
 
     def search(self, request: httpx.Request) -> httpx.Response:
@@ -147,7 +148,8 @@ class HubSpotFake(FakeApi):
         out: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": "2025-01-01T00:00:00Z",
                                "completedAt": "2025-01-01T00:00:00.1Z"}
         if missing:
-            out["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND", "message": "Could not get some CONTACT objects, they may be deleted or not exist.",
+            out["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND",
+                              "message": "Could not get some CONTACT objects, they may be deleted or not exist.",
                               "context": {"ids": missing}}]
             out["numErrors"] = 1
         return httpx.Response(207 if missing else 200, json=out)

@@ -66,7 +66,8 @@ class IntercomFake(FakeApi):
             "location": {"type": "location", "country": "Germany", "region": "Berlin", "city": "Berlin",
                          "country_code": "DE", "continent_code": "EU"},
             "companies": {"type": "list", "url": f"/contacts/65f0c0ffee{suffix}/companies",
-                          "data": [{"type": "company", "id": c["id"], "url": f"/companies/{c['id']}"} for c in companies],
+                          "data": [{"type": "company", "id": c["id"], "url": f"/companies/{c['id']}"}
+                                   for c in companies],
                           "total_count": len(companies), "has_more": False},
         }
 
@@ -89,7 +90,9 @@ class IntercomFake(FakeApi):
     def cursor(index: int) -> str:
         return base64.b64encode(json.dumps([index]).encode()).decode()
 
-    def cursor_page(self, items: list[dict[str, Any]], per_page: int, token: str | None, looping: bool) -> dict[str, Any]:
+    def cursor_page(
+        self, items: list[dict[str, Any]], per_page: int, token: str | None, looping: bool
+    ) -> dict[str, Any]:
         start = 0 if (token is None or looping) else json.loads(base64.b64decode(token))[0]
         page = items[start : start + per_page]
         pages: dict[str, Any] = {"type": "pages", "page": start // per_page + 1, "per_page": per_page,
@@ -144,7 +147,8 @@ class IntercomFake(FakeApi):
         threshold = (int(query["value"]) // DAY + 1) * DAY
         matches = sorted((c for c in self.contacts if c["updated_at"] >= threshold), key=lambda c: c["updated_at"])
         per_page = int(body["pagination"]["per_page"])
-        return httpx.Response(200, json=self.cursor_page(matches, per_page, body["pagination"].get("starting_after"), False))
+        page = self.cursor_page(matches, per_page, body["pagination"].get("starting_after"), False)
+        return httpx.Response(200, json=page)
 
     def routes(self) -> list[tuple[str, str, Any]]:
         return [

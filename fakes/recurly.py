@@ -56,7 +56,8 @@ class RecurlyFake(FakeApi):
     def subscription(self, p: FakePerson, s: FakeSubscription) -> dict[str, Any]:
         state = RECURLY_STATE[s.status]
         return {
-            "id": "r" + s.id.replace("_", "").replace("-", ""), "uuid": s.id.replace("_", "").replace("-", "") + "0" * 8,
+            "id": "r" + s.id.replace("_", "").replace("-", ""),
+            "uuid": s.id.replace("_", "").replace("-", "") + "0" * 8,
             "object": "subscription",
             "account": {"id": "r" + p.id.replace("-", ""), "object": "account", "code": p.id, "email": p.email,
                         "first_name": p.first_name, "last_name": p.last_name, "company": p.company},

@@ -108,9 +108,14 @@ def run_demo(csv_path: Path = SAMPLE_CSV, say: Callable[[str], None] = print) ->
         say(f"Local Stripe and Chargebee stand-ins listening on {vendors.url}")
         os.environ[STRIPE_KEY_ENV] = vendors.stripe_settings()["api_key"]
         os.environ[CHARGEBEE_KEY_ENV] = vendors.chargebee_settings()["api_key"]
-        _upsert_source(engine, STRIPE_SOURCE, "stripe", {**vendors.stripe_settings(), "api_key": f"env:{STRIPE_KEY_ENV}"})
         _upsert_source(
-            engine, CHARGEBEE_SOURCE, "chargebee", {**vendors.chargebee_settings(), "api_key": f"env:{CHARGEBEE_KEY_ENV}"}
+            engine, STRIPE_SOURCE, "stripe", {**vendors.stripe_settings(), "api_key": f"env:{STRIPE_KEY_ENV}"}
+        )
+        _upsert_source(
+            engine,
+            CHARGEBEE_SOURCE,
+            "chargebee",
+            {**vendors.chargebee_settings(), "api_key": f"env:{CHARGEBEE_KEY_ENV}"},
         )
 
         def step(label: str, run: Callable[[], Any], describe: Callable[[Any], str]) -> Any:
@@ -142,8 +147,11 @@ def run_demo(csv_path: Path = SAMPLE_CSV, say: Callable[[str], None] = print) ->
             )
         merge = summary.get("merge") or {}
         result.steps.append(("merge-duplicates", f"{merge.get('merged_customers', 0)} customers merged"))
-        say(f"merge-duplicates (after the sync): {merge.get('group_count', 0)} duplicate groups by "
-            f"{', '.join(merge.get('rules', []))}, {merge.get('merged_customers', 0)} customers merged into their survivors")
+        say(
+            f"merge-duplicates (after the sync): {merge.get('group_count', 0)} duplicate groups by "
+            f"{', '.join(merge.get('rules', []))}, {merge.get('merged_customers', 0)} customers merged into their "
+            "survivors"
+        )
     last_month = datetime.fromtimestamp(now, UTC).date().replace(day=1)
     step("refresh-metrics", lambda: refresh_metrics_flow(f"{last_month:%Y-%m}", return_state=True),
          lambda s: "funnel-metrics artifact published")

@@ -146,7 +146,9 @@ def _report(result: Any, changes: Any, *, label: str, kind: str, source: str, cl
     )
     lifecycle = emit_lifecycle_events(changes, source_name=source)
     get_run_logger().info("Imported %s into %s: %s", label, source, counts)
-    summary: dict[str, Any] = {"source": source, "file": label, **counts, "duration_s": duration, "lifecycle": lifecycle}
+    summary: dict[str, Any] = {
+        "source": source, "file": label, **counts, "duration_s": duration, "lifecycle": lifecycle,
+    }
     job = _get(result, "job_uuid", None) or _get(result, "uuid", None)
     if job:
         summary["import_job"] = job

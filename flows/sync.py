@@ -262,7 +262,8 @@ def sync_all_flow(
         try:
             summary = future.result()
             if "totals" not in summary:  # a sheet import: its counts are at the top level
-                summary["totals"] = {k: summary.get(k, 0) for k in ("fetched", "created", "updated", "unchanged", "rejected")}
+                counted = ("fetched", "created", "updated", "unchanged", "rejected")
+                summary["totals"] = {k: summary.get(k, 0) for k in counted}
             summaries.append(summary)
         except Exception as exc:  # noqa: BLE001
             failed.append(f"{name} ({one_line(exc)})")

@@ -50,4 +50,6 @@ def skip_reason(
         if value is not None and lies_in_future(value, now):
             return f"{name} {value.isoformat()} lies in the future"
     # A key present with None clears the date: .get's default applies only to an absent key.
-    return trial_precedes_lead(edits.get(DATE_FIELDS[0], lead_created_at), edits.get(DATE_FIELDS[1], free_trial_started_at))
+    lead = edits.get(DATE_FIELDS[0], lead_created_at)
+    trial = edits.get(DATE_FIELDS[1], free_trial_started_at)
+    return trial_precedes_lead(lead, trial)

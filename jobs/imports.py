@@ -350,8 +350,11 @@ def _import_file(
             # Into a source that holds rows, a row it holds as it is (same row digest) is not even parsed.
             if contacts:
                 return in_batches(source.rows(), batch_size)
-            return ready_batches(in_batches(source.rows(unchanged=stored_as_is if known and not eager else None), batch_size),
-                          sqlite, eager)
+            return ready_batches(
+                in_batches(source.rows(unchanged=stored_as_is if known and not eager else None), batch_size),
+                sqlite,
+                eager,
+            )
 
         if layout.data_rows - known >= layout.data_rows / 2 and layout.data_rows >= CHILD_READER_MIN_ROWS:
             batches = read_in_child(lambda: read(True))

@@ -33,7 +33,9 @@ def store_partials(
         return records, upsert_records(conn, data_source_id, records)
 
 
-def complete_partials(conn: Connection, data_source_id: Any, partials: list[PartialRecord]) -> list[SourceCustomerRecord]:
+def complete_partials(
+    conn: Connection, data_source_id: Any, partials: list[PartialRecord]
+) -> list[SourceCustomerRecord]:
     """Records for a push delivery: each partial overlaid on the stored values; update-only ones without
     a stored record are dropped."""
     stored = _stored_values(conn, data_source_id, [p.external_id for p in partials])

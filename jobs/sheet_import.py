@@ -86,7 +86,8 @@ def import_rows(
     source_id, name = ensure_import_source(engine, source_name, "google_sheets")
     summary = ImportSummary(source=name, rows=len(numbered), ignored_columns=list(match.ignored),
                             columns=match.columns(), date_orders=mapper.date_orders())
-    row_digest = RowDigest(repr((headers, sorted((mapping or {}).items()), date_format, str(zone))).encode(), loose=True)
+    signature = repr((headers, sorted((mapping or {}).items()), date_format, str(zone))).encode()
+    row_digest = RowDigest(signature, loose=True)
     id_index, email_index = match.index_of("external_id"), match.index_of("email")
     with engine.begin() as conn:
         stored = load_row_fingerprints(conn, source_id, stream)

@@ -126,7 +126,11 @@ def apply_manual_edits(
         return 0
     for start in range(0, len(rows), CHUNK * 5):
         upsert_on_conflict(
-            conn, manual_edits, rows[start : start + CHUNK * 5], ["customer_id", "field"], ["value", "actor", "created_at"]
+            conn,
+            manual_edits,
+            rows[start : start + CHUNK * 5],
+            ["customer_id", "field"],
+            ["value", "actor", "created_at"],
         )
     reproject(conn, list(edits_by_customer))
     return len(edits_by_customer)

@@ -124,7 +124,8 @@ def contact_view(conn: Connection, contact_ids: Sequence[int]) -> list[dict[str,
         row = rows.get(cid)
         if row is None:
             continue
-        external_id, ds_uuid = own_link.get(row["source_customer_id"]) or first_link.get(row["customer_id"]) or (None, None)
+        link = own_link.get(row["source_customer_id"]) or first_link.get(row["customer_id"])
+        external_id, ds_uuid = link or (None, None)
         out.append({
             "id": row["id"],
             "uuid": row["uuid"],
@@ -174,7 +175,9 @@ def merge_contacts(conn: Connection, into_pk: int, from_pk: int) -> None:
     }
     into, other = rows[into_pk], rows[from_pk]
     values: dict[str, Any] = {
-        name: other[name] for name in (*CONTACT_FIELDS, "external_id") if into[name] in (None, "") and other[name] not in (None, "")
+        name: other[name]
+        for name in (*CONTACT_FIELDS, "external_id")
+        if into[name] in (None, "") and other[name] not in (None, "")
     }
     values["custom"] = {**(other["custom"] or {}), **(into["custom"] or {})}
     values["updated_at"] = datetime.now(UTC)

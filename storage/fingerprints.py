@@ -48,8 +48,8 @@ def subscriptions_part(subs: Sequence[SubscriptionFact] | None) -> str | None:
     if not subs:
         return _EMPTY_PART
     return _digest(_sorted([
-        (s.external_id, s.state, epoch_us_or_none(s.trial_started_at), epoch_us_or_none(s.trial_ended_at), epoch_us_or_none(s.first_paid_at),
-         epoch_us_or_none(s.cancelled_at)) for s in subs
+        (s.external_id, s.state, epoch_us_or_none(s.trial_started_at), epoch_us_or_none(s.trial_ended_at),
+         epoch_us_or_none(s.first_paid_at), epoch_us_or_none(s.cancelled_at)) for s in subs
     ]))
 
 

@@ -225,7 +225,8 @@ def upsert_source_contacts(
     existing: dict[tuple[int, str], Any] = {}
     positions: dict[int, int] = {}
     for start in range(0, len(sc_ids), LOOKUP_CHUNK):
-        for row in conn.execute(select(contacts).where(contacts.c.source_customer_id.in_(sc_ids[start : start + LOOKUP_CHUNK]))):
+        part = sc_ids[start : start + LOOKUP_CHUNK]
+        for row in conn.execute(select(contacts).where(contacts.c.source_customer_id.in_(part))):
             existing[(row.source_customer_id, row.contact_key)] = row
             positions[row.source_customer_id] = max(positions.get(row.source_customer_id, 0), row.position)
     now = datetime.now(timezone.utc)

@@ -245,7 +245,8 @@ def merge_batch(
     rows = _load_rows(conn, from_ids)
     into_uuid: dict[int, str] = {}
     for part in chunks(into_ids, CHUNK):
-        for uuid_row in conn.execute(select(customers.c.id, customers.c.uuid).where(ids_in(conn, customers.c.id, part))):
+        uuids = select(customers.c.id, customers.c.uuid).where(ids_in(conn, customers.c.id, part))
+        for uuid_row in conn.execute(uuids):
             into_uuid[uuid_row.id] = uuid_row.uuid
     todo: list[tuple[int, int, str]] = []
     for from_id, into_id, rule in merges:
@@ -281,7 +282,9 @@ def merge_batch(
     contacts_of: dict[int, list[int]] = defaultdict(list)
     for part in chunks(from_ids, CHUNK):
         for contact_row in conn.execute(
-            select(contacts.c.id, contacts.c.customer_id).where(ids_in(conn, contacts.c.customer_id, part)).order_by(contacts.c.id)
+            select(contacts.c.id, contacts.c.customer_id)
+            .where(ids_in(conn, contacts.c.customer_id, part))
+            .order_by(contacts.c.id)
         ):
             contacts_of[contact_row.customer_id].append(contact_row.id)
 

@@ -176,8 +176,8 @@ def _family(
     - SQLite with a filter: one scan grouped by a balanced ``CASE`` tree (log2(n) comparisons a row);
       ``+ 0`` on the date hides the index so SQLite reads the table in order instead of one random row
       lookup per index entry.
-    - PostgreSQL, no filter, few periods, table mostly all-visible: the periods table joined on ``[start, end)`` → one index-only
-      range scan per period.
+    - PostgreSQL, no filter, few periods, table mostly all-visible: the periods table joined on
+      ``[start, end)`` → one index-only range scan per period.
     - PostgreSQL otherwise: one range-restricted scan, the period index from ``width_bucket`` over the
       array of period starts (a binary search in C); the planner picks index or sequential scan.
     """

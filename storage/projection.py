@@ -179,7 +179,9 @@ def _reproject_chunk(conn: Connection, ids: list[int]) -> int:
     current = {
         row["id"]: row
         for row in conn.execute(
-            select(customers.c.id, *[customers.c[c] for c in PROJECTED_COLUMNS]).where(ids_in(conn, customers.c.id, ids))
+            select(customers.c.id, *[customers.c[c] for c in PROJECTED_COLUMNS]).where(
+                ids_in(conn, customers.c.id, ids)
+            )
         ).mappings()
     }
     updates: list[dict[str, Any]] = []
@@ -209,7 +211,8 @@ def _reproject_chunk(conn: Connection, ids: list[int]) -> int:
 
 def _differs(old: Any, new: Any) -> bool:
     if isinstance(new, dict):
-        return json.dumps(old, sort_keys=True, default=str) != json.dumps(jsonable_custom(new), sort_keys=True, default=str)
+        before = json.dumps(old, sort_keys=True, default=str)
+        return before != json.dumps(jsonable_custom(new), sort_keys=True, default=str)
     return old != new
 
 

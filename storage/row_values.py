@@ -165,8 +165,9 @@ def _row_values(rec: SourceCustomerRecord, sqlite: bool, email_norm: str | None,
             since = to_epoch_us(min(paid)) if sqlite else min(paid)
         last = {s.external_id: s for s in subs}
         if sqlite:
-            sub_values = [(s.external_id, s.state, epoch_us_or_none(s.trial_started_at), epoch_us_or_none(s.trial_ended_at),
-                           epoch_us_or_none(s.first_paid_at), epoch_us_or_none(s.cancelled_at)) for s in last.values()]
+            sub_values = [(s.external_id, s.state, epoch_us_or_none(s.trial_started_at),
+                           epoch_us_or_none(s.trial_ended_at), epoch_us_or_none(s.first_paid_at),
+                           epoch_us_or_none(s.cancelled_at)) for s in last.values()]
         else:
             sub_values = [(s.external_id, s.state, s.trial_started_at, s.trial_ended_at, s.first_paid_at,
                            s.cancelled_at) for s in last.values()]

@@ -354,7 +354,8 @@ def _new_rows(
                 rows.filters.append({"id": cid, "tags": p.filter_values[0], "custom": p.filter_values[1]})
             if link_new_by_email and p.email_norm is not None:
                 linked_by_email[p.email_norm] = cid
-        rows.sources.append((sc_id, data_source_id, p.external_id, cid, now_v) + p.sc_values + (fp, now_v, now_v, p.row_fp))
+        rows.sources.append((sc_id, data_source_id, p.external_id, cid, now_v) + p.sc_values
+                            + (fp, now_v, now_v, p.row_fp))
         if p.subscriptions:
             rows.subscriptions.append((sc_id, p.subscriptions))
         if p.contacts:
@@ -364,7 +365,9 @@ def _new_rows(
     return rows
 
 
-def _existing_source_customers(conn: Connection, data_source_id: int, ext_ids: list[str]) -> dict[str, tuple[int, int, str]]:
+def _existing_source_customers(
+    conn: Connection, data_source_id: int, ext_ids: list[str]
+) -> dict[str, tuple[int, int, str]]:
     """(id, customer id, fingerprint) of the batch's external ids that exist already."""
     return {ext: (sc_id, cid, fp) for ext, sc_id, cid, fp in
             rows_by_external_id(conn, data_source_id, ext_ids, EXISTING_COLUMNS)}
@@ -375,7 +378,8 @@ def _write_subscriptions(conn: Connection, w: DialectWriter, fresh: list[tuple[i
     if replaced:
         ids = [sc_id for sc_id, _ in replaced]
         for start in range(0, len(ids), LOOKUP_CHUNK):
-            conn.execute(delete(subscriptions).where(subscriptions.c.source_customer_id.in_(ids[start : start + LOOKUP_CHUNK])))
+            part = ids[start : start + LOOKUP_CHUNK]
+            conn.execute(delete(subscriptions).where(subscriptions.c.source_customer_id.in_(part)))
     rows = [(sc_id, *values, now_v) for sc_id, subs in (*fresh, *replaced) for values in subs]
     w.insert("subscriptions", SUB_COLUMNS, rows)
 

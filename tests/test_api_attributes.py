@@ -26,7 +26,11 @@ def test_tags_add_remove_and_by_email(db_engine):
         assert edits == {"tag.vip": False, "tag.b2b": True, "tag.from-source": False}
         # A re-sync that still reports the removed tag does not bring it back.
         source_id = conn.execute(select(data_sources.c.id)).scalar_one()
-        upsert_records(conn, source_id, [SourceCustomerRecord(external_id="a", name="Renamed", email="tag@example.com", tags=["from-source"])])
+        upsert_records(
+            conn,
+            source_id,
+            [SourceCustomerRecord(external_id="a", name="Renamed", email="tag@example.com", tags=["from-source"])],
+        )
     assert client.get(f"/v1/customers/{uuid}/attributes").json()["tags"] == ["b2b"]
 
     by_email = client.post("/v1/customers/attributes/tags", json={"email": "tag@example.com", "tags": ["newsletter"]})
@@ -55,11 +59,23 @@ def test_custom_attributes_typed(db_engine):
     assert added.json() == {"custom": {
         "channel": "Facebook", "seats": 12, "score": 4.5, "demo_at": "2024-03-01T09:00:00+00:00", "paying": False}}
     with db_engine.connect() as conn:
-        types = dict(conn.execute(select(custom_attribute_definitions.c.key, custom_attribute_definitions.c.type)).all())
-    assert types == {"channel": "String", "seats": "Integer", "score": "Decimal", "demo_at": "Timestamp", "paying": "Boolean"}
+        types = dict(
+            conn.execute(select(custom_attribute_definitions.c.key, custom_attribute_definitions.c.type)).all()
+        )
+    assert types == {
+        "channel": "String",
+        "seats": "Integer",
+        "score": "Decimal",
+        "demo_at": "Timestamp",
+        "paying": "Boolean",
+    }
 
     updated = client.put(f"/v1/customers/{uuid}/attributes/custom", json={"custom": {"seats": 20, "paying": "true"}})
-    assert updated.status_code == 200 and updated.json()["custom"]["seats"] == 20 and updated.json()["custom"]["paying"] is True
+    assert (
+        updated.status_code == 200
+        and updated.json()["custom"]["seats"] == 20
+        and updated.json()["custom"]["paying"] is True
+    )
 
     wrong = [
         ({"custom": [{"type": "Integer", "key": "n", "value": "lots"}]}, "custom[0].value"),
@@ -94,7 +110,9 @@ def test_custom_attributes_typed(db_engine):
 def test_custom_attribute_edit_survives_resync(db_engine):
     client = api_client(db_engine)
     ds = new_source(client)
-    uuid = new_customer(client, ds, "a", attributes={"custom": [{"type": "String", "key": "plan", "value": "free"}]})["uuid"]
+    uuid = new_customer(client, ds, "a", attributes={"custom": [{"type": "String", "key": "plan", "value": "free"}]})[
+        "uuid"
+    ]
     client.put(f"/v1/customers/{uuid}/attributes/custom", json={"custom": {"plan": "enterprise"}})
     with db_engine.begin() as conn:
         source_id = conn.execute(select(data_sources.c.id)).scalar_one()

@@ -111,8 +111,12 @@ def test_official_client_against_our_server(cm_config, monkeypatch):
     contact = chartmogul.Contact.create(config, data={
         "customer_uuid": lead.uuid, "data_source_uuid": ds.uuid, "first_name": "Adam", "last_name": "Smith",
         "email": "adam@smith.com", "title": "CEO", "custom": [{"key": "Nickname", "value": "Ad"}]}).get()
-    assert contact.uuid.startswith("con_") and contact.customer_uuid == lead.uuid and contact.custom == {"Nickname": "Ad"}
-    chartmogul.Customer.createContact(config, uuid=lead.uuid, data={"data_source_uuid": ds.uuid, "first_name": "Eve"}).get()
+    assert (
+        contact.uuid.startswith("con_") and contact.customer_uuid == lead.uuid and contact.custom == {"Nickname": "Ad"}
+    )
+    chartmogul.Customer.createContact(
+        config, uuid=lead.uuid, data={"data_source_uuid": ds.uuid, "first_name": "Eve"}
+    ).get()
     contacts = chartmogul.Contact.all(config, email="adam@smith.com").get()
     assert [c.uuid for c in contacts.entries] == [contact.uuid] and contacts.has_more is False
     assert len(chartmogul.Customer.contacts(config, uuid=lead.uuid).get().entries) == 2

@@ -28,13 +28,19 @@ def test_contacts_lifecycle(db_engine):
     assert ann["uuid"].startswith("con_") and ann["customer_uuid"] == acme["uuid"]
     assert ann["customer_external_id"] == "acme" and ann["data_source_uuid"] == ds
     assert ann["custom"] == {"Team": "Platform"} and ann["external_id"] == "crm-ann"
-    bob = client.post(f"/v1/customers/{acme['uuid']}/contacts", json={"data_source_uuid": ds, "first_name": "Bob"}).json()
+    bob = client.post(
+        f"/v1/customers/{acme['uuid']}/contacts", json={"data_source_uuid": ds, "first_name": "Bob"}
+    ).json()
     assert bob["position"] == 2
-    cid = client.post("/v1/contacts", json={"customer_uuid": beta["uuid"], "data_source_uuid": ds, "email": "c@beta.io"}).json()
+    cid = client.post(
+        "/v1/contacts", json={"customer_uuid": beta["uuid"], "data_source_uuid": ds, "email": "c@beta.io"}
+    ).json()
     with db_engine.connect() as conn:
         assert conn.execute(select(contacts.c.source_customer_id)).scalars().all() == [None, None, None]
 
-    assert [c["uuid"] for c in client.get("/v1/contacts", params={"email": "ANN@acme.io"}).json()["entries"]] == [ann["uuid"]]
+    assert [c["uuid"] for c in client.get("/v1/contacts", params={"email": "ANN@acme.io"}).json()["entries"]] == [
+        ann["uuid"]
+    ]
     by_customer = client.get("/v1/contacts", params={"customer_external_id": "acme"}).json()["entries"]
     assert [c["uuid"] for c in by_customer] == [ann["uuid"], bob["uuid"]]
     first = client.get("/v1/contacts", params={"per_page": 2}).json()
@@ -44,7 +50,9 @@ def test_contacts_lifecycle(db_engine):
     assert len(client.get(f"/v1/customers/{acme['uuid']}/contacts").json()["entries"]) == 2
 
     assert client.get(f"/v1/contacts/{ann['uuid']}").json()["title"] == "CTO"
-    patched = client.patch(f"/v1/contacts/{ann['uuid']}", json={"title": "CEO", "custom": [{"key": "Level", "value": 3}]})
+    patched = client.patch(
+        f"/v1/contacts/{ann['uuid']}", json={"title": "CEO", "custom": [{"key": "Level", "value": 3}]}
+    )
     assert patched.status_code == 200 and patched.json()["title"] == "CEO"
     assert patched.json()["custom"] == {"Team": "Platform", "Level": 3}
     assert client.patch(f"/v1/contacts/{ann['uuid']}", json={"position": "first"}).status_code == 422
@@ -68,11 +76,16 @@ def test_contact_errors(db_engine):
     assert {e["field"] for e in missing.json()["errors"]} == {"customer_uuid", "data_source_uuid"}
     unknown = client.post("/v1/contacts", json={"customer_uuid": "cus_nope", "data_source_uuid": ds, "email": "a@b.c"})
     assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "customer_uuid"
-    unlinked = client.post("/v1/contacts", json={"customer_uuid": acme["uuid"], "data_source_uuid": other, "email": "a@b.c"})
+    unlinked = client.post(
+        "/v1/contacts", json={"customer_uuid": acme["uuid"], "data_source_uuid": other, "email": "a@b.c"}
+    )
     assert unlinked.status_code == 422 and unlinked.json()["errors"][0]["field"] == "data_source_uuid"
     empty = client.post("/v1/contacts", json={"customer_uuid": acme["uuid"], "data_source_uuid": ds})
     assert empty.status_code == 422
-    assert client.post("/v1/customers/cus_nope/contacts", json={"data_source_uuid": ds, "email": "a@b.c"}).status_code == 404
+    assert (
+        client.post("/v1/customers/cus_nope/contacts", json={"data_source_uuid": ds, "email": "a@b.c"}).status_code
+        == 404
+    )
     assert client.get("/v1/contacts", params={"cursor": "bad"}).status_code == 422
     # A position past the integer column (was a 500) and a number past float range (was stored as null).
     base = {"customer_uuid": acme["uuid"], "data_source_uuid": ds, "first_name": "Big"}
@@ -88,10 +101,14 @@ def test_hand_made_contacts_survive_a_resync(db_engine):
     client = api_client(db_engine)
     ds = new_source(client)
     acme = new_customer(client, ds, "acme")
-    hand = client.post("/v1/contacts", json={"customer_uuid": acme["uuid"], "data_source_uuid": ds, "email": "h@a.io"}).json()
+    hand = client.post(
+        "/v1/contacts", json={"customer_uuid": acme["uuid"], "data_source_uuid": ds, "email": "h@a.io"}
+    ).json()
     with db_engine.begin() as conn:
         source_id = conn.execute(select(data_sources.c.id).where(data_sources.c.uuid == ds)).scalar_one()
-        upsert_records(conn, source_id, [SourceCustomerRecord(external_id="acme", contacts=[ContactRecord(email="s@a.io")])])
+        upsert_records(
+            conn, source_id, [SourceCustomerRecord(external_id="acme", contacts=[ContactRecord(email="s@a.io")])]
+        )
         upsert_records(conn, source_id, [SourceCustomerRecord(external_id="acme", contacts=[])])
     emails = [c["email"] for c in client.get(f"/v1/customers/{acme['uuid']}/contacts").json()["entries"]]
     assert emails == ["h@a.io"] and hand["uuid"]

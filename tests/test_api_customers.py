@@ -26,9 +26,20 @@ def test_create_customer_with_lead_and_trial_dates(db_engine, monkeypatch):
     client = api_client(db_engine)
     ds = new_source(client)
     body = new_customer(
-        client, ds, "lead-1", name="Acme", email="Ann@Acme.io", company="Acme Inc", country="us", state="US-NY",
-        city="New York", zip="10001", lead_created_at="2022-10-14 00:00:00", free_trial_started_at="2022-10-20T12:30:00Z",
-        owner="sales@example.com", website_url="https://acme.io",
+        client,
+        ds,
+        "lead-1",
+        name="Acme",
+        email="Ann@Acme.io",
+        company="Acme Inc",
+        country="us",
+        state="US-NY",
+        city="New York",
+        zip="10001",
+        lead_created_at="2022-10-14 00:00:00",
+        free_trial_started_at="2022-10-20T12:30:00Z",
+        owner="sales@example.com",
+        website_url="https://acme.io",
         attributes={"tags": ["vip", "vip", "b2b"], "custom": [{"type": "Integer", "key": "seats", "value": 12}]},
         primary_contact={"first_name": "Ann", "last_name": "Lee", "email": "ann@acme.io"},
     )
@@ -59,11 +70,18 @@ def test_create_refuses_invalid_fields_and_writes_nothing(db_engine):
     duplicate = client.post("/v1/customers", json={"data_source_uuid": ds, "external_id": "x1"})
     assert duplicate.status_code == 422
     assert duplicate.json()["errors"][0]["field"] == "external_id"
-    bad = client.post("/v1/customers", json={
-        "data_source_uuid": ds, "external_id": "x2", "email": "not-an-email", "country": "USA",
-        "lead_created_at": "yesterday", "attributes": {"custom": [{"type": "Integer", "key": "seats", "value": "many"}]},
-        "unknown_field": 1,
-    })
+    bad = client.post(
+        "/v1/customers",
+        json={
+            "data_source_uuid": ds,
+            "external_id": "x2",
+            "email": "not-an-email",
+            "country": "USA",
+            "lead_created_at": "yesterday",
+            "attributes": {"custom": [{"type": "Integer", "key": "seats", "value": "many"}]},
+            "unknown_field": 1,
+        },
+    )
     assert bad.status_code == 422
     fields = {e["field"] for e in bad.json()["errors"]}
     assert fields == {"email", "country", "lead_created_at", "attributes.custom[0].value", "unknown_field"}
@@ -153,7 +171,12 @@ def test_update_is_a_manual_edit_that_survives_resync(db_engine):
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["lead_created_at"] == "2023-02-01T00:00:00+00:00" and body["status"] == "Qualified_Lead"
-    assert body["city"] == "Berlin" and body["attributes"] == {"tags": ["hot"], "stripe": {}, "clearbit": {}, "custom": {"seats": 3}}
+    assert body["city"] == "Berlin" and body["attributes"] == {
+        "tags": ["hot"],
+        "stripe": {},
+        "clearbit": {},
+        "custom": {"seats": 3},
+    }
     with db_engine.begin() as conn:
         edits = {r.field for r in conn.execute(select(manual_edits.c.field))}
         # Audit: who set them is the API key's public prefix, never the key.
@@ -242,16 +265,27 @@ def test_auth_and_body_limits(db_engine):
 def test_date_rules_of_manual_entry(db_engine):
     client = api_client(db_engine)
     ds = new_source(client)
-    before = client.post("/v1/customers", json={
-        "data_source_uuid": ds, "external_id": "t1", "lead_created_at": "2024-03-10", "free_trial_started_at": "2024-03-01"})
+    before = client.post(
+        "/v1/customers",
+        json={
+            "data_source_uuid": ds,
+            "external_id": "t1",
+            "lead_created_at": "2024-03-10",
+            "free_trial_started_at": "2024-03-01",
+        },
+    )
     assert before.status_code == 422 and "precede" in before.json()["message"]
-    future = client.post("/v1/customers", json={"data_source_uuid": ds, "external_id": "t2", "lead_created_at": "2999-01-01"})
+    future = client.post(
+        "/v1/customers", json={"data_source_uuid": ds, "external_id": "t2", "lead_created_at": "2999-01-01"}
+    )
     assert future.status_code == 422 and future.json()["errors"][0]["field"] == "lead_created_at"
     uuid = new_customer(client, ds, "t3", lead_created_at="2024-03-01", free_trial_started_at="2024-03-05")["uuid"]
     # The stored trial date counts: moving the lead date after it is refused, moving both is fine.
     late_lead = client.patch(f"/v1/customers/{uuid}", json={"lead_created_at": "2024-03-20"})
     assert late_lead.status_code == 422 and late_lead.json()["errors"][0]["field"] == "lead_created_at"
-    both = client.patch(f"/v1/customers/{uuid}", json={"lead_created_at": "2024-03-20", "free_trial_started_at": "2024-03-21"})
+    both = client.patch(
+        f"/v1/customers/{uuid}", json={"lead_created_at": "2024-03-20", "free_trial_started_at": "2024-03-21"}
+    )
     assert both.status_code == 200 and both.json()["free_trial_started_at"] == "2024-03-21T00:00:00+00:00"
     assert client.patch(f"/v1/customers/{uuid}", json={"free_trial_started_at": "2999-01-01"}).status_code == 422
     assert client.get(f"/v1/customers/{uuid}").json()["lead_created_at"] == "2024-03-20T00:00:00+00:00"

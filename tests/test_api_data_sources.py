@@ -17,8 +17,13 @@ def test_data_sources_crud_and_cascade(db_engine):
     assert body["created_at"].endswith("+00:00")
     keep = new_source(client, "website")
     listed = client.get("/v1/data_sources").json()
-    assert list(listed) == ["data_sources"] and {d["name"] for d in listed["data_sources"]} == {"In-house CRM", "website"}
-    assert [d["uuid"] for d in client.get("/v1/data_sources", params={"name": "website"}).json()["data_sources"]] == [keep]
+    assert list(listed) == ["data_sources"] and {d["name"] for d in listed["data_sources"]} == {
+        "In-house CRM",
+        "website",
+    }
+    assert [d["uuid"] for d in client.get("/v1/data_sources", params={"name": "website"}).json()["data_sources"]] == [
+        keep
+    ]
     assert client.get(f"/v1/data_sources/{body['uuid']}").json()["name"] == "In-house CRM"
 
     dup = client.post("/v1/data_sources", json={"name": "In-house CRM"})

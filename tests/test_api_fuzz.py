@@ -40,7 +40,9 @@ def test_fuzzed_create_and_update(db_engine, payload):
     with db_engine.connect() as conn:
         before = conn.execute(select(func.count()).select_from(customers)).scalar_one()
     external_id = f"fuzz-{before}"
-    created = send(client, "POST", "/v1/customers", {"data_source_uuid": ds_uuid, "external_id": external_id, **payload})
+    created = send(
+        client, "POST", "/v1/customers", {"data_source_uuid": ds_uuid, "external_id": external_id, **payload}
+    )
     assert created.status_code in (201, 422), created.text
     with db_engine.connect() as conn:
         after = conn.execute(select(func.count()).select_from(customers)).scalar_one()
@@ -70,9 +72,20 @@ def test_values_no_database_can_store_are_refused(db_engine):
     ds = new_source(client)
     uuid = new_customer(client, ds, "a")["uuid"]
     cases = [
-        ("POST", "/v1/contacts", {"customer_uuid": uuid, "data_source_uuid": ds, "first_name": "A", "custom": {"x": float("nan")}}),
-        ("POST", "/v1/customers", {"data_source_uuid": ds, "external_id": "b", "primary_contact": {
-            "first_name": "x", "custom": [{"key": "k", "value": float("inf")}]}}),
+        (
+            "POST",
+            "/v1/contacts",
+            {"customer_uuid": uuid, "data_source_uuid": ds, "first_name": "A", "custom": {"x": float("nan")}},
+        ),
+        (
+            "POST",
+            "/v1/customers",
+            {
+                "data_source_uuid": ds,
+                "external_id": "b",
+                "primary_contact": {"first_name": "x", "custom": [{"key": "k", "value": float("inf")}]},
+            },
+        ),
         ("POST", "/v1/customers", {"data_source_uuid": ds, "external_id": "c", "name": "x\x00y"}),
         ("PUT", f"/v1/customers/{uuid}/attributes/custom", {"custom": {"k\x00": "v"}}),
     ]

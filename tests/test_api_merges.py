@@ -63,20 +63,31 @@ def test_merge_by_external_ids_and_errors(db_engine):
     assert client.get(f"/v1/customers/{a['uuid']}").status_code == 404
     assert client.get(f"/v1/customers/{b['uuid']}").json()["external_ids"] == ["34916129", "cus_187544"]
 
-    gone = client.post("/v1/customers/merges", json={"from": {"customer_uuid": a["uuid"]}, "into": {"customer_uuid": b["uuid"]}})
+    gone = client.post(
+        "/v1/customers/merges", json={"from": {"customer_uuid": a["uuid"]}, "into": {"customer_uuid": b["uuid"]}}
+    )
     assert gone.status_code == 404 and "from" in gone.json()["message"]
     same = client.post("/v1/customers/merges", json={
         "from": {"data_source_uuid": crm, "external_id": "cus_187544"}, "into": {"customer_uuid": b["uuid"]}})
     assert same.status_code == 422
     assert client.post("/v1/customers/merges", json={"from": {"customer_uuid": b["uuid"]}}).status_code == 422
-    assert client.post("/v1/customers/merges", json={"from": {}, "into": {"customer_uuid": b["uuid"]}}).status_code == 422
+    assert (
+        client.post("/v1/customers/merges", json={"from": {}, "into": {"customer_uuid": b["uuid"]}}).status_code == 422
+    )
     own = client.post("/v1/customers/unmerges", json={
         "customer_uuid": b["uuid"], "data_source_uuid": billing, "external_id": "34916129"})
     assert own.status_code == 422 and own.json()["errors"][0]["field"] == "external_id"
     missing = client.post("/v1/customers/unmerges", json={"customer_uuid": b["uuid"]})
     assert {e["field"] for e in missing.json()["errors"]} == {"data_source_uuid", "external_id"}
-    bad_move = client.post("/v1/customers/unmerges", json={
-        "customer_uuid": b["uuid"], "data_source_uuid": crm, "external_id": "cus_187544", "move_to_new_customer": ["x"]})
+    bad_move = client.post(
+        "/v1/customers/unmerges",
+        json={
+            "customer_uuid": b["uuid"],
+            "data_source_uuid": crm,
+            "external_id": "cus_187544",
+            "move_to_new_customer": ["x"],
+        },
+    )
     assert bad_move.status_code == 422
     assert client.get(f"/v1/customers/{b['uuid']}").json()["external_ids"] == ["34916129", "cus_187544"]
 

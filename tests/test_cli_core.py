@@ -39,7 +39,8 @@ def test_sources_customers_and_keys(db_engine, db_url):
     assert len(items) == 1
     item = items[0]
     assert set(item) == {"uuid", "external_ids", "data_sources", "name", "email", "company", "country", "status",
-                         "lead_status", "lead_created_at", "free_trial_started_at", "subscriber_since", "tags", "custom"}
+                         "lead_status", "lead_created_at", "free_trial_started_at", "subscriber_since", "tags",
+                         "custom"}
     assert item["external_ids"] == ["L-1"] and item["data_sources"] == ["Leads CSV"]
     assert item["lead_created_at"] == "2025-01-02T03:04:00+00:00"
     assert item["status"] == "New_Lead" and item["tags"] == ["beta"] and item["custom"] == {"plan": "pro"}

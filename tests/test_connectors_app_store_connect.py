@@ -60,14 +60,18 @@ def tsv(rows: list[list[str]], header: list[str] = HEADER) -> bytes:
 
 
 REPORTS = {
-    "2025-03-01": [row("2025-03-01", "Start Introductory Offer", "Free Trial", 2),
-                   row("2025-03-01", "Start Introductory Offer", "Pay Up Front", 5),  # not a free trial
-                   row("2025-03-01", "Start Introductory Offer", "Free Trial", 1, "DE"),
-                   row("2025-03-01", "Subscribe", "", 4)],
+    "2025-03-01": [
+        row("2025-03-01", "Start Introductory Offer", "Free Trial", 2),
+        row("2025-03-01", "Start Introductory Offer", "Pay Up Front", 5),  # not a free trial
+        row("2025-03-01", "Start Introductory Offer", "Free Trial", 1, "DE"),
+        row("2025-03-01", "Subscribe", "", 4),
+    ],
     # 2025-03-02: no report (404): no events that day
     "2025-03-03": [row("2025-03-03", "Start Introductory Offer", "Free Trial", 1)],
-    "2025-03-08": [row("2025-03-08", "Paid Subscription from Introductory Offer", "Free Trial", 1, original="2025-03-01"),
-                   row("2025-03-08", "Paid Subscription from Introductory Offer", "Free Trial", 3, "FR", "2025-03-01")],
+    "2025-03-08": [
+        row("2025-03-08", "Paid Subscription from Introductory Offer", "Free Trial", 1, original="2025-03-01"),
+        row("2025-03-08", "Paid Subscription from Introductory Offer", "Free Trial", 3, "FR", "2025-03-01"),
+    ],
 }
 
 
@@ -113,7 +117,10 @@ def test_cohorts_trials_and_conversions() -> None:
     # More conversions than trials never convert records that do not exist.
     again = day_records(parse_event_report(tsv([row("2025-03-09", "Paid Subscription from Introductory Offer",
                                                     "Free Trial", 5, original="2025-03-01")])), cohorts)
-    assert [r.external_id for r in again] == ["2025-03-01/1600000001/US/2"] and cohorts["2025-03-01/1600000001/US"] == [2, 2]
+    assert [r.external_id for r in again] == ["2025-03-01/1600000001/US/2"] and cohorts["2025-03-01/1600000001/US"] == [
+        2,
+        2,
+    ]
 
 
 class AppleFake:
@@ -132,8 +139,11 @@ class AppleFake:
             return httpx.Response(404, json={"errors": [{"status": "404", "code": "NOT_FOUND",
                                                          "title": "The specified resource does not exist",
                                                          "detail": "There were no sales for the date specified."}]})
-        return httpx.Response(200, content=tsv(REPORTS[day]), headers={"Content-Type": "application/a-gzip",
-                                                                       "X-Rate-Limit": "user-hour-lim:3600;user-hour-rem:3599;"})
+        return httpx.Response(
+            200,
+            content=tsv(REPORTS[day]),
+            headers={"Content-Type": "application/a-gzip", "X-Rate-Limit": "user-hour-lim:3600;user-hour-rem:3599;"},
+        )
 
 
 def settings(**extra: Any) -> dict[str, Any]:
@@ -162,7 +172,11 @@ def test_daily_fetch_into_storage_and_resume(db_engine: Engine) -> None:
     assert all(a.startswith("Bearer ey") for a in fake.auth)
     with db_engine.connect() as conn:
         ids = sorted(conn.execute(select(source_customers.c.external_id)).scalars())
-        paid = conn.execute(select(subscriptions.c.external_id).where(subscriptions.c.first_paid_at.is_not(None))).scalars().all()
+        paid = (
+            conn.execute(select(subscriptions.c.external_id).where(subscriptions.c.first_paid_at.is_not(None)))
+            .scalars()
+            .all()
+        )
     assert ids == ["2025-03-01/1600000001/DE/1", "2025-03-01/1600000001/US/1", "2025-03-01/1600000001/US/2",
                    "2025-03-03/1600000001/US/1"]
     assert paid == ["2025-03-01/1600000001/US/1"]
@@ -174,7 +188,11 @@ def test_401_fails_fast_and_429_is_waited_out() -> None:
         route = router.get(f"{BASE}/v1/salesReports")
         route.side_effect = [httpx.Response(401, json={"errors": [{"status": "401", "code": "NOT_AUTHORIZED"}]})]
         with pytest.raises(CredentialsError, match="private_key") as info:
-            list(AppStoreConnectConnector(settings(), now=now_fn, sleep_fn=slept.append).read("subscription_events", None, False))
+            list(
+                AppStoreConnectConnector(settings(), now=now_fn, sleep_fn=slept.append).read(
+                    "subscription_events", None, False
+                )
+            )
         assert PEM not in str(info.value) and route.call_count == 1 and slept == []
         fake = AppleFake()
         route.side_effect = [httpx.Response(429, headers={"Retry-After": "3"},

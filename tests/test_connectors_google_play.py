@@ -123,13 +123,17 @@ def test_receiver_422_and_413_store_nothing(db_engine: Engine) -> None:
 
 # --- Daily Sales Report --------------------------------------------------------------------------------
 
-HEADER_2023 = ("Order Number,Order Charged Date,Order Charged Timestamp,Financial Status,Device Model,Product Title,"
-               "Product ID,Product Type,SKU ID,Currency of Sale,Item Price,Taxes Collected,Charged Amount,City of Buyer,"
-               "State of Buyer,Postal Code of Buyer,Country of Buyer")
+HEADER_2023 = (
+    "Order Number,Order Charged Date,Order Charged Timestamp,Financial Status,Device Model,Product Title,"
+    "Product ID,Product Type,SKU ID,Currency of Sale,Item Price,Taxes Collected,Charged Amount,City of Buyer,"
+    "State of Buyer,Postal Code of Buyer,Country of Buyer"
+)
 # Newer files: "Package ID", base plan and offer columns, and one column order change.
-HEADER_2025 = ("Order Number,Order Charged Date,Order Charged Timestamp,Financial Status,Device Model,Product Title,"
-               "Package ID,Product Type,SKU ID,Currency of Sale,Item Price,Taxes Collected,Charged Amount,Country of Buyer,"
-               "City of Buyer,State of Buyer,Postal Code of Buyer,Base Plan or Purchase Option ID,Offer ID")
+HEADER_2025 = (
+    "Order Number,Order Charged Date,Order Charged Timestamp,Financial Status,Device Model,Product Title,"
+    "Package ID,Product Type,SKU ID,Currency of Sale,Item Price,Taxes Collected,Charged Amount,Country of Buyer,"
+    "City of Buyer,State of Buyer,Postal Code of Buyer,Base Plan or Purchase Option ID,Offer ID"
+)
 
 
 def ts(day: str) -> int:
@@ -233,6 +237,6 @@ def test_cli_imports_a_sales_report(db_url: str, db_engine: Engine, tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["created"] == 3
     missing = subprocess.run([sys.executable, "-m", "funnelsync", "import", "google-play-sales",
-                              str(tmp_path / "nope.zip"), "--source", "play"], check=False, capture_output=True, text=True,
-                             env=env, timeout=120)
+                              str(tmp_path / "nope.zip"), "--source", "play"], check=False, capture_output=True,
+                             text=True, env=env, timeout=120)
     assert missing.returncode == 2 and "no such file" in missing.stderr

@@ -93,7 +93,9 @@ def test_full_list_requests_the_properties_and_maps_the_rule() -> None:
     assert {r.external_id for r in records} == fake.expected_ids()  # subscribers 0 and 10 left out
     by_id = {r.external_id: r for r in records}
     person = fake.people[1]  # a trialing lead
-    assert by_id[person.id].lead_created_at == datetime.fromtimestamp(person.created + 3600, UTC).replace(microsecond=123000)
+    assert by_id[person.id].lead_created_at == datetime.fromtimestamp(person.created + 3600, UTC).replace(
+        microsecond=123000
+    )
     assert by_id[person.id].free_trial_started_at is not None
     assert cursor["since"] == cursor["watermark"] and "page_token" not in cursor
 
@@ -266,7 +268,8 @@ def test_receiver_uses_the_configured_public_url_and_rejects_non_arrays(db_engin
 # --- companies as customers -------------------------------------------------------------------------
 
 def company(i: int, stage: str, country: str = "DE") -> dict[str, Any]:
-    return {"id": str(9000 + i), "archived": False, "createdAt": "2024-03-01T08:00:00Z", "updatedAt": "2024-03-02T08:00:00Z",
+    return {"id": str(9000 + i), "archived": False, "createdAt": "2024-03-01T08:00:00Z",
+            "updatedAt": "2024-03-02T08:00:00Z",
             "properties": {"name": f"Acme {i}", "domain": f"acme{i}.example", "website": None, "city": "Berlin",
                            "state": None, "zip": "10115", "country": country, "createdate": "2024-03-01T08:00:00Z",
                            "hs_lastmodifieddate": "2024-03-02T08:00:00.000Z", "lifecyclestage": stage,

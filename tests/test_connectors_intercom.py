@@ -68,8 +68,13 @@ def test_paginator_follows_cursor_page_numbers_and_url_links() -> None:
     pager = IntercomPaginator()
     cursor = {"data": [1], "pages": {"page": 1, "total_pages": 3, "next": {"page": 2, "starting_after": "WzJd"}}}
     assert pager.next_token(cursor) == "WzJd"
-    assert pager.apply(PageRequest("/companies", {"per_page": 50}), "WzJd").params == {"per_page": 50, "starting_after": "WzJd"}
-    search = pager.apply(PageRequest("/contacts/search", method="POST", json_body={"pagination": {"per_page": 150}}), "WzJd")
+    assert pager.apply(PageRequest("/companies", {"per_page": 50}), "WzJd").params == {
+        "per_page": 50,
+        "starting_after": "WzJd",
+    }
+    search = pager.apply(
+        PageRequest("/contacts/search", method="POST", json_body={"pagination": {"per_page": 150}}), "WzJd"
+    )
     assert search.json_body["pagination"] == {"per_page": 150, "starting_after": "WzJd"}
     legacy = {"companies": [1], "pages": {"next": "https://api.intercom.io/companies?per_page=50&page=2", "page": 1}}
     assert pager.items(legacy) == [1] and pager.next_token(legacy) == "page:2"
@@ -127,8 +132,12 @@ def sign(body: bytes, secret: str = SECRET) -> dict[str, str]:
 def test_intercom_signature() -> None:
     body = b'{"type":"notification_event","topic":"ping"}'
     verify_intercom_signature(body, sign(body)["X-Hub-Signature"], SECRET)
-    for header, message in [(None, "missing"), ("md5=abc", "malformed"), (sign(body, "other")["X-Hub-Signature"], "does not match"),
-                            (sign(body + b" ")["X-Hub-Signature"], "does not match")]:
+    for header, message in [
+        (None, "missing"),
+        ("md5=abc", "malformed"),
+        (sign(body, "other")["X-Hub-Signature"], "does not match"),
+        (sign(body + b" ")["X-Hub-Signature"], "does not match"),
+    ]:
         with pytest.raises(WebhookSignatureError, match=message):
             verify_intercom_signature(body, header, SECRET)
 

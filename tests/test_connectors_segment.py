@@ -34,7 +34,10 @@ def group(user_id: str | None, group_id: str, **traits: Any) -> dict[str, Any]:
 
 
 def sign(body: bytes, secret: str = SECRET) -> dict[str, str]:
-    return {"X-Signature": hmac.new(secret.encode(), body, hashlib.sha1).hexdigest(), "Content-Type": "application/json"}
+    return {
+        "X-Signature": hmac.new(secret.encode(), body, hashlib.sha1).hexdigest(),
+        "Content-Type": "application/json",
+    }
 
 
 def test_fold_identify_and_group_calls() -> None:
@@ -180,7 +183,9 @@ def test_oversized_body_is_413(db_engine: Engine) -> None:
 
 def test_invalid_call_rejects_the_whole_batch(db_engine: Engine) -> None:
     client = setup(db_engine)
-    response = post(client, {"batch": [identify("u1", email="a@b.co"), {"type": "identify", "userId": "u2", "traits": []}]})
+    response = post(
+        client, {"batch": [identify("u1", email="a@b.co"), {"type": "identify", "userId": "u2", "traits": []}]}
+    )
     assert response.status_code == 422 and "call 2" in response.json()["message"]
     bad_json = b"{not json"
     assert client.post("/webhooks/seg", content=bad_json, headers=sign(bad_json)).status_code == 422

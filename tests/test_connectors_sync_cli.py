@@ -18,7 +18,9 @@ from storage.sources import get_source
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(db_url: str, home: Path, *args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    db_url: str, home: Path, *args: str, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FUNNELSYNC_DATABASE_URL": db_url, "FUNNELSYNC_HOME": str(home), "PYTHONPATH": ROOT,
            **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "funnelsync", *args], capture_output=True, text=True, env=env,
@@ -78,7 +80,9 @@ def test_sync_command_counts_progress_and_errors(db_engine: Engine, db_url: str,
         again = json.loads(run(db_url, tmp_path, "sync", "stripe-live", "--json", env_extra=env).stdout)
         assert again["total"]["created"] == 0 and again["total"]["updated"] == 0
 
-        full = json.loads(run(db_url, tmp_path, "sync", "stripe-live", "--full-refresh", "--json", env_extra=env).stdout)
+        full = json.loads(
+            run(db_url, tmp_path, "sync", "stripe-live", "--full-refresh", "--json", env_extra=env).stdout
+        )
         assert full["full_refresh"] is True and full["total"]["unchanged"] == 25 and full["total"]["updated"] == 0
 
         wrong = "sk_test_WRONG_wrong_WRONG"

@@ -39,7 +39,9 @@ def test_demo_runs_the_flows_end_to_end_on_sqlite(prefect_harness: str, tmp_path
         names = set(conn.execute(select(data_sources.c.name)).scalars())
         merges = conn.execute(select(func.count()).select_from(merge_events)).scalar_one()
         total = conn.execute(select(func.count()).select_from(customers)).scalar_one()
-        settings = conn.execute(select(data_sources.c.settings).where(data_sources.c.name == "stripe-demo")).scalar_one()
+        settings = conn.execute(
+            select(data_sources.c.settings).where(data_sources.c.name == "stripe-demo")
+        ).scalar_one()
     engine.dispose()
     assert names == {"Website leads", "stripe-demo", "chargebee-demo"}
     assert merges > 0 and total == 116 - merges

@@ -75,12 +75,17 @@ def test_worker_serves_every_deployment_with_its_schedule(
             with get_client(sync_client=True) as client:
                 names = {d.name: d for d in client.read_deployments()}
             time.sleep(1)
-        assert {"sync-all", "sync-source", "merge-duplicates", "refresh-metrics", "import-file", "import-sheet"} <= set(names)
+        assert {"sync-all", "sync-source", "merge-duplicates", "refresh-metrics", "import-file", "import-sheet"} <= set(
+            names
+        )
         crons = {n: [s.schedule.cron for s in d.schedules] for n, d in names.items()}  # type: ignore[attr-defined]
         assert crons["sync-all"] == ["0 * * * *"] and crons["refresh-metrics"] == ["15 2 * * *"]
 
         run = run_deployment("merge-duplicates/merge-duplicates", parameters={"dry_run": False}, timeout=180)
-        assert run.state is not None and run.state.is_completed(), (run.state, (tmp_path / "worker.log").read_text()[-3000:])
+        assert run.state is not None and run.state.is_completed(), (
+            run.state,
+            (tmp_path / "worker.log").read_text()[-3000:],
+        )
         with sqlite_engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 1
         assert "Serving 6 deployments" in (tmp_path / "worker.log").read_text()

@@ -62,13 +62,25 @@ def test_refresh_metrics_publishes_the_months_figures(db_engine: Engine, flow_db
             conn,
             src.id,
             [
-                SourceCustomerRecord("a", lead_created_at=t(1), free_trial_started_at=t(1),
-                                     subscriptions=[SubscriptionFact("s1", "active", trial_started_at=t(1), first_paid_at=t(11))]),
-                SourceCustomerRecord("b", lead_created_at=t(2), free_trial_started_at=t(2),
-                                     subscriptions=[SubscriptionFact("s2", "trialing", trial_started_at=t(2))]),
+                SourceCustomerRecord(
+                    "a",
+                    lead_created_at=t(1),
+                    free_trial_started_at=t(1),
+                    subscriptions=[SubscriptionFact("s1", "active", trial_started_at=t(1), first_paid_at=t(11))],
+                ),
+                SourceCustomerRecord(
+                    "b",
+                    lead_created_at=t(2),
+                    free_trial_started_at=t(2),
+                    subscriptions=[SubscriptionFact("s2", "trialing", trial_started_at=t(2))],
+                ),
                 SourceCustomerRecord("c", lead_created_at=t(3)),
-                SourceCustomerRecord("d", lead_created_at=t(4), free_trial_started_at=t(4),
-                                     subscriptions=[SubscriptionFact("s3", "active", trial_started_at=t(4), first_paid_at=t(24))]),
+                SourceCustomerRecord(
+                    "d",
+                    lead_created_at=t(4),
+                    free_trial_started_at=t(4),
+                    subscriptions=[SubscriptionFact("s3", "active", trial_started_at=t(4), first_paid_at=t(24))],
+                ),
             ],
         )
     state = refresh_metrics_flow("2025-03", return_state=True)

@@ -111,7 +111,10 @@ def test_lifecycle_changes_announced_once(db_engine: Engine) -> None:
     ]
     uuids = {c.email: c.customer_uuid for c in first}
     with db_engine.connect() as conn:
-        assert conn.execute(select(customers.c.uuid).where(customers.c.email == "trial@example.com")).scalar_one() == uuids["trial@example.com"]
+        assert (
+            conn.execute(select(customers.c.uuid).where(customers.c.email == "trial@example.com")).scalar_one()
+            == uuids["trial@example.com"]
+        )
 
     since = datetime.now(UTC)
     with db_engine.begin() as conn:
@@ -139,7 +142,9 @@ def test_lifecycle_changes_announced_once(db_engine: Engine) -> None:
 def test_lifecycle_counts_everything_but_itemises_only_keep(db_engine: Engine) -> None:
     with db_engine.begin() as conn:
         src = create_source(conn, "big", "stripe")
-        res = upsert_records(conn, src.id, [_record(f"c{i}", lead_created_at=T0, free_trial_started_at=T0) for i in range(30)])
+        res = upsert_records(
+            conn, src.id, [_record(f"c{i}", lead_created_at=T0, free_trial_started_at=T0) for i in range(30)]
+        )
         report = collect_lifecycle_changes(conn, res.created_customer_ids, keep=5)
         assert report.counts == {"lead_created": 30, "trial_started": 30}
         assert len(report.changes) == 5

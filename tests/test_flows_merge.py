@@ -20,7 +20,9 @@ def _seed(engine: Engine, tag: str) -> None:
     with engine.begin() as conn:
         leads = create_source(conn, "leads-csv", "csv")
         billing = create_source(conn, "billing", "stripe")
-        upsert_records(conn, leads.id, [SourceCustomerRecord(f"L-{tag}", email=f"Jane.{tag}@Acme.io", lead_created_at=T0)])
+        upsert_records(
+            conn, leads.id, [SourceCustomerRecord(f"L-{tag}", email=f"Jane.{tag}@Acme.io", lead_created_at=T0)]
+        )
         upsert_records(
             conn,
             billing.id,

@@ -80,11 +80,15 @@ def test_sync_source_lands_data_reports_and_emits(db_engine: Engine, flow_db: st
     assert again.result()["totals"]["created"] == 0 and again.result()["lifecycle"] == {}
 
 
-def test_second_concurrent_sync_of_a_source_is_skipped(db_engine: Engine, flow_db: str, vendor: FakeVendorServer) -> None:
+def test_second_concurrent_sync_of_a_source_is_skipped(
+    db_engine: Engine, flow_db: str, vendor: FakeVendorServer
+) -> None:
     _add(db_engine, "slow-billing", "stripe", {**vendor.stripe_settings(), "page_size": 3, "concurrency": 1})
     vendor.delay_seconds = 0.15  # ~30 requests: the first sync stays busy for seconds
     results: dict[str, Any] = {}
-    first = threading.Thread(target=lambda: results.setdefault("first", sync_source_flow("slow-billing", return_state=True)))
+    first = threading.Thread(
+        target=lambda: results.setdefault("first", sync_source_flow("slow-billing", return_state=True))
+    )
     first.start()
     deadline = time.monotonic() + 60
     while _count(db_engine, source_locks) == 0 and time.monotonic() < deadline:
@@ -115,7 +119,9 @@ def test_waiting_sync_runs_after_the_first(db_engine: Engine, flow_db: str, vend
     assert second.result()["totals"]["created"] == 0
 
 
-def test_503_is_retried_by_prefect_and_the_flow_completes(db_engine: Engine, flow_db: str, vendor: FakeVendorServer) -> None:
+def test_503_is_retried_by_prefect_and_the_flow_completes(
+    db_engine: Engine, flow_db: str, vendor: FakeVendorServer
+) -> None:
     _add(db_engine, "flaky", "stripe", vendor.stripe_settings())
     # The connector's own HTTP client tries 5 times; 5 × 503 exhausts it, so the task fails once.
     vendor.fail_next("/v1/customers", [503] * 5)
@@ -126,7 +132,9 @@ def test_503_is_retried_by_prefect_and_the_flow_completes(db_engine: Engine, flo
     assert task_run.run_count == 2
 
 
-def test_bad_credentials_fail_at_once_with_the_message(db_engine: Engine, flow_db: str, vendor: FakeVendorServer) -> None:
+def test_bad_credentials_fail_at_once_with_the_message(
+    db_engine: Engine, flow_db: str, vendor: FakeVendorServer
+) -> None:
     wrong = "sk_test_WRONG_key_0000"
     _add(db_engine, "bad-key", "stripe", vendor.stripe_settings(api_key=wrong))
     state = sync_source_flow("bad-key", return_state=True)
@@ -145,7 +153,12 @@ def test_credentials_from_prefect_secret_block_and_env(
 
     Secret(value=STRIPE_KEY).save(f"stripe-key-{db_engine.dialect.name}", overwrite=True)
     monkeypatch.setenv("CHARGEBEE_TEST_KEY", vendor.chargebee_settings()["api_key"])
-    _add(db_engine, "stripe-blocked", "stripe", {**vendor.stripe_settings(), "api_key": f"prefect-secret:stripe-key-{db_engine.dialect.name}"})
+    _add(
+        db_engine,
+        "stripe-blocked",
+        "stripe",
+        {**vendor.stripe_settings(), "api_key": f"prefect-secret:stripe-key-{db_engine.dialect.name}"},
+    )
     _add(db_engine, "chargebee-env", "chargebee", {**vendor.chargebee_settings(), "api_key": "env:CHARGEBEE_TEST_KEY"})
     _add(db_engine, "leads-file", "csv", {})  # not pulled: sync-all leaves it alone
     state = sync_all_flow(return_state=True)
@@ -162,7 +175,9 @@ def test_credentials_from_prefect_secret_block_and_env(
     assert all(STRIPE_KEY not in str(s) for s in stored)
 
 
-def test_sync_all_reports_a_failed_source_and_syncs_the_others(db_engine: Engine, flow_db: str, vendor: FakeVendorServer) -> None:
+def test_sync_all_reports_a_failed_source_and_syncs_the_others(
+    db_engine: Engine, flow_db: str, vendor: FakeVendorServer
+) -> None:
     _add(db_engine, "good", "chargebee", vendor.chargebee_settings())
     _add(db_engine, "broken", "stripe", vendor.stripe_settings(api_key="sk_test_nope"))
     _add(db_engine, "sheet-leads", "google_sheets", {})  # routed to the sheet import, never set up

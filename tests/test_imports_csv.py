@@ -105,7 +105,8 @@ def test_date_only_values_are_midnight_in_the_account_zone(db_engine: Engine, tm
 
 
 def test_subscriber_since_becomes_a_subscription(db_engine: Engine, tmp_path: Path) -> None:
-    text = "id,email,trial start,customer since,cancelled at\nA,a@x.io,2024-01-01,2024-01-15,\nB,b@x.io,2024-01-01,2024-01-15,2024-02-15\n"
+    text = ("id,email,trial start,customer since,cancelled at\nA,a@x.io,2024-01-01,2024-01-15,\n"
+            "B,b@x.io,2024-01-01,2024-01-15,2024-02-15\n")
     import_csv(db_engine, _write(tmp_path, text), "Leads", tz=UTC)
     a, b = _view(db_engine, "Leads:A"), _view(db_engine, "Leads:B")
     assert a["status"] == "Active" and a["subscriber_since"] == "2024-01-15T00:00:00+00:00"
@@ -144,8 +145,15 @@ def test_many_batches_and_duplicates_across_batches(db_engine: Engine, tmp_path:
 
 def _cli(db_url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, FUNNELSYNC_DATABASE_URL=db_url, FUNNELSYNC_TIMEZONE="UTC", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "funnelsync", *args], capture_output=True, text=True, env=env, check=False,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "funnelsync", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        cwd=cwd,
+        timeout=120,
+    )
 
 
 def test_cli_json_exit_codes_and_errors_file(db_url: str, tmp_path: Path) -> None:
@@ -325,7 +333,7 @@ def test_nul_bytes_reject_their_row_on_both_databases(db_engine: Engine, tmp_pat
     assert _view(db_engine, "Nul:n3")["name"] == "fine"
 
 
-IMPORT_IN_CHILD_SCRIPT = r'''
+IMPORT_IN_CHILD_SCRIPT = r"""
 import json, sys
 from datetime import timezone
 import jobs.imports as imports
@@ -344,9 +352,10 @@ upgrade(engine)
 out = []
 for _ in range(2):
     s = imports.import_csv(engine, sys.argv[2], "leads", tz=timezone.utc, batch_size=7)
-    out.append([s.created, s.updated, s.unchanged, s.rejected, [(e["row"], e["column"], e["reason"]) for e in s.errors]])
+    out.append([s.created, s.updated, s.unchanged, s.rejected,
+                [(e["row"], e["column"], e["reason"]) for e in s.errors]])
 print(json.dumps({"forks": forks, "runs": out}))
-'''
+"""
 
 
 def test_a_file_of_new_rows_is_parsed_in_a_child_process_with_the_same_outcome(db_url: str, tmp_path: Path) -> None:

@@ -174,7 +174,9 @@ def test_bulk_edit_by_ids_skips_with_reasons(cli, db_engine: Engine, tmp_path: P
     assert "would precede the lead date" in reasons["Leads:S1"]
     future = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
     out = json.loads(cli("bulk-edit", "--ids", str(ids), "--set", f"free_trial_started_at={future}", "--json").stdout)
-    assert out["applied"] == 0 and all("future" in s["reason"] or s["reason"] == "no such customer" for s in out["skips"])
+    assert out["applied"] == 0 and all(
+        "future" in s["reason"] or s["reason"] == "no such customer" for s in out["skips"]
+    )
 
 
 def test_bulk_edit_where_and_csv(cli, db_engine: Engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -77,7 +77,9 @@ def test_unknown_headers_are_ignored_and_listed() -> None:
 
 
 def test_explicit_mapping_wins_and_supports_custom_types_and_ignore() -> None:
-    mapping = parse_map_options(["Signup=lead_created_at", "Seats=custom.seats:integer", "ID=ignore", "Ref=external_id"])
+    mapping = parse_map_options(
+        ["Signup=lead_created_at", "Seats=custom.seats:integer", "ID=ignore", "Ref=external_id"]
+    )
     match = match_headers(["ID", "Signup", "Seats", "Ref", "Created"], mapping)
     fields = [(t.field, t.custom_type) if t else None for t in match.targets]
     # "Created" would match lead_created_at but --map chose "Signup" for it.

@@ -90,7 +90,9 @@ def test_cli_structured_refusal_exit_code(db_url: str, tmp_path: Path, monkeypat
 
     monkeypatch.setenv("FUNNELSYNC_DATABASE_URL", db_url)
     path = _write(tmp_path, "s.csv", "external_id,name,shoe_size\n1,A,42\n")
-    result = CliRunner().invoke(app, ["import", "structured", str(path), "--source", "S", "--type", "customers", "--json"])
+    result = CliRunner().invoke(
+        app, ["import", "structured", str(path), "--source", "S", "--type", "customers", "--json"]
+    )
     assert getattr(result.exception, "exit_code", None) == 2
     assert "shoe_size" in str(result.exception) and "nothing imported" in str(result.exception)
     good = CliRunner().invoke(app, ["import", "structured", str(SAMPLES_DIR / "customers.csv"), "--source", "S",

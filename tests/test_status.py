@@ -37,8 +37,9 @@ def _rules_as_written(states: list[tuple[str, bool]], lead_status: str | None) -
         return "Active"
     if states and any(paid for _, paid in states) and all(state == "cancelled" for state, _ in states):
         return "Cancelled"
-    return lead_status if lead_status in ("New_Lead", "Working_Lead", "Qualified_Lead", "Unqualified_Lead") else "New_Lead"
-
+    return (
+        lead_status if lead_status in ("New_Lead", "Working_Lead", "Qualified_Lead", "Unqualified_Lead") else "New_Lead"
+    )
 
 
 @given(

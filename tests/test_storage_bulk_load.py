@@ -114,7 +114,9 @@ def test_a_deferred_import_lands_every_row_and_the_same_metrics(db_engine: Engin
         assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 120
         deferred = funnel_series(conn, date(2024, 1, 1), date(2024, 12, 31), "month", tz=ZoneInfo("UTC"))
     monkeypatch.setattr(deferral, "BULK_MIN_ROWS", 10**9)
-    again = import_csv(db_engine, _csv(tmp_path, 120, "copy.csv", "example.org"), "leads-copy", tz=timezone.utc, batch_size=25)
+    again = import_csv(
+        db_engine, _csv(tmp_path, 120, "copy.csv", "example.org"), "leads-copy", tz=timezone.utc, batch_size=25
+    )
     assert again.created == 120
     with db_engine.connect() as conn:
         both = funnel_series(conn, date(2024, 1, 1), date(2024, 12, 31), "month", tz=ZoneInfo("UTC"))
@@ -126,9 +128,13 @@ def test_a_deferred_import_lands_every_row_and_the_same_metrics(db_engine: Engin
 def _records(start: int, n: int) -> list[SourceCustomerRecord]:
     return [
         SourceCustomerRecord(
-            external_id=f"x{i}", name=f"P {i}", email=f"p{i}@example.com",
+            external_id=f"x{i}",
+            name=f"P {i}",
+            email=f"p{i}@example.com",
             lead_created_at=datetime(2024, 1, 1 + i % 28, tzinfo=timezone.utc),
-            subscriptions=[SubscriptionFact(f"sub{i}", "trialing", trial_started_at=datetime(2024, 2, 1, tzinfo=timezone.utc))],
+            subscriptions=[
+                SubscriptionFact(f"sub{i}", "trialing", trial_started_at=datetime(2024, 2, 1, tzinfo=timezone.utc))
+            ],
         )
         for i in range(start, start + n)
     ]
@@ -198,7 +204,9 @@ def test_foreign_keys_come_back_after_a_kill_and_an_orphan_keeps_one_not_valid(d
     with db_engine.connect() as conn:
         assert missing_deferred(conn) == [sc_fk]  # reported again until the orphan is dealt with
         with pytest.raises(IntegrityError):  # but enforced on new rows
-            conn.execute(text("UPDATE source_customers SET customer_id = -1 WHERE id = (SELECT max(id) FROM source_customers)"))
+            conn.execute(
+                text("UPDATE source_customers SET customer_id = -1 WHERE id = (SELECT max(id) FROM source_customers)")
+            )
 
 
 def test_a_fresh_load_raced_by_another_writer_updates_its_records_instead_of_duplicating(db_engine: Engine) -> None:

@@ -46,10 +46,16 @@ def _fill_young(engine: Engine) -> int:
     """One first batch written by the upsert itself, no statistics yet: a sync's second batch sees this."""
     with engine.begin() as conn:
         source_id = create_source(conn, "young", "csv").id
-        upsert_records(conn, source_id, [
-            SourceCustomerRecord(f"ext_{i}", email=f"u{i}@example.com", lead_created_at=datetime(2025, 1, 1, tzinfo=UTC))
-            for i in range(KEYS)
-        ])
+        upsert_records(
+            conn,
+            source_id,
+            [
+                SourceCustomerRecord(
+                    f"ext_{i}", email=f"u{i}@example.com", lead_created_at=datetime(2025, 1, 1, tzinfo=UTC)
+                )
+                for i in range(KEYS)
+            ],
+        )
     return source_id
 
 

@@ -73,11 +73,20 @@ def test_earliest_dates_across_sources(db_engine):
         billing = create_source(conn, "billing", "stripe")
         upsert_records(conn, csv.id, [_record("L1", email="a@x.io", lead_created_at=T0 + timedelta(days=5))])
         # Linked to the same customer by email: the earliest date of the two sources wins.
-        upsert_records(conn, billing.id, [_record("B1", email="A@x.io", lead_created_at=T0,
-                                                  free_trial_started_at=T0 + timedelta(days=1),
-                                                  subscriptions=[SubscriptionFact("sub_1", "active",
-                                                                                  first_paid_at=T0 + timedelta(days=15))])],
-                       link_new_by_email=True)
+        upsert_records(
+            conn,
+            billing.id,
+            [
+                _record(
+                    "B1",
+                    email="A@x.io",
+                    lead_created_at=T0,
+                    free_trial_started_at=T0 + timedelta(days=1),
+                    subscriptions=[SubscriptionFact("sub_1", "active", first_paid_at=T0 + timedelta(days=15))],
+                )
+            ],
+            link_new_by_email=True,
+        )
         rows = conn.execute(select(customers.c.lead_created_at, customers.c.free_trial_started_at,
                                    customers.c.subscriber_since, customers.c.status)).all()
     assert rows == [(T0, T0 + timedelta(days=1), T0 + timedelta(days=15), "Active")]
@@ -146,7 +155,10 @@ def test_fresh_row_tuples_equal_the_dict_rows(name, email, website, lead, trial,
         new_customer_row(rec, 7, T0, "cus_1", email_norm))
     if sqlite_times:
         # SQLite copies the rest of a new customer's row from its source customer (tested by the round trips).
-        assert tuple(expected_customer[CUSTOMER_COLUMNS.index(c)] for c in CUSTOMER_OWN_COLUMNS) == prepared.customer_values
+        assert (
+            tuple(expected_customer[CUSTOMER_COLUMNS.index(c)] for c in CUSTOMER_OWN_COLUMNS)
+            == prepared.customer_values
+        )
     else:
         assert expected_customer[4:] == prepared.customer_values
     # The source customer row as a dict, column by column: what the upsert writes, the ids and stamps aside.

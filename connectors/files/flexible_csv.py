@@ -176,14 +176,19 @@ class RowMapper:
             return _Column(index, header, name, _FIELD, parser)
         convert: Callable[[str], Any]
         if name.startswith("custom."):
-            typed: dict[str, Callable[[str], Any]] = {"integer": convert_integer, "decimal": convert_decimal, "boolean": convert_boolean}
+            typed: dict[str, Callable[[str], Any]] = {
+                "integer": convert_integer, "decimal": convert_decimal, "boolean": convert_boolean,
+            }
             convert = typed.get(target.custom_type, convert_custom_text)
             return _Column(index, header, name[7:], _CUSTOM, convert)
         if name.startswith("contact."):
             convert = convert_email if name == "contact.email" else text_within(MAX_LENGTH[name])
             return _Column(index, header, name[8:], _CONTACT, convert)
         special: dict[str, Callable[[str], Any]] = {
-            "email": convert_email, "country": convert_country, "lead_status": convert_lead_status, "tags": convert_tags,
+            "email": convert_email,
+            "country": convert_country,
+            "lead_status": convert_lead_status,
+            "tags": convert_tags,
         }
         return _Column(index, header, name, _FIELD, special.get(name) or text_within(MAX_LENGTH[name]))
 

@@ -84,7 +84,9 @@ def open_client(credentials_file: str | Path | None = None, *, session: Any = No
         raise SheetsError(f"credentials file {path} does not exist") from None
     except (ValueError, KeyError) as exc:
         # google-auth names the missing field; never echo the file's content (it holds the private key).
-        raise SheetsError(f"credentials file {path} is not a service-account key: {type(exc).__name__}: {exc}") from None
+        raise SheetsError(
+            f"credentials file {path} is not a service-account key: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def fetch_rows(client: Any, key: str, worksheet: str) -> list[list[str]]:
@@ -117,7 +119,9 @@ def fetch_rows(client: Any, key: str, worksheet: str) -> list[list[str]]:
             ) from None
         if code == 404:
             raise SheetsError(f"spreadsheet {key} not found (HTTP 404): check the id") from None
-        raise SheetsError(f"Google Sheets API error on spreadsheet {key}: HTTP {code}: {exc.error.get('message', '')}") from None
+        raise SheetsError(
+            f"Google Sheets API error on spreadsheet {key}: HTTP {code}: {exc.error.get('message', '')}"
+        ) from None
     except requests.RequestException as exc:
         raise SheetsError(f"cannot reach the Google Sheets API: {type(exc).__name__}") from None
     return [[("" if v is None else str(v)) for v in row] for row in values]

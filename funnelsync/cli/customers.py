@@ -88,7 +88,8 @@ def customers_list(
                 if not ids:
                     break
                 for item in customer_view(conn, ids):
-                    sys.stdout.write(("\n  " if first else ",\n  ") + json.dumps({k: item[k] for k in CUSTOMER_JSON_KEYS}))
+                    entry = json.dumps({k: item[k] for k in CUSTOMER_JSON_KEYS})
+                    sys.stdout.write(("\n  " if first else ",\n  ") + entry)
                     first = False
                 after = ids[-1]
                 if left is not None:
@@ -137,7 +138,9 @@ def customers_add(
     country: Annotated[str | None, typer.Option("--country", help="ISO-3166 alpha-2 code.")] = None,
     owner: Annotated[str | None, typer.Option("--owner")] = None,
     lead_status: Annotated[str | None, typer.Option("--lead-status")] = None,
-    lead_created_at: Annotated[str | None, typer.Option("--lead-created-at", help="A date (account time zone).")] = None,
+    lead_created_at: Annotated[
+        str | None, typer.Option("--lead-created-at", help="A date (account time zone).")
+    ] = None,
     free_trial_started_at: Annotated[str | None, typer.Option("--free-trial-started-at")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the new customer as JSON.")] = False,
 ) -> None:
@@ -169,7 +172,8 @@ def customers_edit(
     ref: Annotated[str, typer.Argument(help="A customer uuid (cus_…) or SOURCE:EXTERNAL_ID.")],
     set_: SetOption = None,
     unset: Annotated[
-        list[str] | None, typer.Option("--unset", help="Drop the manual edit of a field (the sources' value shows again).")
+        list[str] | None,
+        typer.Option("--unset", help="Drop the manual edit of a field (the sources' value shows again)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the customer as JSON.")] = False,
 ) -> None:

@@ -17,7 +17,9 @@ from funnelsync.cli.imports import import_app
 
 @import_app.command("google-play-sales")
 def google_play_sales(
-    file: Annotated[Path, typer.Argument(help="sales/salesreport_YYYYMM.zip from the Play Console bucket, or its CSV.")],
+    file: Annotated[
+        Path, typer.Argument(help="sales/salesreport_YYYYMM.zip from the Play Console bucket, or its CSV.")
+    ],
     source: Annotated[str, typer.Option("--source", help="The google_play data source (created if missing).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON summary.")] = False,
 ) -> None:
@@ -38,8 +40,10 @@ def google_play_sales(
         return
     table = Table("subscriptions", "created", "updated", "unchanged", "no trial or payment", "skipped rows",
                   title=f"{summary['file']} → {summary['source']}")
-    table.add_row(*(str(summary[k]) for k in ("subscriptions", "created", "updated", "unchanged", "no_trial_or_payment")),
-                  str(len(summary["skipped_rows"])))
+    table.add_row(
+        *(str(summary[k]) for k in ("subscriptions", "created", "updated", "unchanged", "no_trial_or_payment")),
+        str(len(summary["skipped_rows"])),
+    )
     console.print(table)
     for row in summary["skipped_rows"][:20]:
         console.print(f"  line {row['line']}: {row['reason']}", markup=False)

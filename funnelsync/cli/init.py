@@ -21,7 +21,8 @@ def init() -> None:
         fail(f"cannot initialise {redacted(url)}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     head = head_revision()
     if rebuilt:
-        console.print(f"Rebuilt {len(rebuilt)} index(es) or foreign key(s) an interrupted load had left out: {', '.join(rebuilt)}.")
+        console.print(f"Rebuilt {len(rebuilt)} index(es) or foreign key(s) an interrupted load had left out: "
+                      f"{', '.join(rebuilt)}.")
     if before == head:
         console.print(f"Database {redacted(url)} is up to date (schema {head}).")
     else:

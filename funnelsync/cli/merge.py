@@ -38,11 +38,15 @@ def merge(
     into_ref: Annotated[
         str | None, typer.Argument(metavar="INTO", help="The customer that survives: cus_… uuid or SOURCE:EXTERNAL_ID.")
     ] = None,
-    auto: Annotated[bool, typer.Option("--auto", help="Find duplicate groups and merge each into its survivor.")] = False,
+    auto: Annotated[
+        bool, typer.Option("--auto", help="Find duplicate groups and merge each into its survivor.")
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="With --auto: list the groups, write nothing.")] = False,
     rule: Annotated[
         list[str] | None,
-        typer.Option("--rule", help="With --auto: email, external_id or domain (repeatable; default email + external_id)."),
+        typer.Option(
+            "--rule", help="With --auto: email, external_id or domain (repeatable; default email + external_id)."
+        ),
     ] = None,
     log: Annotated[bool, typer.Option("--log", help="Show the merge log (newest first) instead of merging.")] = False,
     customer: Annotated[

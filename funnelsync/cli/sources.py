@@ -71,9 +71,13 @@ def sources_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         counts: dict[int, int] = dict(conn.execute(
             select(source_customers.c.data_source_id, func.count()).group_by(source_customers.c.data_source_id)
         ).all())
-        last = dict(conn.execute(
-            select(sync_state.c.data_source_id, func.max(sync_state.c.last_success_at)).group_by(sync_state.c.data_source_id)
-        ).all())
+        last = dict(
+            conn.execute(
+                select(sync_state.c.data_source_id, func.max(sync_state.c.last_success_at)).group_by(
+                    sync_state.c.data_source_id
+                )
+            ).all()
+        )
     data = []
     for row in rows:
         item = _source_dict(row)

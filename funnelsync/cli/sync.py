@@ -60,7 +60,8 @@ def sync(
     if as_json:
         print_json(summary.to_dict())
         return
-    table = Table("stream", "fetched", "created", "updated", "unchanged", "seconds", title=f"{summary.source} ({summary.kind})")
+    table = Table("stream", "fetched", "created", "updated", "unchanged", "seconds",
+                  title=f"{summary.source} ({summary.kind})")
     for stream in summary.streams:
         table.add_row(stream.stream, f"{stream.fetched:,}", f"{stream.created:,}", f"{stream.updated:,}",
                       f"{stream.unchanged:,}", f"{stream.seconds:.1f}")

@@ -44,7 +44,8 @@ def worker(
 
     specs = deployment_specs()
     for spec in specs:
-        when = ", ".join(f"cron {s['cron']} {s.get('timezone', 'UTC')}" for s in spec.get("schedules") or []) or "on demand"
+        schedules = spec.get("schedules") or []
+        when = ", ".join(f"cron {s['cron']} {s.get('timezone', 'UTC')}" for s in schedules) or "on demand"
         console.print(f"  {spec['name']:<18} {when}", highlight=False)
     if list_only:
         return
