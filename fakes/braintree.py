@@ -9,6 +9,7 @@ import base64
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -192,7 +193,7 @@ class BraintreeFake(FakeApi):
         first_billing: date,
         status: str = "Active",
         trial: tuple[int, str] | None = None,
-        charges: list[tuple[str, str, datetime]] = (),  # (status, amount, created)
+        charges: Sequence[tuple[str, str, datetime]] = (),  # (status, amount, created)
         price: str = "29.00",
     ) -> dict[str, Any]:
         customer = next(c for c in reversed(self.customers) if c["id"] == customer_id)

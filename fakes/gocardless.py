@@ -6,6 +6,7 @@ and ``meta.cursors.after`` is null on the last page. Detail routes answer ``{"<r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -95,7 +96,7 @@ class GoCardlessFake(FakeApi):
         self,
         n: int,
         *,
-        payments: list[tuple[str, int, str]] = (),  # (status, amount, charge_date)
+        payments: Sequence[tuple[str, int, str]] = (),  # (status, amount, charge_date)
         subscription_status: str | None = None,
         created: datetime | None = None,
         cid: str | None = None,

@@ -130,8 +130,7 @@ class FakeSheets:
                         return
                     width = max((len(r) for r in rows), default=0)
                     last_col = chr(ord("A") + max(width, 1) - 1)
-                    body: dict[str, Any] = {"range": f"'{title}'!A1:{last_col}{max(len(rows), 1)}",
-                                            "majorDimension": "ROWS"}
+                    body = {"range": f"'{title}'!A1:{last_col}{max(len(rows), 1)}", "majorDimension": "ROWS"}
                     if rows:
                         body["values"] = rows  # Google omits "values" for an empty sheet
                     self._send(200, body)

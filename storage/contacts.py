@@ -124,8 +124,8 @@ def contact_view(conn: Connection, contact_ids: Sequence[int]) -> list[dict[str,
         row = rows.get(cid)
         if row is None:
             continue
-        link = own_link.get(row["source_customer_id"]) or first_link.get(row["customer_id"])
-        external_id, ds_uuid = link or (None, None)
+        owner = own_link.get(row["source_customer_id"]) or first_link.get(row["customer_id"])
+        external_id, ds_uuid = owner or (None, None)
         out.append({
             "id": row["id"],
             "uuid": row["uuid"],
