@@ -56,6 +56,6 @@ def test_the_lists_that_used_to_be_written_out_follow_from_the_declarations() ->
 
 
 def test_an_unknown_kind_is_refused_with_the_known_ones() -> None:
-    with pytest.raises(SettingsError, match="unknown source kind 'no-such-kind': expected one of api, app_store_connect"):
+    with pytest.raises(SettingsError, match="unknown source kind 'no-such-kind': expected one of api, app_store"):
         source_class("no-such-kind")
     assert not is_connector_kind("no-such-kind")
