@@ -23,7 +23,6 @@ SOURCE_KINDS: dict[str, str] = {
     "hubspot": "connectors.hubspot:HubSpotConnector",
     "intercom": "connectors.intercom:IntercomConnector",
     "app_store_connect": "connectors.app_store_connect:AppStoreConnectConnector",
-    "paddle": "connectors.paddle:PaddleConnector",
     "segment": "connectors.segment:SegmentSource",
     "google_play": "connectors.google_play:GooglePlaySource",
     "google_sheets": "connectors.files.sheets:GoogleSheetsSource",
