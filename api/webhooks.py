@@ -6,8 +6,11 @@ what stands for one), which the kind's own class checks over the RAW body (``par
 order of work keeps the promise that a bad webhook stores nothing:
 
 1. read the raw body, refusing more than ``MAX_BODY_BYTES`` (413) before reading it all;
-2. find the source (404 unknown, 409 disabled) and resolve its secret settings (500);
-3. let its kind verify and read the delivery: 401 bad signature, 422 bad payload, 500 unusable settings;
+2. find the source (404 unknown, 409 disabled) and resolve its secret settings; one that cannot be
+   resolved (an unset environment variable…) is left empty and logged for the operator;
+3. let its kind verify and read the delivery: 401 bad signature, or no secret to verify it with (the
+   sender learns nothing of the configuration; the log names the problem), 422 bad payload, 500
+   unusable settings;
 4. a push-only kind's partial records are completed with the stored values; the customers a pulled
    integration's delivery names are read again through the source's connector (``delivery_records``: thin
    events, and a record must carry all its subscriptions; the connector applies the integration's rule);
@@ -31,13 +34,14 @@ from connectors.base import Connector, Feed, SettingsError
 from connectors.http import ConnectorError
 from connectors.push import Rereader, WebhookContext, WebhookReceiver
 from connectors.registry import SOURCE_KINDS, connector_class, source_class
-from connectors.signatures import WebhookPayloadError, WebhookSignatureError
+from connectors.signatures import WebhookPayloadError, WebhookSecretMissing, WebhookSignatureError
 from jobs.pushes import store_partials, store_records
-from jobs.secrets import SecretResolutionError, resolve_settings
+from jobs.secrets import SecretResolutionError, resolve_settings, resolve_settings_leniently
 from storage.api_keys import verify_api_key
 from storage.sources import get_source
 
 MAX_BODY_BYTES = 1024 * 1024
+UNVERIFIABLE = "webhook signature could not be verified"
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -117,15 +121,17 @@ def handle_webhook(
         raise WebhookRejected(
             404, f"data source {source_name!r} is of kind {kind}, which has no webhooks here"
         )
-    try:
-        settings = resolve_settings(source.settings or {})
-    except SecretResolutionError as exc:
-        log.error("webhook for %s: %s", source_name, exc)
-        raise WebhookRejected(500, f"settings of source {source_name!r} cannot be resolved: {exc}") from None
+    settings, problems = resolve_settings_leniently(source.settings or {})
+    for problem in problems:
+        log.error("webhook for %s: source misconfigured: %s", source_name, problem)
     context = WebhookContext(url=url, api_key_valid=_api_key_check(engine))
     try:
         delivery = receiver.parse_webhook(settings, {k.lower(): v for k, v in headers.items()}, body, context)
     except WebhookSignatureError as exc:
+        if isinstance(exc, WebhookSecretMissing) or problems:
+            # Unverifiable like any unsigned request; what is missing is the operator's business.
+            log.error("webhook for %s refused, cannot verify: %s", source_name, exc)
+            raise WebhookRejected(401, UNVERIFIABLE) from None
         log.warning("webhook for %s refused: %s", source_name, exc)
         raise WebhookRejected(401, str(exc)) from None
     except SettingsError as exc:
@@ -133,6 +139,9 @@ def handle_webhook(
     except (WebhookPayloadError, ValueError) as exc:
         # ValueError: a field a record refuses (a malformed date, a country that is not alpha-2).
         raise WebhookRejected(422, str(exc)) from None
+    if problems:
+        # Verified, yet a setting the follow-up needs cannot be read: store nothing half-informed.
+        raise WebhookRejected(500, f"settings of source {source_name!r} cannot be resolved (see the server log)")
     if delivery.partials is not None:
         try:
             records, result = store_partials(engine, source.id, delivery.partials)
@@ -211,7 +220,10 @@ async def endpoint_check(source_name: str, request: Request) -> Response:
         except (WebhookPayloadError, WebhookSignatureError) as exc:
             raise WebhookRejected(422, str(exc)) from None
         except SecretResolutionError as exc:
-            raise WebhookRejected(500, str(exc)) from None
+            log.error("endpoint check for %s: source misconfigured: %s", source_name, exc)
+            raise WebhookRejected(
+                500, f"settings of source {source_name!r} cannot be resolved (see the server log)"
+            ) from None
 
     try:
         return PlainTextResponse(await run_in_threadpool(answer))

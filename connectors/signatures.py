@@ -46,6 +46,11 @@ class WebhookSignatureError(ValueError):
     """The webhook did not prove it came from the integration (HTTP 401 material)."""
 
 
+class WebhookSecretMissing(WebhookSignatureError):
+    """The source has no secret to check a delivery against: unverifiable (401), and a configuration
+    problem for the operator rather than for the sender."""
+
+
 class WebhookPayloadError(ValueError):
     """The webhook was authentic but its payload cannot be read (HTTP 422 material)."""
 
@@ -65,7 +70,7 @@ def _any_matches(expected: str, candidates: list[str]) -> bool:
 
 def _require_secret(secret: str | bytes | None, what: str) -> bytes:
     if secret is None or secret == "" or secret == b"":
-        raise WebhookSignatureError(f"no {what} configured for this source: cannot verify webhooks")
+        raise WebhookSecretMissing(f"no {what} configured for this source: cannot verify webhooks")
     return secret.encode() if isinstance(secret, str) else secret
 
 
@@ -249,7 +254,7 @@ def verify_braintree_signature(
     """
     key = _require_secret(private_key, "Braintree private key")
     if not public_key:
-        raise WebhookSignatureError("no Braintree public key configured for this source")
+        raise WebhookSecretMissing("no Braintree public key configured for this source")
     if not bt_signature or not bt_payload:
         raise WebhookSignatureError("missing bt_signature or bt_payload form field")
     if _BT_PAYLOAD_CHARS.search(bt_payload):
@@ -382,7 +387,7 @@ def verify_basic_auth(authorization_header: str | None, username: str, password:
         WebhookSignatureError: no credentials configured, header missing/malformed, or mismatch.
     """
     if not username and not password:
-        raise WebhookSignatureError("no webhook Basic-auth credentials configured for this source")
+        raise WebhookSecretMissing("no webhook Basic-auth credentials configured for this source")
     if not authorization_header:
         raise WebhookSignatureError("missing Authorization header (Basic credentials expected)")
     scheme, _, encoded = authorization_header.strip().partition(" ")

@@ -139,6 +139,23 @@ def resolve_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {name: resolve_value(name, value) for name, value in settings.items()}
 
 
+def resolve_settings_leniently(settings: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Every setting resolved, an unresolvable one left empty; with the problems, one message each.
+
+    For a door that must still answer the caller as if the setting were merely absent (a webhook whose
+    secret cannot be read is unverifiable, not a server error) while telling the operator why.
+    """
+    resolved: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, value in settings.items():
+        try:
+            resolved[name] = resolve_value(name, value)
+        except SecretResolutionError as exc:
+            resolved[name] = ""
+            problems.append(str(exc))
+    return resolved, problems
+
+
 def secret_values(kind: str, settings: Mapping[str, Any]) -> list[str]:
     """The resolved secret values, so callers can scrub them from any message they print."""
     names = secret_setting_names(kind, settings)

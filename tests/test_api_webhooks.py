@@ -461,9 +461,45 @@ def test_webhook_secret_may_be_an_environment_reference(
     client = TestClient(create_app(db_engine))
     assert client.post("/webhooks/gc-env", content=body, headers=gc_sign(body)).status_code == 200
     assert stored(db_engine) == ["CU000000000000"]
-    monkeypatch.delenv("FS_TEST_GC_WEBHOOK_SECRET")
-    unresolved = client.post("/webhooks/gc-env", content=body, headers=gc_sign(body))
-    assert unresolved.status_code == 500 and "FS_TEST_GC_WEBHOOK_SECRET" in unresolved.json()["message"]
+
+
+@respx.mock
+def test_webhook_whose_secret_variable_is_unset_is_unverifiable_and_the_log_says_why(
+    db_engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unset ``env:`` secret answers 401 like a bad signature (no 500, no variable name in the
+    response), stores nothing, and the server log names the variable for the operator."""
+    monkeypatch.setenv("FS_TEST_GC_TOKEN", fake_gocardless.TOKEN)
+    monkeypatch.delenv("FS_TEST_GC_WEBHOOK_SECRET", raising=False)
+    add_source(
+        db_engine,
+        "gc-env",
+        "gocardless",
+        {"access_token": "env:FS_TEST_GC_TOKEN", "webhook_secret": "env:FS_TEST_GC_WEBHOOK_SECRET"},
+    )
+    fake = fake_gocardless.populated(3)
+    fake.install(respx)
+    body = gc_body({"customer": "CU000000000000"})
+    client = TestClient(create_app(db_engine))
+    with caplog.at_level("ERROR", logger="api.webhooks"):
+        response = client.post("/webhooks/gc-env", content=body, headers=gc_sign(body))
+    assert response.status_code == 401, response.text
+    assert "FS_TEST_GC_WEBHOOK_SECRET" not in response.text and "env" not in response.json()["message"]
+    assert "FS_TEST_GC_WEBHOOK_SECRET" in caplog.text
+    assert stored(db_engine) == [] and sub_count(db_engine) == 0
+    assert respx.calls.call_count == 0  # nothing re-read from GoCardless for an unverified delivery
+
+
+def test_webhook_to_a_source_without_any_secret_is_401_and_logged(
+    db_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_source(db_engine, "gc-bare", "gocardless", {"access_token": fake_gocardless.TOKEN, "webhook_secret": ""})
+    body = gc_body({"customer": "CU000000000000"})
+    with caplog.at_level("ERROR", logger="api.webhooks"):
+        response = TestClient(create_app(db_engine)).post("/webhooks/gc-bare", content=body, headers=gc_sign(body))
+    assert response.status_code == 401 and "configured" not in response.text
+    assert "gc-bare" in caplog.text and "GoCardless webhook endpoint secret" in caplog.text
+    assert stored(db_engine) == []
 
 
 @respx.mock
