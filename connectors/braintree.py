@@ -32,6 +32,9 @@ from typing import Any, cast
 from urllib.parse import parse_qs, quote
 from zoneinfo import ZoneInfo
 
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
 from connectors.base import Batch, Connector, Feed, Setting, Stream
 from connectors.http import ApiError, CredentialsError, HttpClient, graphql_resource_limited
 from connectors.paging import GraphQLCursorPaginator, Page, PageRequest, fetch_pages, id_batches
@@ -635,9 +638,11 @@ def _customer_in_transactions(subscription: Mapping[str, Any]) -> str | None:
 
 def _parse_xml(content: bytes, path: str, source: str) -> ET.Element:
     try:
-        return ET.fromstring(content)
+        return SafeET.fromstring(content)
     except ET.ParseError as exc:
         raise ApiError(f"{source}: Braintree gateway answered {path} with malformed XML: {exc}") from None
+    except DefusedXmlException as exc:
+        raise ApiError(f"{source}: Braintree gateway answered {path} with a DTD or entities, refused: {exc}") from None
 
 
 def _iso(moment: datetime) -> str:

@@ -58,7 +58,7 @@ def compact_pickle(cls: C) -> C:
         "    return obj\n"
     )
     scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    exec(source, scope)  # noqa: S102 - attribute names of our own dataclass
+    exec(source, scope)  # noqa: S102  # nosec B102 # our own dataclass field names
     restore = scope["restore"]
     restore.__qualname__ = restore.__name__ = f"_restore_{cls.__name__}"
     restore.__module__ = cls.__module__

@@ -141,7 +141,8 @@ def _produce(make: Callable[[], Iterable[Any]], pipe: Any) -> None:
         except BaseException as exc:  # noqa: BLE001 - handed to the parent, raised there
             try:
                 payload = pickle.dumps(_Failure(exc))
-                pickle.loads(payload)  # an exception that pickles but cannot be rebuilt fails here, not there
+                # An exception that pickles but cannot be rebuilt fails here, not there.
+                pickle.loads(payload)  # nosec B301 # what this process pickled just above
             except Exception:  # noqa: BLE001
                 payload = pickle.dumps(_Failure(RuntimeError(f"{type(exc).__name__}: {exc}")))
             pipe.send_bytes(payload)
@@ -184,7 +185,7 @@ def read_in_child(make: Callable[[], Iterable[T]], depth: int = 2) -> Iterator[T
                 raise RuntimeError(f"the reader process ended without finishing (exit code {child.exitcode})") from None
             if not data:
                 return
-            item = pickle.loads(data)
+            item = pickle.loads(data)  # nosec B301 # bytes our own forked child pickled
             if isinstance(item, _Failure):
                 raise item.exc
             yield item

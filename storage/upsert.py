@@ -86,7 +86,7 @@ CUSTOMER_OWN_COLUMNS = ("website_domain", "status", "subscriber_since", "tags", 
 # Any write statement takes it; this one changes nothing.
 _SQLITE_TAKE_WRITE_LOCK = "UPDATE id_blocks SET next_id = next_id WHERE 0"
 _SQLITE_CUSTOMERS_FROM_SC = (
-    "INSERT INTO customers (" + ", ".join(CUSTOMER_COLUMNS) + ") "  # noqa: S608 - constant names
+    "INSERT INTO customers (" + ", ".join(CUSTOMER_COLUMNS) + ") "  # noqa: S608  # nosec B608 # constant names
     "SELECT v.column1, v.column2, sc.created_at, sc.created_at, "
     + ", ".join(f"nullif(sc.{name}, '')" for name in PROFILE_FIELDS)
     + ", sc.email_norm, v.column3, v.column4, sc.lead_created_at, sc.free_trial_started_at, v.column5, "

@@ -51,7 +51,7 @@ def _row_builder(columns: tuple[str, ...], sqlite_times: bool) -> Callable[[Mapp
         else:
             parts.append(ref)
     source = "lambda d: (" + ", ".join(parts) + ",)"
-    return eval(source, {"EPOCH": EPOCH, "ONE_MICROSECOND": ONE_MICROSECOND, "json_text": json_text})  # noqa: S307
+    return eval(source, {"EPOCH": EPOCH, "ONE_MICROSECOND": ONE_MICROSECOND, "json_text": json_text})  # noqa: S307  # nosec B307 # our constant column names
 
 
 def json_text(value: Any) -> str:
@@ -91,7 +91,7 @@ class DialectWriter:
                 self._copy(table, columns, rows)
             return
         marks = "(" + ", ".join([self.mark] * len(columns)) + ")"
-        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608 - constant names
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608  # nosec B608 # constant names
         tail = self._conflict_clause(conflict, update_columns)
         if not self.sqlite:
             self.conn.exec_driver_sql(head + marks + tail, rows)
@@ -140,7 +140,7 @@ class DialectWriter:
             return ""
         if update_columns:
             sets = ", ".join(f"{c} = excluded.{c}" for c in update_columns)
-            return f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}"
+            return f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}"  # nosec B608 # constant names
         return f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
 
     def _copy(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
@@ -164,7 +164,7 @@ class DialectWriter:
         self._copy(stage, columns, rows)
         cols = ", ".join(columns)
         self.conn.exec_driver_sql(
-            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}"  # noqa: S608 - constant names
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}"  # noqa: S608  # nosec B608 # constant names
             + self._conflict_clause(conflict, update_columns)
         )
 
