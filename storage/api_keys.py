@@ -1,8 +1,12 @@
-"""API keys: shown once at creation, stored only as a SHA-256 hash."""
+"""API keys: shown once at creation, stored only as a SHA-256 hash.
+
+A key is checked on every request against the database (no cache), so a revoked key is refused at once.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from datetime import datetime, timezone
 
@@ -31,13 +35,20 @@ def create_api_key(conn: Connection, name: str) -> str:
 
 
 def verify_api_key(conn: Connection, key: str) -> bool:
-    """True when ``key`` is a live (not revoked) key. Compares hashes, never keys."""
+    """True when ``key`` is a live (not revoked) key. Compares hashes, never keys.
+
+    The rows are found by the key's public prefix (what ``api-keys list`` shows); the hashes are then
+    compared in constant time, so how long a refusal takes says nothing about how close a guess was.
+    """
     if not key:
         return False
-    row = conn.execute(
-        select(api_keys.c.id).where(api_keys.c.key_hash == _hash(key), api_keys.c.revoked_at.is_(None))
-    ).first()
-    return row is not None
+    candidates = conn.execute(
+        select(api_keys.c.key_hash).where(api_keys.c.prefix == key[:12], api_keys.c.revoked_at.is_(None))
+    ).scalars().all()
+    digest = _hash(key)
+    # Every candidate is compared (no early exit), though prefixes are 8 random characters and rarely shared.
+    matches = [hmac.compare_digest(stored, digest) for stored in candidates]
+    return any(matches)
 
 
 def revoke_api_keys(conn: Connection, name_or_prefix: str) -> int:
