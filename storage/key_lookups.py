@@ -39,10 +39,13 @@ EXISTING_COLUMNS = ("id", "customer_id", "fingerprint")
 PG_EXISTING_SQL = _by_external_id_sql(EXISTING_COLUMNS, False)
 
 
-# Per normalised email, its oldest customer.
+# Per normalised email, its oldest customer. Ordered by ``x.id + 0``, not ``x.id``: the primary key then
+# cannot deliver the order, so the planner cannot walk it from the lowest id, filtering each row by email
+# until one matches. Statistics taken while the table held few distinct emails (its first rows, a demo)
+# make that walk look cheap; on a table filled since, a key with no customer reads every row.
 PG_BY_EMAIL_SQL = (
     "SELECT k.email_norm, c.id FROM unnest(%s::varchar[]) AS k(email_norm) CROSS JOIN LATERAL ("
-    "SELECT x.id FROM customers x WHERE x.email_norm = k.email_norm ORDER BY x.id LIMIT 1) AS c"
+    "SELECT x.id FROM customers x WHERE x.email_norm = k.email_norm ORDER BY x.id + 0 LIMIT 1) AS c"
 )
 
 

@@ -84,3 +84,43 @@ def test_postgresql_lookups_probe_an_index_on_the_key(db_engine: Engine, fill: A
             assert conds and all(key in cond for cond in conds), conds
             found = conn.exec_driver_sql(sql, params).all()
             assert len(found) == len({row[0] for row in found}) >= KEYS // 2  # one row per key found
+
+
+def _fill_after_stale_statistics(engine: Engine, rows: int = 100_000) -> None:
+    """Statistics taken while 1,000 customers had 20 emails (a team's shared inboxes, a demo), then
+    ``rows`` customers of their own email, as a first large import brings them before autovacuum looks.
+
+    The statistics say an email is shared by one customer in 20: walking the primary key from the lowest
+    id until a customer has the email looks cheaper than the email index, and reads the whole table for
+    every email no customer has.
+    """
+    with engine.begin() as conn:
+        insert = ("INSERT INTO customers (id, uuid, created_at, updated_at, email_norm, status, tags, custom, "
+                  "has_subscriptions) SELECT g, 'cus_' || g, now(), now(), {email}, 'New_Lead', '[]', '{{}}', "
+                  "false FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) g")
+        conn.execute(text(insert.format(email="'team' || (g % 20) || '@example.com'")), {"first": 1, "last": 1000})
+        conn.execute(text("ANALYZE customers"))
+        conn.execute(text(insert.format(email="'u' || g || '@example.com'")), {"first": 1001, "last": 1000 + rows})
+
+
+def _scans(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    found = [(plan["Node Type"], plan.get("Index Name", plan.get("Relation Name", "")))]
+    for child in plan.get("Plans", []):
+        found += _scans(child)
+    return found
+
+
+@pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
+def test_postgresql_email_lookup_probes_the_email_index_on_a_freshly_filled_table(db_engine: Engine) -> None:
+    """The by-email join of an import must not scan the customers' primary key for each email."""
+    _fill_after_stale_statistics(db_engine)
+    emails = [f"u{i}@example.com" for i in range(50_000, 55_000)] + [f"nobody{i}@example.com" for i in range(100)]
+    with db_engine.connect() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + PG_BY_EMAIL_SQL, (emails,)).scalar_one()[0]["Plan"]
+        # A bitmap heap scan only fetches the rows its index scan found; any other scan must be of the index.
+        scans = [scan for scan in _scans(plan) if "Scan" in scan[0] and scan[0] not in ("Function Scan",
+                                                                                         "Bitmap Heap Scan")]
+        assert scans and all(name == "ix_customers_email_norm" for _kind, name in scans), _scans(plan)
+        found = dict(conn.exec_driver_sql(PG_BY_EMAIL_SQL, (["team3@example.com", *emails[:3]],)).all())
+    assert found == {"team3@example.com": 3, "u50000@example.com": 50_000, "u50001@example.com": 50_001,
+                     "u50002@example.com": 50_002}
