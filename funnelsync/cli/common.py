@@ -11,17 +11,76 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 from sqlalchemy import Engine
+from typer._click import Context
+from typer.core import TyperArgument, TyperGroup, TyperOption
+
+
+def plain_placeholders(command: Any) -> None:
+    """Help without type placeholders: a flag shows none, an option its value's name, an argument only its name.
+
+    Typer labels every parameter with its Python type (``<bool>`` on a flag that takes no value,
+    ``<str>`` everywhere else), which tells a user nothing the option's name and help do not.
+    """
+    help_option = command.get_help_option(Context(command))
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if isinstance(param, TyperOption) and param.metavar is None:
+            param.metavar = "" if param.is_flag else (param.name or "value").rstrip("_").upper()
+        elif isinstance(param, TyperArgument):
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+    for sub in getattr(command, "commands", {}).values():
+        plain_placeholders(sub)
+
+
+class _Root(TyperGroup):
+    """The root command group: every invocation (the console script or a test's runner) goes through ``main``."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        plain_placeholders(self)
+        return super().main(*args, **kwargs)
+
 
 app = typer.Typer(
     name="funnelsync",
+    cls=_Root,
     help="Lead and free-trial data from many sources into one customer database.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def whole_headers(table: Table) -> Table:
+    """Keep every header word whole: a column never gets narrower than its header's longest word.
+
+    Rich shrinks the widest columns to fit the terminal and cuts a header it cannot wrap ("Trial-to…");
+    the cells wrap instead (folded, not cut: an id must stay whole), and a header wraps only between words.
+    """
+    for column in table.columns:
+        if column.overflow == "ellipsis":
+            column.overflow = "fold"
+        header = column.header
+        words = (Text.from_markup(header) if isinstance(header, str) else header).plain.split() \
+            if isinstance(header, (str, Text)) else []
+        if words:
+            column.min_width = max(column.min_width or 0, *(len(word) for word in words))
+    return table
+
+
+class FittingConsole(Console):
+    """A console that prints every table with whole headers (see ``whole_headers``)."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # noqa: D102 - Console.print, tables fitted first
+        for obj in objects:
+            if isinstance(obj, Table):
+                whole_headers(obj)
+        super().print(*objects, **kwargs)
+
+
 # soft_wrap: a message piped to a file or another program is never broken mid-line.
-console = Console(soft_wrap=True)
+console = FittingConsole(soft_wrap=True)
 err_console = Console(stderr=True)
 
 

@@ -98,7 +98,9 @@ def customers_list(
             return
         ids = list_customer_ids(conn, source=source, limit=limit or 50)
         items = customer_view(conn, ids)
-    table = Table("uuid", "name", "email", "status", "lead created", "trial started", "subscriber since", "sources")
+    # One-word headers: eight columns share an 80-column terminal and Rich keeps a one-word header whole.
+    table = Table("uuid", "name", "email", "status", "lead", "trial", "paid", "sources",
+                  caption="lead: lead created, trial: trial started, paid: subscriber since")
     for item in items:
         table.add_row(item["uuid"], item["name"] or "", item["email"] or "", item["status"],
                       _short(item["lead_created_at"]), _short(item["free_trial_started_at"]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -41,8 +41,29 @@ def demo(
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback: the demo is the first thing a new user runs
         fail(f"demo failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
+    console.print(funnel_table(result))
+    if api_url:
+        ui = api_url.rstrip("/").removesuffix("/api")
+        console.print(f"Open the Prefect UI at {ui} to see these runs, their artifacts and the customer events.")
+    else:
+        console.print(
+            "To see the runs, artifacts (per-stream counts, progress, funnel metrics) and customer events in the "
+            "Prefect UI: run `prefect server start` in another terminal, then "
+            "`export PREFECT_API_URL=http://127.0.0.1:4200/api`, run `funnelsync demo` again and open "
+            "http://127.0.0.1:4200. `funnelsync worker` then runs the scheduled syncs.",
+            highlight=False,
+        )
+
+
+# Headers broken over two lines so the seven columns fit an 80-column terminal with every word whole.
+FUNNEL_HEADERS = ("Month", "Leads", "Free\nTrials", "Converted", "Trial-to-\nPaid", "New\nSubscribers",
+                  "Avg Sales\nCycle")
+
+
+def funnel_table(result: Any) -> Table:
+    """The demo's funnel by month as a table (``result`` is the demo's ``DemoResult``)."""
     table = Table(title=f"Funnel by month ({result.customers} customers, {result.merged} merges)")
-    for column in ("Month", "Leads", "Free Trials", "Converted", "Trial-to-Paid", "New Subscribers", "Avg Sales Cycle"):
+    for column in FUNNEL_HEADERS:
         table.add_column(column, justify="left" if column == "Month" else "right")
     for row in result.series:
         rate = row["trial_to_paid_rate"]
@@ -56,15 +77,4 @@ def demo(
             f"{row['new_subscribers']:,}",
             "–" if cycle is None else f"{cycle:.1f} days",
         )
-    console.print(table)
-    if api_url:
-        ui = api_url.rstrip("/").removesuffix("/api")
-        console.print(f"Open the Prefect UI at {ui} to see these runs, their artifacts and the customer events.")
-    else:
-        console.print(
-            "To see the runs, artifacts (per-stream counts, progress, funnel metrics) and customer events in the "
-            "Prefect UI: run `prefect server start` in another terminal, then "
-            "`export PREFECT_API_URL=http://127.0.0.1:4200/api`, run `funnelsync demo` again and open "
-            "http://127.0.0.1:4200. `funnelsync worker` then runs the scheduled syncs.",
-            highlight=False,
-        )
+    return table
