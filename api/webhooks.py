@@ -32,7 +32,16 @@ from sqlalchemy import Engine
 
 from connectors.base import Connector, Feed, SettingsError
 from connectors.http import ConnectorError
-from connectors.push import Rereader, WebhookContext, WebhookReceiver
+from connectors.push import (
+    APP_STORE_NOTIFICATIONS,
+    ENDPOINTS,
+    GOOGLE_PLAY_RTDN,
+    SEGMENT_TRACKING,
+    WEBHOOK,
+    Rereader,
+    WebhookContext,
+    WebhookReceiver,
+)
 from connectors.registry import SOURCE_KINDS, connector_class, source_class
 from connectors.signatures import WebhookPayloadError, WebhookSecretMissing, WebhookSignatureError
 from jobs.pushes import store_partials, store_records
@@ -99,10 +108,13 @@ def handle_webhook(
     body: bytes,
     connector_factory: ConnectorFactory = _default_connector,
     url: str = "",
+    endpoint: str = WEBHOOK,
+    call: str = "",
 ) -> dict[str, Any]:
     """Verify, parse, re-read and store one delivery; the counts as a JSON-ready dict.
 
-    ``url`` is the URL the delivery was received on (HubSpot signs it).
+    ``url`` is the URL the delivery was received on (HubSpot signs it); ``endpoint`` the protocol it came
+    by (``connectors.push.ENDPOINTS``), ``call`` the call type a Segment tracking path names.
 
     Raises:
         WebhookRejected: 404 unknown source or kind without webhooks, 409 disabled source, 401 bad
@@ -117,16 +129,16 @@ def handle_webhook(
         raise WebhookRejected(409, f"data source {source_name!r} is disabled")
     kind = str(source.kind)
     receiver = receiver_of(kind)
-    if receiver is None:
-        raise WebhookRejected(
-            404, f"data source {source_name!r} is of kind {kind}, which has no webhooks here"
-        )
+    if receiver is None or endpoint not in receiver.endpoints:
+        path = ENDPOINTS[endpoint].format(source=source_name, call=call or "batch")
+        raise WebhookRejected(404, f"data source {source_name!r} is of kind {kind}, which receives nothing at {path}")
     settings, problems = resolve_settings_leniently(source.settings or {})
     for problem in problems:
         log.error("webhook for %s: source misconfigured: %s", source_name, problem)
-    context = WebhookContext(url=url, api_key_valid=_api_key_check(engine))
+    context = WebhookContext(url=url, api_key_valid=_api_key_check(engine), call=call)
+    lowered = {k.lower(): v for k, v in headers.items()}
     try:
-        delivery = receiver.parse_webhook(settings, {k.lower(): v for k, v in headers.items()}, body, context)
+        delivery = receiver.parse_delivery(endpoint, settings, lowered, body, context)
     except WebhookSignatureError as exc:
         if isinstance(exc, WebhookSecretMissing) or problems:
             # Unverifiable like any unsigned request; what is missing is the operator's business.
@@ -182,9 +194,7 @@ def _error(exc: WebhookRejected) -> JSONResponse:
     return JSONResponse({"code": exc.status, "message": exc.detail}, status_code=exc.status)
 
 
-@router.post("/webhooks/{source_name}")
-async def receive_webhook(source_name: str, request: Request) -> Response:
-    """Receive one webhook delivery for the data source ``source_name`` (no API key: signed instead)."""
+async def _receive(request: Request, source_name: str, endpoint: str, call: str = "") -> Response:
     try:
         body = await read_body_limited(request)
         factory = getattr(request.app.state, "webhook_connector_factory", None) or _default_connector
@@ -196,10 +206,37 @@ async def receive_webhook(source_name: str, request: Request) -> Response:
             body,
             factory,
             str(request.url),
+            endpoint,
+            call,
         )
     except WebhookRejected as exc:
         return _error(exc)
     return JSONResponse(outcome)
+
+
+@router.post("/webhooks/{source_name}")
+async def receive_webhook(source_name: str, request: Request) -> Response:
+    """Receive one webhook delivery for the data source ``source_name`` (no API key: signed instead)."""
+    return await _receive(request, source_name, WEBHOOK)
+
+
+@router.post("/segment/{source_name}/v1/{call}")
+async def receive_segment_call(source_name: str, call: str, request: Request) -> Response:
+    """Segment's HTTP tracking API (``/v1/batch``, ``/v1/identify``, …), the write key as Basic user: what a
+    Segment or RudderStack SDK whose host is ``https://HOST/segment/NAME`` sends."""
+    return await _receive(request, source_name, SEGMENT_TRACKING, call)
+
+
+@router.post("/app-store/{source_name}/notifications")
+async def receive_app_store_notification(source_name: str, request: Request) -> Response:
+    """An App Store Server Notification V2 (``{"signedPayload": JWS}``, signed by Apple's certificate chain)."""
+    return await _receive(request, source_name, APP_STORE_NOTIFICATIONS)
+
+
+@router.post("/google-play/{source_name}/rtdn")
+async def receive_google_play_rtdn(source_name: str, request: Request) -> Response:
+    """A Google Play real-time developer notification: a Pub/Sub push with its OIDC bearer token."""
+    return await _receive(request, source_name, GOOGLE_PLAY_RTDN)
 
 
 @router.get("/webhooks/{source_name}")

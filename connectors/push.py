@@ -25,6 +25,19 @@ from connectors.http import HttpClient
 from connectors.signatures import WebhookPayloadError
 from funnelsync.records import SourceCustomerRecord
 
+# Where pushes arrive: endpoint name → the path after the host (``{source}`` is the source's name, and
+# ``{call}`` a Segment call type). Routed by ``api.webhooks``; a kind lists the ones it serves.
+WEBHOOK = "webhook"
+SEGMENT_TRACKING = "segment-tracking"
+APP_STORE_NOTIFICATIONS = "app-store-notifications"
+GOOGLE_PLAY_RTDN = "google-play-rtdn"
+ENDPOINTS = {
+    WEBHOOK: "/webhooks/{source}",
+    SEGMENT_TRACKING: "/segment/{source}/v1/{call}",
+    APP_STORE_NOTIFICATIONS: "/app-store/{source}/notifications",
+    GOOGLE_PLAY_RTDN: "/google-play/{source}/rtdn",
+}
+
 # What a stored source customer holds that a completed record carries over.
 CARRIED = (
     "name", "email", "company", "country", "state", "city", "zip", "website_url", "owner", "lead_status",
@@ -100,10 +113,12 @@ class WebhookContext:
         url: the URL it was received on (HubSpot signs it).
         api_key_valid: whether a funnelsync API key is live (Google Play's payloads URL authenticates
             with one).
+        call: the call type a Segment tracking request names in its path (``batch``, ``identify``, …).
     """
 
     url: str = ""
     api_key_valid: Callable[[str], bool] = field(default=lambda key: False)
+    call: str = ""
 
 
 class Rereader(Protocol):
@@ -124,6 +139,27 @@ class WebhookReceiver(ABC):
     """
 
     challenge_param: ClassVar[str | None] = None
+    # The endpoints the kind receives on: ``WEBHOOK`` is ``POST /webhooks/NAME``; the others are the
+    # vendors' own protocols (``ENDPOINTS`` says where each is routed).
+    endpoints: ClassVar[frozenset[str]] = frozenset({WEBHOOK})
+
+    @classmethod
+    def parse_delivery(
+        cls,
+        endpoint: str,
+        settings: Mapping[str, Any],
+        headers: Mapping[str, str],
+        body: bytes,
+        context: WebhookContext,
+    ) -> WebhookDelivery:
+        """Verify and read a delivery that came to ``endpoint`` (one of ``endpoints``).
+
+        Raises:
+            as ``parse_webhook``.
+        """
+        if endpoint != WEBHOOK:
+            raise NotImplementedError(f"{cls.__name__} receives nothing at {endpoint!r}")
+        return cls.parse_webhook(settings, headers, body, context)
 
     @classmethod
     @abstractmethod

@@ -1,10 +1,20 @@
-"""Segment (push only): ``identify`` and ``group`` calls posted by a Segment Webhooks destination.
+"""Segment (push only): ``identify`` and ``group`` calls, from a Webhooks destination or any sender of
+Segment's HTTP tracking API.
 
-Segment has no "list users" API, so nothing is pulled: a Webhooks destination posts each call (or a
-``{"batch": [...]}`` of calls) to ``POST /webhooks/NAME``, signed with ``X-Signature`` = hex
-HMAC-SHA1(shared secret, raw body) (``connectors.signatures.verify_segment_signature``). This module is
-the pure part: calls in, one partial record per customer out. The receiver (``api/webhooks.py``)
-completes each partial record with what the source said before, then upserts.
+Segment has no "list users" API, so nothing is pulled. Calls come two ways, to the same rules:
+
+- a Segment **Webhooks destination** posts each call (or a ``{"batch": [...]}`` of calls) to
+  ``POST /webhooks/NAME``, signed with ``X-Signature`` = hex HMAC-SHA1(shared secret, raw body)
+  (``connectors.signatures.verify_segment_signature``);
+- Segment's and RudderStack's SDKs (and any Segment-compatible sender) post the **tracking API** to
+  ``POST {host}/v1/batch`` (or ``/v1/identify``, ``/v1/group``, …) with the write key as the HTTP Basic
+  user name and an empty password, the body gzipped when the SDK says ``Content-Encoding: gzip``; their
+  host set to ``https://HOST/segment/NAME`` lands at ``POST /segment/NAME/v1/…``, checked against the
+  source's ``write_key``.
+
+A source may have a write key, a shared secret, or both. This module is the pure part: calls in, one
+partial record per customer out. The receiver (``api/webhooks.py``) completes each partial record with
+what the source said before, then upserts.
 
 Rules:
 
@@ -20,20 +30,38 @@ Rules:
 
 from __future__ import annotations
 
+import hmac
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from connectors.base import Feed, SettingsError, SourceKind
 from connectors.files.cells import convert_email
-from connectors.push import PartialRecord, WebhookContext, WebhookDelivery, WebhookReceiver, json_body
-from connectors.signatures import verify_segment_signature
+from connectors.push import (
+    SEGMENT_TRACKING,
+    WEBHOOK,
+    PartialRecord,
+    WebhookContext,
+    WebhookDelivery,
+    WebhookReceiver,
+    json_body,
+)
+from connectors.signatures import (
+    WebhookPayloadError,
+    WebhookSecretMissing,
+    WebhookSignatureError,
+    basic_auth_user,
+    verify_segment_signature,
+)
 from funnelsync.normalize import clean_text
 
 CREATE_ON = ("identify", "group")
 KNOWN_TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 # Fields a Segment call can set on a record (lead and trial dates never).
 FIELDS = ("name", "email", "company", "country", "state", "city", "zip", "website_url")
+# Segment's tracking API takes at most 500 KB a batch; a gzipped body may not inflate past twice that.
+MAX_INFLATED_BYTES = 1024 * 1024
 
 
 class SegmentPayloadError(ValueError):
@@ -72,6 +100,63 @@ def split_calls(payload: Any) -> list[dict[str, Any]]:
         if traits is not None and not isinstance(traits, dict):
             raise SegmentPayloadError(f"Segment call {index}: traits must be an object")
     return calls
+
+
+def verify_write_key(authorization: str | None, write_key: str) -> None:
+    """Check the tracking API's HTTP Basic user name against the source's write key.
+
+    Raises:
+        WebhookSignatureError: the source has no write key, the request none or another one.
+    """
+    if not write_key:
+        raise WebhookSecretMissing("this Segment source has no write_key setting: its tracking API is off")
+    sent = basic_auth_user(authorization)
+    if sent is None:
+        raise WebhookSignatureError("missing HTTP Basic credentials (the write key as user name)")
+    if not hmac.compare_digest(sent.encode(), write_key.encode()):
+        raise WebhookSignatureError("invalid Segment write key")
+
+
+def inflate(body: bytes, content_encoding: str | None) -> bytes:
+    """The body as JSON bytes: gunzipped when the sender says ``Content-Encoding: gzip`` (RudderStack's
+    SDK always does, Segment's with ``gzip=True``), bounded so a small body cannot inflate without end.
+
+    Raises:
+        WebhookPayloadError: not gzip, another encoding, or inflating past ``MAX_INFLATED_BYTES``.
+    """
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding != "gzip":
+        raise WebhookPayloadError(f"Segment request Content-Encoding {encoding!r} is not supported (gzip or none)")
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, MAX_INFLATED_BYTES + 1)
+    except zlib.error:
+        raise WebhookPayloadError("Segment request says gzip but its body is not gzip data") from None
+    if len(data) > MAX_INFLATED_BYTES or inflater.unconsumed_tail:
+        raise WebhookPayloadError(f"Segment request inflates past {MAX_INFLATED_BYTES} bytes")
+    return data
+
+
+def tracking_calls(payload: Any, call: str) -> list[dict[str, Any]]:
+    """The calls of a tracking API request to ``/v1/<call>``: a batch, or one call whose type the path names.
+
+    Raises:
+        SegmentPayloadError: an unknown call path, a call whose ``type`` contradicts its path, or what
+            ``split_calls`` refuses.
+    """
+    if call == "batch":
+        if not isinstance(payload, dict) or "batch" not in payload:
+            raise SegmentPayloadError("Segment /v1/batch body must be an object with a batch list")
+        return split_calls(payload)
+    if call not in KNOWN_TYPES:
+        raise SegmentPayloadError(f"Segment tracking API has no /v1/{call} (batch or a call type)")
+    if not isinstance(payload, dict):
+        raise SegmentPayloadError(f"Segment /v1/{call} body must be a JSON object")
+    if payload.get("type", call) != call:
+        raise SegmentPayloadError(f"Segment /v1/{call} body says type {payload.get('type')!r}")
+    return split_calls({**payload, "type": call})
 
 
 def _text(value: Any, what: str, index: int) -> str | None:
@@ -124,6 +209,14 @@ def identify_fields(traits: Mapping[str, Any], index: int) -> dict[str, Any]:
     }
 
 
+def call_traits(call: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's traits: ``traits``, over ``context.traits`` (where RudderStack's SDKs put an identify's
+    traits, and Segment's spec allows them)."""
+    context = call.get("context")
+    nested = context.get("traits") if isinstance(context, dict) else None
+    return {**(nested if isinstance(nested, dict) else {}), **(call.get("traits") or {})}
+
+
 def fold_calls(calls: Iterable[dict[str, Any]], create_on: str = "identify") -> SegmentDelivery:
     """Fold a delivery's calls into one change per record, in call order (later non-empty values win).
 
@@ -136,7 +229,7 @@ def fold_calls(calls: Iterable[dict[str, Any]], create_on: str = "identify") -> 
     for index, call in enumerate(calls, 1):
         kind = str(call["type"])
         delivery.calls.append(kind)
-        traits = call.get("traits") or {}
+        traits = call_traits(call)
         user_id = _text(call.get("userId"), "userId", index)
         if kind == "identify" and create_on == "identify":
             fields = identify_fields(traits, index)
@@ -171,6 +264,31 @@ class SegmentSource(SourceKind, WebhookReceiver):
     kind = "segment"
     title = "Segment"
     feeds = frozenset({Feed.PUSHED})
+    endpoints: ClassVar[frozenset[str]] = frozenset({WEBHOOK, SEGMENT_TRACKING})
+
+    @classmethod
+    def parse_delivery(
+        cls,
+        endpoint: str,
+        settings: Mapping[str, Any],
+        headers: Mapping[str, str],
+        body: bytes,
+        context: WebhookContext,
+    ) -> WebhookDelivery:
+        """A Webhooks-destination delivery, or a tracking API request (``context.call``: its path's call)."""
+        if endpoint != SEGMENT_TRACKING:
+            return super().parse_delivery(endpoint, settings, headers, body, context)
+        verify_write_key(headers.get("authorization"), str(settings.get("write_key") or ""))
+        payload = json_body(inflate(body, headers.get("content-encoding")), "Segment")
+        return cls._deliver(settings, tracking_calls(payload, context.call))
+
+    @classmethod
+    def _deliver(cls, settings: Mapping[str, Any], calls: list[dict[str, Any]]) -> WebhookDelivery:
+        create_on = str(settings.get("create_on") or "identify")
+        if create_on not in CREATE_ON:
+            raise SettingsError(f"segment setting create_on={create_on!r}: expected identify or group")
+        delivery = fold_calls(calls, create_on)
+        return WebhookDelivery(delivery.calls, partials=list(delivery.changes.values()), skipped=delivery.skipped)
 
     @classmethod
     def parse_webhook(
@@ -178,8 +296,4 @@ class SegmentSource(SourceKind, WebhookReceiver):
     ) -> WebhookDelivery:
         """Calls signed with ``X-Signature``, folded into one partial record per customer."""
         verify_segment_signature(body, headers.get("x-signature"), str(settings.get("shared_secret") or ""))
-        create_on = str(settings.get("create_on") or "identify")
-        if create_on not in CREATE_ON:
-            raise SettingsError(f"segment setting create_on={create_on!r}: expected identify or group")
-        delivery = fold_calls(split_calls(json_body(body, "Segment")), create_on)
-        return WebhookDelivery(delivery.calls, partials=list(delivery.changes.values()), skipped=delivery.skipped)
+        return cls._deliver(settings, split_calls(json_body(body, "Segment")))
