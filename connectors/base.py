@@ -27,12 +27,13 @@ import httpx
 
 from connectors.http import ConnectorError, HttpClient
 from connectors.paging import Page, PageRequest, Paginator, fetch_pages
-from funnelsync.records import SourceCustomerRecord
+from funnelsync.records import SourceCustomerDeletion, SourceCustomerRecord
 
 DEFAULT_BATCH_SIZE = 500
 
-# What mapping one page returns: its records and the highest cursor-field value on the page.
-PageMapper = Callable[[list[Any]], tuple[list[SourceCustomerRecord], Any]]
+# What mapping one page returns: its records (and ``SourceCustomerDeletion``s for customers the source
+# deleted) and the highest cursor-field value on the page.
+PageMapper = Callable[[list[Any]], tuple[list[Any], Any]]
 
 
 class SettingsError(ConnectorError):
@@ -84,12 +85,15 @@ class Batch:
             the same transaction as the records.
         fetched: how many source objects the batch read (may exceed ``len(records)`` when objects are
             filtered out or several objects make one record).
+        deleted: the external ids of customers the source says were deleted, removed after the
+            records are written (a deletion outranks an older copy read in the same batch).
     """
 
     stream: str
     records: list[SourceCustomerRecord]
     cursor: dict[str, Any]
     fetched: int
+    deleted: list[str] = field(default_factory=list)
 
 
 class Feed(Enum):
@@ -224,6 +228,7 @@ class Connector(SourceKind):
         build_request: Callable[[Any], PageRequest],
         paginator: Paginator,
         map_page: PageMapper,
+        caught_up: Any = None,
     ) -> Iterator[Batch]:
         """Read a filtered, paged list resumably; the reader behind most streams.
 
@@ -239,6 +244,9 @@ class Connector(SourceKind):
             build_request: the first request of a run, given ``since``.
             paginator: the API's pagination style.
             map_page: maps a page's items to records and returns the page's highest cursor value.
+            caught_up: for a change stream listing everything since a moment, the cursor value a fully
+                read list has caught up to (the run's start less a lookback): the next run starts there
+                when no item came later, so a quiet source's cursor keeps up with the clock.
         """
         since = state.get("since")
         watermark = state.get("watermark", since)
@@ -253,7 +261,7 @@ class Connector(SourceKind):
             self.started_at = min(self.started_at, resumed_from)
             extra["backfill_started"] = backfill_started
 
-        def records_of(items: list[Any]) -> list[SourceCustomerRecord]:
+        def records_of(items: list[Any]) -> list[Any]:
             nonlocal watermark
             records, page_max = map_page(items)
             if page_max is not None and (watermark is None or page_max > watermark):
@@ -261,15 +269,19 @@ class Connector(SourceKind):
             return records
 
         pages = fetch_pages(self.client, build_request(since), paginator, start_token=state.get("page_token"))
-        yield from self.read_pages(
-            stream, pages, records_of, lambda page: self.cursor_after(page, since, watermark, **extra)
-        )
+
+        def cursor_of(page: Page) -> dict[str, Any]:
+            if page.next_token is None and caught_up is not None and (watermark is None or caught_up > watermark):
+                return {"since": caught_up, "watermark": caught_up}
+            return self.cursor_after(page, since, watermark, **extra)
+
+        yield from self.read_pages(stream, pages, records_of, cursor_of)
 
     def read_pages(
         self,
         stream: str,
         pages: Iterable[Page],
-        records_of: Callable[[list[Any]], list[SourceCustomerRecord]],
+        records_of: Callable[[list[Any]], Sequence[Any]],
         cursor_of: Callable[[Page], dict[str, Any]],
     ) -> Iterator[Batch]:
         """The resumable read loop every paged stream shares: pages mapped to records, buffered into batches.
@@ -378,15 +390,20 @@ class ChunkBuffer:
     size: int
     records: list[SourceCustomerRecord] = field(default_factory=list)
     fetched: int = 0
+    deleted: list[str] = field(default_factory=list)
 
-    def add(self, records: list[SourceCustomerRecord], fetched: int) -> bool:
-        """Add a page's records; True when the buffer is full enough to flush."""
-        self.records.extend(records)
+    def add(self, records: Sequence[SourceCustomerRecord | SourceCustomerDeletion], fetched: int) -> bool:
+        """Add a page's records (and deletions); True when the buffer is full enough to flush."""
+        for record in records:
+            if isinstance(record, SourceCustomerDeletion):
+                self.deleted.append(record.external_id)
+            else:
+                self.records.append(record)
         self.fetched += fetched
-        return len(self.records) >= self.size
+        return len(self.records) + len(self.deleted) >= self.size
 
     def flush(self, stream: str, cursor: dict[str, Any]) -> Batch:
         """Return the buffered batch with ``cursor`` and empty the buffer."""
-        batch = Batch(stream, self.records, dict(cursor), self.fetched)
-        self.records, self.fetched = [], 0
+        batch = Batch(stream, self.records, dict(cursor), self.fetched, list(dict.fromkeys(self.deleted)))
+        self.records, self.fetched, self.deleted = [], 0, []
         return batch

@@ -39,8 +39,10 @@ MAX_WAIT_SECONDS = 60.0
 RETRY_STATUSES = frozenset({408, 409, 429})
 # Error codes some APIs put in a JSON body to say "slow down" (Chargebee sends it with a 429, but
 # proxies have been seen to rewrite the status).
+# Stripe once answered rate limits with 400 and ``code: rate_limit``; its client libraries still treat
+# that answer as a rate limit.
 RETRYABLE_BODY_CODES = frozenset(
-    {"api_request_limit_exceeded", "rate_limited", "rate_limit_exceeded", "lock_timeout"}
+    {"api_request_limit_exceeded", "rate_limited", "rate_limit_exceeded", "rate_limit", "lock_timeout"}
 )
 
 BodyCheck = Callable[[httpx.Response], bool]
@@ -152,13 +154,14 @@ def should_retry(outcome: httpx.Response | BaseException, retryable_body: BodyCh
     if status in (401, 403):
         return False
     # Stripe tells its clients explicitly; a rate limit is still always waited out.
+    throttled = 400 <= status < 500 and body_error_code(outcome) in RETRYABLE_BODY_CODES
     stripe_hint = outcome.headers.get("Stripe-Should-Retry")
-    if stripe_hint is not None and status != 429:
+    if stripe_hint is not None and status != 429 and not throttled:
         return stripe_hint.strip().lower() == "true"
     if status in RETRY_STATUSES or status >= 500:
         return True
     if 400 <= status < 500:
-        return body_error_code(outcome) in RETRYABLE_BODY_CODES
+        return throttled
     if retryable_body is not None and 200 <= status < 300:
         return retryable_body(outcome)
     return False

@@ -13,8 +13,11 @@ Streams:
 - ``customers``: ``GET /v1/customers`` (newest first, ``starting_after`` persisted so an interrupted
   backfill resumes), ``created[gte]=<watermark>`` on incremental runs (Stripe has no updated filter).
 - ``events``: ``GET /v1/events?types[]=customer.*|customer.subscription.*|invoice.paid`` created since
-  the watermark: the customers they name are fetched again, whole. Events live 30 days: a source not
+  the watermark: the customers they name are fetched again, whole; one that reads back deleted
+  (``customer.deleted``) is removed from the source. Events live 30 days: a source not
   synced for longer needs ``--full-refresh``. On a first sync it reads the events since the run began.
+  A run that reads every event moves the cursor to its own start (less the lookback), even when no event
+  came: a quiet account keeps syncing without a full refresh.
 
 Stripe has no multi-customer filter on subscriptions or invoices, so each customer costs one or two
 requests (``concurrency`` of them in flight). ``Stripe-Version`` is pinned because response shapes move
@@ -34,7 +37,7 @@ from connectors.paging import PageRequest, StripeCursorPaginator, fetch_pages
 from connectors.push import WebhookContext, WebhookDelivery, WebhookReceiver, json_body, object_id, require_object
 from connectors.signatures import verify_stripe_signature
 from funnelsync.normalize import clean_text
-from funnelsync.records import SourceCustomerRecord, SubscriptionFact
+from funnelsync.records import SourceCustomerDeletion, SourceCustomerRecord, SubscriptionFact
 from funnelsync.timeutil import epoch_seconds, from_epoch
 
 BASE_URL = "https://api.stripe.com"
@@ -46,6 +49,7 @@ EVENT_RETENTION_DAYS = 30
 EVENT_TYPES = (
     "customer.created",
     "customer.updated",
+    "customer.deleted",
     "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",
@@ -212,7 +216,7 @@ class StripeConnector(Connector, WebhookReceiver):
             params: dict[str, Any] = {"limit": self.page_size, "created[gte]": since, "types[]": list(EVENT_TYPES)}
             return PageRequest("/v1/events", params)
 
-        def map_page(items: list[dict[str, Any]]) -> tuple[list[SourceCustomerRecord], int | None]:
+        def map_page(items: list[dict[str, Any]]) -> tuple[list[Any], int | None]:
             ids: list[str] = []
             for event in items:
                 obj = (event.get("data") or {}).get("object") or {}
@@ -223,9 +227,16 @@ class StripeConnector(Connector, WebhookReceiver):
                     ids.append(str(customer_id))
             customers = map_concurrently(self._customer, ids, int(self.settings["concurrency"]))
             live = [c for c in customers if c is not None and not c.get("deleted")]
-            return self.records_for(live), max((e["created"] for e in items if e.get("created")), default=None)
+            # A deleted customer reads back as ``{"id": …, "deleted": true}`` (or 404 once purged).
+            gone = [SourceCustomerDeletion(i) for i, c in zip(ids, customers, strict=True)
+                    if c is None or c.get("deleted")]
+            reached = max((e["created"] for e in items if e.get("created")), default=None)
+            return [*self.records_for(live), *gone], reached
 
-        return self.read_list("events", state, request, StripeCursorPaginator(), map_page)
+        # Every event up to this run's start has been listed once the list is exhausted: a quiet account's
+        # cursor moves up to then (less the lookback), never ageing past the retention window.
+        caught_up = epoch_seconds(self.started_at - CHANGE_LOOKBACK)
+        return self.read_list("events", state, request, StripeCursorPaginator(), map_page, caught_up=caught_up)
 
     # ------------------------------------------------------------------ the join
 

@@ -15,6 +15,10 @@ class StripeFake(FakeApi):
     main_path = "/v1/customers"
     main_stream = "customers"
 
+    def __init__(self, n: int = 25, page_size: int = 10) -> None:
+        super().__init__(n, page_size)
+        self.deleted_ids: set[str] = set()
+
     def settings(self, api_key: str | None = None) -> dict[str, Any]:
         return {**super().settings(api_key), "concurrency": 1}
 
@@ -76,8 +80,20 @@ class StripeFake(FakeApi):
         items = [self.customer(p) for p in people if gte is None or p.created >= int(gte)]
         return self.page(request, items, "/v1/customers", "/v1/customers")
 
+    def delete_customer(self, customer_id: str, at: int) -> None:
+        """Delete a customer as ``DELETE /v1/customers/{id}`` does: a ``customer.deleted`` event, and the
+        customer reads back as ``{"id", "object": "customer", "deleted": true}``, gone from the list."""
+        person = self.person(customer_id)
+        assert person is not None
+        self.people.remove(person)
+        self.deleted_ids.add(customer_id)
+        self.add_event("customer.deleted", self.customer(person), at)
+
     def get_customer(self, request: httpx.Request) -> httpx.Response:
-        person = self.person(request.url.path.rsplit("/", 1)[1])
+        customer_id = request.url.path.rsplit("/", 1)[1]
+        if customer_id in self.deleted_ids:
+            return httpx.Response(200, json={"id": customer_id, "object": "customer", "deleted": True})
+        person = self.person(customer_id)
         if person is None:
             return httpx.Response(404, json={"error": {"code": "resource_missing", "message": "No such customer"}})
         return httpx.Response(200, json=self.customer(person))

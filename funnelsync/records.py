@@ -138,6 +138,15 @@ class ContactRecord:
         return f"pos:{self.position}"
 
 
+@dataclass(frozen=True, slots=True)
+class SourceCustomerDeletion:
+    """A source's word that one of its customers was deleted (Stripe ``customer.deleted``, Chargebee
+    ``deleted``, HubSpot archived, Recurly ``deleted_at``). A connector's page mapping returns it among
+    its records; the sync removes that source customer."""
+
+    external_id: str
+
+
 @compact_pickle
 @dataclass(slots=True)
 class SourceCustomerRecord:

@@ -22,6 +22,7 @@ from connectors.registry import SOURCE_KINDS, connector_class, is_connector_kind
 from jobs.readahead import prefetched, rare_gc
 from jobs.secrets import resolve_settings
 from storage.bulk_load import bulk_load
+from storage.removal import remove_source_customers
 from storage.sources import list_sources, require_source
 from storage.sync_state import load_cursor, save_cursor
 from storage.upsert import upsert_records
@@ -40,6 +41,7 @@ class StreamSummary:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    deleted: int = 0
     batches: int = 0
     seconds: float = 0.0
     cursor: dict[str, Any] | None = None
@@ -51,6 +53,7 @@ class StreamSummary:
             "created": self.created,
             "updated": self.updated,
             "unchanged": self.unchanged,
+            "deleted": self.deleted,
             "batches": self.batches,
             "seconds": round(self.seconds, 3),
         }
@@ -68,7 +71,7 @@ class SyncSummary:
     @property
     def totals(self) -> dict[str, Any]:
         """The sums over the streams."""
-        keys = ("fetched", "created", "updated", "unchanged", "batches")
+        keys = ("fetched", "created", "updated", "unchanged", "deleted", "batches")
         total: dict[str, Any] = {k: sum(getattr(s, k) for s in self.streams) for k in keys}
         total["seconds"] = round(sum(s.seconds for s in self.streams), 3)
         return total
@@ -188,6 +191,8 @@ def run_stream(
                 summary.created += result.created
                 summary.updated += result.updated
                 summary.unchanged += result.unchanged
+                if batch.deleted:
+                    summary.deleted += remove_source_customers(conn, data_source_id, batch.deleted).source_customers
                 summary.batches += 1
                 summary.seconds = time.perf_counter() - started
                 # Same transaction as the records: the cursor never runs ahead of what is stored.
