@@ -15,7 +15,6 @@ instead of creating duplicates for the merge to clean up.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -28,6 +27,7 @@ from connectors.base import Feed
 from connectors.files.flexible_csv import FlexibleCsvFile
 from connectors.files.rows import FileUnreadable, RowError, RowResult
 from connectors.registry import kinds_fed
+from funnelsync.spreadsheet import csv_writer
 from funnelsync.timeutil import account_timezone
 from jobs.readahead import prefetched, rare_gc, read_in_child
 from storage.bulk_load import SOURCE_EMAIL_INDEX, bulk_load
@@ -122,7 +122,7 @@ class ErrorsFile:
             except OSError as exc:
                 # Opened before the import job starts, so a bad path imports nothing and leaves no job behind.
                 raise FileUnreadable(f"--errors {path}: cannot write: {exc.strerror or exc}") from None
-            self.writer = csv.writer(self.handle)
+            self.writer = csv_writer(self.handle)
             self.writer.writerow(["row", "column", "value", "reason"])
 
     def write(self, errors: Iterable[RowError]) -> None:
