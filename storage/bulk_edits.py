@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from storage.edits import validate_edit
+from storage.outbox import detect_changes
 from storage.projection import reproject
 from storage.schema import customers, data_sources, manual_edits, source_customers
 from storage.sql import upsert_on_conflict
@@ -133,4 +134,5 @@ def apply_manual_edits(
             ["value", "actor", "created_at"],
         )
     reproject(conn, list(edits_by_customer))
+    detect_changes(conn, list(edits_by_customer))
     return len(edits_by_customer)

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, delete, select
 
 from funnelsync.normalize import normalize_country
 from funnelsync.records import LEAD_STATUSES, PROFILE_FIELDS
+from storage.outbox import detect_changes
 from storage.projection import EDITABLE_DATE_FIELDS, reproject
 from storage.schema import customers, manual_edits
 from storage.sql import upsert_on_conflict
@@ -78,6 +79,7 @@ def set_manual_edits(
     ]
     upsert_on_conflict(conn, manual_edits, rows, ["customer_id", "field"], ["value", "actor", "created_at"])
     reproject(conn, [customer_id])
+    detect_changes(conn, [customer_id])
 
 
 def clear_manual_edits(conn: Connection, customer_id: int, fields: Iterable[str]) -> None:
@@ -86,6 +88,7 @@ def clear_manual_edits(conn: Connection, customer_id: int, fields: Iterable[str]
         delete(manual_edits).where(manual_edits.c.customer_id == customer_id, manual_edits.c.field.in_(list(fields)))
     )
     reproject(conn, [customer_id])
+    detect_changes(conn, [customer_id])
 
 
 def manual_edits_of(conn: Connection, customer_id: int) -> dict[str, Any]:

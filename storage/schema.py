@@ -344,3 +344,65 @@ lifecycle_marks = Table(
     Column("subscriber_since", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# Automated workflows (automations/). The rules as applied from a rule file or the API: every worker
+# reads the same ones. ``definition`` is the validated rule (secrets only as references, never in clear).
+automation_rules = Table(
+    "automation_rules",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("trigger", String(40), nullable=False),
+    Column("definition", JSON, nullable=False),
+    # Occurrences detected from this moment on fire (a rule does not fire for the past but by backfill).
+    Column("applied_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# What detection last saw of each customer, so a change fires once: a date going from none to a value,
+# a status differing from the one seen. Written in the transaction of the change that caused it. Deleted
+# with the customer: a merge hands the survivor the earliest of both (the marks of the merged-away one).
+automation_marks = Table(
+    "automation_marks",
+    metadata,
+    Column("customer_id", IdType, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
+    Column("lead_created_at", UTCDateTime),
+    Column("free_trial_started_at", UTCDateTime),
+    Column("subscriber_since", UTCDateTime),
+    Column("status", String(40)),
+    # How many status changes were seen: part of a status change's occurrence id, so A→B, B→A, A→B
+    # fires three times and a replayed batch none.
+    Column("status_seq", Integer, nullable=False, default=0),
+)
+
+# One row per (rule, customer, trigger, discriminator): its id is a digest of those four, so detecting
+# the same occurrence again inserts nothing. The customer is named by uuid: it outlives a merge.
+automation_occurrences = Table(
+    "automation_occurrences",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("rule_name", String(100), nullable=False, index=True),
+    Column("trigger", String(40), nullable=False),
+    Column("customer_uuid", String(40), nullable=False, index=True),
+    Column("discriminator", String(200), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("detected_at", UTCDateTime, nullable=False),
+)
+
+# The outbox: one delivery per action of an occurrence (pending → delivered | failed).
+automation_deliveries = Table(
+    "automation_deliveries",
+    metadata,
+    Column("occurrence_id", String(40), ForeignKey("automation_occurrences.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("action_index", Integer, primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("status", String(10), nullable=False, default="pending"),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text),
+    Column("delivered_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_automation_deliveries_status_next_attempt_at", automation_deliveries.c.status,
+      automation_deliveries.c.next_attempt_at)

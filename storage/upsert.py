@@ -39,6 +39,7 @@ from funnelsync.records import (
 from storage.fingerprints import combine_fingerprint
 from storage.ids import allocate_ids, new_uuid, new_uuids
 from storage.key_lookups import EXISTING_COLUMNS, LOOKUP_CHUNK, customers_by_email, rows_by_external_id
+from storage.outbox import detect_changes
 from storage.projection import (
     jsonable_custom,
     register_attribute_types,
@@ -261,6 +262,7 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
     _write_contacts(conn, w, rows.contacts, replace_contacts, now)
     if result.touched_customer_ids:
         reproject(conn, result.touched_customer_ids)
+    detect_changes(conn, result.touched_customer_ids.union(result.created_customer_ids), now=now)
     return result
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("funnelsync", "connectors", "storage", "jobs", "flows", "api", "fakes")
+PACKAGES = ("funnelsync", "connectors", "storage", "jobs", "automations", "flows", "api", "fakes")
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
@@ -60,3 +60,19 @@ def test_the_app_importing_a_flow_breaks_its_contract(tree: Path) -> None:
     assert result.returncode != 0
     assert "The app imports no flows and no CLI BROKEN" in result.stdout
     assert "api.webhooks -> flows.sync" in result.stdout
+
+
+def test_automations_importing_a_flow_breaks_their_contract(tree: Path) -> None:
+    add_import(tree / "automations" / "rules.py", "import flows.sync  # noqa: F401")
+    result = lint_imports(tree)
+    assert result.returncode != 0
+    assert "Automations stand on the ground, storage, the jobs and connectors.http only: no flows, app or CLI BROKEN" \
+        in result.stdout
+    assert "automations.rules -> flows.sync" in result.stdout
+
+
+def test_storage_importing_automations_breaks_its_contract(tree: Path) -> None:
+    add_import(tree / "storage" / "outbox.py", "import automations.rules  # noqa: F401")
+    result = lint_imports(tree)
+    assert result.returncode != 0
+    assert "Storage knows nothing of connectors, HTTP, the jobs, Prefect or the app BROKEN" in result.stdout

@@ -1,0 +1,1 @@
+"""Automated workflows: rules that fire downstream work on lead and trial events, exactly once."""

@@ -1,0 +1,460 @@
+"""Detection of automation occurrences and the outbox of their deliveries.
+
+An occurrence is (rule, customer, trigger, discriminator): the discriminator is the date reached (the
+lead's creation, the trial's start or end, the first payment) or the status transition. Its id is a
+digest of the four, so an occurrence found twice (a re-sync, a re-import, a second run) is inserted
+once: occurrences and their deliveries go in with ``ON CONFLICT DO NOTHING``.
+
+``detect_changes`` runs in the transaction of the change (the upsert batch, the manual or bulk edit):
+it compares each customer with what detection last saw of it (``automation_marks``) and moves the
+marks on in the same transaction, so a rolled-back batch fires nothing and a committed one is never
+looked at again. A date, once seen, stays seen: a merge that finds an earlier date, or a source that
+drops the date and reports it again, is not a new step. While no rule of a change trigger is stored
+nothing is kept; the marks are taken afresh from the customers when such a rule is applied
+(``seed_marks``), which is also why a rule never fires for what happened before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from storage.automation_rules import CHANGE_TRIGGERS, StoredRule, list_rules
+from storage.filter_grammar import FilterError
+from storage.filters import build_filter, select_customer_ids
+from storage.schema import (
+    automation_deliveries,
+    automation_marks,
+    automation_occurrences,
+    customers,
+)
+from storage.sql import ids_in
+from storage.types import to_epoch_us
+from storage.writers import DialectWriter
+
+log = logging.getLogger(__name__)
+
+CHUNK = 5_000
+DATE_TRIGGERS = (
+    ("lead_created", "lead_created_at"),
+    ("trial_started", "free_trial_started_at"),
+    ("trial_converted", "subscriber_since"),
+)
+MARK_COLUMNS = ("lead_created_at", "free_trial_started_at", "subscriber_since")
+OCCURRENCE_COLUMNS = ("id", "rule_name", "trigger", "customer_uuid", "discriminator", "occurred_at", "detected_at")
+DELIVERY_COLUMNS = ("occurrence_id", "action_index", "kind", "status", "attempts", "next_attempt_at", "updated_at")
+
+
+def occurrence_id(rule: str, customer_uuid: str, trigger: str, discriminator: str) -> str:
+    """The stable id of an occurrence (also the webhook's ``Idempotency-Key``)."""
+    digest = hashlib.sha256("\x1f".join((rule, customer_uuid, trigger, discriminator)).encode()).hexdigest()
+    return "occ_" + digest[:32]
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    """One customer reaching one trigger (before it is matched with rules)."""
+
+    customer_id: int
+    customer_uuid: str
+    trigger: str
+    discriminator: str
+    occurred_at: datetime
+    # status_changed only: the transition, for the rule's ``from``/``to``.
+    status_from: str | None = None
+    status_to: str | None = None
+
+
+def _chunks(ids: Sequence[int], size: int = CHUNK) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def detect_changes(conn: Connection, customer_ids: Iterable[int], *, now: datetime | None = None) -> int:
+    """Find and enqueue the change occurrences of these customers; return how many were enqueued.
+
+    Call it after the customers' projection is up to date, inside the transaction that changed them.
+    """
+    rules = list_rules(conn, CHANGE_TRIGGERS)
+    if not rules:
+        return 0
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return 0
+    now = now or datetime.now(UTC)
+    enqueued = 0
+    for chunk in _chunks(ids):
+        found = _changes_of(conn, chunk, now)
+        enqueued += enqueue(conn, rules, found, now=now)
+    return enqueued
+
+
+def _changes_of(conn: Connection, chunk: Sequence[int], now: datetime) -> list[tuple[Occurrence, datetime, bool]]:
+    """(occurrence, customer created at, whether the customer was unseen) of a chunk; moves the marks on."""
+    m = automation_marks
+    rows = conn.execute(
+        select(
+            customers.c.id, customers.c.uuid, customers.c.created_at, customers.c.status,
+            customers.c.lead_created_at, customers.c.free_trial_started_at, customers.c.subscriber_since,
+            m.c.customer_id.label("marked"), m.c.status.label("m_status"), m.c.status_seq.label("m_seq"),
+            m.c.lead_created_at.label("m_lead_created_at"),
+            m.c.free_trial_started_at.label("m_free_trial_started_at"),
+            m.c.subscriber_since.label("m_subscriber_since"),
+        )
+        .select_from(customers.outerjoin(m, m.c.customer_id == customers.c.id))
+        .where(ids_in(conn, customers.c.id, list(chunk)))
+    ).all()
+    found: list[tuple[Occurrence, datetime, bool]] = []
+    new_marks: list[dict[str, Any]] = []
+    changed_marks: list[dict[str, Any]] = []
+    for row in rows:
+        unseen = row.marked is None
+        events: list[Occurrence] = []
+        if unseen:
+            events.append(Occurrence(row.id, row.uuid, "customer_created", _iso(row.created_at), row.created_at))
+        for trigger, column in DATE_TRIGGERS:
+            value = getattr(row, column)
+            if value is None or getattr(row, f"m_{column}") is not None:
+                continue
+            if trigger == "trial_converted" and (
+                row.free_trial_started_at is None or value < row.free_trial_started_at
+            ):
+                continue  # paid without a trial, or before it: no trial converted
+            events.append(Occurrence(row.id, row.uuid, trigger, _iso(value), value))
+        seq = row.m_seq or 0
+        if not unseen and row.m_status is not None and row.m_status != row.status:
+            seq += 1
+            events.append(Occurrence(row.id, row.uuid, "status_changed", f"{row.m_status}>{row.status}#{seq}", now,
+                                     row.m_status, row.status))
+        if not unseen and not events and row.m_status == row.status:
+            continue
+        mark = {
+            "customer_id": row.id, "status": row.status, "status_seq": seq,
+            **{c: getattr(row, f"m_{c}") or getattr(row, c) for c in MARK_COLUMNS},
+        }
+        (new_marks if unseen else changed_marks).append(mark)
+        found.extend((event, row.created_at, unseen) for event in events)
+    _write_marks(conn, new_marks, changed_marks)
+    return found
+
+
+def _write_marks(conn: Connection, new: list[dict[str, Any]], changed: list[dict[str, Any]]) -> None:
+    if new:
+        conn.execute(insert(automation_marks), new)
+    if changed:
+        stmt = _dialect_insert(conn, automation_marks)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[automation_marks.c.customer_id],
+            set_={c: stmt.excluded[c] for c in (*MARK_COLUMNS, "status", "status_seq")},
+        )
+        conn.execute(stmt, changed)
+
+
+def _dialect_insert(conn: Connection, table: Any) -> Any:
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def _matching(conn: Connection, rule: StoredRule, ids: list[int]) -> set[int]:
+    """The ids among ``ids`` the rule's ``where`` keeps, evaluated now."""
+    if not rule.where:
+        return set(ids)
+    try:
+        clause = build_filter(conn, rule.where)
+    except FilterError as exc:
+        # Valid when applied, broken since (a data source it names was removed): the change that is
+        # being written must not fail for it; the rule fires for nobody until it is fixed.
+        log.warning("automation %s: its condition no longer applies (%s); it fires for nobody", rule.name, exc)
+        return set()
+    kept: set[int] = set()
+    for chunk in _chunks(sorted(set(ids))):
+        kept.update(conn.execute(select_customer_ids(clause, chunk)).scalars())
+    return kept
+
+
+def _rule_wants(rule: StoredRule, occurrence: Occurrence) -> bool:
+    if rule.trigger != occurrence.trigger:
+        return False
+    if occurrence.trigger == "status_changed":
+        params = rule.params
+        if params.get("from") and params["from"] != occurrence.status_from:
+            return False
+        if params.get("to") and params["to"] != occurrence.status_to:
+            return False
+    return True
+
+
+def enqueue(
+    conn: Connection, rules: Sequence[StoredRule], found: Sequence[tuple[Occurrence, datetime, bool]], *,
+    now: datetime, ignore_applied_at: bool = False,
+) -> int:
+    """Match occurrences with rules (trigger, parameters, ``where``) and insert the new ones and their
+    deliveries; return how many occurrences were new.
+
+    A customer detection had never seen before that was created before a rule was applied (one that came
+    back by an unmerge) is not news to that rule, unless ``ignore_applied_at`` (a backfill).
+    """
+    occurrence_rows: list[dict[str, Any]] = []
+    delivery_rows: list[dict[str, Any]] = []
+    for rule in rules:
+        wanted = [
+            occ for occ, created_at, unseen in found
+            if _rule_wants(rule, occ) and (ignore_applied_at or not unseen or created_at >= rule.applied_at)
+        ]
+        if not wanted:
+            continue
+        keep = _matching(conn, rule, [occ.customer_id for occ in wanted])
+        actions = rule.actions
+        for occ in wanted:
+            if occ.customer_id not in keep:
+                continue
+            oid = occurrence_id(rule.name, occ.customer_uuid, occ.trigger, occ.discriminator)
+            occurrence_rows.append({
+                "id": oid, "rule_name": rule.name, "trigger": occ.trigger, "customer_uuid": occ.customer_uuid,
+                "discriminator": occ.discriminator, "occurred_at": occ.occurred_at, "detected_at": now,
+            })
+            for index, action in enumerate(actions):
+                delivery_rows.append({
+                    "occurrence_id": oid, "action_index": index, "kind": action["kind"], "status": "pending",
+                    "attempts": 0, "next_attempt_at": now, "updated_at": now,
+                })
+    if not occurrence_rows:
+        return 0
+    return _insert_new(conn, occurrence_rows, delivery_rows)
+
+
+def _insert_new(conn: Connection, occurrence_rows: list[dict[str, Any]], delivery_rows: list[dict[str, Any]]) -> int:
+    """Insert what is not there yet; return how many occurrences were new."""
+    ids = [row["id"] for row in occurrence_rows]
+    before = _count_existing(conn, ids)
+    w = DialectWriter(conn)
+    times = {"occurred_at", "detected_at", "next_attempt_at", "updated_at"}
+
+    def tuples(columns: Sequence[str], rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        if not w.sqlite:
+            return [tuple(row[c] for c in columns) for row in rows]
+        return [tuple(to_epoch_us(row[c]) if c in times else row[c] for c in columns) for row in rows]
+
+    w.insert("automation_occurrences", OCCURRENCE_COLUMNS, tuples(OCCURRENCE_COLUMNS, occurrence_rows),
+             conflict=("id",))
+    w.insert("automation_deliveries", DELIVERY_COLUMNS, tuples(DELIVERY_COLUMNS, delivery_rows),
+             conflict=("occurrence_id", "action_index"))
+    return len(set(ids)) - before
+
+
+def _count_existing(conn: Connection, ids: Sequence[str]) -> int:
+    count = 0
+    unique = sorted(set(ids))
+    for start in range(0, len(unique), CHUNK):
+        part = unique[start : start + CHUNK]
+        count += conn.execute(
+            select(func.count()).select_from(automation_occurrences).where(automation_occurrences.c.id.in_(part))
+        ).scalar_one()
+    return count
+
+
+def seed_marks(conn: Connection, *, refresh: bool) -> None:
+    """Take the marks from the customers as they are: nothing that is already true fires later.
+
+    ``refresh`` (no change rule was stored until now, so the marks may be stale) overwrites every mark;
+    otherwise only customers without one get one (customers back from an unmerge).
+    """
+    m = automation_marks
+    # The WHERE is needed: SQLite would read "INSERT … SELECT … ON CONFLICT" as a join's ON without one.
+    source = select(
+        customers.c.id, customers.c.lead_created_at, customers.c.free_trial_started_at,
+        customers.c.subscriber_since, customers.c.status, literal(0),
+    ).where(customers.c.id.isnot(None))
+    columns = ["customer_id", *MARK_COLUMNS, "status", "status_seq"]
+    stmt = _dialect_insert(conn, m).from_select(columns, source)
+    if refresh:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[m.c.customer_id], set_={c: stmt.excluded[c] for c in (*MARK_COLUMNS, "status")}
+        )
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=[m.c.customer_id])
+    conn.execute(stmt)
+
+
+def backfill(conn: Connection, rule: StoredRule, *, now: datetime | None = None) -> int:
+    """Fire a rule once for every customer already in its state (``backfill: true``); return how many.
+
+    The occurrences are the ones a change would have made (same ids), so a customer that reached the
+    state through a change is not fired for twice.
+    """
+    now = now or datetime.now(UTC)
+    trigger = rule.trigger
+    c = customers.c
+    query = select(c.id, c.uuid, c.created_at, c.status, c.lead_created_at, c.free_trial_started_at,
+                   c.subscriber_since).order_by(c.id)
+    if trigger == "lead_created":
+        query = query.where(c.lead_created_at.isnot(None))
+    elif trigger == "trial_started":
+        query = query.where(c.free_trial_started_at.isnot(None))
+    elif trigger == "trial_converted":
+        query = query.where(c.subscriber_since.isnot(None), c.free_trial_started_at.isnot(None),
+                            c.subscriber_since >= c.free_trial_started_at)
+    elif trigger == "status_changed":
+        if rule.params.get("to"):
+            query = query.where(c.status == rule.params["to"])
+    elif trigger != "customer_created":
+        return 0  # the time-based triggers backfill by themselves (their run looks at every customer)
+    enqueued = 0
+    batch: list[tuple[Occurrence, datetime, bool]] = []
+    for row in conn.execute(query):
+        if trigger == "customer_created":
+            occ = Occurrence(row.id, row.uuid, trigger, _iso(row.created_at), row.created_at)
+        elif trigger == "status_changed":
+            occ = Occurrence(row.id, row.uuid, trigger, f"backfill>{row.status}", now, None, row.status)
+        else:
+            column = dict(DATE_TRIGGERS)[trigger]
+            value = getattr(row, column)
+            occ = Occurrence(row.id, row.uuid, trigger, _iso(value), value)
+        batch.append((occ, row.created_at, False))
+        if len(batch) >= CHUNK:
+            enqueued += enqueue(conn, [rule], batch, now=now, ignore_applied_at=True)
+            batch = []
+    if batch:
+        enqueued += enqueue(conn, [rule], batch, now=now, ignore_applied_at=True)
+    return enqueued
+
+
+# ------------------------------------------------------------------------------------------ the outbox
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One action of one occurrence, as the outbox holds it."""
+
+    occurrence_id: str
+    action_index: int
+    kind: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    delivered_at: datetime | None
+    rule_name: str
+    trigger: str
+    customer_uuid: str
+    discriminator: str
+    occurred_at: datetime
+    detected_at: datetime
+
+    @property
+    def id(self) -> str:
+        return f"{self.occurrence_id}:{self.action_index}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "occurrence_id": self.occurrence_id, "action_index": self.action_index,
+            "kind": self.kind, "status": self.status, "attempts": self.attempts,
+            "next_attempt_at": _iso(self.next_attempt_at), "last_error": self.last_error,
+            "delivered_at": _iso(self.delivered_at) if self.delivered_at else None,
+            "automation": self.rule_name, "trigger": self.trigger, "customer": self.customer_uuid,
+            "discriminator": self.discriminator, "occurred_at": _iso(self.occurred_at),
+            "detected_at": _iso(self.detected_at),
+        }
+
+
+_D = automation_deliveries
+_O = automation_occurrences
+
+
+def _delivery_query() -> Any:
+    return select(
+        _D.c.occurrence_id, _D.c.action_index, _D.c.kind, _D.c.status, _D.c.attempts, _D.c.next_attempt_at,
+        _D.c.last_error, _D.c.delivered_at, _O.c.rule_name, _O.c.trigger, _O.c.customer_uuid,
+        _O.c.discriminator, _O.c.occurred_at, _O.c.detected_at,
+    ).select_from(_D.join(_O, _O.c.id == _D.c.occurrence_id))
+
+
+def list_deliveries(
+    conn: Connection, *, status: str | None = None, rule: str | None = None, limit: int | None = None,
+    since: datetime | None = None,
+) -> list[Delivery]:
+    """Deliveries, newest first."""
+    query = _delivery_query().order_by(_O.c.detected_at.desc(), _D.c.occurrence_id, _D.c.action_index)
+    if status is not None:
+        query = query.where(_D.c.status == status)
+    if rule is not None:
+        query = query.where(_O.c.rule_name == rule)
+    if since is not None:
+        query = query.where(_O.c.detected_at >= since)
+    if limit is not None:
+        query = query.limit(limit)
+    return [Delivery(*row) for row in conn.execute(query)]
+
+
+def due_deliveries(conn: Connection, now: datetime, limit: int) -> list[Delivery]:
+    """Pending deliveries whose time has come, oldest first."""
+    query = (
+        _delivery_query()
+        .where(_D.c.status == "pending", _D.c.next_attempt_at <= now)
+        .order_by(_D.c.next_attempt_at, _D.c.occurrence_id, _D.c.action_index)
+        .limit(limit)
+    )
+    return [Delivery(*row) for row in conn.execute(query)]
+
+
+def find_deliveries(conn: Connection, ref: str) -> list[Delivery]:
+    """The deliveries ``ref`` names: ``occ_…:N`` one action, ``occ_…`` every action of the occurrence."""
+    occurrence, _, index = ref.partition(":")
+    query = _delivery_query().where(_D.c.occurrence_id == occurrence).order_by(_D.c.action_index)
+    if index:
+        if not index.isdigit():
+            return []
+        query = query.where(_D.c.action_index == int(index))
+    return [Delivery(*row) for row in conn.execute(query)]
+
+
+def record_attempts(conn: Connection, outcomes: Sequence[tuple[Delivery, str, int, str | None, datetime]],
+                    now: datetime) -> None:
+    """Store what delivering did: (delivery, new status, attempts, last error, next attempt at)."""
+    for delivery, status, attempts, error, next_at in outcomes:
+        conn.execute(
+            update(_D)
+            .where(_D.c.occurrence_id == delivery.occurrence_id, _D.c.action_index == delivery.action_index)
+            .values(status=status, attempts=attempts, last_error=error, next_attempt_at=next_at,
+                    delivered_at=now if status == "delivered" else None, updated_at=now)
+        )
+
+
+def reset_for_replay(conn: Connection, deliveries: Sequence[Delivery], now: datetime) -> None:
+    """Make deliveries pending again, due now, with a fresh count of attempts."""
+    for delivery in deliveries:
+        conn.execute(
+            update(_D)
+            .where(_D.c.occurrence_id == delivery.occurrence_id, _D.c.action_index == delivery.action_index)
+            .values(status="pending", attempts=0, next_attempt_at=now, updated_at=now)
+        )
+
+
+def delivery_counts(conn: Connection, since: datetime | None = None) -> dict[str, dict[str, int]]:
+    """Per rule: how many deliveries are pending, delivered and failed (detected since ``since``)."""
+    query = (
+        select(_O.c.rule_name, _D.c.status, func.count())
+        .select_from(_D.join(_O, _O.c.id == _D.c.occurrence_id))
+        .group_by(_O.c.rule_name, _D.c.status)
+    )
+    if since is not None:
+        query = query.where(or_(_O.c.detected_at >= since, and_(_D.c.updated_at >= since)))
+    out: dict[str, dict[str, int]] = {}
+    for name, status, count in conn.execute(query):
+        out.setdefault(name, {"pending": 0, "delivered": 0, "failed": 0})[status] = count
+    return out
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long a delivery that failed ``attempts`` times waits for its next run: doubling, at most an hour."""
+    return timedelta(seconds=min(3600, 60 * 2 ** max(0, attempts - 1)))
