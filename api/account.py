@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from api.auth import require_api_key
+from api.errors import no_nul_in_url
 from funnelsync.timeutil import account_timezone
 
-router = APIRouter(prefix="/v1", tags=["account"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["account"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)])
 
 
 @router.get("/account")

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, RedirectResponse
 
 from api.auth import require_api_key
-from api.errors import NotFound
+from api.errors import NotFound, no_nul_in_url
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Only these files are served: a fixed list, so no path from the URL ever reaches the file system.
@@ -27,7 +27,7 @@ ASSETS = {
     "dashboard.css": "text/css; charset=utf-8",
 }
 
-router = APIRouter(tags=["dashboard"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["dashboard"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)])
 
 
 @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)

@@ -18,12 +18,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import require_api_key
-from api.errors import ApiError
+from api.errors import ApiError, no_nul_in_url
 from storage.filter_grammar import FilterError
 from storage.metrics import COHORT_WINDOWS, funnel_series, trial_cohorts
 from storage.periods import INTERVALS
 
-router = APIRouter(prefix="/v1/metrics", tags=["metrics"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1/metrics", tags=["metrics"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)]
+)
 
 StartDate = Annotated[
     date, Query(alias="start-date", description="First day (YYYY-MM-DD); its whole period counts.")

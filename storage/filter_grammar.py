@@ -111,6 +111,10 @@ class _Token:
 
 def _tokenize(expression: str) -> list[_Token]:
     tokens: list[_Token] = []
+    if "\x00" in expression:
+        # No stored text holds NUL (PostgreSQL refuses it in text): comparing with it there failed with a
+        # DataError instead of an answer, so it is refused here, on both databases alike.
+        raise FilterError(expression, expression.index("\x00"), "contains the NUL character (\\u0000)")
     pos = 0
     while pos < len(expression):
         match = _TOKEN.match(expression, pos)
