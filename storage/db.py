@@ -102,13 +102,45 @@ def head_revision() -> str:
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head() or ""
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Raise a clear error when the database is not at the newest schema."""
+def is_known_revision(revision: str) -> bool:
+    """Whether this code ships ``revision`` (False for a schema written by a newer funnelsync)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory(str(MIGRATIONS_DIR)).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+class SchemaMismatch(RuntimeError):
+    """The database is not at the schema this code needs, and only the user can decide to change it."""
+
+
+def ensure_schema(engine: Engine) -> bool:
+    """Make sure the database is at the newest schema; True when it was empty and the schema was just created.
+
+    An empty database (no tables at all) gets the schema on first use, so every command works straight
+    after installing. Anything else that is not at the newest schema is left alone and refused with a
+    one-line reason: an older schema is upgraded only by ``funnelsync init`` (a migration can take long
+    and should be chosen, not triggered by a read), and a schema newer than this code, or tables that are
+    no funnelsync schema, are never touched.
+
+    Raises:
+        SchemaMismatch: the database is at an older or a newer schema, or holds tables of something else.
+    """
     have = current_revision(engine)
-    if have != head_revision():
-        if have is None and not inspect(engine).get_table_names():
-            raise RuntimeError(f"database {redacted(str(engine.url))} is empty: run `funnelsync init` first")
-        raise RuntimeError(
-            f"database {redacted(str(engine.url))} is at schema {have or 'none'}, "
-            f"this code needs {head_revision()}: run `funnelsync init` to upgrade"
-        )
+    head = head_revision()
+    if have == head:
+        return False
+    where = f"database {redacted(str(engine.url))}"
+    if have is None:
+        if not inspect(engine).get_table_names():
+            upgrade(engine)
+            return True
+        raise SchemaMismatch(f"{where} holds tables but no funnelsync schema version: point "
+                             "FUNNELSYNC_DATABASE_URL at an empty database or a funnelsync one")
+    if not is_known_revision(have):
+        raise SchemaMismatch(f"{where} is at schema {have}, newer than this code (which knows up to {head}): "
+                             "upgrade funnelsync, or use a database of this version")
+    raise SchemaMismatch(f"{where} is at schema {have}, this code needs {head}: run `funnelsync init` to upgrade")

@@ -61,12 +61,6 @@ def test_sources_customers_and_keys(db_engine, db_url):
     assert again.returncode == 1 and "no live API key" in again.stderr
 
 
-def test_uninitialised_database_is_a_clear_error(tmp_path):
-    result = run(f"sqlite:///{tmp_path / 'empty.db'}", "customers", "list")
-    assert result.returncode == 1
-    assert "funnelsync init" in result.stderr
-
-
 def test_init_twice(tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     first = run(url, "init")

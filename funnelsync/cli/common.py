@@ -109,7 +109,10 @@ def get_engine(require_schema: bool = True) -> Engine:
         fail(f"cannot open the database{where}: {exc}")
     if require_schema:
         try:
-            ensure_schema(engine)
+            if ensure_schema(engine):
+                err_console.print(f"Created the funnelsync schema (first use of the empty database "
+                                  f"{engine.url.render_as_string(hide_password=True)}).", highlight=False,
+                                  markup=False, soft_wrap=True)
         except RuntimeError as exc:
             fail(str(exc))
         except Exception as exc:
