@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Protocol
 
 from connectors.http import HttpClient
 from connectors.signatures import WebhookPayloadError
-from funnelsync.records import SourceCustomerRecord
+from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 
 # Where pushes arrive: endpoint name → the path after the host (``{source}`` is the source's name, and
 # ``{call}`` a Segment call type). Routed by ``api.webhooks``; a kind lists the ones it serves.
@@ -54,21 +54,55 @@ class PartialRecord:
         fields: the fields the push sets (only non-empty values).
         custom: custom attributes the push sets (merged into the stored ones).
         creates: whether the push may create the record; False = update an existing record only.
+        subscriptions: what the push says of some subscriptions (App Store and Google Play notifications
+            each name one), merged by external id over the stored ones (``merge_subscription``); None:
+            the push says nothing of subscriptions.
     """
 
     external_id: str
     fields: dict[str, Any] = field(default_factory=dict)
     custom: dict[str, Any] = field(default_factory=dict)
     creates: bool = True
+    subscriptions: list[SubscriptionFact] | None = None
 
 
-def complete(partial: PartialRecord, stored: Mapping[str, Any] | None) -> SourceCustomerRecord | None:
+def merge_subscription(stored: SubscriptionFact | None, pushed: SubscriptionFact) -> SubscriptionFact:
+    """One subscription after a notification: its new state, the dates it names over the stored ones.
+
+    A notification names the event it is about, not the subscription's history, so the trial start and
+    the first payment already known are kept (the earliest first payment wins).
+    """
+    if stored is None:
+        return pushed
+    paid = [d for d in (stored.first_paid_at, pushed.first_paid_at) if d is not None]
+    return SubscriptionFact(
+        external_id=pushed.external_id,
+        state=pushed.state,
+        trial_started_at=stored.trial_started_at or pushed.trial_started_at,
+        trial_ended_at=pushed.trial_ended_at or stored.trial_ended_at,
+        first_paid_at=min(paid) if paid else None,
+        cancelled_at=pushed.cancelled_at if pushed.state == "cancelled" else None,
+    )
+
+
+def complete(
+    partial: PartialRecord,
+    stored: Mapping[str, Any] | None,
+    stored_subscriptions: list[SubscriptionFact] | None = None,
+) -> SourceCustomerRecord | None:
     """The whole record: the stored values overlaid with the push's; None when it may not be created.
 
-    Subscriptions and contacts are left as stored (``None``): pushes never report them.
+    Contacts are left as stored (``None``): pushes never report them; so are subscriptions, unless the
+    push names some: then the stored set with those merged in (``merge_subscription``).
     """
     if stored is None and not partial.creates:
         return None
+    subscriptions = None
+    if partial.subscriptions is not None:
+        by_id = {s.external_id: s for s in stored_subscriptions or []}
+        for fact in partial.subscriptions:
+            by_id[fact.external_id] = merge_subscription(by_id.get(fact.external_id), fact)
+        subscriptions = list(by_id.values())
     values: dict[str, Any] = {name: (stored or {}).get(name) for name in CARRIED}
     values.update(partial.fields)
     custom = dict((stored or {}).get("custom") or {})
@@ -77,7 +111,7 @@ def complete(partial: PartialRecord, stored: Mapping[str, Any] | None) -> Source
         external_id=partial.external_id,
         tags=list((stored or {}).get("tags") or []),
         custom=custom,
-        subscriptions=None,
+        subscriptions=subscriptions,
         contacts=None,
         **values,
     )
@@ -152,12 +186,13 @@ class WebhookReceiver(ABC):
         body: bytes,
         context: WebhookContext,
     ) -> WebhookDelivery:
-        """Verify and read a delivery that came to ``endpoint`` (one of ``endpoints``).
+        """Verify and read a delivery that came to ``endpoint`` (one of ``endpoints``): ``parse_webhook``
+        unless the kind reads its endpoints differently.
 
         Raises:
             as ``parse_webhook``.
         """
-        if endpoint != WEBHOOK:
+        if endpoint not in cls.endpoints:
             raise NotImplementedError(f"{cls.__name__} receives nothing at {endpoint!r}")
         return cls.parse_webhook(settings, headers, body, context)
 

@@ -24,6 +24,7 @@ SOURCE_KINDS: dict[str, str] = {
     "intercom": "connectors.intercom:IntercomConnector",
     "app_store_connect": "connectors.app_store_connect:AppStoreConnectConnector",
     "segment": "connectors.segment:SegmentSource",
+    "app_store": "connectors.app_store_notifications:AppStoreNotificationsSource",
     "google_play": "connectors.google_play:GooglePlaySource",
     "google_sheets": "connectors.files.sheets:GoogleSheetsSource",
     "csv": "connectors.custom:CsvSource",

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from connectors.push import PartialRecord, complete
-from funnelsync.records import SourceCustomerRecord
-from storage.schema import source_customers
+from funnelsync.records import SourceCustomerRecord, SubscriptionFact
+from storage.schema import source_customers, subscriptions
 from storage.upsert import UpsertResult, upsert_records
 
 
@@ -39,8 +39,30 @@ def complete_partials(
     """Records for a push delivery: each partial overlaid on the stored values; update-only ones without
     a stored record are dropped."""
     stored = _stored_values(conn, data_source_id, [p.external_id for p in partials])
-    records = [complete(p, stored.get(p.external_id)) for p in partials]
+    known = {p.external_id: stored[p.external_id]["id"] for p in partials if p.external_id in stored}
+    subs = _stored_subscriptions(conn, [known[p.external_id] for p in partials
+                                        if p.subscriptions is not None and p.external_id in known])
+    records = [complete(p, stored.get(p.external_id), subs.get(known.get(p.external_id))) for p in partials]
     return [r for r in records if r is not None]
+
+
+def _stored_subscriptions(conn: Connection, source_customer_ids: list[Any]) -> dict[Any, list[SubscriptionFact]]:
+    """The stored subscriptions of these source customers (one query), keyed by source customer id."""
+    found: dict[Any, list[SubscriptionFact]] = {}
+    if not source_customer_ids:
+        return found
+    rows = conn.execute(
+        select(subscriptions).where(subscriptions.c.source_customer_id.in_(source_customer_ids))
+    ).mappings()
+    for row in rows:
+        found.setdefault(row["source_customer_id"], []).append(
+            SubscriptionFact(
+                external_id=str(row["external_id"]), state=str(row["state"]),
+                trial_started_at=row["trial_started_at"], trial_ended_at=row["trial_ended_at"],
+                first_paid_at=row["first_paid_at"], cancelled_at=row["cancelled_at"],
+            )
+        )
+    return found
 
 
 def _stored_values(conn: Connection, data_source_id: Any, external_ids: list[str]) -> dict[str, dict[str, Any]]:

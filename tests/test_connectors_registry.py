@@ -47,7 +47,8 @@ def test_the_lists_that_used_to_be_written_out_follow_from_the_declarations() ->
     custom = ["api", "csv", "custom", "google_sheets"]
     assert kinds_fed(Feed.FILE) == custom and kinds_fed(Feed.API) == custom
     assert kinds_fed(Feed.PUSHED) == [
-        "braintree", "chargebee", "gocardless", "google_play", "hubspot", "intercom", "recurly", "segment", "stripe",
+        "app_store", "braintree", "chargebee", "gocardless", "google_play", "hubspot", "intercom", "recurly", "segment",
+        "stripe",
     ]
     connectors = [k for k in kinds() if is_connector_kind(k)]
     assert kinds_fed(Feed.PULLED) == sorted([*connectors, "google_sheets"])
