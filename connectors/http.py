@@ -46,6 +46,8 @@ RETRYABLE_BODY_CODES = frozenset(
 )
 
 BodyCheck = Callable[[httpx.Response], bool]
+# Seconds to wait read from a response the generic headers say nothing about, or None.
+WaitHint = Callable[[httpx.Response], float | None]
 
 
 class ConnectorError(Exception):
@@ -198,6 +200,8 @@ def wait_seconds(
     cap: float = MAX_WAIT_SECONDS,
     floor: float = MIN_WAIT_SECONDS,
     rand: Callable[[], float] = random.random,
+    hinted_cap: float | None = None,
+    hint: WaitHint | None = None,
 ) -> float:
     """How long to sleep before attempt ``attempt + 1``.
 
@@ -209,6 +213,10 @@ def wait_seconds(
         cap: the longest wait, whatever the server asks.
         floor: the shortest wait, so ``Retry-After: 0`` never spins.
         rand: a source of uniform [0, 1) numbers for the jitter.
+        hinted_cap: the longest wait the server may ask for with a header or ``hint`` (default ``cap``):
+            an API whose limit is counted over minutes (Recurly's 5-minute window) needs longer.
+        hint: a connector's reading of the response when its headers say nothing (HubSpot names its
+            rate-limit window in the body).
 
     Returns:
         ``Retry-After`` (seconds or HTTP-date) when present, else ``X-RateLimit-Reset`` /
@@ -227,8 +235,10 @@ def wait_seconds(
                     hinted = _seconds_from_header(headers[name], current, epoch_allowed=True)
                     if hinted is not None:
                         break
+        if hinted is None and hint is not None:
+            hinted = hint(response)
         if hinted is not None:
-            return min(cap, max(floor, hinted))
+            return min(cap if hinted_cap is None else hinted_cap, max(floor, hinted))
     step = base * (2 ** max(0, attempt - 1))
     jittered = step / 2 + rand() * step / 2
     return min(cap, max(floor, jittered))
@@ -289,6 +299,8 @@ class HttpClient:
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         retryable_body: BodyCheck | None = None,
+        max_hinted_wait: float = MAX_WAIT_SECONDS,
+        wait_hint: WaitHint | None = None,
         sleep_fn: Callable[[float], None] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -299,6 +311,8 @@ class HttpClient:
         self.url_setting = url_setting
         self.max_attempts = max(1, max_attempts)
         self.retryable_body = retryable_body
+        self.max_hinted_wait = max_hinted_wait
+        self.wait_hint = wait_hint
         self._sleep_fn = sleep_fn
         self._secrets = [s for s in secrets if s] + [a for a in (auth or ()) if a] + [bearer_token or ""]
         all_headers = dict(headers or {})
@@ -364,7 +378,9 @@ class HttpClient:
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             response = exc.response if isinstance(exc, RetryableResponse) else None
-            return wait_seconds(state.attempt_number, response)
+            return wait_seconds(
+                state.attempt_number, response, hinted_cap=self.max_hinted_wait, hint=self.wait_hint
+            )
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(should_retry),

@@ -1,24 +1,31 @@
-"""Recurly (API v3, ``v2021-02-25``): accounts with all their subscriptions.
+"""Recurly (API v3, ``v2021-02-25``): accounts with all their subscriptions and paid invoices.
 
 Reads top to bottom: constants, streams, the join, the mapping, the integration's rule (docs/connectors.md):
 
 - lead created = the trial start (the earliest ``trial_started_at`` of the account's subscriptions);
 - free trial started = the same ``trial_started_at``;
-- subscriber since = when the first non-zero subscription started charging: ``converted_at`` when
-  Recurly reports it, else the trial end of a trial that ran to its end without the subscription
-  expiring, else ``activated_at`` of a subscription without a trial; a zero-priced plan never counts.
+- subscriber since = when the first non-zero charge of a subscription was paid: the ``closed_at`` of
+  its first paid charge invoice with a positive ``total``, else the trial end of a trial the
+  subscription outlived (it became active); a zero-priced plan never counts. ``converted_at`` is not
+  read: Recurly sets it when a gift card converts a subscription, not when a trial does.
+
+Recurly v3 has no ``in_trial`` subscription state (only a list filter of that name): a subscription in
+its trial is ``active`` with ``trial_ends_at`` still ahead.
 
 Streams:
 
 - ``accounts``: ``GET /accounts?sort=updated_at&order=asc&begin_time=<watermark>`` (ascending, as the
   API spec advises: descending lets updated records move behind the cursor); each account's
-  subscriptions come from ``GET /accounts/{id}/subscriptions`` (all states).
+  subscriptions come from ``GET /accounts/{id}/subscriptions`` (all states) and its paid invoices
+  from ``GET /accounts/{id}/invoices?state=paid``. An inactive account with ``deleted_at`` is removed.
 - ``subscriptions``: the change feed, ``GET /subscriptions?sort=updated_at&order=asc&begin_time=…``;
-  the accounts they name (``GET /accounts?ids=…``) are rebuilt whole. On a first sync or a full
+  the accounts they name (``GET /accounts?ids=…``, up to 200 ids and no other parameter: the API
+  refuses ``ids`` with any ordering or filtering) are rebuilt whole. On a first sync or a full
   refresh it reads only the changes since the accounts stream began.
 
 Quirks: the version travels in the ``Accept`` header; ``next`` is a path requested verbatim (keeping
-the ``Accept`` header); times are ISO-8601 strings; a 429 carries ``X-RateLimit-Reset`` (epoch s).
+the ``Accept`` header); times are ISO-8601 strings. Rate limits are counted over a sliding 5-minute
+window: a 429's ``X-RateLimit-Reset`` (epoch s) is waited out in full, up to ``rate_limit_max_wait``.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from connectors.push import (
 )
 from connectors.signatures import WebhookPayloadError, verify_recurly_signature
 from funnelsync.normalize import clean_text
-from funnelsync.records import SourceCustomerRecord, SubscriptionFact
+from funnelsync.records import SourceCustomerDeletion, SourceCustomerRecord, SubscriptionFact
 from funnelsync.timeutil import parse_iso
 
 BASE_URL = "https://v3.recurly.com"
@@ -50,11 +57,13 @@ ACCEPT = "application/vnd.recurly.v2021-02-25"
 PAGE_SIZE = 200
 CONCURRENCY = 4
 CHANGE_LOOKBACK = timedelta(minutes=5)
+IDS_PER_REQUEST = 200
+# The window is five minutes: a reset can be that far away, and a wait cut short only fails again.
+RATE_LIMIT_MAX_WAIT = 330.0
 
-# Recurly subscription state → our subscription state (``canceled`` is refined below: it still runs
-# until its term ends).
+# Recurly subscription state → our subscription state (``active`` in a running trial and ``canceled``
+# are refined below: a cancelled subscription still runs until its term ends).
 STATES = {
-    "in_trial": "trialing",
     "future": "trialing",
     "active": "active",
     "canceled": "active",
@@ -77,32 +86,58 @@ def _amount(sub: dict[str, Any]) -> float:
     return 1.0  # unknown price: assume a paid plan rather than hide a conversion
 
 
-def first_paid_at(sub: dict[str, Any], now: datetime) -> datetime | None:
-    """When a subscription first charged a non-zero amount, from its timeline (None if never)."""
+def first_paid_by_subscription(invoices: list[dict[str, Any]]) -> dict[str, datetime]:
+    """The earliest ``closed_at`` per subscription id among paid charge invoices with ``total > 0``."""
+    first: dict[str, datetime] = {}
+    for invoice in invoices:
+        if invoice.get("state") != "paid" or invoice.get("type") == "credit":
+            continue
+        if float(invoice.get("total") or 0) <= 0:
+            continue
+        paid = parse_iso(invoice.get("closed_at"))
+        if paid is None:
+            continue
+        for sub_id in invoice.get("subscription_ids") or ():
+            if str(sub_id) not in first or paid < first[str(sub_id)]:
+                first[str(sub_id)] = paid
+    return first
+
+
+def in_trial(sub: dict[str, Any], now: datetime) -> bool:
+    """A subscription whose trial is running now (Recurly reports it ``active``)."""
+    trial_end = parse_iso(sub.get("trial_ends_at"))
+    return bool(sub.get("trial_started_at")) and trial_end is not None and trial_end > now
+
+
+def first_paid_at(sub: dict[str, Any], now: datetime, invoice_paid: datetime | None = None) -> datetime | None:
+    """When a subscription first paid a non-zero amount (None if never): its first paid non-zero
+    invoice, else the end of a trial the subscription outlived."""
     if _amount(sub) <= 0:
         return None
-    if sub.get("converted_at"):
-        return parse_iso(sub["converted_at"])
+    if invoice_paid is not None:
+        return invoice_paid
     trial_end = parse_iso(sub.get("trial_ends_at"))
     ended = parse_iso(sub.get("expires_at"))
-    if sub.get("trial_started_at"):
-        # A trial converts when it runs out and the subscription carries on past it; one cancelled
-        # during its trial expires at the trial end, unpaid.
-        if trial_end is None or trial_end > now or sub.get("state") in ("in_trial", "future"):
-            return None
-        if ended is not None and ended <= trial_end:
-            return None
-        return trial_end
-    if sub.get("state") == "future":
+    if not sub.get("trial_started_at") or trial_end is None:
         return None
-    return parse_iso(sub.get("activated_at"))
+    # A trial converts when it runs out and the subscription carries on past it; one cancelled
+    # during its trial expires at the trial end, unpaid.
+    if in_trial(sub, now) or sub.get("state") in ("future", "failed"):
+        return None
+    if ended is not None and ended <= trial_end:
+        return None
+    return trial_end
 
 
-def subscription_fact(sub: dict[str, Any], past_due: bool, now: datetime) -> SubscriptionFact:
-    """Map one Recurly subscription to a SubscriptionFact."""
+def subscription_fact(
+    sub: dict[str, Any], past_due: bool, now: datetime, invoice_paid: datetime | None = None
+) -> SubscriptionFact:
+    """Map one Recurly subscription (and the payment of its first paid non-zero invoice) to a SubscriptionFact."""
     status = sub.get("state") or "active"
-    paid = first_paid_at(sub, now)
+    paid = first_paid_at(sub, now, invoice_paid)
     state = STATES.get(status, "active")
+    if status == "active" and paid is None and in_trial(sub, now):
+        state = "trialing"
     if status == "canceled" and paid is None:
         trial_end = parse_iso(sub.get("trial_ends_at"))
         state = "trialing" if trial_end is not None and trial_end > now else "cancelled"
@@ -119,10 +154,14 @@ def subscription_fact(sub: dict[str, Any], past_due: bool, now: datetime) -> Sub
     )
 
 
-def account_record(account: dict[str, Any], subscriptions: list[dict[str, Any]], now: datetime) -> SourceCustomerRecord:
-    """Map a Recurly account with all its subscriptions to our record (the integration's rule)."""
+def account_record(
+    account: dict[str, Any], subscriptions: list[dict[str, Any]], now: datetime,
+    invoices: list[dict[str, Any]] | None = None,
+) -> SourceCustomerRecord:
+    """Map a Recurly account with all its subscriptions and paid invoices to our record (the integration's rule)."""
     past_due = bool(account.get("has_past_due_invoice"))
-    facts = [subscription_fact(s, past_due, now) for s in subscriptions]
+    first_paid = first_paid_by_subscription(invoices or [])
+    facts = [subscription_fact(s, past_due, now, first_paid.get(str(s.get("id")))) for s in subscriptions]
     trial_starts = [f.trial_started_at for f in facts if f.trial_started_at is not None]
     trial_started = min(trial_starts) if trial_starts else None
     address = account.get("address") or {}
@@ -130,7 +169,7 @@ def account_record(account: dict[str, Any], subscriptions: list[dict[str, Any]],
     return SourceCustomerRecord(
         # The account code is the merchant's own id for the customer (often its user id), so it is
         # what other sources share; Recurly's internal id is the fallback.
-        external_id=str(account.get("code") or account["id"]),
+        external_id=account_key(account),
         name=name or clean_text(account.get("company")),
         email=clean_text(account.get("email")),
         company=clean_text(account.get("company")),
@@ -142,6 +181,23 @@ def account_record(account: dict[str, Any], subscriptions: list[dict[str, Any]],
         free_trial_started_at=trial_started,
         subscriptions=facts,
     )
+
+
+def account_key(account: dict[str, Any]) -> str:
+    """The external id of an account: its code, else Recurly's id."""
+    return str(account.get("code") or account["id"])
+
+
+def is_deleted(account: dict[str, Any]) -> bool:
+    """An account closed in Recurly: inactive, with ``deleted_at`` ("when the account was last marked
+    inactive"; a reactivated account is active again and keeps the stamp)."""
+    return bool(account.get("deleted_at")) and account.get("state") != "active"
+
+
+def split_deleted(accounts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[SourceCustomerDeletion]]:
+    """Live accounts, and deletions of the closed ones."""
+    live = [a for a in accounts if not is_deleted(a)]
+    return live, [SourceCustomerDeletion(account_key(a)) for a in accounts if is_deleted(a)]
 
 
 # Notification object types whose object names its account (``account.id``), and where to read one.
@@ -166,6 +222,8 @@ class RecurlyConnector(Connector, WebhookReceiver):
         Setting("base_url", default=BASE_URL, help="API root (EU: https://v3.eu.recurly.com)"),
         Setting("page_size", default=PAGE_SIZE, cast=int, help="items per request, 1-200"),
         Setting("concurrency", default=CONCURRENCY, cast=int, help="accounts fetched in parallel"),
+        Setting("rate_limit_max_wait", default=RATE_LIMIT_MAX_WAIT, cast=float,
+                help="the longest wait for X-RateLimit-Reset after a 429, in seconds"),
         Setting("webhook_secret", secret=True, help="the webhook endpoint's secret key (recurly-signature)"),
     )
     streams = (
@@ -179,6 +237,7 @@ class RecurlyConnector(Connector, WebhookReceiver):
         return {
             "headers": {"Accept": ACCEPT},
             "auth": (self.settings["api_key"], ""),
+            "max_hinted_wait": float(self.settings["rate_limit_max_wait"]),
             "credentials_hint": "check the api_key setting (Integrations > API Credentials: a private key of "
             "this site, and base_url for EU sites)",
         }
@@ -194,10 +253,10 @@ class RecurlyConnector(Connector, WebhookReceiver):
     def read_accounts(self, state: dict[str, Any], full_refresh: bool) -> Iterator[Batch]:
         """Every account (or those updated since the watermark), whole, page by page."""
 
-        def map_page(items: list[dict[str, Any]]) -> tuple[list[SourceCustomerRecord], str | None]:
-            live = [a for a in items if not a.get("deleted_at")]
+        def map_page(items: list[dict[str, Any]]) -> tuple[list[Any], str | None]:
+            live, gone = split_deleted(items)
             stamps = [_iso(a.get("updated_at") or a.get("created_at")) for a in items]
-            return self.records_for(live), max((s for s in stamps if s), default=None)
+            return [*self.records_for(live), *gone], max((s for s in stamps if s), default=None)
 
         return self.read_list(
             "accounts", state, lambda since: self._ordered("/accounts", since), NextLinkPaginator(), map_page
@@ -207,15 +266,11 @@ class RecurlyConnector(Connector, WebhookReceiver):
         """Accounts whose subscriptions changed since the watermark, rebuilt whole."""
         state = self.changes_from(state, CHANGE_LOOKBACK, datetime.isoformat)
 
-        def map_page(items: list[dict[str, Any]]) -> tuple[list[SourceCustomerRecord], str | None]:
+        def map_page(items: list[dict[str, Any]]) -> tuple[list[Any], str | None]:
             ids = list(dict.fromkeys(str(s["account"]["id"]) for s in items if s.get("account")))
-            accounts: list[dict[str, Any]] = []
-            if ids:
-                request = PageRequest("/accounts", {"ids": ",".join(ids), "limit": 200})
-                for page in fetch_pages(self.client, request, NextLinkPaginator()):
-                    accounts.extend(a for a in page.items if not a.get("deleted_at"))
+            live, gone = split_deleted(self._accounts(ids))
             stamps = [_iso(s.get("updated_at")) for s in items]
-            return self.records_for(accounts), max((s for s in stamps if s), default=None)
+            return [*self.records_for(live), *gone], max((s for s in stamps if s), default=None)
 
         return self.read_list(
             "subscriptions",
@@ -227,15 +282,29 @@ class RecurlyConnector(Connector, WebhookReceiver):
 
     # ------------------------------------------------------------------ the join
 
-    def _subscriptions(self, account: dict[str, Any]) -> list[dict[str, Any]]:
+    def _accounts(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Accounts by id, 200 a request, ``ids`` alone (the API refuses it with any other parameter)."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(ids), IDS_PER_REQUEST):
+            body = self.client.get_json("/accounts", {"ids": ",".join(ids[start : start + IDS_PER_REQUEST])})
+            found.extend((body or {}).get("data") or [])
+        return found
+
+    def _children(self, account: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         request = PageRequest(f"/accounts/{account['id']}/subscriptions", {"limit": 200})
-        return [s for page in fetch_pages(self.client, request, NextLinkPaginator()) for s in page.items]
+        subs = [s for page in fetch_pages(self.client, request, NextLinkPaginator()) for s in page.items]
+        invoices: list[dict[str, Any]] = []
+        now = self._now()
+        if any(s.get("state") != "future" and not in_trial(s, now) for s in subs):
+            request = PageRequest(f"/accounts/{account['id']}/invoices", {"limit": 200, "state": "paid"})
+            invoices = [i for page in fetch_pages(self.client, request, NextLinkPaginator()) for i in page.items]
+        return subs, invoices
 
     def records_for(self, accounts: list[dict[str, Any]]) -> list[SourceCustomerRecord]:
-        """Complete records for accounts: all their subscriptions (every state)."""
-        subs = map_concurrently(self._subscriptions, accounts, int(self.settings["concurrency"]))
+        """Complete records for accounts: all their subscriptions (every state) and paid invoices."""
+        children = map_concurrently(self._children, accounts, int(self.settings["concurrency"]))
         now = self._now()
-        return [account_record(a, s, now) for a, s in zip(accounts, subs, strict=True)]
+        return [account_record(a, s, now, inv) for a, (s, inv) in zip(accounts, children, strict=True)]
 
     def fetch_record(self, account_id: str) -> SourceCustomerRecord | None:
         """One account read now (webhooks), with all its subscriptions; None when it is gone."""
@@ -245,7 +314,7 @@ class RecurlyConnector(Connector, WebhookReceiver):
             if exc.status == 404:
                 return None
             raise
-        if not account or account.get("deleted") is True:
+        if not account or account.get("deleted") is True or is_deleted(account):
             return None
         records = self.records_for([account])
         return records[0] if records else None

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from fakes.base import FakeApi, FakePerson, FakeSubscription, window
+from fakes.base import FakeApi, FakeInvoice, FakePerson, FakeSubscription, window
 
 
 def iso(epoch: int | None) -> str | None:
@@ -20,9 +20,12 @@ def iso(epoch: int | None) -> str | None:
 def from_iso(value: str) -> int:
     return int(datetime.fromisoformat(value).timestamp())
 
-
-
-RECURLY_STATE = {"trialing": "in_trial", "active": "active", "canceled": "expired", "past_due": "active"}
+# v2021-02-25 subscription states are active|canceled|expired|failed|future|paused: a subscription in its
+# trial is ``active`` (``in_trial`` exists only as a list filter).
+RECURLY_STATE = {"trialing": "active", "active": "active", "canceled": "expired", "past_due": "active"}
+# ``ids`` "cannot be used with any other ordering or filtering parameters" (openapi/api.yaml).
+IDS_EXCLUSIVE_OF = frozenset({"limit", "order", "sort", "begin_time", "end_time", "email", "subscriber",
+                              "past_due", "state", "type"})
 RECURLY_ACCEPT = "application/vnd.recurly.v2021-02-25"
 
 
@@ -32,8 +35,18 @@ class RecurlyFake(FakeApi):
     main_path = "/accounts"
     main_stream = "accounts"
 
+    def __init__(self, n: int = 25, page_size: int = 10) -> None:
+        super().__init__(n, page_size)
+        self.closed: dict[str, int] = {}  # person id -> when the account was deactivated
+        self.gift_card_converted: dict[str, int] = {}  # subscription id -> ``converted_at``
+
     def id_prefix(self) -> str:
         return "user-"
+
+    def close_account(self, person: FakePerson, at: int) -> None:
+        """``DELETE /accounts/{id}`` (deactivate): state ``inactive``, ``deleted_at`` set, updated then."""
+        self.closed[person.id] = at
+        person.updated = at
 
     def authorised(self, request: httpx.Request) -> bool:
         return super().authorised(request) and request.headers.get("Accept", "").startswith(RECURLY_ACCEPT)
@@ -44,9 +57,10 @@ class RecurlyFake(FakeApi):
 
     def account(self, p: FakePerson) -> dict[str, Any]:
         return {
-            "id": "r" + p.id.replace("-", ""), "object": "account", "code": p.id, "state": "active",
+            "id": "r" + p.id.replace("-", ""), "object": "account", "code": p.id,
+            "state": "inactive" if p.id in self.closed else "active",
             "email": p.email, "first_name": p.first_name, "last_name": p.last_name, "company": p.company,
-            "created_at": iso(p.created), "updated_at": iso(p.updated), "deleted_at": None,
+            "created_at": iso(p.created), "updated_at": iso(p.updated), "deleted_at": iso(self.closed.get(p.id)),
             "has_live_subscription": any(s.status != "canceled" for s in p.subscriptions),
             "has_active_subscription": any(s.status == "active" for s in p.subscriptions),
             "has_past_due_invoice": False, "address": {"country": p.country, "city": None, "region": None,
@@ -65,7 +79,19 @@ class RecurlyFake(FakeApi):
             "state": state, "currency": "USD", "unit_amount": s.amount / 100, "quantity": 1,
             "trial_started_at": iso(s.trial_start), "trial_ends_at": iso(s.trial_end),
             "created_at": iso(s.created), "activated_at": iso(s.created), "updated_at": iso(s.updated),
-            "canceled_at": iso(s.canceled_at), "expires_at": iso(s.canceled_at), "converted_at": None,
+            "canceled_at": iso(s.canceled_at), "expires_at": iso(s.canceled_at),
+            "converted_at": iso(self.gift_card_converted.get(s.id)),
+        }
+
+    def invoice(self, p: FakePerson, inv: FakeInvoice) -> dict[str, Any]:
+        sub = next(s for s in p.subscriptions if s.id == inv.subscription)
+        return {
+            "id": "i" + inv.id.replace("_", ""), "object": "invoice", "type": "charge",
+            "origin": "purchase" if inv.billing_reason == "subscription_create" else "renewal", "state": "paid",
+            "account": {"id": "r" + p.id.replace("-", ""), "object": "account", "code": p.id},
+            "subscription_ids": [self.subscription(p, sub)["id"]], "currency": "USD",
+            "subtotal": inv.amount_paid / 100, "total": inv.amount_paid / 100, "paid": inv.amount_paid / 100,
+            "balance": 0, "created_at": iso(inv.paid_at), "closed_at": iso(inv.paid_at), "due_at": iso(inv.paid_at),
         }
 
     def page(self, request: httpx.Request, items: list[dict[str, Any]], path: str) -> httpx.Response:
@@ -80,6 +106,15 @@ class RecurlyFake(FakeApi):
         params = request.url.params
         begin = params.get("begin_time")
         ids = set(params["ids"].split(",")) if params.get("ids") else None
+        if ids is not None:
+            mixed = sorted(IDS_EXCLUSIVE_OF & set(params.keys()))
+            if mixed:
+                return httpx.Response(400, json={"error": {
+                    "type": "invalid_api_usage",
+                    "message": f"`ids` cannot be used with any other ordering or filtering parameters ({mixed[0]})"}})
+            if len(ids) > 200:
+                return httpx.Response(400, json={"error": {"type": "invalid_api_usage",
+                                                           "message": "Up to 200 IDs can be passed at once"}})
         people = sorted(self.people, key=lambda p: (p.updated, p.id))
         items = [self.account(p) for p in people
                  if (begin is None or p.updated >= from_iso(begin)) and (ids is None or self.account(p)["id"] in ids)]
@@ -93,6 +128,16 @@ class RecurlyFake(FakeApi):
         items = [self.subscription(person, s) for s in person.subscriptions]
         return self.page(request, items, request.url.path)
 
+    def account_invoices(self, request: httpx.Request) -> httpx.Response:
+        account_id = request.url.path.split("/")[2]
+        person = next((p for p in self.people if self.account(p)["id"] == account_id), None)
+        if person is None:
+            return httpx.Response(404, json={"error": {"type": "not_found", "message": "Couldn't find Account"}})
+        state = request.url.params.get("state")
+        items = [self.invoice(person, i) for i in sorted(person.invoices, key=lambda i: i.paid_at)]
+        items = [i for i in items if state in (None, "all", i["state"])]
+        return self.page(request, items, request.url.path)
+
     def list_subscriptions(self, request: httpx.Request) -> httpx.Response:
         begin = request.url.params.get("begin_time")
         pairs = [(p, s) for p in self.people for s in p.subscriptions if begin is None or s.updated >= from_iso(begin)]
@@ -103,6 +148,7 @@ class RecurlyFake(FakeApi):
         return [
             ("GET", r"/accounts", self.list_accounts),
             ("GET", r"/accounts/[^/?]+/subscriptions", self.account_subscriptions),
+            ("GET", r"/accounts/[^/?]+/invoices", self.account_invoices),
             ("GET", r"/subscriptions", self.list_subscriptions),
             ("GET", r"/accounts/[^/?]+", self.get_account),
             ("GET", r"/subscriptions/[^/?]+", self.get_subscription),

@@ -16,7 +16,7 @@ from connectors.chargebee import ChargebeeConnector
 from connectors.http import ApiError
 from connectors.recurly import RecurlyConnector
 from connectors.stripe import StripeConnector, first_paid_by_subscription
-from fakes.base import FakeInvoice
+from fakes.base import DAY, T0, FakeInvoice
 from fakes.chargebee import ChargebeeFake
 from fakes.recurly import RecurlyFake
 from fakes.stripe import StripeFake
@@ -183,7 +183,9 @@ def test_chargebee_subscription_change_rebuilds_its_customer(router: respx.Route
 def test_recurly_lead_is_trial_start(router: respx.Router) -> None:
     fake = RecurlyFake(n=5)
     fake.install(router)
-    recs = records_of(RecurlyConnector(fake.settings(), sleep_fn=lambda s: None))
+    # A month after the fake's first customer: the trialing one is still in its trial (Recurly reports it
+    # ``active`` with ``trial_ends_at`` ahead).
+    recs = records_of(RecurlyConnector(fake.settings(), sleep_fn=lambda s: None, now=lambda: utc(T0 + 30 * DAY)))
     lead, trialing, converted, direct, abandoned = fake.people
     assert recs[lead.id].lead_created_at is None and recs[lead.id].subscriptions == []
     for person in (trialing, converted, abandoned):
@@ -192,8 +194,9 @@ def test_recurly_lead_is_trial_start(router: respx.Router) -> None:
     assert recs[direct.id].lead_created_at is None
     assert recs[trialing.id].subscriptions[0].state == "trialing"
     assert recs[trialing.id].subscriptions[0].first_paid_at is None
-    assert recs[converted.id].subscriptions[0].first_paid_at == utc(converted.subscriptions[0].trial_end)
-    assert recs[direct.id].subscriptions[0].first_paid_at == utc(direct.created)
+    # Subscriber since = the first paid non-zero invoice (the $0 one opening the trial does not count).
+    assert recs[converted.id].subscriptions[0].first_paid_at == utc(converted.invoices[1].paid_at)
+    assert recs[direct.id].subscriptions[0].first_paid_at == utc(direct.invoices[0].paid_at)
     gone = recs[abandoned.id].subscriptions[0]
     assert gone.state == "cancelled" and gone.first_paid_at is None  # expired at its trial end, unpaid
 
