@@ -36,6 +36,9 @@ PROFILE_FIELDS = (
     "lead_status",
 )
 DATE_FIELDS = ("lead_created_at", "free_trial_started_at")
+# What ``SourceCustomerRecord.present`` may name besides ``custom.<key>``.
+REPORTABLE_FIELDS = (*PROFILE_FIELDS, *DATE_FIELDS, "tags")
+CONTACT_FIELDS = ("first_name", "last_name", "title", "email", "phone", "linked_in", "twitter", "notes")
 
 
 C = TypeVar("C", bound=type)
@@ -128,6 +131,9 @@ class ContactRecord:
     notes: str | None = None
     custom: dict[str, Any] = field(default_factory=dict)
     position: int = 1
+    # The fields (of CONTACT_FIELDS) this record reports; None: all of them. A field it does not report
+    # keeps its stored value when the contact is updated.
+    present: frozenset[str] | None = None
 
     def key(self) -> str:
         """A stable identity within its source customer: the external id, else the email, else position."""
@@ -177,6 +183,11 @@ class SourceCustomerRecord:
     tags: list[str] = field(default_factory=list)
     custom: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] | None = None
+    # The fields this record reports (names of REPORTABLE_FIELDS, and ``custom.<key>`` per custom
+    # attribute); None: all of them, the record replaces what its source said before. A record that
+    # exists already keeps the stored value of every field it does not report (a file mapping fewer
+    # columns, a cell left empty). A new record has None in them, as always.
+    present: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.external_id or not str(self.external_id).strip():

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Engine
 
 from connectors.base import Feed
-from connectors.files.flexible_csv import FlexibleCsvFile
+from connectors.files.flexible_csv import EMPTY_CELLS, FlexibleCsvFile
 from connectors.files.rows import FileUnreadable, RowError, RowResult
 from connectors.registry import kinds_fed
 from funnelsync.spreadsheet import csv_writer
@@ -274,6 +274,7 @@ def import_csv(
     errors_path: str | Path | None = None,
     batch_size: int = BATCH_SIZE,
     tz: tzinfo | None = None,
+    empty_cells: str = "keep",
 ) -> ImportSummary:
     """Import a flexible customer CSV into the custom source ``source_name`` (created, kind csv, if missing).
 
@@ -288,14 +289,22 @@ def import_csv(
         errors_path: where to write every rejected row as CSV (row, column, value, reason).
         batch_size: rows per transaction.
         tz: zone of values without one (default: the account time zone).
+        empty_cells: ``keep`` (an empty cell leaves the stored value) or ``clear`` (it clears the field).
+            Either way a field the file maps no column to keeps its stored value.
 
     Raises:
         FileUnreadable: nothing was imported (encoding, layout, mapping or an undecidable date column).
         SourceKindMismatch: the source is an integration.
     """
     source = FlexibleCsvFile(Path(path), mapping=dict(mapping or {}), date_format=date_format,
-                             encoding=encoding, tz=tz or account_timezone())
+                             encoding=encoding, tz=tz or account_timezone(), empty_cells=_empty_cells(empty_cells))
     return _import_file(engine, source, source_name, "csv", progress, errors_path, batch_size, apply_batch)
+
+
+def _empty_cells(value: str) -> str:
+    if value not in EMPTY_CELLS:
+        raise ValueError(f"--empty-cells {value!r}: use {' or '.join(EMPTY_CELLS)}")
+    return value
 
 
 BatchApplier = Callable[..., None]
@@ -440,6 +449,7 @@ def import_structured(
     errors_path: str | Path | None = None,
     batch_size: int = BATCH_SIZE,
     tz: tzinfo | None = None,
+    empty_cells: str = "keep",
 ) -> ImportSummary:
     """Import a structured (strict template) CSV of customers or contacts into a custom source.
 
@@ -458,7 +468,7 @@ def import_structured(
     if template is None:
         raise ValueError(f"unknown template {template_name!r}: use {' or '.join(TEMPLATES)}")
     source = FlexibleCsvFile(Path(path), date_format=date_format, encoding=encoding, tz=tz or account_timezone(),
-                             template=template)
+                             template=template, empty_cells=_empty_cells(empty_cells))
     apply = _apply_contacts_batch if template_name == "contacts" else apply_batch
     return _import_file(engine, source, source_name, "structured", progress, errors_path, batch_size, apply)
 

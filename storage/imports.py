@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
-from funnelsync.records import ContactRecord
+from funnelsync.records import CONTACT_FIELDS, ContactRecord
 from storage.ids import new_uuid
 from storage.schema import contacts, import_jobs, import_rejections, import_row_fingerprints, source_customers
 
@@ -178,7 +178,6 @@ def delete_row_fingerprints(conn: Connection, data_source_id: int, stream: str, 
 # ---------------------------------------------------------------- contacts of existing source customers
 
 
-CONTACT_FIELDS = ("first_name", "last_name", "title", "email", "phone", "linked_in", "twitter", "notes")
 
 
 def contact_key(contact: ContactRecord) -> str:
@@ -205,8 +204,9 @@ def upsert_source_contacts(
     """Add or update contacts of existing source customers (structured contacts import), batched.
 
     A contact is matched by ``contact_key`` within its source customer; contacts not in the batch are
-    left alone (a contacts file adds and updates, it does not delete). One lookup per table, one
-    executemany for inserts and one for updates.
+    left alone (a contacts file adds and updates, it does not delete), and so are the fields a contact
+    does not report (``ContactRecord.present``: a column the file does not have, an empty cell). One
+    lookup per table, one executemany for inserts and one for updates.
     """
     result = ContactUpsertResult()
     if not items:
@@ -241,6 +241,9 @@ def upsert_source_contacts(
         key = contact_key(contact)
         values = {name: getattr(contact, name) for name in CONTACT_FIELDS}
         found = existing.get((sc_id, key))
+        if found is not None and contact.present is not None:
+            values = {name: value if name in contact.present else getattr(found, name)
+                      for name, value in values.items()}
         if found is None:
             positions[sc_id] = positions.get(sc_id, 0) + 1
             inserts.append({

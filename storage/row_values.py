@@ -85,6 +85,8 @@ class PreparedRecord(NamedTuple):
     # The digest of the file row the record was read from (jobs/imports.py), else None.
     row_fp: str | None = None
     source: SourceCustomerRecord | None = None
+    # ``SourceCustomerRecord.present``: the fields the record reports (None: all).
+    present: frozenset[str] | None = None
 
     def complete(self) -> PreparedRecord:
         """This record with its row values (a lazily prepared one gets them computed now)."""
@@ -92,7 +94,7 @@ class PreparedRecord(NamedTuple):
             return self
         email_norm = normalize_email(self.source.email)
         return _new_tuple(PreparedRecord, self[:2] + (email_norm,) + self[3:_VALUES_AT]
-                          + _row_values(self.source, self.sqlite, email_norm) + (self.row_fp, None))
+                          + _row_values(self.source, self.sqlite, email_norm) + (self.row_fp, None, self.present))
 
 
 _new_tuple = tuple.__new__
@@ -139,12 +141,13 @@ def prepare_record(rec: SourceCustomerRecord, sqlite: bool, eager: bool = True,
     if not eager:
         # One tuple, and no normalised email yet: an unchanged record (most of a re-sync) needs neither.
         return _new_tuple(PreparedRecord, (rec.external_id, rec.email, None, profile_part(rec), subs_fp, contacts_fp,
-                                           sqlite, rec.contacts, (), (), None, None, None, row_fp, rec))
+                                           sqlite, rec.contacts, (), (), None, None, None, row_fp, rec,
+                                           rec.present))
     email_norm = normalize_email(rec.email)
     lead_us, trial_us = epoch_us_or_none(rec.lead_created_at), epoch_us_or_none(rec.free_trial_started_at)
     return _new_tuple(PreparedRecord, (rec.external_id, rec.email, email_norm, profile_part(rec, lead_us, trial_us),
                                        subs_fp, contacts_fp, sqlite, rec.contacts)
-                      + _row_values(rec, sqlite, email_norm, lead_us, trial_us) + (row_fp, None))
+                      + _row_values(rec, sqlite, email_norm, lead_us, trial_us) + (row_fp, None, rec.present))
 
 
 def _row_values(rec: SourceCustomerRecord, sqlite: bool, email_norm: str | None,

@@ -32,6 +32,7 @@ from sqlalchemy import Connection, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from funnelsync.records import (
+    CONTACT_FIELDS,
     PROFILE_FIELDS,
     ContactRecord,
     SourceCustomerRecord,
@@ -40,6 +41,8 @@ from storage.fingerprints import combine_fingerprint
 from storage.ids import allocate_ids, new_uuid, new_uuids
 from storage.key_lookups import EXISTING_COLUMNS, LOOKUP_CHUNK, customers_by_email, rows_by_external_id
 from storage.outbox import detect_changes
+from storage.partial import STORED_COLUMNS
+from storage.partial import complete as complete_partial
 from storage.projection import (
     jsonable_custom,
     register_attribute_types,
@@ -222,8 +225,9 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
     if not latest:
         return result
     w = DialectWriter(conn)
-    existing = {} if assume_new else _existing_source_customers(conn, data_source_id, list(latest))
-    new, changed = _sort_out(conn, latest, existing, result)
+    stored: dict[str, tuple[Any, ...]] = {}
+    existing = {} if assume_new else _existing_source_customers(conn, data_source_id, latest, stored)
+    new, changed = _sort_out(conn, latest, existing, stored, result)
     now_v: Any = to_epoch_us(now) if w.sqlite else now
     rows = _new_rows(conn, w, data_source_id, new, link_new_by_email, now_v, result)
     sc_key = ("data_source_id", "external_id")
@@ -271,9 +275,13 @@ Changed = tuple[PreparedRecord, str, int, int, bool, bool]  # record, fingerprin
 
 def _sort_out(
     conn: Connection, latest: dict[str, PreparedRecord], existing: dict[str, tuple[int, int, str]],
-    result: UpsertResult,
+    stored_values: dict[str, tuple[Any, ...]], result: UpsertResult,
 ) -> tuple[list[tuple[PreparedRecord, str]], list[Changed]]:
-    """The batch's new records and its changed ones (completed), the unchanged counted only."""
+    """The batch's new records and its changed ones (completed), the unchanged counted only.
+
+    A record that reports only some fields and exists already is first made whole with the stored
+    values of the others (``storage.partial``): it is compared and written as that whole record.
+    """
     new: list[tuple[PreparedRecord, str]] = []
     changed: list[Changed] = []
     attr_types: dict[str, str] = {}
@@ -286,6 +294,8 @@ def _sort_out(
                 attr_types.update(p.custom_types)
             continue
         sc_id, customer_id, stored = found
+        if p.present is not None:
+            p = complete_partial(p, stored_values[ext])
         fingerprint = combine_fingerprint(p.profile_fp, p.subs_fp, p.contacts_fp, stored)
         if fingerprint == stored:
             result.unchanged += 1
@@ -368,11 +378,23 @@ def _new_rows(
 
 
 def _existing_source_customers(
-    conn: Connection, data_source_id: int, ext_ids: list[str]
+    conn: Connection, data_source_id: int, latest: dict[str, PreparedRecord], stored: dict[str, tuple[Any, ...]],
 ) -> dict[str, tuple[int, int, str]]:
-    """(id, customer id, fingerprint) of the batch's external ids that exist already."""
-    return {ext: (sc_id, cid, fp) for ext, sc_id, cid, fp in
-            rows_by_external_id(conn, data_source_id, ext_ids, EXISTING_COLUMNS)}
+    """(id, customer id, fingerprint) of the batch's external ids that exist already.
+
+    When the batch has records reporting only some fields, the same query reads the stored values
+    they are completed with (``storage.partial.STORED_COLUMNS``) into ``stored``.
+    """
+    ext_ids = list(latest)
+    if not any(p.present is not None for p in latest.values()):
+        return {ext: (sc_id, cid, fp) for ext, sc_id, cid, fp in
+                rows_by_external_id(conn, data_source_id, ext_ids, EXISTING_COLUMNS)}
+    found: dict[str, tuple[int, int, str]] = {}
+    for ext, sc_id, cid, fp, *values in rows_by_external_id(conn, data_source_id, ext_ids,
+                                                            EXISTING_COLUMNS + STORED_COLUMNS):
+        found[ext] = (sc_id, cid, fp)
+        stored[ext] = tuple(values)
+    return found
 
 
 def _write_subscriptions(conn: Connection, w: DialectWriter, fresh: list[tuple[int, list[tuple[Any, ...]]]],
@@ -388,31 +410,42 @@ def _write_subscriptions(conn: Connection, w: DialectWriter, fresh: list[tuple[i
 
 def _write_contacts(conn: Connection, w: DialectWriter, fresh: list[tuple[int, int, list[ContactRecord]]],
                     replaced: list[tuple[int, int, list[ContactRecord]]], now: datetime) -> None:
+    # A reported contact that exists keeps the stored value of each field it does not report.
+    kept_values: dict[tuple[int, str], Any] = {}
     if replaced:
         # Keep the uuids of contacts that are still reported; drop the ones a source no longer reports.
         keep: dict[int, set[str]] = {sc_id: {c.key() for c in items} for sc_id, _cid, items in replaced}
+        partial = {(sc_id, c.key()) for sc_id, _cid, items in replaced for c in items if c.present is not None}
         ids = list(keep)
         stale: list[int] = []
         for start in range(0, len(ids), LOOKUP_CHUNK):
             for row in conn.execute(
-                select(contacts.c.id, contacts.c.source_customer_id, contacts.c.contact_key).where(
+                select(contacts.c.id, contacts.c.source_customer_id, contacts.c.contact_key,
+                       *(contacts.c[name] for name in CONTACT_FIELDS)).where(
                     contacts.c.source_customer_id.in_(ids[start : start + LOOKUP_CHUNK])
                 )
             ):
                 if row.contact_key not in keep[row.source_customer_id]:
                     stale.append(row.id)
+                elif (row.source_customer_id, row.contact_key) in partial:
+                    kept_values[(row.source_customer_id, row.contact_key)] = row
         for start in range(0, len(stale), LOOKUP_CHUNK):
             conn.execute(delete(contacts).where(contacts.c.id.in_(stale[start : start + LOOKUP_CHUNK])))
     rows = []
     for sc_id, cid, items in (*fresh, *replaced):
         seen = {c.key(): c for c in items}
         for key, c in seen.items():
-            rows.append({
+            row = {
                 "uuid": new_uuid("con"), "customer_id": cid, "source_customer_id": sc_id, "contact_key": key,
                 "external_id": c.external_id, "first_name": c.first_name, "last_name": c.last_name,
                 "title": c.title, "email": c.email, "phone": c.phone, "linked_in": c.linked_in,
                 "twitter": c.twitter, "notes": c.notes, "custom": jsonable_custom(c.custom),
                 "position": c.position, "created_at": now, "updated_at": now,
-            })
+            }
+            stored = kept_values.get((sc_id, key))
+            if stored is not None:
+                row.update({name: stored[i + 3] for i, name in enumerate(CONTACT_FIELDS)
+                            if name not in c.present})  # type: ignore[operator]
+            rows.append(row)
     w.insert("contacts", CONTACT_COLUMNS, w.rows(CONTACT_COLUMNS, rows),
              conflict=("source_customer_id", "contact_key"), update_columns=CONTACT_UPDATE_COLUMNS)

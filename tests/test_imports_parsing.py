@@ -345,8 +345,14 @@ def test_subscription_tags_custom_contact_columns(tmp_path: Path) -> None:
     assert a.tags == ["vip", "beta"] and a.custom == {"plan": "Pro", "seats": 3}
     assert a.subscriptions[0].state == "active" and a.subscriptions[0].first_paid_at == datetime(2024, 2, 1, tzinfo=UTC)
     assert a.contacts[0].first_name == "Ann" and a.lead_status == "Working_Lead" and a.country == "DE"
-    assert b.subscriptions[0].state == "cancelled" and b.country == "FR" and b.contacts == []
-    assert c.subscriptions == []
+    # Empty cells report nothing (the stored contact and subscription stay), unless asked to clear.
+    assert b.subscriptions[0].state == "cancelled" and b.country == "FR" and b.contacts is None
+    assert c.subscriptions is None
+    assert b.present == {"email", "country"} and a.present >= {"tags", "custom.plan", "custom.seats", "lead_status"}
+    _, rows = _read(path, mapping={"seats": "custom.seats:integer"}, empty_cells="clear")
+    a, b, c = (r.record for r in rows)
+    assert b.contacts == [] and c.subscriptions == []
+    assert c.present == {"email", "tags", "custom.plan", "custom.seats", "lead_status", "country"}
 
 
 def test_no_subscription_columns_leaves_subscriptions_alone(tmp_path: Path) -> None:

@@ -66,6 +66,9 @@ FIELD_SIZE_LIMIT = 1 << 20  # a stray quote swallows the file up to here, then c
 SUBSCRIPTION_ID = "import"
 
 
+# What an empty cell in a mapped column does: leave the stored value (the default) or clear it.
+EMPTY_CELLS = ("keep", "clear")
+
 # Where a converted value goes.
 _FIELD, _CUSTOM, _CONTACT = 0, 1, 2
 
@@ -95,8 +98,12 @@ class RowMapper:
         known_orders: dict[str, str] | None = None,
         required: tuple[str, ...] = (),
         key_by_email: bool = True,
+        empty_cells: str = "keep",
     ) -> None:
         """Compile the per-column converters.
+
+        ``empty_cells``: ``keep`` (an empty cell leaves the stored value: the record does not report that
+        field) or ``clear`` (an empty cell in a mapped column clears the field).
 
         Raises:
             AmbiguousDateColumn: a slashed date column whose order cannot be decided.
@@ -129,6 +136,16 @@ class RowMapper:
         self.has_subscription = bool(mapped & {"subscriber_since", "cancelled_at"})
         self.has_contact = any(f.startswith("contact.") for f in mapped)
         self.has_tags = "tags" in mapped
+        if empty_cells not in EMPTY_CELLS:
+            raise ValueError(f"empty cells: {empty_cells!r} is not one of {', '.join(EMPTY_CELLS)}")
+        self.clear_empty = empty_cells == "clear"
+        # What a record of this file reports when every mapped cell counts (``clear``): the fields its
+        # columns map. Subscriptions and contacts are reported whole (None: not reported).
+        self.mapped_fields = frozenset(
+            {c.name for c in self.columns if c.destination == _FIELD}
+            - {"external_id", "subscriber_since", "cancelled_at"}
+        ) | {f"custom.{c.name}" for c in self.columns if c.destination == _CUSTOM}
+        self.mapped_contact_fields = frozenset(c.name for c in self.columns if c.destination == _CONTACT)
         # Plain tuples for the hot loop: no attribute lookups per cell.
         self._plan = [(c.index, c.header, c.name, c.destination, c.convert) for c in self.columns]
         self.key_by_email = key_by_email
@@ -248,19 +265,30 @@ class RowMapper:
         if self.has_subscription:
             since: datetime | None = fields.pop("subscriber_since", None)
             cancelled: datetime | None = fields.pop("cancelled_at", None)
-            subscriptions = []
             if since is not None or cancelled is not None:
-                subscriptions.append(
+                subscriptions = [
                     SubscriptionFact(
                         external_id=SUBSCRIPTION_ID,
                         state="cancelled" if cancelled is not None else "active",
                         first_paid_at=since,
                         cancelled_at=cancelled,
                     )
-                )
+                ]
+            elif self.clear_empty:
+                subscriptions = []
         contacts: list[ContactRecord] | None = None
         if self.has_contact:
-            contacts = [ContactRecord(**contact)] if contact else []
+            if contact:
+                contacts = [ContactRecord(**contact, present=self.mapped_contact_fields if self.clear_empty
+                                          else frozenset(contact))]
+            elif self.clear_empty:
+                contacts = []
+        if self.clear_empty:
+            present = self.mapped_fields
+        elif custom:
+            present = frozenset(fields).union(["custom." + key for key in custom])
+        else:
+            present = frozenset(fields)
         tags = fields.pop("tags", [])
         record = SourceCustomerRecord(
             external_id=external_id,
@@ -268,6 +296,7 @@ class RowMapper:
             custom=custom,
             subscriptions=subscriptions,  # type: ignore[arg-type]  # None: leave stored ones alone
             contacts=contacts,  # type: ignore[arg-type]
+            present=present,
             **fields,
         )
         return RowResult(row, record, [], keyed_by_email, values if self.keep_raw else None)
@@ -335,6 +364,7 @@ class FlexibleCsvFile:
     encoding: str | None = None
     tz: tzinfo | None = None
     template: Template | None = None
+    empty_cells: str = "keep"
     layout: FileLayout | None = None
     match: HeaderMatch | None = None
     mapper: RowMapper | None = None
@@ -475,9 +505,11 @@ class FlexibleCsvFile:
         try:
             if self.template is not None:
                 self.mapper = RowMapper(match, surveys, self.tz or account_timezone(), self.date_format,
-                                        required=self.template.required_targets, key_by_email=False)
+                                        required=self.template.required_targets, key_by_email=False,
+                                        empty_cells=self.empty_cells)
             else:
-                self.mapper = RowMapper(match, surveys, self.tz or account_timezone(), self.date_format)
+                self.mapper = RowMapper(match, surveys, self.tz or account_timezone(), self.date_format,
+                                        empty_cells=self.empty_cells)
         except AmbiguousDateColumn as exc:
             raise FileUnreadable(str(exc)) from None
         self.match = match
@@ -494,6 +526,7 @@ class FlexibleCsvFile:
             ROW_RULES_VERSION, self.layout.headers, sorted(self.mapping.items()), self.date_format,
             str(self.tz or account_timezone()), sorted(self.mapper.date_orders().items()),
             self.template.name if self.template is not None else None,
+            sorted(self.mapper.mapped_fields), sorted(self.mapper.mapped_contact_fields), self.empty_cells,
         )).encode("utf-8", "surrogatepass")
 
     def rows(self, unchanged: Callable[[dict[str, str]], Collection[str]] | None = None,

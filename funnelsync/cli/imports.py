@@ -33,6 +33,11 @@ DateFormatOption = Annotated[
     str | None,
     typer.Option("--date-format", help="DD/MM/YYYY or MM/DD/YYYY for slashed dates, or a strptime pattern."),
 ]
+EmptyCellsOption = Annotated[
+    str,
+    typer.Option("--empty-cells", help="keep: an empty cell leaves the stored value (default); clear: it clears "
+                 "the field. Fields the file has no column for are never changed."),
+]
 ErrorsOption = Annotated[
     Path | None, typer.Option("--errors", help="Write the rejected rows (row, column, value, reason) to this CSV.")
 ]
@@ -128,6 +133,7 @@ def import_csv_command(
     date_format: DateFormatOption = None,
     errors: ErrorsOption = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Read the file in this encoding.")] = None,
+    empty_cells: EmptyCellsOption = "keep",
     as_json: JsonOption = False,
 ) -> None:
     """Import a flexible CSV of customers with lead and trial dates."""
@@ -139,7 +145,8 @@ def import_csv_command(
     engine = get_engine()
     try:
         with _progress(not as_json, f"Importing {file.name}") as progress:
-            summary = import_csv(engine, file, source, mapping, order, progress, encoding=encoding, errors_path=errors)
+            summary = import_csv(engine, file, source, mapping, order, progress, encoding=encoding, errors_path=errors,
+                                 empty_cells=empty_cells)
     except FileUnreadable as exc:
         fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
     except (SourceKindMismatch, ValueError) as exc:
@@ -192,6 +199,7 @@ def import_structured_command(
     date_format: DateFormatOption = None,
     errors: ErrorsOption = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Read the file in this encoding.")] = None,
+    empty_cells: EmptyCellsOption = "keep",
     as_json: JsonOption = False,
 ) -> None:
     """Import a structured CSV (strict template): customers (external_id, name, …) or their contacts."""
@@ -205,7 +213,7 @@ def import_structured_command(
     try:
         with _progress(not as_json, f"Importing {file.name}") as progress:
             summary = import_structured(engine, file, source, type_, progress, date_format=order, encoding=encoding,
-                                        errors_path=errors)
+                                        errors_path=errors, empty_cells=empty_cells)
     except FileUnreadable as exc:
         fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
     except (SourceKindMismatch, ValueError) as exc:

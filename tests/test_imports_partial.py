@@ -1,0 +1,205 @@
+"""Re-imports that map fewer columns, or leave cells empty, change only what they map, on SQLite and
+PostgreSQL: flexible CSV (keyed by id and by email), structured customers and contacts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from jobs.imports import import_csv, import_structured
+from storage.customers import customer_view, resolve_customer
+from storage.metrics import funnel_series
+from storage.schema import contacts, source_customers
+
+UTC = timezone.utc
+ROOT = Path(__file__).resolve().parents[1]
+
+FULL = (
+    "external_id,name,email,country,signup date,trial start,tags,plan\n"
+    "A,Ann Smith,ann@acme.io,US,2024-01-05,2024-01-09,\"vip,beta\",Pro\n"
+    "B,Bob Stone,bob@beta.io,DE,2024-01-10,,,Basic\n"
+    "C,Cid Moss,cid@gamma.io,FR,2024-01-20,,,\n"
+)
+
+
+def _write(tmp_path: Path, text: str, name: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _view(engine: Engine, ref: str) -> dict:  # type: ignore[type-arg]
+    with engine.connect() as conn:
+        cid = resolve_customer(conn, ref)
+        assert cid is not None, ref
+        return customer_view(conn, [cid])[0]
+
+
+def _january(engine: Engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        row = funnel_series(conn, date(2024, 1, 1), date(2024, 1, 31), "month", tz=None)[0]
+    return row["leads"], row["free_trials"]
+
+
+def _ann_as_first_imported(ann: dict) -> None:  # type: ignore[type-arg]
+    assert ann["name"] == "Ann Smith" and ann["email"] == "ann@acme.io" and ann["country"] == "US"
+    assert ann["lead_created_at"] == "2024-01-05T00:00:00+00:00"
+    assert ann["free_trial_started_at"] == "2024-01-09T00:00:00+00:00"
+    assert sorted(ann["tags"]) == ["beta", "vip"] and ann["custom"] == {"plan": "Pro"}
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FUNNELSYNC_TIMEZONE", "UTC")
+
+
+def test_a_file_mapping_only_owner_changes_only_the_owner(db_engine: Engine, tmp_path: Path) -> None:
+    import_csv(db_engine, _write(tmp_path, FULL, "full.csv"), "M", {"plan": "custom.plan"}, tz=UTC)
+    assert _january(db_engine) == (3, 1)
+    own = _write(tmp_path, "external_id,owner\nA,new-owner@x.io\n", "own.csv")
+    summary = import_csv(db_engine, own, "M", tz=UTC)
+    assert (summary.created, summary.updated, summary.unchanged) == (0, 1, 0)
+    ann = _view(db_engine, "M:A")
+    assert ann["owner"] == "new-owner@x.io"
+    _ann_as_first_imported(ann)
+    assert _january(db_engine) == (3, 1)
+    # The same narrow file again changes nothing, and the full file again finds only the owner different
+    # from what it says... which it does not map either: nothing changes.
+    assert import_csv(db_engine, own, "M", tz=UTC).unchanged == 1
+    again = import_csv(db_engine, _write(tmp_path, FULL, "full.csv"), "M", {"plan": "custom.plan"}, tz=UTC)
+    assert (again.updated, again.unchanged) == (0, 3)
+    assert _view(db_engine, "M:A")["owner"] == "new-owner@x.io"
+
+
+def test_a_file_keyed_by_email_changes_only_what_it_maps(db_engine: Engine, tmp_path: Path) -> None:
+    import_csv(db_engine, _write(tmp_path, FULL, "full.csv"), "M", {"plan": "custom.plan"}, tz=UTC)
+    by_email = _write(tmp_path, "email,owner,plan\nann@acme.io,kim,Enterprise\n", "owner.csv")
+    summary = import_csv(db_engine, by_email, "M", {"plan": "custom.plan"}, tz=UTC)
+    assert (summary.created, summary.updated) == (0, 1)
+    ann = _view(db_engine, "M:A")
+    assert ann["owner"] == "kim" and ann["custom"] == {"plan": "Enterprise"}
+    assert ann["name"] == "Ann Smith" and ann["country"] == "US" and sorted(ann["tags"]) == ["beta", "vip"]
+    assert ann["free_trial_started_at"] == "2024-01-09T00:00:00+00:00"
+    assert _january(db_engine) == (3, 1)
+    # Keyed by email, rows have no row digest: the unchanged re-import is found unchanged by the upsert.
+    assert import_csv(db_engine, by_email, "M", {"plan": "custom.plan"}, tz=UTC).unchanged == 1
+
+
+def test_empty_cells_keep_the_stored_value_unless_asked_to_clear(db_engine: Engine, tmp_path: Path) -> None:
+    import_csv(db_engine, _write(tmp_path, FULL, "full.csv"), "M", {"plan": "custom.plan"}, tz=UTC)
+    blanks = _write(tmp_path, "external_id,name,country,trial start,tags,plan,owner\nA,,,,,,sam\n", "blank.csv")
+    kept = import_csv(db_engine, blanks, "M", {"plan": "custom.plan"}, tz=UTC)
+    assert kept.updated == 1
+    ann = _view(db_engine, "M:A")
+    assert ann["owner"] == "sam"
+    _ann_as_first_imported(ann)
+
+    cleared = import_csv(db_engine, blanks, "M", {"plan": "custom.plan"}, tz=UTC, empty_cells="clear")
+    assert cleared.updated == 1  # the same file read another way is read again, not skipped by its digest
+    ann = _view(db_engine, "M:A")
+    assert ann["name"] is None and ann["country"] is None and ann["free_trial_started_at"] is None
+    assert ann["tags"] == [] and ann["custom"] == {}
+    # Not mapped, not cleared: the email and the lead date stay.
+    assert ann["email"] == "ann@acme.io" and ann["lead_created_at"] == "2024-01-05T00:00:00+00:00"
+    assert ann["owner"] == "sam"
+    assert _january(db_engine) == (3, 0)
+
+
+def test_empty_subscription_cells_keep_the_subscription(db_engine: Engine, tmp_path: Path) -> None:
+    first = "external_id,email,customer since\nA,a@x.io,2024-01-15\n"
+    import_csv(db_engine, _write(tmp_path, first, "a.csv"), "M", tz=UTC)
+    import_csv(db_engine, _write(tmp_path, "external_id,owner,customer since\nA,kim,\n", "b.csv"), "M", tz=UTC)
+    a = _view(db_engine, "M:A")
+    assert a["status"] == "Active" and a["subscriber_since"] == "2024-01-15T00:00:00+00:00" and a["owner"] == "kim"
+    import_csv(db_engine, _write(tmp_path, "external_id,owner,customer since\nA,kim,\n", "b.csv"), "M", tz=UTC,
+               empty_cells="clear")
+    assert _view(db_engine, "M:A")["subscriber_since"] is None
+
+
+def test_the_cli_leaves_unmapped_fields_and_offers_empty_cells(db_url: str, tmp_path: Path) -> None:
+    env = dict(os.environ, FUNNELSYNC_DATABASE_URL=db_url, FUNNELSYNC_TIMEZONE="UTC", PYTHONPATH=str(ROOT))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "funnelsync", *args], capture_output=True, text=True,
+                              env=env, cwd=ROOT, timeout=120)
+
+    full = _write(tmp_path, FULL, "full.csv")
+    assert run("import", "csv", str(full), "--source", "M", "--map", "plan=custom.plan").returncode == 0
+    own = _write(tmp_path, "external_id,owner\nA,new-owner@x.io\n", "own.csv")
+    done = run("import", "csv", str(own), "--source", "M", "--json")
+    assert done.returncode == 0, done.stderr
+    assert '"updated": 1' in done.stdout
+    shown = run("customers", "show", "M:A", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert "Ann Smith" in shown.stdout and "new-owner@x.io" in shown.stdout and "2024-01-09" in shown.stdout
+    bad = run("import", "csv", str(own), "--source", "M", "--empty-cells", "erase")
+    assert bad.returncode != 0 and "--empty-cells 'erase'" in bad.stderr
+
+
+STRUCTURED = (
+    "external_id,name,email,company,country,lead_created_at,free_trial_started_at\n"
+    "cus-1,Acme,ops@acme.io,Acme Inc,US,2024-01-05,2024-01-09\n"
+)
+
+
+def test_a_narrower_structured_customers_file_changes_only_its_columns(db_engine: Engine, tmp_path: Path) -> None:
+    import_structured(db_engine, _write(tmp_path, STRUCTURED, "c.csv"), "S", "customers", tz=UTC)
+    narrow = _write(tmp_path, "external_id,name,city\ncus-1,Acme,Boston\n", "n.csv")
+    assert import_structured(db_engine, narrow, "S", "customers", tz=UTC).updated == 1
+    acme = _view(db_engine, "S:cus-1")
+    assert acme["city"] == "Boston" and acme["company"] == "Acme Inc" and acme["email"] == "ops@acme.io"
+    assert acme["free_trial_started_at"] == "2024-01-09T00:00:00+00:00"
+
+
+def test_a_narrower_contacts_file_changes_only_its_columns(db_engine: Engine, tmp_path: Path) -> None:
+    import_structured(db_engine, _write(tmp_path, STRUCTURED, "c.csv"), "S", "customers", tz=UTC)
+    jane = ("customer_external_id,first_name,last_name,title,email,phone,linked_in,twitter,notes\n"
+            "cus-1,Jane,Doe,CTO,jane@acme.io,+1 415 555 0100,https://www.linkedin.com/in/janedoe,@janedoe,"
+            "\"Signed the trial, wants SSO\"\n")
+    import_structured(db_engine, _write(tmp_path, jane, "p.csv"), "S", "contacts", tz=UTC)
+    narrow = _write(tmp_path, "customer_external_id,email,first_name,title\ncus-1,jane@acme.io,Janet,\n", "q.csv")
+    summary = import_structured(db_engine, narrow, "S", "contacts", tz=UTC)
+    assert (summary.created, summary.updated) == (0, 1)
+
+    def jane_row():  # type: ignore[no-untyped-def]
+        with db_engine.connect() as conn:
+            return conn.execute(select(contacts)).one()
+
+    row = jane_row()
+    assert (row.first_name, row.last_name, row.title, row.phone) == ("Janet", "Doe", "CTO", "+1 415 555 0100")
+    assert (row.linked_in, row.twitter, row.notes) == (
+        "https://www.linkedin.com/in/janedoe", "@janedoe", "Signed the trial, wants SSO")
+    assert import_structured(db_engine, narrow, "S", "contacts", tz=UTC).unchanged == 1
+    import_structured(db_engine, narrow, "S", "contacts", tz=UTC, empty_cells="clear")
+    row = jane_row()
+    assert row.title is None and row.first_name == "Janet" and row.last_name == "Doe"
+
+
+def test_a_partial_record_of_a_new_key_creates_it_with_what_it_has(db_engine: Engine, tmp_path: Path) -> None:
+    import_csv(db_engine, _write(tmp_path, FULL, "full.csv"), "M", {"plan": "custom.plan"}, tz=UTC)
+    import_csv(db_engine, _write(tmp_path, "external_id,owner\nZ,zed@x.io\n", "z.csv"), "M", tz=UTC)
+    zed = _view(db_engine, "M:Z")
+    assert zed["owner"] == "zed@x.io" and zed["name"] is None
+    with db_engine.connect() as conn:
+        assert conn.execute(select(source_customers.c.external_id).order_by(
+            source_customers.c.external_id)).scalars().all() == ["A", "B", "C", "Z"]
+
+
+def test_contact_columns_of_a_narrower_flexible_file_leave_the_others(db_engine: Engine, tmp_path: Path) -> None:
+    first = ("external_id,email,contact first name,contact last name,contact title,contact email\n"
+             "A,a@x.io,Jane,Doe,CTO,jane@x.io\n")
+    import_csv(db_engine, _write(tmp_path, first, "a.csv"), "M",
+               {"contact first name": "contact.first_name", "contact last name": "contact.last_name",
+                "contact title": "contact.title", "contact email": "contact.email"}, tz=UTC)
+    narrow = "external_id,contact email,contact title\nA,jane@x.io,VP Engineering\n"
+    import_csv(db_engine, _write(tmp_path, narrow, "b.csv"), "M",
+               {"contact email": "contact.email", "contact title": "contact.title"}, tz=UTC)
+    with db_engine.connect() as conn:
+        row = conn.execute(select(contacts)).one()
+    assert (row.first_name, row.last_name, row.title, row.email) == ("Jane", "Doe", "VP Engineering", "jane@x.io")
