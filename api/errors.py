@@ -47,6 +47,9 @@ class Invalid(ApiError):
     """422 naming the fields and why each is refused."""
 
     def __init__(self, errors: list[dict[str, str]]) -> None:
+        # A body key "" (or "custom." + "") would be named by nothing; it is shown as the empty string it is.
+        errors = [e if e["field"] and not e["field"].endswith(".") else {**e, "field": e["field"] + '""'}
+                  for e in errors]
         message = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
         super().__init__(422, message, errors)
 
