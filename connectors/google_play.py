@@ -15,18 +15,32 @@ Google Play tells nobody about purchases and has no list of customers, so there 
    them, fields it leaves out keep their stored values.
 
 2. **Daily Sales Report**: imported as a file (``connectors.files.google_play_report``).
+
+Each payloads-URL purchase also records its subscription under its purchase token, which Google Play's
+real-time developer notifications (``POST /google-play/NAME/rtdn``, ``connectors.google_play_rtdn``)
+name when they update it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from connectors.base import Feed, SourceKind
-from connectors.push import PartialRecord, WebhookContext, WebhookDelivery, WebhookReceiver, json_body
+from connectors.google_play_rtdn import developer_notification, notification_update, verify_push_token
+from connectors.push import (
+    GOOGLE_PLAY_RTDN,
+    WEBHOOK,
+    PartialRecord,
+    WebhookContext,
+    WebhookDelivery,
+    WebhookReceiver,
+    json_body,
+)
 from connectors.signatures import WebhookSignatureError, basic_auth_user
 from funnelsync.normalize import clean_text
+from funnelsync.records import SubscriptionFact
 from funnelsync.timeutil import from_epoch, to_utc
 
 CUSTOMER_TEXT_FIELDS = ("name", "email", "company", "state", "city", "zip")
@@ -99,7 +113,12 @@ def payload_partial(payload: Any) -> PartialRecord:
         raise GooglePlayPayloadError("customer.attributes must be an object")
     custom = {str(k): v for k, v in attributes.items() if v is None or isinstance(v, (str, int, float, bool))}
     custom["google_play_product_id"] = purchase["product_id"].strip()
-    return PartialRecord(str(external_id).strip(), fields=fields, custom=custom, creates=True)
+    # The purchase's subscription, under its token: what real-time developer notifications name.
+    token = purchase["purchase_token"].strip()
+    subscription = SubscriptionFact(token, "trialing" if trial else "active", trial_started_at=trial)
+    return PartialRecord(
+        str(external_id).strip(), fields=fields, custom=custom, creates=True, subscriptions=[subscription]
+    )
 
 
 class GooglePlaySource(SourceKind, WebhookReceiver):
@@ -108,6 +127,24 @@ class GooglePlaySource(SourceKind, WebhookReceiver):
     kind = "google_play"
     title = "Google Play"
     feeds = frozenset({Feed.PUSHED})
+    endpoints: ClassVar[frozenset[str]] = frozenset({WEBHOOK, GOOGLE_PLAY_RTDN})
+
+    @classmethod
+    def parse_delivery(
+        cls,
+        endpoint: str,
+        settings: Mapping[str, Any],
+        headers: Mapping[str, str],
+        body: bytes,
+        context: WebhookContext,
+    ) -> WebhookDelivery:
+        """A payloads-URL purchase, or a real-time developer notification (``connectors.google_play_rtdn``)."""
+        if endpoint != GOOGLE_PLAY_RTDN:
+            return super().parse_delivery(endpoint, settings, headers, body, context)
+        verify_push_token(headers.get("authorization"), settings, context.url)
+        notification = developer_notification(json_body(body, "Pub/Sub push"))
+        event, update = notification_update(notification, str(settings.get("package_name") or "") or None)
+        return WebhookDelivery([event], partials=[update] if update else [], skipped=0 if update else 1)
 
     @classmethod
     def parse_webhook(

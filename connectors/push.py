@@ -57,6 +57,9 @@ class PartialRecord:
         subscriptions: what the push says of some subscriptions (App Store and Google Play notifications
             each name one), merged by external id over the stored ones (``merge_subscription``); None:
             the push says nothing of subscriptions.
+        by_subscription: ``external_id`` is the id of one of the source's subscriptions, not of a customer
+            (Google Play's notifications name a purchase token only): the push applies to the customer
+            that has it, and to none when no stored customer does.
     """
 
     external_id: str
@@ -64,6 +67,7 @@ class PartialRecord:
     custom: dict[str, Any] = field(default_factory=dict)
     creates: bool = True
     subscriptions: list[SubscriptionFact] | None = None
+    by_subscription: bool = False
 
 
 def merge_subscription(stored: SubscriptionFact | None, pushed: SubscriptionFact) -> SubscriptionFact:
@@ -74,14 +78,17 @@ def merge_subscription(stored: SubscriptionFact | None, pushed: SubscriptionFact
     """
     if stored is None:
         return pushed
+    # A subscription never goes back to its trial: a purchase re-posted later says less than what
+    # happened since.
+    state = stored.state if pushed.state == "trialing" and stored.state != "trialing" else pushed.state
     paid = [d for d in (stored.first_paid_at, pushed.first_paid_at) if d is not None]
     return SubscriptionFact(
         external_id=pushed.external_id,
-        state=pushed.state,
+        state=state,
         trial_started_at=stored.trial_started_at or pushed.trial_started_at,
         trial_ended_at=pushed.trial_ended_at or stored.trial_ended_at,
         first_paid_at=min(paid) if paid else None,
-        cancelled_at=pushed.cancelled_at if pushed.state == "cancelled" else None,
+        cancelled_at=(pushed.cancelled_at or stored.cancelled_at) if state == "cancelled" else None,
     )
 
 

@@ -4,6 +4,7 @@ completed with what the source said before, each delivery in ONE transaction."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
@@ -38,12 +39,33 @@ def complete_partials(
 ) -> list[SourceCustomerRecord]:
     """Records for a push delivery: each partial overlaid on the stored values; update-only ones without
     a stored record are dropped."""
+    partials = _resolve_subscription_keys(conn, data_source_id, partials)
     stored = _stored_values(conn, data_source_id, [p.external_id for p in partials])
     known = {p.external_id: stored[p.external_id]["id"] for p in partials if p.external_id in stored}
     subs = _stored_subscriptions(conn, [known[p.external_id] for p in partials
                                         if p.subscriptions is not None and p.external_id in known])
     records = [complete(p, stored.get(p.external_id), subs.get(known.get(p.external_id))) for p in partials]
     return [r for r in records if r is not None]
+
+
+def _resolve_subscription_keys(
+    conn: Connection, data_source_id: Any, partials: list[PartialRecord]
+) -> list[PartialRecord]:
+    """Partials keyed by a subscription id re-keyed by the customer that has it; dropped when none has it."""
+    sub_ids = [p.external_id for p in partials if p.by_subscription]
+    if not sub_ids:
+        return partials
+    rows = conn.execute(
+        select(subscriptions.c.external_id, source_customers.c.external_id.label("customer"))
+        .join(source_customers, source_customers.c.id == subscriptions.c.source_customer_id)
+        .where(source_customers.c.data_source_id == data_source_id, subscriptions.c.external_id.in_(sub_ids))
+    ).all()
+    owner = {str(r.external_id): str(r.customer) for r in rows}
+    return [
+        replace(p, external_id=owner[p.external_id], by_subscription=False, creates=False) if p.by_subscription else p
+        for p in partials
+        if not p.by_subscription or p.external_id in owner
+    ]
 
 
 def _stored_subscriptions(conn: Connection, source_customer_ids: list[Any]) -> dict[Any, list[SubscriptionFact]]:
