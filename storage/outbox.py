@@ -458,3 +458,106 @@ def delivery_counts(conn: Connection, since: datetime | None = None) -> dict[str
 def retry_delay(attempts: int) -> timedelta:
     """How long a delivery that failed ``attempts`` times waits for its next run: doubling, at most an hour."""
     return timedelta(seconds=min(3600, 60 * 2 ** max(0, attempts - 1)))
+
+
+# ---------------------------------------------------------------------------------- the time triggers
+
+
+def detect_time_triggers(conn: Connection, rules: Sequence[StoredRule], now: datetime) -> dict[str, int]:
+    """Enqueue the occurrences of ``trial_ending`` and ``trial_expired`` reached by ``now``; return how
+    many were new, by rule.
+
+    A moment reached before the rule was applied is not news to it (but with ``backfill``). Nothing is
+    written but new occurrences, so running it twice, or from two workers, fires once.
+    """
+    enqueued: dict[str, int] = {}
+    for rule in rules:
+        if rule.trigger == "trial_ending":
+            found = _trials_ending(conn, rule, now)
+        elif rule.trigger == "trial_expired":
+            found = _trials_expired(conn, rule, now)
+        else:
+            continue
+        enqueued[rule.name] = sum(enqueue(conn, [rule], found[start : start + CHUNK], now=now, ignore_applied_at=True)
+                                  for start in range(0, len(found), CHUNK))
+    return enqueued
+
+
+def _since(rule: StoredRule) -> datetime | None:
+    return None if rule.definition.get("backfill") else rule.applied_at
+
+
+def _trials_ending(conn: Connection, rule: StoredRule, now: datetime) -> list[tuple[Occurrence, datetime, bool]]:
+    """Customers with a subscription still trialing whose trial ends within ``days_before`` days."""
+    from storage.schema import source_customers, subscriptions
+
+    ahead = timedelta(days=int(rule.params["days_before"]))
+    query = (
+        select(customers.c.id, customers.c.uuid, customers.c.created_at, subscriptions.c.trial_ended_at)
+        .select_from(subscriptions.join(source_customers, source_customers.c.id == subscriptions.c.source_customer_id)
+                     .join(customers, customers.c.id == source_customers.c.customer_id))
+        .where(subscriptions.c.state == "trialing", subscriptions.c.trial_ended_at.isnot(None),
+               subscriptions.c.trial_ended_at > now, subscriptions.c.trial_ended_at <= now + ahead)
+        .order_by(customers.c.id, subscriptions.c.trial_ended_at)
+    )
+    since = _since(rule)
+    if since is not None:
+        # The moment reached (the end less the days before) came after the rule.
+        query = query.where(subscriptions.c.trial_ended_at >= since + ahead)
+    seen: set[tuple[int, str]] = set()
+    found = []
+    for row in conn.execute(query):
+        key = (row.id, _iso(row.trial_ended_at))
+        if key in seen:
+            continue
+        seen.add(key)
+        found.append((Occurrence(row.id, row.uuid, "trial_ending", key[1], row.trial_ended_at - ahead), row.created_at,
+                      False))
+    return found
+
+
+def _trials_expired(conn: Connection, rule: StoredRule, now: datetime) -> list[tuple[Occurrence, datetime, bool]]:
+    """Customers whose trial started ``days_after`` days ago or more and who had not paid by then."""
+    after = timedelta(days=int(rule.params["days_after"]))
+    c = customers.c
+    query = (
+        select(c.id, c.uuid, c.created_at, c.free_trial_started_at, c.subscriber_since)
+        .where(c.free_trial_started_at.isnot(None), c.free_trial_started_at <= now - after)
+        .order_by(c.id)
+    )
+    since = _since(rule)
+    if since is not None:
+        query = query.where(c.free_trial_started_at >= since - after)
+    found = []
+    for row in conn.execute(query):
+        deadline = row.free_trial_started_at + after
+        if row.subscriber_since is not None and row.subscriber_since <= deadline:
+            continue  # converted in time
+        found.append((Occurrence(row.id, row.uuid, "trial_expired", _iso(row.free_trial_started_at), deadline),
+                      row.created_at, False))
+    return found
+
+
+def customer_ids_by_uuid(conn: Connection, uuids: Sequence[str]) -> dict[str, int]:
+    """Internal ids of live customers by uuid."""
+    out: dict[str, int] = {}
+    unique = sorted(set(uuids))
+    for start in range(0, len(unique), CHUNK):
+        rows = conn.execute(select(customers.c.uuid, customers.c.id)
+                            .where(customers.c.uuid.in_(unique[start : start + CHUNK])))
+        out.update({uuid: cid for uuid, cid in rows})
+    return out
+
+
+def manual_edits_by_customer(conn: Connection, customer_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The stored manual edits of several customers, by customer id and field (one query per chunk)."""
+    from storage.schema import manual_edits
+
+    out: dict[int, dict[str, Any]] = {cid: {} for cid in customer_ids}
+    for chunk in _chunks(sorted(set(customer_ids))):
+        for cid, name, value in conn.execute(
+            select(manual_edits.c.customer_id, manual_edits.c.field, manual_edits.c.value)
+            .where(ids_in(conn, manual_edits.c.customer_id, list(chunk)))
+        ):
+            out[cid][name] = value
+    return out

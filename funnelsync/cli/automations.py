@@ -82,3 +82,75 @@ def automations_list(as_json: Annotated[bool, typer.Option("--json")] = False) -
     for r in rules:
         table.add_row(r.name, r.trigger, r.where or "", ", ".join(a["kind"] for a in r.actions), str(r.applied_at))
     console.print(table)
+
+
+@automations_app.command("run")
+def automations_run(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be delivered; send nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Detect the time-based occurrences (trial_ending, trial_expired) and deliver what is pending."""
+    from automations.deployments import run_prefect_deployment
+    from automations.dispatch import run_automations
+
+    summary = run_automations(get_engine(), dry_run=dry_run, run_deployment=run_prefect_deployment)
+    if as_json:
+        print_json({**summary.counts(), **({"would_deliver": summary.would_deliver} if dry_run else {})})
+        return
+    if dry_run:
+        table = Table("delivery", "automation", "trigger", "customer", "action", "attempts")
+        for d in summary.would_deliver:
+            table.add_row(d["id"], d["automation"], d["trigger"], d["customer"], d["kind"], str(d["attempts"]))
+        console.print(table)
+        console.print(f"{summary.detected} detected; {len(summary.would_deliver)} would be delivered (dry run).")
+        return
+    console.print(f"{summary.detected} detected, {summary.delivered} delivered, {summary.pending} pending, "
+                  f"{summary.failed} failed.")
+
+
+@automations_app.command("deliveries")
+def automations_deliveries(
+    status: Annotated[str | None, typer.Option("--status", help="pending, delivered or failed.")] = None,
+    rule: Annotated[str | None, typer.Option("--automation", help="Only this automation's.")] = None,
+    limit: Annotated[int, typer.Option("--limit")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The outbox: each action of each occurrence, newest first."""
+    from funnelsync.cli.common import fail
+    from storage.outbox import list_deliveries
+
+    if status is not None and status not in ("pending", "delivered", "failed"):
+        fail(f"--status {status!r}: use pending, delivered or failed", exit_code=2)
+    with get_engine().connect() as conn:
+        found = list_deliveries(conn, status=status, rule=rule, limit=limit)
+    if as_json:
+        print_json([d.as_dict() for d in found])
+        return
+    table = Table("delivery", "automation", "trigger", "customer", "action", "status", "attempts", "last error")
+    for d in found:
+        table.add_row(d.id, d.rule_name, d.trigger, d.customer_uuid, d.kind, d.status, str(d.attempts),
+                      d.last_error or "")
+    console.print(table)
+
+
+@automations_app.command("replay")
+def automations_replay(
+    refs: Annotated[list[str] | None, typer.Argument(help="Deliveries: occ_… (every action) or occ_…:N.")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Every failed delivery.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Deliver again (with a fresh count of attempts), now."""
+    from automations.deployments import run_prefect_deployment
+    from automations.dispatch import replay
+    from funnelsync.cli.common import fail
+
+    if not refs and not failed:
+        fail("name deliveries (occ_… or occ_…:N) or give --failed", exit_code=2)
+    try:
+        summary = replay(get_engine(), refs or [], failed=failed, run_deployment=run_prefect_deployment)
+    except LookupError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(summary.counts())
+        return
+    console.print(f"{summary.delivered} delivered, {summary.pending} pending, {summary.failed} failed.")

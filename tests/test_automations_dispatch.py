@@ -1,0 +1,259 @@
+"""Delivering the outbox to a real local receiver on 127.0.0.1 that checks every signature.
+
+Webhook, Slack and set actions; retries within a run and across runs, 410, replay, the time-based
+triggers, a dry run, and a ``kill -9`` between delivery and marking. SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from automations.apply import apply_definitions
+from automations.dispatch import replay, run_automations
+from automations.rule_file import parse_rule_text
+from automations.actions import sign
+from fakes.hook_receiver import HookReceiver, signature_ok
+from funnelsync.records import SourceCustomerRecord, SubscriptionFact
+from storage.customers import customer_view, resolve_customer
+from storage.edits import manual_edits_of
+from storage.outbox import list_deliveries
+from storage.schema import customers
+from storage.sources import create_source, get_source
+from storage.upsert import upsert_records
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECRET = "whsec_test_5d2c"
+FAST = (0.05, 0.1)
+
+
+@pytest.fixture
+def receiver(monkeypatch):
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    hook = HookReceiver(secret=SECRET).start()
+    yield hook
+    hook.stop()
+
+
+def apply(engine, text: str):
+    with engine.begin() as conn:
+        return apply_definitions(conn, parse_rule_text(text))
+
+
+def webhook_rule(url: str, *, max_attempts: int = 8, trigger: str = "trial_started", extra: str = "") -> str:
+    return f"""
+automations:
+  - name: hook
+    trigger: {trigger}
+{extra}    actions:
+      - webhook: {{url: "{url}", secret: "env:HOOK_SECRET", max_attempts: {max_attempts}}}
+"""
+
+
+def sync(engine, records):
+    with engine.begin() as conn:
+        ds = get_source(conn, "stripe") or create_source(conn, "stripe", "stripe")
+        return upsert_records(conn, ds.id, records)
+
+
+def trial_record(ext="t1", start=datetime(2026, 1, 5, tzinfo=UTC), **kw):
+    subs = kw.pop("subscriptions", None) or [SubscriptionFact(f"sub_{ext}", "trialing", trial_started_at=start,
+                                                              trial_ended_at=start + timedelta(days=14))]
+    return SourceCustomerRecord(ext, name=kw.pop("name", "Ada <Lovelace> & Co"), email=f"{ext}@example.com",
+                                country="US", free_trial_started_at=start, subscriptions=subs, **kw)
+
+
+def deliveries(engine, status=None):
+    with engine.connect() as conn:
+        return list_deliveries(conn, status=status)
+
+
+def test_a_webhook_is_signed_in_the_wire_format_and_delivered_once(db_engine, receiver):
+    apply(db_engine, webhook_rule(receiver.url))
+    sync(db_engine, [trial_record()])
+    summary = run_automations(db_engine, retry_delays=FAST)
+    assert summary.counts() == {"detected": 0, "delivered": 1, "pending": 0, "failed": 0}
+    (got,) = receiver.received
+    assert got.signature_ok is True
+    assert got.headers["content-type"] == "application/json"
+    (delivery,) = deliveries(db_engine)
+    assert got.headers["idempotency-key"] == delivery.occurrence_id
+    assert abs(int(got.headers["x-funnelsync-timestamp"]) - time.time()) < 60
+    body = got.json()
+    assert set(body) == {"id", "automation", "trigger", "occurred_at", "customer"}
+    assert (body["id"], body["automation"], body["trigger"]) == (delivery.occurrence_id, "hook", "trial_started")
+    assert body["occurred_at"] == "2026-01-05T00:00:00+00:00"
+    with db_engine.connect() as conn:
+        cid = resolve_customer(conn, "stripe:t1")
+        shown = customer_view(conn, [cid])[0]
+    # The object `customers show --json` prints: the view without the internal id, with the manual edits.
+    shown.pop("id")
+    assert body["customer"] == {**shown, "manual_edits": {}}
+    assert run_automations(db_engine, retry_delays=FAST).counts()["delivered"] == 0
+    sync(db_engine, [trial_record()])
+    run_automations(db_engine, retry_delays=FAST)
+    assert len(receiver.received) == 1
+    assert deliveries(db_engine)[0].status == "delivered"
+
+
+def test_failing_twice_then_200_is_delivered_once_with_the_same_key_one_and_two_seconds_apart(db_engine, receiver):
+    receiver.plan = [500, 503]
+    apply(db_engine, webhook_rule(receiver.url))
+    sync(db_engine, [trial_record()])
+    started = time.monotonic()
+    summary = run_automations(db_engine)  # the real waits: 1 s, then 2 s
+    took = time.monotonic() - started
+    assert summary.delivered == 1
+    keys = [r.headers["idempotency-key"] for r in receiver.received]
+    assert len(keys) == 3 and len(set(keys)) == 1 and all(r.signature_ok for r in receiver.received)
+    assert took >= 3.0
+    (delivery,) = deliveries(db_engine)
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("delivered", 3, None)
+
+
+def test_always_failing_stays_pending_then_fails_and_replay_delivers_it(db_engine, db_url, receiver):
+    receiver.default = 500
+    apply(db_engine, webhook_rule(receiver.url, max_attempts=5))
+    sync(db_engine, [trial_record()])
+    first = run_automations(db_engine, retry_delays=FAST)
+    assert (first.pending, len(receiver.received)) == (1, 3)
+    (delivery,) = deliveries(db_engine)
+    # Pending, with its next attempt later: a second run right away tries nothing.
+    assert delivery.next_attempt_at > datetime.now(UTC) + timedelta(seconds=30)
+    assert run_automations(db_engine, retry_delays=FAST).pending == 0 and len(receiver.received) == 3
+    later = run_automations(db_engine, retry_delays=FAST, now=datetime.now(UTC) + timedelta(hours=2))
+    assert later.failed == 1 and len(receiver.received) == 5  # 5 attempts in all, then failed
+    (delivery,) = deliveries(db_engine, "failed")
+    assert delivery.attempts == 5 and delivery.last_error.startswith(f"{receiver.url} answered HTTP 500")
+    assert SECRET not in delivery.last_error
+
+    env = {**os.environ, "FUNNELSYNC_DATABASE_URL": db_url, "PYTHONPATH": ROOT}
+    listed = subprocess.run([sys.executable, "-m", "funnelsync", "automations", "deliveries", "--status", "failed",
+                             "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert [d["id"] for d in json.loads(listed.stdout)] == [delivery.id], listed.stderr
+    receiver.default = 200
+    replayed = subprocess.run([sys.executable, "-m", "funnelsync", "automations", "replay", "--failed", "--json"],
+                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert json.loads(replayed.stdout)["delivered"] == 1, replayed.stderr
+    assert receiver.received[-1].headers["idempotency-key"] == delivery.occurrence_id
+    assert deliveries(db_engine)[0].status == "delivered"
+    with pytest.raises(LookupError):
+        replay(db_engine, ["occ_nope"])
+
+
+def test_410_fails_at_once(db_engine, receiver):
+    receiver.default = 410
+    apply(db_engine, webhook_rule(receiver.url))
+    sync(db_engine, [trial_record()])
+    assert run_automations(db_engine, retry_delays=FAST).failed == 1
+    assert len(receiver.received) == 1
+    assert "410" in deliveries(db_engine)[0].last_error
+
+
+def test_slack_and_set_actions_and_set_survives_a_resync(db_engine, receiver, monkeypatch):
+    monkeypatch.setenv("SLACK_URL", receiver.url.replace("/hook", "/services/T0/B0/XYZ"))
+    apply(db_engine, """
+automations:
+  - name: team
+    trigger: trial_started
+    actions:
+      - slack: {url: "env:SLACK_URL", text: "Trial started: {{ customer.name }} <{{ customer.email }}>"}
+      - set: {owner: "sales@example.com", tag: [trial, hot], "custom.stage": "trial-{{ customer.country }}"}
+""")
+    sync(db_engine, [trial_record(owner="someone@example.com")])
+    summary = run_automations(db_engine, retry_delays=FAST)
+    assert summary.delivered == 2, [d.last_error for d in deliveries(db_engine)]
+    (slack,) = receiver.received
+    assert slack.path == "/services/T0/B0/XYZ"
+    assert slack.json() == {"text": "Trial started: Ada &lt;Lovelace&gt; &amp; Co <t1@example.com>"}
+    with db_engine.connect() as conn:
+        cid = resolve_customer(conn, "stripe:t1")
+        assert manual_edits_of(conn, cid) == {"owner": "sales@example.com", "tag.trial": True, "tag.hot": True,
+                                              "custom.stage": "trial-US"}
+    sync(db_engine, [trial_record(owner="other@example.com", tags=["from-source"])])  # a re-sync
+    with db_engine.connect() as conn:
+        row = conn.execute(select(customers.c.owner, customers.c.tags, customers.c.custom)
+                           .where(customers.c.id == cid)).one()
+    assert row.owner == "sales@example.com"
+    assert set(row.tags) == {"from-source", "trial", "hot"} and row.custom["stage"] == "trial-US"
+
+
+def test_time_triggers_fire_once_when_their_moment_comes(db_engine, receiver):
+    apply(db_engine, f"""
+automations:
+  - name: ending
+    trigger: trial_ending
+    days_before: 3
+    actions: [{{webhook: {{url: "{receiver.url}", secret: "env:HOOK_SECRET"}}}}]
+  - name: expired
+    trigger: trial_expired
+    days_after: 30
+    actions: [{{webhook: {{url: "{receiver.url}", secret: "env:HOOK_SECRET"}}}}]
+""")
+    now = datetime.now(UTC)
+    start = now - timedelta(days=28)
+    sync(db_engine, [
+        trial_record("ends-soon", start, subscriptions=[SubscriptionFact("s1", "trialing", trial_started_at=start,
+                                                                         trial_ended_at=now + timedelta(days=5))]),
+        trial_record("converted", start, subscriptions=[SubscriptionFact("s2", "active", trial_started_at=start,
+                                                                         first_paid_at=start + timedelta(days=10))]),
+    ])
+    assert run_automations(db_engine, retry_delays=FAST).counts() == {"detected": 0, "delivered": 0, "pending": 0,
+                                                                      "failed": 0}
+    later = now + timedelta(days=3)  # 2 days before the trial end, 31 days after the start
+    first = run_automations(db_engine, retry_delays=FAST, now=later)
+    assert (first.detected, first.delivered) == (2, 2)
+    fired = sorted((r.json()["automation"], r.json()["customer"]["external_ids"][0]) for r in receiver.received)
+    assert fired == [("ending", "ends-soon"), ("expired", "ends-soon")]
+    again = run_automations(db_engine, retry_delays=FAST, now=later + timedelta(hours=1))
+    assert (again.detected, again.delivered, len(receiver.received)) == (0, 0, 2)
+
+
+def test_a_dry_run_lists_and_sends_nothing_and_run_prints_its_counts(db_engine, db_url, receiver):
+    apply(db_engine, webhook_rule(receiver.url))
+    sync(db_engine, [trial_record()])
+    dry = run_automations(db_engine, dry_run=True)
+    assert [d["automation"] for d in dry.would_deliver] == ["hook"] and receiver.received == []
+    assert deliveries(db_engine)[0].status == "pending" and deliveries(db_engine)[0].attempts == 0
+    env = {**os.environ, "FUNNELSYNC_DATABASE_URL": db_url, "PYTHONPATH": ROOT}
+    ran = subprocess.run([sys.executable, "-m", "funnelsync", "automations", "run", "--json"], capture_output=True,
+                         text=True, env=env, cwd=ROOT, timeout=120)
+    assert json.loads(ran.stdout) == {"detected": 0, "delivered": 1, "pending": 0, "failed": 0}, ran.stderr
+    assert receiver.received[0].signature_ok is True
+
+
+def test_the_signature_is_hmac_sha256_of_timestamp_dot_body_and_a_changed_body_fails_it():
+    body = b'{"id":"occ_1"}'
+    expected = "v1=" + hmac.new(SECRET.encode(), b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert sign(SECRET, 1700000000, body) == expected
+    headers = {"x-funnelsync-timestamp": "1700000000", "x-funnelsync-signature": expected}
+    assert signature_ok(SECRET, headers, body)
+    assert not signature_ok(SECRET, headers, body + b" ")
+    assert not signature_ok(SECRET, {**headers, "x-funnelsync-timestamp": "1700000001"}, body)
+
+
+def test_kill_9_between_delivery_and_marking_delivers_again_with_the_same_key(db_engine, db_url, receiver):
+    apply(db_engine, webhook_rule(receiver.url))
+    sync(db_engine, [trial_record()])
+    env = {**os.environ, "FUNNELSYNC_DATABASE_URL": db_url, "PYTHONPATH": ROOT}
+    pids: list[int] = []
+    # The receiver has the delivery; the sender dies before it can mark it delivered.
+    receiver.on_request = lambda _item: os.kill(pids[0], signal.SIGKILL) if receiver.count == 1 else None
+    process = subprocess.Popen([sys.executable, "-m", "funnelsync", "automations", "run"], env=env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids.append(process.pid)
+    assert process.wait(timeout=120) == -signal.SIGKILL
+    assert len(receiver.received) == 1 and deliveries(db_engine)[0].status == "pending"
+    assert run_automations(db_engine, retry_delays=FAST).delivered == 1
+    keys = [r.headers["idempotency-key"] for r in receiver.received]
+    assert len(keys) == 2 and keys[0] == keys[1] == deliveries(db_engine)[0].occurrence_id
