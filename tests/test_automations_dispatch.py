@@ -19,10 +19,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from automations.actions import sign
 from automations.apply import apply_definitions
 from automations.dispatch import replay, run_automations
 from automations.rule_file import parse_rule_text
-from automations.actions import sign
 from fakes.hook_receiver import HookReceiver, signature_ok
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 from storage.customers import customer_view, resolve_customer
