@@ -6,14 +6,18 @@ since = the first paid, non-zero, recurring invoice).
 
 Streams:
 
-- ``customers``: ``GET /customers?sort_by[asc]=updated_at`` (``updated_at[after]`` once a watermark
-  exists: sending it on a first sync drops customers that have no ``updated_at``, the PostHog trap).
+- ``customers``: ``GET /customers?sort_by[asc]=updated_at&include_deleted=true`` (``updated_at[after]``
+  once a watermark exists: sending it on a first sync drops customers that have no ``updated_at``, the
+  PostHog trap). ``[after]`` is strict, so an incremental run starts ``CHANGE_LOOKBACK`` before the
+  watermark: a change stamped in the watermark's second is not missed; what the overlap reads again is
+  unchanged and the upsert leaves it alone. A customer listed ``deleted: true`` is removed.
   For each page, ONE ``GET /subscriptions?customer_id[in]=[…]`` and ONE ``GET /invoices?customer_id[in]=
   […]&status[is]=paid&recurring[is]=true`` (each paged) complete the page's records: three requests
   per 100 customers, memory bounded by a page.
 - ``subscriptions``: the change feed. Subscriptions updated since the watermark (a trial that
-  converted, a cancellation) name their customers, which are rebuilt whole the same way. On a first
-  sync or a full refresh it reads only the changes since the customers stream began (which read the rest).
+  converted, a cancellation) name their customers, which are rebuilt whole the same way, with the same
+  lookback. On a first sync or a full refresh it reads only the changes since the customers stream began
+  (which read the rest).
 
 Quirks: every list item wraps its object (``{"customer": {…}}``); ``next_offset`` is an opaque string
 passed back verbatim; all times are epoch seconds.
@@ -33,7 +37,7 @@ from connectors.paging import OffsetTokenPaginator, PageRequest, fetch_pages
 from connectors.push import WebhookContext, WebhookDelivery, WebhookReceiver, json_body, object_id, require_object
 from connectors.signatures import verify_basic_auth
 from funnelsync.normalize import clean_text
-from funnelsync.records import SourceCustomerRecord, SubscriptionFact
+from funnelsync.records import SourceCustomerDeletion, SourceCustomerRecord, SubscriptionFact
 from funnelsync.timeutil import epoch_seconds, from_epoch
 
 BASE_URL = "https://{site}.chargebee.com/api/v2"
@@ -132,15 +136,17 @@ class ChargebeeConnector(Connector, WebhookReceiver):
         """Every customer (or those updated since the watermark), whole, page by page."""
 
         def request(since: int | None) -> PageRequest:
-            params: dict[str, Any] = {"limit": self.page_size, "sort_by[asc]": "updated_at"}
+            params: dict[str, Any] = {"limit": self.page_size, "sort_by[asc]": "updated_at", "include_deleted": "true"}
             if since is not None:  # never on a first sync: customers without updated_at would vanish
-                params["updated_at[after]"] = since
+                params["updated_at[after]"] = self._after(since)
             return PageRequest("/customers", params)
 
-        def map_page(items: list[dict[str, Any]]) -> tuple[list[SourceCustomerRecord], int | None]:
-            customers = [item["customer"] for item in items if not item["customer"].get("deleted")]
-            stamps = [c.get("updated_at") or c.get("created_at") for c in (i["customer"] for i in items)]
-            return self.records_for(customers), max((s for s in stamps if s is not None), default=None)
+        def map_page(items: list[dict[str, Any]]) -> tuple[list[Any], int | None]:
+            listed = [item["customer"] for item in items]
+            live = [c for c in listed if not c.get("deleted")]
+            gone = [SourceCustomerDeletion(str(c["id"])) for c in listed if c.get("deleted")]
+            stamps = [c.get("updated_at") or c.get("created_at") for c in listed]
+            return [*self.records_for(live), *gone], max((s for s in stamps if s is not None), default=None)
 
         return self.read_list("customers", state, request, OffsetTokenPaginator(), map_page)
 
@@ -150,10 +156,11 @@ class ChargebeeConnector(Connector, WebhookReceiver):
 
         def request(since: int) -> PageRequest:
             return PageRequest(
-                "/subscriptions", {"limit": self.page_size, "sort_by[asc]": "updated_at", "updated_at[after]": since}
+                "/subscriptions",
+                {"limit": self.page_size, "sort_by[asc]": "updated_at", "updated_at[after]": self._after(since)},
             )
 
-        def map_page(items: list[dict[str, Any]]) -> tuple[list[SourceCustomerRecord], int | None]:
+        def map_page(items: list[dict[str, Any]]) -> tuple[list[Any], int | None]:
             customers: dict[str, dict[str, Any]] = {}
             for item in items:
                 customer = item.get("customer")
@@ -165,10 +172,16 @@ class ChargebeeConnector(Connector, WebhookReceiver):
                 for fetched in self._list("/customers", {"id[in]": _in_filter(stubs)}, "customer"):
                     customers[str(fetched["id"])] = fetched
             live = [c for c in customers.values() if not c.get("_stub") and not c.get("deleted")]
+            gone = [SourceCustomerDeletion(cid) for cid, c in customers.items() if c.get("deleted")]
             stamps = [i["subscription"].get("updated_at") for i in items]
-            return self.records_for(live), max((s for s in stamps if s is not None), default=None)
+            return [*self.records_for(live), *gone], max((s for s in stamps if s is not None), default=None)
 
         return self.read_list("subscriptions", state, request, OffsetTokenPaginator(), map_page)
+
+    @staticmethod
+    def _after(since: int) -> int:
+        """The ``updated_at[after]`` of an incremental read: strict, so it starts a lookback earlier."""
+        return int(since) - int(CHANGE_LOOKBACK.total_seconds())
 
     # ------------------------------------------------------------------ the join
 

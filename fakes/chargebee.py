@@ -18,8 +18,21 @@ class ChargebeeFake(FakeApi):
     main_path = "/api/v2/customers"
     main_stream = "customers"
 
+    def __init__(self, n: int = 25, page_size: int = 10) -> None:
+        super().__init__(n, page_size)
+        self.deleted_ids: set[str] = set()
+
     def id_prefix(self) -> str:
         return "cb_"
+
+    def delete_customer(self, person: FakePerson, at: int) -> None:
+        """``POST /customers/{id}/delete``: the customer is listed only with ``include_deleted=true``,
+        then with ``deleted: true`` and ``updated_at`` of the deletion."""
+        self.deleted_ids.add(person.id)
+        person.updated = at
+
+    def expected_ids(self) -> set[str]:
+        return {p.id for p in self.people if p.id not in self.deleted_ids}
 
     def settings(self, api_key: str | None = None) -> dict[str, Any]:
         # The site is part of the host (``{site}`` in base_url); served locally the host is 127.0.0.1.
@@ -35,7 +48,8 @@ class ChargebeeFake(FakeApi):
             "id": p.id, "first_name": p.first_name, "last_name": p.last_name, "email": p.email,
             "company": p.company, "auto_collection": "on", "net_term_days": 0, "allow_direct_debit": False,
             "created_at": p.created, "taxability": "taxable", "updated_at": p.updated, "pii_cleared": "active",
-            "channel": "web", "resource_version": p.updated * 1000, "deleted": False, "object": "customer",
+            "channel": "web", "resource_version": p.updated * 1000, "deleted": p.id in self.deleted_ids,
+            "object": "customer",
             "billing_address": {"first_name": p.first_name, "last_name": p.last_name, "country": p.country,
                                 "validation_status": "not_validated", "object": "billing_address"},
             "card_status": "no_card", "promotional_credits": 0, "refundable_credits": 0,
@@ -81,18 +95,21 @@ class ChargebeeFake(FakeApi):
 
     def list_customers(self, request: httpx.Request) -> httpx.Response:
         params = request.url.params
-        after = params.get("updated_at[after]")
+        after = params.get("updated_at[after]")  # strictly after, as Chargebee's timestamp filter
         ids = self.in_filter(request, "id[in]")
+        with_deleted = params.get("include_deleted") == "true"
         people = sorted(self.people, key=lambda p: (p.updated, p.id))
         items = [{"customer": self.customer(p)} for p in people
-                 if (after is None or p.updated > int(after)) and (ids is None or p.id in ids)]
+                 if (after is None or p.updated > int(after)) and (ids is None or p.id in ids)
+                 and (with_deleted or p.id not in self.deleted_ids)]
         return self.page(request, items, "/api/v2/customers")
 
     def list_subscriptions(self, request: httpx.Request) -> httpx.Response:
         after = request.url.params.get("updated_at[after]")
         ids = self.in_filter(request, "customer_id[in]")
         pairs = [(p, s) for p in self.people for s in p.subscriptions
-                 if (ids is None or p.id in ids) and (after is None or s.updated > int(after))]
+                 if (ids is None or p.id in ids) and (after is None or s.updated > int(after))
+                 and p.id not in self.deleted_ids]
         pairs.sort(key=lambda ps: (ps[1].updated, ps[1].id))
         items = [{"subscription": self.subscription(p, s), "customer": self.customer(p)} for p, s in pairs]
         return self.page(request, items, "/api/v2/subscriptions")

@@ -12,6 +12,7 @@ import pytest
 import respx
 from sqlalchemy import Engine, select
 
+from connectors.chargebee import CHANGE_LOOKBACK as CHARGEBEE_LOOKBACK
 from connectors.chargebee import ChargebeeConnector
 from connectors.http import ApiError
 from connectors.recurly import RecurlyConnector
@@ -155,7 +156,9 @@ def test_chargebee_first_sync_sends_no_updated_at_filter(router: respx.Router) -
     assert first_call.request.url.params["sort_by[asc]"] == "updated_at"
     list(connector.read("customers", batches[-1].cursor, False))
     last_call = [c for c in router.calls if c.request.url.path.endswith("/customers")][-1]
-    assert last_call.request.url.params["updated_at[after]"] == str(fake.people[-1].updated)
+    # ``[after]`` is strict: the incremental read starts the lookback before the watermark.
+    lookback = int(CHARGEBEE_LOOKBACK.total_seconds())
+    assert last_call.request.url.params["updated_at[after]"] == str(fake.people[-1].updated - lookback)
 
 
 def test_chargebee_subscription_change_rebuilds_its_customer(router: respx.Router, db_engine: Engine) -> None:
