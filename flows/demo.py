@@ -47,17 +47,61 @@ def _parse(text: str) -> int | None:
     return int(datetime.strptime(text[:16], "%Y-%m-%d %H:%M").replace(tzinfo=UTC).timestamp())
 
 
-def vendor_people(csv_path: Path) -> tuple[list[FakePerson], list[FakePerson], int]:
+DATE_COLUMNS = ("Signup Date", "Trial Start")
+
+
+def _add_months(moment: datetime, months: int) -> datetime:
+    index = moment.year * 12 + moment.month - 1 + months
+    year, month = divmod(index, 12)
+    month += 1
+    last_day = (date(year + (month == 12), month % 12 + 1, 1) - date(year, month, 1)).days
+    return moment.replace(year=year, month=month, day=min(moment.day, last_day))
+
+
+def dated_sample(csv_path: Path, out_dir: Path, today: date) -> Path:
+    """A copy of ``csv_path`` whose dates are moved by whole months so its last month is the one before ``today``'s.
+
+    The bundled leads span ten months; moved this way they fall in the last twelve, which is what the
+    dashboard and ``funnelsync metrics`` open on. Whole months keep each month's figures as they are,
+    and the copy is the same for every run in the same month (a re-run changes nothing).
+    """
+    with csv_path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = list(reader.fieldnames or [])
+        rows = list(reader)
+    stamps = [datetime.strptime(row[c][:16], "%Y-%m-%d %H:%M") for row in rows for c in DATE_COLUMNS
+              if (row.get(c) or "").strip()]
+    last = max(stamps)
+    shift = (today.year * 12 + today.month - 1) - (last.year * 12 + last.month)
+    for row in rows:
+        for column in DATE_COLUMNS:
+            text = (row.get(column) or "").strip()
+            if text:
+                row[column] = _add_months(datetime.strptime(text[:16], "%Y-%m-%d %H:%M"), shift).strftime(
+                    "%Y-%m-%d %H:%M")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / csv_path.name
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def vendor_people(csv_path: Path, today: date | None = None) -> tuple[list[FakePerson], list[FakePerson], int]:
     """Stripe and Chargebee customers for the demo, and the moment the demo calls "now".
 
     Every third lead of the CSV that took a trial converted in Stripe (same person, e-mail in other
     case: the merge finds them), the rest of both vendors' customers are their own, created over the
-    CSV's months so the funnel has figures every month.
+    CSV's months so the funnel has figures every month. "Now" is a month after the CSV's last date, or
+    midnight of ``today`` if that comes first.
     """
     with csv_path.open(encoding="utf-8-sig", newline="") as handle:
         leads = list(csv.DictReader(handle))
     stamps = [s for row in leads for s in (_parse(row.get("Signup Date", "")), _parse(row.get("Trial Start", ""))) if s]
     now = max(stamps) + 30 * DAY
+    if today is not None:  # never in the future: midnight of today at the latest (the same all day long)
+        now = min(now, int(datetime(today.year, today.month, today.day, tzinfo=UTC).timestamp()))
     span_days = max(30, (now - min(stamps)) // DAY)
     converted: list[FakePerson] = []
     trials = [row for row in leads if _parse(row.get("Trial Start", ""))]
@@ -66,7 +110,11 @@ def vendor_people(csv_path: Path) -> tuple[list[FakePerson], list[FakePerson], i
         first, _, last = row.get("Full Name", "").partition(" ")
         person = customer(f"cus_lead{i:03d}", row["E-mail"].upper(), first, last, row.get("Company", ""),
                           row.get("Country", "US"), trial)
-        subscribe(person, f"sub_lead{i:03d}", "active", trial, trial, trial + 14 * DAY, first_paid_at=trial + 14 * DAY)
+        if trial + 14 * DAY <= now:
+            subscribe(person, f"sub_lead{i:03d}", "active", trial, trial, trial + 14 * DAY,
+                      first_paid_at=trial + 14 * DAY)
+        else:  # the trial is not over yet "now": it converts later
+            subscribe(person, f"sub_lead{i:03d}", "trialing", trial, trial, trial + 14 * DAY)
         converted.append(person)
     stripe = converted + population(24, seed=7, now=now, days=span_days)
     chargebee = population(16, seed=8, prefix="cb_", now=now, days=span_days)
@@ -96,14 +144,17 @@ def run_demo(csv_path: Path = SAMPLE_CSV, say: Callable[[str], None] = print) ->
     from flows.imports import import_file_flow
     from flows.metrics import refresh_metrics_flow
     from flows.sync import sync_source_flow
-    from storage.db import make_engine, upgrade
+    from storage.db import funnelsync_home, make_engine, upgrade
     from storage.metrics import funnel_series
     from storage.schema import customers, merge_events
 
     result = DemoResult()
     engine = make_engine()
     upgrade(engine)
-    stripe_people, chargebee_people, now = vendor_people(csv_path)
+    today = datetime.now(UTC).date()
+    if csv_path.resolve() == SAMPLE_CSV.resolve():
+        csv_path = dated_sample(csv_path, funnelsync_home() / "demo", today)
+    stripe_people, chargebee_people, now = vendor_people(csv_path, today)
     with FakeVendorServer(stripe_people, chargebee_people) as vendors:
         say(f"Local Stripe and Chargebee stand-ins listening on {vendors.url}")
         os.environ[STRIPE_KEY_ENV] = vendors.stripe_settings()["api_key"]
