@@ -11,12 +11,13 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import Connection, select
 
 from api.auth import require_api_key
-from api.customers import customer_id_or_404, read_contact_custom, read_contact_fields
+from api.customers import customer_id_or_404, read_contact_custom
 from api.errors import Invalid, JsonBody, NotFound, body_example, no_nul_in_url, require_object
 from api.fields import FieldReader
 from api.wire import contacts_json, decode_cursor, page_envelope, per_page_value
 from storage.contacts import (
     ContactNotFound,
+    check_contact_fields,
     contact_id,
     create_contact,
     delete_contact,
@@ -52,10 +53,10 @@ def _read(data: dict[str, Any], *, creating: bool) -> tuple[FieldReader, dict[st
     for key in data:
         if key not in CONTACT_KEYS and key not in ("uuid", "customer_external_id", "created_at", "updated_at"):
             reader.fail(key, f"unknown field; accepted: {', '.join(sorted(CONTACT_KEYS))}")
-    fields = read_contact_fields(reader, data)
+    fields, errors = check_contact_fields(data, creating=creating)
+    for name, reason in errors:
+        reader.fail(name, reason)
     custom = read_contact_custom(reader, data.get("custom"))
-    if creating and not any(fields.get(n) for n in ("first_name", "last_name", "email", "phone")):
-        reader.fail("body", "a contact needs at least one of first_name, last_name, email, phone")
     return reader, fields, custom
 
 

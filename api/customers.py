@@ -27,7 +27,7 @@ from api.wire import (
 )
 from funnelsync.edit_rules import lies_in_future, trial_precedes_lead
 from funnelsync.records import CUSTOMER_STATUSES, LEAD_STATUSES, SourceCustomerRecord
-from storage.contacts import CONTACT_FIELDS, create_contact, update_contact
+from storage.contacts import CONTACT_FIELDS, check_contact_fields, create_contact, update_contact
 from storage.customer_pages import count_customers, customer_id_by_uuid, find_customer_ids
 from storage.customers import merged_into
 from storage.edits import EditError, set_manual_edits
@@ -108,7 +108,6 @@ def _unknown_keys(reader: FieldReader, data: dict[str, Any], allowed: frozenset[
             reader.fail(key, f"unknown field; accepted: {', '.join(sorted(allowed))}")
 
 
-_MAX_POSITION = 2**31 - 1
 _MAX_PAGE = 10**12
 _PRIMARY_CONTACT_KEYS = frozenset((*CONTACT_FIELDS, "custom"))
 
@@ -132,27 +131,11 @@ def _contact_fields(reader: FieldReader, value: Any) -> tuple[dict[str, Any], di
 
 
 def read_contact_fields(reader: FieldReader, data: dict[str, Any]) -> dict[str, Any]:
-    """The contact fields present in ``data``, validated."""
-    out: dict[str, Any] = {}
-    for name in CONTACT_FIELDS:
-        if name not in data:
-            continue
-        if name == "position":
-            position = data[name]
-            # Bounded by the 32-bit column: a larger one failed on write (500).
-            if position is not None and (
-                isinstance(position, bool) or not isinstance(position, int) or not 0 <= position <= _MAX_POSITION
-            ):
-                reader.fail(name, f"expected a whole number from 0 to {_MAX_POSITION}, got {position!r}")
-            else:
-                out[name] = position
-        elif name == "email":
-            out[name] = reader.email(name)
-        elif name == "notes":
-            out[name] = reader.text(name, max_len=65535)
-        else:
-            out[name] = reader.text(name, max_len=2048 if name == "linked_in" else 255)
-    return out
+    """The contact fields present in ``data``, validated (the rules are storage's, shared with the CLI)."""
+    fields, errors = check_contact_fields(data)
+    for name, reason in errors:
+        reader.fail(name, reason)
+    return fields
 
 
 def read_contact_custom(reader: FieldReader, value: Any) -> dict[str, Any]:

@@ -20,6 +20,58 @@ from storage.schema import contacts, customers, data_sources, source_customers
 CONTACT_FIELDS = ("first_name", "last_name", "title", "email", "phone", "linked_in", "twitter", "notes", "position")
 
 
+# Longest values a contact field takes (email: RFC 5321's path limit; linked_in: a URL).
+CONTACT_MAX_LEN = {"email": 320, "notes": 65535, "linked_in": 2048}
+MAX_POSITION = 2**31 - 1  # the 32-bit column
+IDENTIFYING_FIELDS = ("first_name", "last_name", "email", "phone")
+
+
+def check_contact_fields(
+    data: Mapping[str, Any], *, creating: bool = False
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The contact fields present in ``data``, validated: the rules the HTTP API and the CLI share.
+
+    Text is trimmed (empty → None); numbers are refused rather than turned into text; ``email`` needs
+    something on both sides of an ``@``; ``position`` is a whole number from 0 to 2**31 - 1. A new
+    contact needs one of first name, last name, email or phone.
+
+    Returns:
+        ``(fields, errors)``: the values to write, and ``(field, reason)`` for every value refused.
+    """
+    out: dict[str, Any] = {}
+    errors: list[tuple[str, str]] = []
+    for name in CONTACT_FIELDS:
+        if name not in data:
+            continue
+        value = data[name]
+        if name == "position":
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_POSITION
+            ):
+                errors.append((name, f"expected a whole number from 0 to {MAX_POSITION}, got {value!r}"))
+            else:
+                out[name] = value
+            continue
+        if value is None or (isinstance(value, str) and not value.strip()):
+            out[name] = None
+            continue
+        if not isinstance(value, str):
+            errors.append((name, f"expected a string, got {type(value).__name__}"))
+            continue
+        value = value.strip()
+        limit = CONTACT_MAX_LEN.get(name, 255)
+        if len(value) > limit:
+            errors.append((name, f"at most {limit} characters, got {len(value)}"))
+            continue
+        if name == "email" and ("@" not in value or value.startswith("@") or value.endswith("@")):
+            errors.append((name, f"not an email address: {value!r}"))
+            continue
+        out[name] = value
+    if creating and not any(out.get(n) for n in IDENTIFYING_FIELDS):
+        errors.append(("body", "a contact needs at least one of first_name, last_name, email, phone"))
+    return out, errors
+
+
 class ContactNotFound(LookupError):
     """No contact has that uuid."""
 

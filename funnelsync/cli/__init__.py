@@ -15,6 +15,7 @@ from typer._click import exceptions as click_exceptions
 from funnelsync.cli import api_keys as _api_keys  # noqa: E402,F401  api-keys create|revoke|list
 from funnelsync.cli import automations as _automations  # noqa: E402,F401  automations validate|apply|run|…
 from funnelsync.cli import bulk_edit as _bulk_edit  # noqa: E402,F401  bulk-edit
+from funnelsync.cli import contacts as _contacts  # noqa: E402,F401  contacts list|show|add|edit|remove
 from funnelsync.cli import customers as _customers  # noqa: E402,F401  customers list|show|add|edit
 from funnelsync.cli import demo as _demo  # noqa: E402,F401  demo (the flows end to end on local stand-ins)
 from funnelsync.cli import google_play as _google_play  # noqa: E402,F401  import google-play-sales
