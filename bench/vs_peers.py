@@ -97,8 +97,13 @@ def timed(argv: list[str], env: dict[str, str], rows: int, label: tuple[str, str
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(label)} failed (exit {proc.returncode}):\n{output.decode(errors='replace')[-3000:]}")
-    return Load(*label, round(seconds, 2), round(usage.ru_utime + usage.ru_stime, 2),
-                round(usage.ru_maxrss / 1024, 1), round(rows / seconds))
+    return Load(
+        *label,
+        round(seconds, 2),
+        round(usage.ru_utime + usage.ru_stime, 2),
+        round(usage.ru_maxrss / 1024, 1),
+        round(rows / seconds),
+    )
 
 
 def pg_schema_url(schema: str) -> str:
@@ -190,8 +195,9 @@ def table(loads: list[Load]) -> str:
                 return f"{x.seconds:.1f} s ({x.rows_per_s:,} rows/s)" if x else "–"
 
             ratio = f"{peer.seconds / mine.seconds:.2f}×" if peer else "–"
-            lines.append(f"| {database} | {load} | {cell(mine)} | {cell(peer)} | {cell(naive)} | {ratio} | "
-                         f"{mine.peak_mb:.0f} |")
+            lines.append(
+                f"| {database} | {load} | {cell(mine)} | {cell(peer)} | {cell(naive)} | {ratio} | {mine.peak_mb:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -220,9 +226,11 @@ def main() -> None:
             for tool in chosen:
                 for load in tools[tool](kind, path, work, args.rows):
                     loads.append(load)
-                    print(f"{load.tool:10} {load.database:10} {load.load:6} {load.seconds:8.1f} s "
-                          f"{load.rows_per_s:9,} rows/s  CPU {load.cpu_seconds:7.1f} s  peak {load.peak_mb:6.0f} MB",
-                          flush=True)
+                    print(
+                        f"{load.tool:10} {load.database:10} {load.load:6} {load.seconds:8.1f} s "
+                        f"{load.rows_per_s:9,} rows/s  CPU {load.cpu_seconds:7.1f} s  peak {load.peak_mb:6.0f} MB",
+                        flush=True,
+                    )
                     if args.json:
                         print("BENCH_JSON " + json.dumps({"bench": "vs_peers", **asdict(load)}), flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
