@@ -84,6 +84,11 @@ def sleep(seconds: float) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def body_json(response: httpx.Response) -> Any:
+    """The decoded JSON body of a response, or None when it is not JSON."""
+    return _json_body(response)
+
+
 def _json_body(response: httpx.Response) -> Any:
     try:
         return response.json()

@@ -25,7 +25,14 @@ The rule (docs/connectors.md): only contacts whose ``lifecyclestage`` is ``lead`
 ``createdate``; free trial started = the property named by ``trial_property``, if configured.
 Properties are strings: ISO datetimes (``2024-01-15T09:30:00.123Z``), date-only values of date
 properties (``2024-01-15``, midnight UTC) or, from legacy v1 payloads, epoch milliseconds.
-Archived (deleted) contacts are not listed and cannot be searched; they keep their stored record.
+
+Deletions: archived (deleted) objects are left out of the list and cannot be searched, so every run
+ends by listing ``GET …?archived=true`` (ids only) and removes those it holds.
+
+Rate limits: a 429 names the limit it hit in its body (``errorType: RATE_LIMIT``, ``policyName``
+``TEN_SECONDLY_ROLLING`` or ``SECONDLY``) and usually carries no ``Retry-After``: the wait is the whole
+rolling window (``X-HubSpot-RateLimit-Interval-Milliseconds`` when sent), so under contention a retry
+does not land in the same window. A ``DAILY`` limit is not waited out (it resets at midnight).
 """
 
 from __future__ import annotations
@@ -36,14 +43,16 @@ from datetime import UTC, date, datetime
 from typing import Any, cast
 from urllib.parse import quote
 
+import httpx
+
 from connectors.base import Batch, Connector, Feed, Setting, Stream
-from connectors.http import ApiError
-from connectors.paging import PageRequest
+from connectors.http import ApiError, body_json
+from connectors.paging import PageRequest, fetch_pages
 from connectors.push import Rereader, WebhookContext, WebhookDelivery, WebhookReceiver, json_body
 from connectors.push import object_id as payload_id
 from connectors.signatures import WebhookPayloadError, verify_hubspot_signature
 from funnelsync.normalize import clean_text
-from funnelsync.records import SourceCustomerRecord
+from funnelsync.records import SourceCustomerDeletion, SourceCustomerRecord
 from funnelsync.timeutil import parse_iso
 
 BASE_URL = "https://api.hubapi.com"
@@ -118,6 +127,29 @@ def parse_hubspot_time(value: Any) -> datetime | None:
         day = date.fromisoformat(text)
         return datetime(day.year, day.month, day.day, tzinfo=UTC)
     return parse_iso(text)
+
+
+# The rolling windows HubSpot names in a 429's ``policyName``, in seconds.
+RATE_LIMIT_WINDOWS = {"TEN_SECONDLY_ROLLING": 10.0, "SECONDLY": 1.0}
+
+
+def rate_limit_wait(response: httpx.Response) -> float | None:
+    """How long a HubSpot 429 asks to wait when it sends no ``Retry-After``: the window its body names.
+
+    Example body: ``{"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
+    "errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING", …}``.
+    """
+    if response.status_code != 429:
+        return None
+    body = body_json(response)
+    policy = str(body.get("policyName") or "").upper() if isinstance(body, dict) else ""
+    window = RATE_LIMIT_WINDOWS.get(policy)
+    if window is None:
+        return None
+    interval = response.headers.get("X-HubSpot-RateLimit-Interval-Milliseconds", "")
+    if policy == "TEN_SECONDLY_ROLLING" and interval.isdigit() and int(interval) > 0:
+        window = int(interval) / 1000
+    return window
 
 
 def _ms(moment: datetime) -> int:
@@ -228,6 +260,7 @@ class HubSpotConnector(Connector, WebhookReceiver):
     def client_options(self) -> dict[str, Any]:
         return {
             "bearer_token": self.settings["access_token"],
+            "wait_hint": rate_limit_wait,
             "credentials_hint": "check the access_token setting (a private-app token with "
             f"crm.objects.{self.object_type}.read)",
         }
@@ -289,7 +322,26 @@ class HubSpotConnector(Connector, WebhookReceiver):
             return [r for r in (self.object_record(c) for c in items) if r is not None], page_max
 
         paginator = HubSpotPaginator(self.page_size, self.search_result_cap)
-        yield from self.read_list(self.object_type, state, request, paginator, map_page)
+        cursor: dict[str, Any] = dict(state)
+        for batch in self.read_list(self.object_type, state, request, paginator, map_page):
+            cursor = batch.cursor
+            yield batch
+        if "page_token" not in cursor:
+            yield from self.read_archived(cursor)
+
+    def read_archived(self, cursor: dict[str, Any]) -> Iterator[Batch]:
+        """Deletions of the archived objects (``archived=true`` lists only those), under the cursor reached.
+
+        The list has no date filter, so it is read whole each run; ids never stored are ignored by the sync.
+        """
+        path = OBJECTS_PATH.format(object_type=self.object_type)
+        request = PageRequest(path, {"limit": self.page_size, "archived": "true", "properties": "hs_object_id"})
+        pages = fetch_pages(self.client, request, HubSpotPaginator(self.page_size, self.search_result_cap))
+
+        def deletions(items: list[dict[str, Any]]) -> list[Any]:
+            return [SourceCustomerDeletion(str(i["id"])) for i in items if i.get("archived") is True]
+
+        yield from self.read_pages(self.object_type, pages, deletions, lambda page: dict(cursor))
 
     def fetch_records(self, object_ids: list[str]) -> list[SourceCustomerRecord]:
         """Objects re-read now in batches of 100 (``POST …/batch/read``); missing ids and non-leads skipped.

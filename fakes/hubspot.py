@@ -35,6 +35,14 @@ class HubSpotFake(FakeApi):
         super().__init__(n, page_size)
         self.search_bodies: list[dict[str, Any]] = []
         self.contacts = [self.contact(i, p) for i, p in enumerate(self.people)]
+        self.archived: list[dict[str, Any]] = []
+
+    def archive(self, contact_id: str, at: int) -> None:
+        """``DELETE /crm/v3/objects/contacts/{id}``: the contact leaves the list, search and reads; it is
+        listed only with ``archived=true``, as ``archived: true`` with ``archivedAt``."""
+        contact = next(c for c in self.contacts if c["id"] == contact_id)
+        self.contacts.remove(contact)
+        self.archived.append({**contact, "archived": True, "archivedAt": iso_ms(at), "updatedAt": iso_ms(at)})
 
     def id_prefix(self) -> str:
         return "5100"  # HubSpot ids are numeric strings: 510000000, 510000001, …
@@ -51,7 +59,8 @@ class HubSpotFake(FakeApi):
         return "subscriber" if i % 10 == 0 else STAGES[1 + i % 4]
 
     def expected_ids(self) -> set[str]:
-        return {c["id"] for i, c in enumerate(self.contacts) if self.stage(i) != "subscriber"}
+        gone = {c["id"] for c in self.archived}
+        return {p.id for i, p in enumerate(self.people) if self.stage(i) != "subscriber" and p.id not in gone}
 
     def authorised(self, request: httpx.Request) -> bool:
         return request.headers.get("Authorization") == f"Bearer {self.api_key}"
@@ -91,14 +100,16 @@ class HubSpotFake(FakeApi):
         limit = min(100, int(request.url.params.get("limit", 10)))
         wanted = request.url.params.get("properties", "").split(",")
         after = request.url.params.get("after")
+        # ``archived=true`` lists the archived objects only (and ``archived=false``, the default, the others).
+        listed = self.archived if request.url.params.get("archived") == "true" else self.contacts
         # Real ``after`` tokens are opaque; here the id of the next contact. Loop mode ignores it.
         start = 0
         if after and self.loop_path != self.main_path:
-            start = next(i for i, c in enumerate(self.contacts) if c["id"] == after)
-        page = self.contacts[start : start + limit]
+            start = next(i for i, c in enumerate(listed) if c["id"] == after)
+        page = listed[start : start + limit]
         body: dict[str, Any] = {"results": [self.shaped(c, wanted) for c in page]}
-        if start + limit < len(self.contacts):
-            nxt = self.contacts[start + limit]["id"]
+        if start + limit < len(listed):
+            nxt = listed[start + limit]["id"]
             body["paging"] = {"next": {"after": nxt, "link": f"{BASE}{self.main_path}?after={nxt}"}}
         return httpx.Response(200, json=body)
 

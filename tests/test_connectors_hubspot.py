@@ -282,6 +282,8 @@ def test_companies_object_type_reads_companies_with_the_same_rule() -> None:
              "9002": ([company(2, "customer", "Germany")], None)}
 
     def list_companies(request: Any) -> Any:
+        if request.url.params.get("archived") == "true":  # no company was archived
+            return httpx.Response(200, json={"results": []})
         items, nxt = pages[request.url.params.get("after")]
         assert "hs_lastmodifieddate" in request.url.params["properties"].split(",")
         body: dict[str, Any] = {"results": items}

@@ -1,0 +1,78 @@
+"""HubSpot's documented 429 and archived objects.
+
+Checked against https://developers.hubspot.com/docs/api/usage-details (the 429 body: ``"errorType":
+"RATE_LIMIT"``, ``"policyName"`` naming the limit hit, daily or secondly; headers
+``X-HubSpot-RateLimit-Interval-Milliseconds``, no ``Retry-After`` promised) and the CRM v3 objects
+reference (``GET /crm/v3/objects/contacts?archived=true`` lists only archived objects; search never
+returns them), as hubspot-api-python's README advises (urllib3 ``Retry(status_forcelist=(429,))``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import respx
+from sqlalchemy import Engine, select
+
+from connectors.hubspot import HubSpotConnector
+from fakes.hubspot import HubSpotFake
+from jobs.sync import sync_source
+from storage.schema import merge_events, source_customers
+from storage.sources import create_source
+
+
+def ten_secondly(headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(429, headers=headers or {}, json={
+        "status": "error", "message": "You have reached your ten_secondly_rolling limit.", "errorType": "RATE_LIMIT",
+        "correlationId": "c033cdaa-2c40-4a64-ae48-b4cec88dad24", "policyName": "TEN_SECONDLY_ROLLING",
+        "requestId": "3d3e35b7-0dae-4b9f-a6e3-9c230cbcf8dd"})
+
+
+def read_all(connector: HubSpotConnector) -> list[Any]:
+    return [r for b in connector.read("contacts", None, False) for r in b.records]
+
+
+def test_hubspot_429_without_retry_after_waits_out_the_ten_second_window() -> None:
+    """Four 429s in a row (contention) without ``Retry-After``: each wait is the whole rolling window, so
+    the fifth attempt lands in a fresh one; the old 0.5 → 4 s backoff (7.5 s in all) gave up inside it."""
+    fake = HubSpotFake(n=6, page_size=10)
+    fake.inject(fake.main_path, [ten_secondly() for _ in range(4)])
+    slept: list[float] = []
+    with respx.mock as router:
+        fake.install(router)
+        records = read_all(HubSpotConnector(fake.settings(), sleep_fn=slept.append))
+    assert {r.external_id for r in records} == fake.expected_ids()
+    assert slept == [10.0, 10.0, 10.0, 10.0]
+
+
+def test_hubspot_429_window_follows_the_interval_header() -> None:
+    fake = HubSpotFake(n=3, page_size=10)
+    fake.inject(fake.main_path, [ten_secondly({"X-HubSpot-RateLimit-Interval-Milliseconds": "15000",
+                                               "X-HubSpot-RateLimit-Max": "190",
+                                               "X-HubSpot-RateLimit-Remaining": "0"})])
+    slept: list[float] = []
+    with respx.mock as router:
+        fake.install(router)
+        read_all(HubSpotConnector(fake.settings(), sleep_fn=slept.append))
+    assert slept == [15.0]
+
+
+def test_hubspot_archived_contact_is_removed(db_engine: Engine) -> None:
+    """An archived contact is gone from the list and search; the run lists ``archived=true`` and removes it."""
+    fake = HubSpotFake(n=6, page_size=10)
+    with respx.mock(assert_all_called=False) as router:
+        fake.install(router)
+        with db_engine.begin() as conn:
+            create_source(conn, "hs", "hubspot", fake.settings())
+        sync_source(db_engine, "hs", sleep_fn=lambda s: None)
+        gone = fake.people[1].id
+        fake.archive(gone, int(time.time()))
+        summary = sync_source(db_engine, "hs", sleep_fn=lambda s: None)
+        archived_calls = [c for c in router.calls if c.request.url.params.get("archived") == "true"]
+    with db_engine.connect() as conn:
+        left = set(conn.execute(select(source_customers.c.external_id)).scalars())
+        kinds = conn.execute(select(merge_events.c.kind)).scalars().all()
+    assert left == fake.expected_ids() and gone not in left
+    assert summary.totals["deleted"] == 1 and kinds == ["delete"] and archived_calls
