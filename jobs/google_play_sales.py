@@ -38,8 +38,11 @@ def _stored(conn: Any, data_source_id: Any, orders: list[str]) -> tuple[dict[str
     return by_order, subs
 
 
-def import_sales_report(engine: Engine, source_name: str, path: Path, batch_size: int = BATCH_SIZE) -> dict[str, Any]:
-    """Import one sales report file into the ``google_play`` source ``source_name`` (created if missing).
+def import_sales_report(
+    engine: Engine, source_name: str, path: Path | bytes, batch_size: int = BATCH_SIZE, name: str | None = None
+) -> dict[str, Any]:
+    """Import one sales report (a file, or its bytes named ``name``) into the ``google_play`` source
+    ``source_name`` (created if missing).
 
     Returns:
         A JSON-ready summary: rows read, subscriptions found, created/updated/unchanged records, and the
@@ -59,7 +62,7 @@ def import_sales_report(engine: Engine, source_name: str, path: Path, batch_size
             yield row
 
     # Rows are folded as they are read: memory holds the subscriptions, not the rows.
-    rows: Any = iter_sales_report(path, skipped)
+    rows: Any = iter_sales_report(path, skipped, name)
     orders = sales_orders(counted(rows), skipped)
     totals = {"created": 0, "updated": 0, "unchanged": 0, "no_trial_or_payment": 0}
     with engine.begin() as conn:
@@ -80,7 +83,7 @@ def import_sales_report(engine: Engine, source_name: str, path: Path, batch_size
         totals["unchanged"] += result.unchanged
     return {
         "source": source_name,
-        "file": str(path),
+        "file": name or str(path),
         "rows": read + sum(1 for _, reason in skipped if reason.startswith("unreadable")),
         "subscriptions": len(orders),
         **totals,

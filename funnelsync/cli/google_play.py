@@ -47,3 +47,31 @@ def google_play_sales(
     console.print(table)
     for row in summary["skipped_rows"][:20]:
         console.print(f"  line {row['line']}: {row['reason']}", markup=False)
+
+
+@import_app.command("google-play-bucket")
+def google_play_bucket(
+    source: Annotated[str, typer.Option("--source", help="The google_play data source with a bucket setting.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON summary.")] = False,
+) -> None:
+    """Read the monthly sales reports that changed from the source's Cloud Storage bucket."""
+    from connectors.base import SettingsError
+    from connectors.files.google_play_report import SalesReportError
+    from jobs.google_play_bucket import BucketError, pull_sales_reports
+
+    try:
+        summary = pull_sales_reports(get_engine(), source)
+    except (SettingsError, LookupError) as exc:
+        fail(str(exc), 2)
+    except (BucketError, SalesReportError) as exc:
+        fail(str(exc), 1)
+    if as_json:
+        print_json(summary)
+        return
+    table = Table("month", "subscriptions", "created", "updated", "unchanged",
+                  title=f"gs://{summary['bucket']} → {summary['source']}")
+    for month in summary["read"]:
+        table.add_row(month["month"], *(str(month[k]) for k in ("subscriptions", "created", "updated", "unchanged")))
+    console.print(table)
+    final = summary["final_through"] or "none yet"
+    console.print(f"{len(summary['read'])} of {summary['reports']} reports read; final through {final}", markup=False)
