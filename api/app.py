@@ -21,6 +21,7 @@ from api.data_sources import router as data_sources_router
 from api.errors import install_error_handler
 from api.merges import router as merges_router
 from api.metrics import router as metrics_router
+from api.openapi_doc import document_errors
 from api.webhooks import router as webhooks_router
 
 
@@ -55,4 +56,5 @@ def create_app(engine: Engine) -> FastAPI:
     app.include_router(dashboard_router)
     app.include_router(metrics_router)
     app.include_router(webhooks_router)  # signed by the integrations, no API key
+    document_errors(app)
     return app
