@@ -84,16 +84,41 @@ class Load:
     cpu_seconds: float
     peak_mb: float
     rows_per_s: float
+    timed_out: bool = False
+
+
+TIMEOUT = 900.0  # seconds a single load may take before it is stopped and reported as "more than"
 
 
 def timed(argv: list[str], env: dict[str, str], rows: int, label: tuple[str, str, str]) -> Load:
-    """Run one load as a child process; its wall time, CPU (with its reaped children) and peak memory."""
+    """Run one load as a child process; its wall time, CPU (with its reaped children) and peak memory.
+
+    A load still running after ``TIMEOUT`` seconds is killed with its process group and reported with
+    ``timed_out`` set and its seconds as the bound (dlt's merge into SQLite can take many minutes).
+    """
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert proc.stdout is not None
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = started + TIMEOUT
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                os.killpg(proc.pid, 9)
+                _, status, usage = os.wait4(proc.pid, 0)
+                return Load(
+                    *label,
+                    TIMEOUT,
+                    round(usage.ru_utime + usage.ru_stime, 2),
+                    round(usage.ru_maxrss / 1024, 1),
+                    round(rows / TIMEOUT),
+                    timed_out=True,
+                )
+            time.sleep(0.05)
+        seconds = time.perf_counter() - started
+        log.seek(0)
+        output = log.read()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(label)} failed (exit {proc.returncode}):\n{output.decode(errors='replace')[-3000:]}")
@@ -192,9 +217,16 @@ def table(loads: list[Load]) -> str:
             naive = by.get(("pandas", database, load))
 
             def cell(x: Load | None) -> str:
-                return f"{x.seconds:.1f} s ({x.rows_per_s:,} rows/s)" if x else "–"
+                if x is None:
+                    return "–"
+                if x.timed_out:
+                    return f"> {x.seconds:.0f} s (stopped)"
+                return f"{x.seconds:.1f} s ({x.rows_per_s:,} rows/s)"
 
-            ratio = f"{peer.seconds / mine.seconds:.2f}×" if peer else "–"
+            ratio = "–"
+            if peer and not (peer.timed_out and mine.timed_out):
+                bound = "> " if peer.timed_out else "< " if mine.timed_out else ""
+                ratio = f"{bound}{peer.seconds / mine.seconds:.2f}×"
             lines.append(
                 f"| {database} | {load} | {cell(mine)} | {cell(peer)} | {cell(naive)} | {ratio} | {mine.peak_mb:.0f} |"
             )
@@ -207,7 +239,9 @@ def main() -> None:
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
     parser.add_argument("--tools", default="funnelsync,dlt,pandas", help="comma-separated subset")
     parser.add_argument("--json", action="store_true", help="also print one BENCH_JSON line per load")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds one load may take (default 900)")
     args = parser.parse_args()
+    globals()["TIMEOUT"] = args.timeout
     tools = {"funnelsync": ours, "dlt": dlt, "pandas": pandas}
     chosen = [t for t in args.tools.split(",") if t]
     unknown = set(chosen) - set(tools)
@@ -227,7 +261,8 @@ def main() -> None:
                 for load in tools[tool](kind, path, work, args.rows):
                     loads.append(load)
                     print(
-                        f"{load.tool:10} {load.database:10} {load.load:6} {load.seconds:8.1f} s "
+                        f"{load.tool:10} {load.database:10} {load.load:6} {load.seconds:8.1f} s"
+                        f"{' (stopped)' if load.timed_out else ''} "
                         f"{load.rows_per_s:9,} rows/s  CPU {load.cpu_seconds:7.1f} s  peak {load.peak_mb:6.0f} MB",
                         flush=True,
                     )
