@@ -43,12 +43,19 @@ def test_sources_add_keeps_literal_secrets_out_of_the_database(db_engine: Engine
     assert dup.returncode != 0 and "exists already" in dup.stderr
     assert [f.read_text() for f in (tmp_path / "secrets").iterdir()] == [key]
 
-    # Nor does one refused because the database is not initialised.
-    empty_home = tmp_path / "empty"
-    empty_home.mkdir()
-    uninit = run(f"sqlite:///{empty_home}/none.db", empty_home, "sources", "add", "x", "--kind", "stripe",
-                 "--set", "api_key=sk_test_UNINIT_1")
-    assert uninit.returncode != 0 and "init" in uninit.stderr and not (empty_home / "secrets").exists()
+    # Nor does one refused because the database is at an older schema (only `init` upgrades it).
+    from alembic.script import ScriptDirectory
+
+    from storage.db import MIGRATIONS_DIR, head_revision, make_engine, upgrade
+
+    old_home = tmp_path / "old"
+    old_home.mkdir()
+    old_engine = make_engine(f"sqlite:///{old_home}/old.db")
+    upgrade(old_engine, ScriptDirectory(str(MIGRATIONS_DIR)).get_revision(head_revision()).down_revision)
+    old_engine.dispose()
+    refused = run(f"sqlite:///{old_home}/old.db", old_home, "sources", "add", "x", "--kind", "stripe",
+                  "--set", "api_key=sk_test_UNINIT_1")
+    assert refused.returncode != 0 and "funnelsync init" in refused.stderr and not (old_home / "secrets").exists()
 
     env_ref = run(db_url, tmp_path, "sources", "add", "billing2", "--kind", "stripe", "--set", "api_key=env:STRIPE_KEY")
     assert env_ref.returncode == 0, env_ref.stderr
