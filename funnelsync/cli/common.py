@@ -11,6 +11,16 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Engine
@@ -95,6 +105,42 @@ class CliError(Exception):
 def fail(message: str, exit_code: int = 1) -> NoReturn:
     """Stop the command with a one-line reason."""
     raise CliError(message, exit_code)
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second, e.g. ``1,234 rows/s``: Rich's recent speed, else the average since the start."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None and task.completed and task.elapsed:
+            speed = task.completed / task.elapsed
+        return Text("" if speed is None else f"{speed:,.0f} {self.unit}/s", style="progress.data.speed")
+
+
+def progress_bar(unit: str, *, auto_refresh: bool = True) -> Progress:
+    """A progress display on stderr for a person watching: count, rate and time left; nothing on a pipe.
+
+    Not on a terminal (a pipe, a log, a test) it is disabled: Rich would leave its last frame or an empty
+    line, and a program reading stderr wants only the one-line errors. stdout stays for the results.
+    """
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        _RateColumn(unit),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+        auto_refresh=auto_refresh,
+    )
 
 
 def get_engine(require_schema: bool = True) -> Engine:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from funnelsync.cli import common
 from funnelsync.cli.common import app, console, err_console, fail, get_engine, print_json
 
 import_app = typer.Typer(help="Import customers from a CSV file or a Google Sheet.", no_args_is_help=True)
@@ -49,15 +49,9 @@ def _progress(enabled: bool, what: str) -> Iterator[Callable[[int, int], None] |
     if not enabled:
         yield None
         return
-    with Progress(
-        TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn(),
-        # Not on a terminal (a pipe, a log, a test), a Rich bar leaves an empty line on stderr at its end,
-        # so a failure would print two lines: draw it only for a person watching.
-        console=err_console, transient=True, disable=not err_console.is_terminal,
-        # Redrawn after each batch rather than by Rich's refresh thread: an import forks its file reader
-        # only while the process runs no other thread (jobs.readahead.read_in_child).
-        auto_refresh=False,
-    ) as bar:
+    # Redrawn after each batch rather than by Rich's refresh thread: an import forks its file reader
+    # only while the process runs no other thread (jobs.readahead.read_in_child).
+    with common.progress_bar("rows", auto_refresh=False) as bar:
         task = bar.add_task(what, total=None)
 
         def update(done: int, total: int) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from funnelsync.cli.common import app, console, err_console, fail, get_engine, print_json
+from funnelsync.cli import common
+from funnelsync.cli.common import app, console, fail, get_engine, print_json
 
 USAGE = 2
 
@@ -114,11 +114,8 @@ def _auto(rules: list[str] | None, dry_run: bool, as_json: bool) -> None:
     if as_json or dry_run:
         result = auto_merge(engine, wanted, dry_run=dry_run)
     else:
-        with Progress(
-            TextColumn("merging duplicates"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err_console, transient=True, disable=not err_console.is_terminal,  # no stray blank line
-        ) as bar:
-            task = bar.add_task("merge", total=None)
+        with common.progress_bar("groups") as bar:
+            task = bar.add_task("merging duplicates", total=None)
 
             def advance(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)

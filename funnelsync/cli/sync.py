@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import TaskID
 from rich.table import Table
 
+from funnelsync.cli import common
 from funnelsync.cli.common import app, console, fail, get_engine, print_json
 
 
@@ -29,30 +30,18 @@ def sync(
         if as_json:
             summary = sync_source(engine, name, full_refresh=full_refresh)
         else:
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.fields[counts]}"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=False,
-                # Only on a terminal: in a pipe rich prints the bar's last frame (a blank line on failure).
-                disable=not console.is_terminal,
-            ) as bar:
+            with common.progress_bar("records") as bar:
                 tasks: dict[str, TaskID] = {}
 
                 def progress(stream: StreamSummary) -> None:
                     if stream.stream not in tasks:
-                        tasks[stream.stream] = bar.add_task(f"{name} {stream.stream}", total=None, counts="")
-                    bar.update(
-                        tasks[stream.stream],
-                        counts=f"{stream.fetched:,} fetched · {stream.created:,} new · {stream.updated:,} updated",
-                    )
+                        tasks[stream.stream] = bar.add_task(f"{name} {stream.stream}", total=None)
+                    bar.update(tasks[stream.stream], completed=stream.fetched)
 
                 summary = sync_source(engine, name, full_refresh=full_refresh, progress=progress)
                 for task_id in tasks.values():
-                    bar.update(task_id, total=1, completed=1)
+                    done = bar.tasks[task_id].completed
+                    bar.update(task_id, total=done, completed=done)
     except SourceNotFound as exc:
         fail(str(exc), 2)
     except (SyncError, ConnectorError) as exc:
