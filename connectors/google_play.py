@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any, ClassVar
 
-from connectors.base import Feed, SourceKind
+from connectors.base import Feed, Setting, SourceKind
 from connectors.google_play_rtdn import developer_notification, notification_update, verify_push_token
 from connectors.push import (
     GOOGLE_PLAY_RTDN,
@@ -128,6 +128,15 @@ class GooglePlaySource(SourceKind, WebhookReceiver):
     title = "Google Play"
     feeds = frozenset({Feed.PUSHED})
     endpoints: ClassVar[frozenset[str]] = frozenset({WEBHOOK, GOOGLE_PLAY_RTDN})
+    settings_schema = (
+        Setting("bucket", help="the Play Console's reports bucket, pubsite_prod_rev_<developer id> (pulled reports)"),
+        Setting("service_account", secret=True,
+                help="JSON key of the service account invited to read the reports (its text)"),
+        Setting("rtdn_audience", help="audience of the Pub/Sub push's token (default: the URL it came to)"),
+        Setting("rtdn_service_account", help="the Pub/Sub push subscription's service-account email"),
+        Setting("package_name", help="the app's package name; notifications of another package are refused"),
+        Setting("oidc_certs_url", help="where Google's token signing certificates are read"),
+    )
 
     @classmethod
     def parse_delivery(

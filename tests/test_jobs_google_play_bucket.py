@@ -170,3 +170,18 @@ def test_cli_and_scheduled_flow_pull_the_bucket(db_engine: Engine, gcs: FakeClou
     assert [m["month"] for m in summary["read"]] == ["202602"] and summary["created"] == 1
     missing = cli("import", "google-play-bucket", "--source", "nope")
     assert missing.returncode == 2 and "nope" in missing.stderr
+
+
+def test_service_account_key_is_kept_out_of_the_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A literal service-account key given to ``sources add`` is stored as a ``local-secret:`` reference."""
+    from jobs.secrets import protect_settings, resolve_settings
+
+    monkeypatch.setenv("FUNNELSYNC_HOME", str(tmp_path))
+    key = json.dumps({"type": "service_account", "client_email": "reports@p.iam.gserviceaccount.com",
+                      "private_key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"})
+    stored = protect_settings("google_play", "play", {"bucket": BUCKET, "service_account": key})
+    assert stored["bucket"] == BUCKET and stored["service_account"].startswith("local-secret:")
+    assert "PRIVATE KEY" not in json.dumps(stored)
+    assert resolve_settings(stored)["service_account"] == key
+    with pytest.raises(ValueError, match="unknown setting"):
+        protect_settings("google_play", "play", {"buckett": BUCKET})
