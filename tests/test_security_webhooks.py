@@ -1,6 +1,7 @@
 """Every signed receiver: a missing, bad or replayed signature (signed, but outside the vendor's timestamp
 tolerance: Stripe's 300 s) answers 401 and stores nothing; the same delivery, properly signed, is then
-accepted, and sent twice is stored once. Every receiver path answers 413 to an oversized body, announced or not, and stores nothing.
+accepted, and sent twice is stored once. Every receiver path answers 413 to an oversized body, announced
+or not, and stores nothing.
 
 Tolerances checked against the vendors: Stripe rejects a ``t=`` more than 300 s from now
 (stripe-python ``stripe/_webhook.py``, ``DEFAULT_TOLERANCE = 300``); Recurly signs ``<unix ms>,<hmac>``
