@@ -6,10 +6,11 @@ created date: the trial date; free trial started date: company created date").
 
 Streams:
 
-- ``companies`` (key ``id``, cursor ``updated_at``): ``GET /companies?per_page=50`` paged by
-  ``pages.next.starting_after`` (older API versions answer page numbers: ``pages.next`` as a URL or
-  ``page < total_pages``; both are followed). For each company, ``GET /companies/{id}/contacts`` lists
-  the contacts linked to it (``concurrency`` companies at a time). On an incremental run the list is
+- ``companies`` (key ``id``, cursor ``updated_at``): ``POST /companies/list?per_page=50``, the documented
+  "List all companies" (``GET /companies`` is the retrieve endpoint, by ``company_id`` or ``name``), paged
+  by ``?page=`` while ``page < total_pages`` (a ``pages.next.starting_after`` cursor, or ``pages.next``
+  as a URL, is followed too); past 10,000 companies, the scroll API. For each company,
+  ``GET /companies/{id}/contacts`` lists the contacts linked to it (``concurrency`` companies at a time). On an incremental run the list is
   paged again (the endpoint has no ``updated_at`` filter) but only companies updated since the watermark
   minus the lookback are rebuilt, so unchanged companies cost no contact requests.
 - ``contacts`` (change feed): ``POST /contacts/search`` on ``updated_at`` ascending; a contact that
@@ -43,10 +44,11 @@ from funnelsync.timeutil import epoch_seconds, from_epoch
 
 BASE_URL = "https://api.intercom.io"  # EU: https://api.eu.intercom.io, AU: https://api.au.intercom.io
 API_VERSION = "2.14"
-COMPANY_PAGE_SIZE = 50  # /companies allows up to 60
+COMPANY_PAGE_SIZE = 50  # /companies/list allows up to 60
+COMPANY_LIST = "/companies/list"  # POST; ``GET /companies`` retrieves one company by company_id or name
 CONTACT_PAGE_SIZE = 150  # /contacts and /contacts/search allow up to 150
 LOOKBACK_SECONDS = 86_400  # search filters dates by whole days
-LIST_LIMIT = 10_000  # /companies refuses to page past this many companies (HTTP 400): scroll beyond
+LIST_LIMIT = 10_000  # /companies/list returns at most this many companies: scroll beyond
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class IntercomPaginator:
         return None
 
     def apply(self, request: PageRequest, token: str) -> PageRequest:
+        # Page numbers are query parameters, also of a POST (``/companies/list?page=2``).
         if token.startswith("page:"):
             return replace(request, params={**request.params, "page": token[5:]})
         if request.method == "POST":
@@ -241,7 +244,7 @@ class IntercomConnector(Connector, WebhookReceiver):
 
         # More companies than the list endpoint pages through: the scroll API reads them all, and an
         # interrupted scroll starts over (its parameter expired; upserts make re-reading harmless).
-        probe = self.client.get_json("/companies", params={"per_page": 1})
+        probe = self.client.request_json(PageRequest(COMPANY_LIST, {"per_page": 1}, method="POST"))
         scroll = int((probe or {}).get("total_count") or 0) > self.list_limit
         if scroll:
             state = {k: v for k, v in state.items() if k != "page_token"}
@@ -249,7 +252,7 @@ class IntercomConnector(Connector, WebhookReceiver):
         def request(_: Any) -> PageRequest:
             if scroll:
                 return PageRequest("/companies/scroll")
-            return PageRequest("/companies", {"per_page": self.page_size})
+            return PageRequest(COMPANY_LIST, {"per_page": self.page_size}, method="POST")
 
         def map_page(items: list[dict[str, Any]]) -> tuple[list[SourceCustomerRecord], int | None]:
             stamps = [int(c["updated_at"]) for c in items if c.get("updated_at")]

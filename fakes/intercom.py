@@ -25,7 +25,7 @@ class IntercomFake(FakeApi):
 
     kind = "intercom"
     base_url = BASE
-    main_path = "/companies"
+    main_path = "/companies/list"
     main_stream = "companies"
     api_key = TOKEN
 
@@ -102,12 +102,31 @@ class IntercomFake(FakeApi):
         return {"type": "list", "data": page, "total_count": len(items), "pages": pages}
 
     def list_companies(self, request: httpx.Request) -> httpx.Response:
+        """``POST /companies/list?page=&per_page=&order=`` ("List all companies", spec 2.14): page numbers,
+        ``pages.next`` null on the last page, at most 10,000 companies."""
         per_page = int(request.url.params.get("per_page", 15))
         if per_page > 60:
             return httpx.Response(400, json={"type": "error.list", "errors": [{"code": "parameter_invalid"}]})
-        body = self.cursor_page(self.companies, per_page, request.url.params.get("starting_after"),
-                                self.loop_path == self.main_path)
-        return httpx.Response(200, json=body)
+        page = 1 if self.loop_path == self.main_path else int(request.url.params.get("page", 1))
+        if (page - 1) * per_page >= 10_000:
+            return httpx.Response(400, json={"type": "error.list", "errors": [{"code": "parameter_invalid",
+                                                                               "message": "page limit reached"}]})
+        start = (page - 1) * per_page
+        total_pages = -(-len(self.companies) // per_page)
+        pages = {"type": "pages", "page": page, "per_page": per_page, "total_pages": total_pages,
+                 "next": page + 1 if page < total_pages else None}
+        return httpx.Response(200, json={"type": "list", "data": self.companies[start : start + per_page],
+                                         "total_count": len(self.companies), "pages": pages})
+
+    def retrieve_company(self, request: httpx.Request) -> httpx.Response:
+        """``GET /companies?company_id=|name=`` retrieves ONE company (operationId ``retrieveCompany``)."""
+        params = request.url.params
+        wanted = [c for c in self.companies
+                  if params.get("company_id") == c.get("company_id") or params.get("name") == c.get("name")]
+        if not (params.get("company_id") or params.get("name")) or not wanted:
+            return httpx.Response(404, json={"type": "error.list", "errors": [{"code": "company_not_found",
+                                                                               "message": "Company Not Found"}]})
+        return httpx.Response(200, json=wanted[0])
 
     def scroll_companies(self, request: httpx.Request) -> httpx.Response:
         # The same scroll_param throughout, as Intercom does; 10 a page; an empty page ends the scroll.
@@ -152,7 +171,8 @@ class IntercomFake(FakeApi):
 
     def routes(self) -> list[tuple[str, str, Any]]:
         return [
-            ("GET", r"/companies", self.list_companies),
+            ("POST", r"/companies/list", self.list_companies),
+            ("GET", r"/companies", self.retrieve_company),
             ("GET", r"/companies/scroll", self.scroll_companies),
             ("GET", r"/companies/[0-9a-f]+", self.get_company),
             ("GET", r"/companies/[0-9a-f]+/contacts", self.company_contacts),

@@ -105,11 +105,28 @@ def test_incremental_run_rebuilds_companies_whose_contacts_changed() -> None:
     assert after["contacts"]["watermark"] >= changed["updated_at"] - 1
 
 
+def test_companies_are_listed_with_the_documented_list_endpoint() -> None:
+    """``POST /companies/list`` is "List all companies" (Intercom-OpenAPI descriptions/2.14
+    api.intercom.io.yaml, operationId ``listAllCompanies``: query ``page``, ``per_page``, ``order``);
+    ``GET /companies`` is ``retrieveCompany``, one company by ``company_id`` or ``name``. The fake
+    answers a bare ``GET /companies`` as the retrieve endpoint does: not found."""
+    fake = IntercomFake(n=23, page_size=5)
+    with respx.mock as router:
+        fake.install(router)
+        records, _ = read_all(connector(fake))
+        lists = [c.request for c in router.calls if c.request.url.path == "/companies/list"]
+        bare = [c.request for c in router.calls if c.request.url.path == "/companies"]
+    assert set(records) == fake.expected_ids()
+    assert not bare and all(r.method == "POST" for r in lists)
+    # The probe (per_page=1), then pages 1-5 of five.
+    assert [r.url.params.get("page") for r in lists] == [None, None, "2", "3", "4", "5"]
+
+
 def test_rate_limit_reset_header_is_honoured() -> None:
     fake = IntercomFake(n=3, page_size=5)
     reset = int(time.time()) + 9
-    fake.inject("/companies", [httpx.Response(429, headers={"X-RateLimit-Limit": "167", "X-RateLimit-Remaining": "0",
-                                                            "X-RateLimit-Reset": str(reset)},
+    limits = {"X-RateLimit-Limit": "167", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)}
+    fake.inject("/companies/list", [httpx.Response(429, headers=limits,
                                               json={"type": "error.list", "errors": [{"code": "rate_limit_exceeded",
                                                     "message": "Exceeded rate limit of 167 in 10_seconds"}]})])
     slept: list[float] = []
