@@ -20,6 +20,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows.artifacts import ProgressReporter, publish_stream_table
+from flows.automations import chain_automations
 from flows.events import MAX_CUSTOMER_EVENTS, emit_lifecycle_events
 from flows.merge import merge_duplicates_task
 from flows.runtime import (
@@ -219,6 +220,7 @@ def import_file_flow(
     summary = import_file_task(path, source, kind, mapping, date_format, timezone_name)
     if merge_after:
         summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_RULES), False)
+    summary["automations"] = chain_automations()
     return summary
 
 
@@ -244,4 +246,5 @@ def import_sheet_flow(
         return Completed(message=summary["message"], name="Skipped", data=summary)
     if merge_after:
         summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_RULES), False)
+    summary["automations"] = chain_automations()
     return summary

@@ -24,6 +24,7 @@ from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.artifacts import ProgressReporter, publish_stream_table
+from flows.automations import chain_automations
 from flows.events import MAX_CUSTOMER_EVENTS, emit_lifecycle_events
 from flows.merge import merge_duplicates_task
 from flows.runtime import (
@@ -212,6 +213,8 @@ def sync_source_flow(
         summary = sync_source_task(source, full_refresh, lock_wait_seconds)
     if summary["status"] == "completed" and merge_after:
         summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_RULES), False)
+    if summary["status"] == "completed":
+        summary["automations"] = chain_automations()
     return _skipped_or(summary)
 
 
@@ -281,6 +284,8 @@ def sync_all_flow(
     result: dict[str, Any] = {"sources": summaries, "failed": failed}
     if merge_after and len(failed) < len(names):
         result["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_RULES), False)
+    if len(failed) < len(names):
+        result["automations"] = chain_automations()
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(names)} sources failed: " + "; ".join(failed))
     return result

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, and_, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.automation_rules import CHANGE_TRIGGERS, StoredRule, list_rules
@@ -35,7 +35,7 @@ from storage.schema import (
     automation_occurrences,
     customers,
 )
-from storage.sql import ids_in
+from storage.sql import fetch_all, ids_in
 from storage.types import to_epoch_us
 from storage.writers import DialectWriter
 
@@ -62,15 +62,27 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
 
+def moment(value: datetime) -> str:
+    """The discriminator of a date reached: its UTC microseconds since the epoch (the same whichever
+    path finds it: a batch, a backfill, a run)."""
+    return str(to_epoch_us(value))
+
+
 @dataclass(frozen=True, slots=True)
 class Occurrence:
-    """One customer reaching one trigger (before it is matched with rules)."""
+    """One customer reaching one trigger (before it is matched with rules).
+
+    ``occurred_at`` and ``created_at`` are as the database hands them (epoch microseconds on SQLite,
+    datetimes on PostgreSQL): a batch of a large import never converts them.
+    """
 
     customer_id: int
     customer_uuid: str
     trigger: str
     discriminator: str
-    occurred_at: datetime
+    occurred_at: Any
+    created_at: Any = None
+    unseen: bool = False
     # status_changed only: the transition, for the rule's ``from``/``to``.
     status_from: str | None = None
     status_to: str | None = None
@@ -81,8 +93,14 @@ def _chunks(ids: Sequence[int], size: int = CHUNK) -> Iterator[Sequence[int]]:
         yield ids[start : start + size]
 
 
+def _raw_time(conn: Connection, value: datetime) -> Any:
+    """A moment as the database stores it (what ``fetch_all`` returns for a time column)."""
+    return to_epoch_us(value) if conn.dialect.name == "sqlite" else value
+
+
 def detect_changes(conn: Connection, customer_ids: Iterable[int], *, now: datetime | None = None) -> int:
-    """Find and enqueue the change occurrences of these customers; return how many were enqueued.
+    """Find and enqueue the change occurrences of these customers; return how many were found (matched
+    with a rule; found before, they insert nothing).
 
     Call it after the customers' projection is up to date, inside the transaction that changed them.
     """
@@ -96,69 +114,70 @@ def detect_changes(conn: Connection, customer_ids: Iterable[int], *, now: dateti
     enqueued = 0
     for chunk in _chunks(ids):
         found = _changes_of(conn, chunk, now)
-        enqueued += enqueue(conn, rules, found, now=now)
+        enqueued += enqueue(conn, rules, found, now=now, count_new=False)
     return enqueued
 
 
-def _changes_of(conn: Connection, chunk: Sequence[int], now: datetime) -> list[tuple[Occurrence, datetime, bool]]:
-    """(occurrence, customer created at, whether the customer was unseen) of a chunk; moves the marks on."""
-    m = automation_marks
-    rows = conn.execute(
-        select(
-            customers.c.id, customers.c.uuid, customers.c.created_at, customers.c.status,
-            customers.c.lead_created_at, customers.c.free_trial_started_at, customers.c.subscriber_since,
-            m.c.customer_id.label("marked"), m.c.status.label("m_status"), m.c.status_seq.label("m_seq"),
-            m.c.lead_created_at.label("m_lead_created_at"),
-            m.c.free_trial_started_at.label("m_free_trial_started_at"),
-            m.c.subscriber_since.label("m_subscriber_since"),
-        )
-        .select_from(customers.outerjoin(m, m.c.customer_id == customers.c.id))
-        .where(ids_in(conn, customers.c.id, list(chunk)))
-    ).all()
-    found: list[tuple[Occurrence, datetime, bool]] = []
-    new_marks: list[dict[str, Any]] = []
-    changed_marks: list[dict[str, Any]] = []
-    for row in rows:
-        unseen = row.marked is None
-        events: list[Occurrence] = []
+_CHANGES_SQL = (
+    "SELECT c.id, c.uuid, c.created_at, c.status, c.lead_created_at, c.free_trial_started_at, c.subscriber_since, "
+    "m.customer_id, m.status, m.status_seq, m.lead_created_at, m.free_trial_started_at, m.subscriber_since "
+    "FROM customers AS c LEFT OUTER JOIN automation_marks AS m ON m.customer_id = c.id WHERE c.id {ids}"
+)
+# The marks move on inside the database: a date once seen is kept, the status is the current one and
+# every change of it counts.
+_MARKS_SQL = (
+    "INSERT INTO automation_marks (customer_id, lead_created_at, free_trial_started_at, subscriber_since, "
+    "status, status_seq) SELECT id, lead_created_at, free_trial_started_at, subscriber_since, status, 0 "
+    "FROM customers WHERE id {ids} ON CONFLICT (customer_id) DO UPDATE SET "
+    "lead_created_at = coalesce(automation_marks.lead_created_at, excluded.lead_created_at), "
+    "free_trial_started_at = coalesce(automation_marks.free_trial_started_at, excluded.free_trial_started_at), "
+    "subscriber_since = coalesce(automation_marks.subscriber_since, excluded.subscriber_since), "
+    "status_seq = automation_marks.status_seq + CASE WHEN automation_marks.status IS NOT NULL "
+    "AND automation_marks.status <> excluded.status THEN 1 ELSE 0 END, status = excluded.status"
+)
+
+
+def _ids_clause(conn: Connection, ids: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
+    if conn.dialect.name == "sqlite":
+        return "IN (" + ", ".join("?" * len(ids)) + ")", tuple(ids)
+    return "= ANY(%s)", (list(ids),)
+
+
+def _changes_of(conn: Connection, chunk: Sequence[int], now: datetime) -> list[Occurrence]:
+    """The occurrences of a chunk of customers (in customer order); moves their marks on."""
+    sqlite_db = conn.dialect.name == "sqlite"
+    clause, params = _ids_clause(conn, chunk)
+    rows = fetch_all(conn, _CHANGES_SQL.format(ids=clause), params)
+    now_raw = _raw_time(conn, now)
+    found: list[Occurrence] = []
+    to_mark: list[int] = []
+    add = found.append
+    for (cid, uuid, created, status, lead, trial, paid, marked, m_status, m_seq, m_lead, m_trial,
+         m_paid) in rows:
+        unseen = marked is None
+        before = len(found)
         if unseen:
-            events.append(Occurrence(row.id, row.uuid, "customer_created", _iso(row.created_at), row.created_at))
-        for trigger, column in DATE_TRIGGERS:
-            value = getattr(row, column)
-            if value is None or getattr(row, f"m_{column}") is not None:
-                continue
-            if trigger == "trial_converted" and (
-                row.free_trial_started_at is None or value < row.free_trial_started_at
-            ):
-                continue  # paid without a trial, or before it: no trial converted
-            events.append(Occurrence(row.id, row.uuid, trigger, _iso(value), value))
-        seq = row.m_seq or 0
-        if not unseen and row.m_status is not None and row.m_status != row.status:
-            seq += 1
-            events.append(Occurrence(row.id, row.uuid, "status_changed", f"{row.m_status}>{row.status}#{seq}", now,
-                                     row.m_status, row.status))
-        if not unseen and not events and row.m_status == row.status:
-            continue
-        mark = {
-            "customer_id": row.id, "status": row.status, "status_seq": seq,
-            **{c: getattr(row, f"m_{c}") or getattr(row, c) for c in MARK_COLUMNS},
-        }
-        (new_marks if unseen else changed_marks).append(mark)
-        found.extend((event, row.created_at, unseen) for event in events)
-    _write_marks(conn, new_marks, changed_marks)
+            add(Occurrence(cid, uuid, "customer_created", _disc(created, sqlite_db), created, created, True))
+        if lead is not None and m_lead is None:
+            add(Occurrence(cid, uuid, "lead_created", _disc(lead, sqlite_db), lead, created, unseen))
+        if trial is not None and m_trial is None:
+            add(Occurrence(cid, uuid, "trial_started", _disc(trial, sqlite_db), trial, created, unseen))
+        # Paid without a trial, or before it, is no trial converted.
+        if paid is not None and m_paid is None and trial is not None and paid >= trial:
+            add(Occurrence(cid, uuid, "trial_converted", _disc(paid, sqlite_db), paid, created, unseen))
+        if not unseen and m_status is not None and m_status != status:
+            add(Occurrence(cid, uuid, "status_changed", f"{m_status}>{status}#{(m_seq or 0) + 1}", now_raw, created,
+                           False, m_status, status))
+        if unseen or len(found) > before or (paid is not None and m_paid is None):
+            to_mark.append(cid)
+    if to_mark:
+        clause, params = _ids_clause(conn, to_mark)
+        conn.exec_driver_sql(_MARKS_SQL.format(ids=clause), params)
     return found
 
 
-def _write_marks(conn: Connection, new: list[dict[str, Any]], changed: list[dict[str, Any]]) -> None:
-    if new:
-        conn.execute(insert(automation_marks), new)
-    if changed:
-        stmt = _dialect_insert(conn, automation_marks)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[automation_marks.c.customer_id],
-            set_={c: stmt.excluded[c] for c in (*MARK_COLUMNS, "status", "status_seq")},
-        )
-        conn.execute(stmt, changed)
+def _disc(raw: Any, sqlite_db: bool) -> str:
+    return str(raw) if sqlite_db else str(to_epoch_us(raw))
 
 
 def _dialect_insert(conn: Connection, table: Any) -> Any:
@@ -195,61 +214,52 @@ def _rule_wants(rule: StoredRule, occurrence: Occurrence) -> bool:
 
 
 def enqueue(
-    conn: Connection, rules: Sequence[StoredRule], found: Sequence[tuple[Occurrence, datetime, bool]], *,
-    now: datetime, ignore_applied_at: bool = False,
+    conn: Connection, rules: Sequence[StoredRule], found: Sequence[Occurrence], *, now: datetime,
+    ignore_applied_at: bool = False, count_new: bool = True,
 ) -> int:
-    """Match occurrences with rules (trigger, parameters, ``where``) and insert the new ones and their
-    deliveries; return how many occurrences were new.
+    """Match occurrences with rules (trigger, parameters, ``where``) and insert them and their deliveries
+    where not there yet; return how many were new (with ``count_new``; else how many matched).
 
     A customer detection had never seen before that was created before a rule was applied (one that came
     back by an unmerge) is not news to that rule, unless ``ignore_applied_at`` (a backfill).
     """
-    occurrence_rows: list[dict[str, Any]] = []
-    delivery_rows: list[dict[str, Any]] = []
+    sqlite_db = conn.dialect.name == "sqlite"
+    now_raw = _raw_time(conn, now)
+    occurrence_rows: list[tuple[Any, ...]] = []
+    delivery_rows: list[tuple[Any, ...]] = []
     for rule in rules:
+        applied_raw = _raw_time(conn, rule.applied_at)
         wanted = [
-            occ for occ, created_at, unseen in found
-            if _rule_wants(rule, occ) and (ignore_applied_at or not unseen or created_at >= rule.applied_at)
+            occ for occ in found
+            if _rule_wants(rule, occ) and (ignore_applied_at or not occ.unseen or _raw(occ.created_at, sqlite_db)
+                                           >= applied_raw)
         ]
         if not wanted:
             continue
         keep = _matching(conn, rule, [occ.customer_id for occ in wanted])
-        actions = rule.actions
+        kinds = [action["kind"] for action in rule.actions]
         for occ in wanted:
             if occ.customer_id not in keep:
                 continue
             oid = occurrence_id(rule.name, occ.customer_uuid, occ.trigger, occ.discriminator)
-            occurrence_rows.append({
-                "id": oid, "rule_name": rule.name, "trigger": occ.trigger, "customer_uuid": occ.customer_uuid,
-                "discriminator": occ.discriminator, "occurred_at": occ.occurred_at, "detected_at": now,
-            })
-            for index, action in enumerate(actions):
-                delivery_rows.append({
-                    "occurrence_id": oid, "action_index": index, "kind": action["kind"], "status": "pending",
-                    "attempts": 0, "next_attempt_at": now, "updated_at": now,
-                })
+            occurrence_rows.append((oid, rule.name, occ.trigger, occ.customer_uuid, occ.discriminator,
+                                    _raw(occ.occurred_at, sqlite_db), now_raw))
+            for index, kind in enumerate(kinds):
+                delivery_rows.append((oid, index, kind, "pending", 0, now_raw, now_raw))
     if not occurrence_rows:
         return 0
-    return _insert_new(conn, occurrence_rows, delivery_rows)
-
-
-def _insert_new(conn: Connection, occurrence_rows: list[dict[str, Any]], delivery_rows: list[dict[str, Any]]) -> int:
-    """Insert what is not there yet; return how many occurrences were new."""
-    ids = [row["id"] for row in occurrence_rows]
-    before = _count_existing(conn, ids)
+    before = _count_existing(conn, [row[0] for row in occurrence_rows]) if count_new else 0
     w = DialectWriter(conn)
-    times = {"occurred_at", "detected_at", "next_attempt_at", "updated_at"}
+    w.insert("automation_occurrences", OCCURRENCE_COLUMNS, occurrence_rows, conflict=("id",))
+    w.insert("automation_deliveries", DELIVERY_COLUMNS, delivery_rows, conflict=("occurrence_id", "action_index"))
+    return len({row[0] for row in occurrence_rows}) - before
 
-    def tuples(columns: Sequence[str], rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        if not w.sqlite:
-            return [tuple(row[c] for c in columns) for row in rows]
-        return [tuple(to_epoch_us(row[c]) if c in times else row[c] for c in columns) for row in rows]
 
-    w.insert("automation_occurrences", OCCURRENCE_COLUMNS, tuples(OCCURRENCE_COLUMNS, occurrence_rows),
-             conflict=("id",))
-    w.insert("automation_deliveries", DELIVERY_COLUMNS, tuples(DELIVERY_COLUMNS, delivery_rows),
-             conflict=("occurrence_id", "action_index"))
-    return len(set(ids)) - before
+def _raw(value: Any, sqlite_db: bool) -> Any:
+    """A time as this database stores it, from a datetime or from what it stored."""
+    if sqlite_db and isinstance(value, datetime):
+        return to_epoch_us(value)
+    return value
 
 
 def _count_existing(conn: Connection, ids: Sequence[str]) -> int:
@@ -310,17 +320,17 @@ def backfill(conn: Connection, rule: StoredRule, *, now: datetime | None = None)
     elif trigger != "customer_created":
         return 0  # the time-based triggers backfill by themselves (their run looks at every customer)
     enqueued = 0
-    batch: list[tuple[Occurrence, datetime, bool]] = []
+    batch: list[Occurrence] = []
     for row in conn.execute(query):
         if trigger == "customer_created":
-            occ = Occurrence(row.id, row.uuid, trigger, _iso(row.created_at), row.created_at)
+            occ = Occurrence(row.id, row.uuid, trigger, moment(row.created_at), row.created_at)
         elif trigger == "status_changed":
-            occ = Occurrence(row.id, row.uuid, trigger, f"backfill>{row.status}", now, None, row.status)
+            occ = Occurrence(row.id, row.uuid, trigger, f"backfill>{row.status}", now, status_to=row.status)
         else:
             column = dict(DATE_TRIGGERS)[trigger]
             value = getattr(row, column)
-            occ = Occurrence(row.id, row.uuid, trigger, _iso(value), value)
-        batch.append((occ, row.created_at, False))
+            occ = Occurrence(row.id, row.uuid, trigger, moment(value), value)
+        batch.append(occ)
         if len(batch) >= CHUNK:
             enqueued += enqueue(conn, [rule], batch, now=now, ignore_applied_at=True)
             batch = []
@@ -487,7 +497,7 @@ def _since(rule: StoredRule) -> datetime | None:
     return None if rule.definition.get("backfill") else rule.applied_at
 
 
-def _trials_ending(conn: Connection, rule: StoredRule, now: datetime) -> list[tuple[Occurrence, datetime, bool]]:
+def _trials_ending(conn: Connection, rule: StoredRule, now: datetime) -> list[Occurrence]:
     """Customers with a subscription still trialing whose trial ends within ``days_before`` days."""
     from storage.schema import source_customers, subscriptions
 
@@ -507,16 +517,15 @@ def _trials_ending(conn: Connection, rule: StoredRule, now: datetime) -> list[tu
     seen: set[tuple[int, str]] = set()
     found = []
     for row in conn.execute(query):
-        key = (row.id, _iso(row.trial_ended_at))
+        key = (row.id, moment(row.trial_ended_at))
         if key in seen:
             continue
         seen.add(key)
-        found.append((Occurrence(row.id, row.uuid, "trial_ending", key[1], row.trial_ended_at - ahead), row.created_at,
-                      False))
+        found.append(Occurrence(row.id, row.uuid, "trial_ending", key[1], row.trial_ended_at - ahead))
     return found
 
 
-def _trials_expired(conn: Connection, rule: StoredRule, now: datetime) -> list[tuple[Occurrence, datetime, bool]]:
+def _trials_expired(conn: Connection, rule: StoredRule, now: datetime) -> list[Occurrence]:
     """Customers whose trial started ``days_after`` days ago or more and who had not paid by then."""
     after = timedelta(days=int(rule.params["days_after"]))
     c = customers.c
@@ -533,8 +542,7 @@ def _trials_expired(conn: Connection, rule: StoredRule, now: datetime) -> list[t
         deadline = row.free_trial_started_at + after
         if row.subscriber_since is not None and row.subscriber_since <= deadline:
             continue  # converted in time
-        found.append((Occurrence(row.id, row.uuid, "trial_expired", _iso(row.free_trial_started_at), deadline),
-                      row.created_at, False))
+        found.append(Occurrence(row.id, row.uuid, "trial_expired", moment(row.free_trial_started_at), deadline))
     return found
 
 

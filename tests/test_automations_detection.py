@@ -17,7 +17,7 @@ from funnelsync.records import SourceCustomerRecord, SubscriptionFact
 from jobs.imports import import_csv
 from storage.customers import resolve_customer
 from storage.edits import set_manual_edits
-from storage.outbox import occurrence_id
+from storage.outbox import moment, occurrence_id
 from storage.schema import automation_deliveries, automation_occurrences, customers
 from storage.sources import create_source
 from storage.upsert import upsert_records
@@ -88,7 +88,7 @@ def test_trial_started_fires_once_for_the_matching_customers_across_resyncs(db_e
     records = [trial("us1", "US", T0), trial("de1", "DE", T0), trial("us-lead", "US", None)]
     sync(db_engine, "stripe", records)
     us1 = uuid_of(db_engine, "stripe:us1")
-    expected_trial = [("us-trials", us1, T0.isoformat())]
+    expected_trial = [("us-trials", us1, moment(T0))]
     assert fired(db_engine, "us-trials") == expected_trial
     assert len(fired(db_engine, "leads")) == 3  # the three new customers are leads; "before" is not new
     with db_engine.connect() as conn:
@@ -103,7 +103,7 @@ def test_trial_started_fires_once_for_the_matching_customers_across_resyncs(db_e
     # The occurrence id is the digest of (rule, customer, trigger, discriminator).
     with db_engine.connect() as conn:
         ids = conn.execute(select(automation_occurrences.c.id).where(automation_occurrences.c.rule_name == "us-trials"))
-        assert ids.scalars().all() == [occurrence_id("us-trials", us1, "trial_started", T0.isoformat())]
+        assert ids.scalars().all() == [occurrence_id("us-trials", us1, "trial_started", moment(T0))]
 
 
 def test_a_lead_that_starts_a_trial_later_fires_then_and_an_earlier_date_from_a_merge_source_does_not(db_engine):
@@ -112,10 +112,10 @@ def test_a_lead_that_starts_a_trial_later_fires_then_and_an_earlier_date_from_a_
     assert fired(db_engine, "us-trials") == []
     sync(db_engine, "stripe", [trial("us2", "US", T0)])
     us2 = uuid_of(db_engine, "stripe:us2")
-    assert fired(db_engine, "us-trials") == [("us-trials", us2, T0.isoformat())]
+    assert fired(db_engine, "us-trials") == [("us-trials", us2, moment(T0))]
     # Another source reports an earlier trial start for the same customer: the date moves, nothing fires.
     sync(db_engine, "stripe", [trial("us2", "US", T0 - timedelta(days=3))])
-    assert fired(db_engine, "us-trials") == [("us-trials", us2, T0.isoformat())]
+    assert fired(db_engine, "us-trials") == [("us-trials", us2, moment(T0))]
 
 
 def test_converted_and_status_changed(db_engine):
@@ -141,7 +141,7 @@ automations:
                                   subscriptions=[SubscriptionFact("sub_d", "active", first_paid_at=paid)])
     sync(db_engine, "stripe", [direct])
     a, d = uuid_of(db_engine, "stripe:a"), uuid_of(db_engine, "stripe:direct")
-    assert fired(db_engine, "converted") == [("converted", a, paid.isoformat())]
+    assert fired(db_engine, "converted") == [("converted", a, moment(paid))]
     assert fired(db_engine, "became-active") == sorted([
         ("became-active", a, "New_Lead>Active#1"), ("became-active", d, "New_Lead>Active#1")])
     sync(db_engine, "stripe", [trial("a", "US", T0, paid=paid), direct])
@@ -212,7 +212,7 @@ automations:
 """
     result = apply(db_engine, text)
     assert result.backfilled == {"trials-so-far": 1}
-    assert fired(db_engine) == [("trials-so-far", uuid_of(db_engine, "stripe:old1"), T0.isoformat())]
+    assert fired(db_engine) == [("trials-so-far", uuid_of(db_engine, "stripe:old1"), moment(T0))]
     again = apply(db_engine, text)
     assert again.outcome.unchanged == ["trials-so-far"] and again.backfilled == {}
     assert len(fired(db_engine)) == 1

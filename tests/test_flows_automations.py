@@ -1,0 +1,58 @@
+"""The run-automations flow on the real Prefect test server: chained after an import, every firing an
+event with the customer as resource, a table artifact per rule; a second run delivers nothing again."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+
+from automations.apply import apply_definitions
+from automations.rule_file import parse_rule_text
+from fakes.hook_receiver import HookReceiver
+from flows.automations import run_automations_flow
+from flows.imports import import_file_flow
+from storage.schema import customers
+from tests.flow_support import artifact, run_id, wait_events
+
+SECRET = "whsec_flow"
+
+
+def test_an_import_flow_delivers_its_trials_and_emits_one_event_each(db_engine, flow_db, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    receiver = HookReceiver(secret=SECRET).start()
+    try:
+        with db_engine.begin() as conn:
+            apply_definitions(conn, parse_rule_text(f"""
+automations:
+  - name: flow-trials
+    trigger: trial_started
+    where: "country = US"
+    actions: [{{webhook: {{url: "{receiver.url}", secret: "env:HOOK_SECRET"}}}}]
+"""))
+        path = tmp_path / "trials.csv"
+        path.write_text("id,name,email,country,lead created at,free trial started at\n"
+                        "1,Ada,ada@example.com,US,2026-01-01,2026-01-03\n"
+                        "2,Bob,bob@example.com,DE,2026-01-02,2026-01-04\n"
+                        "3,Cy,cy@example.com,US,2026-01-02,\n", encoding="utf-8")
+        state = import_file_flow(str(path), "Leads", return_state=True)
+        assert state.is_completed(), state.message
+        assert state.result()["automations"] == {"detected": 0, "delivered": 1, "pending": 0, "failed": 0}
+        (got,) = receiver.received
+        assert got.signature_ok and got.json()["customer"]["email"] == "ada@example.com"
+        with db_engine.connect() as conn:
+            ada = conn.execute(select(customers.c.uuid).where(customers.c.email == "ada@example.com")).scalar_one()
+        events = wait_events("funnelsync.automation.fired", f"funnelsync.customer.{ada}")
+        assert len(events) == 1
+        assert events[0].payload["automation"] == "flow-trials" and events[0].payload["status"] == "delivered"
+        assert events[0].payload["occurrence"] == got.headers["idempotency-key"]
+
+        again = run_automations_flow(return_state=True)
+        assert again.result() == {"detected": 0, "delivered": 0, "pending": 0, "failed": 0}
+        import_file_flow(str(path), "Leads")  # the same file again: nothing new
+        assert len(receiver.received) == 1
+        table = artifact(run_id(state), "table", "run-automations")
+        assert json.loads(table.data) == [
+            {"automation": "flow-trials", "detected": 0, "delivered": 1, "pending": 0, "failed": 0}]
+    finally:
+        receiver.stop()
