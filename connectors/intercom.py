@@ -11,8 +11,9 @@ Streams:
   by ``?page=`` while ``page < total_pages`` (a ``pages.next.starting_after`` cursor, or ``pages.next``
   as a URL, is followed too); past 10,000 companies, the scroll API. For each company,
   ``GET /companies/{id}/contacts`` lists the contacts linked to it (``concurrency`` companies at a
-  time). On an incremental run the list is paged again (the endpoint has no ``updated_at`` filter) but only companies updated since the watermark
-  minus the lookback are rebuilt, so unchanged companies cost no contact requests.
+  time). On an incremental run the list is paged again (the endpoint has no ``updated_at`` filter) but
+  only companies updated since the watermark minus the lookback are rebuilt, so unchanged companies
+  cost no contact requests.
 - ``contacts`` (change feed): ``POST /contacts/search`` on ``updated_at`` ascending; a contact that
   changed (or was attached to a company) names its companies, which are rebuilt whole. Intercom's date
   filters match whole days in the workspace time zone (``>`` starts the next day), so the filter is
