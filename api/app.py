@@ -13,6 +13,7 @@ from sqlalchemy import Engine, text
 
 from api.account import router as account_router
 from api.attributes import router as attributes_router
+from api.automations import router as automations_router
 from api.auth import require_api_key
 from api.contacts import router as contacts_router
 from api.customers import router as customers_router
@@ -51,6 +52,7 @@ def create_app(engine: Engine) -> FastAPI:
     app.include_router(data_sources_router)
     app.include_router(merges_router)
     app.include_router(attributes_router)
+    app.include_router(automations_router)
     app.include_router(customers_router)
     app.include_router(contacts_router)
     app.include_router(dashboard_router)
