@@ -13,16 +13,18 @@ from sqlalchemy import Engine, text
 
 from api.account import router as account_router
 from api.attributes import router as attributes_router
-from api.automations import router as automations_router
 from api.auth import require_api_key
+from api.automations import router as automations_router
 from api.contacts import router as contacts_router
 from api.customers import router as customers_router
+from api.dashboard import public as dashboard_public
 from api.dashboard import router as dashboard_router
 from api.data_sources import router as data_sources_router
 from api.errors import install_error_handler
 from api.merges import router as merges_router
 from api.metrics import router as metrics_router
 from api.openapi_doc import document_errors
+from api.sessions import SessionStore
 from api.webhooks import router as webhooks_router
 
 
@@ -32,6 +34,7 @@ def create_app(engine: Engine) -> FastAPI:
     # internet. The schema itself stays at /openapi.json for any local OpenAPI viewer or client generator.
     app = FastAPI(title="funnelsync", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.engine = engine
+    app.state.sessions = SessionStore()
 
     @app.api_route("/health", methods=["GET", "HEAD"], include_in_schema=False)
     def health() -> JSONResponse:
@@ -55,6 +58,7 @@ def create_app(engine: Engine) -> FastAPI:
     app.include_router(automations_router)
     app.include_router(customers_router)
     app.include_router(contacts_router)
+    app.include_router(dashboard_public)  # the sign-in page, the page itself (redirects), its assets
     app.include_router(dashboard_router)
     app.include_router(metrics_router)
     app.include_router(webhooks_router)  # signed by the integrations, no API key

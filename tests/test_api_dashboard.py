@@ -43,13 +43,57 @@ def test_dashboard_page_and_assets(db_engine):
     assert client.head("/health", auth=None).status_code == 200
 
 
-def test_dashboard_needs_the_api_key(db_engine):
+def test_dashboard_sends_a_browser_without_a_key_to_the_sign_in_page(db_engine):
     client = api_client(db_engine)
-    for path in ("/dashboard", "/dashboard/static/dashboard.js"):
-        response = client.get(path, auth=None)
-        assert response.status_code == 401
-        # The Basic challenge makes a browser show its login prompt (API key as user name).
-        assert response.headers["www-authenticate"].startswith("Basic")
+    page = client.get("/dashboard", auth=None, follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/login"
+    login = client.get("/login", auth=None)
+    assert login.status_code == 200 and 'name="key"' in login.text and 'type="password"' in login.text
+    # The data stays behind the key: the API answers 401 with the Basic challenge scripts expect.
+    data = client.get("/v1/customers", auth=None)
+    assert data.status_code == 401 and data.headers["www-authenticate"].startswith("Basic")
+    assert client.get("/dashboard/data-range", auth=None).status_code == 401
+
+
+def test_sign_in_opens_a_strict_httponly_session_and_writes_need_the_csrf_token(db_engine):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from storage.api_keys import create_api_key, revoke_api_keys
+
+    with db_engine.begin() as conn:
+        key = create_api_key(conn, "browser")
+    browser = TestClient(create_app(db_engine))
+    wrong = browser.post("/login", data={"key": "fsk_not_a_key"}, follow_redirects=False)
+    assert wrong.status_code == 401 and "not valid" in wrong.text and "fs_session" not in wrong.headers.get(
+        "set-cookie", "")
+    signed = browser.post("/login", data={"key": key}, follow_redirects=False)
+    assert signed.status_code == 303 and signed.headers["location"] == "/dashboard"
+    cookies = signed.headers.get_list("set-cookie")
+    session = next(c for c in cookies if c.startswith("fs_session="))
+    csrf = next(c for c in cookies if c.startswith("fs_csrf="))
+    assert "httponly" in session.lower() and "samesite=strict" in session.lower()
+    assert "httponly" not in csrf.lower() and "samesite=strict" in csrf.lower()
+    assert key not in session and key not in csrf  # the browser never holds the key
+    token = csrf.split(";")[0].split("=", 1)[1]
+
+    assert browser.get("/dashboard").status_code == 200
+    assert browser.get("/v1/customers").status_code == 200
+    created = browser.post("/v1/data_sources", json={"name": "from the browser"})
+    assert created.status_code == 403 and "X-CSRF-Token" in created.text
+    assert browser.post("/v1/data_sources", json={"name": "x"}, headers={"X-CSRF-Token": "wrong"}).status_code == 403
+    ok = browser.post("/v1/data_sources", json={"name": "from the browser"}, headers={"X-CSRF-Token": token})
+    assert ok.status_code == 201, ok.text
+    # Basic keeps working for scripts, with no CSRF token.
+    script = TestClient(create_app(db_engine))
+    assert script.post("/v1/data_sources", json={"name": "script"}, auth=(key, "")).status_code == 201
+
+    with db_engine.begin() as conn:
+        revoke_api_keys(conn, "browser")  # a revoked key ends its sessions at once
+    assert browser.get("/v1/customers").status_code == 401
+    assert browser.get("/dashboard", follow_redirects=False).headers["location"] == "/login"
+    out = browser.post("/logout", follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/login"
 
 
 def test_customer_text_search_used_by_the_dashboard(db_engine):

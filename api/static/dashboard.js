@@ -1,6 +1,6 @@
 // funnelsync dashboard: vanilla JS, canvas charts, no external resources.
-// Reads /v1/metrics/funnel, /v1/metrics/trial-cohorts and /v1/customers with the browser's cached
-// HTTP Basic credentials (the API key typed at the login prompt).
+// Reads /v1/metrics/funnel, /v1/metrics/trial-cohorts and /v1/customers with the session cookie of the
+// sign-in page (or cached HTTP Basic credentials); writes echo the CSRF cookie in X-CSRF-Token.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -25,6 +25,7 @@ async function getJSON(path, params) {
   }
   const url = path + (query.toString() ? "?" + query : "");
   const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  if (response.status === 401) { window.location.assign("/login"); throw new Error("signed out"); }
   let body = null;
   try { body = await response.json(); } catch (_) { body = null; }
   if (!response.ok) {
@@ -32,6 +33,67 @@ async function getJSON(path, params) {
     throw new Error(`${path}: ${response.status} ${reason || response.statusText}`);
   }
   return body;
+}
+
+function csrfToken() {
+  const found = document.cookie.split(";").map((c) => c.trim()).find((c) => c.startsWith("fs_csrf="));
+  return found ? decodeURIComponent(found.slice("fs_csrf=".length)) : "";
+}
+
+// A write through the API: JSON body, the session's CSRF token, errors as thrown Error with the body.
+async function sendJSON(method, path, payload) {
+  const response = await fetch(path, {
+    method, credentials: "same-origin",
+    headers: { Accept: "application/json", "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
+    body: payload === undefined ? undefined : JSON.stringify(payload),
+  });
+  let body = null;
+  try { body = await response.json(); } catch (_) { body = null; }
+  if (!response.ok) {
+    const error = new Error(`${path}: ${response.status} ${(body && body.message) || response.statusText}`);
+    error.body = body;
+    throw error;
+  }
+  return body;
+}
+
+// ---------------------------------------------------------------- labels and ticks
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+function isoWeek(d) {
+  const t = new Date(Date.UTC(d.getFullYear(), d.getMonth(), d.getDate()));
+  const dayNum = t.getUTCDay() || 7;
+  t.setUTCDate(t.getUTCDate() + 4 - dayNum);
+  const yearStart = new Date(Date.UTC(t.getUTCFullYear(), 0, 1));
+  return { year: t.getUTCFullYear(), week: Math.ceil(((t - yearStart) / 86400000 + 1) / 7) };
+}
+
+// A period's first day (YYYY-MM-DD) as people read it: "Jan 2026", "W03 2026", "Q1 2026", "2 Jan 2026", "2026".
+function periodLabel(period, interval) {
+  const [y, m, d] = String(period).slice(0, 10).split("-").map(Number);
+  if (!y) return String(period);
+  if (interval === "year") return String(y);
+  if (interval === "quarter") return `Q${Math.floor((m - 1) / 3) + 1} ${y}`;
+  if (interval === "month") return `${MONTHS[m - 1]} ${y}`;
+  if (interval === "week") {
+    const w = isoWeek(new Date(y, m - 1, d));
+    return `W${String(w.week).padStart(2, "0")} ${w.year}`;
+  }
+  return `${d} ${MONTHS[m - 1]} ${y}`;
+}
+
+// Axis ticks from 0: a "nice" step (1, 2, 2.5, 5 × 10^n), whole numbers only for counts, so no two
+// ticks ever read the same; an empty chart gets 0 and 1.
+function axisTicks(maxValue, whole) {
+  const top = maxValue > 0 ? maxValue : 1;
+  let step = top / 4;
+  const power = Math.pow(10, Math.floor(Math.log10(step)));
+  step = [1, 2, 2.5, 5, 10].map((f) => f * power).find((s) => s >= step) || 10 * power;
+  if (whole) step = Math.max(1, Math.ceil(step));
+  const ticks = [];
+  for (let v = 0; v < top + step * 0.999; v += step) ticks.push(Number(v.toPrecision(12)));
+  return ticks;
 }
 
 // ---------------------------------------------------------------- charts
@@ -50,41 +112,56 @@ function setupCanvas(canvas) {
   return { ctx, width, height };
 }
 
-function niceMax(value) {
-  if (!(value > 0)) return 1;
-  const power = Math.pow(10, Math.floor(Math.log10(value)));
-  for (const step of [1, 2, 2.5, 5, 10]) if (step * power >= value) return step * power;
-  return 10 * power;
-}
-
-function frame(ctx, width, height, maxValue, fmt, labels) {
-  const pad = { left: 48, right: 10, top: 10, bottom: 34 };
+function frame(ctx, width, height, ticks, fmt, labels) {
+  const pad = { left: 52, right: 10, top: 10, bottom: 34 };
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
+  const maxValue = ticks[ticks.length - 1];
   ctx.strokeStyle = COLORS.line;
   ctx.fillStyle = COLORS.muted;
   ctx.textAlign = "right";
   ctx.textBaseline = "middle";
-  for (let i = 0; i <= 4; i++) {
-    const y = pad.top + plotH - (plotH * i) / 4;
+  ticks.forEach((value) => {
+    const y = pad.top + plotH - (plotH * value) / maxValue;
     ctx.beginPath(); ctx.moveTo(pad.left, y); ctx.lineTo(width - pad.right, y); ctx.stroke();
-    ctx.fillText(fmt((maxValue * i) / 4), pad.left - 6, y);
-  }
+    ctx.fillText(fmt(value, ticks.length > 1 ? ticks[1] - ticks[0] : 1), pad.left - 6, y);
+  });
   const slot = plotW / Math.max(labels.length, 1);
-  const every = Math.max(1, Math.ceil(labels.length / Math.max(1, Math.floor(plotW / 64))));
+  const every = Math.max(1, Math.ceil(labels.length / Math.max(1, Math.floor(plotW / 70))));
   ctx.textAlign = "center";
   ctx.textBaseline = "top";
   labels.forEach((label, i) => {
     if (i % every === 0) ctx.fillText(label, pad.left + slot * i + slot / 2, pad.top + plotH + 8);
   });
-  return { pad, plotW, plotH, slot };
+  return { pad, plotW, plotH, slot, maxValue };
+}
+
+// The chart's figures as a table beside the canvas (read by screen readers, and by the browser test).
+function dataTable(canvas, labels, columns) {
+  const table = document.createElement("table");
+  table.className = "sr-only chart-data";
+  table.id = canvas.id + "-data";
+  const head = document.createElement("tr");
+  ["Period", ...columns.map((c) => c.title)].forEach((t) => {
+    const th = document.createElement("th"); th.textContent = t; head.appendChild(th);
+  });
+  table.createTHead().appendChild(head);
+  const body = table.createTBody();
+  labels.forEach((label, i) => {
+    const tr = document.createElement("tr");
+    tr.appendChild(cell(label));
+    columns.forEach((c) => tr.appendChild(cell(c.format(c.values[i]))));
+    body.appendChild(tr);
+  });
+  const old = document.getElementById(table.id);
+  if (old) old.replaceWith(table); else canvas.after(table);
 }
 
 function drawBars(canvas, labels, stacks, colors, fmt, describe) {
   const { ctx, width, height } = setupCanvas(canvas);
   const totals = labels.map((_, i) => stacks.reduce((sum, s) => sum + (s[i] || 0), 0));
-  const maxValue = niceMax(Math.max(0, ...totals));
-  const { pad, plotH, slot } = frame(ctx, width, height, maxValue, fmt, labels);
+  const { pad, plotH, slot, maxValue } = frame(ctx, width, height, axisTicks(Math.max(0, ...totals), true), fmt,
+    labels);
   const regions = [];
   labels.forEach((label, i) => {
     const barW = Math.max(2, slot * 0.7);
@@ -101,11 +178,11 @@ function drawBars(canvas, labels, stacks, colors, fmt, describe) {
   hitRegions.set(canvas.id, regions);
 }
 
-function drawLine(canvas, labels, values, fmt, describe) {
+function drawLine(canvas, labels, values, fmt, describe, whole) {
   const { ctx, width, height } = setupCanvas(canvas);
   const present = values.filter((v) => v !== null && v !== undefined);
-  const maxValue = niceMax(Math.max(0, ...present));
-  const { pad, plotH, slot } = frame(ctx, width, height, maxValue, fmt, labels);
+  const { pad, plotH, slot, maxValue } = frame(ctx, width, height, axisTicks(Math.max(0, ...present), whole), fmt,
+    labels);
   ctx.strokeStyle = COLORS.accent;
   ctx.fillStyle = COLORS.accent;
   ctx.lineWidth = 2;
@@ -161,28 +238,57 @@ function metricParams() {
 }
 
 let lastSeries = [];
+let lastInterval = "month";
 
-function renderFunnel(series) {
+function renderFunnel(series, interval) {
   lastSeries = series;
-  const labels = series.map((row) => row.period);
+  lastInterval = interval;
+  const labels = series.map((row) => periodLabel(row.period, interval));
   const leads = series.reduce((s, r) => s + r.leads, 0);
   const trials = series.reduce((s, r) => s + r.free_trials, 0);
   const converted = series.reduce((s, r) => s + r.trials_converted, 0);
   const cycleN = series.reduce((s, r) => s + (r.sales_cycle_n || 0), 0);
   const cycleSum = series.reduce((s, r) => s + (r.avg_sales_cycle_days || 0) * (r.sales_cycle_n || 0), 0);
-  $("total-leads").textContent = leads + " in period";
-  $("total-trials").textContent = trials + " in period";
-  $("total-rate").textContent = trials ? pct(converted / trials) + " overall" : "";
-  $("total-cycle").textContent = cycleN ? days(cycleSum / cycleN) + " over " + cycleN : "";
-  drawBars($("chart-leads"), labels, [series.map((r) => r.leads_with_trial), series.map((r) => r.non_trial_leads)],
-    [COLORS.accent, COLORS.accent2], count,
-    (i) => `${labels[i]}: ${series[i].leads} leads (${series[i].leads_with_trial} with trial)`);
+  $("total-leads").textContent = leads + " leads";
+  $("total-trials").textContent = trials + " trials";
+  $("total-rate").textContent = trials ? pct(converted / trials) + ` (${converted}/${trials})` : "–";
+  $("total-cycle").textContent = cycleN ? days(cycleSum / cycleN) + " over " + cycleN : "–";
+  const withTrial = series.map((r) => r.leads_with_trial);
+  const without = series.map((r) => r.non_trial_leads);
+  drawBars($("chart-leads"), labels, [withTrial, without], [COLORS.accent, COLORS.accent2], count,
+    (i) => `${labels[i]}: ${series[i].leads} leads (${series[i].leads_with_trial} with a trial, ` +
+      `${series[i].non_trial_leads} without)`);
+  dataTable($("chart-leads"), labels, [
+    { title: "Leads", values: series.map((r) => r.leads), format: String },
+    { title: "With a trial", values: withTrial, format: String },
+    { title: "Without", values: without, format: String },
+  ]);
   drawBars($("chart-trials"), labels, [series.map((r) => r.free_trials)], [COLORS.accent], count,
     (i) => `${labels[i]}: ${series[i].free_trials} free trials`);
-  drawLine($("chart-rate"), labels, series.map((r) => r.trial_to_paid_rate), (v) => (v * 100).toFixed(0) + "%",
+  dataTable($("chart-trials"), labels, [
+    { title: "Free trials", values: series.map((r) => r.free_trials), format: String }]);
+  drawLine($("chart-rate"), labels, series.map((r) => r.trial_to_paid_rate), (v, step) => (v * 100).toFixed(step * 100 < 1 ? 1 : 0) + "%",
     (i) => `${labels[i]}: ${pct(series[i].trial_to_paid_rate)} (${series[i].trials_converted}/${series[i].free_trials})`);
-  drawLine($("chart-cycle"), labels, series.map((r) => r.avg_sales_cycle_days), (v) => v.toFixed(0) + " d",
-    (i) => `${labels[i]}: ${days(series[i].avg_sales_cycle_days)} (n=${series[i].sales_cycle_n})`);
+  dataTable($("chart-rate"), labels, [
+    { title: "Trial-to-paid", values: series.map((r) => r.trial_to_paid_rate), format: pct },
+    { title: "Converted", values: series.map((r) => r.trials_converted), format: String }]);
+  drawLine($("chart-cycle"), labels, series.map((r) => r.avg_sales_cycle_days), (v) => Math.round(v) + " d",
+    (i) => `${labels[i]}: ${days(series[i].avg_sales_cycle_days)} (n=${series[i].sales_cycle_n})`, true);
+  dataTable($("chart-cycle"), labels, [
+    { title: "Average sales cycle", values: series.map((r) => r.avg_sales_cycle_days), format: days }]);
+}
+
+async function renderEmptyState(series) {
+  const empty = !series.some((r) => r.leads || r.free_trials || r.new_subscribers);
+  const box = $("empty");
+  if (!empty) { box.hidden = true; return; }
+  let where = "There is no data yet: import a CSV or sync a source.";
+  try {
+    const range = await getJSON("/dashboard/data-range");
+    if (range.first) where = `The data runs from ${range.first} to ${range.last} (${range.customers} customers).`;
+  } catch (_) { /* the message without the range */ }
+  box.textContent = "No data in this range. " + where;
+  box.hidden = false;
 }
 
 function cell(text, className) {
@@ -192,7 +298,7 @@ function cell(text, className) {
   return td;
 }
 
-function renderCohorts(data) {
+function renderCohorts(data, interval) {
   const table = $("cohorts");
   const head = document.createElement("tr");
   ["Trial cohort", "Trials", "Converted"].concat(data.windows.map((n) => n + " days")).forEach((title, i) => {
@@ -204,7 +310,7 @@ function renderCohorts(data) {
   table.tHead.replaceChildren(head);
   const rows = data.cohorts.map((row) => {
     const tr = document.createElement("tr");
-    tr.append(cell(row.period), cell(String(row.size), "num"), cell(pct(row.rate), "num"));
+    tr.append(cell(periodLabel(row.period, interval)), cell(String(row.size), "num"), cell(pct(row.rate), "num"));
     data.windows.forEach((n) => {
       const share = row.share_within[String(n)];
       const td = cell(pct(share), "num");
@@ -225,8 +331,9 @@ async function loadMetrics() {
       getJSON("/v1/metrics/funnel", params),
       getJSON("/v1/metrics/trial-cohorts", { ...params, "within-days": undefined }),
     ]);
-    renderFunnel(funnel.series);
-    renderCohorts(cohorts);
+    renderFunnel(funnel.series, params.interval);
+    renderCohorts(cohorts, params.interval);
+    await renderEmptyState(funnel.series);
   } catch (error) {
     showError(error.message);
   }
@@ -320,7 +427,7 @@ function init() {
   let resizeTimer = null;
   window.addEventListener("resize", () => {
     clearTimeout(resizeTimer);
-    resizeTimer = setTimeout(() => renderFunnel(lastSeries), 150);
+    resizeTimer = setTimeout(() => renderFunnel(lastSeries, lastInterval), 150);
   });
   loadMetrics();
   loadCustomers(false);

@@ -1,0 +1,210 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright against the app on a seeded database.
+
+Nothing is downloaded at run time: Playwright's Python package drives the system's ``/usr/bin/chromium``
+(``executable_path``); ``.ci/run`` installs it from Debian's packages when it is missing. Screenshots at
+a desktop and a phone width go to the test's output folder (and into ``docs/img/`` with
+``FUNNELSYNC_UPDATE_DOCS_IMG=1``, for docs/dashboard.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from api.app import create_app
+from funnelsync.records import SourceCustomerRecord
+from storage.api_keys import create_api_key
+from storage.sources import create_source
+from storage.upsert import upsert_records
+
+CHROMIUM = os.environ.get("FUNNELSYNC_CHROMIUM", "/usr/bin/chromium")
+DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
+XSS_NAME = '<img src=x onerror="window.__xss=1">Mallory'
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+# The flags Chromium needs as root on a machine with no outside network (no sandbox, no background calls).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def _months_ago(n: int) -> datetime:
+    today = datetime.now(UTC)
+    index = today.year * 12 + today.month - 1 - n
+    return datetime(index // 12, index % 12 + 1, 10, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def server(sqlite_engine):
+    """The app on a seeded SQLite database, served by uvicorn on a free local port; yields (url, key)."""
+    people = [
+        ("L-1", "Ada Lovelace", "ada@lovelace.example", "US", 1, True, ["vip"]),
+        ("L-2", "Grace Hopper", "grace@hopper.example", "US", 2, True, []),
+        ("L-3", "Alan Turing", "alan@turing.example", "GB", 2, False, []),
+        ("L-4", "Edsger Dijkstra", "edsger@dijkstra.example", "NL", 4, True, ["vip"]),
+        ("L-5", "Barbara Liskov", "barbara@liskov.example", "US", 6, False, []),
+        ("L-6", "Donald Knuth", "donald@knuth.example", "US", 6, True, []),
+        ("L-7", "Frances Allen", "frances@allen.example", "DE", 9, True, []),
+        ("L-8", XSS_NAME, "mallory@evil.example", "DE", 3, False, []),
+    ]
+    with sqlite_engine.begin() as conn:
+        ds = create_source(conn, "Website leads", "custom", {})
+        upsert_records(conn, ds.id, [
+            SourceCustomerRecord(ext, name=name, email=email, country=country, lead_created_at=_months_ago(m),
+                                 free_trial_started_at=_months_ago(m) + timedelta(days=2) if trial else None,
+                                 tags=tags)
+            for ext, name, email, country, m, trial, tags in people
+        ])
+        key = create_api_key(conn, "browser test")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(create_app(sqlite_engine), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not uv.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", key
+    uv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (as .ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _label(period: str) -> str:
+    y, m, _ = period[:10].split("-")
+    return f"{MONTHS[int(m) - 1]} {y}"
+
+
+def _api_funnel(url, key, **params):
+    today = date.today()
+    index = today.year * 12 + today.month - 1 - 11
+    start = date(index // 12, index % 12 + 1, 1)
+    query = {"start-date": start.isoformat(), "end-date": today.isoformat(), "interval": "month", **params}
+    response = httpx.get(f"{url}/v1/metrics/funnel", params=query, auth=(key, ""), timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["series"]
+
+
+def _chart_rows(page, chart):
+    return page.eval_on_selector_all(
+        f"#{chart}-data tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+
+
+def test_dashboard_in_chromium(server, browser, tmp_path):
+    url, key = server
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    # Sign-in: the dashboard sends a browser without a session to the sign-in page; a wrong key is refused.
+    page.goto(f"{url}/dashboard")
+    assert page.url == f"{url}/login"
+    page.fill("#key", "fsk_wrong_key_0000")
+    page.click("#login button[type=submit]")
+    assert page.locator("#login-error").is_visible() and page.url == f"{url}/login"
+    page.fill("#key", key)
+    page.click("#login button[type=submit]")
+    page.wait_for_url(f"{url}/dashboard")
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert cookies["fs_session"]["httpOnly"] and cookies["fs_session"]["sameSite"] == "Strict"
+
+    # Opens on the last 12 months by month; the charts' figures are the API's.
+    page.wait_for_selector("#chart-leads-data tbody tr")
+    series = _api_funnel(url, key)
+    assert len(series) == 12
+    rows = _chart_rows(page, "chart-leads")
+    assert [r[0] for r in rows] == [_label(s["period"]) for s in series]
+    assert [int(r[1]) for r in rows] == [s["leads"] for s in series]
+    assert [int(r[2]) for r in rows] == [s["leads_with_trial"] for s in series]
+    assert [int(r[1]) for r in _chart_rows(page, "chart-trials")] == [s["free_trials"] for s in series]
+    assert page.text_content("#total-leads") == f"{sum(s['leads'] for s in series)} leads"
+    assert page.text_content("#total-trials") == f"{sum(s['free_trials'] for s in series)} trials"
+    assert sum(s["leads"] for s in series) == 8
+
+    # Labels as people read them; axis ticks never repeat, an empty chart included.
+    assert page.evaluate("periodLabel('2026-01-01', 'month')") == "Jan 2026"
+    assert page.evaluate("periodLabel('2026-01-12', 'week')") == "W03 2026"
+    assert page.evaluate("periodLabel('2026-01-01', 'quarter')") == "Q1 2026"
+    for top in (0, 1, 2, 3, 5, 7, 13, 101):
+        ticks = page.evaluate(f"axisTicks({top}, true)")
+        assert len(set(ticks)) == len(ticks) and ticks[0] == 0 and ticks[-1] >= max(top, 1)
+        assert all(float(t).is_integer() for t in ticks), ticks
+
+    # Values on hover: the tooltip of the month with two leads.
+    two = next(i for i, s in enumerate(series) if s["leads"] == 2)
+    box = page.locator("#chart-leads").bounding_box()
+    slot = (box["width"] - 52 - 10) / len(series)
+    page.mouse.move(box["x"] + 52 + slot * two + slot / 2, box["y"] + box["height"] / 2)
+    assert page.locator("#tooltip").is_visible()
+    assert page.text_content("#tooltip").startswith(f"{_label(series[two]['period'])}: 2 leads")
+
+    # A filter changes the figures as the API says.
+    page.fill("#where", "country = US")
+    page.click("#controls button[type=submit]")
+    us = _api_funnel(url, key, where="country = US")
+    us_total = sum(s["leads"] for s in us)
+    page.wait_for_function(f"document.getElementById('total-leads').textContent === '{us_total} leads'")
+    assert [int(r[1]) for r in _chart_rows(page, "chart-leads")] == [s["leads"] for s in us]
+    assert sum(s["leads"] for s in us) == 4
+
+    # Search finds a customer; a name with markup is shown as text, never run.
+    page.fill("#q", "lovelace")
+    page.click("#search button[type=submit]")
+    page.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 1")
+    assert page.text_content("#customers tbody tr td") == "Ada Lovelace"
+    page.fill("#q", "mallory")
+    page.click("#search button[type=submit]")
+    page.wait_for_function("document.querySelector('#customers tbody tr td').textContent.includes('Mallory')")
+    assert page.text_content("#customers tbody tr td") == XSS_NAME
+    assert page.evaluate("window.__xss") is None and page.locator("#customers img").count() == 0
+
+    page.fill("#q", "")
+    page.fill("#where", "")
+    page.click("#search button[type=submit]")
+    page.click("#controls button[type=submit]")
+    page.wait_for_function("document.getElementById('total-leads').textContent === '8 leads'")
+    page.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 8")
+    page.screenshot(path=str(tmp_path / "dashboard-desktop.png"), full_page=True)
+    phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    phone.context.add_cookies([{**cookies["fs_session"]}, {**cookies["fs_csrf"]}])
+    phone.goto(f"{url}/dashboard")
+    phone.wait_for_selector("#chart-leads-data tbody tr")
+    phone.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 8")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # nothing wider than the phone
+    phone.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
+
+    # A range with nothing in it says so, and where the data is.
+    page.fill("#start", "2010-01-01")
+    page.fill("#end", "2010-12-31")
+    page.click("#controls button[type=submit]")
+    page.wait_for_selector("#empty:not([hidden])")
+    first = min(s["period"] for s in series if s["leads"])[:7]
+    message = page.text_content("#empty")
+    assert message.startswith("No data in this range.") and f"from {first}" in message and "8 customers" in message
+
+    assert errors == []
+    for name in ("dashboard-desktop.png", "dashboard-phone.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+        if os.environ.get("FUNNELSYNC_UPDATE_DOCS_IMG") == "1":
+            DOCS_IMG.mkdir(exist_ok=True)
+            shutil.copyfile(tmp_path / name, DOCS_IMG / name)
