@@ -29,6 +29,7 @@ from connectors.files.rows import FileUnreadable, RowError, RowResult
 from connectors.registry import kinds_fed
 from funnelsync.spreadsheet import csv_writer
 from funnelsync.timeutil import account_timezone
+from jobs.import_jobs import resume_interrupted, resumed_note
 from jobs.readahead import prefetched, rare_gc, read_in_child
 from storage.bulk_load import SOURCE_EMAIL_INDEX, bulk_load
 from storage.imports import (
@@ -333,6 +334,8 @@ def _import_file(
         summary.notes.append(f"{source.path.name}: {layout.encoding_note}")
     with engine.begin() as conn:
         job_id, summary.job_uuid = start_import_job(conn, source_id, job_kind, str(source.path))
+        summary.notes += [resumed_note(job) for job in
+                          resume_interrupted(conn, source_id, job_kind, str(source.path), summary.job_uuid)]
         known = source_customer_count(conn, source_id)
         contacts = apply is _apply_contacts_batch
         # Structured contacts rows share their customers' keys: only customer files load fresh.

@@ -15,10 +15,11 @@ from typing import Any
 from sqlalchemy import Engine
 
 from connectors.files.dates import AmbiguousDateColumn
-from connectors.files.flexible_csv import RowMapper, row_key, survey_dates
+from connectors.files.flexible_csv import EMPTY_CELLS, RowMapper, row_key, survey_dates
 from connectors.files.headers import MappingError, match_headers
 from connectors.files.rows import FileUnreadable, RowDigest, RowError, RowResult
 from funnelsync.timeutil import account_timezone
+from jobs.import_jobs import resume_interrupted, resumed_note
 from jobs.imports import (
     BATCH_SIZE,
     ErrorsFile,
@@ -56,6 +57,7 @@ def import_rows(
     batch_size: int = BATCH_SIZE,
     tz: tzinfo | None = None,
     known_orders: dict[str, str] | None = None,
+    empty_cells: str = "keep",
 ) -> ImportSummary:
     """Import in-memory rows (a worksheet's values) applying only rows changed since the last run.
 
@@ -63,7 +65,8 @@ def import_rows(
     (its values, the header and the mapping) is kept per (source, ``stream``) in
     ``import_row_fingerprints``; an unchanged row is counted unchanged without being parsed or written,
     a rejected row keeps no fingerprint (it is reported again until fixed), and the fingerprints of rows
-    gone from the sheet are deleted.
+    gone from the sheet are deleted. As for a file, a row changes only the fields the sheet has columns
+    for, and an empty cell leaves the stored value unless ``empty_cells`` is ``clear``.
 
     Raises:
         FileUnreadable: no header, no key column, a mapping error or an undecidable date column.
@@ -79,19 +82,23 @@ def import_rows(
         raise FileUnreadable(str(exc)) from None
     numbered = [(i + 1, [str(v) for v in r]) for i, r in enumerate(rows) if i > header_index]
     try:
-        mapper = RowMapper(match, survey_dates(match, numbered), zone, date_format, known_orders=known_orders)
+        mapper = RowMapper(match, survey_dates(match, numbered), zone, date_format, known_orders=known_orders,
+                           empty_cells=empty_cells)
     except AmbiguousDateColumn as exc:
         raise FileUnreadable(str(exc)) from None
     errors_file = ErrorsFile(Path(errors_path) if errors_path else None)
     source_id, name = ensure_import_source(engine, source_name, "google_sheets")
     summary = ImportSummary(source=name, rows=len(numbered), ignored_columns=list(match.ignored),
                             columns=match.columns(), date_orders=mapper.date_orders())
-    signature = repr((headers, sorted((mapping or {}).items()), date_format, str(zone))).encode()
+    signature = repr((headers, sorted((mapping or {}).items()), date_format, str(zone))
+                     + ((empty_cells,) if empty_cells != "keep" else ())).encode()
     row_digest = RowDigest(signature, loose=True)
     id_index, email_index = match.index_of("external_id"), match.index_of("email")
     with engine.begin() as conn:
         stored = load_row_fingerprints(conn, source_id, stream)
         job_id, summary.job_uuid = start_import_job(conn, source_id, "sheet", label)
+        summary.notes += [resumed_note(job) for job in
+                          resume_interrupted(conn, source_id, "sheet", label, summary.job_uuid)]
     present: set[str] = set()
     fingerprint_of: dict[int, tuple[str, str]] = {}
     pending: list[RowResult] = []
@@ -158,6 +165,7 @@ def import_sheet(
     errors_path: str | Path | None = None,
     tz: tzinfo | None = None,
     full_refresh: bool = False,
+    empty_cells: str = "keep",
 ) -> ImportSummary:
     """Import one Google Sheets worksheet into the custom source ``source_name`` (kind google_sheets).
 
@@ -174,6 +182,7 @@ def import_sheet(
         client: a ready gspread client (tests point one at a local fake API).
         full_refresh: forget the row fingerprints first, so every row is applied again (the upsert still
             counts rows whose values did not change as unchanged).
+        empty_cells: ``keep`` (an empty cell leaves the stored value) or ``clear``; remembered.
 
     Raises:
         SheetsError: the sheet could not be read (nothing imported).
@@ -184,6 +193,8 @@ def import_sheet(
         raise ValueError("name the custom source to import the sheet into")
     if spreadsheet is None or worksheet is None:
         return import_sheet_source(engine, source_name, client=client, progress=progress, full_refresh=full_refresh)
+    if empty_cells not in EMPTY_CELLS:
+        raise ValueError(f"--empty-cells {empty_cells!r}: use {' or '.join(EMPTY_CELLS)}")
     from connectors.files.sheets import fetch_rows, open_client, spreadsheet_key
 
     key = spreadsheet_key(spreadsheet)
@@ -200,7 +211,7 @@ def import_sheet(
     summary = import_rows(
         engine, rows, source_name, f"{key}/{worksheet}"[:255], mapping, date_format, progress,
         label=f"worksheet {worksheet!r} of spreadsheet {key}", errors_path=errors_path, tz=tz,
-        known_orders=known_orders,
+        known_orders=known_orders, empty_cells=empty_cells,
     )
     with engine.begin() as conn:
         row = get_source(conn, summary.source)
@@ -209,7 +220,7 @@ def import_sheet(
             settings.update(
                 spreadsheet_id=key, worksheet=worksheet, mapping=dict(mapping or {}), date_format=date_format,
                 credentials_file=str(credentials_file) if credentials_file else settings.get("credentials_file"),
-                date_orders={**known_orders, **summary.date_orders},
+                date_orders={**known_orders, **summary.date_orders}, empty_cells=empty_cells,
             )
             update_source_settings(conn, row.id, settings)
     return summary
@@ -230,5 +241,5 @@ def import_sheet_source(engine: Engine, source_name: str, *, client: Any = None,
     return import_sheet(
         engine, settings["spreadsheet_id"], settings["worksheet"], row.name, settings.get("mapping") or {},
         settings.get("date_format"), progress, credentials_file=settings.get("credentials_file"), client=client,
-        full_refresh=full_refresh,
+        full_refresh=full_refresh, empty_cells=settings.get("empty_cells") or "keep",
     )

@@ -8,6 +8,8 @@ statement per row.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,7 +19,14 @@ from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from funnelsync.records import CONTACT_FIELDS, ContactRecord
 from storage.ids import new_uuid
-from storage.schema import contacts, import_jobs, import_rejections, import_row_fingerprints, source_customers
+from storage.schema import (
+    contacts,
+    data_sources,
+    import_jobs,
+    import_rejections,
+    import_row_fingerprints,
+    source_customers,
+)
 
 LOOKUP_CHUNK = 5000
 
@@ -25,11 +34,15 @@ LOOKUP_CHUNK = 5000
 def start_import_job(conn: Connection, data_source_id: int, kind: str, filename: str | None) -> tuple[int, str]:
     """Create a running import job and return its id and ``imp_…`` uuid.
 
+    The job records this process (id and host) and a first heartbeat: if the process dies without
+    marking the job, what it leaves shows the job was interrupted (``jobs.import_jobs``).
+
     Args:
         kind: csv, structured, sheet or bulk_edit.
         filename: the file (or spreadsheet and worksheet) imported, for the record.
     """
     uuid = new_uuid("imp")
+    now = datetime.now(timezone.utc)
     conn.execute(
         import_jobs.insert().values(
             uuid=uuid,
@@ -41,7 +54,10 @@ def start_import_job(conn: Connection, data_source_id: int, kind: str, filename:
             updated=0,
             unchanged=0,
             rejected=0,
-            started_at=datetime.now(timezone.utc),
+            started_at=now,
+            pid=os.getpid(),
+            host=socket.gethostname()[:255],
+            heartbeat_at=now,
         )
     )
     job_id = conn.execute(select(import_jobs.c.id).where(import_jobs.c.uuid == uuid)).scalar_one()
@@ -49,18 +65,37 @@ def start_import_job(conn: Connection, data_source_id: int, kind: str, filename:
 
 
 def add_job_counts(conn: Connection, job_id: int, counts: Mapping[str, int]) -> None:
-    """Add one batch's created/updated/unchanged/rejected counts to the job (committed with the batch)."""
-    values = {
+    """Add one batch's created/updated/unchanged/rejected counts to the job (committed with the batch),
+    and beat its heartbeat: the job's process was alive when this batch committed."""
+    values: dict[str, Any] = {
         name: getattr(import_jobs.c, name) + int(counts.get(name, 0))
         for name in ("created", "updated", "unchanged", "rejected")
         if counts.get(name)
     }
-    if values:
-        conn.execute(update(import_jobs).where(import_jobs.c.id == job_id).values(**values))
+    values["heartbeat_at"] = datetime.now(timezone.utc)
+    conn.execute(update(import_jobs).where(import_jobs.c.id == job_id).values(**values))
+
+
+def recent_import_jobs(conn: Connection, data_source_id: int | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest import jobs (newest first), each with its source's name under ``source``."""
+    query = (select(import_jobs, data_sources.c.name.label("source"))
+             .join(data_sources, data_sources.c.id == import_jobs.c.data_source_id)
+             .order_by(import_jobs.c.id.desc()).limit(limit))
+    if data_source_id is not None:
+        query = query.where(import_jobs.c.data_source_id == data_source_id)
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def running_import_jobs(conn: Connection, data_source_id: int, kind: str) -> list[dict[str, Any]]:
+    """The jobs of one source and kind still marked running (their processes may be gone)."""
+    return [dict(row) for row in conn.execute(
+        select(import_jobs).where(import_jobs.c.data_source_id == data_source_id, import_jobs.c.kind == kind,
+                                  import_jobs.c.status == "running").order_by(import_jobs.c.id)
+    ).mappings()]
 
 
 def finish_import_job(conn: Connection, job_id: int, status: str = "done", error: str | None = None) -> None:
-    """Mark the job done (or failed, with the one-line reason)."""
+    """Mark the job done (or failed, or interrupted, with the one-line reason)."""
     conn.execute(
         update(import_jobs)
         .where(import_jobs.c.id == job_id)

@@ -238,7 +238,8 @@ import_jobs = Table(
     Column("data_source_id", IdType, ForeignKey("data_sources.id", ondelete="CASCADE"), nullable=False),
     Column("kind", String(20), nullable=False),  # csv | structured | sheet | bulk_edit
     Column("filename", String(1024)),
-    Column("status", String(20), nullable=False, default="running"),  # running | done | failed
+    # running | done | failed | interrupted (its process died; the next run of the file resumed it)
+    Column("status", String(20), nullable=False, default="running"),
     Column("created", Integer, nullable=False, default=0),
     Column("updated", Integer, nullable=False, default=0),
     Column("unchanged", Integer, nullable=False, default=0),
@@ -246,6 +247,11 @@ import_jobs = Table(
     Column("error", Text),
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
+    # The process running the job and its last committed batch: a running job whose process is gone
+    # is interrupted (jobs.import_jobs).
+    Column("pid", Integer),
+    Column("host", String(255)),
+    Column("heartbeat_at", UTCDateTime),
 )
 
 import_rejections = Table(

@@ -203,3 +203,30 @@ def test_contact_columns_of_a_narrower_flexible_file_leave_the_others(db_engine:
     with db_engine.connect() as conn:
         row = conn.execute(select(contacts)).one()
     assert (row.first_name, row.last_name, row.title, row.email) == ("Jane", "Doe", "VP Engineering", "jane@x.io")
+
+
+def test_a_narrower_sheet_changes_only_its_columns(db_engine: Engine) -> None:
+    """The fake serves values the way the Sheets API's values.get does (fakes/google_sheets.py)."""
+    from connectors.files.sheets import open_client
+    from fakes.google_sheets import SHEET_ID, FakeSheets, RedirectSession
+    from jobs.sheet_import import import_sheet
+
+    fake = FakeSheets().start()
+    try:
+        client = open_client(session=RedirectSession(fake.base_url))
+        fake.set_rows([["Customer ID", "Name", "Email", "Signup Date", "Trial Start"],
+                       ["L-1", "Ann", "ann@acme.io", "2024-01-15", "2024-01-20"]])
+        import_sheet(db_engine, SHEET_ID, "Leads", "Sheet", client=client, tz=UTC)
+        fake.set_rows([["Customer ID", "Owner"], ["L-1", "kim"]])
+        assert import_sheet(db_engine, SHEET_ID, "Leads", "Sheet", client=client, tz=UTC).updated == 1
+        ann = _view(db_engine, "Sheet:L-1")
+        assert ann["owner"] == "kim" and ann["name"] == "Ann" and ann["email"] == "ann@acme.io"
+        assert ann["free_trial_started_at"] == "2024-01-20T00:00:00+00:00"
+        fake.set_rows([["Customer ID", "Name", "Owner"], ["L-1", "", "sam"]])
+        import_sheet(db_engine, SHEET_ID, "Leads", "Sheet", client=client, tz=UTC)
+        assert _view(db_engine, "Sheet:L-1")["name"] == "Ann"
+        import_sheet(db_engine, SHEET_ID, "Leads", "Sheet", client=client, tz=UTC, empty_cells="clear")
+        ann = _view(db_engine, "Sheet:L-1")
+        assert ann["name"] is None and ann["owner"] == "sam" and ann["email"] == "ann@acme.io"
+    finally:
+        fake.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timezone
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -148,6 +149,40 @@ def import_csv_command(
     _report(summary, as_json, errors)
 
 
+@import_app.command("jobs")
+def import_jobs_command(
+    source: Annotated[str | None, typer.Option("--source", help="Only the jobs of this data source.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many of the latest jobs.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """List the latest import jobs: running, done, failed, or interrupted (their process is gone)."""
+    from jobs.import_jobs import list_import_jobs
+
+    try:
+        jobs = list_import_jobs(get_engine(), source, limit)
+    except LookupError as exc:
+        fail(str(exc), EXIT_FAILED)
+    if as_json:
+        print_json([{
+            "uuid": j["uuid"], "source": j["source"], "kind": j["kind"], "file": j["filename"], "state": j["state"],
+            "created": j["created"], "updated": j["updated"], "unchanged": j["unchanged"], "rejected": j["rejected"],
+            "started_at": j["started_at"].isoformat(),
+            "finished_at": j["finished_at"].isoformat() if j["finished_at"] else None,
+            "error": j["error"],
+        } for j in jobs])
+        return
+    table = Table(title="Import jobs")
+    for column in ("job", "source", "kind", "file", "state", "created", "updated", "unchanged", "rejected",
+                   "started"):
+        table.add_column(column, justify="right" if column in ("created", "updated", "unchanged", "rejected")
+                         else "left")
+    for j in jobs:
+        table.add_row(j["uuid"], j["source"], j["kind"], j["filename"] or "", j["state"], str(j["created"]),
+                      str(j["updated"]), str(j["unchanged"]), str(j["rejected"]),
+                      f"{j['started_at'].astimezone(timezone.utc):%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
 @import_app.command("sheet")
 def import_sheet_command(
     spreadsheet: Annotated[str, typer.Argument(help="The spreadsheet id or its URL.")],
@@ -160,6 +195,7 @@ def import_sheet_command(
         typer.Option("--credentials", help="Service-account JSON key (default: GOOGLE_APPLICATION_CREDENTIALS)."),
     ] = None,
     errors: ErrorsOption = None,
+    empty_cells: EmptyCellsOption = "keep",
     as_json: JsonOption = False,
 ) -> None:
     """Import a Google Sheets worksheet (only rows changed since the last run are applied)."""
@@ -175,7 +211,8 @@ def import_sheet_command(
         client = open_client(credentials)
         with _progress(not as_json, f"Importing worksheet {worksheet}") as progress:
             summary = import_sheet(engine, spreadsheet, worksheet, source, mapping, order, progress,
-                                   credentials_file=credentials, client=client, errors_path=errors)
+                                   credentials_file=credentials, client=client, errors_path=errors,
+                                   empty_cells=empty_cells)
     except FileUnreadable as exc:
         fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
     except SheetsError as exc:
