@@ -44,6 +44,7 @@ from storage.merge_plan import (
     row_from_json,
     row_to_json,
 )
+from storage.outbox import detect_changes, mark_seen, pass_marks_on
 from storage.projection import reproject
 from storage.schema import contacts, customers, data_sources, manual_edits, merge_events, source_customers
 from storage.sql import chunks, ids_in
@@ -388,9 +389,11 @@ def merge_batch(
         )
     if edit_writes:
         conn.execute(insert(manual_edits), list(edit_writes.values()))
+    pass_marks_on(conn, [(f, i) for f, i, _ in merges])
     for part in chunks(from_ids, CHUNK):
         conn.execute(delete(customers).where(ids_in(conn, customers.c.id, part)))
     reproject(conn, into_ids)
+    detect_changes(conn, into_ids)
     return events
 
 
@@ -580,6 +583,8 @@ def unmerge(
         )
     )
     reproject(conn, [customer_id, from_id])
+    # An unmerge fires nothing: the customer that comes back is taken as seen as it is.
+    mark_seen(conn, [customer_id, from_id])
     return event
 
 

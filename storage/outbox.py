@@ -569,3 +569,49 @@ def manual_edits_by_customer(conn: Connection, customer_ids: Sequence[int]) -> d
         ):
             out[cid][name] = value
     return out
+
+
+def pass_marks_on(conn: Connection, pairs: Sequence[tuple[int, int]]) -> None:
+    """Before customers are merged away (``(from_id, into_id)`` pairs): their survivor takes their marks,
+    so what already fired for either of them does not fire again for the merged customer.
+
+    A date seen on either is seen on the survivor (the earlier one); the survivor's status stays its
+    own. Call it before the merged-away customers are deleted (their marks go with them).
+    """
+    if not pairs:
+        return
+    m = automation_marks
+    ids = sorted({i for pair in pairs for i in pair})
+    marks: dict[int, dict[str, Any]] = {}
+    for chunk in _chunks(ids):
+        for row in conn.execute(select(m).where(ids_in(conn, m.c.customer_id, list(chunk)))).mappings():
+            marks[row["customer_id"]] = dict(row)
+    changed: dict[int, dict[str, Any]] = {}
+    for from_id, into_id in pairs:
+        gone = marks.get(from_id)
+        if gone is None:
+            continue
+        kept = changed.get(into_id) or marks.get(into_id)
+        if kept is None:
+            # No status of its own seen: the survivor's current one becomes it without a "change".
+            changed[into_id] = {**gone, "customer_id": into_id, "status": None}
+            continue
+        merged = dict(kept)
+        for column in MARK_COLUMNS:
+            values = [v for v in (kept[column], gone[column]) if v is not None]
+            merged[column] = min(values) if values else None
+        changed[into_id] = merged
+    if changed:
+        stmt = _dialect_insert(conn, m)
+        stmt = stmt.on_conflict_do_update(index_elements=[m.c.customer_id],
+                                          set_={c: stmt.excluded[c] for c in MARK_COLUMNS})
+        conn.execute(stmt, list(changed.values()))
+
+
+def mark_seen(conn: Connection, customer_ids: Sequence[int]) -> None:
+    """Take these customers as seen as they are now, firing nothing (a customer back from an unmerge)."""
+    if not list_rules(conn, CHANGE_TRIGGERS):
+        return
+    for chunk in _chunks(sorted(set(customer_ids))):
+        clause, params = _ids_clause(conn, chunk)
+        conn.exec_driver_sql(_MARKS_SQL.format(ids=clause), params)

@@ -246,3 +246,45 @@ automations:
 """)
     sync(db_engine, "stripe", [trial("p1", "US", T0, name="touched")])
     assert fired(db_engine) == []
+
+
+MERGE_RULES = f"""
+automations:
+  - name: trials
+    trigger: trial_started
+    actions: [{{webhook: {HOOK}}}]
+  - name: status
+    trigger: status_changed
+    actions: [{{webhook: {HOOK}}}]
+  - name: created
+    trigger: customer_created
+    actions: [{{webhook: {HOOK}}}]
+"""
+
+
+def test_a_merge_passes_the_occurrences_on_and_an_unmerge_fires_nothing(db_engine):
+    from storage.merge import merge_customers, unmerge
+
+    apply(db_engine, MERGE_RULES)
+    # Two records of one person: a lead in the CRM, a trial in billing (its trial fired for it).
+    sync(db_engine, "stripe", [trial("crm-1", "US", None)])
+    sync(db_engine, "stripe", [SourceCustomerRecord("bill-1", name="Same", email="same@example.com", country="US",
+                                          free_trial_started_at=T0 - timedelta(days=1),
+                                          subscriptions=[SubscriptionFact("sb", "trialing",
+                                                                          trial_started_at=T0 - timedelta(days=1))])])
+    before = fired(db_engine)
+    assert [r[0] for r in before].count("trials") == 1 and [r[0] for r in before].count("created") == 2
+    with db_engine.begin() as conn:
+        into, gone = resolve_customer(conn, "stripe:crm-1"), resolve_customer(conn, "stripe:bill-1")
+        merge_customers(conn, gone, into)
+    # The survivor now has the trial the merged-away one had: nothing fires again, not on a re-sync either.
+    sync(db_engine, "stripe", [trial("crm-1", "US", None, name="touched")])
+    assert fired(db_engine) == before
+    with db_engine.begin() as conn:
+        unmerge(conn, into, "stripe:bill-1")
+    sync(db_engine, "stripe", [trial("crm-1", "US", None, name="touched again")])
+    with db_engine.connect() as conn:
+        back = resolve_customer(conn, "stripe:bill-1")
+    with db_engine.begin() as conn:
+        set_manual_edits(conn, back, {"owner": "x@example.com"})  # the customer that came back is touched
+    assert fired(db_engine) == before
