@@ -8,7 +8,8 @@ Segment has no "list users" API, so nothing is pulled. Calls come two ways, to t
   (``connectors.signatures.verify_segment_signature``);
 - Segment's and RudderStack's SDKs (and any Segment-compatible sender) post the **tracking API** to
   ``POST {host}/v1/batch`` (or ``/v1/identify``, ``/v1/group``, …) with the write key as the HTTP Basic
-  user name and an empty password, the body gzipped when the SDK says ``Content-Encoding: gzip``; their
+  user name and an empty password (or, without that header, the ``writeKey`` property of the body), the
+  body gzipped when the SDK says ``Content-Encoding: gzip``; their
   host set to ``https://HOST/segment/NAME`` lands at ``POST /segment/NAME/v1/…``, checked against the
   source's ``write_key``.
 
@@ -102,17 +103,19 @@ def split_calls(payload: Any) -> list[dict[str, Any]]:
     return calls
 
 
-def verify_write_key(authorization: str | None, write_key: str) -> None:
-    """Check the tracking API's HTTP Basic user name against the source's write key.
+def verify_write_key(authorization: str | None, write_key: str, body_key: Any = None) -> None:
+    """Check a tracking API request's write key against the source's: the HTTP Basic user name, or, when
+    the request has no ``Authorization`` header, the ``writeKey`` property of its body (Segment's
+    "writeKey authentication").
 
     Raises:
         WebhookSignatureError: the source has no write key, the request none or another one.
     """
     if not write_key:
         raise WebhookSecretMissing("this Segment source has no write_key setting: its tracking API is off")
-    sent = basic_auth_user(authorization)
-    if sent is None:
-        raise WebhookSignatureError("missing HTTP Basic credentials (the write key as user name)")
+    sent = basic_auth_user(authorization) if authorization else body_key
+    if not isinstance(sent, str) or not sent:
+        raise WebhookSignatureError("missing write key (HTTP Basic user name, or writeKey in the body)")
     if not hmac.compare_digest(sent.encode(), write_key.encode()):
         raise WebhookSignatureError("invalid Segment write key")
 
@@ -278,8 +281,18 @@ class SegmentSource(SourceKind, WebhookReceiver):
         """A Webhooks-destination delivery, or a tracking API request (``context.call``: its path's call)."""
         if endpoint != SEGMENT_TRACKING:
             return super().parse_delivery(endpoint, settings, headers, body, context)
-        verify_write_key(headers.get("authorization"), str(settings.get("write_key") or ""))
-        payload = json_body(inflate(body, headers.get("content-encoding")), "Segment")
+        write_key = str(settings.get("write_key") or "")
+        authorization = headers.get("authorization")
+        if authorization:
+            verify_write_key(authorization, write_key)
+            payload = json_body(inflate(body, headers.get("content-encoding")), "Segment")
+        else:
+            # The key is in the body: a body that cannot be read proves nothing (401, not 422).
+            try:
+                payload = json_body(inflate(body, headers.get("content-encoding")), "Segment")
+            except WebhookPayloadError:
+                payload = None
+            verify_write_key(None, write_key, payload.get("writeKey") if isinstance(payload, dict) else None)
         return cls._deliver(settings, tracking_calls(payload, context.call))
 
     @classmethod

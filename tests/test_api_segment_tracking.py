@@ -115,3 +115,21 @@ def test_single_call_endpoints_and_source_without_write_key(db_engine: Engine) -
     assert refused.status_code == 401
     assert "only-a-secret" not in refused.text
     assert sorted(stored(db_engine)) == ["u-1"]
+
+
+def test_write_key_in_the_body_without_an_authorization_header(db_engine: Engine) -> None:
+    """Segment's "writeKey authentication": the key as the body's ``writeKey``, no header (the HTTP API
+    docs' curl example for ``/v1/track``; segment-docs pull request 6147)."""
+    add_segment(db_engine)
+    http = TestClient(create_app(db_engine))
+    call = {"userId": "u-7", "traits": {"email": "u7@example.com"}}
+    assert http.post("/segment/web/v1/identify", json={**call, "writeKey": WRITE_KEY}).status_code == 200
+    assert http.post("/segment/web/v1/identify", json={**call, "userId": "u-8", "writeKey": "nope"}).status_code == 401
+    assert http.post("/segment/web/v1/identify", json={**call, "userId": "u-9"}).status_code == 401
+    unreadable = http.post("/segment/web/v1/batch", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert unreadable.status_code == 401
+    # A Basic header, when sent, is what counts: a right key in the body does not save a wrong header.
+    wrong_header = http.post("/segment/web/v1/identify", json={**call, "userId": "u-10", "writeKey": WRITE_KEY},
+                             auth=("wrong", ""))
+    assert wrong_header.status_code == 401
+    assert sorted(stored(db_engine)) == ["u-7"]
