@@ -137,6 +137,9 @@ class Connector(SourceKind):
     streams: ClassVar[tuple[Stream, ...]]
     # The largest page the API serves, for connectors with a ``page_size`` setting.
     max_page_size: ClassVar[int] = 100
+    # True for an API that cannot list what changed since a moment: the sync then hands the connector,
+    # before it reads, the subscriptions stored as not ended (``known_subscriptions``: id → state).
+    reconciles_subscriptions: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -158,6 +161,7 @@ class Connector(SourceKind):
         # while a full read of the main stream was under way. ``read_list`` moves it back to when an
         # interrupted full read began, when it resumes one (see ``backfill_started`` there).
         self.started_at = self._now()
+        self.known_subscriptions: dict[str, str] = {}
         self._client: HttpClient | None = None
 
     @property

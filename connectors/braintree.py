@@ -320,8 +320,10 @@ class BraintreeConnector(Connector, WebhookReceiver):
       owners of subscriptions and transactions created since the cursor (XML searches), each re-read
       in full (``GET /customers/{id}``, which nests payment methods and subscriptions); only those
       with a subscription or a transaction become records (the rule). Braintree has no "updated
-      since" search, so a status change of an older subscription without a new charge arrives by
-      webhook or by the next ``--full-refresh``.
+      since" search, so each incremental run also re-reads the subscriptions stored as not ended
+      (``known_subscriptions``, handed over by the sync) with ``advanced_search`` in id batches of the
+      gateway's page size (one request per 50); the owners of those whose state moved (cancelled,
+      expired, past due, paid) are re-read. A run costs about a request per 50 open subscriptions more.
     """
 
     kind = "braintree"
@@ -337,6 +339,7 @@ class BraintreeConnector(Connector, WebhookReceiver):
         Setting("page_size", default=CUSTOMER_PAGE_SIZE, cast=int, help="customers per GraphQL page (1-50)"),
     )
     streams = (Stream(name="customers", key="legacyId", cursor_field="createdAt", reader="read_customers"),)
+    reconciles_subscriptions = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -512,6 +515,9 @@ class BraintreeConnector(Connector, WebhookReceiver):
             else:
                 if subject.get("payment_method_token"):
                     delivery.lookups.append(("payment_method", str(subject["payment_method_token"])))
+                elif subject.get("id"):
+                    # A thin subject (no transactions, no token): the subscription itself names its owner.
+                    delivery.lookups.append(("subscription", str(subject["id"])))
         elif note.subject_type == "transaction":
             owner = transaction_customer_id(subject)
             if owner:
@@ -522,10 +528,15 @@ class BraintreeConnector(Connector, WebhookReceiver):
 
     @classmethod
     def customers_of(cls, connector: Rereader, lookups: list[tuple[str, str]]) -> list[str]:
-        """The customers owning the payment-method tokens a subscription notification names."""
+        """The customers owning the payment-method tokens (or the subscriptions) a notification names."""
+        braintree = cast(BraintreeConnector, connector)
         found: list[str] = []
-        for _, token in lookups:
-            owner = cast(BraintreeConnector, connector).customer_of_token(token)
+        for kind, value in lookups:
+            if kind == "subscription":
+                subscription = braintree.find_subscription(value)
+                owner = braintree._owner_of(subscription) if subscription else None
+            else:
+                owner = braintree.customer_of_token(value)
             if owner:
                 found.append(owner)
         return found
@@ -583,9 +594,7 @@ class BraintreeConnector(Connector, WebhookReceiver):
         for batch in self.fetch_by_ids("subscriptions", sub_ids, sub_page):
             fetched += len(batch)
             for subscription in batch:
-                owner = _customer_in_transactions(subscription) or self.customer_of_token(
-                    str(subscription.get("payment_method_token"))
-                )
+                owner = self._owner_of(subscription)
                 if owner:
                     affected[owner] = None
         transacted: set[str] = set()
@@ -597,6 +606,7 @@ class BraintreeConnector(Connector, WebhookReceiver):
                 if owner:
                     affected[owner] = None
                     transacted.add(owner)
+        fetched += self._reconcile(affected, sub_page, tz)
         ids = list(affected)
         if not ids:
             yield Batch("customers", [], {"since": watermark, "watermark": watermark}, fetched)
@@ -616,6 +626,33 @@ class BraintreeConnector(Connector, WebhookReceiver):
             reached = watermark if last else since
             cursor = {"since": reached, "watermark": reached}
             yield Batch("customers", records, cursor, fetched if start == 0 else 0)
+
+
+    def _reconcile(self, affected: dict[str, None], page_size: int, tz: ZoneInfo) -> int:
+        """Re-read the subscriptions stored as not ended; add the owners of those whose state moved."""
+        ids = sorted(self.known_subscriptions)
+        fetched = 0
+        for batch in self.fetch_by_ids("subscriptions", ids, page_size):
+            fetched += len(batch)
+            for subscription in batch:
+                if map_subscription(subscription, tz).state == self.known_subscriptions.get(str(subscription["id"])):
+                    continue
+                owner = self._owner_of(subscription)
+                if owner:
+                    affected[owner] = None
+        return fetched
+
+    def _owner_of(self, subscription: Mapping[str, Any]) -> str | None:
+        """The customer of a subscription: from its transactions, else by its payment-method token."""
+        owner = _customer_in_transactions(subscription)
+        token = subscription.get("payment_method_token")
+        return owner or (self.customer_of_token(str(token)) if token else None)
+
+    def find_subscription(self, subscription_id: str) -> dict[str, Any] | None:
+        """``GET /subscriptions/{id}`` (the SDK's ``Subscription.find``), or None when it is unknown."""
+        root = self._get_xml(f"/subscriptions/{quote(subscription_id, safe='')}")
+        value = xml_to_dict(root) if root is not None else None
+        return value if isinstance(value, dict) else None
 
 
 def transaction_customer_id(transaction: Any) -> str | None:

@@ -236,6 +236,14 @@ class BraintreeFake(FakeApi):
         customer["credit_cards"][0].setdefault("subscriptions", []).append(subscription)
         return subscription
 
+    def change_status(self, sid: str, status: str, at: datetime) -> None:
+        """A subscription's status moves with no new transaction (a cancellation, an expiry, a failed
+        renewal turning Past Due): ``status``, ``status_history`` and ``updated_at`` change, nothing else."""
+        subscription = self._index("subscriptions", self.subscriptions)[sid]
+        subscription["status"] = status
+        subscription["updated_at"] = ts(at)
+        subscription["status_history"] = [{"status": status, "timestamp": ts(at)}, *subscription["status_history"]]
+
     # -- GraphQL ----------------------------------------------------------------------------------
 
     def authorised(self, request: httpx.Request) -> bool:
@@ -348,8 +356,11 @@ class BraintreeFake(FakeApi):
             items = self.subscriptions if resource == "subscriptions" else self.transactions
             if path.endswith("/advanced_search_ids"):
                 since = criteria.findtext("created-at/min") or ""
+                # ``status`` is a multiple-value criterion (``<status type="array"><item>Active</item>``).
+                statuses = {(e.text or "") for e in criteria.find("status") or []} or None
                 ids = [
-                    i["id"] for i in sorted(items, key=lambda i: i["created_at"]) if i["created_at"] >= since
+                    i["id"] for i in sorted(items, key=lambda i: i["created_at"])
+                    if i["created_at"] >= since and (statuses is None or i.get("status") in statuses)
                 ]
                 root = ET.Element("search-results")
                 root.append(to_xml("page_size", self.xml_page_size))
@@ -373,6 +384,10 @@ class BraintreeFake(FakeApi):
         if match:
             customer = next((c for c in self.customers if c["id"] == match.group(1)), None)
             return xml_response(to_xml("customer", customer)) if customer else httpx.Response(404)
+        match = re.fullmatch(r"/subscriptions/([^/]+)", path)
+        if match:  # ``Subscription.find``: GET /subscriptions/{id}
+            subscription = self._index("subscriptions", self.subscriptions).get(match.group(1))
+            return xml_response(to_xml("subscription", subscription)) if subscription else httpx.Response(404)
         match = re.fullmatch(r"/payment_methods/any/([^/]+)", path)
         if match and match.group(1) in self.token_owner:
             return xml_response(

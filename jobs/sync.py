@@ -24,7 +24,7 @@ from jobs.secrets import resolve_settings
 from storage.bulk_load import bulk_load
 from storage.removal import remove_source_customers
 from storage.sources import list_sources, require_source
-from storage.sync_state import load_cursor, save_cursor
+from storage.sync_state import load_cursor, open_subscription_states, save_cursor
 from storage.upsert import upsert_records
 
 
@@ -257,6 +257,9 @@ def sync_source(
     db = _engine(engine)
     row, connector = build_connector(db, source_name, **connector_options)
     summary = SyncSummary(row.name, row.kind, full_refresh)
+    if connector.reconciles_subscriptions:
+        with db.connect() as conn:
+            connector.known_subscriptions = open_subscription_states(conn, row.id)
     with connector:
         for stream in connector.streams:
             summary.streams.append(

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from storage.schema import sync_state
+from storage.schema import source_customers, subscriptions, sync_state
 from storage.sql import upsert_on_conflict
 
 
@@ -63,3 +63,18 @@ def source_states(conn: Connection, data_source_id: int) -> list[dict[str, Any]]
     """Every stream's state of a source."""
     rows = conn.execute(select(sync_state).where(sync_state.c.data_source_id == data_source_id))
     return [dict(r._mapping) for r in rows]
+
+
+OPEN_STATES = ("trialing", "active", "past_due")
+
+
+def open_subscription_states(conn: Connection, data_source_id: int) -> dict[str, str]:
+    """The subscriptions a source last reported as not ended (trialing, active, past due): external id →
+    state. A source whose API cannot list changes (Braintree) re-reads these to see them end."""
+    sc, sub = source_customers, subscriptions
+    rows = conn.execute(
+        select(sub.c.external_id, sub.c.state)
+        .join(sc, sc.c.id == sub.c.source_customer_id)
+        .where(sc.c.data_source_id == data_source_id, sub.c.state.in_(OPEN_STATES))
+    )
+    return {r.external_id: r.state for r in rows}

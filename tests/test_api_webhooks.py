@@ -512,5 +512,9 @@ def test_braintree_sdk_style_sample_with_empty_customer_elements_is_accepted(db_
         "<status>submitted_for_settlement</status><amount>49.99</amount><customer></customer>"
         "<billing></billing></transaction></transactions></subscription>",
     )
+    # No customer in the subject: the subscription is looked up; this merchant does not know it.
+    lookup = respx.get(f"{fake_braintree.GATEWAY}/merchants/{fake_braintree.MERCHANT}/subscriptions/sub_x").mock(
+        return_value=httpx.Response(404))
     response = TestClient(create_app(db_engine)).post("/webhooks/bt", data=bt_form(xml))
     assert response.status_code == 200 and response.json()["customers"] == [] and stored(db_engine) == []
+    assert lookup.called
