@@ -208,3 +208,61 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
         if os.environ.get("FUNNELSYNC_UPDATE_DOCS_IMG") == "1":
             DOCS_IMG.mkdir(exist_ok=True)
             shutil.copyfile(tmp_path / name, DOCS_IMG / name)
+
+
+def _sign_in(browser, url, key):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{url}/login")
+    page.fill("#key", key)
+    page.click("#login button[type=submit]")
+    page.wait_for_url(f"{url}/dashboard")
+    return page
+
+
+def _cli_show(engine, ref):
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "FUNNELSYNC_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+           "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "funnelsync", "customers", "show", ref, "--json"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_customer_edits_from_the_dashboard_land_as_the_cli_shows_them(server, browser, sqlite_engine):
+    url, key = server
+    page = _sign_in(browser, url, key)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    before = _cli_show(sqlite_engine, "Website leads:L-1")
+    page.goto(f"{url}/dashboard#customer={before['uuid']}")
+    page.wait_for_selector("#edit-lead_created_at")
+    lead = (datetime.fromisoformat(before["lead_created_at"]) - timedelta(days=20)).date().isoformat()
+    page.fill("#edit-lead_created_at", lead)
+    page.fill("#edit-owner", "rep@example.com")
+    page.fill("#edit-tags", "vip, webinar")
+    page.select_option("#edit-status", "Working_Lead")
+    page.click("#edit button[type=submit]")
+    page.wait_for_function("document.getElementById('edit-status') && "
+                           "document.getElementById('edit-status').textContent === 'Saved.'")
+    after = _cli_show(sqlite_engine, "Website leads:L-1")
+    assert after["lead_created_at"].startswith(lead)
+    assert after["lead_status"] == "Working_Lead" and sorted(after["tags"]) == ["vip", "webinar"]
+    edited = {e["field"] for e in after["manual_edits"]} if isinstance(after["manual_edits"], list) \
+        else set(after["manual_edits"])
+    assert {"lead_created_at", "owner", "lead_status"} <= edited
+    assert after["free_trial_started_at"] == before["free_trial_started_at"]  # only what was changed
+
+    # A refused edit (a lead date after the trial) shows its reason next to the field and changes nothing.
+    page.fill("#edit-lead_created_at", (datetime.fromisoformat(before["free_trial_started_at"]) + timedelta(days=3))
+              .date().isoformat())
+    page.click("#edit button[type=submit]")
+    page.wait_for_function("document.querySelector('#edit .field-error:not(:empty)') !== null")
+    reason = page.text_content("#edit .field-error:not(:empty)")
+    assert "trial" in reason.lower()
+    assert _cli_show(sqlite_engine, "Website leads:L-1")["lead_created_at"] == after["lead_created_at"]
+    assert errors == []

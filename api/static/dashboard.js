@@ -404,12 +404,97 @@ async function showDetail() {
     add("Custom attributes", JSON.stringify(c.attributes.custom || {}));
     const title = document.createElement("h2");
     title.textContent = c.name || c.email || c.uuid;
-    panel.replaceChildren(title, dl);
+    panel.replaceChildren(title, dl, editForm(c));
     panel.hidden = false;
     panel.scrollIntoView({ behavior: "smooth", block: "nearest" });
   } catch (error) {
     showError(error.message);
   }
+}
+
+// ---------------------------------------------------------------- edits
+
+const LEAD_STATUSES = ["New_Lead", "Working_Lead", "Qualified_Lead", "Unqualified_Lead"];
+
+// The customer's editable fields; saving sends only what changed (PATCH /v1/customers/{uuid}: each
+// becomes a manual edit no re-sync erases) and shows each refusal next to its field.
+function editForm(c) {
+  const form = document.createElement("form");
+  form.id = "edit";
+  form.noValidate = true;
+  const heading = document.createElement("h3");
+  heading.textContent = "Edit";
+  form.appendChild(heading);
+  const fields = [
+    { name: "lead_created_at", label: "Lead created", type: "date", value: day(c.lead_created_at) },
+    { name: "free_trial_started_at", label: "Free trial started", type: "date", value: day(c.free_trial_started_at) },
+    { name: "owner", label: "Owner", type: "text", value: c.owner || "" },
+    { name: "tags", label: "Tags (comma-separated)", type: "text", value: (c.attributes.tags || []).join(", ") },
+  ];
+  if (LEAD_STATUSES.includes(c.status)) {
+    fields.splice(2, 0, { name: "status", label: "Lead status", type: "select", value: c.status });
+  }
+  const inputs = {};
+  fields.forEach((f) => {
+    const label = document.createElement("label");
+    label.textContent = f.label + " ";
+    let input;
+    if (f.type === "select") {
+      input = document.createElement("select");
+      LEAD_STATUSES.forEach((s) => { const o = document.createElement("option"); o.textContent = s; input.appendChild(o); });
+    } else {
+      input = document.createElement("input");
+      input.type = f.type;
+    }
+    input.id = "edit-" + f.name;
+    input.name = f.name;
+    input.value = f.value;
+    const error = document.createElement("span");
+    error.className = "field-error";
+    error.id = "edit-" + f.name + "-error";
+    error.setAttribute("role", "alert");
+    label.append(input, error);
+    form.appendChild(label);
+    inputs[f.name] = { input, error, initial: f.value };
+  });
+  const save = document.createElement("button");
+  save.type = "submit";
+  save.textContent = "Save";
+  const done = document.createElement("span");
+  done.id = "edit-status";
+  done.setAttribute("role", "status");
+  form.append(save, done);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    Object.values(inputs).forEach((f) => { f.error.textContent = ""; });
+    const body = {};
+    for (const [name, f] of Object.entries(inputs)) {
+      if (f.input.value === f.initial) continue;
+      if (name === "tags") {
+        body.attributes = { tags: f.input.value.split(",").map((t) => t.trim()).filter(Boolean) };
+      } else {
+        body[name] = f.input.value === "" ? null : f.input.value;
+      }
+    }
+    if (!Object.keys(body).length) { done.textContent = "Nothing changed."; return; }
+    try {
+      await sendJSON("PATCH", "/v1/customers/" + c.uuid, body);
+      done.textContent = "Saved.";
+      await showDetail();
+      $("edit-status").textContent = "Saved.";
+      loadMetrics();
+      loadCustomers(false);
+    } catch (error) {
+      const problems = (error.body && error.body.errors) || [];
+      problems.forEach((p) => {
+        const name = String(p.field || "").replace(/^attributes\.?/, "tags").split(/[.[]/)[0];
+        const target = inputs[name] || inputs[p.field];
+        if (target) target.error.textContent = p.reason; else done.textContent = p.reason;
+      });
+      if (!problems.length) done.textContent = error.message;
+    }
+  });
+  return form;
 }
 
 // ---------------------------------------------------------------- start
