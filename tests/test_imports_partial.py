@@ -230,3 +230,22 @@ def test_a_narrower_sheet_changes_only_its_columns(db_engine: Engine) -> None:
         assert ann["name"] is None and ann["owner"] == "sam" and ann["email"] == "ann@acme.io"
     finally:
         fake.stop()
+
+
+def test_the_row_digest_tells_a_narrower_file_and_the_empty_cells_mode_apart(db_engine: Engine,
+                                                                             tmp_path: Path) -> None:
+    from connectors.files.flexible_csv import FlexibleCsvFile
+
+    def signature(text: str, **options: str) -> bytes:
+        source = FlexibleCsvFile(_write(tmp_path, text, "sig.csv"), tz=UTC, **options)
+        source.prepare()
+        return source.row_signature()
+
+    assert signature("external_id,owner\nA,kim\n") != signature("external_id,name\nA,kim\n")
+    assert signature("external_id,owner\nA,kim\n") != signature("external_id,owner\nA,kim\n", empty_cells="clear")
+    # The same cell values under other columns: not skipped as unchanged, and not "everything else empty".
+    import_csv(db_engine, _write(tmp_path, "external_id,owner,name\nA,kim,Ann\n", "a.csv"), "M", tz=UTC)
+    narrower = import_csv(db_engine, _write(tmp_path, "external_id,name\nA,kim\n", "b.csv"), "M", tz=UTC)
+    assert (narrower.updated, narrower.unchanged) == (1, 0)
+    a = _view(db_engine, "M:A")
+    assert a["name"] == "kim" and a["owner"] == "kim"
