@@ -172,13 +172,12 @@ def _run_sync(engine: Any, row: Any, full_refresh: bool) -> Any:
     return result
 
 
-def _source_kind(source: str) -> str | None:
-    """The kind of a source (None when unknown: the task then fails with the known names)."""
+def _source_row(source: str) -> Any:
+    """The source's row (None when unknown: the task then fails with the known names)."""
     from storage.sources import get_source
 
     with task_engine() as engine, engine.connect() as conn:
-        row = get_source(conn, source)
-    return None if row is None else str(row.kind)
+        return get_source(conn, source)
 
 
 def _skipped_or(summary: dict[str, Any]) -> Any:
@@ -204,7 +203,15 @@ def sync_source_flow(
         merge_rules: rules for that merge (default: email and external_id; add "domain" to opt in).
         lock_wait_seconds: how long to wait when the same source is already syncing, before skipping.
     """
-    kind = _source_kind(source)
+    row = _source_row(source)
+    if row is not None and not row.enabled:
+        # A schedule or automation aimed at a disabled source: nothing to do, and nothing failed.
+        message = f"sync of {row.name} skipped: the source is disabled"
+        get_run_logger().warning(message)
+        return _skipped_or(
+            {"source": row.name, "status": "skipped", "message": message, "streams": [], "lifecycle": {}}
+        )
+    kind = None if row is None else str(row.kind)
     if kind is not None and read_by_sheet_import(kind):
         from flows.imports import import_sheet_task
 

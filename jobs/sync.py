@@ -32,6 +32,18 @@ class SyncError(Exception):
     """A sync cannot start: the source is not pulled by a connector, or its settings are unusable."""
 
 
+class SourceDisabled(SyncError):
+    """The source is disabled (``funnelsync sources disable``): nothing pulls it until it is enabled."""
+
+
+def check_enabled(row: Any) -> None:
+    """Raise :class:`SourceDisabled` for a disabled source row."""
+    if not row.enabled:
+        raise SourceDisabled(
+            f"source {row.name!r} is disabled: enable it with `funnelsync sources enable {row.name}`"
+        )
+
+
 @dataclass
 class StreamSummary:
     """What one stream's run did."""
@@ -132,10 +144,12 @@ def build_connector(
 
     Raises:
         storage.sources.SourceNotFound: no such source.
-        SyncError: the kind has no connector, or the settings cannot be resolved or are invalid.
+        SyncError: the source is disabled (``SourceDisabled``), the kind has no connector, or the
+            settings cannot be resolved or are invalid.
     """
     with engine.connect() as conn:
         row = require_source(conn, source_name)
+    check_enabled(row)
     if not is_connector_kind(row.kind):
         raise SyncError(
             f"source {row.name!r} is of kind {row.kind!r}, which is not pulled by a connector "

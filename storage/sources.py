@@ -98,6 +98,11 @@ def update_source_settings(conn: Connection, source_id: int, settings: dict[str,
     conn.execute(data_sources.update().where(data_sources.c.id == source_id).values(settings=settings))
 
 
+def rename_source(conn: Connection, source_id: int, name: str) -> None:
+    """Give a source a new name (callers check it is free); its uuid, and so its locks, stay."""
+    conn.execute(data_sources.update().where(data_sources.c.id == source_id).values(name=validate_source_name(name)))
+
+
 def set_source_enabled(conn: Connection, source_id: int, enabled: bool) -> None:
     """Enable or disable a source (disabled sources are skipped by sync-all)."""
     conn.execute(data_sources.update().where(data_sources.c.id == source_id).values(enabled=enabled))

@@ -201,3 +201,20 @@ def test_unknown_source_fails_with_the_known_names(db_engine: Engine, flow_db: s
     state = sync_source_flow("biling", return_state=True)
     assert state.is_failed()
     assert "no data source named 'biling' (known: billing)" in state.message
+
+
+def test_sync_source_of_a_disabled_source_is_skipped_and_sync_all_leaves_it(
+    db_engine: Engine, flow_db: str, vendor: FakeVendorServer
+) -> None:
+    from storage.sources import get_source, set_source_enabled
+
+    _add(db_engine, "paused", "stripe", vendor.stripe_settings())
+    _add(db_engine, "live", "chargebee", vendor.chargebee_settings())
+    with db_engine.begin() as conn:
+        set_source_enabled(conn, get_source(conn, "paused").id, False)
+    state = sync_source_flow("paused", return_state=True)
+    assert state.name == "Skipped" and "the source is disabled" in state.message
+    everything = sync_all_flow(return_state=True)
+    assert everything.is_completed(), everything.message
+    assert [s["source"] for s in everything.result()["sources"]] == ["live"]
+    assert _count(db_engine, source_customers) == 8
