@@ -33,6 +33,9 @@ D = lambda text: datetime.fromisoformat(text).replace(tzinfo=UTC)
         ("New_Lead", None, D("2025-02-01"), {"lead_created_at": D("2025-03-01")}, "would precede the lead date"),
         ("New_Lead", D("2025-03-01"), D("2025-03-05"), {"lead_created_at": D("2025-03-04")}, None),
         ("New_Lead", D("2025-03-01"), D("2025-02-01"), {"free_trial_started_at": None}, None),
+        # Dates already in disagreement (as imported): an edit of other fields is not judged by them.
+        ("New_Lead", D("2025-03-01"), D("2025-02-01"), {"owner": "kim", "tag.vip": True}, None),
+        ("New_Lead", D("2025-03-01"), D("2025-02-01"), {"lead_created_at": D("2025-03-02")}, "would precede"),
     ],
 )
 def test_skip_reason(status, lead, trial, edits, reason) -> None:  # type: ignore[no-untyped-def]
@@ -177,6 +180,23 @@ def test_bulk_edit_by_ids_skips_with_reasons(cli, db_engine: Engine, tmp_path: P
     assert out["applied"] == 0 and all(
         "future" in s["reason"] or s["reason"] == "no such customer" for s in out["skips"]
     )
+
+
+def test_bulk_edit_judges_only_the_fields_it_changes(cli, db_engine: Engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # An import may bring a trial date before the lead date (the vendor said so); an owner-only bulk
+    # edit applies to that customer, a lead-date edit that keeps the disagreement is still skipped.
+    path = tmp_path / "odd.csv"
+    path.write_text("id,email,signup date,trial start\nO1,o1@x.io,2025-03-01,2025-02-01\nO2,o2@x.io,2025-01-01,\n")
+    cli("import", "csv", str(path), "--source", "Leads", "--json")
+    assert _view(db_engine, "Leads:O1")["free_trial_started_at"] == "2025-02-01T00:00:00+00:00"
+    out = json.loads(cli("bulk-edit", "--where", "source = Leads", "--set", "owner=kim", "--json").stdout)
+    assert (out["applied"], out["skipped"], out["skips"]) == (2, 0, [])
+    assert _view(db_engine, "Leads:O1")["owner"] == "kim"
+    out = json.loads(cli("bulk-edit", "--where", "source = Leads", "--set", "lead_created_at=2025-02-15",
+                         "--json").stdout)
+    assert (out["applied"], out["skipped"]) == (1, 1)
+    assert "would precede the lead date" in out["skips"][0]["reason"]
+    assert _view(db_engine, "Leads:O1")["lead_created_at"] == "2025-03-01T00:00:00+00:00"
 
 
 def test_bulk_edit_where_and_csv(cli, db_engine: Engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
