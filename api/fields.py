@@ -13,11 +13,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from api.errors import Invalid
+from funnelsync.attributes import ATTRIBUTE_TYPES, TYPE_BY_LOWER
 from funnelsync.normalize import normalize_country
 from funnelsync.timeutil import to_utc
 
-ATTRIBUTE_TYPES = ("String", "Integer", "Decimal", "Timestamp", "Boolean")
-_TYPE_BY_LOWER = {t.lower(): t for t in ATTRIBUTE_TYPES}
+# One set of types and one rule for every door (funnelsync/attributes.py); this module reads JSON for it.
+_TYPE_BY_LOWER = TYPE_BY_LOWER
 # The commercial product's rule for custom attribute keys.
 _KEY_RE = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 _INT_RE = re.compile(r"^[+-]?\d+$")

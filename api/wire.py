@@ -18,6 +18,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+# The customer fields the commercial product's API never sends as null: "" when unknown. The CLI's
+# --json prints them the same way, so a script reads one convention whichever door it uses.
+TEXT_NEVER_NULL = ("name", "company", "email")
+
 from api.errors import Invalid
 from connectors.base import Feed
 from connectors.registry import SOURCE_KINDS, kinds_fed, source_class
@@ -91,9 +95,7 @@ def _customer_json(view: dict[str, Any], links: list[tuple[str, str, str]], base
         "external_ids": [ext for ext, _, _ in links],
         "data_source_uuid": first_ds,
         "data_source_uuids": data_source_uuids,
-        "name": view["name"] or "",
-        "company": view["company"] or "",
-        "email": view["email"] or "",
+        **{name: view[name] or "" for name in TEXT_NEVER_NULL},
         "status": view["status"],
         "lead_status": view["lead_status"],
         "customer-since": view["subscriber_since"],

@@ -34,6 +34,13 @@ from connectors.files.dialect import sniff_delimiter
 from connectors.files.encoding import detect_encoding
 from connectors.files.headers import normalize_header
 from connectors.files.rows import FileUnreadable
+from funnelsync.attributes import (
+    TYPE_BY_LOWER,
+    AttributeTypeError,
+    UntypedText,
+    new_attribute_note,
+    settle_attribute,
+)
 from funnelsync.edit_rules import DATE_FIELDS, skip_reason
 from funnelsync.records import SourceCustomerRecord
 from funnelsync.timeutil import account_timezone
@@ -83,13 +90,15 @@ def parse_assignment(field_name: str, text: str, allowed: tuple[str, ...], tz: t
             key, _, kind = name[7:].partition(":")
             if not key:
                 raise ValueError("name the attribute: custom.<key>=value")
-            converters: dict[str, Callable[[str], Any]] = {
-                "integer": convert_integer, "decimal": convert_decimal, "boolean": convert_boolean,
-                "timestamp": lambda v: make_date_parser(key, None, tz)(v), "string": str, "": str,
-            }
-            if kind not in converters:
+            if not value:
+                return {f"custom.{key}": None}
+            if not kind:
+                # Bare text takes the attribute's declared type (settled against the database later).
+                return {f"custom.{key}": UntypedText(value)}
+            converters = text_converters(key, tz)
+            if kind not in TYPE_BY_LOWER:
                 raise ValueError("the type must be integer, decimal, boolean, timestamp or string")
-            return {f"custom.{key}": converters[kind](value) if value else None}
+            return {f"custom.{key}": converters[TYPE_BY_LOWER[kind]](value)}
         if name not in allowed:
             raise ValueError(f"cannot be edited here: use {', '.join(allowed)}, tags, tag.<name> or custom.<key>")
         if not value:
@@ -100,6 +109,45 @@ def parse_assignment(field_name: str, text: str, allowed: tuple[str, ...], tz: t
         return {name: converter(value) if converter else value}
     except ValueError as exc:
         raise EditValueError(f"{name}={text!r}: {exc}") from None
+
+
+def text_converters(key: str, tz: tzinfo) -> dict[str, Callable[[str], Any]]:
+    """Readers of a custom attribute's text by type (the importer's rules)."""
+    return {
+        "Integer": convert_integer, "Decimal": convert_decimal, "Boolean": convert_boolean,
+        "Timestamp": lambda v: make_date_parser(key, None, tz)(v), "String": str,
+    }
+
+
+def settle_custom_types(
+    conn: Any, edits: dict[str, Any], tz: tzinfo, new_types: dict[str, str] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """``edits`` with every custom attribute typed by ``funnelsync.attributes`` (bare text read as the
+    attribute's declared type), and a note per new attribute. New keys' types are added to ``new_types``
+    (to register with the write).
+
+    Raises:
+        AttributeTypeError: a value does not fit its attribute's type.
+    """
+    from storage.projection import attribute_types
+
+    keys = [name[7:] for name in edits if name.startswith("custom.")]
+    if not keys:
+        return edits, []
+    declared = attribute_types(conn, keys)
+    if new_types:
+        declared = {**new_types, **declared}
+    out = dict(edits)
+    notes: list[str] = []
+    for key in keys:
+        value, kind, new = settle_attribute(key, edits[f"custom.{key}"], declared.get(key), text_converters(key, tz))
+        out[f"custom.{key}"] = str(value) if isinstance(value, UntypedText) else value
+        if new and new_types is not None and key not in new_types:
+            new_types[key] = kind
+            notes.append(new_attribute_note(key, kind))
+        elif new and new_types is None:
+            notes.append(new_attribute_note(key, kind))
+    return out, notes
 
 
 def parse_assignments(pairs: Iterable[tuple[str, str]], allowed: tuple[str, ...], tz: tzinfo) -> dict[str, Any]:
@@ -121,6 +169,7 @@ class BulkEditSummary:
     skipped: int = 0
     skips: list[dict[str, Any]] = field(default_factory=list)
     dry_run: bool = False
+    notes: list[str] = field(default_factory=list)
 
     def skip(self, customer: str, reason: str) -> None:
         """Count a skipped customer (the list keeps the first 10,000)."""
@@ -130,7 +179,8 @@ class BulkEditSummary:
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` output."""
-        return {"applied": self.applied, "skipped": self.skipped, "skips": self.skips, "dry_run": self.dry_run}
+        return {"applied": self.applied, "skipped": self.skipped, "skips": self.skips, "dry_run": self.dry_run,
+                "notes": self.notes}
 
 
 Target = tuple[str, int | None, dict[str, Any]]  # (reference shown to the user, customer id or None, edits)
@@ -165,9 +215,13 @@ def apply_bulk_edit(
         dry_run: check the rules and count, write nothing.
     """
     from storage.bulk_edits import apply_manual_edits, customer_states
+    from storage.projection import register_attribute_types
 
     moment = now or datetime.now(timezone.utc)
     summary = BulkEditSummary(dry_run=dry_run)
+    # A new attribute's type is settled by its first value and holds for every later customer.
+    new_types: dict[str, str] = {}
+    registered: set[str] = set()
     done = 0
     for batch in _chunks(targets, batch_size):
         with engine.begin() as conn:
@@ -188,8 +242,16 @@ def apply_bulk_edit(
                 if reason is not None:
                     summary.skip(ref, reason)
                     continue
+                try:
+                    edits, notes = settle_custom_types(conn, edits, account_timezone(), new_types)
+                except AttributeTypeError as exc:
+                    summary.skip(ref, str(exc))
+                    continue
+                summary.notes.extend(notes)
                 to_apply[cid] = edits  # type: ignore[index]
             if not dry_run:
+                register_attribute_types(conn, {k: new_types[k] for k in new_types if k not in registered})
+                registered.update(new_types)
                 apply_manual_edits(conn, to_apply, actor)
             summary.applied += len(to_apply)
         done += len(batch)
@@ -366,14 +428,17 @@ def edit_customer(
     *,
     actor: str = "cli",
     now: datetime | None = None,
-) -> None:
-    """Store manual edits of one customer (and drop the overrides named in ``unset``).
+) -> list[str]:
+    """Store manual edits of one customer (and drop the overrides named in ``unset``); the notes to show
+    (a custom attribute written for the first time, with its type).
 
     Raises:
-        EditValueError: a rule is broken (the reason says which).
+        EditValueError: a rule is broken, or a custom attribute value does not fit the attribute's type
+            (the reason says which).
     """
     from storage.bulk_edits import apply_manual_edits, customer_states
     from storage.edits import clear_manual_edits
+    from storage.projection import register_attribute_types
 
     with engine.begin() as conn:
         state = customer_states(conn, [customer_id]).get(customer_id)
@@ -383,11 +448,18 @@ def edit_customer(
                              now or datetime.now(timezone.utc))
         if reason:
             raise EditValueError(reason)
+        new_types: dict[str, str] = {}
+        try:
+            edits, notes = settle_custom_types(conn, edits, account_timezone(), new_types)
+        except AttributeTypeError as exc:
+            raise EditValueError(str(exc)) from None
         fields = list(unset)
         if fields:
             clear_manual_edits(conn, customer_id, fields)
         if edits:
+            register_attribute_types(conn, new_types)
             apply_manual_edits(conn, {customer_id: edits}, actor)
+        return notes
 
 
 def account_zone() -> tzinfo:

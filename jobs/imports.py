@@ -324,6 +324,11 @@ def _import_file(
     apply: BatchApplier,
 ) -> ImportSummary:
     """Pass 1, then the job and the batches of pass 2 (shared by the flexible and structured imports)."""
+    from funnelsync.attributes import new_attribute_note
+    from storage.projection import attribute_types
+
+    with engine.connect() as conn:
+        source.attribute_types = attribute_types(conn)
     layout = source.prepare()
     assert source.match is not None
     errors_file = ErrorsFile(Path(errors_path) if errors_path else None)
@@ -332,6 +337,7 @@ def _import_file(
                             columns=source.match.columns())
     if layout.encoding_note:
         summary.notes.append(f"{source.path.name}: {layout.encoding_note}")
+    summary.notes.extend(new_attribute_note(key, kind) for key, kind in source.new_attributes.items())
     with engine.begin() as conn:
         job_id, summary.job_uuid = start_import_job(conn, source_id, job_kind, str(source.path))
         summary.notes += [resumed_note(job) for job in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from datetime import UTC, datetime
 
@@ -306,3 +307,25 @@ def test_out_of_range_paging_parameters_are_422_not_500(db_engine):
     ):
         answer = client.get(path, params=params)
         assert answer.status_code == 422, (path, params, answer.status_code)
+
+
+def test_api_and_cli_agree_on_empty_text(db_engine, db_url, monkeypatch):
+    """``name``, ``company`` and ``email`` are "" when unknown in the API (the commercial product's
+    convention: its client refuses null there) and in the CLI's --json alike; other text stays null."""
+    from typer.testing import CliRunner
+
+    from funnelsync.cli import app
+
+    client = api_client(db_engine)
+    ds = new_source(client)
+    created = new_customer(client, ds, "E-1", name="Ada")
+    api_view = client.get(f"/v1/customers/{created['uuid']}").json()
+    monkeypatch.setenv("FUNNELSYNC_DATABASE_URL", db_url)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["customers", "show", created["uuid"], "--json"])
+    assert shown.exit_code == 0, shown.output
+    cli_view = json.loads(shown.stdout)
+    listed = json.loads(runner.invoke(app, ["customers", "list", "--json"]).stdout)[0]
+    for view in (api_view, cli_view, listed):
+        assert (view["name"], view["company"], view["email"]) == ("Ada", "", "")
+    assert api_view["city"] is None and cli_view["city"] is None

@@ -234,8 +234,23 @@ def test_cli_imports_a_sales_report(db_url: str, db_engine: Engine, tmp_path: Pa
     env = {**os.environ, "FUNNELSYNC_DATABASE_URL": db_url, "FUNNELSYNC_HOME": str(tmp_path)}
     done = subprocess.run([sys.executable, "-m", "funnelsync", "import", "google-play-sales", str(jan), "--source",
                            "play", "--json"], check=False, capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr
+    # Lines 6 (an in-app product) and 8 (an unreadable timestamp) were skipped: exit 3, as every import.
+    assert done.returncode == 3, done.stderr
     assert json.loads(done.stdout)["created"] == 3
+    clean = zipped(tmp_path / "salesreport_202502.zip", FEBRUARY)
+    ok = subprocess.run([sys.executable, "-m", "funnelsync", "import", "google-play-sales", str(clean), "--source",
+                         "play", "--json"], check=False, capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    # A row with neither timestamp nor date: said in words, never Python's "Invalid isoformat string: ''".
+    undated = zipped(tmp_path / "salesreport_202503.zip", "\n".join([
+        HEADER_2025,
+        "GPA.3381-0000-0000-00009,,,Charged,x,y,z,subscription,s,USD,1,0,1,US,,,,,",
+    ]) + "\n")
+    shown = subprocess.run([sys.executable, "-m", "funnelsync", "import", "google-play-sales", str(undated),
+                            "--source", "play"], check=False, capture_output=True, text=True, env=env, timeout=120)
+    assert shown.returncode == 3, shown.stderr
+    assert "isoformat" not in shown.stdout + shown.stderr
+    assert "line 2: unreadable row: no charged date (and no charged timestamp)" in shown.stdout
     missing = subprocess.run([sys.executable, "-m", "funnelsync", "import", "google-play-sales",
                               str(tmp_path / "nope.zip"), "--source", "play"], check=False, capture_output=True,
                              text=True, env=env, timeout=120)

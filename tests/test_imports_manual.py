@@ -244,3 +244,46 @@ def test_bulk_edit_csv_cell_with_nul_skips_its_row(cli, db_engine: Engine, tmp_p
     assert all("NUL byte" in s["reason"] for s in out["skips"])
     assert _view(db_engine, "Manual:m-1")["owner"] is None
     assert _view(db_engine, "Manual:m-2")["custom"] == {"plan": "pro"}
+
+
+def _matching(cli, where: str) -> int:  # type: ignore[no-untyped-def]
+    return int(json.loads(cli("bulk-edit", "--where", where, "--set", "owner=probe", "--dry-run", "--json").stdout)[
+        "applied"])
+
+
+def test_custom_attribute_types_hold_across_cli_csv_and_bulk_edit(  # type: ignore[no-untyped-def]
+    cli, db_engine: Engine, tmp_path: Path
+) -> None:
+    """One typing rule: bare text takes the attribute's declared type, a value that does not fit is refused
+    naming the type, a new attribute's type is stated once."""
+    typed = tmp_path / "typed.csv"
+    typed.write_text("id,email,custom.seats:integer\nA,a@x.io,5\nB,b@x.io,3\n")
+    first = cli("import", "csv", str(typed), "--source", "Leads", "--json")
+    assert "custom.seats is a new custom attribute, typed Integer" in first.output
+
+    edited = cli("customers", "edit", "Leads:A", "--set", "custom.seats=7", "--json")
+    assert json.loads(edited.stdout)["custom"]["seats"] == 7  # a number, not the string "7"
+    assert _matching(cli, "custom.seats = 7") == 1 and _matching(cli, "custom.seats >= 3") == 2
+    bad = cli("customers", "edit", "Leads:A", "--set", "custom.seats=seven", code=1)
+    assert "custom.seats is of type Integer" in str(bad.exception)
+    clash = cli("customers", "edit", "Leads:A", "--set", "custom.seats:string=7", code=1)
+    assert "custom.seats is of type Integer, not String" in str(clash.exception)
+    assert _view(db_engine, "Leads:A")["custom"]["seats"] == 7
+
+    fresh = cli("customers", "edit", "Leads:A", "--set", "custom.plan=pro")
+    assert "custom.plan is a new custom attribute, typed String" in fresh.output
+
+    untyped = tmp_path / "untyped.csv"
+    untyped.write_text("id,email,custom.seats\nC,c@x.io,12\nB,b@x.io,many\n")
+    out = json.loads(cli("import", "csv", str(untyped), "--source", "Leads", "--json", code=3).stdout)
+    assert out["rejected"] == 1 and "custom.seats is of type Integer" in json.dumps(out)
+    assert _view(db_engine, "Leads:B")["custom"]["seats"] == 3 and _matching(cli, "custom.seats = 12") == 1
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("id,email,custom.seats:boolean\nA,a@x.io,true\n")
+    refused = cli("import", "csv", str(wrong), "--source", "Leads", code=2)
+    assert "custom.seats is of type Integer, not Boolean" in str(refused.exception) + refused.output
+
+    bulk = json.loads(cli("bulk-edit", "--where", "source = Leads", "--set", "custom.seats=9", "--json").stdout)
+    assert bulk["applied"] == 3 and _matching(cli, "custom.seats = 9") == 3
+    bulk = json.loads(cli("bulk-edit", "--where", "source = Leads", "--set", "custom.seats=lots", "--json").stdout)
+    assert bulk["applied"] == 0 and all("custom.seats is of type Integer" in s["reason"] for s in bulk["skips"])

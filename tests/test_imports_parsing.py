@@ -163,7 +163,10 @@ def test_date_formats(value: str, order: str | None, tz: ZoneInfo, expected: dat
         ("12345", None, "too short"),
         ("03/04/2024", None, "both as day-first and as month-first"),
         ("2024-03-05T14:30:00+02:00 UTC", None, "two time zones"),
-        ("2024-03-05 14:30 CET", None, "ISO 8601"),  # other zone names are refused, not guessed
+        # Other zone names are refused, not guessed, with the reason and the fix (docs/importing.md).
+        ("2024-03-05 14:30 CET", None, r"time zone name 'CET' is not supported.*write an offset instead"),
+        ("03/05/2024 09:00 EST", MONTH_FIRST, r"time zone name 'EST' is not supported.*2025-03-05T14:30\+01:00"),
+        ("2024-03-05T14:30:00 pdt", None, "time zone name 'pdt' is not supported"),
         ("1709649000 UTC", None, "not a date"),
     ],
 )

@@ -26,6 +26,7 @@ date-only columns repeat the same few thousand values.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -40,6 +41,8 @@ _ORDER_ALIASES = {
 _CACHE_LIMIT = 50_000
 _MS_DIGITS = 12  # 1e11 seconds is the year 5138, 1e11 milliseconds is 1973: 12+ digits are milliseconds
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A date-time ending in a zone abbreviation other than those: " CET", " EST", " PDT".
+_ZONE_ABBREVIATION = re.compile(r"\d\s+([A-Za-z]{2,5})$")
 _UTC_NAMES = ("UTC", "GMT")  # zone names a value may end with (" UTC"); other names are refused, not guessed
 ACCEPTED = ("YYYY-MM-DD[THH:MM[:SS][±HH:MM|Z| UTC]], MM/DD/YYYY or DD/MM/YYYY [HH:MM[:SS]][ UTC], or epoch "
             "seconds/milliseconds")
@@ -208,6 +211,14 @@ class DateColumnParser:
         if len(value) > 4 and value[-4] == " " and value[-3:].upper() in _UTC_NAMES:
             # "2024-03-05 14:30:00 UTC", as Stripe's and many databases' exports write it.
             return self._in_utc(value[:-4].rstrip())
+        abbreviation = _ZONE_ABBREVIATION.search(value) if self.pattern is None else None
+        if abbreviation is not None and abbreviation.group(1).upper() not in ("AM", "PM"):
+            name = abbreviation.group(1)
+            raise ValueError(
+                f"the time zone name {name!r} is not supported: zone abbreviations are ambiguous (CST is "
+                "three zones), so they are refused rather than guessed; write an offset instead, in ISO 8601 "
+                "(2025-03-05T14:30+01:00), or the time in UTC (2025-03-05 13:30 UTC)"
+            )
         if self.pattern is not None:
             try:
                 parsed = datetime.strptime(value, self.pattern)

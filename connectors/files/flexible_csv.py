@@ -57,6 +57,7 @@ from connectors.files.encoding import SAMPLE_BYTES, detect_encoding, guess_legac
 from connectors.files.headers import HeaderMatch, MappingError, Target, match_headers
 from connectors.files.rows import ROW_RULES_VERSION, FileUnreadable, RowDigest, RowError, RowResult
 from connectors.files.structured_csv import Template
+from funnelsync.attributes import TYPE_BY_LOWER
 from funnelsync.normalize import normalize_email
 from funnelsync.records import ContactRecord, SourceCustomerRecord, SubscriptionFact
 from funnelsync.timeutil import account_timezone
@@ -80,6 +81,18 @@ class _Column:
     name: str  # field name within its destination
     destination: int
     convert: Callable[[str], Any]
+
+
+def _naming_type(convert: Callable[[str], Any], name: str, kind: str) -> Callable[[str], Any]:
+    """``convert`` whose refusal names the attribute and its type."""
+
+    def typed(value: str) -> Any:
+        try:
+            return convert(value)
+        except ValueError as exc:
+            raise ValueError(f"{name} is of type {kind}: {exc}") from None
+
+    return typed
 
 
 class RowMapper:
@@ -197,6 +210,8 @@ class RowMapper:
                 "integer": convert_integer, "decimal": convert_decimal, "boolean": convert_boolean,
             }
             convert = typed.get(target.custom_type, convert_custom_text)
+            if target.custom_type in typed:
+                convert = _naming_type(convert, name, TYPE_BY_LOWER[target.custom_type])
             return _Column(index, header, name[7:], _CUSTOM, convert)
         if name.startswith("contact."):
             convert = convert_email if name == "contact.email" else text_within(MAX_LENGTH[name])
@@ -368,6 +383,10 @@ class FlexibleCsvFile:
     layout: FileLayout | None = None
     match: HeaderMatch | None = None
     mapper: RowMapper | None = None
+    # The declared type of each custom attribute key already known (String, Integer…): an untyped
+    # custom column takes it, a typed one must agree with it (``funnelsync.attributes``).
+    attribute_types: dict[str, str] = field(default_factory=dict)
+    new_attributes: dict[str, str] = field(default_factory=dict)
     _duplicate_hashes: set[int] = field(default_factory=set)
 
     @property
@@ -461,6 +480,7 @@ class FlexibleCsvFile:
                     match = match_headers(headers, self.mapping)
                 except MappingError as exc:
                     raise FileUnreadable(str(exc)) from None
+                self._settle_attribute_types(match)
                 surveys = {
                     i: SlashedDateSurvey(match.headers[i])
                     for i, t in enumerate(match.targets)
@@ -517,6 +537,28 @@ class FlexibleCsvFile:
         if data_rows == 0:
             raise FileUnreadable(f"{self.label} has a header row but no data rows")
         return self.layout
+
+    def _settle_attribute_types(self, match: HeaderMatch) -> None:
+        """Type each custom column by the attribute's declared type; refuse a column typed otherwise."""
+        for index, target in enumerate(match.targets):
+            if target is None or not target.field.startswith("custom."):
+                continue
+            key = target.field[len("custom."):]
+            declared = self.attribute_types.get(key)
+            if target.typed:
+                named = TYPE_BY_LOWER[target.custom_type]
+                if declared is not None and declared != named:
+                    raise FileUnreadable(
+                        f"{self.label}, column {match.headers[index]!r}: custom.{key} is of type {declared}, not "
+                        f"{named}: name it custom.{key}:{declared.lower()} (or leave the type out)"
+                    )
+                if declared is None:
+                    self.new_attributes[key] = named
+                continue
+            if declared is None:
+                self.new_attributes[key] = "String"
+            else:
+                match.targets[index] = Target(target.field, declared.lower(), typed=True)
 
     def row_signature(self) -> bytes:
         """What decides how this file's rows read (for ``RowDigest``); call ``prepare()`` first."""

@@ -176,9 +176,18 @@ def _sale_rows(reader: Iterator[list[str]], index: dict[str, int], skipped: list
                 raise ValueError("no order number")
             stamp = cell("charged_ts")
             if stamp:
-                charged_at = from_epoch(int(float(stamp)))
+                try:
+                    charged_at = from_epoch(int(float(stamp)))
+                except (ValueError, OverflowError):
+                    raise ValueError(f"charged timestamp {stamp!r} is not epoch seconds") from None
             else:
-                day = date.fromisoformat(cell("charged_date") or "")
+                charged = cell("charged_date")
+                if not charged:
+                    raise ValueError("no charged date (and no charged timestamp)")
+                try:
+                    day = date.fromisoformat(charged)
+                except ValueError:
+                    raise ValueError(f"charged date {charged!r} is not a YYYY-MM-DD date") from None
                 charged_at = datetime(day.year, day.month, day.day, tzinfo=UTC)  # reports are UTC days
             amount = _amount(cell("charged_amount"))
             if amount is None:

@@ -114,6 +114,9 @@ class Target:
 
     field: str
     custom_type: str = "string"
+    # Whether the header or --map named the custom attribute's type (``custom.seats:integer``); an
+    # untyped column takes the attribute's declared type (``FlexibleCsvFile.attribute_types``).
+    typed: bool = False
 
     @property
     def is_date(self) -> bool:
@@ -134,6 +137,7 @@ def parse_target(text: str) -> Target | None:
         return None
     if spec.startswith("custom."):
         key, _, kind = spec[len("custom."):].partition(":")
+        typed = bool(kind.strip())
         key, kind = key.strip(), (kind.strip().lower() or "string")
         if not key:
             raise MappingError(f"{text!r}: name the custom attribute, e.g. custom.plan")
@@ -141,7 +145,7 @@ def parse_target(text: str) -> Target | None:
             raise MappingError(f"{text!r}: a custom attribute key is at most 255 characters")
         if kind not in CUSTOM_TYPES:
             raise MappingError(f"{text!r}: custom attribute type must be one of {', '.join(CUSTOM_TYPES)}")
-        return Target(f"custom.{key}", kind)
+        return Target(f"custom.{key}", kind, typed)
     if spec.startswith("contact."):
         name = spec[len("contact."):].strip()
         if name not in CONTACT_FIELDS:

@@ -87,6 +87,8 @@ def bulk_edit(
     if as_json:
         print_json(summary.as_json())
         return
+    for note in summary.notes:
+        console.print(note, highlight=False)
     table = Table(title="Bulk edit" + (" (dry run: nothing changed)" if dry_run else ""))
     table.add_column("applied", justify="right")
     table.add_column("skipped", justify="right")

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from funnelsync.cli.common import app, console, fail, get_engine, print_json
+from funnelsync.cli.common import app, console, err_console, fail, get_engine, print_json
 
 customers_app = typer.Typer(help="List, show, add and edit customers.", no_args_is_help=True)
 app.add_typer(customers_app, name="customers")
@@ -43,12 +43,19 @@ def _show(engine: Any, customer_id: int, as_json: bool, title: str | None = None
         item["manual_edits"] = manual_edits_of(conn, customer_id)
     item.pop("id", None)
     if as_json:
-        print_json(item)
+        print_json(_as_json(item))
         return
     table = Table(title=title, show_header=False)
     for key, value in item.items():
         table.add_row(key, "" if value is None else str(value))
     console.print(table)
+
+
+def _as_json(item: dict[str, Any]) -> dict[str, Any]:
+    """A customer for --json: empty text as the HTTP API gives it (``api.wire.TEXT_NEVER_NULL``)."""
+    from api.wire import TEXT_NEVER_NULL
+
+    return {**item, **{name: item[name] or "" for name in TEXT_NEVER_NULL if name in item}}
 
 
 CUSTOMER_JSON_KEYS = (
@@ -88,7 +95,8 @@ def customers_list(
                 if not ids:
                     break
                 for item in customer_view(conn, ids):
-                    entry = json.dumps({k: item[k] for k in CUSTOMER_JSON_KEYS})
+                    shown = _as_json(item)
+                    entry = json.dumps({k: shown[k] for k in CUSTOMER_JSON_KEYS})
                     sys.stdout.write(("\n  " if first else ",\n  ") + entry)
                     first = False
                 after = ids[-1]
@@ -201,7 +209,9 @@ def customers_edit(
         if customer_id is None:
             fail(missing_customer_message(conn, ref))
     try:
-        edit_customer(engine, customer_id, edits, unset or [])
+        notes = edit_customer(engine, customer_id, edits, unset or [])
     except (EditValueError, ValueError) as exc:
         fail(f"{ref}: {exc}")
+    for note in notes:
+        err_console.print(note, highlight=False)
     _show(engine, customer_id, as_json, "Customer edited")

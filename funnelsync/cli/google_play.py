@@ -1,6 +1,7 @@
 """``funnelsync import google-play-sales FILE --source NAME``: a Google Play Daily Sales Report.
 
-Exit codes: 0 imported; 2 the file could not be read (nothing imported); 1 any other failure.
+Exit codes (as every import's): 0 every row imported; 3 some rows skipped (the others imported); 2 the
+file could not be read (nothing imported); 1 any other failure.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def google_play_sales(
         fail(str(exc), 1)
     if as_json:
         print_json(summary)
+        _exit_for(summary)
         return
     table = Table("subscriptions", "created", "updated", "unchanged", "no trial or payment", "skipped rows",
                   title=f"{summary['file']} → {summary['source']}")
@@ -47,6 +49,7 @@ def google_play_sales(
     console.print(table)
     for row in summary["skipped_rows"][:20]:
         console.print(f"  line {row['line']}: {row['reason']}", markup=False)
+    _exit_for(summary)
 
 
 @import_app.command("google-play-bucket")
@@ -75,3 +78,8 @@ def google_play_bucket(
     console.print(table)
     final = summary["final_through"] or "none yet"
     console.print(f"{len(summary['read'])} of {summary['reports']} reports read; final through {final}", markup=False)
+
+
+def _exit_for(summary: dict[str, object]) -> None:
+    if summary["skipped_rows"]:
+        raise typer.Exit(3)
