@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
-from connectors.http import ConnectorError, HttpClient
+from connectors.http import ApiError, ConnectorError, HttpClient
 from connectors.paging import Page, PageRequest, Paginator, fetch_pages
 from funnelsync.records import SourceCustomerDeletion, SourceCustomerRecord
 
@@ -267,7 +267,14 @@ class Connector(SourceKind):
 
         def records_of(items: list[Any]) -> list[Any]:
             nonlocal watermark
-            records, page_max = map_page(items)
+            try:
+                records, page_max = map_page(items)
+            except (KeyError, TypeError, AttributeError) as exc:
+                # An item without a field every record needs (its id) or of the wrong shape: the page is
+                # refused whole, before anything of it is written, in one line rather than a traceback.
+                what = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else str(exc)
+                raise ApiError(f"{self.source_name}: {stream}: the API listed a record that cannot be read "
+                               f"({what}); nothing of that page was written") from None
             if page_max is not None and (watermark is None or page_max > watermark):
                 watermark = page_max
             return records

@@ -109,13 +109,18 @@ def window(items: list[Any], start: int, limit: int) -> tuple[list[Any], bool]:
     return items[start : start + limit], start + limit < len(items)
 
 
+# What ``FakeApi.inject`` takes for one request.
+Injected = httpx.Response | BaseException | Callable[[httpx.Response], httpx.Response] | None
+
+
 class FakeApi:
     """A fake vendor API installed on a respx router.
 
     Class attributes a fake declares: ``kind``, ``base_url``, ``main_path`` (the list of the first
     stream, where the suite injects failures), ``main_stream`` and ``settings`` extras.
 
-    Hooks the suite uses: ``inject(path, responses)`` serves canned responses before the real ones;
+    Hooks the suite uses: ``inject(path, responses)`` serves canned responses (or transport failures, or
+    spoilt real answers) before the real ones;
     ``loop_path`` makes that list ignore its page token (so the same token comes back); ``calls``
     counts requests per path; ``expected_ids()`` lists every external id a full sync must produce.
     """
@@ -129,7 +134,7 @@ class FakeApi:
     def __init__(self, n: int = 25, page_size: int = 10) -> None:
         self.people = make_people(n, self.id_prefix())
         self.page_size = page_size
-        self.injections: dict[str, list[httpx.Response]] = defaultdict(list)
+        self.injections: dict[str, list[Injected]] = defaultdict(list)
         self.loop_path: str | None = None
         self.calls: dict[str, int] = defaultdict(int)
         self.events: list[dict[str, Any]] = []
@@ -147,7 +152,10 @@ class FakeApi:
     def authorised(self, request: httpx.Request) -> bool:
         return basic_user(request) == self.api_key
 
-    def inject(self, path: str, responses: list[httpx.Response]) -> None:
+    def inject(self, path: str, responses: list[Injected]) -> None:
+        """Answer the next requests of ``path`` with ``responses``, in order, one each: a response; None
+        for the real answer (to reach a later page); an exception, raised as the transport's; or a function
+        of the real answer returning the one to send."""
         self.injections[path].extend(responses)
 
     def routes(self) -> list[tuple[str, str, Callable[[httpx.Request], httpx.Response]]]:
@@ -167,7 +175,13 @@ class FakeApi:
             if not self.authorised(request):
                 return self.unauthorised()
             if self.injections.get(path):
-                return self.injections[path].pop(0)
+                canned = self.injections[path].pop(0)
+                if isinstance(canned, BaseException):
+                    raise canned  # a transport failure: reset connection, timeout
+                if callable(canned):
+                    return canned(handler(request))  # the real answer, spoilt (a key dropped, JSON cut)
+                if canned is not None:
+                    return canned
             return handler(request)
 
         return serve
