@@ -17,10 +17,10 @@ from api.customers import customer_id_or_404
 from api.errors import ApiError, Invalid, JsonBody, NotFound, body_example, no_nul_in_url, require_object
 from api.fields import FieldReader
 from storage.customer_pages import customer_id_by_external, customer_id_by_uuid
-from storage.merge import CustomerNotFound, MergeError, NothingToUnmerge, merge_customers, unmerge
+from storage.merge import CustomerNotFound, MergeError, merge_customers
 from storage.schema import source_customers
 from storage.sources import get_source
-from storage.split import CannotSplit, split_source_customer
+from storage.split import CannotSplit, separate
 
 router = APIRouter(
     prefix="/v1/customers", tags=["merges"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)]
@@ -108,22 +108,18 @@ def unmerge_route(request: Request, body: JsonBody) -> JSONResponse:
         ).scalar()
         if sc_id is None:
             raise NotFound(f"no record with external id {external_id!r} in data source {ds_uuid!r}")
+        # A record no merge brought in is separated into a new customer, as the commercial product's
+        # unmerge does; either way the answer names the event logged.
         try:
-            event = unmerge(conn, customer_id, sc_id, actor=request_actor(request))
-            restored, event_uuid = event.from_customer_uuid, event.uuid
+            event = separate(conn, customer_id, sc_id, actor=request_actor(request))
         except CustomerNotFound as exc:
             raise NotFound(str(exc)) from None
-        except NothingToUnmerge as exc:
-            # Not brought in by a merge (an import linked it by email, say): separate it into a new
-            # customer, as the commercial product's unmerge does.
-            try:
-                restored = split_source_customer(conn, customer_id, sc_id, actor=request_actor(request))
-                event_uuid = None
-            except CannotSplit as why:
-                raise Invalid.one("external_id", f"{exc}; {why}") from None
+        except CannotSplit as exc:
+            raise Invalid.one("external_id", str(exc)) from None
         except MergeError as exc:
             raise ApiError(409, str(exc)) from None
     return JSONResponse(
-        {"customer_uuid": customer_uuid, "restored_customer_uuid": restored, "merge_event": event_uuid},
+        {"customer_uuid": customer_uuid, "restored_customer_uuid": event.from_customer_uuid,
+         "merge_event": event.uuid},
         status_code=202,
     )

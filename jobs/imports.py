@@ -10,7 +10,9 @@ normalised email to this source's existing source customer with that email (the 
 share it) and updates it; with no such record it creates one whose external id is
 ``email:<normalised email>``. A NEW source customer is linked to an existing customer (from any source)
 with the same normalised email, so a lead list lands on the customers a billing system already knows
-instead of creating duplicates for the merge to clean up.
+instead of creating duplicates for the merge to clean up. A link to another source's customer is a merge
+(rule ``email-at-import``): logged, listed by ``merge --log``, undone by ``unmerge``; ``join_by_email=False``
+turns the join off (every new record gets its own customer).
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class ImportSummary:
     columns: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     date_orders: dict[str, str] = field(default_factory=dict)
+    # New records joined by email to another source's customer (each a merge in the merge log).
+    joined: int = 0
 
     def as_json(self) -> dict[str, Any]:
         """Exactly ``{"created", "updated", "unchanged", "rejected", "errors"}``."""
@@ -201,8 +205,12 @@ def apply_batch(
     errors_file: ErrorsFile,
     on_applied: Callable[[Any, list[ReadyRow]], None] | None = None,
     fresh: FreshLoad | None = None,
+    join_by_email: bool = True,
 ) -> None:
     """Upsert one batch's valid rows and store its rejections, in one transaction.
+
+    ``join_by_email``: link a new record to the existing customer with its email (a logged merge when
+    that customer is another source's), else give it a customer of its own.
 
     ``fresh``: the source held nothing when the import began and the file's keys are unique
     (``FlexibleCsvFile.rows`` rejects repeats), so every row is new unless another writer raced us
@@ -243,7 +251,7 @@ def apply_batch(
             first_row_of[record.external_id] = result.row
             records.append(record)
             applied.append(result)
-        outcome = upsert_prepared(conn, source_id, records, link_new_by_email=True, fresh=fresh)
+        outcome = upsert_prepared(conn, source_id, records, link_new_by_email=join_by_email, fresh=fresh)
         row_errors = [e for r in rejected for e in r.errors]
         add_rejections(conn, job_id, [e.as_dict() for e in row_errors])
         counts = {
@@ -259,6 +267,7 @@ def apply_batch(
     summary.updated += outcome.updated
     summary.unchanged += outcome.unchanged + skipped
     summary.rejected += len(rejected)
+    summary.joined += outcome.joined
     summary.add_errors(row_errors)
     errors_file.write(row_errors)
 
@@ -276,6 +285,7 @@ def import_csv(
     batch_size: int = BATCH_SIZE,
     tz: tzinfo | None = None,
     empty_cells: str = "keep",
+    join_by_email: bool = True,
 ) -> ImportSummary:
     """Import a flexible customer CSV into the custom source ``source_name`` (created, kind csv, if missing).
 
@@ -292,6 +302,8 @@ def import_csv(
         tz: zone of values without one (default: the account time zone).
         empty_cells: ``keep`` (an empty cell leaves the stored value) or ``clear`` (it clears the field).
             Either way a field the file maps no column to keeps its stored value.
+        join_by_email: link a new record to the customer that has its email (a logged merge, rule
+            ``email-at-import``, when another source's); False gives every new record its own customer.
 
     Raises:
         FileUnreadable: nothing was imported (encoding, layout, mapping or an undecidable date column).
@@ -299,7 +311,8 @@ def import_csv(
     """
     source = FlexibleCsvFile(Path(path), mapping=dict(mapping or {}), date_format=date_format,
                              encoding=encoding, tz=tz or account_timezone(), empty_cells=_empty_cells(empty_cells))
-    return _import_file(engine, source, source_name, "csv", progress, errors_path, batch_size, apply_batch)
+    return _import_file(engine, source, source_name, "csv", progress, errors_path, batch_size, apply_batch,
+                        join_by_email=join_by_email)
 
 
 def _empty_cells(value: str) -> str:
@@ -322,6 +335,8 @@ def _import_file(
     errors_path: str | Path | None,
     batch_size: int,
     apply: BatchApplier,
+    *,
+    join_by_email: bool = True,
 ) -> ImportSummary:
     """Pass 1, then the job and the batches of pass 2 (shared by the flexible and structured imports)."""
     from funnelsync.attributes import new_attribute_note
@@ -380,7 +395,7 @@ def _import_file(
             batches = prefetched(read(False), 0 if sqlite else 2)
         with rare_gc(), bulk_load(engine, 0 if contacts else layout.data_rows, source_id, also=unread):
             for batch in batches:
-                apply(engine, source_id, job_id, batch, summary, errors_file, fresh=fresh)
+                apply(engine, source_id, job_id, batch, summary, errors_file, fresh=fresh, join_by_email=join_by_email)
                 done += len(batch)
                 if progress is not None:
                     progress(done, layout.data_rows)
@@ -397,9 +412,12 @@ def _import_file(
 
 def _apply_contacts_batch(
     engine: Engine, source_id: int, job_id: int, batch: list[RowResult], summary: ImportSummary,
-    errors_file: ErrorsFile, fresh: FreshLoad | None = None,
+    errors_file: ErrorsFile, fresh: FreshLoad | None = None, join_by_email: bool = True,
 ) -> None:
-    """A batch of contact rows: attach each to its customer's source customer, in one transaction."""
+    """A batch of contact rows: attach each to its customer's source customer, in one transaction.
+
+    Contacts join no customer by email: ``join_by_email`` is the customers files' option.
+    """
     from storage.imports import contact_key, upsert_source_contacts
 
     rejected: list[RowError] = []
@@ -459,6 +477,7 @@ def import_structured(
     batch_size: int = BATCH_SIZE,
     tz: tzinfo | None = None,
     empty_cells: str = "keep",
+    join_by_email: bool = True,
 ) -> ImportSummary:
     """Import a structured (strict template) CSV of customers or contacts into a custom source.
 
@@ -479,7 +498,8 @@ def import_structured(
     source = FlexibleCsvFile(Path(path), date_format=date_format, encoding=encoding, tz=tz or account_timezone(),
                              template=template, empty_cells=_empty_cells(empty_cells))
     apply = _apply_contacts_batch if template_name == "contacts" else apply_batch
-    return _import_file(engine, source, source_name, "structured", progress, errors_path, batch_size, apply)
+    return _import_file(engine, source, source_name, "structured", progress, errors_path, batch_size, apply,
+                        join_by_email=join_by_email)
 
 
 def import_contacts(

@@ -58,6 +58,7 @@ def import_rows(
     tz: tzinfo | None = None,
     known_orders: dict[str, str] | None = None,
     empty_cells: str = "keep",
+    join_by_email: bool = True,
 ) -> ImportSummary:
     """Import in-memory rows (a worksheet's values) applying only rows changed since the last run.
 
@@ -133,7 +134,8 @@ def import_rows(
     try:
         with rare_gc():
             for batch in ready_batches(in_batches(pending, batch_size), engine.dialect.name == "sqlite", False):
-                apply_batch(engine, source_id, job_id, batch, summary, errors_file, on_applied=remember)
+                apply_batch(engine, source_id, job_id, batch, summary, errors_file, on_applied=remember,
+                            join_by_email=join_by_email)
                 done += len(batch)
                 if progress is not None:
                     progress(done, len(pending))
@@ -166,6 +168,7 @@ def import_sheet(
     tz: tzinfo | None = None,
     full_refresh: bool = False,
     empty_cells: str = "keep",
+    join_by_email: bool = True,
 ) -> ImportSummary:
     """Import one Google Sheets worksheet into the custom source ``source_name`` (kind google_sheets).
 
@@ -183,6 +186,8 @@ def import_sheet(
         full_refresh: forget the row fingerprints first, so every row is applied again (the upsert still
             counts rows whose values did not change as unchanged).
         empty_cells: ``keep`` (an empty cell leaves the stored value) or ``clear``; remembered.
+        join_by_email: link new rows to the customer that has their email (``jobs.imports.import_csv``);
+            remembered with the sheet for its scheduled runs.
 
     Raises:
         SheetsError: the sheet could not be read (nothing imported).
@@ -211,7 +216,7 @@ def import_sheet(
     summary = import_rows(
         engine, rows, source_name, f"{key}/{worksheet}"[:255], mapping, date_format, progress,
         label=f"worksheet {worksheet!r} of spreadsheet {key}", errors_path=errors_path, tz=tz,
-        known_orders=known_orders, empty_cells=empty_cells,
+        known_orders=known_orders, empty_cells=empty_cells, join_by_email=join_by_email,
     )
     with engine.begin() as conn:
         row = get_source(conn, summary.source)
@@ -221,6 +226,7 @@ def import_sheet(
                 spreadsheet_id=key, worksheet=worksheet, mapping=dict(mapping or {}), date_format=date_format,
                 credentials_file=str(credentials_file) if credentials_file else settings.get("credentials_file"),
                 date_orders={**known_orders, **summary.date_orders}, empty_cells=empty_cells,
+                join_by_email=join_by_email,
             )
             update_source_settings(conn, row.id, settings)
     return summary
@@ -242,4 +248,5 @@ def import_sheet_source(engine: Engine, source_name: str, *, client: Any = None,
         engine, settings["spreadsheet_id"], settings["worksheet"], row.name, settings.get("mapping") or {},
         settings.get("date_format"), progress, credentials_file=settings.get("credentials_file"), client=client,
         full_refresh=full_refresh, empty_cells=settings.get("empty_cells") or "keep",
+        join_by_email=bool(settings.get("join_by_email", True)),
     )

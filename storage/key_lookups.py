@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
-from storage.sql import fetch_all
+from storage.schema import source_customers
+from storage.sql import chunks, fetch_all, ids_in
 
 
 # PostgreSQL lookups of a batch's keys: one index probe per key, forced. A LATERAL subquery with LIMIT
@@ -92,6 +93,18 @@ def customers_by_email(conn: Connection, emails: list[str]) -> dict[str, int]:
         for email_norm, customer_id in fetch_all(conn, sql, params):
             if email_norm not in found or customer_id < found[email_norm]:
                 found[email_norm] = customer_id
+    return found
+
+
+def customers_with_other_sources(conn: Connection, customer_ids: list[int], data_source_id: int) -> set[int]:
+    """The customers among ``customer_ids`` that hold a record of a data source other than this one."""
+    sc = source_customers
+    found: set[int] = set()
+    for part in chunks(customer_ids, LOOKUP_CHUNK):
+        found.update(conn.execute(
+            select(sc.c.customer_id).distinct()
+            .where(ids_in(conn, sc.c.customer_id, part), sc.c.data_source_id != data_source_id)
+        ).scalars())
     return found
 
 

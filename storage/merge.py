@@ -33,9 +33,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 
 from storage.duplicates import check_rules, find_duplicate_groups
-from storage.ids import new_uuid
+from storage.ids import allocate_ids, new_uuid, new_uuids
 from storage.merge_plan import (
     DEFAULT_RULES,
+    EMAIL_AT_IMPORT,
     RULES,
     SNAPSHOT_VERSION,
     EditPlan,
@@ -51,6 +52,7 @@ from storage.sql import chunks, ids_in
 
 __all__ = [
     "DEFAULT_RULES",
+    "EMAIL_AT_IMPORT",
     "RULES",
     "AutoMergeResult",
     "CustomerNotFound",
@@ -60,6 +62,7 @@ __all__ = [
     "NothingToUnmerge",
     "auto_merge",
     "list_merge_events",
+    "log_joins",
     "merge_batch",
     "merge_customers",
     "resolve_source_customer",
@@ -394,6 +397,71 @@ def merge_batch(
         conn.execute(delete(customers).where(ids_in(conn, customers.c.id, part)))
     reproject(conn, into_ids)
     detect_changes(conn, into_ids)
+    return events
+
+
+# ---------------------------------------------------------------------------------------------------
+# Joins: new records put straight onto an existing customer
+
+
+def log_joins(
+    conn: Connection,
+    joins: Mapping[int, Sequence[int]],
+    linked_at: datetime,
+    *,
+    rule: str = EMAIL_AT_IMPORT,
+    actor: str = "import",
+) -> list[MergeEvent]:
+    """Log, as merges, new source customers that were linked to an existing customer instead of their own.
+
+    An import that finds a new record's email on another source's customer links the record to it: a
+    merge of the customer the record would have had into that one, done as the record arrives. Each
+    customer's records of one call get one merge event, whose snapshot holds that would-be customer (a
+    fresh id and uuid, no values of its own: the projection of its records gives them) and the records,
+    so ``unmerge`` separates them into it like any merged-away customer, and the merge log lists it.
+
+    Args:
+        conn: a connection inside the transaction that linked the records.
+        joins: existing customer id → the ids of the new source customers linked to it.
+        linked_at: when they were linked (their ``linked_at``).
+        rule: the rule recorded on the events.
+        actor: who imported.
+
+    Returns:
+        The merge events written.
+    """
+    into_ids = [i for i, records in joins.items() if records]
+    if not into_ids:
+        return []
+    into_uuid: dict[int, str] = {}
+    for part in chunks(into_ids, CHUNK):
+        for row in conn.execute(select(customers.c.id, customers.c.uuid).where(ids_in(conn, customers.c.id, part))):
+            into_uuid[row.id] = row.uuid
+    ids = iter(allocate_ids(conn, "customers", len(into_ids)))
+    uuids = iter(new_uuids("cus", len(into_ids)))
+    now = _now()
+    link_time = linked_at.astimezone(UTC).isoformat()
+    events: list[MergeEvent] = []
+    rows: list[dict[str, Any]] = []
+    for into_id in into_ids:
+        would_be = {"id": next(ids), "uuid": next(uuids), "created_at": linked_at, "updated_at": linked_at,
+                    "status": "New_Lead", "tags": [], "custom": {}, "has_subscriptions": False}
+        snapshot = {
+            "version": SNAPSHOT_VERSION,
+            "customer": row_to_json(customers, would_be),
+            "manual_edits": [],
+            "source_customers": [{"id": sc_id, "linked_at": link_time} for sc_id in joins[into_id]],
+            # Their contacts follow the records back (``unmerge`` moves the contacts of moved-back records).
+            "contacts": [],
+            "into_edits": {},
+        }
+        event = MergeEvent(uuid=new_uuid("mrg"), kind="merge", from_customer_uuid=would_be["uuid"],
+                           into_customer_uuid=into_uuid[into_id], rule=rule, actor=actor, created_at=now)
+        events.append(event)
+        rows.append({"uuid": event.uuid, "kind": "merge", "from_customer_uuid": event.from_customer_uuid,
+                     "into_customer_uuid": event.into_customer_uuid, "rule": rule, "actor": actor,
+                     "created_at": now, "snapshot": snapshot, "undone_at": None})
+    conn.execute(insert(merge_events), rows)
     return events
 
 

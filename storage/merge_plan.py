@@ -24,6 +24,9 @@ from storage.types import UTCDateTime
 # Rules in the order they are reported; email and external id are on, domain is off by default.
 RULES = ("email", "external_id", "domain")
 DEFAULT_RULES = ("email", "external_id")
+# The rule an import's join of a new record to another source's customer by email is logged with: the
+# ``email`` rule applied as the record arrives instead of after it.
+EMAIL_AT_IMPORT = "email-at-import"
 
 # Manual-edit fields whose merged value is the EARLIEST of the two customers (docs/merging.md, "What survives a merge").
 EARLIEST_DATE_FIELDS = ("lead_created_at", "free_trial_started_at")

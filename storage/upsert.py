@@ -11,7 +11,8 @@ transaction:
    empty source skips it, see ``FreshLoad``);
 2. records whose fingerprint is unchanged are counted and not written at all;
 3. new records get pre-allocated ids and a new customer (or an existing customer matched by
-   email when asked), written with multi-row INSERTs (on SQLite the customers are copied from their
+   email when asked: a join to another source's customer is logged as a merge, ``storage.merge.log_joins``),
+   written with multi-row INSERTs (on SQLite the customers are copied from their
    source customers inside the database) or COPY on PostgreSQL;
 4. new and changed source customers go through one ``INSERT … ON CONFLICT DO UPDATE``;
 5. subscriptions and contacts of records that report them are replaced;
@@ -39,7 +40,14 @@ from funnelsync.records import (
 )
 from storage.fingerprints import combine_fingerprint
 from storage.ids import allocate_ids, new_uuid, new_uuids
-from storage.key_lookups import EXISTING_COLUMNS, LOOKUP_CHUNK, customers_by_email, rows_by_external_id
+from storage.key_lookups import (
+    EXISTING_COLUMNS,
+    LOOKUP_CHUNK,
+    customers_by_email,
+    customers_with_other_sources,
+    rows_by_external_id,
+)
+from storage.merge import log_joins
 from storage.outbox import detect_changes
 from storage.partial import STORED_COLUMNS
 from storage.partial import complete as complete_partial
@@ -108,10 +116,15 @@ class UpsertResult:
     unchanged: int = 0
     touched_customer_ids: set[int] = field(default_factory=set)
     created_customer_ids: list[int] = field(default_factory=list)
+    # New records linked by email to another source's customer, each join a logged merge (``log_joins``).
+    joined: int = 0
+    merge_event_uuids: list[str] = field(default_factory=list)
 
     def add(self, other: UpsertResult) -> None:
         """Accumulate another batch's result."""
         self.created += other.created
+        self.joined += other.joined
+        self.merge_event_uuids.extend(other.merge_event_uuids)
         self.updated += other.updated
         self.unchanged += other.unchanged
         self.touched_customer_ids |= other.touched_customer_ids
@@ -134,7 +147,9 @@ def upsert_records(
         data_source_id: the source these records come from.
         records: the batch; a repeated external id keeps its last record.
         link_new_by_email: link a new source customer to an existing customer with the same
-            normalised email instead of creating a customer.
+            normalised email instead of creating a customer. A link to a customer that holds another
+            source's record is a merge, logged with the rule ``email-at-import`` (``storage.merge.log_joins``)
+            and undone by ``unmerge``; records of this source sharing an email just share their customer.
         now: the time to stamp (tests pin it).
         fresh: the load this batch belongs to brings keys the source cannot hold yet (``fresh_load``):
             the lookup of existing records, an index probe per record, is skipped while that holds.
@@ -229,7 +244,7 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
     existing = {} if assume_new else _existing_source_customers(conn, data_source_id, latest, stored)
     new, changed = _sort_out(conn, latest, existing, stored, result)
     now_v: Any = to_epoch_us(now) if w.sqlite else now
-    rows = _new_rows(conn, w, data_source_id, new, link_new_by_email, now_v, result)
+    rows, joins = _new_rows(conn, w, data_source_id, new, link_new_by_email, now_v, result)
     sc_key = ("data_source_id", "external_id")
     if w.sqlite:
         # The source customers go first and their new customers are copied from them inside SQLite, with
@@ -264,6 +279,10 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
     w.insert("source_customers", SC_COLUMNS, changed_tuples, conflict=sc_key, update_columns=SC_UPDATE_COLUMNS)
     _write_subscriptions(conn, w, rows.subscriptions, replace_subs, now_v)
     _write_contacts(conn, w, rows.contacts, replace_contacts, now)
+    if joins:
+        events = log_joins(conn, joins, now)
+        result.joined = sum(len(records) for records in joins.values())
+        result.merge_event_uuids = [e.uuid for e in events]
     if result.touched_customer_ids:
         reproject(conn, result.touched_customer_ids)
     detect_changes(conn, result.touched_customer_ids.union(result.created_customer_ids), now=now)
@@ -324,12 +343,19 @@ class _NewRows:
 def _new_rows(
     conn: Connection, w: DialectWriter, data_source_id: int, new: list[tuple[PreparedRecord, str]],
     link_new_by_email: bool, now_v: Any, result: UpsertResult,
-) -> _NewRows:
-    """Ids and rows for new source customers: each linked to an existing customer by email, or to a new one."""
+) -> tuple[_NewRows, dict[int, list[int]]]:
+    """Ids and rows for new source customers: each linked to an existing customer by email, or to a new one.
+
+    Also the joins to log as merges: customer id → the new source customers linked to it, for existing
+    customers that hold another source's record.
+    """
     linked_by_email: dict[str, int] = {}
+    other_sources: set[int] = set()
     if new and link_new_by_email:
         emails = list({p.email_norm for p, _fp in new} - {None})
         linked_by_email = customers_by_email(conn, emails)  # type: ignore[arg-type]
+        other_sources = customers_with_other_sources(conn, sorted(set(linked_by_email.values())), data_source_id)
+    joins: dict[int, list[int]] = {}
 
     sc_ids = allocate_ids(conn, "source_customers", len(new))
     needs_customer = len(new)
@@ -355,6 +381,8 @@ def _new_rows(
             # that customer's projection must change.
             cid = linked
             result.touched_customer_ids.add(cid)
+            if cid in other_sources:
+                joins.setdefault(cid, []).append(sc_id)
         else:
             cid = customer_ids[next_customer]
             if w.sqlite:
@@ -374,7 +402,7 @@ def _new_rows(
             rows.contacts.append((sc_id, cid, p.contacts))
     result.created_customer_ids = list(customer_ids)
     result.created = len(new)
-    return rows
+    return rows, joins
 
 
 def _existing_source_customers(

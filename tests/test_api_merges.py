@@ -96,6 +96,7 @@ def test_unmerge_separates_a_record_linked_by_email(db_engine):
     from datetime import UTC, datetime
 
     from funnelsync.records import SourceCustomerRecord
+    from storage.merge import list_merge_events
     from storage.sources import create_source
     from storage.upsert import upsert_records
 
@@ -109,11 +110,21 @@ def test_unmerge_separates_a_record_linked_by_email(db_engine):
             free_trial_started_at=datetime(2024, 1, 3, tzinfo=UTC))], link_new_by_email=True)
     assert client.get(f"/v1/customers/{lead['uuid']}").json()["external_ids"] == ["lead-1", "row-7"]
 
+    with db_engine.connect() as conn:
+        (joined,) = list_merge_events(conn, lead["uuid"])
+    assert (joined.kind, joined.rule) == ("merge", "email-at-import")
+
     split = client.post("/v1/customers/unmerges", json={
         "customer_uuid": lead["uuid"], "data_source_uuid": sheet.uuid, "external_id": "row-7"})
     assert split.status_code == 202, split.text
     new_uuid = split.json()["restored_customer_uuid"]
     assert new_uuid.startswith("cus_") and new_uuid != lead["uuid"]
+    # The answer names the event it logged: the unmerge of the import's join, restoring its customer.
+    with db_engine.connect() as conn:
+        undone = list_merge_events(conn, lead["uuid"])[0]
+    assert split.json()["merge_event"] == undone.uuid
+    assert (undone.kind, undone.rule, undone.from_customer_uuid) == ("unmerge", "email-at-import", new_uuid)
+    assert new_uuid == joined.from_customer_uuid
     separated = client.get(f"/v1/customers/{new_uuid}").json()
     assert separated["external_ids"] == ["row-7"] and separated["name"] == "Sam from the sheet"
     assert separated["free_trial_started_at"] == "2024-01-03T00:00:00+00:00"
@@ -126,3 +137,31 @@ def test_unmerge_separates_a_record_linked_by_email(db_engine):
     unknown = client.post("/v1/customers/unmerges", json={
         "customer_uuid": lead["uuid"], "data_source_uuid": crm, "external_id": "nope"})
     assert unknown.status_code == 404
+
+
+def test_unmerge_of_a_record_no_merge_brought_in_answers_the_split_it_logs(db_engine):
+    """Two records of one source sharing an email share a customer without a merge: the API's unmerge
+    splits one off and answers the event it wrote to the merge log, as the CLI's unmerge does."""
+    from funnelsync.records import SourceCustomerRecord
+    from storage.customers import customer_view, resolve_customer
+    from storage.merge import list_merge_events
+    from storage.sources import create_source
+    from storage.upsert import upsert_records
+
+    client = api_client(db_engine)
+    with db_engine.begin() as conn:
+        sheet = create_source(conn, "sheet", "google_sheets")
+        upsert_records(conn, sheet.id, [SourceCustomerRecord(external_id="row-1", email="kim@example.com"),
+                                        SourceCustomerRecord(external_id="row-2", email="kim@example.com")],
+                       link_new_by_email=True)
+        shared = resolve_customer(conn, "sheet:row-1")
+        assert shared == resolve_customer(conn, "sheet:row-2") and list_merge_events(conn) == []
+        customer_uuid = customer_view(conn, [shared])[0]["uuid"]
+    split = client.post("/v1/customers/unmerges", json={
+        "customer_uuid": customer_uuid, "data_source_uuid": sheet.uuid, "external_id": "row-2"})
+    assert split.status_code == 202, split.text
+    with db_engine.connect() as conn:
+        (event,) = list_merge_events(conn)
+    assert split.json()["merge_event"] == event.uuid and event.uuid.startswith("mrg_")
+    assert (event.kind, event.rule, event.from_customer_uuid) == ("unmerge", "split",
+                                                                  split.json()["restored_customer_uuid"])

@@ -127,3 +127,41 @@ def test_usage_errors_exit_2(db_engine: Engine, db_url: str) -> None:
     missing = run(db_url, "merge", "crm:nope", "crm:L-2")
     assert missing.returncode == 1 and "FROM customer 'crm:nope' not found" in missing.stderr
     assert count(db_engine, merge_events) == 0
+
+
+def test_import_join_by_email_is_in_the_merge_log_and_unmerge_undoes_it(db_engine: Engine, db_url: str,
+                                                                          tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``import csv`` puts WL-9 on the CRM's customer with its email (the oldest) as a logged merge; ``merge --log``
+    lists it, ``unmerge … --source-customer "Website leads:WL-9"`` separates it; ``--no-join-by-email``
+    gives the next new record its own customer."""
+    lead_uuid, _lead_uuid = seed(db_engine)
+    leads = tmp_path / "leads.csv"
+    leads.write_text("external_id,name,email,lead_created_at\nWL-9,Jane Web,jane@acme.io,2025-01-02\n")
+    imported = run(db_url, "import", "csv", str(leads), "--source", "Website leads")
+    assert imported.returncode == 0, imported.stderr
+    assert "1 new records joined another source's customer by email" in imported.stderr
+    with db_engine.connect() as conn:
+        assert customer_view(conn, [resolve_customer(conn, "Website leads:WL-9")])[0]["uuid"] == lead_uuid
+
+    log = run(db_url, "merge", "--log", "--customer", lead_uuid, "--json")
+    assert log.returncode == 0, log.stderr
+    (event,) = json.loads(log.stdout)
+    assert (event["kind"], event["into"], event["rule"], event["actor"]) == ("merge", lead_uuid, "email-at-import",
+                                                                              "import")
+    assert "email-at-import" in run(db_url, "merge", "--log").stdout
+
+    undone = run(db_url, "unmerge", lead_uuid, "--source-customer", "Website leads:WL-9", "--json")
+    assert undone.returncode == 0, undone.stderr
+    out = json.loads(undone.stdout)
+    assert out["restored"]["uuid"] == event["from"] and out["restored"]["external_ids"] == ["WL-9"]
+    assert out["customer"]["uuid"] == lead_uuid and out["customer"]["external_ids"] == ["L-1"]
+    with db_engine.connect() as conn:
+        assert resolve_customer(conn, "Website leads:WL-9") != resolve_customer(conn, "crm:L-1")
+
+    more = tmp_path / "more.csv"
+    more.write_text("external_id,name,email\nWL-11,Solo Web,solo@acme.io\n")
+    apart = run(db_url, "import", "csv", str(more), "--source", "Website leads", "--no-join-by-email")
+    assert apart.returncode == 0, apart.stderr
+    with db_engine.connect() as conn:
+        assert resolve_customer(conn, "Website leads:WL-11") != resolve_customer(conn, "crm:L-2")
+    assert len(json.loads(run(db_url, "merge", "--log", "--json").stdout)) == 2  # the merge and its unmerge

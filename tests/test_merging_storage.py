@@ -388,3 +388,65 @@ def test_detection_inside_a_transaction_restores_session_settings(db_engine: Eng
         assert [g.as_json() for g in find_duplicate_groups(conn)] == [g.as_json() for g in first]
         after = conn.exec_driver_sql(settings).scalar() if conn.dialect.name == "postgresql" else None
     assert len(first) == 1 and before == after
+
+
+# ---------------------------------------------------------------------------------------------------
+# Joins by email at import: merges like any other
+
+
+def test_a_join_by_email_at_import_is_a_logged_merge_that_unmerge_undoes(db_engine: Engine) -> None:
+    """A new record whose email another source's customer has joins it as a merge (rule email-at-import):
+    in the merge log, separable by ``unmerge`` into the customer the import would have made, and kept
+    apart from then on by the automatic merge."""
+    with db_engine.begin() as conn:
+        billing = create_source(conn, "billing", "stripe").id
+        leads = create_source(conn, "Website leads", "csv").id
+        upsert_records(conn, billing, [billing_record()], now=t(3, 1))
+        sub_id = resolve_customer(conn, "billing:cus_B1")
+        result = upsert_records(conn, leads, [
+            lead_record(external_id="WL-9", email="jane@acme.io", contacts=None),
+            lead_record(external_id="WL-10", email="jane@acme.io", contacts=None, city="Munich"),
+        ], link_new_by_email=True, now=t(4, 1))
+        assert result.joined == 2 and len(result.merge_event_uuids) == 1
+        assert resolve_customer(conn, "Website leads:WL-9") == sub_id
+        (event,) = list_merge_events(conn)
+        sub_uuid = customer_view(conn, [sub_id])[0]["uuid"]
+        assert (event.kind, event.into_customer_uuid, event.rule, event.actor) == (
+            "merge", sub_uuid, "email-at-import", "import")
+        assert event.uuid == result.merge_event_uuids[0]
+
+        back = unmerge(conn, sub_id, "Website leads:WL-9")
+        assert (back.kind, back.from_customer_uuid, back.rule) == ("unmerge", event.from_customer_uuid,
+                                                                    "email-at-import")
+        restored = resolve_customer(conn, "Website leads:WL-9")
+        assert restored not in (None, sub_id) and resolve_customer(conn, "Website leads:WL-10") == restored
+        restored_view, sub_view = customer_view(conn, [restored, sub_id])
+    assert restored_view["uuid"] == event.from_customer_uuid
+    assert sorted(restored_view["external_ids"]) == ["WL-10", "WL-9"]
+    assert restored_view["name"] == "Jane Lead" and restored_view["lead_created_at"] == t(1, 1).isoformat()
+    assert sub_view["external_ids"] == ["cus_B1"] and sub_view["name"] == "Jane Doe"
+    # The user said they are two customers: the email rule does not join them again.
+    assert auto_merge(db_engine).groups == []
+
+
+def test_records_of_one_source_sharing_an_email_share_a_customer_without_a_merge(db_engine: Engine) -> None:
+    with db_engine.begin() as conn:
+        leads = create_source(conn, "Website leads", "csv").id
+        upsert_records(conn, leads, [lead_record(external_id="WL-1", contacts=None),
+                                     lead_record(external_id="WL-2", contacts=None)], link_new_by_email=True)
+        # A later batch of the same source finds that customer: still one source's records, no merge.
+        later = upsert_records(conn, leads, [lead_record(external_id="WL-3", contacts=None)], link_new_by_email=True)
+        assert later.joined == 0
+        ids = {resolve_customer(conn, f"Website leads:WL-{i}") for i in (1, 2, 3)}
+        assert len(ids) == 1 and list_merge_events(conn) == []
+
+
+def test_without_the_join_a_new_record_gets_its_own_customer(db_engine: Engine) -> None:
+    with db_engine.begin() as conn:
+        billing = create_source(conn, "billing", "stripe").id
+        leads = create_source(conn, "Website leads", "csv").id
+        upsert_records(conn, billing, [billing_record()])
+        result = upsert_records(conn, leads, [lead_record(external_id="WL-9", contacts=None)],
+                                link_new_by_email=False)
+        assert result.joined == 0 and list_merge_events(conn) == []
+        assert resolve_customer(conn, "Website leads:WL-9") != resolve_customer(conn, "billing:cus_B1")

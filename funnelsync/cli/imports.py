@@ -42,6 +42,12 @@ EmptyCellsOption = Annotated[
 ErrorsOption = Annotated[
     Path | None, typer.Option("--errors", help="Write the rejected rows (row, column, value, reason) to this CSV.")
 ]
+JoinOption = Annotated[
+    bool,
+    typer.Option("--join-by-email/--no-join-by-email",
+                 help="Put a new record on the customer that has its email (another source's: a merge, in "
+                      "`merge --log`, undone by `unmerge`); off: every new record gets its own customer."),
+]
 
 
 @contextmanager
@@ -69,6 +75,12 @@ def _report(summary: Any, as_json: bool, errors_path: Path | None) -> None:
         err_console.print(
             "note: ignored columns (no matching field; use --map to import them): "
             + ", ".join(repr(c) for c in summary.ignored_columns),
+            markup=False, highlight=False,
+        )
+    if summary.joined:
+        err_console.print(
+            f"note: {summary.joined} new records joined another source's customer by email (rule email-at-import; "
+            "see funnelsync merge --log, undo with funnelsync unmerge)",
             markup=False, highlight=False,
         )
     if summary.errors_truncated:
@@ -129,6 +141,7 @@ def import_csv_command(
     errors: ErrorsOption = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Read the file in this encoding.")] = None,
     empty_cells: EmptyCellsOption = "keep",
+    join_by_email: JoinOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Import a flexible CSV of customers with lead and trial dates."""
@@ -141,7 +154,7 @@ def import_csv_command(
     try:
         with _progress(not as_json, f"Importing {file.name}") as progress:
             summary = import_csv(engine, file, source, mapping, order, progress, encoding=encoding, errors_path=errors,
-                                 empty_cells=empty_cells)
+                                 empty_cells=empty_cells, join_by_email=join_by_email)
     except FileUnreadable as exc:
         fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
     except (SourceKindMismatch, ValueError) as exc:
@@ -196,6 +209,7 @@ def import_sheet_command(
     ] = None,
     errors: ErrorsOption = None,
     empty_cells: EmptyCellsOption = "keep",
+    join_by_email: JoinOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Import a Google Sheets worksheet (only rows changed since the last run are applied)."""
@@ -212,7 +226,7 @@ def import_sheet_command(
         with _progress(not as_json, f"Importing worksheet {worksheet}") as progress:
             summary = import_sheet(engine, spreadsheet, worksheet, source, mapping, order, progress,
                                    credentials_file=credentials, client=client, errors_path=errors,
-                                   empty_cells=empty_cells)
+                                   empty_cells=empty_cells, join_by_email=join_by_email)
     except FileUnreadable as exc:
         fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
     except SheetsError as exc:
@@ -231,6 +245,7 @@ def import_structured_command(
     errors: ErrorsOption = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Read the file in this encoding.")] = None,
     empty_cells: EmptyCellsOption = "keep",
+    join_by_email: JoinOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Import a structured CSV (strict template): customers (external_id, name, …) or their contacts."""
@@ -244,7 +259,7 @@ def import_structured_command(
     try:
         with _progress(not as_json, f"Importing {file.name}") as progress:
             summary = import_structured(engine, file, source, type_, progress, date_format=order, encoding=encoding,
-                                        errors_path=errors, empty_cells=empty_cells)
+                                        errors_path=errors, empty_cells=empty_cells, join_by_email=join_by_email)
     except FileUnreadable as exc:
         fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
     except (SourceKindMismatch, ValueError) as exc:

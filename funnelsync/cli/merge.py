@@ -181,8 +181,8 @@ def unmerge(
     """Undo the merge that brought a source record into CUSTOMER: the merged-away customer comes back as it was."""
     from storage.customers import customer_view
     from storage.merge import MergeError
-    from storage.merge import unmerge as unmerge_customer
     from storage.schema import customers
+    from storage.split import CannotSplit, separate
 
     if ":" not in source_customer or source_customer.startswith("cus_"):
         fail(f"--source-customer {source_customer!r}: expected SOURCE:EXTERNAL_ID", USAGE)
@@ -190,12 +190,12 @@ def unmerge(
     try:
         with engine.begin() as conn:
             into_id = _resolve(conn, customer_ref, "the")
-            event = unmerge_customer(conn, into_id, source_customer, actor="cli")
+            event = separate(conn, into_id, source_customer, actor="cli")
             restored_id = conn.execute(
                 customers.select().where(customers.c.uuid == event.from_customer_uuid)
             ).mappings().one()["id"]
             views = customer_view(conn, [restored_id, into_id])
-    except MergeError as exc:
+    except (MergeError, CannotSplit) as exc:
         fail(str(exc))
     for view in views:
         view.pop("id", None)
