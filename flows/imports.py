@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.artifacts import ProgressReporter, publish_stream_table
 from flows.automations import chain_automations
-from flows.events import MAX_CUSTOMER_EVENTS, emit_lifecycle_events
+from flows.events import MAX_CUSTOMER_EVENTS, emit_lifecycle_events, emit_merge_events
 from flows.merge import merge_duplicates_task
 from flows.runtime import (
     TASK_RETRIES,
@@ -83,6 +83,7 @@ def import_file_task(
     mapping: list[str] | None = None,
     date_format: str | None = None,
     timezone_name: str | None = None,
+    join_by_email: bool = True,
 ) -> dict[str, Any]:
     """Import one file into ``source``; return its counts.
 
@@ -93,6 +94,7 @@ def import_file_task(
         mapping: explicit ``"Header=field"`` mappings for a flexible CSV.
         date_format: ``MM/DD/YYYY`` or ``DD/MM/YYYY`` for slashed dates the file leaves ambiguous.
         timezone_name: the zone of dates written without one (default: the account time zone).
+        join_by_email: put a new record on the customer with its email (``jobs.imports.import_csv``).
     """
     from connectors.files.dates import parse_date_format
     from connectors.files.headers import parse_map_options
@@ -105,7 +107,7 @@ def import_file_task(
         func = getattr(imports, f"import_{kind}", None)
         if func is None or kind not in ("structured", "contacts"):
             raise ValueError(f"import kind {kind!r}: expected 'csv' or 'structured'")
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"join_by_email": join_by_email}
     if timezone_name:
         from zoneinfo import ZoneInfo
 
@@ -146,9 +148,12 @@ def _report(result: Any, changes: Any, *, label: str, kind: str, source: str, cl
         columns=IMPORT_COLUMNS,
     )
     lifecycle = emit_lifecycle_events(changes, source_name=source)
+    # Joins by email at import are merges: announced as the merge step announces its own.
+    joined = emit_merge_events(_get(result, "merges", None) or [])
     get_run_logger().info("Imported %s into %s: %s", label, source, counts)
     summary: dict[str, Any] = {
         "source": source, "file": label, **counts, "duration_s": duration, "lifecycle": lifecycle,
+        "joined_by_email": int(_get(result, "joined", 0) or 0), "merge_events": joined,
     }
     job = _get(result, "job_uuid", None) or _get(result, "uuid", None)
     if job:
@@ -204,6 +209,7 @@ def import_file_flow(
     timezone_name: str | None = None,
     merge_after: bool = True,
     merge_rules: list[str] | None = None,
+    join_by_email: bool = True,
 ) -> dict[str, Any]:
     """Import a CSV of customers into a data source, then merge the duplicates it created.
 
@@ -216,10 +222,14 @@ def import_file_flow(
         timezone_name: the zone of dates written without one.
         merge_after: merge duplicates after the import.
         merge_rules: rules for that merge (default: email and external_id).
+        join_by_email: put a new record on the customer that has its email (a merge in the log, rule
+            ``email-at-import``); only when ``merge_rules`` include ``email``, the rule it applies early.
     """
-    summary = import_file_task(path, source, kind, mapping, date_format, timezone_name)
+    rules = merge_rules or list(DEFAULT_RULES)
+    summary = import_file_task(path, source, kind, mapping, date_format, timezone_name,
+                               join_by_email and "email" in rules)
     if merge_after:
-        summary["merge"] = merge_duplicates_task(merge_rules or list(DEFAULT_RULES), False)
+        summary["merge"] = merge_duplicates_task(rules, False)
     summary["automations"] = chain_automations()
     return summary
 

@@ -75,8 +75,10 @@ class ImportSummary:
     columns: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     date_orders: dict[str, str] = field(default_factory=dict)
-    # New records joined by email to another source's customer (each a merge in the merge log).
+    # New records joined by email to another source's customer, and those merges (``MergeEvent.as_json``,
+    # the first SUMMARY_ERROR_LIMIT) for the doors to announce.
     joined: int = 0
+    merges: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         """Exactly ``{"created", "updated", "unchanged", "rejected", "errors"}``."""
@@ -268,6 +270,8 @@ def apply_batch(
     summary.unchanged += outcome.unchanged + skipped
     summary.rejected += len(rejected)
     summary.joined += outcome.joined
+    room = SUMMARY_ERROR_LIMIT - len(summary.merges)
+    summary.merges.extend(e.as_json() for e in outcome.join_events[:max(room, 0)])
     summary.add_errors(row_errors)
     errors_file.write(row_errors)
 

@@ -47,7 +47,7 @@ from storage.key_lookups import (
     customers_with_other_sources,
     rows_by_external_id,
 )
-from storage.merge import log_joins
+from storage.merge import MergeEvent, log_joins
 from storage.outbox import detect_changes
 from storage.partial import STORED_COLUMNS
 from storage.partial import complete as complete_partial
@@ -118,13 +118,13 @@ class UpsertResult:
     created_customer_ids: list[int] = field(default_factory=list)
     # New records linked by email to another source's customer, each join a logged merge (``log_joins``).
     joined: int = 0
-    merge_event_uuids: list[str] = field(default_factory=list)
+    join_events: list[MergeEvent] = field(default_factory=list)
 
     def add(self, other: UpsertResult) -> None:
         """Accumulate another batch's result."""
         self.created += other.created
         self.joined += other.joined
-        self.merge_event_uuids.extend(other.merge_event_uuids)
+        self.join_events.extend(other.join_events)
         self.updated += other.updated
         self.unchanged += other.unchanged
         self.touched_customer_ids |= other.touched_customer_ids
@@ -280,9 +280,8 @@ def _upsert_batch(conn: Connection, data_source_id: int, prepared: Sequence[Prep
     _write_subscriptions(conn, w, rows.subscriptions, replace_subs, now_v)
     _write_contacts(conn, w, rows.contacts, replace_contacts, now)
     if joins:
-        events = log_joins(conn, joins, now)
+        result.join_events = log_joins(conn, joins, now)
         result.joined = sum(len(records) for records in joins.values())
-        result.merge_event_uuids = [e.uuid for e in events]
     if result.touched_customer_ids:
         reproject(conn, result.touched_customer_ids)
     detect_changes(conn, result.touched_customer_ids.union(result.created_customer_ids), now=now)

@@ -46,6 +46,40 @@ def test_import_file_flow_imports_reports_and_emits(db_engine: Engine, flow_db: 
     assert again.result()["created"] == 0 and again.result()["unchanged"] == 2
 
 
+def test_import_file_flow_joins_by_email_as_an_announced_merge_unless_the_email_rule_is_off(
+    db_engine: Engine, flow_db: str, tmp_path: Path
+) -> None:
+    """A row joining a billing customer by email is a merge: in the merge log (rule email-at-import) and
+    announced as ``funnelsync.customer.merged``; with ``merge_rules`` lacking ``email`` the import joins
+    nothing by email."""
+    from storage.customers import customer_view, resolve_customer
+    from storage.merge import list_merge_events
+
+    with db_engine.begin() as conn:
+        billing = create_source(conn, "billing", "stripe")
+        upsert_records(conn, billing.id, [SourceCustomerRecord("cus_1", email="ada@analytical.example")])
+        (into,) = customer_view(conn, [resolve_customer(conn, "billing:cus_1")])
+    path = tmp_path / "leads.csv"
+    path.write_text(CSV, encoding="utf-8")
+    state = import_file_flow(str(path), "Website leads", merge_after=False, return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result()["joined_by_email"] == 1
+    with db_engine.connect() as conn:
+        (event,) = list_merge_events(conn)
+        assert resolve_customer(conn, "Website leads:L-1") == resolve_customer(conn, "billing:cus_1")
+    assert (event.rule, event.into_customer_uuid) == ("email-at-import", into["uuid"])
+    (announced,) = wait_events("funnelsync.customer.merged", f"funnelsync.customer.{into['uuid']}")
+    assert announced.payload == {"rule": "email-at-import", "from": event.from_customer_uuid, "into": into["uuid"]}
+
+    other = tmp_path / "other.csv"
+    other.write_text("Customer ID,E-mail\nL-9,ada@analytical.example\n", encoding="utf-8")
+    apart = import_file_flow(str(other), "Other leads", merge_rules=["external_id"], return_state=True)
+    assert apart.is_completed(), apart.message
+    assert apart.result()["joined_by_email"] == 0
+    with db_engine.connect() as conn:
+        assert resolve_customer(conn, "Other leads:L-9") != resolve_customer(conn, "billing:cus_1")
+
+
 def test_refused_file_fails_at_once_with_the_reason(db_engine: Engine, flow_db: str, tmp_path: Path) -> None:
     path = tmp_path / "nothing.csv"
     path.write_text("Colour,Shape\nred,round\n", encoding="utf-8")

@@ -407,13 +407,13 @@ def test_a_join_by_email_at_import_is_a_logged_merge_that_unmerge_undoes(db_engi
             lead_record(external_id="WL-9", email="jane@acme.io", contacts=None),
             lead_record(external_id="WL-10", email="jane@acme.io", contacts=None, city="Munich"),
         ], link_new_by_email=True, now=t(4, 1))
-        assert result.joined == 2 and len(result.merge_event_uuids) == 1
+        assert result.joined == 2 and len(result.join_events) == 1
         assert resolve_customer(conn, "Website leads:WL-9") == sub_id
         (event,) = list_merge_events(conn)
         sub_uuid = customer_view(conn, [sub_id])[0]["uuid"]
         assert (event.kind, event.into_customer_uuid, event.rule, event.actor) == (
             "merge", sub_uuid, "email-at-import", "import")
-        assert event.uuid == result.merge_event_uuids[0]
+        assert event == result.join_events[0]
 
         back = unmerge(conn, sub_id, "Website leads:WL-9")
         assert (back.kind, back.from_customer_uuid, back.rule) == ("unmerge", event.from_customer_uuid,

@@ -178,7 +178,10 @@ def unmerge(
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
-    """Undo the merge that brought a source record into CUSTOMER: the merged-away customer comes back as it was."""
+    """Undo the merge that brought a source record into CUSTOMER (a merged-away customer comes back as it was).
+
+    A record no merge brought in (another record of its source shares its email) is split off into a new customer.
+    """
     from storage.customers import customer_view
     from storage.merge import MergeError
     from storage.schema import customers
