@@ -165,3 +165,24 @@ def test_import_join_by_email_is_in_the_merge_log_and_unmerge_undoes_it(db_engin
     with db_engine.connect() as conn:
         assert resolve_customer(conn, "Website leads:WL-11") != resolve_customer(conn, "crm:L-2")
     assert len(json.loads(run(db_url, "merge", "--log", "--json").stdout)) == 2  # the merge and its unmerge
+
+
+def test_unmerge_splits_off_a_record_no_merge_brought_in(db_engine: Engine, db_url: str) -> None:
+    """Two records of one source sharing an email share a customer without a merge: the CLI's unmerge
+    splits one off into a new customer (as the API's does), instead of calling it the customer's own."""
+    with db_engine.begin() as conn:
+        sheet = create_source(conn, "Website leads", "csv").id
+        upsert_records(conn, sheet, [SourceCustomerRecord("WL-1", email="kim@acme.io", name="Kim"),
+                                     SourceCustomerRecord("WL-2", email="kim@acme.io", name="Kim again")],
+                       link_new_by_email=True)
+        shared = resolve_customer(conn, "Website leads:WL-1")
+        assert resolve_customer(conn, "Website leads:WL-2") == shared
+        (view,) = customer_view(conn, [shared])
+    done = run(db_url, "unmerge", view["uuid"], "--source-customer", "Website leads:WL-2", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["restored"]["external_ids"] == ["WL-2"] and out["customer"]["external_ids"] == ["WL-1"]
+    assert (out["event"]["kind"], out["event"]["rule"]) == ("unmerge", "split")
+    # The original record cannot be split from its customer: a clear refusal, exit 1.
+    refused = run(db_url, "unmerge", view["uuid"], "--source-customer", "Website leads:WL-1")
+    assert refused.returncode == 1 and "original record" in refused.stderr
