@@ -17,9 +17,16 @@ conversion counts of the last ``COHORT_DAYS`` days ride in the cursor (bounded: 
 
 Fetching: ``GET /v1/salesReports?filter[reportType]=SUBSCRIPTION_EVENT&filter[reportSubType]=SUMMARY&
 filter[frequency]=DAILY&filter[version]=1_3&filter[vendorNumber]=…&filter[reportDate]=YYYY-MM-DD``, one
-request per day, answered with gzip TSV. A 404 means no report for that day: for a day older than
-``PUBLISH_DELAY_DAYS`` it means no events (skipped), for a recent day it means not published yet (the
-run stops there and tries again next time). The cursor is the last report date read.
+request per day, answered with gzip TSV. A 404 means no report for that day, not yet: for a recent
+day (``PUBLISH_DELAY_DAYS``) the run stops there and tries again next time; an older day that is still
+missing goes into the cursor's ``pending`` days, asked again first by every run for ``RECHECK_DAYS``
+after it (a report published late is read then; only after that is the day taken as one without
+events). The cursor is the last report date read and the days still pending.
+
+Report days are calendar days of the agreement's time zone, Pacific Time (``America/Los_Angeles``)
+for the worldwide agreements ("Reports for worldwide agreements use PST/PDT", Apple's Sales and
+Trends help; the setting ``report_time_zone`` names another zone): an event date is midnight there,
+and "today" (which days may exist yet) is today there.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -50,6 +58,9 @@ TOKEN_LIFETIME_SECONDS = 20 * 60  # Apple refuses tokens valid for longer
 PUBLISH_DELAY_DAYS = 2  # reports land about a day after the date they cover
 COHORT_DAYS = 120  # conversions later than this after the trial start are not matched
 DEFAULT_BACKFILL_DAYS = 30
+RECHECK_DAYS = 14  # a day whose report is still missing this long after it has no events
+REPORT_TIME_ZONE = "America/Los_Angeles"
+PACIFIC = ZoneInfo(REPORT_TIME_ZONE)
 
 TRIAL_EVENTS = frozenset({"Start Introductory Offer", "Start Introductory Price"})
 CONVERSION_EVENTS = frozenset(
@@ -186,8 +197,9 @@ def parse_event_report(data: bytes, name: str = "report") -> list[EventRow]:
     return rows
 
 
-def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+def _midnight(day: date, tz: ZoneInfo) -> datetime:
+    """The start of a report day, a calendar day of the report's zone, in UTC."""
+    return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
 
 
 def cohort_key(day: date, subscription_apple_id: str, country: str) -> str:
@@ -195,11 +207,13 @@ def cohort_key(day: date, subscription_apple_id: str, country: str) -> str:
     return f"{day.isoformat()}/{subscription_apple_id}/{country or 'ZZ'}"
 
 
-def trial_record(key: str, n: int, converted_on: date | None) -> SourceCustomerRecord:
-    """The n-th free-trial subscriber of a cohort, converted or not."""
+def trial_record(
+    key: str, n: int, converted_on: date | None, tz: ZoneInfo = PACIFIC
+) -> SourceCustomerRecord:
+    """The n-th free-trial subscriber of a cohort, converted or not; days are read in ``tz``."""
     day_text, _, rest = key.partition("/")
     subscription_id, _, country = rest.partition("/")
-    started = _midnight(date.fromisoformat(day_text))
+    started = _midnight(date.fromisoformat(day_text), tz)
     external_id = f"{key}/{n}"
     return SourceCustomerRecord(
         external_id=external_id,
@@ -212,7 +226,7 @@ def trial_record(key: str, n: int, converted_on: date | None) -> SourceCustomerR
                 external_id=external_id,
                 state="active" if converted_on else "trialing",
                 trial_started_at=started,
-                first_paid_at=_midnight(converted_on) if converted_on else None,
+                first_paid_at=_midnight(converted_on, tz) if converted_on else None,
             )
         ],
         custom={"app_store_subscription_apple_id": subscription_id},
@@ -220,7 +234,8 @@ def trial_record(key: str, n: int, converted_on: date | None) -> SourceCustomerR
 
 
 def day_records(
-    rows: Iterable[EventRow], cohorts: dict[str, list[int]], app_apple_id: str | None = None
+    rows: Iterable[EventRow], cohorts: dict[str, list[int]], app_apple_id: str | None = None,
+    tz: ZoneInfo = PACIFIC,
 ) -> list[SourceCustomerRecord]:
     """Records for one day's rows, updating ``cohorts`` (key → [trials, converted]) in place.
 
@@ -234,7 +249,7 @@ def day_records(
             key = cohort_key(row.event_date, row.subscription_apple_id, row.country)
             counts = cohorts.setdefault(key, [0, 0])
             for n in range(counts[0] + 1, counts[0] + row.quantity + 1):
-                records[f"{key}/{n}"] = trial_record(key, n, None)
+                records[f"{key}/{n}"] = trial_record(key, n, None, tz)
             counts[0] += row.quantity
     for row in rows:
         if row.event in CONVERSION_EVENTS and row.original_start_date and row.quantity > 0:
@@ -244,7 +259,7 @@ def day_records(
                 continue  # a trial we never saw (before the first report read): no record
             upto = min(cohort[0], cohort[1] + row.quantity)
             for n in range(cohort[1] + 1, upto + 1):
-                records[f"{key}/{n}"] = trial_record(key, n, row.event_date)
+                records[f"{key}/{n}"] = trial_record(key, n, row.event_date, tz)
             cohort[1] = upto
     return list(records.values())
 
@@ -272,6 +287,8 @@ class AppStoreConnectConnector(Connector):
         Setting("vendor_number", required=True, help="Payments and Financial Reports: vendor number"),
         Setting("app_apple_id", help="only this app's subscriptions (App Apple ID); default all apps"),
         Setting("start_date", help="first report date on a first sync (YYYY-MM-DD); default 30 days ago"),
+        Setting("report_time_zone", default=REPORT_TIME_ZONE,
+                help="the agreement's report time zone (worldwide agreements: America/Los_Angeles)"),
         Setting("base_url", default=BASE_URL, help="API root (a mock: http://127.0.0.1:8080)"),
     )
     streams = (Stream("subscription_events", key="id", cursor_field="report_date", reader="read_events"),)
@@ -316,6 +333,14 @@ class AppStoreConnectConnector(Connector):
             raise
         return response.content
 
+    def report_zone(self) -> ZoneInfo:
+        """The zone the report days are calendar days of (``report_time_zone``)."""
+        name = str(self.settings["report_time_zone"])
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(f"app_store_connect: report_time_zone={name!r} is not an IANA time zone") from None
+
     def first_day(self) -> date:
         start = self.settings.get("start_date")
         if start:
@@ -335,20 +360,23 @@ class AppStoreConnectConnector(Connector):
             PaginationLoopError: the API answered two days with the same report (it ignored the date
                 asked for): reading on would count that day's trials again.
         """
+        tz = self.report_zone()
+        today = self.started_at.astimezone(tz).date()
         last = state.get("report_date")
         if state.get("page_token"):
             day = date.fromisoformat(state["page_token"])
         else:
             day = date.fromisoformat(last) + timedelta(days=1) if last else self.first_day()
         cohorts: dict[str, list[int]] = {k: list(v) for k, v in (state.get("cohorts") or {}).items()}
-        today = self.started_at.date()
         app_id = str(self.settings["app_apple_id"]) if self.settings.get("app_apple_id") else None
         seen: dict[int, date] = {}  # the days read in this run, by a hash of their rows
-        while day < today:
-            data = self.fetch_report(day)
-            if data is None and (today - day).days <= PUBLISH_DELAY_DAYS:
-                return  # not published yet: this day is read again next run
-            rows = parse_event_report(data, f"report {day.isoformat()}") if data is not None else []
+        # Days whose report was missing, asked again until ``RECHECK_DAYS`` after them.
+        pending = [d for d in (date.fromisoformat(p) for p in state.get("pending") or [])
+                   if (today - d).days <= RECHECK_DAYS]
+
+        def read_day(day: date, data: bytes) -> tuple[list[SourceCustomerRecord], int]:
+            nonlocal cohorts
+            rows = parse_event_report(data, f"report {day.isoformat()}")
             if rows:
                 first = seen.setdefault(hash(tuple(rows)), day)
                 if first != day:
@@ -356,13 +384,41 @@ class AppStoreConnectConnector(Connector):
                         f"{self.source_name}: GET {REPORT_PATH} answered {day.isoformat()} with the report of "
                         f"{first.isoformat()} a second time: refusing to count its trials again"
                     )
-            records = day_records(rows, cohorts, app_id)
-            cohorts = prune_cohorts(cohorts, day)
+            records = day_records(rows, cohorts, app_id, tz)
+            cohorts = prune_cohorts(cohorts, max(day, date.fromisoformat(last)) if last else day)
+            return records, sum(r.quantity for r in rows)
+
+        def cursor_at(reached: str | None, waiting: list[date]) -> dict[str, Any]:
             # A copy: the next day's rows update the counts while this batch may still be committing.
-            snapshot = {k: list(v) for k, v in cohorts.items()}
-            cursor: dict[str, Any] = {"report_date": day.isoformat(), "watermark": day.isoformat(), "cohorts": snapshot}
+            cursor: dict[str, Any] = {"report_date": reached, "watermark": reached,
+                                      "cohorts": {k: list(v) for k, v in cohorts.items()}}
+            if waiting:
+                cursor["pending"] = [d.isoformat() for d in sorted(waiting)]
+            return cursor
+
+        for missing in list(pending):
+            data = self.fetch_report(missing)
+            if data is None:
+                continue
+            pending.remove(missing)
+            records, fetched = read_day(missing, data)
+            yield Batch("subscription_events", records, cursor_at(last, pending), fetched)
+        while day < today:
+            data = self.fetch_report(day)
+            if data is None and (today - day).days <= PUBLISH_DELAY_DAYS:
+                if pending != [date.fromisoformat(p) for p in state.get("pending") or []]:
+                    yield Batch("subscription_events", [], cursor_at(last, pending), 0)
+                return  # not published yet: this day is read again next run
+            if data is None:
+                # Late: never taken as a day without events while it may still come.
+                pending.append(day)
+                records, fetched = [], 0
+            else:
+                records, fetched = read_day(day, data)
+            last = day.isoformat()
+            cursor = cursor_at(last, pending)
             following = day + timedelta(days=1)
             if (today - following).days > PUBLISH_DELAY_DAYS:
                 cursor["page_token"] = following.isoformat()
-            yield Batch("subscription_events", records, cursor, sum(r.quantity for r in rows))
+            yield Batch("subscription_events", records, cursor, fetched)
             day = following

@@ -17,8 +17,9 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from cryptography.exceptions import InvalidSignature
@@ -60,7 +61,8 @@ class AppStoreConnectFake(FakeApi):
     def __init__(self, n: int = 25, page_size: int = 10) -> None:
         super().__init__(n, page_size)
         self.private_key = ec.generate_private_key(ec.SECP256R1())
-        today = datetime.now(UTC).date()
+        # Report days are Pacific Time days (worldwide agreements), so "today" is today in Cupertino.
+        today = datetime.now(ZoneInfo("America/Los_Angeles")).date()
         days = -(-len(self.people) // page_size)
         self.first_day = today - timedelta(days=UNPUBLISHED_DAYS + days)
         self.reports: dict[date, list[dict[str, str]]] = {}

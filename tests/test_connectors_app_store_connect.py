@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from sqlalchemy import Engine, select
 
 from connectors.app_store_connect import (
+    RECHECK_DAYS,
     AppStoreConnectConnector,
     ReportFormatError,
     day_records,
@@ -106,13 +107,14 @@ def test_cohorts_trials_and_conversions() -> None:
     first = day_records(parse_event_report(tsv(REPORTS["2025-03-01"])), cohorts)
     assert sorted(r.external_id for r in first) == ["2025-03-01/1600000001/DE/1", "2025-03-01/1600000001/US/1",
                                                     "2025-03-01/1600000001/US/2"]
-    assert all(r.lead_created_at == r.free_trial_started_at == datetime(2025, 3, 1, tzinfo=UTC) for r in first)
+    # Report days are Pacific Time days (worldwide agreements): 2025-03-01 begins at 08:00 UTC (PST).
+    assert all(r.lead_created_at == r.free_trial_started_at == datetime(2025, 3, 1, 8, tzinfo=UTC) for r in first)
     assert first[0].subscriptions[0].state == "trialing"
     converted = day_records(parse_event_report(tsv(REPORTS["2025-03-08"])), cohorts)
     # One US conversion converts the first US trial; the FR cohort was never seen: nothing.
     assert [r.external_id for r in converted] == ["2025-03-01/1600000001/US/1"]
     fact = converted[0].subscriptions[0]
-    assert fact.state == "active" and fact.first_paid_at == datetime(2025, 3, 8, tzinfo=UTC)
+    assert fact.state == "active" and fact.first_paid_at == datetime(2025, 3, 8, 8, tzinfo=UTC)
     assert cohorts["2025-03-01/1600000001/US"] == [2, 1]
     # More conversions than trials never convert records that do not exist.
     again = day_records(parse_event_report(tsv([row("2025-03-09", "Paid Subscription from Introductory Offer",
@@ -167,7 +169,9 @@ def test_daily_fetch_into_storage_and_resume(db_engine: Engine) -> None:
         assert first.totals["created"] == 4
         fake.dates.clear()
         second = sync_source(db_engine, "ios", sleep_fn=lambda s: None, now=now_fn)
-    assert fake.dates == ["2025-03-09"]  # resumes after the last report read
+    # The older days that answered 404 are asked again (a report may be published late), then it resumes
+    # after the last report read.
+    assert fake.dates == ["2025-03-02", "2025-03-04", "2025-03-05", "2025-03-06", "2025-03-07", "2025-03-09"]
     assert second.totals["created"] == 0 and second.totals["updated"] == 0
     assert all(a.startswith("Bearer ey") for a in fake.auth)
     with db_engine.connect() as conn:
@@ -200,3 +204,57 @@ def test_401_fails_fast_and_429_is_waited_out() -> None:
         batches = list(AppStoreConnectConnector(settings(), now=now_fn, sleep_fn=slept.append).read(
             "subscription_events", None, False))
     assert slept == [3.0] and batches[-1].cursor["report_date"] == "2025-03-08"
+
+
+def test_a_report_published_late_is_read_and_never_skipped(db_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apple's 404 ("There were no sales for the date specified") also answers a day not published yet,
+    and reports can land late: an older day that 404s is asked again by the next runs, and its trials
+    count once it comes (sales-and-trends-reports-availability: daily reports "available the following
+    day", by 8 AM Pacific Time)."""
+    fake = AppleFake()
+    late = "2025-03-05"
+    with db_engine.begin() as conn:
+        create_source(conn, "ios", "app_store_connect", settings())
+    with respx.mock as router:
+        router.get(f"{BASE}/v1/salesReports").mock(side_effect=fake.handler)
+        sync_source(db_engine, "ios", sleep_fn=lambda s: None, now=now_fn)
+        monkeypatch.setitem(REPORTS, late, [row(late, "Start Introductory Offer", "Free Trial", 2, country="JP")])
+        fake.dates.clear()
+        later = sync_source(db_engine, "ios", sleep_fn=lambda s: None, now=lambda: now_fn() + timedelta(days=1))
+        assert late in fake.dates and later.totals["created"] == 2
+        fake.dates.clear()
+        # Read once: the next run no longer asks for it.
+        sync_source(db_engine, "ios", sleep_fn=lambda s: None, now=lambda: now_fn() + timedelta(days=2))
+        assert late not in fake.dates
+    with db_engine.connect() as conn:
+        ids = set(conn.execute(select(source_customers.c.external_id)).scalars())
+    assert {"2025-03-05/1600000001/JP/1", "2025-03-05/1600000001/JP/2"} <= ids
+
+
+def test_a_missing_day_is_asked_again_for_a_bounded_time() -> None:
+    fake = AppleFake()
+    connector = AppStoreConnectConnector(settings(), sleep_fn=lambda s: None, now=now_fn)
+    with respx.mock as router:
+        router.get(f"{BASE}/v1/salesReports").mock(side_effect=fake.handler)
+        cursor = list(connector.read("subscription_events", None, False))[-1].cursor
+        assert cursor["pending"] == ["2025-03-02", "2025-03-04", "2025-03-05", "2025-03-06", "2025-03-07"]
+        fake.dates.clear()
+        much_later = AppStoreConnectConnector(
+            settings(), sleep_fn=lambda s: None, now=lambda: now_fn() + timedelta(days=RECHECK_DAYS - 7))
+        after = list(much_later.read("subscription_events", cursor, False))[-1].cursor
+    # 2025-03-02 is now more than RECHECK_DAYS old: given up; the later ones are still asked for.
+    assert "2025-03-02" not in fake.dates and "2025-03-04" in fake.dates
+    assert after["pending"][0] > "2025-03-02"
+
+
+def test_report_days_are_pacific_time_days() -> None:
+    """At 05:00 UTC on 2025-03-10 it is still 2025-03-09 in Cupertino: that day is not over and is not
+    asked for, and 2025-03-07 is recent enough that its 404 means "not yet" ("Reports for worldwide
+    agreements use PST/PDT", Sales and Trends reports help)."""
+    fake = AppleFake()
+    early = AppStoreConnectConnector(settings(), sleep_fn=lambda s: None,
+                                     now=lambda: datetime(2025, 3, 10, 5, tzinfo=UTC))
+    with respx.mock as router:
+        router.get(f"{BASE}/v1/salesReports").mock(side_effect=fake.handler)
+        list(early.read("subscription_events", None, False))
+    assert "2025-03-09" not in fake.dates and fake.dates[-1] == "2025-03-07"
