@@ -24,7 +24,7 @@ from api.auth import request_key, require_api_key
 from api.errors import NotFound, no_nul_in_url
 from api.sessions import CSRF_COOKIE, SESSION_COOKIE, SESSION_SECONDS, SessionStore
 from storage.api_keys import verify_api_key
-from storage.schema import customers
+from storage.schema import customers, data_sources
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Only these files are served: a fixed list, so no path from the URL ever reaches the file system.
@@ -148,4 +148,24 @@ def data_range(request: Request) -> dict[str, Any]:
         "customers": row[4],
         "first": min(dates).date().isoformat() if dates else None,
         "last": max(dates).date().isoformat() if dates else None,
+    }
+
+
+@router.get("/dashboard/customers/{uuid}/history", include_in_schema=False)
+def customer_history(request: Request, uuid: str) -> dict[str, Any]:
+    """A customer's source records (what an unmerge names) and its merge log, for the customer page."""
+    from storage.customer_pages import customer_id_by_uuid, customer_links
+    from storage.merge import list_merge_events
+
+    with request.app.state.engine.connect() as conn:
+        customer_pk = customer_id_by_uuid(conn, uuid)
+        if customer_pk is None:
+            raise NotFound(f"no customer with uuid {uuid!r}")
+        links = customer_links(conn, [customer_pk]).get(customer_pk, [])
+        names = dict(conn.execute(select(data_sources.c.uuid, data_sources.c.name)).all())
+        events = list_merge_events(conn, uuid, limit=50)
+    return {
+        "records": [{"external_id": ext, "data_source_uuid": ds, "data_source": names.get(ds, ds), "kind": kind}
+                    for ext, ds, kind in links],
+        "merges": [event.as_json() for event in events],
     }

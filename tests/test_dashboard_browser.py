@@ -266,3 +266,33 @@ def test_customer_edits_from_the_dashboard_land_as_the_cli_shows_them(server, br
     assert "trial" in reason.lower()
     assert _cli_show(sqlite_engine, "Website leads:L-1")["lead_created_at"] == after["lead_created_at"]
     assert errors == []
+
+
+def test_merge_and_unmerge_from_the_customer_page(server, browser, sqlite_engine):
+    url, key = server
+    page = _sign_in(browser, url, key)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    ada = _cli_show(sqlite_engine, "Website leads:L-1")
+    alan = _cli_show(sqlite_engine, "Website leads:L-3")
+    page.goto(f"{url}/dashboard#customer={ada['uuid']}")
+    page.wait_for_selector("#merge-q")
+    page.fill("#merge-q", "turing")
+    page.click("#merge button:has-text('Find')")
+    page.click(".merge-candidate button:has-text('Merge into this customer')")
+    # The survivor's resulting fields before confirming: Ada's own, her tags kept.
+    preview = page.text_content(".merge-preview")
+    assert "Ada Lovelace" in preview and "vip" in preview
+    assert _cli_show(sqlite_engine, "Website leads:L-3")["uuid"] == alan["uuid"]  # nothing merged before confirming
+    page.click("#merge-confirm")
+    page.wait_for_function("document.querySelectorAll('#records li').length === 2")
+    merged = _cli_show(sqlite_engine, "Website leads:L-3")
+    assert merged["uuid"] == ada["uuid"] and sorted(merged["external_ids"]) == ["L-1", "L-3"]
+    assert "merge" in page.text_content("#merge-history") and alan["uuid"] in page.text_content("#merge-history")
+
+    page.click("#records li:has-text('L-3') button.unmerge")
+    page.wait_for_function("document.querySelectorAll('#records li').length === 1")
+    back = _cli_show(sqlite_engine, "Website leads:L-3")
+    assert back["uuid"] != ada["uuid"] and back["external_ids"] == ["L-3"] and back["name"] == "Alan Turing"
+    assert _cli_show(sqlite_engine, "Website leads:L-1")["external_ids"] == ["L-1"]
+    assert errors == []

@@ -404,7 +404,8 @@ async function showDetail() {
     add("Custom attributes", JSON.stringify(c.attributes.custom || {}));
     const title = document.createElement("h2");
     title.textContent = c.name || c.email || c.uuid;
-    panel.replaceChildren(title, dl, editForm(c));
+    const history = await getJSON(`/dashboard/customers/${c.uuid}/history`);
+    panel.replaceChildren(title, dl, editForm(c), recordsSection(c, history), mergeSection(c), historySection(history));
     panel.hidden = false;
     panel.scrollIntoView({ behavior: "smooth", block: "nearest" });
   } catch (error) {
@@ -495,6 +496,120 @@ function editForm(c) {
     }
   });
   return form;
+}
+
+// ---------------------------------------------------------------- merge and unmerge
+
+function heading3(text) { const h = document.createElement("h3"); h.textContent = text; return h; }
+
+function button(text, onClick, className) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  if (className) b.className = className;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+async function afterChange(uuid) {
+  if (uuid) window.location.hash = "customer=" + uuid;
+  await showDetail();
+  loadMetrics();
+  loadCustomers(false);
+}
+
+// The source records of the customer; with more than one, each can be separated again (unmerge).
+function recordsSection(c, history) {
+  const box = document.createElement("section");
+  box.id = "records";
+  box.appendChild(heading3("Source records"));
+  const list = document.createElement("ul");
+  history.records.forEach((r) => {
+    const li = document.createElement("li");
+    li.appendChild(document.createTextNode(`${r.data_source}: ${r.external_id} `));
+    if (history.records.length > 1) {
+      li.appendChild(button("Unmerge", async () => {
+        try {
+          await sendJSON("POST", "/v1/customers/unmerges",
+            { customer_uuid: c.uuid, data_source_uuid: r.data_source_uuid, external_id: r.external_id });
+          await afterChange(c.uuid);
+        } catch (error) { showError(error.message); }
+      }, "quiet unmerge"));
+    }
+    list.appendChild(li);
+  });
+  box.appendChild(list);
+  return box;
+}
+
+// Merge another customer into this one: search it, see what this customer becomes, confirm.
+function mergeSection(c) {
+  const box = document.createElement("section");
+  box.id = "merge";
+  box.appendChild(heading3("Merge another customer into this one"));
+  const input = document.createElement("input");
+  input.type = "search";
+  input.id = "merge-q";
+  input.placeholder = "Name, email or company";
+  input.setAttribute("aria-label", "Customer to merge into this one");
+  const results = document.createElement("div");
+  results.id = "merge-results";
+  const find = button("Find", async () => {
+    try {
+      const page = await getJSON("/v1/customers", { q: input.value.trim(), per_page: 10 });
+      const rows = page.entries.filter((o) => o.uuid !== c.uuid).map((o) => {
+        const row = document.createElement("div");
+        row.className = "merge-candidate";
+        row.appendChild(document.createTextNode(`${o.name || o.email || o.uuid} (${o.email || "no email"}) `));
+        row.appendChild(button("Merge into this customer", () => preview(o, row), "quiet"));
+        return row;
+      });
+      results.replaceChildren(...(rows.length ? rows : [document.createTextNode("No other customer found.")]));
+    } catch (error) { showError(error.message); }
+  }, "quiet");
+  const preview = (other, row) => {
+    const dl = document.createElement("dl");
+    dl.className = "merge-preview";
+    const add = (k, mine, theirs) => {
+      const dt = document.createElement("dt"); dt.textContent = k;
+      const dd = document.createElement("dd");
+      dd.textContent = (mine || theirs || "–") + (mine ? "" : theirs ? " (from the merged customer)" : "");
+      dl.append(dt, dd);
+    };
+    add("Name", c.name, other.name); add("Email", c.email, other.email); add("Company", c.company, other.company);
+    add("Lead created", day(c.lead_created_at), day(other.lead_created_at));
+    add("Free trial started", day(c.free_trial_started_at), day(other.free_trial_started_at));
+    const tags = [...new Set([...(c.attributes.tags || []), ...((other.attributes || {}).tags || [])])];
+    add("Tags", tags.join(", "), "");
+    const note = document.createElement("p");
+    note.textContent = `${c.name || c.uuid} survives; ${other.name || other.uuid} is merged into it (undo: Unmerge).`;
+    const confirm = button("Confirm merge", async () => {
+      try {
+        await sendJSON("POST", "/v1/customers/merges", { from: { customer_uuid: other.uuid }, into: { customer_uuid: c.uuid } });
+        await afterChange(c.uuid);
+      } catch (error) { showError(error.message); }
+    });
+    confirm.id = "merge-confirm";
+    row.replaceChildren(note, dl, confirm);
+  };
+  box.append(input, find, results);
+  return box;
+}
+
+function historySection(history) {
+  const box = document.createElement("section");
+  box.id = "merge-history";
+  box.appendChild(heading3("Merge history"));
+  if (!history.merges.length) { box.appendChild(document.createTextNode("No merges.")); return box; }
+  const list = document.createElement("ul");
+  history.merges.forEach((m) => {
+    const li = document.createElement("li");
+    li.textContent = `${m.created_at.slice(0, 16).replace("T", " ")} ${m.kind}: ${m.from} → ${m.into}` +
+      (m.rule ? ` (rule ${m.rule})` : "") + ` by ${m.actor}` + (m.undone_at ? ", undone" : "");
+    list.appendChild(li);
+  });
+  box.appendChild(list);
+  return box;
 }
 
 // ---------------------------------------------------------------- start
