@@ -17,12 +17,14 @@ deliveries/s. Wall-clock figures depend on how busy the machine is: the load ave
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -87,25 +89,44 @@ def timed_import(url: str, path: Path, with_rule: bool, hook_url: str) -> tuple[
     return wall, spent[0], int(spent[1]), spent[2]
 
 
-def dispatch(url: str, deliveries: int, path: Path) -> tuple[float, int, int]:
-    """(seconds, delivered, requests the receiver verified) of one run over ``deliveries`` pending ones."""
-    from automations.dispatch import run_automations
+def _serve(secret: str, urls: multiprocessing.Queue, stop: Any, counts: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     from fakes.hook_receiver import HookReceiver
+
+    receiver = HookReceiver(secret=secret, record=False).start()
+    urls.put(receiver.url)
+    stop.wait()
+    counts.put(receiver.count)
+    receiver.stop()
+
+
+def dispatch(url: str, deliveries: int, path: Path) -> tuple[float, int, int]:
+    """(seconds, delivered, requests the receiver verified) of one run over ``deliveries`` pending ones.
+
+    The receiver runs in a process of its own, as a real endpoint would: sharing the sender's
+    interpreter lock would measure the receiver too.
+    """
+    from automations.dispatch import run_automations
     from jobs.imports import import_csv
     from storage.db import make_engine
 
-    receiver = HookReceiver(secret=os.environ["BENCH_HOOK_SECRET"], record=False).start()
+    urls: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    counts: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    stop = multiprocessing.Event()
+    server = multiprocessing.Process(target=_serve, args=(os.environ["BENCH_HOOK_SECRET"], urls, stop, counts))
+    server.start()
     engine = make_engine(url)
     try:
-        _apply(engine, receiver.url)
+        _apply(engine, urls.get(timeout=60))
         generate(path, deliveries)
         import_csv(engine, path, "bench", tz=UTC)
         started = time.perf_counter()
         summary = run_automations(engine)
         seconds = time.perf_counter() - started
-        return seconds, summary.delivered, receiver.count
+        stop.set()
+        return seconds, summary.delivered, int(counts.get(timeout=60))
     finally:
-        receiver.stop()
+        stop.set()
+        server.join(timeout=30)
         engine.dispose()
 
 

@@ -45,7 +45,7 @@ from storage.merge_plan import (
     row_from_json,
     row_to_json,
 )
-from storage.outbox import detect_changes, mark_seen, pass_marks_on
+from storage.outbox import detect_changes, detect_duplicates, mark_merge_actions_done, mark_seen, pass_marks_on
 from storage.projection import reproject
 from storage.schema import contacts, customers, data_sources, manual_edits, merge_events, source_customers
 from storage.sql import chunks, ids_in
@@ -660,6 +660,17 @@ def unmerge(
 # Automatic merge and the log
 
 
+def _duplicates_found(engine: Engine, groups: list[Group]) -> None:
+    """The ``duplicate_found`` automations: an occurrence per group; a rule with a ``merge`` action merges
+    its new groups here, in the same transaction (logged as its own merges, undoable like any)."""
+    with engine.begin() as conn:
+        for name, found in detect_duplicates(conn, groups).items():
+            pairs = [(m.id, g.survivor.id, g.rule) for g in found for m in g.others]
+            if pairs:
+                merge_batch(conn, pairs, actor=f"automation:{name}", skip_missing=True)
+            mark_merge_actions_done(conn, name, found, _now())
+
+
 def auto_merge(
     engine: Engine,
     rules: Iterable[str] = DEFAULT_RULES,
@@ -692,6 +703,8 @@ def auto_merge(
         groups = find_duplicate_groups(conn, wanted)
     result = AutoMergeResult(groups=groups, dry_run=dry_run, rules=wanted)
     result.detection_seconds = time.perf_counter() - started
+    if not dry_run and groups:
+        _duplicates_found(engine, groups)
     if dry_run or not groups:
         return result
     started = time.perf_counter()

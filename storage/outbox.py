@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, literal, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.automation_rules import CHANGE_TRIGGERS, StoredRule, list_rules
@@ -431,13 +431,18 @@ def find_deliveries(conn: Connection, ref: str) -> list[Delivery]:
 def record_attempts(conn: Connection, outcomes: Sequence[tuple[Delivery, str, int, str | None, datetime]],
                     now: datetime) -> None:
     """Store what delivering did: (delivery, new status, attempts, last error, next attempt at)."""
-    for delivery, status, attempts, error, next_at in outcomes:
-        conn.execute(
-            update(_D)
-            .where(_D.c.occurrence_id == delivery.occurrence_id, _D.c.action_index == delivery.action_index)
-            .values(status=status, attempts=attempts, last_error=error, next_attempt_at=next_at,
-                    delivered_at=now if status == "delivered" else None, updated_at=now)
-        )
+    if not outcomes:
+        return
+    # One executemany for the batch.
+    conn.execute(
+        update(_D)
+        .where(_D.c.occurrence_id == bindparam("b_occ"), _D.c.action_index == bindparam("b_index"))
+        .values(status=bindparam("b_status"), attempts=bindparam("b_attempts"), last_error=bindparam("b_error"),
+                next_attempt_at=bindparam("b_next"), delivered_at=bindparam("b_delivered"), updated_at=now),
+        [{"b_occ": d.occurrence_id, "b_index": d.action_index, "b_status": status, "b_attempts": attempts,
+          "b_error": error, "b_next": next_at, "b_delivered": now if status == "delivered" else None}
+         for d, status, attempts, error, next_at in outcomes],
+    )
 
 
 def reset_for_replay(conn: Connection, deliveries: Sequence[Delivery], now: datetime) -> None:
@@ -615,3 +620,59 @@ def mark_seen(conn: Connection, customer_ids: Sequence[int]) -> None:
     for chunk in _chunks(sorted(set(customer_ids))):
         clause, params = _ids_clause(conn, chunk)
         conn.exec_driver_sql(_MARKS_SQL.format(ids=clause), params)
+
+
+def detect_duplicates(conn: Connection, groups: Sequence[Any], *, now: datetime | None = None) -> dict[str, list[Any]]:
+    """Enqueue a ``duplicate_found`` occurrence per group found (about its survivor), for the rules of
+    that trigger; return, per rule with a ``merge`` action, the groups newly found for it (to merge now).
+
+    A group's discriminator is a digest of its members' uuids: the same group found by every later
+    search is the same occurrence; a group that gained a member is a new one.
+    """
+    rules = list_rules(conn, ("duplicate_found",))
+    if not rules or not groups:
+        return {}
+    now = now or datetime.now(UTC)
+    found: list[Occurrence] = []
+    by_key: dict[str, Any] = {}
+    for group in groups:
+        members = sorted(m.uuid for m in group.members)
+        key = "group:" + hashlib.sha256("\x1f".join(members).encode()).hexdigest()[:32]
+        by_key[key] = group
+        survivor = group.survivor
+        found.append(Occurrence(survivor.id, survivor.uuid, "duplicate_found", key, now))
+    to_merge: dict[str, list[Any]] = {}
+    for rule in rules:
+        before = {occurrence_id(rule.name, o.customer_uuid, o.trigger, o.discriminator) for o in found}
+        existing = _existing_ids(conn, sorted(before))
+        enqueue(conn, [rule], found, now=now, ignore_applied_at=True, count_new=False)
+        if any(action["kind"] == "merge" for action in rule.actions):
+            kept = _matching(conn, rule, [o.customer_id for o in found])
+            to_merge[rule.name] = [
+                by_key[o.discriminator] for o in found
+                if o.customer_id in kept
+                and occurrence_id(rule.name, o.customer_uuid, o.trigger, o.discriminator) not in existing
+            ]
+    return to_merge
+
+
+def _existing_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
+    out: set[str] = set()
+    for start in range(0, len(ids), CHUNK):
+        out.update(conn.execute(select(automation_occurrences.c.id)
+                                .where(automation_occurrences.c.id.in_(list(ids[start : start + CHUNK])))).scalars())
+    return out
+
+
+def mark_merge_actions_done(conn: Connection, rule: str, groups: Sequence[Any], now: datetime) -> None:
+    """The ``merge`` deliveries of these groups' occurrences: done by the merge just made."""
+    stored = {r.name: r for r in list_rules(conn, ("duplicate_found",))}.get(rule)
+    if stored is None:
+        return
+    indexes = [i for i, action in enumerate(stored.actions) if action["kind"] == "merge"]
+    for group in groups:
+        members = sorted(m.uuid for m in group.members)
+        key = "group:" + hashlib.sha256("\x1f".join(members).encode()).hexdigest()[:32]
+        oid = occurrence_id(rule, group.survivor.uuid, "duplicate_found", key)
+        conn.execute(update(_D).where(_D.c.occurrence_id == oid, _D.c.action_index.in_(indexes))
+                     .values(status="delivered", attempts=1, delivered_at=now, updated_at=now))

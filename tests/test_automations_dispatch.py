@@ -257,3 +257,76 @@ def test_kill_9_between_delivery_and_marking_delivers_again_with_the_same_key(db
     assert run_automations(db_engine, retry_delays=FAST).delivered == 1
     keys = [r.headers["idempotency-key"] for r in receiver.received]
     assert len(keys) == 2 and keys[0] == keys[1] == deliveries(db_engine)[0].occurrence_id
+
+
+def _docs_receiver(port: int) -> str:
+    """The ten-line receiver of docs/automations.md, listening on ``port``."""
+    text = open(os.path.join(ROOT, "docs", "automations.md"), encoding="utf-8").read()
+    code = text.split("A receiver that checks the signature")[1].split("```python\n")[1].split("```")[0]
+    assert len([line for line in code.splitlines() if line.strip()]) <= 12
+    return code.replace("8787", str(port))
+
+
+def test_the_receiver_of_the_docs_accepts_our_signature_and_refuses_another(db_engine, monkeypatch, tmp_path):
+    import socket
+
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = tmp_path / "receiver.py"
+    script.write_text(_docs_receiver(port), encoding="utf-8")
+    apply(db_engine, webhook_rule(f"http://127.0.0.1:{port}/hook", max_attempts=3))
+    sync(db_engine, [trial_record()])
+    for secret, outcome in (("not-the-secret", "failed"), (SECRET, "delivered")):
+        server = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "HOOK_SECRET": secret},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # until it listens
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.1)
+            if outcome == "failed":
+                run_automations(db_engine, retry_delays=FAST)
+                (delivery,) = deliveries(db_engine)
+                assert delivery.status == "failed" and "answered HTTP 401" in delivery.last_error
+            else:
+                assert replay(db_engine, failed=True, retry_delays=FAST).delivered == 1
+        finally:
+            server.kill()
+            server.wait()
+
+
+def test_duplicate_found_fires_once_per_group_and_its_merge_action_merges_it_undoably(db_engine, receiver):
+    from storage.merge import auto_merge, list_merge_events
+
+    apply(db_engine, f"""
+automations:
+  - name: dupes
+    trigger: duplicate_found
+    actions:
+      - merge: duplicate
+      - webhook: {{url: "{receiver.url}", secret: "env:HOOK_SECRET"}}
+""")
+    with db_engine.begin() as conn:
+        crm = create_source(conn, "crm", "hubspot")
+        upsert_records(conn, crm.id, [SourceCustomerRecord("h-1", name="Jo", email="jo@example.com")])
+    sync(db_engine, [SourceCustomerRecord("s-1", name="Jo B", email="Jo@Example.com")])
+    auto_merge(db_engine, dry_run=True)  # a dry run lists and fires nothing
+    assert deliveries(db_engine) == []
+    auto_merge(db_engine)
+    with db_engine.connect() as conn:
+        events = list_merge_events(conn)
+        assert [e.actor for e in events] == ["automation:dupes"]
+        survivor = resolve_customer(conn, "crm:h-1")
+        assert resolve_customer(conn, "stripe:s-1") == survivor
+    merge_delivery, hook_delivery = sorted(deliveries(db_engine), key=lambda d: d.action_index)
+    assert (merge_delivery.kind, merge_delivery.status) == ("merge", "delivered")
+    assert run_automations(db_engine, retry_delays=FAST).delivered == 1
+    (got,) = receiver.received
+    assert got.json()["trigger"] == "duplicate_found" and sorted(got.json()["customer"]["external_ids"]) == [
+        "h-1", "s-1"]
+    auto_merge(db_engine)  # nothing new is found, nothing fires
+    assert len(deliveries(db_engine)) == 2
