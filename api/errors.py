@@ -13,7 +13,10 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from storage.db import is_database_locked, sqlite_busy_timeout
 
 # Generous for a customer with many attributes, far below what would hurt the server.
 MAX_BODY_BYTES = 1024 * 1024
@@ -75,6 +78,15 @@ def install_error_handler(app: FastAPI) -> None:
         # Keep the headers: a 401 carries the WWW-Authenticate challenge.
         return JSONResponse({"code": exc.status_code, "message": str(exc.detail)}, status_code=exc.status_code,
                             headers=exc.headers)
+
+    @app.exception_handler(OperationalError)
+    async def _busy(_request: Request, exc: OperationalError) -> JSONResponse:
+        # SQLite allows one writer: past the busy timeout the write is refused. The client may retry;
+        # any other database failure stays a 500 (and the server log has its traceback).
+        if not is_database_locked(exc):
+            raise exc
+        message = f"the database is busy: another writer held it for more than {sqlite_busy_timeout():g} s; retry"
+        return JSONResponse({"code": 503, "message": message}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -39,14 +39,16 @@ REASONS = {
     "422": "A field is invalid: ``errors`` names each one and why.",
     "500": "A receiver's source has settings that cannot be used (the server log names the problem).",
     "502": "A receiver could not re-read the affected records from the vendor; the vendor retries.",
+    "503": "The database is busy (SQLite: another writer held it past the busy timeout); retry after "
+           "``Retry-After`` seconds.",
 }
 RECEIVER_PREFIXES = ("/webhooks/", "/segment/", "/app-store/", "/google-play/")
 
 
 def _errors_of(path: str, method: str) -> list[str]:
     if path.startswith(RECEIVER_PREFIXES):
-        return ["401", "404", "409", "413", "422", "500", "502"]
-    codes = ["401", "404", "422"]
+        return ["401", "404", "409", "413", "422", "500", "502", "503"]
+    codes = ["401", "404", "422", "503"]
     if method in ("post", "put", "patch", "delete"):
         codes.append("413")
     if path.startswith("/v1/metrics/"):

@@ -43,6 +43,21 @@ def redacted(url: str) -> str:
 SQLITE_PAGE_SIZE = 16384
 
 
+def sqlite_busy_timeout() -> float:
+    """Seconds a SQLite writer waits for another one to finish: ``FUNNELSYNC_SQLITE_BUSY_TIMEOUT``, else 30."""
+    raw = os.environ.get("FUNNELSYNC_SQLITE_BUSY_TIMEOUT", "").strip()
+    try:
+        seconds = float(raw) if raw else 30.0
+    except ValueError:
+        raise ValueError(f"FUNNELSYNC_SQLITE_BUSY_TIMEOUT={raw!r}: expected a number of seconds") from None
+    return max(0.0, seconds)
+
+
+def is_database_locked(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's "database is locked": another writer held it past the busy timeout."""
+    return "database is locked" in str(getattr(exc, "orig", None) or exc)
+
+
 def make_engine(url: str | None = None, **kwargs: object) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
     url = normalize_url(url or database_url())
@@ -50,7 +65,8 @@ def make_engine(url: str | None = None, **kwargs: object) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)  # type: ignore[arg-type]
+        busy = sqlite_busy_timeout()
+        engine = create_engine(url, connect_args={"timeout": busy}, **kwargs)  # type: ignore[arg-type]
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -62,7 +78,7 @@ def make_engine(url: str | None = None, **kwargs: object) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
             cur.execute("PRAGMA cache_size=-65536")
             cur.close()
 

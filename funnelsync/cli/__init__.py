@@ -10,6 +10,7 @@ import sys
 
 # Typer vendors click; its exception classes are not re-exported, so they come from there.
 import typer
+from sqlalchemy.exc import OperationalError
 from typer._click import exceptions as click_exceptions
 
 from funnelsync.cli import api_keys as _api_keys  # noqa: E402,F401  api-keys create|revoke|list
@@ -30,6 +31,7 @@ from funnelsync.cli import sources as _sources  # noqa: E402,F401  sources add|l
 from funnelsync.cli import sync as _sync  # noqa: E402,F401  sync NAME [--full-refresh] [--json]
 from funnelsync.cli import worker as _worker  # noqa: E402,F401  worker (serve the Prefect deployments)
 from funnelsync.cli.common import CliError, app, err_console
+from storage.db import is_database_locked, sqlite_busy_timeout
 
 
 def main() -> None:
@@ -58,6 +60,13 @@ def main() -> None:
     except click_exceptions.ClickException as exc:
         _one_line(exc.format_message())
         sys.exit(exc.exit_code)
+    except OperationalError as exc:
+        if not is_database_locked(exc):
+            raise
+        # What was committed before stays; the rest is rolled back, so the command can simply run again.
+        _one_line(f"the database is locked: another writer held it for more than {sqlite_busy_timeout():g} s "
+                  "(FUNNELSYNC_SQLITE_BUSY_TIMEOUT); run the command again when it has finished")
+        sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
 
 
