@@ -296,3 +296,27 @@ def test_merge_and_unmerge_from_the_customer_page(server, browser, sqlite_engine
     assert back["uuid"] != ada["uuid"] and back["external_ids"] == ["L-3"] and back["name"] == "Alan Turing"
     assert _cli_show(sqlite_engine, "Website leads:L-1")["external_ids"] == ["L-1"]
     assert errors == []
+
+
+def test_the_url_holds_the_view(server, browser):
+    """A view (range, interval, filter) can be shared: Apply writes it into the URL, and the URL opens it."""
+    url, key = server
+    page = _sign_in(browser, url, key)
+    page.wait_for_selector("#chart-leads-data tbody tr")
+    page.select_option("#interval", "quarter")
+    page.fill("#where", "country = US")
+    page.click("#controls button[type=submit]")
+    page.wait_for_function("window.location.search.includes('interval=quarter')")
+    shared = page.url
+    assert "where=country+%3D+US" in shared
+
+    other = _sign_in(browser, url, key)
+    other.goto(shared)
+    other.wait_for_selector("#chart-leads-data tbody tr")
+    assert other.input_value("#interval") == "quarter" and other.input_value("#where") == "country = US"
+    start, end = other.input_value("#start"), other.input_value("#end")
+    api = httpx.get(f"{url}/v1/metrics/funnel", auth=(key, ""), timeout=10, params={
+        "start-date": start, "end-date": end, "interval": "quarter", "where": "country = US"}).json()["series"]
+    rows = _chart_rows(other, "chart-leads")
+    assert [r[0] for r in rows] == [f"Q{(int(s['period'][5:7]) - 1) // 3 + 1} {s['period'][:4]}" for s in api]
+    assert [int(r[1]) for r in rows] == [s["leads"] for s in api] and sum(s["leads"] for s in api) == 4

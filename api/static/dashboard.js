@@ -612,6 +612,28 @@ function historySection(history) {
   return box;
 }
 
+// ---------------------------------------------------------------- the view in the URL
+
+// The controls' state lives in the query string (start, end, interval, within, where), so a view can be
+// bookmarked or shared; the customer open in the detail stays in the #fragment.
+const VIEW_FIELDS = { start: "start", end: "end", interval: "interval", within: "within", where: "where" };
+
+function readViewFromURL() {
+  const query = new URLSearchParams(window.location.search);
+  for (const [param, id] of Object.entries(VIEW_FIELDS)) {
+    const value = query.get(param);
+    if (value !== null) $(id).value = value;
+  }
+}
+
+function writeViewToURL() {
+  const query = new URLSearchParams();
+  for (const [param, id] of Object.entries(VIEW_FIELDS)) {
+    if ($(id).value) query.set(param, $(id).value);
+  }
+  history.replaceState(null, "", window.location.pathname + "?" + query + window.location.hash);
+}
+
 // ---------------------------------------------------------------- start
 
 function init() {
@@ -619,8 +641,9 @@ function init() {
   const start = new Date(today.getFullYear(), today.getMonth() - 11, 1);
   $("start").value = isoDay(start);
   $("end").value = isoDay(today);
+  readViewFromURL();
   ["chart-leads", "chart-trials", "chart-rate", "chart-cycle"].forEach((id) => attachTooltip($(id)));
-  $("controls").addEventListener("submit", (event) => { event.preventDefault(); loadMetrics(); });
+  $("controls").addEventListener("submit", (event) => { event.preventDefault(); writeViewToURL(); loadMetrics(); });
   $("search").addEventListener("submit", (event) => { event.preventDefault(); loadCustomers(false); });
   $("more").addEventListener("click", () => loadCustomers(true));
   window.addEventListener("hashchange", showDetail);
