@@ -15,7 +15,6 @@ up to ``lock_wait_seconds`` and then ends cleanly as ``Skipped`` with a message 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -25,7 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.artifacts import ProgressReporter, publish_stream_table
 from flows.automations import chain_automations
-from flows.events import MAX_CUSTOMER_EVENTS, emit_lifecycle_events
+from flows.events import emit_lifecycle_events
 from flows.merge import merge_duplicates_task
 from flows.runtime import (
     TASK_RETRIES,
@@ -108,29 +107,34 @@ def sync_source_task(source: str, full_refresh: bool = False, lock_wait_seconds:
     Returns:
         ``{"source", "status" ("completed" | "skipped"), "message", "streams", "lifecycle", "duration_s"}``.
     """
-    from storage.lifecycle import collect_lifecycle_changes
-    from storage.locks import LockBusy, hold_lock
+    from jobs.runs import Announcer, SourceBusy, run_sync
     from storage.sources import require_source
 
     logger = get_run_logger()
-    started = datetime.now(UTC)
     clock = time.monotonic()
     with task_engine() as engine:
         with engine.connect() as conn:
             row = require_source(conn, source)
-        name, source_uuid = row.name, row.uuid
+        name = row.name
+        progress = _progress_of(row)
+        logger.info("Syncing %s (%s)%s", name, row.kind, ", full refresh" if full_refresh else "")
         try:
-            with hold_lock(engine, f"sync:{source_uuid}", run_owner(), wait_seconds=lock_wait_seconds):
-                logger.info("Syncing %s (%s)%s", name, row.kind, ", full refresh" if full_refresh else "")
-                result = _run_sync(engine, row, full_refresh)
-        except LockBusy as busy:
+            # The same job as `funnelsync sync`: the source's lock, the sync, its lifecycle changes. The
+            # merge is this flow's own task, after one source or after all of them.
+            run = run_sync(
+                engine, row.uuid, owner=run_owner(), full_refresh=full_refresh, wait_seconds=lock_wait_seconds,
+                merge_after=False, progress=progress,
+                announce=Announcer(lifecycle=lambda report, uuid, source_name: emit_lifecycle_events(
+                    report, source_uuid=uuid, source_name=source_name)),
+            )
+        except SourceBusy as busy:
             message = f"sync of {name} skipped: it is already running ({busy})"
             logger.warning(message)
             return {"source": name, "status": "skipped", "message": message, "streams": [], "lifecycle": {}}
-        with engine.begin() as conn:
-            changes = collect_lifecycle_changes(conn, updated_since=started, keep=MAX_CUSTOMER_EVENTS)
+    progress.reporter.finish(f"done, {progress.total:,} records fetched")
+    result = run.sync
+    lifecycle = run.announced
     rows = stream_rows(result)
-    lifecycle = emit_lifecycle_events(changes, source_uuid=source_uuid, source_name=name)
     duration = round(time.monotonic() - clock, 2)
     publish_stream_table(
         f"sync-{name}",
@@ -155,10 +159,8 @@ def sync_source_task(source: str, full_refresh: bool = False, lock_wait_seconds:
     }
 
 
-def _run_sync(engine: Any, row: Any, full_refresh: bool) -> Any:
-    """Hand one source to the plain-Python sync engine, with a progress callback for the artifact."""
-    from jobs.sync import sync_source
-
+def _progress_of(row: Any) -> _SyncProgress:
+    """The progress callback for the artifact of one source's sync."""
     streams: list[str] = []
     try:
         from connectors.registry import connector_class
@@ -166,10 +168,7 @@ def _run_sync(engine: Any, row: Any, full_refresh: bool) -> Any:
         streams = [s.name for s in connector_class(row.kind).streams]
     except Exception:  # noqa: BLE001 - a kind without a registered connector (Google Sheets): one unit of progress
         streams = []
-    progress = _SyncProgress(row.name, streams)
-    result = sync_source(engine, row.name, full_refresh=full_refresh, progress=progress)
-    progress.reporter.finish(f"done, {progress.total:,} records fetched")
-    return result
+    return _SyncProgress(row.name, streams)
 
 
 def _source_row(source: str) -> Any:

@@ -97,7 +97,7 @@ def test_second_concurrent_sync_of_a_source_is_skipped(
     second = sync_source_flow("slow-billing", return_state=True)
     assert second.is_completed() and second.name == "Skipped"
     assert "sync of slow-billing skipped: it is already running" in second.message
-    assert "held by flow run" in second.message
+    assert "source slow-billing is being synced by flow run" in second.message
     first.join(120)
     assert results["first"].is_completed() and results["first"].name == "Completed"
     assert _count(db_engine, customers) == 12 and _count(db_engine, source_locks) == 0

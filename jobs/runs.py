@@ -1,0 +1,141 @@
+"""A source's sync as every door runs it: under the source's lock, then its lifecycle changes, then the merge.
+
+``run_sync`` is the one function the CLI (``funnelsync sync``), the Prefect flows (``sync-source``,
+``sync-all``) and any other door call, so whichever way a user comes in:
+
+1. the source is found and must be enabled;
+2. one sync per source at a time: the lock ``sync:<source uuid>`` (``storage.locks``) is taken, waiting
+   up to ``wait_seconds`` for a run already under way, else :class:`SourceBusy` names its holder;
+3. the sync (``jobs.sync.sync_source``), then the lifecycle changes it made (leads created, trials
+   started, conversions: ``storage.lifecycle``), handed to the door's ``announce`` while still holding
+   the lock, so two runs never announce the same change;
+4. the duplicate merge (``jobs.merging.merge_duplicates``) when ``merge_after``: a flow syncing many
+   sources asks for it once, after all of them, with the same function.
+
+How changes are announced is the door's business (the flows emit Prefect events); this module only says
+what changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from jobs.merging import merge_duplicates
+from jobs.sync import Progress, SyncSummary, check_enabled, sync_source
+from storage.lifecycle import LifecycleReport, collect_lifecycle_changes
+from storage.locks import LockBusy, hold_lock
+from storage.merge import AutoMergeResult
+from storage.sources import require_source
+
+# Lifecycle changes itemised per run (every change is counted): the first sync of a large source would
+# otherwise announce a million customers one by one.
+MAX_ITEMISED_CHANGES = 1_000
+
+
+def sync_lock_key(source_uuid: str) -> str:
+    """The lock one source's syncs share, whichever door starts them."""
+    return f"sync:{source_uuid}"
+
+
+class SourceBusy(Exception):
+    """Another run holds the source's lock (and did not finish within the wait)."""
+
+    def __init__(self, source_name: str, busy: LockBusy) -> None:
+        self.source_name = source_name
+        self.holder = busy.holder
+        who = "another run"
+        if busy.holder is not None:
+            since = busy.holder.acquired_at.isoformat(timespec="seconds")
+            who = f"{busy.holder.owner} (since {since})"
+        waited = f"; waited {busy.waited:.0f}s" if busy.waited >= 1 else ""
+        super().__init__(f"source {source_name} is being synced by {who}{waited}")
+
+
+@dataclass
+class Announcer:
+    """What a door does with a run's news; each is optional (a door without events leaves them None)."""
+
+    lifecycle: Callable[[LifecycleReport, str, str], dict[str, int]] | None = None  # report, source uuid, name
+    merges: Callable[[AutoMergeResult, LifecycleReport], None] | None = None
+
+
+@dataclass
+class SyncRun:
+    """What one run did: the sync, the lifecycle changes it found, and the merge after it (if any)."""
+
+    source: str
+    source_uuid: str
+    kind: str
+    sync: SyncSummary
+    lifecycle: LifecycleReport
+    announced: dict[str, int] = field(default_factory=dict)
+    merge: AutoMergeResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sync's JSON plus ``lifecycle`` counts and the ``merge`` summary (groups left out)."""
+        out = self.sync.to_dict()
+        out["lifecycle"] = dict(self.lifecycle.counts)
+        if self.merge is not None:
+            merge = self.merge.as_json()
+            merge.pop("groups", None)
+            out["merge"] = merge
+        return out
+
+
+def run_sync(
+    engine: Engine,
+    source_name: str,
+    *,
+    owner: str,
+    full_refresh: bool = False,
+    wait_seconds: float = 0.0,
+    merge_after: bool = True,
+    merge_rules: Sequence[str] | None = None,
+    actor: str = "sync",
+    announce: Announcer | None = None,
+    progress: Progress | None = None,
+    **connector_options: Any,
+) -> SyncRun:
+    """Sync one source the way every door does (see the module docstring).
+
+    Args:
+        owner: who runs it, shown to whoever finds the source busy ("process host:pid", "flow run …").
+        wait_seconds: how long to wait for a run of the same source already under way.
+        merge_after: run the duplicate merge afterwards (``merge_rules``, default email and external id).
+        actor: who merged, for the merge log.
+        announce: the door's announcer of lifecycle changes and merges.
+        connector_options: ``transport``, ``sleep_fn``, ``batch_size``, ``now`` (tests and benchmarks).
+
+    Raises:
+        storage.sources.SourceNotFound, jobs.sync.SyncError (``SourceDisabled`` among them): before
+            anything is read.
+        SourceBusy: another run holds the source's lock.
+        connectors.http.ConnectorError: from the vendor; batches committed before stay committed.
+    """
+    with engine.connect() as conn:
+        row = require_source(conn, source_name)
+    check_enabled(row)
+    announce = announce or Announcer()
+    started = datetime.now(UTC)
+    try:
+        with hold_lock(engine, sync_lock_key(row.uuid), owner, wait_seconds=wait_seconds):
+            summary = sync_source(engine, row.uuid, full_refresh=full_refresh, progress=progress,
+                                  **connector_options)
+            with engine.begin() as conn:
+                changes = collect_lifecycle_changes(conn, updated_since=started, keep=MAX_ITEMISED_CHANGES)
+            announced = announce.lifecycle(changes, row.uuid, row.name) if announce.lifecycle else {}
+    except LockBusy as busy:
+        raise SourceBusy(str(row.name), busy) from None
+    run = SyncRun(str(row.name), str(row.uuid), str(row.kind), summary, changes, announced)
+    if merge_after:
+        run.merge, merge_changes = merge_duplicates(
+            engine, merge_rules, False, actor=actor, keep=MAX_ITEMISED_CHANGES
+        )
+        if announce.merges:
+            announce.merges(run.merge, merge_changes)
+    return run
