@@ -4,6 +4,7 @@ event with the customer as resource, a table artifact per rule; a second run del
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
@@ -12,7 +13,7 @@ from automations.rule_file import parse_rule_text
 from fakes.hook_receiver import HookReceiver
 from flows.automations import run_automations_flow
 from flows.imports import import_file_flow
-from storage.schema import customers
+from storage.schema import automation_occurrences, customers
 from tests.flow_support import artifact, run_id, wait_events
 
 SECRET = "whsec_flow"
@@ -56,3 +57,43 @@ automations:
             {"automation": "flow-trials", "detected": 0, "delivered": 1, "pending": 0, "failed": 0}]
     finally:
         receiver.stop()
+
+
+def test_run_deployment_creates_one_flow_run_with_the_rendered_parameters(db_engine, flow_db):
+    """A real deployment on the Prefect test server: the action creates a run of it (not waited for) with
+    the template rendered, and a second delivery of the same occurrence creates no second run."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from automations.deployments import run_prefect_deployment
+    from automations.dispatch import run_automations
+    from funnelsync.records import SourceCustomerRecord
+    from storage.sources import create_source
+    from storage.upsert import upsert_records
+
+    @flow(name="automation-target")
+    def target(source: str) -> str:
+        return source
+
+    target.to_deployment(name="by-automation").apply()
+    with db_engine.begin() as conn:
+        apply_definitions(conn, parse_rule_text("""
+automations:
+  - name: resync
+    trigger: lead_created
+    actions:
+      - run_deployment:
+          {name: "automation-target/by-automation", parameters: {source: "{{ customer.data_sources[0] }}"}}
+"""))
+        ds = create_source(conn, "Website", "custom")
+        upsert_records(conn, ds.id, [SourceCustomerRecord("w-1", name="Ada", lead_created_at=datetime.now(UTC))])
+    summary = run_automations(db_engine, run_deployment=run_prefect_deployment)
+    assert summary.delivered == 1
+    with db_engine.connect() as conn:
+        (occurrence,) = conn.execute(select(automation_occurrences.c.id)).scalars().all()
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+        mine = [r for r in runs if r.idempotency_key == occurrence]
+        assert len(mine) == 1 and mine[0].parameters == {"source": "Website"}
+    again = run_prefect_deployment("automation-target/by-automation", {"source": "Website"}, occurrence)
+    assert again == str(mine[0].id)
