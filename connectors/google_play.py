@@ -9,10 +9,13 @@ Google Play tells nobody about purchases and has no list of customers, so there 
         "customer": {"external_id": "user-42", "name": "Ann Lee", "email": "ann@example.com",
                      "company": "Acme", "country": "DE", "state": null, "city": "Berlin", "zip": "10115",
                      "lead_created_at": "2025-01-02T10:00:00Z", "trial_started_at": "2025-01-02T10:05:00Z",
-                     "attributes": {"plan": "pro", "seats": 3}}}
+                     "attributes": {"tags": ["OnePlus", "multi_device"],
+                                    "custom": [{"type": "Integer", "key": "seats", "value": 3}]}}}
 
    ``payload_partial`` maps it to a partial record: lead and trial dates only when the payload carries
-   them, fields it leaves out keep their stored values.
+   them, fields it leaves out keep their stored values; ``attributes.tags`` are added to the customer's
+   tags and ``attributes.custom`` (``[{type, key, value}]``, the commercial product's custom attribute
+   shape) set typed custom attributes.
 
 2. **Daily Sales Report**: imported as a file (``connectors.files.google_play_report``).
 
@@ -111,14 +114,62 @@ def payload_partial(payload: Any) -> PartialRecord:
     attributes = customer.get("attributes") or {}
     if not isinstance(attributes, dict):
         raise GooglePlayPayloadError("customer.attributes must be an object")
-    custom = {str(k): v for k, v in attributes.items() if v is None or isinstance(v, (str, int, float, bool))}
+    tags = payload_tags(attributes.get("tags"))
+    custom = payload_custom(attributes.get("custom"))
+    # Plain scalar attributes (an older flat form) are kept as custom attributes too.
+    custom.update({str(k): v for k, v in attributes.items()
+                   if k not in ("tags", "custom") and (v is None or isinstance(v, (str, int, float, bool)))})
     custom["google_play_product_id"] = purchase["product_id"].strip()
     # The purchase's subscription, under its token: what real-time developer notifications name.
     token = purchase["purchase_token"].strip()
     subscription = SubscriptionFact(token, "trialing" if trial else "active", trial_started_at=trial)
     return PartialRecord(
-        str(external_id).strip(), fields=fields, custom=custom, creates=True, subscriptions=[subscription]
+        str(external_id).strip(), fields=fields, custom=custom, creates=True, subscriptions=[subscription], tags=tags
     )
+
+
+def payload_tags(value: Any) -> list[str] | None:
+    """``attributes.tags``: a list of non-empty strings."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(t, str) and t.strip() for t in value):
+        raise GooglePlayPayloadError("customer.attributes.tags must be a list of non-empty strings")
+    return [t.strip() for t in value]
+
+
+# The custom attribute types of the commercial product's API, and how a value of each is checked.
+CUSTOM_TYPES: dict[str, Any] = {
+    "string": lambda v: v if isinstance(v, str) else None,
+    "integer": lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None,
+    "decimal": lambda v: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None,
+    "boolean": lambda v: v if isinstance(v, bool) else None,
+    "timestamp": lambda v: parse_payload_time(v, "attributes.custom value").isoformat()  # type: ignore[union-attr]
+    if isinstance(v, str) and v.strip() else None,
+}
+
+
+def payload_custom(value: Any) -> dict[str, Any]:
+    """``attributes.custom``: ``[{"type": "String", "key": "channel", "value": "ads"}, …]`` → ``{key: value}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, list):
+        raise GooglePlayPayloadError("customer.attributes.custom must be a list of {type, key, value}")
+    found: dict[str, Any] = {}
+    for i, item in enumerate(value):
+        where = f"customer.attributes.custom[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not item["key"].strip():
+            raise GooglePlayPayloadError(f"{where} needs a key (a non-empty string), a type and a value")
+        kind = str(item.get("type") or "").lower()
+        check = CUSTOM_TYPES.get(kind)
+        if check is None:
+            raise GooglePlayPayloadError(
+                f"{where}: type {item.get('type')!r} is not one of String, Integer, Decimal, Boolean, Timestamp")
+        raw = item.get("value")
+        typed = None if raw is None else check(raw)
+        if raw is not None and typed is None:
+            raise GooglePlayPayloadError(f"{where}: value {raw!r} is not a {item.get('type')}")
+        found[item["key"].strip()] = typed
+    return found
 
 
 class GooglePlaySource(SourceKind, WebhookReceiver):

@@ -53,6 +53,7 @@ class PartialRecord:
         external_id: the key within the source.
         fields: the fields the push sets (only non-empty values).
         custom: custom attributes the push sets (merged into the stored ones).
+        tags: tags the push adds to the stored ones (None: it names none).
         creates: whether the push may create the record; False = update an existing record only.
         subscriptions: what the push says of some subscriptions (App Store and Google Play notifications
             each name one), merged by external id over the stored ones (``merge_subscription``); None:
@@ -68,6 +69,7 @@ class PartialRecord:
     creates: bool = True
     subscriptions: list[SubscriptionFact] | None = None
     by_subscription: bool = False
+    tags: list[str] | None = None
 
 
 def merge_subscription(stored: SubscriptionFact | None, pushed: SubscriptionFact) -> SubscriptionFact:
@@ -114,9 +116,11 @@ def complete(
     values.update(partial.fields)
     custom = dict((stored or {}).get("custom") or {})
     custom.update(partial.custom)
+    tags = list((stored or {}).get("tags") or [])
+    tags += [t for t in dict.fromkeys(partial.tags or []) if t not in tags]
     return SourceCustomerRecord(
         external_id=partial.external_id,
-        tags=list((stored or {}).get("tags") or []),
+        tags=tags,
         custom=custom,
         subscriptions=subscriptions,
         contacts=None,
