@@ -6,17 +6,26 @@ its renewal suffix (``GPA.1234-5678-9012-34567..2`` is the third renewal of ``GP
 is the subscription and its customer. A $0 subscription charge is a free-trial start; the first charge
 above zero (not refunded) is the first payment; the lead date is the earlier of the two (the first
 transaction). Rows of other product types (in-app products) are not subscriptions and are skipped.
+
+The estimated sales report lists charged and refunded transactions, so a free trial, which charges
+nothing, usually has no row of its own: Google numbers a subscription's orders ``GPA.…`` (the sign-up)
+then ``GPA.……..0``, ``..1`` (its recurrences), and a subscription that began with a free trial shows
+up first as its ``..0`` order, charged when the trial ended, carrying the trial offer's ``Offer ID``.
+Such a subscription (a ``..0`` charge, no charged sign-up order) whose offer names a free trial with its
+length (``freetrial-7d``, ``trial-1w``, ``free-trial-1m``, ``trial-P14D``) started its trial that long
+before the charge: that is its trial start and its lead date.
 """
 
 from __future__ import annotations
 
+import calendar
 import csv
 import io
 import re
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +81,7 @@ class SaleRow:
     state: str | None = None
     city: str | None = None
     zip: str | None = None
+    offer: str | None = None
 
 
 @dataclass
@@ -206,6 +216,7 @@ def _sale_rows(reader: Iterator[list[str]], index: dict[str, int], skipped: list
                     state=cell("state"),
                     city=cell("city"),
                     zip=cell("zip"),
+                    offer=cell("offer"),
                 )
             )
         except (ValueError, OverflowError) as exc:
@@ -215,6 +226,37 @@ def _sale_rows(reader: Iterator[list[str]], index: dict[str, int], skipped: list
 def base_order(order: str) -> str:
     """The subscription's first order number: ``GPA.1234-5678-9012-34567..2`` → ``GPA.1234-5678-9012-34567``."""
     return order.split("..", 1)[0]
+
+
+def recurrence(order: str) -> int | None:
+    """The recurrence number of an order (``..0`` is the first charge after the sign-up), None for the sign-up."""
+    _, sep, suffix = order.partition("..")
+    return int(suffix) if sep and suffix.isdigit() else None
+
+
+# A free-trial offer id naming its length: ``freetrial-7d``, ``trial_2w``, ``free-trial-1m``, ``trial-P14D``.
+_TRIAL_LENGTH = re.compile(r"(?<![a-z0-9])p?(\d{1,3})\s*([dwm])(?![a-z])", re.IGNORECASE)
+
+
+def offer_trial_length(offer: str | None) -> tuple[int, str] | None:
+    """The length of the free trial an offer id names, as (count, ``d``/``w``/``m``), if it names one."""
+    if not offer or not re.search(r"trial", offer, re.IGNORECASE):
+        return None
+    match = _TRIAL_LENGTH.search(offer)
+    if match is None or not int(match.group(1)):
+        return None
+    return int(match.group(1)), match.group(2).lower()
+
+
+def trial_start_before(charged: datetime, length: tuple[int, str]) -> datetime:
+    """The moment ``length`` before ``charged`` (months are calendar months, clamped to the month's end)."""
+    count, unit = length
+    if unit != "m":
+        return charged - timedelta(days=count * (7 if unit == "w" else 1))
+    month_index = charged.year * 12 + charged.month - 1 - count
+    year, month = divmod(month_index, 12)
+    day = min(charged.day, calendar.monthrange(year, month + 1)[1])
+    return charged.replace(year=year, month=month + 1, day=day)
 
 
 def _refunded(status: str) -> bool:
@@ -234,6 +276,9 @@ class OrderFacts:
     state: str | None = None
     city: str | None = None
     zip: str | None = None
+    signup_charged: bool = False
+    first_recurrence_at: datetime | None = None
+    first_recurrence_offer: str | None = None
 
     @property
     def lead_created_at(self) -> datetime | None:
@@ -263,6 +308,17 @@ def sales_orders(rows: Iterable[SaleRow], skipped: list[tuple[int, str]] | None 
                 facts.trial_started_at = row.charged_at
         elif row.amount > 0 and (facts.first_paid_at is None or row.charged_at < facts.first_paid_at):
             facts.first_paid_at = row.charged_at
+        if row.amount > 0:
+            number = recurrence(row.order)
+            if number is None:
+                facts.signup_charged = True
+            elif number == 0:
+                facts.first_recurrence_at, facts.first_recurrence_offer = row.charged_at, row.offer
+    for facts in orders.values():
+        # A free trial charges nothing, so its sign-up has no row: it ran from its length before the ..0 charge.
+        length = offer_trial_length(facts.first_recurrence_offer)
+        if facts.trial_started_at is None and not facts.signup_charged and facts.first_recurrence_at and length:
+            facts.trial_started_at = trial_start_before(facts.first_recurrence_at, length)
     return orders
 
 
