@@ -183,10 +183,11 @@ class SourceCustomerRecord:
     tags: list[str] = field(default_factory=list)
     custom: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] | None = None
-    # The fields this record reports (names of REPORTABLE_FIELDS, and ``custom.<key>`` per custom
-    # attribute); None: all of them, the record replaces what its source said before. A record that
-    # exists already keeps the stored value of every field it does not report (a file mapping fewer
-    # columns, a cell left empty). A new record has None in them, as always.
+    # The fields this record reports (names of REPORTABLE_FIELDS, ``custom.<key>`` per custom
+    # attribute, ``subscription.first_paid_at`` / ``subscription.cancelled_at`` for the dates of the
+    # subscription facts it reports); None: all of them, the record replaces what its source said
+    # before. A record that exists already keeps the stored value of every field it does not report
+    # (a file mapping fewer columns, a cell left empty). A new record has None in them, as always.
     present: frozenset[str] | None = None
 
     def __post_init__(self) -> None:

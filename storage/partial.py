@@ -12,7 +12,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from funnelsync.records import PROFILE_FIELDS, REPORTABLE_FIELDS, SourceCustomerRecord
+from funnelsync.records import PROFILE_FIELDS, REPORTABLE_FIELDS, SourceCustomerRecord, SubscriptionFact
+from storage.fingerprints import subscriptions_part
 from storage.row_values import PreparedRecord, prepare_record
 from storage.types import from_epoch_us
 
@@ -38,12 +39,27 @@ def _record_from(external_id: str, values: Sequence[Any], sqlite: bool) -> Sourc
     )
 
 
-def complete(prepared: PreparedRecord, stored: Sequence[Any]) -> PreparedRecord:
+def needs_stored_subscriptions(p: PreparedRecord) -> bool:
+    """Whether ``p`` reports subscription facts without all their dates (``SUBSCRIPTION_DATES``)."""
+    return p.present is not None and p.subs_fp is not None and not SUBSCRIPTION_DATES <= p.present
+
+
+# The dates of a reported subscription fact a partial record may leave out, by their place in
+# ``PreparedRecord.subscriptions`` (external id, state, trial start, trial end, first paid, cancelled).
+SUBSCRIPTION_DATES = frozenset({"subscription.first_paid_at", "subscription.cancelled_at"})
+STORED_SUBSCRIPTION_COLUMNS = ("external_id", "state", "trial_started_at", "trial_ended_at", "first_paid_at",
+                               "cancelled_at")
+
+
+def complete(prepared: PreparedRecord, stored: Sequence[Any],
+             stored_subscriptions: Sequence[Sequence[Any]] = ()) -> PreparedRecord:
     """``prepared`` (a partial record found stored) as the whole record: stored values where it reports none.
 
     Args:
         prepared: a record whose ``present`` is not None.
         stored: its source customer's ``STORED_COLUMNS``.
+        stored_subscriptions: its stored subscriptions (``STORED_SUBSCRIPTION_COLUMNS``), for a record
+            that reports subscription facts without some of their dates (``needs_stored_subscriptions``).
     """
     p = prepared.complete()
     assert p.present is not None
@@ -63,6 +79,33 @@ def complete(prepared: PreparedRecord, stored: Sequence[Any]) -> PreparedRecord:
     if mine.raw is not None:
         merged.raw = mine.raw
     whole = prepare_record(merged, sqlite, eager=True, row_fp=p.row_fp)
-    # Subscriptions and contacts are reported whole or not at all (None): the record's own parts stand.
-    return whole._replace(subs_fp=p.subs_fp, contacts_fp=p.contacts_fp, contacts=p.contacts,
-                          subscriptions=p.subscriptions)
+    subscriptions, subs_fp = p.subscriptions, p.subs_fp
+    if stored_subscriptions and needs_stored_subscriptions(p):
+        subscriptions = _merged_subscriptions(p.subscriptions or [], stored_subscriptions, p.present)
+        subs_fp = subscriptions_part([_fact(values, sqlite) for values in subscriptions])
+    # Contacts are reported whole or not at all (None), each keeping its unreported fields when written.
+    return whole._replace(subs_fp=subs_fp, contacts_fp=p.contacts_fp, contacts=p.contacts,
+                          subscriptions=subscriptions)
+
+
+def _merged_subscriptions(reported: list[tuple[Any, ...]], stored: Sequence[Sequence[Any]],
+                          present: frozenset[str]) -> list[tuple[Any, ...]]:
+    """Reported facts with the stored first-paid / cancellation date (and a cancelled state) they leave out."""
+    by_id = {row[0]: row for row in stored}
+    merged = []
+    for values in reported:
+        old = by_id.get(values[0])
+        if old is not None:
+            row = list(values)
+            if "subscription.first_paid_at" not in present:
+                row[4] = old[4]
+            if "subscription.cancelled_at" not in present and old[5] is not None:
+                row[1], row[5] = old[1], old[5]
+            values = tuple(row)
+        merged.append(values)
+    return merged
+
+
+def _fact(values: Sequence[Any], sqlite: bool) -> SubscriptionFact:
+    dates = [None if v is None else (from_epoch_us(int(v)) if sqlite else v) for v in values[2:6]]
+    return SubscriptionFact(values[0], values[1], *dates)

@@ -49,7 +49,7 @@ from storage.key_lookups import (
 )
 from storage.merge import MergeEvent, log_joins
 from storage.outbox import detect_changes
-from storage.partial import STORED_COLUMNS
+from storage.partial import STORED_COLUMNS, STORED_SUBSCRIPTION_COLUMNS, needs_stored_subscriptions
 from storage.partial import complete as complete_partial
 from storage.projection import (
     jsonable_custom,
@@ -59,6 +59,7 @@ from storage.projection import (
 )
 from storage.row_values import PreparedRecord, prepare_records
 from storage.schema import contacts, source_customers, subscriptions
+from storage.sql import fetch_all
 from storage.types import to_epoch_us
 from storage.writers import DialectWriter
 
@@ -303,6 +304,8 @@ def _sort_out(
     new: list[tuple[PreparedRecord, str]] = []
     changed: list[Changed] = []
     attr_types: dict[str, str] = {}
+    stored_subs = _stored_subscriptions(conn, [existing[ext][0] for ext, p in latest.items()
+                                               if ext in existing and needs_stored_subscriptions(p)])
     for ext, p in latest.items():
         found = existing.get(ext)
         if found is None:
@@ -313,7 +316,7 @@ def _sort_out(
             continue
         sc_id, customer_id, stored = found
         if p.present is not None:
-            p = complete_partial(p, stored_values[ext])
+            p = complete_partial(p, stored_values[ext], stored_subs.get(sc_id, ()))
         fingerprint = combine_fingerprint(p.profile_fp, p.subs_fp, p.contacts_fp, stored)
         if fingerprint == stored:
             result.unchanged += 1
@@ -421,6 +424,21 @@ def _existing_source_customers(
                                                             EXISTING_COLUMNS + STORED_COLUMNS):
         found[ext] = (sc_id, cid, fp)
         stored[ext] = tuple(values)
+    return found
+
+
+def _stored_subscriptions(conn: Connection, sc_ids: list[int]) -> dict[int, list[tuple[Any, ...]]]:
+    """The stored subscriptions (``storage.partial.STORED_SUBSCRIPTION_COLUMNS``) of these source customers."""
+    found: dict[int, list[tuple[Any, ...]]] = {}
+    sqlite = conn.dialect.name == "sqlite"
+    for start in range(0, len(sc_ids), LOOKUP_CHUNK):
+        part = sc_ids[start : start + LOOKUP_CHUNK]
+        where = ("source_customer_id IN (" + ",".join("?" * len(part)) + ")" if sqlite  # only markers joined in
+                 else "source_customer_id = ANY(%s)")
+        sql = (f"SELECT source_customer_id, {', '.join(STORED_SUBSCRIPTION_COLUMNS)} "  # noqa: S608 - constant names
+               f"FROM subscriptions WHERE {where}")
+        for sc_id, *values in fetch_all(conn, sql, tuple(part) if sqlite else (part,)):
+            found.setdefault(sc_id, []).append(tuple(values))
     return found
 
 

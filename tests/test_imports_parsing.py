@@ -351,11 +351,13 @@ def test_subscription_tags_custom_contact_columns(tmp_path: Path) -> None:
     # Empty cells report nothing (the stored contact and subscription stay), unless asked to clear.
     assert b.subscriptions[0].state == "cancelled" and b.country == "FR" and b.contacts is None
     assert c.subscriptions is None
-    assert b.present == {"email", "country"} and a.present >= {"tags", "custom.plan", "custom.seats", "lead_status"}
+    assert b.present == {"email", "country", "subscription.first_paid_at", "subscription.cancelled_at"}
+    assert a.present >= {"tags", "custom.plan", "custom.seats", "lead_status", "subscription.first_paid_at"}
     _, rows = _read(path, mapping={"seats": "custom.seats:integer"}, empty_cells="clear")
     a, b, c = (r.record for r in rows)
     assert b.contacts == [] and c.subscriptions == []
-    assert c.present == {"email", "tags", "custom.plan", "custom.seats", "lead_status", "country"}
+    assert c.present == {"email", "tags", "custom.plan", "custom.seats", "lead_status", "country",
+                         "subscription.first_paid_at", "subscription.cancelled_at"}
 
 
 def test_no_subscription_columns_leaves_subscriptions_alone(tmp_path: Path) -> None:

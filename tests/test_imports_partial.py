@@ -249,3 +249,18 @@ def test_the_row_digest_tells_a_narrower_file_and_the_empty_cells_mode_apart(db_
     assert (narrower.updated, narrower.unchanged) == (1, 0)
     a = _view(db_engine, "M:A")
     assert a["name"] == "kim" and a["owner"] == "kim"
+
+
+def test_a_file_mapping_one_subscription_date_keeps_the_other(db_engine: Engine, tmp_path: Path) -> None:
+    first = "external_id,email,customer since,cancelled at\nA,a@x.io,2024-01-15,2024-02-20\n"
+    import_csv(db_engine, _write(tmp_path, first, "a.csv"), "M", tz=UTC)
+    assert _view(db_engine, "M:A")["status"] == "Cancelled"
+    since_only = "external_id,customer since\nA,2024-01-10\n"
+    assert import_csv(db_engine, _write(tmp_path, since_only, "b.csv"), "M", tz=UTC).updated == 1
+    a = _view(db_engine, "M:A")
+    assert a["status"] == "Cancelled" and a["subscriber_since"] == "2024-01-10T00:00:00+00:00"
+    assert import_csv(db_engine, _write(tmp_path, since_only, "b.csv"), "M", tz=UTC).unchanged == 1
+    cancel_only = "external_id,cancelled at\nA,2024-03-01\n"
+    import_csv(db_engine, _write(tmp_path, cancel_only, "c.csv"), "M", tz=UTC)
+    a = _view(db_engine, "M:A")
+    assert a["status"] == "Cancelled" and a["subscriber_since"] == "2024-01-10T00:00:00+00:00"

@@ -70,6 +70,9 @@ SUBSCRIPTION_ID = "import"
 # What an empty cell in a mapped column does: leave the stored value (the default) or clear it.
 EMPTY_CELLS = ("keep", "clear")
 
+# The name in ``SourceCustomerRecord.present`` of each subscription column's date.
+_SUBSCRIPTION_PRESENT = {"subscriber_since": "subscription.first_paid_at", "cancelled_at": "subscription.cancelled_at"}
+
 # Where a converted value goes.
 _FIELD, _CUSTOM, _CONTACT = 0, 1, 2
 
@@ -153,11 +156,14 @@ class RowMapper:
             raise ValueError(f"empty cells: {empty_cells!r} is not one of {', '.join(EMPTY_CELLS)}")
         self.clear_empty = empty_cells == "clear"
         # What a record of this file reports when every mapped cell counts (``clear``): the fields its
-        # columns map. Subscriptions and contacts are reported whole (None: not reported).
+        # columns map. The subscription fact a row describes names the dates it reports
+        # (``subscription.<field>``); contacts carry their own.
         self.mapped_fields = frozenset(
             {c.name for c in self.columns if c.destination == _FIELD}
             - {"external_id", "subscriber_since", "cancelled_at"}
-        ) | {f"custom.{c.name}" for c in self.columns if c.destination == _CUSTOM}
+        ) | {f"custom.{c.name}" for c in self.columns if c.destination == _CUSTOM} | {
+            _SUBSCRIPTION_PRESENT[c.name] for c in self.columns
+            if c.destination == _FIELD and c.name in _SUBSCRIPTION_PRESENT}
         self.mapped_contact_fields = frozenset(c.name for c in self.columns if c.destination == _CONTACT)
         # Plain tuples for the hot loop: no attribute lookups per cell.
         self._plan = [(c.index, c.header, c.name, c.destination, c.convert) for c in self.columns]
@@ -300,10 +306,17 @@ class RowMapper:
                 contacts = []
         if self.clear_empty:
             present = self.mapped_fields
-        elif custom:
-            present = frozenset(fields).union(["custom." + key for key in custom])
         else:
-            present = frozenset(fields)
+            names = list(fields)
+            if custom:
+                names += ["custom." + key for key in custom]
+            if subscriptions:
+                fact = subscriptions[0]
+                if fact.first_paid_at is not None:
+                    names.append("subscription.first_paid_at")
+                if fact.cancelled_at is not None:
+                    names.append("subscription.cancelled_at")
+            present = frozenset(names)
         tags = fields.pop("tags", [])
         record = SourceCustomerRecord(
             external_id=external_id,
