@@ -435,7 +435,7 @@ def _stored_subscriptions(conn: Connection, sc_ids: list[int]) -> dict[int, list
         part = sc_ids[start : start + LOOKUP_CHUNK]
         where = ("source_customer_id IN (" + ",".join("?" * len(part)) + ")" if sqlite  # only markers joined in
                  else "source_customer_id = ANY(%s)")
-        sql = (f"SELECT source_customer_id, {', '.join(STORED_SUBSCRIPTION_COLUMNS)} "  # noqa: S608 - constant names
+        sql = (f"SELECT source_customer_id, {', '.join(STORED_SUBSCRIPTION_COLUMNS)} "  # noqa: S608  # nosec B608 # constant names
                f"FROM subscriptions WHERE {where}")
         for sc_id, *values in fetch_all(conn, sql, tuple(part) if sqlite else (part,)):
             found.setdefault(sc_id, []).append(tuple(values))
