@@ -166,6 +166,9 @@ def build_connector(
         connector = connector_class(row.kind)(settings, **options)
     except SettingsError as exc:
         raise SyncError(f"source {row.name!r}: {exc}") from None
+    if connector.reconciles_subscriptions:
+        with engine.connect() as conn:
+            connector.known_subscriptions = open_subscription_states(conn, row.id)
     return row, connector
 
 
@@ -271,9 +274,6 @@ def sync_source(
     db = _engine(engine)
     row, connector = build_connector(db, source_name, **connector_options)
     summary = SyncSummary(row.name, row.kind, full_refresh)
-    if connector.reconciles_subscriptions:
-        with db.connect() as conn:
-            connector.known_subscriptions = open_subscription_states(conn, row.id)
     with connector:
         for stream in connector.streams:
             summary.streams.append(
