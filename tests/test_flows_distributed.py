@@ -39,7 +39,7 @@ def test_distributed_smoke_two_workers_one_postgres_database() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + "\n" + proc.stderr[-8000:]
-    assert "deployed: 7 deployments" in proc.stdout  # `prefect deploy --all` against the 127.0.0.1 server
+    assert "deployed: 8 deployments" in proc.stdout  # `prefect deploy --all` against the 127.0.0.1 server
     assert "OK: two sources synced on two workers into one PostgreSQL database" in proc.stdout
     ran_on = [line.rsplit(" on ", 1)[1] for line in proc.stdout.splitlines() if " customers, run " in line]
     assert sorted(ran_on) == ["smoke-worker-1", "smoke-worker-2"]
@@ -70,16 +70,17 @@ def test_worker_serves_every_deployment_with_its_schedule(
     try:
         deadline = time.monotonic() + 120
         names: dict[str, object] = {}
-        while time.monotonic() < deadline and len(names) < 7:
+        while time.monotonic() < deadline and len(names) < 8:
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()
             with get_client(sync_client=True) as client:
                 names = {d.name: d for d in client.read_deployments()}
             time.sleep(1)
         assert {"sync-all", "sync-source", "merge-duplicates", "refresh-metrics", "import-file", "import-sheet",
-                "google-play-reports"} <= set(names)
+                "google-play-reports", "run-automations"} <= set(names)
         crons = {n: [s.schedule.cron for s in d.schedules] for n, d in names.items()}  # type: ignore[attr-defined]
         assert crons["sync-all"] == ["0 * * * *"] and crons["refresh-metrics"] == ["15 2 * * *"]
         assert crons["google-play-reports"] == ["40 3 * * *"]
+        assert crons["run-automations"] == ["*/5 * * * *"]
 
         run = run_deployment("merge-duplicates/merge-duplicates", parameters={"dry_run": False}, timeout=180)
         assert run.state is not None and run.state.is_completed(), (
@@ -88,7 +89,7 @@ def test_worker_serves_every_deployment_with_its_schedule(
         )
         with sqlite_engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 1
-        assert "Serving 7 deployments" in (tmp_path / "worker.log").read_text()
+        assert "Serving 8 deployments" in (tmp_path / "worker.log").read_text()
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         try:
