@@ -10,7 +10,7 @@
     python bench/automations.py                       # 100,000 customers, 5,000 deliveries, both databases
     python bench/automations.py --rows 20000 --deliveries 2000 --only sqlite
 
-Targets (issue 16): the added cost under 3 s on SQLite and under 5 s on PostgreSQL; at least 500
+Targets: the added cost under 3 s on SQLite and under 5 s on PostgreSQL; at least 500
 deliveries/s. Wall-clock figures depend on how busy the machine is: the load average is printed.
 """
 
