@@ -47,6 +47,7 @@ from connectors.signatures import WebhookPayloadError, WebhookSecretMissing, Web
 from jobs.pushes import store_partials, store_records
 from jobs.secrets import SecretResolutionError, resolve_settings, resolve_settings_leniently
 from storage.api_keys import verify_api_key
+from storage.removal import remove_source_customers
 from storage.sources import get_source
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -178,6 +179,11 @@ def handle_webhook(
         log.error("webhook for %s: re-reading from %s failed: %s", source_name, kind, exc)
         raise WebhookRejected(502, f"could not re-read the affected customers from {kind}: {exc}") from None
     result = store_records(engine, source.id, records)
+    removed = 0
+    if delivery.deleted:
+        with engine.begin() as conn:
+            removal = remove_source_customers(conn, source.id, delivery.deleted, actor=f"webhook:{kind}")
+        removed = removal.source_customers
     return {
         "source": str(source.name),
         "kind": kind,
@@ -186,6 +192,7 @@ def handle_webhook(
         "created": result.created,
         "updated": result.updated,
         "unchanged": result.unchanged,
+        "deleted": removed,
     }
 
 

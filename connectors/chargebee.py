@@ -253,6 +253,8 @@ class ChargebeeConnector(Connector, WebhookReceiver):
         )
         customer = object_id(owner, "Chargebee customer id")
         event_type = str(event.get("event_type") or "")
-        if not customer or event_type == "customer_deleted":
+        if event_type == "customer_deleted" and customer:
+            return WebhookDelivery([event_type], deleted=[customer])
+        if not customer:
             return WebhookDelivery([event_type])
         return WebhookDelivery([event_type], [customer])

@@ -141,6 +141,7 @@ class WebhookDelivery:
         lookups: objects whose customer the connector looks up first: (object type, id).
         partials: push-only integrations: the records the delivery itself carries (None for the others).
         skipped: calls acknowledged without a record (anonymous visitors, call types that carry none).
+        deleted: customers the delivery says were deleted: their source customers are removed.
     """
 
     events: list[str]
@@ -148,6 +149,7 @@ class WebhookDelivery:
     lookups: list[tuple[str, str]] = field(default_factory=list)
     partials: list[PartialRecord] | None = None
     skipped: int = 0
+    deleted: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -296,6 +296,8 @@ class StripeConnector(Connector, WebhookReceiver):
             owner = obj.get("customer")
             owner = owner.get("id") if isinstance(owner, dict) else owner
             customer = object_id(owner, "Stripe event data.object.customer")
-        if event_type == "customer.deleted" or not customer:
+        if event_type == "customer.deleted" and customer:
+            return WebhookDelivery([event_type], deleted=[customer])
+        if not customer:
             return WebhookDelivery([event_type])
         return WebhookDelivery([event_type], [customer])

@@ -8,12 +8,15 @@ timestamp filter (``after``: strictly greater than), as Airbyte's source-chargeb
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 
 import pytest
 import respx
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
+from api.app import create_app
 from fakes.chargebee import ChargebeeFake
 from jobs.sync import sync_source
 from storage.schema import customers, merge_events, source_customers
@@ -67,3 +70,24 @@ def test_chargebee_deleted_customer_is_listed_and_removed(router: respx.Router, 
     assert lists and all(r.url.params.get("include_deleted") == "true" for r in lists)
     with db_engine.connect() as conn:
         assert conn.execute(select(merge_events.c.kind)).scalars().all() == ["delete"]
+
+
+def test_chargebee_customer_deleted_webhook_removes_the_source_customer(
+    router: respx.Router, db_engine: Engine
+) -> None:
+    """A ``customer_deleted`` event (behind the webhook's HTTP Basic pair) removes the customer at once."""
+    fake = ChargebeeFake(n=3)
+    fake.install(router)
+    settings = {**fake.settings(), "webhook_username": "cb", "webhook_password": "cb-pass"}
+    with db_engine.begin() as conn:
+        create_source(conn, "cb", "chargebee", settings)
+    sync_source(db_engine, "cb", sleep_fn=lambda s: None)
+    gone = fake.people[1]
+    fake.delete_customer(gone, max(p.updated for p in fake.people) + 100)
+    event = {"id": "ev_del", "occurred_at": gone.updated, "object": "event", "api_version": "v2",
+             "event_type": "customer_deleted", "webhook_status": "scheduled",
+             "content": {"customer": {**fake.customer(gone), "deleted": True}}}
+    auth = {"Authorization": "Basic " + base64.b64encode(b"cb:cb-pass").decode()}
+    response = TestClient(create_app(db_engine)).post("/webhooks/cb", json=event, headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.json()["deleted"] == 1 and gone.id not in synced(db_engine)

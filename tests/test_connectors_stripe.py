@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -9,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import respx
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
+from api.app import create_app
 from connectors.http import ApiError
 from connectors.stripe import CHANGE_LOOKBACK, StripeConnector
 from fakes.stripe import StripeFake
@@ -124,3 +129,24 @@ def customer_exists(engine: Engine, external_id: str) -> bool:
     with engine.connect() as conn:
         return conn.execute(select(source_customers.c.customer_id)
                             .where(source_customers.c.external_id == external_id)).first() is not None
+
+
+def test_stripe_customer_deleted_webhook_removes_the_source_customer(router: respx.Router, db_engine: Engine) -> None:
+    """A signed ``customer.deleted`` event (https://docs.stripe.com/api/events/types) removes the customer
+    at once, without waiting for the next sync."""
+    fake = StripeFake(n=3)
+    fake.install(router)
+    with db_engine.begin() as conn:
+        create_source(conn, "billing", "stripe", {**fake.settings(), "webhook_secret": "whsec_abc"})
+    sync_source(db_engine, "billing", sleep_fn=lambda s: None)
+    gone = fake.people[1].id
+    fake.delete_customer(gone, int(time.time()))
+    body = json.dumps({"id": "evt_del", "object": "event", "type": "customer.deleted",
+                       "data": {"object": {"id": gone, "object": "customer", "deleted": True}}}).encode()
+    t = int(time.time())
+    signature = hmac.new(b"whsec_abc", f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    response = TestClient(create_app(db_engine)).post(
+        "/webhooks/billing", content=body, headers={"Stripe-Signature": f"t={t},v1={signature}"})
+    assert response.status_code == 200, response.text
+    assert response.json()["deleted"] == 1
+    assert not customer_exists(db_engine, gone) and customer_exists(db_engine, fake.people[0].id)
