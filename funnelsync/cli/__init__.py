@@ -10,7 +10,7 @@ import sys
 
 # Typer vendors click; its exception classes are not re-exported, so they come from there.
 import typer
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from typer._click import exceptions as click_exceptions
 
 from funnelsync.cli import api_keys as _api_keys  # noqa: E402,F401  api-keys create|revoke|list
@@ -30,7 +30,7 @@ from funnelsync.cli import serve as _serve  # noqa: E402,F401  serve (the HTTP A
 from funnelsync.cli import sources as _sources  # noqa: E402,F401  sources add|list
 from funnelsync.cli import sync as _sync  # noqa: E402,F401  sync NAME [--full-refresh] [--json]
 from funnelsync.cli import worker as _worker  # noqa: E402,F401  worker (serve the Prefect deployments)
-from funnelsync.cli.common import CliError, app, err_console
+from funnelsync.cli.common import CliError, app, database_reason, err_console
 from storage.db import is_database_locked, sqlite_busy_timeout
 
 
@@ -60,12 +60,16 @@ def main() -> None:
     except click_exceptions.ClickException as exc:
         _one_line(exc.format_message())
         sys.exit(exc.exit_code)
-    except OperationalError as exc:
-        if not is_database_locked(exc):
-            raise
-        # What was committed before stays; the rest is rolled back, so the command can simply run again.
-        _one_line(f"the database is locked: another writer held it for more than {sqlite_busy_timeout():g} s "
-                  "(FUNNELSYNC_SQLITE_BUSY_TIMEOUT); run the command again when it has finished")
+    except DBAPIError as exc:
+        if isinstance(exc, OperationalError) and is_database_locked(exc):
+            # What was committed before stays; the rest is rolled back, so the command can simply run again.
+            _one_line(f"the database is locked: another writer held it for more than {sqlite_busy_timeout():g} s "
+                      "(FUNNELSYNC_SQLITE_BUSY_TIMEOUT); run the command again when it has finished")
+        else:
+            # The database went away mid-command (a connection terminated, the server gone): its transaction
+            # rolled back, so nothing of the interrupted batch is stored; one line instead of a traceback.
+            _one_line(f"database error: {database_reason(exc)}; the interrupted batch was rolled back, "
+                      "run the command again to finish")
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
 

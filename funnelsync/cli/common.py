@@ -102,6 +102,13 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
+def database_reason(exc: BaseException) -> str:
+    """The driver's own first line (``database is locked``, ``terminating connection …``), no SQL, no values."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
 def fail(message: str, exit_code: int = 1) -> NoReturn:
     """Stop the command with a one-line reason."""
     raise CliError(message, exit_code)
