@@ -17,6 +17,9 @@ Example:
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -61,14 +64,35 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def try_acquire(engine: Engine, key: str, owner: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> bool:
-    """Take ``key`` for ``owner`` if it is free, expired, or already ``owner``'s.
+# A holder that names its process ("PID 123 on host (funnelsync sync)"): on that host, whether it still
+# runs can be asked at once instead of waiting for its lock to lapse.
+_PROCESS_OWNER = re.compile(r"^PID (\d+) on (\S+)")
+
+
+def holder_is_gone(owner: str) -> bool:
+    """True when ``owner`` names a process on this host that no longer runs (killed, crashed)."""
+    match = _PROCESS_OWNER.match(owner)
+    if match is None or match.group(2) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
+def try_acquire(engine: Engine, key: str, owner: str, ttl_seconds: float = DEFAULT_TTL_SECONDS,
+                stale_owner: str | None = None) -> bool:
+    """Take ``key`` for ``owner`` if it is free, expired, already ``owner``'s, or still ``stale_owner``'s.
 
     Args:
         engine: the funnelsync database.
         key: what is locked, e.g. ``"sync:ds_…"``.
         owner: who takes it (shown to whoever finds it busy).
         ttl_seconds: how long the lock stays valid without a heartbeat.
+        stale_owner: a holder known to be gone (``holder_is_gone``): its lock is taken over at once.
 
     Returns:
         True when ``owner`` now holds the lock.
@@ -90,7 +114,8 @@ def try_acquire(engine: Engine, key: str, owner: str, ttl_seconds: float = DEFAU
         taken = conn.execute(
             update(source_locks)
             .where(source_locks.c.lock_key == key)
-            .where(or_(source_locks.c.expires_at < now, source_locks.c.owner == owner))
+            .where(or_(source_locks.c.expires_at < now, source_locks.c.owner == owner,
+                       *([source_locks.c.owner == stale_owner] if stale_owner else [])))
             .values(owner=owner, acquired_at=now, expires_at=values["expires_at"])
         )
         return taken.rowcount == 1
@@ -147,6 +172,10 @@ def hold_lock(
     """
     started = time.monotonic()
     while not try_acquire(engine, key, owner, ttl_seconds):
+        holder = lock_holder(engine, key)
+        if holder is not None and holder_is_gone(holder.owner) and \
+                try_acquire(engine, key, owner, ttl_seconds, stale_owner=holder.owner):
+            break  # its holder was killed on this machine: no need to wait for the lock to lapse
         waited = time.monotonic() - started
         if waited >= wait_seconds:
             raise LockBusy(key, lock_holder(engine, key), waited)
