@@ -178,6 +178,14 @@ automations:
         set_manual_edits(conn, e1, {"lead_status": "Working_Lead"})
         set_manual_edits(conn, e2, {"lead_status": "Working_Lead"})  # not in the US
     assert fired(db_engine) == [("working", uuid_of(db_engine, "stripe:e1"), "New_Lead>Working_Lead#1")]
+    # A bulk edit fires in its batch too; back to New_Lead and again to Working_Lead is a second change.
+    from storage.bulk_edits import apply_manual_edits
+
+    with db_engine.begin() as conn:
+        apply_manual_edits(conn, {e1: {"lead_status": "New_Lead"}, e2: {"lead_status": "New_Lead"}})
+    with db_engine.begin() as conn:
+        apply_manual_edits(conn, {e1: {"lead_status": "Working_Lead"}, e2: {"lead_status": "Working_Lead"}})
+    assert [r[2] for r in fired(db_engine)] == ["New_Lead>Working_Lead#1", "New_Lead>Working_Lead#3"]
 
 
 def test_a_csv_import_fires_once_however_often_it_is_imported(db_engine, tmp_path):
