@@ -34,7 +34,8 @@ REASONS = {
     "400": "The request cannot be answered as asked (a filter that does not fit its field).",
     "401": "Missing or invalid credentials: an API key, or for a receiver the vendor's signature.",
     "404": "No such resource (or no such data source for a receiver).",
-    "409": "The request conflicts with the current state (a disabled source, a merge that cannot be undone).",
+    "409": "The request conflicts with the current state (a name already taken, a disabled source, a merge that "
+           "cannot be undone).",
     "413": "The request body exceeds the size limit.",
     "422": "A field is invalid: ``errors`` names each one and why.",
     "500": "A receiver's source has settings that cannot be used (the server log names the problem).",
@@ -50,11 +51,9 @@ def _errors_of(path: str, method: str) -> list[str]:
         return ["401", "404", "409", "413", "422", "500", "502", "503"]
     codes = ["401", "404", "422", "503"]
     if method in ("post", "put", "patch", "delete"):
-        codes.append("413")
+        codes += ["409", "413"]  # a name already taken, a merge that cannot be undone; a body over the limit
     if path.startswith("/v1/metrics/"):
         codes.append("400")
-    if path.startswith("/v1/customers/unmerges") or path.startswith("/v1/customers/merges"):
-        codes.append("409")
     return codes
 
 
