@@ -14,14 +14,13 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 
 from flows.artifacts import ProgressReporter, publish_stream_table
 from flows.automations import chain_automations
-from flows.events import MAX_CUSTOMER_EVENTS, emit_lifecycle_events, emit_merge_events
+from flows.events import emit_lifecycle_events, emit_merge_events
 from flows.merge import merge_duplicates_task
 from flows.runtime import (
     TASK_RETRIES,
@@ -84,8 +83,9 @@ def import_file_task(
     date_format: str | None = None,
     timezone_name: str | None = None,
     join_by_email: bool = True,
+    lock_wait_seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """Import one file into ``source``; return its counts.
+    """Import one file into ``source`` under the source's lock; return its counts.
 
     Args:
         path: the file on the worker's disk.
@@ -95,6 +95,8 @@ def import_file_task(
         date_format: ``MM/DD/YYYY`` or ``DD/MM/YYYY`` for slashed dates the file leaves ambiguous.
         timezone_name: the zone of dates written without one (default: the account time zone).
         join_by_email: put a new record on the customer with its email (``jobs.imports.import_csv``).
+        lock_wait_seconds: how long to wait for an import or sync of the source already running
+            (``jobs.runs.SourceBusy`` after it).
     """
     from connectors.files.dates import parse_date_format
     from connectors.files.headers import parse_map_options
@@ -112,32 +114,38 @@ def import_file_task(
         from zoneinfo import ZoneInfo
 
         options["tz"] = ZoneInfo(timezone_name)
-    started = datetime.now(UTC)
+    from jobs.runs import run_import
+
     clock = time.monotonic()
     progress = _ChunkProgress(f"import {source}")
     with task_engine() as engine:
         if kind == "csv":
-            result = func(
-                engine, path, source, parse_map_options(mapping or []), parse_date_format(date_format), progress,
-                **options,
-            )
+            def do_import() -> Any:
+                return func(engine, path, source, parse_map_options(mapping or []), parse_date_format(date_format),
+                            progress, **options)
         else:
-            result = _call(func, engine, path=path, source_name=source, date_format=parse_date_format(date_format),
-                           progress=progress, **options)
-        changes = _lifecycle(engine, started)
-    return _report(result, changes, label=path, kind=kind, source=source, clock=clock, progress=progress)
+            def do_import() -> Any:
+                return _call(func, engine, path=path, source_name=source,
+                             date_format=parse_date_format(date_format), progress=progress, **options)
+        # The same job as `funnelsync import`: the source's lock, the import, its lifecycle changes and
+        # joins announced. The merge is this flow's own task.
+        run = run_import(engine, source, do_import, owner=run_owner(), wait_seconds=lock_wait_seconds,
+                         merge_after=False, announce=_announcer())
+    return _report(run, label=path, kind=kind, source=source, clock=clock, progress=progress)
 
 
-def _lifecycle(engine: Any, started: datetime) -> Any:
-    from storage.lifecycle import collect_lifecycle_changes
+def _announcer() -> Any:
+    from jobs.runs import Announcer
 
-    with engine.begin() as conn:
-        return collect_lifecycle_changes(conn, updated_since=started, keep=MAX_CUSTOMER_EVENTS)
+    return Announcer(
+        lifecycle=lambda report, uuid, name: emit_lifecycle_events(report, source_uuid=uuid or None, source_name=name),
+        joins=emit_merge_events,
+    )
 
 
-def _report(result: Any, changes: Any, *, label: str, kind: str, source: str, clock: float,
+def _report(run: Any, *, label: str, kind: str, source: str, clock: float,
             progress: _ChunkProgress) -> dict[str, Any]:
-    counts = import_counts(result)
+    counts = import_counts(run.summary)
     duration = round(time.monotonic() - clock, 2)
     progress.reporter.finish(f"done, {counts['fetched']:,} rows")
     publish_stream_table(
@@ -147,9 +155,10 @@ def _report(result: Any, changes: Any, *, label: str, kind: str, source: str, cl
         f"{counts['unchanged']:,} unchanged, {counts['rejected']:,} rejected",
         columns=IMPORT_COLUMNS,
     )
-    lifecycle = emit_lifecycle_events(changes, source_name=source)
-    # Joins by email at import are merges: announced as the merge step announces its own.
-    joined = emit_merge_events(_get(result, "merges", None) or [])
+    result = run.summary
+    lifecycle = run.announced
+    # Joins by email at import are merges: announced (by run_import) as the merge step announces its own.
+    joined = run.joins_announced
     get_run_logger().info("Imported %s into %s: %s", label, source, counts)
     summary: dict[str, Any] = {
         "source": source, "file": label, **counts, "duration_s": duration, "lifecycle": lifecycle,
@@ -176,25 +185,24 @@ def import_sheet_task(source: str, lock_wait_seconds: float = 0.0) -> dict[str, 
     the first ``funnelsync import sheet``. Returns the counts, or ``status: skipped`` when the same
     source is being imported or synced by another run.
     """
+    from jobs.runs import SourceBusy, run_import
     from jobs.sheet_import import import_sheet_source
-    from storage.locks import LockBusy, hold_lock
     from storage.sources import require_source
 
-    started = datetime.now(UTC)
     clock = time.monotonic()
     with task_engine() as engine:
         with engine.connect() as conn:
             row = require_source(conn, source)
         progress = _ChunkProgress(f"import {row.name}")
         try:
-            with hold_lock(engine, f"sync:{row.uuid}", run_owner(), wait_seconds=lock_wait_seconds):
-                result = import_sheet_source(engine, row.name, progress=progress)
-        except LockBusy as busy:
+            run = run_import(engine, row.name, lambda: import_sheet_source(engine, row.name, progress=progress),
+                             owner=run_owner(), wait_seconds=lock_wait_seconds, merge_after=False,
+                             announce=_announcer())
+        except SourceBusy as busy:
             message = f"import of {row.name} skipped: it is already running ({busy})"
             get_run_logger().warning(message)
             return {"source": row.name, "status": "skipped", "message": message}
-        changes = _lifecycle(engine, started)
-    summary = _report(result, changes, label=row.name, kind="sheet", source=row.name, clock=clock, progress=progress)
+    summary = _report(run, label=row.name, kind="sheet", source=row.name, clock=clock, progress=progress)
     summary["status"] = "completed"
     return summary
 

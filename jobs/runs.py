@@ -30,7 +30,7 @@ from jobs.sync import Progress, SyncSummary, check_enabled, sync_source
 from storage.lifecycle import LifecycleReport, collect_lifecycle_changes
 from storage.locks import LockBusy, hold_lock
 from storage.merge import AutoMergeResult
-from storage.sources import require_source
+from storage.sources import get_source, require_source
 
 # Lifecycle changes itemised per run (every change is counted): the first sync of a large source would
 # otherwise announce a million customers one by one.
@@ -45,7 +45,7 @@ def sync_lock_key(source_uuid: str) -> str:
 class SourceBusy(Exception):
     """Another run holds the source's lock (and did not finish within the wait)."""
 
-    def __init__(self, source_name: str, busy: LockBusy) -> None:
+    def __init__(self, source_name: str, busy: LockBusy, doing: str = "synced") -> None:
         self.source_name = source_name
         self.holder = busy.holder
         who = "another run"
@@ -53,7 +53,7 @@ class SourceBusy(Exception):
             since = busy.holder.acquired_at.isoformat(timespec="seconds")
             who = f"{busy.holder.owner} (since {since})"
         waited = f"; waited {busy.waited:.0f}s" if busy.waited >= 1 else ""
-        super().__init__(f"source {source_name} is being synced by {who}{waited}")
+        super().__init__(f"source {source_name} is being {doing} by {who}{waited}")
 
 
 @dataclass
@@ -62,6 +62,8 @@ class Announcer:
 
     lifecycle: Callable[[LifecycleReport, str, str], dict[str, int]] | None = None  # report, source uuid, name
     merges: Callable[[AutoMergeResult, LifecycleReport], None] | None = None
+    # An import's joins by email (``MergeEvent.as_json`` dicts): merges too, announced like the merge step's.
+    joins: Callable[[list[dict[str, Any]]], int] | None = None
 
 
 @dataclass
@@ -132,6 +134,78 @@ def run_sync(
     except LockBusy as busy:
         raise SourceBusy(str(row.name), busy) from None
     run = SyncRun(str(row.name), str(row.uuid), str(row.kind), summary, changes, announced)
+    if merge_after:
+        run.merge, merge_changes = merge_duplicates(
+            engine, merge_rules, False, actor=actor, keep=MAX_ITEMISED_CHANGES
+        )
+        if announce.merges:
+            announce.merges(run.merge, merge_changes)
+    return run
+
+
+@dataclass
+class ImportRun:
+    """What one import run did: the import's summary, its lifecycle changes, and the merge after it."""
+
+    source: str
+    summary: Any  # jobs.imports.ImportSummary
+    lifecycle: LifecycleReport
+    announced: dict[str, int] = field(default_factory=dict)
+    joins_announced: int = 0
+    merge: AutoMergeResult | None = None
+
+
+def import_lock_key(engine: Engine, source_name: str) -> tuple[str, str]:
+    """The lock an import of ``source_name`` takes, and the source's name as stored.
+
+    An existing source's imports and syncs share ``sync:<uuid>``. A source the import will create has no
+    uuid yet: its first imports share a lock on the name.
+    """
+    with engine.connect() as conn:
+        row = get_source(conn, source_name)
+    if row is None:
+        return f"import:new:{source_name.strip().casefold()}"[:200], source_name
+    return sync_lock_key(row.uuid), str(row.name)
+
+
+def run_import(
+    engine: Engine,
+    source_name: str,
+    do_import: Callable[[], Any],
+    *,
+    owner: str,
+    wait_seconds: float = 0.0,
+    merge_after: bool = True,
+    merge_rules: Sequence[str] | None = None,
+    actor: str = "import",
+    announce: Announcer | None = None,
+) -> ImportRun:
+    """Run an import the way every door does: under the source's lock, then its changes, then the merge.
+
+    ``do_import`` is the import itself (``jobs.imports.import_csv``, ``import_structured``,
+    ``jobs.sheet_import.import_sheet`` with the door's arguments bound); it returns an ``ImportSummary``.
+    The lock is the one syncs of the source take, so an import and a sync of one source never overlap.
+
+    Raises:
+        SourceBusy: another import or sync holds the source's lock past ``wait_seconds``.
+        Whatever ``do_import`` raises (nothing merged then).
+    """
+    announce = announce or Announcer()
+    key, name = import_lock_key(engine, source_name)
+    started = datetime.now(UTC)
+    try:
+        with hold_lock(engine, key, owner, wait_seconds=wait_seconds):
+            summary = do_import()
+            with engine.begin() as conn:
+                changes = collect_lifecycle_changes(conn, updated_since=started, keep=MAX_ITEMISED_CHANGES)
+            with engine.connect() as conn:
+                row = get_source(conn, str(summary.source))
+            uuid = str(row.uuid) if row is not None else ""
+            announced = announce.lifecycle(changes, uuid, str(summary.source)) if announce.lifecycle else {}
+            joins = announce.joins(list(summary.merges)) if announce.joins and summary.merges else 0
+    except LockBusy as busy:
+        raise SourceBusy(name, busy, "imported or synced") from None
+    run = ImportRun(str(summary.source), summary, changes, announced, joins)
     if merge_after:
         run.merge, merge_changes = merge_duplicates(
             engine, merge_rules, False, actor=actor, keep=MAX_ITEMISED_CHANGES

@@ -1,7 +1,12 @@
 """``funnelsync import csv|structured|sheet``: custom-source imports.
 
+The job is ``jobs.runs.run_import``, the one the import flows run: the source's lock (shared with its
+syncs: a second run waits ``--wait`` seconds, then exits 4 naming who holds it), the import, its lifecycle
+changes (announced as Prefect events when a Prefect server is configured), then the duplicate merge.
+
 Exit codes: 0 every row imported; 3 some rows rejected (the others imported); 2 the file could not be
-read at all (nothing imported); 1 any other failure (database, source, network).
+read at all (nothing imported); 4 the source is being imported or synced by another run; 1 any other
+failure (database, source, network).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from funnelsync.cli.common import app, console, err_console, fail, get_engine, p
 import_app = typer.Typer(help="Import customers from a CSV file or a Google Sheet.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 
-EXIT_OK, EXIT_FAILED, EXIT_UNREADABLE, EXIT_REJECTED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_UNREADABLE, EXIT_REJECTED, EXIT_BUSY = 0, 1, 2, 3, 4
 
 MapOption = Annotated[
     list[str] | None,
@@ -48,6 +53,41 @@ JoinOption = Annotated[
                  help="Put a new record on the customer that has its email (another source's: a merge, in "
                       "`merge --log`, undone by `unmerge`); off: every new record gets its own customer."),
 ]
+WaitOption = Annotated[
+    float, typer.Option("--wait", min=0, help="Seconds to wait for an import or sync of this source already running."),
+]
+MergeOption = Annotated[
+    bool, typer.Option("--merge/--no-merge", help="Merge duplicates after the import (as the flows do).")
+]
+
+
+def _run(engine: Any, source: str, do_import: Callable[[], Any], wait: float, merge: bool, quiet: bool) -> Any:
+    """The import as every door runs it (``jobs.runs.run_import``); exits 4 when the source is busy."""
+    import os
+    import socket
+
+    from funnelsync.cli.sync import _announcer
+    from jobs.runs import SourceBusy, run_import
+
+    announce = _announcer()
+    if os.environ.get("PREFECT_API_URL"):
+        from flows.events import emit_merge_events
+
+        announce.joins = emit_merge_events
+    owner = f"PID {os.getpid()} on {socket.gethostname()} (funnelsync import)"
+    try:
+        run = run_import(engine, source, do_import, owner=owner, wait_seconds=wait, merge_after=merge,
+                         actor="cli:import", announce=announce)
+    except SourceBusy as exc:
+        fail(str(exc), EXIT_BUSY)
+    if quiet:
+        return run.summary
+    changes = ", ".join(f"{kind.replace('_', ' ')} {count:,}" for kind, count in run.lifecycle.counts.items())
+    err_console.print(f"Lifecycle changes: {changes or 'none'}", markup=False, highlight=False)
+    if run.merge is not None:
+        err_console.print(f"Merged duplicates: {run.merge.merged_customers:,} customers in "
+                          f"{len(run.merge.groups):,} groups", markup=False, highlight=False)
+    return run.summary
 
 
 @contextmanager
@@ -142,6 +182,8 @@ def import_csv_command(
     encoding: Annotated[str | None, typer.Option("--encoding", help="Read the file in this encoding.")] = None,
     empty_cells: EmptyCellsOption = "keep",
     join_by_email: JoinOption = True,
+    wait: WaitOption = 0.0,
+    merge: MergeOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Import a flexible CSV of customers with lead and trial dates."""
@@ -153,8 +195,9 @@ def import_csv_command(
     engine = get_engine()
     try:
         with _progress(not as_json, f"Importing {file.name}") as progress:
-            summary = import_csv(engine, file, source, mapping, order, progress, encoding=encoding, errors_path=errors,
-                                 empty_cells=empty_cells, join_by_email=join_by_email)
+            summary = _run(engine, source, lambda: import_csv(
+                engine, file, source, mapping, order, progress, encoding=encoding, errors_path=errors,
+                empty_cells=empty_cells, join_by_email=join_by_email), wait, merge, as_json)
     except FileUnreadable as exc:
         fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
     except (SourceKindMismatch, ValueError) as exc:
@@ -210,6 +253,8 @@ def import_sheet_command(
     errors: ErrorsOption = None,
     empty_cells: EmptyCellsOption = "keep",
     join_by_email: JoinOption = True,
+    wait: WaitOption = 0.0,
+    merge: MergeOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Import a Google Sheets worksheet (only rows changed since the last run are applied)."""
@@ -224,9 +269,10 @@ def import_sheet_command(
     try:
         client = open_client(credentials)
         with _progress(not as_json, f"Importing worksheet {worksheet}") as progress:
-            summary = import_sheet(engine, spreadsheet, worksheet, source, mapping, order, progress,
-                                   credentials_file=credentials, client=client, errors_path=errors,
-                                   empty_cells=empty_cells, join_by_email=join_by_email)
+            summary = _run(engine, source, lambda: import_sheet(
+                engine, spreadsheet, worksheet, source, mapping, order, progress, credentials_file=credentials,
+                client=client, errors_path=errors, empty_cells=empty_cells, join_by_email=join_by_email),
+                wait, merge, as_json)
     except FileUnreadable as exc:
         fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
     except SheetsError as exc:
@@ -246,6 +292,8 @@ def import_structured_command(
     encoding: Annotated[str | None, typer.Option("--encoding", help="Read the file in this encoding.")] = None,
     empty_cells: EmptyCellsOption = "keep",
     join_by_email: JoinOption = True,
+    wait: WaitOption = 0.0,
+    merge: MergeOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Import a structured CSV (strict template): customers (external_id, name, …) or their contacts."""
@@ -258,8 +306,9 @@ def import_structured_command(
     engine = get_engine()
     try:
         with _progress(not as_json, f"Importing {file.name}") as progress:
-            summary = import_structured(engine, file, source, type_, progress, date_format=order, encoding=encoding,
-                                        errors_path=errors, empty_cells=empty_cells, join_by_email=join_by_email)
+            summary = _run(engine, source, lambda: import_structured(
+                engine, file, source, type_, progress, date_format=order, encoding=encoding, errors_path=errors,
+                empty_cells=empty_cells, join_by_email=join_by_email), wait, merge, as_json)
     except FileUnreadable as exc:
         fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
     except (SourceKindMismatch, ValueError) as exc:
