@@ -40,7 +40,7 @@ def test_no_progress_on_a_pipe(tmp_path):
     url = f"sqlite:///{tmp_path / 'p.db'}"
     _run(url, "init")
     imported = _run(url, "import", "csv", LEADS, "--source", "A")
-    _run(url, "import", "csv", _same_ids_other_emails(tmp_path), "--source", "B")
+    _run(url, "import", "csv", _same_ids_other_emails(tmp_path), "--source", "B", "--no-merge")
     merged = _run(url, "merge", "--auto")
     assert "Merged 60 customers" in merged.stdout
     for done in (imported, merged):
@@ -70,7 +70,7 @@ def test_import_and_merge_show_rows_rate_and_time_left_on_a_terminal(tmp_path, t
     drawn = terminal.getvalue()
     assert "Importing leads.csv" in drawn and "60/60" in drawn and "rows" in drawn
     assert re.search(r"[\d,]+ rows/s", drawn) and "eta" in drawn
-    _invoke(url, "import", "csv", _same_ids_other_emails(tmp_path), "--source", "B")
+    _invoke(url, "import", "csv", _same_ids_other_emails(tmp_path), "--source", "B", "--no-merge")
     terminal.truncate(0)
     terminal.seek(0)
     merged = _invoke(url, "merge", "--auto")

@@ -45,8 +45,8 @@ def test_cli_import_runs_the_merge_step_after(db_engine: Engine, db_url: str, tm
     assert second.returncode == 0, second.stderr
     assert _count(db_engine, source_customers) == 2
     assert _count(db_engine, customers) == 1
-    assert "Merged duplicates: 1 customers in 1 groups" in second.stderr
-    assert "Lifecycle changes: lead created 1" in second.stderr
+    assert "Merged duplicates: 1 customers in 1 groups" in second.stdout
+    assert "Lifecycle changes: lead created 1" in second.stdout
 
 
 def test_cli_import_with_no_merge_leaves_the_duplicate(db_engine: Engine, db_url: str, tmp_path: Path) -> None:

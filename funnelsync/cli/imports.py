@@ -61,7 +61,7 @@ MergeOption = Annotated[
 ]
 
 
-def _run(engine: Any, source: str, do_import: Callable[[], Any], wait: float, merge: bool, quiet: bool) -> Any:
+def _run(engine: Any, source: str, do_import: Callable[[], Any], wait: float, merge: bool) -> Any:
     """The import as every door runs it (``jobs.runs.run_import``); exits 4 when the source is busy."""
     import os
     import socket
@@ -80,14 +80,7 @@ def _run(engine: Any, source: str, do_import: Callable[[], Any], wait: float, me
                          actor="cli:import", announce=announce)
     except SourceBusy as exc:
         fail(str(exc), EXIT_BUSY)
-    if quiet:
-        return run.summary
-    changes = ", ".join(f"{kind.replace('_', ' ')} {count:,}" for kind, count in run.lifecycle.counts.items())
-    err_console.print(f"Lifecycle changes: {changes or 'none'}", markup=False, highlight=False)
-    if run.merge is not None:
-        err_console.print(f"Merged duplicates: {run.merge.merged_customers:,} customers in "
-                          f"{len(run.merge.groups):,} groups", markup=False, highlight=False)
-    return run.summary
+    return run
 
 
 @contextmanager
@@ -107,8 +100,9 @@ def _progress(enabled: bool, what: str) -> Iterator[Callable[[int, int], None] |
         yield update
 
 
-def _report(summary: Any, as_json: bool, errors_path: Path | None) -> None:
-    """Print the summary (JSON or a table) and exit with the import's code."""
+def _report(run: Any, as_json: bool, errors_path: Path | None) -> None:
+    """Print the summary (JSON or a table) and what followed it, and exit with the import's code."""
+    summary = run.summary
     for note in summary.notes:
         err_console.print(f"note: {note}", markup=False, highlight=False)
     if summary.ignored_columns:
@@ -151,6 +145,11 @@ def _report(summary: Any, as_json: bool, errors_path: Path | None) -> None:
             console.print(errors)
         if errors_path and summary.rejected:
             console.print(f"Rejected rows written to {errors_path}")
+        changes = ", ".join(f"{kind.replace('_', ' ')} {count:,}" for kind, count in run.lifecycle.counts.items())
+        console.print(f"Lifecycle changes: {changes or 'none'}", markup=False, highlight=False)
+        if run.merge is not None:
+            console.print(f"Merged duplicates: {run.merge.merged_customers:,} customers in "
+                          f"{len(run.merge.groups):,} groups", markup=False, highlight=False)
     raise typer.Exit(EXIT_REJECTED if summary.rejected else EXIT_OK)
 
 
@@ -195,14 +194,14 @@ def import_csv_command(
     engine = get_engine()
     try:
         with _progress(not as_json, f"Importing {file.name}") as progress:
-            summary = _run(engine, source, lambda: import_csv(
+            run = _run(engine, source, lambda: import_csv(
                 engine, file, source, mapping, order, progress, encoding=encoding, errors_path=errors,
-                empty_cells=empty_cells, join_by_email=join_by_email), wait, merge, as_json)
+                empty_cells=empty_cells, join_by_email=join_by_email), wait, merge)
     except FileUnreadable as exc:
         fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
     except (SourceKindMismatch, ValueError) as exc:
         fail(str(exc), EXIT_FAILED)
-    _report(summary, as_json, errors)
+    _report(run, as_json, errors)
 
 
 @import_app.command("jobs")
@@ -269,17 +268,17 @@ def import_sheet_command(
     try:
         client = open_client(credentials)
         with _progress(not as_json, f"Importing worksheet {worksheet}") as progress:
-            summary = _run(engine, source, lambda: import_sheet(
+            run = _run(engine, source, lambda: import_sheet(
                 engine, spreadsheet, worksheet, source, mapping, order, progress, credentials_file=credentials,
                 client=client, errors_path=errors, empty_cells=empty_cells, join_by_email=join_by_email),
-                wait, merge, as_json)
+                wait, merge)
     except FileUnreadable as exc:
         fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
     except SheetsError as exc:
         fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
     except (SourceKindMismatch, ValueError) as exc:
         fail(str(exc), EXIT_FAILED)
-    _report(summary, as_json, errors)
+    _report(run, as_json, errors)
 
 
 @import_app.command("structured")
@@ -306,11 +305,11 @@ def import_structured_command(
     engine = get_engine()
     try:
         with _progress(not as_json, f"Importing {file.name}") as progress:
-            summary = _run(engine, source, lambda: import_structured(
+            run = _run(engine, source, lambda: import_structured(
                 engine, file, source, type_, progress, date_format=order, encoding=encoding, errors_path=errors,
-                empty_cells=empty_cells, join_by_email=join_by_email), wait, merge, as_json)
+                empty_cells=empty_cells, join_by_email=join_by_email), wait, merge)
     except FileUnreadable as exc:
         fail(f"{exc} (nothing imported)", EXIT_UNREADABLE)
     except (SourceKindMismatch, ValueError) as exc:
         fail(str(exc), EXIT_FAILED)
-    _report(summary, as_json, errors)
+    _report(run, as_json, errors)
