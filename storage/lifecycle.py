@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.schema import customers, lifecycle_marks
@@ -107,6 +107,20 @@ def _changes_for(conn: Connection, where) -> list[LifecycleChange]:  # type: ign
     return changes
 
 
+def _unannounced():  # type: ignore[no-untyped-def]
+    """Customers with a step their marks do not hold (over ``customers`` outer-joined to the marks).
+
+    A run killed after its writes committed but before it announced them leaves such customers behind;
+    its rerun finds their rows unchanged, so "updated since the run began" alone would never announce
+    them.
+    """
+    m = lifecycle_marks
+    return or_(
+        m.c.customer_id.is_(None),
+        *(and_(customers.c[col].is_not(None), m.c[col].is_(None)) for _, col in LIFECYCLE_FIELDS),
+    )
+
+
 @dataclass(slots=True)
 class LifecycleReport:
     """The lifecycle steps found: every one counted by kind, the first ``keep`` of them itemised."""
@@ -137,7 +151,8 @@ def collect_lifecycle_changes(
     Args:
         conn: a connection in a transaction.
         customer_ids: internal ids of the customers to check.
-        updated_since: check every customer whose ``updated_at`` is at or after this moment.
+        updated_since: check every customer whose ``updated_at`` is at or after this moment, and every
+            customer with a step not yet announced (what a killed run wrote and never announced).
         keep: itemise at most this many changes (all are counted and marked): a first sync of a
             million customers must not hold three million change objects.
 
@@ -147,9 +162,16 @@ def collect_lifecycle_changes(
     if customer_ids is None:
         if updated_since is None:
             raise ValueError("give customer_ids or updated_since")
-        customer_ids = conn.execute(
-            select(customers.c.id).where(customers.c.updated_at >= updated_since).order_by(customers.c.id)
-        ).scalars().all()
+        customer_ids = (
+            conn.execute(
+                select(customers.c.id)
+                .select_from(customers.outerjoin(lifecycle_marks, lifecycle_marks.c.customer_id == customers.c.id))
+                .where(or_(customers.c.updated_at >= updated_since, _unannounced()))
+                .order_by(customers.c.id)
+            )
+            .scalars()
+            .all()
+        )
     report = LifecycleReport()
     for chunk in _chunks(customer_ids):
         report.add(_changes_for(conn, customers.c.id.in_(chunk)), keep)

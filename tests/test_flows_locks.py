@@ -150,3 +150,24 @@ def test_lifecycle_counts_everything_but_itemises_only_keep(db_engine: Engine) -
         assert len(report.changes) == 5
         # Every one was marked, itemised or not: nothing is announced twice.
         assert collect_lifecycle_changes(conn, res.created_customer_ids).counts == {}
+
+
+def test_steps_a_killed_run_never_announced_are_announced_by_the_next_run(db_engine: Engine) -> None:
+    """A run killed after its writes committed but before it announced them leaves customers whose rows the
+    rerun finds unchanged (so not updated since the rerun began); the rerun still announces their steps,
+    once, and a customer that was announced is not announced again."""
+    with db_engine.begin() as conn:
+        src = create_source(conn, "billing", "stripe")
+        upsert_records(conn, src.id, [_record("early", lead_created_at=T0)])
+        collect_lifecycle_changes(conn, updated_since=datetime.now(UTC))
+        # The killed run: its writes committed, its announcement never ran.
+        upsert_records(conn, src.id, [_record("killed", lead_created_at=T0, free_trial_started_at=T0)])
+    rerun_started = datetime.now(UTC)
+    with db_engine.begin() as conn:
+        found = collect_lifecycle_changes(conn, updated_since=rerun_started)
+    assert sorted((c.kind, c.email) for c in found.changes) == [
+        ("lead_created", "killed@example.com"),
+        ("trial_started", "killed@example.com"),
+    ]
+    with db_engine.begin() as conn:
+        assert collect_lifecycle_changes(conn, updated_since=datetime.now(UTC)).counts == {}
