@@ -231,17 +231,6 @@ def jsonable_custom(custom: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def attribute_type(value: Any) -> str:
-    """The custom attribute type of a Python value (String, Integer, Decimal, Timestamp, Boolean)."""
-    if isinstance(value, bool):
-        return "Boolean"
-    if isinstance(value, int):
-        return "Integer"
-    if isinstance(value, (float, Decimal)):
-        return "Decimal"
-    if isinstance(value, datetime):
-        return "Timestamp"
-    return "String"
 
 
 def register_attribute_types(conn: Connection, types: Mapping[str, str]) -> None:

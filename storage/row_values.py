@@ -11,12 +11,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from funnelsync.attributes import type_of as attribute_type
 from funnelsync.normalize import normalize_email, website_domain
 from funnelsync.records import LEAD_STATUSES, ContactRecord, SourceCustomerRecord
 from funnelsync.status import DEFAULT_LEAD_STATUS, derive_status
 from storage.fingerprints import contacts_part, epoch_us_or_none, profile_part, subscriptions_part
 from storage.ids import new_uuid
-from storage.projection import attribute_type, jsonable_custom
+from storage.projection import jsonable_custom
 from storage.types import to_epoch_us
 from storage.writers import json_text
 

@@ -34,6 +34,6 @@ def test_a_lock_whose_process_is_gone_is_taken_over_at_once(db_engine: Engine) -
 def test_a_lock_whose_holder_may_still_run_stays_taken(db_engine: Engine, owner: str) -> None:
     assert try_acquire(db_engine, "sync:ds_b", owner)
     with pytest.raises(LockBusy), hold_lock(db_engine, "sync:ds_b", "PID 2 on elsewhere (next)", wait_seconds=0):
-        pass
+        pytest.fail(f"the lock held by {owner!r} was taken over")
     holder = lock_holder(db_engine, "sync:ds_b")
     assert holder is not None and holder.owner == owner
