@@ -68,15 +68,18 @@ def test_worker_serves_every_deployment_with_its_schedule(
         start_new_session=True,
     )
     try:
+        # Other tests share the session's Prefect server and may have made deployments of their own, so wait for
+        # prefect.yaml's names rather than for a count.
+        expected = {"sync-all", "sync-source", "merge-duplicates", "refresh-metrics", "import-file", "import-sheet",
+                    "google-play-reports", "run-automations"}
         deadline = time.monotonic() + 120
         names: dict[str, object] = {}
-        while time.monotonic() < deadline and len(names) < 8:
+        while time.monotonic() < deadline and not expected <= set(names):
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()
             with get_client(sync_client=True) as client:
                 names = {d.name: d for d in client.read_deployments()}
             time.sleep(1)
-        assert {"sync-all", "sync-source", "merge-duplicates", "refresh-metrics", "import-file", "import-sheet",
-                "google-play-reports", "run-automations"} <= set(names)
+        assert expected <= set(names), sorted(names)
         crons = {n: [s.schedule.cron for s in d.schedules] for n, d in names.items()}  # type: ignore[attr-defined]
         assert crons["sync-all"] == ["0 * * * *"] and crons["refresh-metrics"] == ["15 2 * * *"]
         assert crons["google-play-reports"] == ["40 3 * * *"]
