@@ -19,6 +19,7 @@ from api.contacts import router as contacts_router
 from api.customers import router as customers_router
 from api.dashboard import public as dashboard_public
 from api.dashboard import router as dashboard_router
+from api.dashboard_table import router as dashboard_table_router
 from api.data_sources import router as data_sources_router
 from api.errors import install_error_handler
 from api.merges import router as merges_router
@@ -60,6 +61,7 @@ def create_app(engine: Engine) -> FastAPI:
     app.include_router(contacts_router)
     app.include_router(dashboard_public)  # the sign-in page, the page itself (redirects), its assets
     app.include_router(dashboard_router)
+    app.include_router(dashboard_table_router)
     app.include_router(metrics_router)
     app.include_router(webhooks_router)  # signed by the integrations, no API key
     document_errors(app)

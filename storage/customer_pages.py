@@ -12,10 +12,11 @@ from funnelsync.normalize import normalize_email
 from storage.schema import customers, data_sources, source_customers
 
 
-def _filtered(
+def list_filtered(
     stmt: Select[Any], *, data_source_uuid: str | None, external_id: str | None, status: str | None,
     kinds: Sequence[str] | None, email: str | None, text: str | None = None,
 ) -> Select[Any]:
+    """``stmt`` (over ``customers``) narrowed by the list filters of :func:`find_customer_ids`."""
     if data_source_uuid is not None or external_id is not None or kinds is not None:
         owners = select(source_customers.c.customer_id).join(
             data_sources, data_sources.c.id == source_customers.c.data_source_id
@@ -67,7 +68,7 @@ def find_customer_ids(
         text: customers whose name, email or company contains this text (any case), or whose uuid it is.
     """
     stmt = select(customers.c.id).where(customers.c.id > after_id).order_by(customers.c.id)
-    stmt = _filtered(stmt, data_source_uuid=data_source_uuid, external_id=external_id, status=status,
+    stmt = list_filtered(stmt, data_source_uuid=data_source_uuid, external_id=external_id, status=status,
                      kinds=kinds, email=email, text=text)
     if offset:
         stmt = stmt.offset(offset)
@@ -82,7 +83,7 @@ def count_customers(
     text: str | None = None,
 ) -> int:
     """How many customers match the filters of :func:`find_customer_ids`."""
-    stmt = _filtered(select(func.count()).select_from(customers), data_source_uuid=data_source_uuid,
+    stmt = list_filtered(select(func.count()).select_from(customers), data_source_uuid=data_source_uuid,
                      external_id=external_id, status=status, kinds=kinds, email=email, text=text)
     return int(conn.execute(stmt).scalar_one())
 

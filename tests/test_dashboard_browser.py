@@ -15,6 +15,7 @@ import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -23,12 +24,14 @@ import uvicorn
 from api.app import create_app
 from funnelsync.records import SourceCustomerRecord
 from storage.api_keys import create_api_key
+from storage.projection import register_attribute_types
 from storage.sources import create_source
 from storage.upsert import upsert_records
 
 CHROMIUM = os.environ.get("FUNNELSYNC_CHROMIUM", "/usr/bin/chromium")
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 XSS_NAME = '<img src=x onerror="window.__xss=1">Mallory'
+FORMULA_COMPANY = '=HYPERLINK("http://evil.example","open")'
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 # The flags Chromium needs as root on a machine with no outside network (no sandbox, no background calls).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -45,22 +48,25 @@ def _months_ago(n: int) -> datetime:
 def server(sqlite_engine):
     """The app on a seeded SQLite database, served by uvicorn on a free local port; yields (url, key)."""
     people = [
-        ("L-1", "Ada Lovelace", "ada@lovelace.example", "US", 1, True, ["vip"]),
-        ("L-2", "Grace Hopper", "grace@hopper.example", "US", 2, True, []),
-        ("L-3", "Alan Turing", "alan@turing.example", "GB", 2, False, []),
-        ("L-4", "Edsger Dijkstra", "edsger@dijkstra.example", "NL", 4, True, ["vip"]),
-        ("L-5", "Barbara Liskov", "barbara@liskov.example", "US", 6, False, []),
-        ("L-6", "Donald Knuth", "donald@knuth.example", "US", 6, True, []),
-        ("L-7", "Frances Allen", "frances@allen.example", "DE", 9, True, []),
-        ("L-8", XSS_NAME, "mallory@evil.example", "DE", 3, False, []),
+        ("L-1", "Ada Lovelace", "ada@lovelace.example", "US", 1, True, ["vip"], 12),
+        ("L-2", "Grace Hopper", "grace@hopper.example", "US", 2, True, [], 3),
+        ("L-3", "Alan Turing", "alan@turing.example", "GB", 2, False, [], None),
+        ("L-4", "Edsger Dijkstra", "edsger@dijkstra.example", "NL", 4, True, ["vip"], 40),
+        ("L-5", "Barbara Liskov", "barbara@liskov.example", "US", 6, False, [], None),
+        ("L-6", "Donald Knuth", "donald@knuth.example", "US", 6, True, ["vip"], 2),
+        ("L-7", "Frances Allen", "frances@allen.example", "DE", 9, True, [], 7),
+        ("L-8", XSS_NAME, "mallory@evil.example", "DE", 3, False, [], None),
     ]
     with sqlite_engine.begin() as conn:
         ds = create_source(conn, "Website leads", "custom", {})
+        register_attribute_types(conn, {"seats": "Integer"})
         upsert_records(conn, ds.id, [
             SourceCustomerRecord(ext, name=name, email=email, country=country, lead_created_at=_months_ago(m),
                                  free_trial_started_at=_months_ago(m) + timedelta(days=2) if trial else None,
-                                 tags=tags)
-            for ext, name, email, country, m, trial, tags in people
+                                 tags=tags, custom={"seats": seats} if seats is not None else {},
+                                 company=FORMULA_COMPANY if ext == "L-8" else None,
+                                 owner="rep one@example.com" if ext in ("L-1", "L-4", "L-6") else None)
+            for ext, name, email, country, m, trial, tags, seats in people
         ])
         key = create_api_key(conn, "browser test")
     with socket.socket() as sock:
@@ -158,20 +164,24 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
     assert page.locator("#tooltip").is_visible()
     assert page.text_content("#tooltip").startswith(f"{_label(series[two]['period'])}: 2 leads")
 
-    # A filter changes the figures as the API says.
-    page.fill("#where", "country = US")
+    # A segment chosen with the controls changes the figures as the API says; the table follows it.
+    page.select_option("#seg-country", "US")
     page.click("#controls button[type=submit]")
     us = _api_funnel(url, key, where="country = US")
     us_total = sum(s["leads"] for s in us)
     page.wait_for_function(f"document.getElementById('total-leads').textContent === '{us_total} leads'")
     assert [int(r[1]) for r in _chart_rows(page, "chart-leads")] == [s["leads"] for s in us]
     assert sum(s["leads"] for s in us) == 4
+    page.wait_for_function(f"document.querySelectorAll('#customers tbody tr').length === {us_total}")
+    assert "where=country+%3D+US" not in page.url and "country=US" in page.url
 
-    # Search finds a customer; a name with markup is shown as text, never run.
+    # Search finds a customer (within the segment); a name with markup is shown as text, never run.
     page.fill("#q", "lovelace")
     page.click("#search button[type=submit]")
     page.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 1")
     assert page.text_content("#customers tbody tr td") == "Ada Lovelace"
+    page.select_option("#seg-country", "")
+    page.click("#controls button[type=submit]")
     page.fill("#q", "mallory")
     page.click("#search button[type=submit]")
     page.wait_for_function("document.querySelector('#customers tbody tr td').textContent.includes('Mallory')")
@@ -219,18 +229,23 @@ def _sign_in(browser, url, key):
     return page
 
 
-def _cli_show(engine, ref):
+def _cli(engine, *args):
+    """``funnelsync ARGS --json`` on the test's database, run in this process (a subprocess per call cost
+    seconds each on a loaded machine), parsed."""
     import json
-    import subprocess
-    import sys
 
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "FUNNELSYNC_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-           "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "-m", "funnelsync", "customers", "show", ref, "--json"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    from typer.testing import CliRunner
+
+    from funnelsync.cli import app
+
+    env = {"FUNNELSYNC_DATABASE_URL": engine.url.render_as_string(hide_password=False), "COLUMNS": "200"}
+    result = CliRunner().invoke(app, [*args, "--json"], env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.output)
+
+
+def _cli_show(engine, ref):
+    return _cli(engine, "customers", "show", ref)
 
 
 def test_customer_edits_from_the_dashboard_land_as_the_cli_shows_them(server, browser, sqlite_engine):
@@ -320,3 +335,81 @@ def test_the_url_holds_the_view(server, browser):
     rows = _chart_rows(other, "chart-leads")
     assert [r[0] for r in rows] == [f"Q{(int(s['period'][5:7]) - 1) // 3 + 1} {s['period'][:4]}" for s in api]
     assert [int(r[1]) for r in rows] == [s["leads"] for s in api] and sum(s["leads"] for s in api) == 4
+
+
+def test_segment_controls_build_the_cli_filter_and_the_table_shows_and_exports_the_view(server, browser, sqlite_engine,
+                                                                                         tmp_path):
+    """The segment controls write the shared filter grammar: the copyable command, run as it stands, gives the
+    charts' figures; the table shows that segment, sorts, pages, and exports it (formula-escaped) as the API."""
+    import csv
+    import shlex
+
+    url, key = server
+    page = _sign_in(browser, url, key)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.wait_for_selector("#seg-tag option[value=vip]", state="attached")
+    page.select_option("#seg-source", "Website leads")
+    page.select_option("#seg-tag", "vip")
+    page.select_option("#seg-owner", "rep one@example.com")
+    page.select_option("#seg-attr", "seats")
+    page.select_option("#seg-attr-op", ">=")
+    page.fill("#seg-attr-value", "5")
+    page.click("#controls button[type=submit]")
+    where = ['source = "Website leads"', "owner = \"rep one@example.com\"", "tag = vip", "custom.seats >= 5"]
+    api = _api_funnel(url, key, where=where)
+    total = sum(s["leads"] for s in api)
+    assert total == 2  # Ada (12 seats) and Edsger (40); Donald has 2
+    page.wait_for_function(f"document.getElementById('total-leads').textContent === '{total} leads'")
+    command = page.text_content("#cli-filter")
+    argv = shlex.split(command)
+    assert argv[:2] == ["funnelsync", "metrics"]
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--where"] == where
+    cli = _cli(sqlite_engine, *argv[1:])
+    assert [s["leads"] for s in cli["series"]] == [int(r[1]) for r in _chart_rows(page, "chart-leads")] == [
+        s["leads"] for s in api]
+
+    # The table shows the segment, as the table API answers for it.
+    page.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 2")
+    names = page.eval_on_selector_all("#customers tbody tr td:first-child", "cells => cells.map(c => c.textContent)")
+    expected = httpx.get(f"{url}/dashboard/customers", params={"where": where}, auth=(key, ""), timeout=10).json()
+    assert names == [c["name"] for c in expected["entries"]] and sorted(names) == ["Ada Lovelace", "Edsger Dijkstra"]
+
+    # The URL holds the segment: opened elsewhere, the same controls and figures.
+    other = _sign_in(browser, url, key)
+    other.goto(page.url)
+    other.wait_for_function(f"document.getElementById('total-leads').textContent === '{total} leads'")
+    assert other.input_value("#seg-owner") == "rep one@example.com" and other.input_value("#seg-attr-value") == "5"
+    assert other.text_content("#cli-filter") == command
+
+    # Sorting by a header, paging, and the CSV of the whole view, on every customer.
+    for select in ("#seg-source", "#seg-tag", "#seg-owner", "#seg-attr"):
+        page.select_option(select, "")
+    page.click("#controls button[type=submit]")
+    page.wait_for_function("document.getElementById('total-leads').textContent === '8 leads'")
+    view = urlsplit(page.url)
+    page.goto(urlunsplit(view._replace(query=urlencode({**dict(parse_qsl(view.query)), "per_page": "3"}),
+                                       fragment="")))
+    page.wait_for_function("document.getElementById('count').textContent.includes('of 8 customers')")
+    page.click("#customers th[data-sort=name] button")
+    page.wait_for_function("document.querySelector('#customers th[data-sort=name]').ariaSort === 'ascending'")
+    page.click("#next")
+    page.wait_for_function("document.getElementById('count').textContent.includes('page 2 of 3')")
+    second = page.eval_on_selector_all("#customers tbody tr td:first-child", "cells => cells.map(c => c.textContent)")
+    api_page = httpx.get(f"{url}/dashboard/customers", auth=(key, ""), timeout=10,
+                         params={"sort": "name", "order": "asc", "per_page": 3, "page": 2}).json()
+    assert second == [c["name"] for c in api_page["entries"]] and len(second) == 3
+    assert "sort=name" in page.url and "page=2" in page.url
+
+    with page.expect_download() as download:
+        page.click("#export")
+    path = tmp_path / "customers.csv"
+    download.value.save_as(path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    everyone = httpx.get(f"{url}/dashboard/customers", auth=(key, ""), timeout=10,
+                         params={"sort": "name", "order": "asc", "per_page": 200}).json()["entries"]
+    assert [r["name"] for r in rows] == [c["name"] for c in everyone] and len(rows) == 8  # the view, not a page
+    mallory = next(r for r in rows if r["name"] == XSS_NAME)
+    assert mallory["company"] == "'" + FORMULA_COMPANY  # a spreadsheet shows it as text, never runs it
+    assert errors == []

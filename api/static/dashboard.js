@@ -229,11 +229,82 @@ const pct = (v) => (v === null || v === undefined ? "–" : (v * 100).toFixed(1)
 const days = (v) => (v === null || v === undefined ? "–" : v.toFixed(1) + " d");
 const count = (v) => String(Math.round(v));
 
+// ---------------------------------------------------------------- segment
+
+// A value as the filter grammar reads it: a plain word bare, anything else double-quoted (backslash
+// escapes " and \), so a source named `EU "new" leads` or an owner with spaces stays one value.
+function filterValue(value, bare) {
+  const text = String(value);
+  if (bare && /^[A-Za-z0-9_.@+:-]+$/.test(text) && !/^(and|or|in|not)$/i.test(text)) return text;
+  return '"' + text.replace(/\\/g, "\\\\").replace(/"/g, '\\"') + '"';
+}
+
+let attributeTypes = {};
+
+// The segment controls as conditions of the shared filter grammar (storage/filters.py), then the
+// free-text conditions; every one is a separate --where (they AND together).
+function segmentConditions() {
+  const out = [];
+  const pick = (id, field, bare) => { const v = $(id).value; if (v) out.push(`${field} = ${filterValue(v, bare)}`); };
+  pick("seg-source", "source", true);
+  pick("seg-country", "country", true);
+  pick("seg-status", "status", true);
+  pick("seg-owner", "owner", true);
+  pick("seg-tag", "tag", true);
+  const key = $("seg-attr").value;
+  const value = $("seg-attr-value").value.trim();
+  if (key && value) {
+    // Text attributes are quoted; numbers, dates and booleans are written bare so they compare by type.
+    const bare = attributeTypes[key] && attributeTypes[key] !== "String";
+    out.push(`custom.${key} ${$("seg-attr-op").value} ${filterValue(value, bare)}`);
+  }
+  return out.concat($("where").value.split(";").map((s) => s.trim()).filter(Boolean));
+}
+
+// POSIX shell single quotes: nothing inside is expanded; a ' is closed, escaped and reopened.
+function shellQuote(text) { return "'" + String(text).replace(/'/g, "'\\''") + "'"; }
+
+function cliCommand(params) {
+  const parts = ["funnelsync metrics", "--start", params["start-date"], "--end", params["end-date"],
+    "--interval", params.interval];
+  if (params["within-days"]) parts.push("--within-days", params["within-days"]);
+  params.where.forEach((w) => parts.push("--where", shellQuote(w)));
+  return parts.join(" ");
+}
+
+function fillSelect(select, values) {
+  const keep = select.value;
+  const options = values.map((v) => {
+    const o = document.createElement("option");
+    o.value = typeof v === "object" ? v.value : v;
+    o.textContent = typeof v === "object" ? v.label : v;
+    return o;
+  });
+  select.replaceChildren(select.options[0], ...options);
+  select.value = keep;
+  if (select.value !== keep && keep) {
+    // A shared link may name a value this database lacks: keep it, so the filter still says what was asked.
+    const o = document.createElement("option"); o.value = keep; o.textContent = keep;
+    select.appendChild(o); select.value = keep;
+  }
+}
+
+async function loadSegments() {
+  const choices = await getJSON("/dashboard/segments");
+  attributeTypes = Object.fromEntries(choices.attributes.map((a) => [a.key, a.type]));
+  fillSelect($("seg-source"), choices.sources.map((s) => s.name));
+  fillSelect($("source"), choices.sources.map((s) => ({ value: s.uuid, label: s.name })));
+  fillSelect($("seg-country"), choices.countries);
+  fillSelect($("seg-status"), choices.statuses);
+  fillSelect($("seg-owner"), choices.owners);
+  fillSelect($("seg-tag"), choices.tags);
+  fillSelect($("seg-attr"), choices.attributes.map((a) => ({ value: a.key, label: `${a.key} (${a.type})` })));
+}
+
 function metricParams() {
-  const where = $("where").value.split(";").map((s) => s.trim()).filter(Boolean);
   return {
     "start-date": $("start").value, "end-date": $("end").value, interval: $("interval").value,
-    "within-days": $("within").value, where,
+    "within-days": $("within").value, where: segmentConditions(),
   };
 }
 
@@ -327,6 +398,7 @@ async function loadMetrics() {
   showError("");
   try {
     const params = metricParams();
+    $("cli-filter").textContent = cliCommand(params);
     const [funnel, cohorts] = await Promise.all([
       getJSON("/v1/metrics/funnel", params),
       getJSON("/v1/metrics/trial-cohorts", { ...params, "within-days": undefined }),
@@ -341,10 +413,11 @@ async function loadMetrics() {
 
 // ---------------------------------------------------------------- customers
 
-let nextCursor = null;
-let shown = 0;
-
 const day = (iso) => (iso ? iso.slice(0, 10) : "");
+
+// The table shows the charts' segment (the applied filter) narrowed by its own search, status and source,
+// sorted by a header and paged; "Export CSV" downloads every row of that view.
+const table = { sort: "lead_created_at", order: "desc", page: 1, pages: 1, where: [] };
 
 function customerRow(c) {
   const tr = document.createElement("tr");
@@ -360,28 +433,76 @@ function customerRow(c) {
     span.textContent = t;
     tags.appendChild(span);
   });
-  tr.append(cell(c.name), cell(c.email), cell(c.company), statusCell, cell(day(c.lead_created_at)),
-    cell(day(c.free_trial_started_at)), cell(day(c["customer-since"])), tags, cell(String(c.external_ids.length)));
-  tr.addEventListener("click", () => { window.location.hash = "customer=" + c.uuid; });
+  const name = document.createElement("td");
+  const link = document.createElement("a");
+  link.href = "#customer=" + encodeURIComponent(c.uuid);
+  link.textContent = c.name || c.email || c.uuid;
+  name.appendChild(link);
+  tr.append(name, cell(c.email), cell(c.company), cell(c.country), statusCell, cell(c.owner),
+    cell(day(c.lead_created_at)), cell(day(c.free_trial_started_at)), cell(day(c["customer-since"])), tags,
+    cell(String(c.external_ids.length)));
+  tr.addEventListener("click", (event) => {
+    if (event.target.closest("a, input, button")) return;
+    window.location.hash = "customer=" + c.uuid;
+  });
   return tr;
 }
 
-async function loadCustomers(append) {
+function tableParams() {
+  return { where: table.where, q: $("q").value.trim(), status: $("status").value, data_source_uuid: $("source").value,
+    sort: table.sort, order: table.order };
+}
+
+function queryString(params) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (Array.isArray(value)) value.forEach((v) => query.append(key, v));
+    else if (value !== undefined && value !== null && value !== "") query.append(key, value);
+  }
+  return query.toString();
+}
+
+async function loadCustomers(page) {
   showError("");
+  if (page) table.page = page;
   try {
-    const params = { per_page: 50, q: $("q").value.trim(), status: $("status").value };
-    if (append && nextCursor) params.cursor = nextCursor;
-    const page = await getJSON("/v1/customers", params);
-    const body = $("customers").tBodies[0];
-    const rows = page.entries.map(customerRow);
-    if (append) body.append(...rows); else body.replaceChildren(...rows);
-    shown = (append ? shown : 0) + page.entries.length;
-    nextCursor = page.has_more ? page.cursor : null;
-    $("more").hidden = !page.has_more;
-    $("count").textContent = shown + (page.has_more ? "+ customers" : " customers");
+    const params = tableParams();
+    const body = await getJSON("/dashboard/customers", { ...params, page: table.page, per_page: $("per-page").value });
+    $("customers").tBodies[0].replaceChildren(...body.entries.map(customerRow));
+    table.pages = body.pages;
+    if (table.page > body.pages) table.page = body.pages;
+    const first = body.total ? (body.page - 1) * body.per_page + 1 : 0;
+    $("count").textContent = `${first}–${first + body.entries.length - (body.total ? 1 : 0)} of ${body.total} customers` +
+      ` (page ${body.page} of ${body.pages})`;
+    $("prev").disabled = body.page <= 1;
+    $("next").disabled = body.page >= body.pages;
+    $("export").href = "/dashboard/customers.csv?" + queryString(params);
+    $("table-segment").textContent = table.where.length ? "In the segment: " + table.where.join(" AND ") : "";
+    document.querySelectorAll("#customers th[data-sort]").forEach((th) => {
+      th.setAttribute("aria-sort", th.dataset.sort === table.sort ? (table.order === "asc" ? "ascending" : "descending")
+        : "none");
+    });
   } catch (error) {
     showError(error.message);
   }
+}
+
+// Each sortable header holds a button (reachable by keyboard); a second press reverses the order.
+function setupSorting() {
+  document.querySelectorAll("#customers th[data-sort]").forEach((th) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "sort";
+    b.textContent = th.textContent;
+    th.replaceChildren(b);
+    b.addEventListener("click", () => {
+      if (table.sort === th.dataset.sort) table.order = table.order === "asc" ? "desc" : "asc";
+      else { table.sort = th.dataset.sort; table.order = th.dataset.sort.endsWith("_at") || th.dataset.sort ===
+        "subscriber_since" ? "desc" : "asc"; }
+      writeViewToURL();
+      loadCustomers(1);
+    });
+  });
 }
 
 async function showDetail() {
@@ -484,7 +605,7 @@ function editForm(c) {
       await showDetail();
       $("edit-status").textContent = "Saved.";
       loadMetrics();
-      loadCustomers(false);
+      loadCustomers();
     } catch (error) {
       const problems = (error.body && error.body.errors) || [];
       problems.forEach((p) => {
@@ -515,7 +636,7 @@ async function afterChange(uuid) {
   if (uuid) window.location.hash = "customer=" + uuid;
   await showDetail();
   loadMetrics();
-  loadCustomers(false);
+  loadCustomers();
 }
 
 // The source records of the customer; with more than one, each can be separated again (unmerge).
@@ -614,46 +735,94 @@ function historySection(history) {
 
 // ---------------------------------------------------------------- the view in the URL
 
-// The controls' state lives in the query string (start, end, interval, within, where), so a view can be
-// bookmarked or shared; the customer open in the detail stays in the #fragment.
-const VIEW_FIELDS = { start: "start", end: "end", interval: "interval", within: "within", where: "where" };
+// The view lives in the query string (range, interval, within, segment controls, further conditions, and
+// the table's search, filters, sort and page), so a view can be bookmarked or shared; the customer open in
+// the detail stays in the #fragment.
+const VIEW_FIELDS = {
+  start: "start", end: "end", interval: "interval", within: "within", where: "where", source: "seg-source",
+  country: "seg-country", status: "seg-status", owner: "seg-owner", tag: "seg-tag", attr: "seg-attr",
+  op: "seg-attr-op", value: "seg-attr-value", q: "q", t_status: "status", t_source: "source", per_page: "per-page",
+};
 
 function readViewFromURL() {
   const query = new URLSearchParams(window.location.search);
   for (const [param, id] of Object.entries(VIEW_FIELDS)) {
     const value = query.get(param);
-    if (value !== null) $(id).value = value;
+    if (value === null) continue;
+    const element = $(id);
+    if (element.tagName === "SELECT" && ![...element.options].some((o) => o.value === value)) {
+      const o = document.createElement("option"); o.value = value; o.textContent = value; element.appendChild(o);
+    }
+    element.value = value;
   }
+  if (query.get("sort")) table.sort = query.get("sort");
+  if (query.get("order")) table.order = query.get("order");
+  if (/^\d+$/.test(query.get("page") || "")) table.page = Number(query.get("page"));
 }
 
 function writeViewToURL() {
   const query = new URLSearchParams();
   for (const [param, id] of Object.entries(VIEW_FIELDS)) {
-    if ($(id).value) query.set(param, $(id).value);
+    const value = $(id).value;
+    if (!value || (param === "op" && !$("seg-attr").value) || (param === "per_page" && value === "25")) continue;
+    query.set(param, value);
   }
+  if (table.sort !== "lead_created_at" || table.order !== "desc") { query.set("sort", table.sort); query.set("order", table.order); }
+  if (table.page > 1) query.set("page", table.page);
   history.replaceState(null, "", window.location.pathname + "?" + query + window.location.hash);
+}
+
+async function copyCommand() {
+  const text = $("cli-filter").textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+    $("cli-copy").textContent = "Copied";
+  } catch (_) {
+    // No clipboard permission: select the text so Ctrl+C copies it.
+    const range = document.createRange();
+    range.selectNodeContents($("cli-filter"));
+    window.getSelection().removeAllRanges();
+    window.getSelection().addRange(range);
+    $("cli-copy").textContent = "Selected: press Ctrl+C";
+  }
+  setTimeout(() => { $("cli-copy").textContent = "Copy"; }, 2000);
 }
 
 // ---------------------------------------------------------------- start
 
-function init() {
+async function init() {
   const today = new Date();
   const start = new Date(today.getFullYear(), today.getMonth() - 11, 1);
   $("start").value = isoDay(start);
   $("end").value = isoDay(today);
   readViewFromURL();
+  setupSorting();
   ["chart-leads", "chart-trials", "chart-rate", "chart-cycle"].forEach((id) => attachTooltip($(id)));
-  $("controls").addEventListener("submit", (event) => { event.preventDefault(); writeViewToURL(); loadMetrics(); });
-  $("search").addEventListener("submit", (event) => { event.preventDefault(); loadCustomers(false); });
-  $("more").addEventListener("click", () => loadCustomers(true));
+  $("controls").addEventListener("submit", (event) => {
+    event.preventDefault();
+    table.where = segmentConditions();
+    table.page = 1;
+    writeViewToURL();
+    loadMetrics();
+    loadCustomers();
+  });
+  $("search").addEventListener("submit", (event) => { event.preventDefault(); writeViewToURL(); loadCustomers(1); });
+  $("status").addEventListener("change", () => { writeViewToURL(); loadCustomers(1); });
+  $("source").addEventListener("change", () => { writeViewToURL(); loadCustomers(1); });
+  $("per-page").addEventListener("change", () => { writeViewToURL(); loadCustomers(1); });
+  $("prev").addEventListener("click", () => { table.page -= 1; writeViewToURL(); loadCustomers(); });
+  $("next").addEventListener("click", () => { table.page += 1; writeViewToURL(); loadCustomers(); });
+  $("cli-copy").addEventListener("click", copyCommand);
   window.addEventListener("hashchange", showDetail);
   let resizeTimer = null;
   window.addEventListener("resize", () => {
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(() => renderFunnel(lastSeries, lastInterval), 150);
   });
+  try { await loadSegments(); } catch (error) { showError(error.message); }
+  table.where = segmentConditions();
   loadMetrics();
-  loadCustomers(false);
+  loadCustomers();
   showDetail();
 }
 
