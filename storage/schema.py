@@ -395,12 +395,13 @@ automation_occurrences = Table(
     Column("detected_at", UTCDateTime, nullable=False),
 )
 
-# The outbox: one delivery per action of an occurrence (pending → delivered | failed).
+# The outbox: one delivery per action of an occurrence (pending → delivered | failed). Written only
+# with its occurrence, in the same statement, and occurrences are never deleted: no foreign key, whose
+# check per row was most of the cost of enqueueing a large import.
 automation_deliveries = Table(
     "automation_deliveries",
     metadata,
-    Column("occurrence_id", String(40), ForeignKey("automation_occurrences.id", ondelete="CASCADE"),
-           primary_key=True),
+    Column("occurrence_id", String(40), primary_key=True),
     Column("action_index", Integer, primary_key=True),
     Column("kind", String(20), nullable=False),
     Column("status", String(10), nullable=False, default="pending"),  # pending | delivered | failed

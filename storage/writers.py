@@ -103,19 +103,43 @@ class DialectWriter:
         if rows:
             self._sqlite_values(template, width, rows)
 
-    def _sqlite_values(self, template: str, width: int, rows: list[tuple[Any, ...]]) -> None:
+    def _sqlite_values(self, template: str, width: int, rows: list[tuple[Any, ...]]) -> list[Any]:
         # SQLite: many rows per statement. executemany steps the statement once per row and re-takes
         # the GIL and re-binds between steps; a multi-row VALUES list does the same work in one step,
         # less time per row for our wide rows. Values stay bound parameters.
+        # Returns what the statements return (a template with RETURNING), else nothing.
         marks = "(" + ", ".join("?" * width) + ")"
         per = max(1, min(SQLITE_ROWS_PER_STATEMENT, self._sqlite_variable_limit() // width))
         cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        returned: list[Any] = []
         try:
             for start in range(0, len(rows), per):
                 part = rows[start : start + per]
                 cursor.execute(template.format(values=", ".join([marks] * len(part))), list(chain.from_iterable(part)))
+                if cursor.description is not None:
+                    returned.extend(cursor.fetchall())
         finally:
             cursor.close()
+        return returned
+
+    def insert_new_returning(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]],
+                             conflict: Sequence[str], returning: str) -> list[Any]:
+        """SQLite: insert the rows whose ``conflict`` key is not there yet; return the ``returning``
+        columns of those inserted (the others are left as they are)."""
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608  # nosec B608 # constant names
+        tail = self._conflict_clause(conflict, ()) + f" RETURNING {returning}"
+        return self._sqlite_values(head + "{values}" + tail, len(columns), rows)
+
+    def stage(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> str:
+        """PostgreSQL: ``COPY`` the rows into an emptied session staging table shaped like ``table``;
+        return its name (for one ``INSERT … SELECT`` from it)."""
+        stage = f"_stage_{table}"
+        self.conn.exec_driver_sql(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        self.conn.exec_driver_sql(f"TRUNCATE {stage}")
+        self._copy(stage, columns, rows)
+        return stage
 
     def insert_new(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]],
                    conflict: Sequence[str] | None, update_columns: Sequence[str]) -> None:
@@ -156,12 +180,7 @@ class DialectWriter:
 
     def _copy_upsert(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]],
                      conflict: Sequence[str], update_columns: Sequence[str]) -> None:
-        stage = f"_stage_{table}"
-        self.conn.exec_driver_sql(
-            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        self.conn.exec_driver_sql(f"TRUNCATE {stage}")
-        self._copy(stage, columns, rows)
+        stage = self.stage(table, columns, rows)
         cols = ", ".join(columns)
         self.conn.exec_driver_sql(
             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}"  # noqa: S608  # nosec B608 # constant names
