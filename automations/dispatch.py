@@ -25,6 +25,7 @@ from storage.automation_rules import TIME_TRIGGERS, list_rules
 from storage.customers import customer_view, merged_into
 from storage.outbox import (
     Delivery,
+    count_due,
     customer_ids_by_uuid,
     detect_time_triggers,
     due_deliveries,
@@ -89,9 +90,14 @@ def run_automations(
     concurrency: int = CONCURRENCY,
     run_deployment: Callable[[str, dict[str, Any], str], str] | None = None,
     client: httpx.Client | None = None,
+    progress: Callable[[RunSummary, int], None] | None = None,
 ) -> RunSummary:
     """Detect the time-based occurrences and deliver every due delivery; with ``dry_run`` send nothing,
-    store nothing, and list what would be delivered."""
+    store nothing, and list what would be delivered.
+
+    ``progress`` (a display) is called with the summary so far and how many deliveries were due when
+    delivering began: once after detection, then after each batch.
+    """
     now = now or datetime.now(UTC)
     summary = RunSummary()
     with engine.connect() as conn:
@@ -109,8 +115,14 @@ def run_automations(
         summary.per_rule[name]["detected"] = count
     if dry_run:
         return summary
+    report: Callable[[], None] | None = None
+    if progress is not None:
+        with engine.connect() as conn:
+            due = count_due(conn, now)
+        report = lambda: progress(summary, due)
+        report()
     deliver(engine, lambda conn: due_deliveries(conn, now, BATCH), summary, retry_delays=retry_delays,
-            concurrency=concurrency, run_deployment=run_deployment, client=client)
+            concurrency=concurrency, run_deployment=run_deployment, client=client, after_batch=report)
     return summary
 
 
@@ -161,6 +173,7 @@ def deliver(
     concurrency: int,
     run_deployment: Callable[[str, dict[str, Any], str], str] | None,
     client: httpx.Client | None,
+    after_batch: Callable[[], None] | None = None,
 ) -> None:
     """Perform batches until ``next_batch`` gives none, writing each batch's outcomes."""
     own_client = client is None
@@ -188,6 +201,8 @@ def deliver(
                                                    delivery.customer_uuid, status))
                 with engine.begin() as conn:
                     record_attempts(conn, rows, finished)
+                if after_batch is not None:
+                    after_batch()
     finally:
         if own_client:
             http.close()

@@ -440,6 +440,12 @@ def due_deliveries(conn: Connection, now: datetime, limit: int) -> list[Delivery
     return [Delivery(*row) for row in conn.execute(query)]
 
 
+def count_due(conn: Connection, now: datetime) -> int:
+    """How many pending deliveries are due by ``now``."""
+    query = select(func.count()).select_from(_D).where(_D.c.status == "pending", _D.c.next_attempt_at <= now)
+    return int(conn.execute(query).scalar_one())
+
+
 def find_deliveries(conn: Connection, ref: str) -> list[Delivery]:
     """The deliveries ``ref`` names: ``occ_…:N`` one action, ``occ_…`` every action of the occurrence."""
     occurrence, _, index = ref.partition(":")

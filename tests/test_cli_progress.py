@@ -90,3 +90,68 @@ def test_sync_shows_records_and_rate_on_a_terminal(tmp_path, terminal):
     drawn = terminal.getvalue()
     assert "Billing customers" in drawn and "records" in drawn and "eta" in drawn
     assert re.search(r"\b30/30\b", drawn), drawn
+
+
+def _pending_trials(tmp_path, hook_url, count=3):
+    """``count`` customers entering trials under a webhook rule: as many pending deliveries."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"""
+automations:
+  - name: trials
+    trigger: trial_started
+    actions:
+      - webhook: {{url: "{hook_url}", secret: "env:HOOK_SECRET"}}
+""", encoding="utf-8")
+    trials = tmp_path / "trials.csv"
+    trials.write_text("Customer ID,E-mail,Trial Start\n" + "".join(
+        f"t{i},t{i}@example.com,2026-01-0{i + 1}T12:00:00Z\n" for i in range(count)), encoding="utf-8")
+    return rules, trials
+
+
+def test_automations_run_shows_detected_delivered_and_rate_on_a_terminal(tmp_path, terminal, monkeypatch):
+    from fakes.hook_receiver import HookReceiver
+
+    monkeypatch.setenv("HOOK_SECRET", "whsec_progress")
+    hook = HookReceiver(secret="whsec_progress").start()
+    try:
+        url = f"sqlite:///{tmp_path / 'a.db'}"
+        rules, trials = _pending_trials(tmp_path, hook.url)
+        _invoke(url, "init")
+        _invoke(url, "automations", "apply", str(rules))
+        _invoke(url, "import", "csv", str(trials), "--source", "A")
+        terminal.truncate(0)
+        terminal.seek(0)
+        ran = _invoke(url, "automations", "run")
+    finally:
+        hook.stop()
+    assert "0 detected, 3 delivered, 0 pending, 0 failed." in ran.output
+    assert len(hook.received) == 3 and all(r.signature_ok for r in hook.received)
+    drawn = terminal.getvalue()
+    assert "automations: 0 detected, 3 delivered" in drawn and "3/3" in drawn, drawn
+    assert re.search(r"[\d,]+ deliveries/s", drawn), drawn
+
+
+def test_automations_run_draws_no_progress_on_a_pipe(tmp_path):
+    from fakes.hook_receiver import HookReceiver
+
+    hook = HookReceiver(secret="whsec_progress").start()
+    try:
+        url = f"sqlite:///{tmp_path / 'a.db'}"
+        rules, trials = _pending_trials(tmp_path, hook.url)
+        env = {**os.environ, "FUNNELSYNC_DATABASE_URL": url, "PYTHONPATH": str(ROOT), "HOOK_SECRET": "whsec_progress"}
+
+        def run(*args):
+            done = subprocess.run([sys.executable, "-m", "funnelsync", *args], capture_output=True, text=True,
+                                  env=env, cwd=ROOT, timeout=180)
+            assert done.returncode == 0, done.stderr
+            return done
+
+        run("init")
+        run("automations", "apply", str(rules))
+        run("import", "csv", str(trials), "--source", "A")
+        ran = run("automations", "run")
+    finally:
+        hook.stop()
+    assert ran.stdout.strip() == "0 detected, 3 delivered, 0 pending, 0 failed."
+    assert len(hook.received) == 3
+    assert ran.stderr == "", ran.stderr

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.table import Table
 
+from funnelsync.cli import common
 from funnelsync.cli.common import app, console, get_engine, print_json
 
 automations_app = typer.Typer(help="Automated workflows: rules, their deliveries, their runs.", no_args_is_help=True)
@@ -84,6 +87,24 @@ def automations_list(as_json: Annotated[bool, typer.Option("--json")] = False) -
     console.print(table)
 
 
+@contextmanager
+def _run_progress(enabled: bool) -> Iterator[Callable[[Any, int], None] | None]:
+    """Deliveries done of those due, their rate, and the counts so far on stderr (a terminal only:
+    ``progress_bar`` draws nothing on a pipe), or nothing with --json."""
+    if not enabled:
+        yield None
+        return
+    with common.progress_bar("deliveries", auto_refresh=False) as bar:
+        task = bar.add_task("automations", total=None)
+
+        def update(summary: Any, due: int) -> None:
+            done = summary.delivered + summary.pending + summary.failed
+            bar.update(task, completed=done, total=due, refresh=True,
+                       description=f"automations: {summary.detected} detected, {summary.delivered} delivered")
+
+        yield update
+
+
 @automations_app.command("run")
 def automations_run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be delivered; send nothing.")] = False,
@@ -93,7 +114,9 @@ def automations_run(
     from automations.deployments import run_prefect_deployment
     from automations.dispatch import run_automations
 
-    summary = run_automations(get_engine(), dry_run=dry_run, run_deployment=run_prefect_deployment)
+    with _run_progress(not as_json and not dry_run) as progress:
+        summary = run_automations(get_engine(), dry_run=dry_run, run_deployment=run_prefect_deployment,
+                                  progress=progress)
     if as_json:
         print_json({**summary.counts(), **({"would_deliver": summary.would_deliver} if dry_run else {})})
         return
