@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text
 from api.account import router as account_router
 from api.attributes import router as attributes_router
 from api.auth import require_api_key
+from api.automation_deliveries import router as automation_deliveries_router
 from api.automations import router as automations_router
 from api.contacts import router as contacts_router
 from api.customers import router as customers_router
@@ -57,6 +58,7 @@ def create_app(engine: Engine) -> FastAPI:
     app.include_router(merges_router)
     app.include_router(attributes_router)
     app.include_router(automations_router)
+    app.include_router(automation_deliveries_router)
     app.include_router(customers_router)
     app.include_router(contacts_router)
     app.include_router(dashboard_public)  # the sign-in page, the page itself (redirects), its assets

@@ -499,6 +499,24 @@ def delivery_counts(conn: Connection, since: datetime | None = None) -> dict[str
     return out
 
 
+def activity_by_rule(conn: Connection, since: datetime) -> dict[str, dict[str, int]]:
+    """Per rule, what happened since ``since``: occurrences ``detected``, deliveries ``delivered`` and
+    ``failed``; and how many deliveries are ``pending`` now (whenever detected)."""
+    out: dict[str, dict[str, int]] = {}
+
+    def add(what: str, query: Any) -> None:
+        for name, count in conn.execute(query):
+            out.setdefault(name, {"detected": 0, "delivered": 0, "failed": 0, "pending": 0})[what] = count
+
+    add("detected", select(_O.c.rule_name, func.count()).where(_O.c.detected_at >= since).group_by(_O.c.rule_name))
+    joined = _D.join(_O, _O.c.id == _D.c.occurrence_id)
+    per_rule = select(_O.c.rule_name, func.count()).select_from(joined).group_by(_O.c.rule_name)
+    add("delivered", per_rule.where(_D.c.status == "delivered", _D.c.delivered_at >= since))
+    add("failed", per_rule.where(_D.c.status == "failed", _D.c.updated_at >= since))
+    add("pending", per_rule.where(_D.c.status == "pending"))
+    return out
+
+
 def retry_delay(attempts: int) -> timedelta:
     """How long a delivery that failed ``attempts`` times waits for its next run: doubling, at most an hour."""
     return timedelta(seconds=min(3600, 60 * 2 ** max(0, attempts - 1)))

@@ -60,3 +60,65 @@ def test_rules_through_the_api(db_engine, tmp_path, monkeypatch):
     assert client.delete("/v1/automations/api-trials").status_code == 204
     assert client.delete("/v1/automations/api-trials").status_code == 404
     assert client.get("/v1/automations").json()["entries"] == []
+
+
+def test_deliveries_activity_and_replay_through_the_api(db_engine, monkeypatch):
+    """The Automations panel's data: failed deliveries with their last error, the last 24 h per rule, and a
+    replay that delivers to a real receiver on 127.0.0.1 (which checks the signature)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from automations.dispatch import run_automations
+    from fakes.hook_receiver import HookReceiver
+
+    monkeypatch.setenv("PANEL_SECRET", "whsec_panel")
+    hook = HookReceiver(secret="whsec_panel", default=500).start()
+    try:
+        client = api_client(db_engine)
+        rule = {"name": "panel", "trigger": "trial_started",
+                "actions": [{"webhook": {"url": hook.url, "secret": "env:PANEL_SECRET", "max_attempts": 1}}]}
+        assert client.post("/v1/automations", json=rule).status_code == 201
+        ds = new_source(client)
+        for ext in ("p-1", "p-2"):
+            new_customer(client, ds, ext, email=f"{ext}@example.com", free_trial_started_at="2026-01-03T00:00:00Z")
+        assert run_automations(db_engine, retry_delays=(0.01,)).failed == 2
+
+        failed = client.get("/v1/automation_deliveries", params={"status": "failed"})
+        assert failed.status_code == 200, failed.text
+        entries = failed.json()["entries"]
+        assert [e["status"] for e in entries] == ["failed", "failed"]
+        assert all(e["automation"] == "panel" and "answered HTTP 500" in e["last_error"] for e in entries)
+        assert "whsec_panel" not in failed.text
+        assert client.get("/v1/automation_deliveries", params={"status": "delivered"}).json()["entries"] == []
+
+        activity = client.get("/v1/automation_activity").json()["entries"]
+        assert activity == [{"automation": "panel", "detected": 2, "delivered": 0, "failed": 2, "pending": 0}]
+
+        hook.default = 200
+        target = entries[0]
+        replayed = client.post(f"/v1/automation_deliveries/{target['id']}/replay")
+        assert replayed.status_code == 200, replayed.text
+        body = replayed.json()
+        assert (body["delivered"], body["failed"]) == (1, 0)
+        assert [(d["id"], d["status"]) for d in body["deliveries"]] == [(target["id"], "delivered")]
+        (received,) = hook.received[-1:]
+        assert received.signature_ok and received.headers["idempotency-key"] == target["occurrence_id"]
+        assert len(hook.received) == 3  # two first attempts, one replay: the other failed one was left alone
+
+        # Detected more than 24 h ago: out of the window; its delivery's outcome today still counts.
+        with db_engine.begin() as conn:
+            conn.execute(update(automation_occurrences).where(automation_occurrences.c.id == target["occurrence_id"])
+                         .values(detected_at=datetime.now(UTC) - timedelta(days=2)))
+        activity = client.get("/v1/automation_activity").json()["entries"]
+        assert activity == [{"automation": "panel", "detected": 1, "delivered": 1, "failed": 1, "pending": 0}]
+        assert client.get("/v1/automation_activity", params={"hours": "72"}).json()["entries"][0]["detected"] == 2
+    finally:
+        hook.stop()
+
+    assert client.post("/v1/automation_deliveries/occ_nope:0/replay").status_code == 404
+    for path, params, field in (("/v1/automation_deliveries", {"status": "lost"}, "status"),
+                                ("/v1/automation_deliveries", {"limit": "0"}, "limit"),
+                                ("/v1/automation_activity", {"hours": "a day"}, "hours")):
+        refused = client.get(path, params=params)
+        assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == field
