@@ -31,6 +31,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 ASSETS = {
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
+    "automations.js": "text/javascript; charset=utf-8",
+    "automations.css": "text/css; charset=utf-8",
 }
 NO_CACHE = {"Cache-Control": "no-cache"}
 

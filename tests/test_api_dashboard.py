@@ -21,16 +21,21 @@ def test_dashboard_page_and_assets(db_engine):
         assert chart in html
     assert 'id="cohorts"' in html and 'id="customers"' in html and 'id="q"' in html
     referenced = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert sorted(referenced) == ["/dashboard/static/dashboard.css", "/dashboard/static/dashboard.js"]
+    assert sorted(referenced) == ["/dashboard/static/automations.css", "/dashboard/static/automations.js",
+                                  "/dashboard/static/dashboard.css", "/dashboard/static/dashboard.js"]
     bodies = [html]
+    assets = {}
     for path in referenced:
         asset = client.get(path)
         assert asset.status_code == 200, path
         bodies.append(asset.text)
-    assert client.get("/dashboard/static/dashboard.js").headers["content-type"].startswith("text/javascript")
-    script = bodies[2] if referenced[1].endswith(".js") else bodies[1]
+        assets[path.rsplit("/", 1)[1]] = asset
+    for name in ("dashboard.js", "automations.js"):
+        assert assets[name].headers["content-type"].startswith("text/javascript")
     for endpoint in ("/v1/metrics/funnel", "/v1/metrics/trial-cohorts", "/v1/customers"):
-        assert endpoint in script
+        assert endpoint in assets["dashboard.js"].text
+    for endpoint in ("/v1/automations", "/v1/automation_activity", "/v1/automation_deliveries"):
+        assert endpoint in assets["automations.js"].text
     for text in bodies + [p.read_text() for p in STATIC.iterdir()]:
         assert EXTERNAL.search(text) is None, EXTERNAL.search(text)
     assert client.get("/dashboard/static/app.py").status_code == 404
