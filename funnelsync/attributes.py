@@ -35,7 +35,8 @@ class AttributeTypeError(ValueError):
 
 
 def type_of(value: Any) -> str:
-    """The type a typed Python value stands for."""
+    """The type a typed Python value (a bare JSON value too) stands for: bool, int, float or Decimal,
+    datetime; anything else is a String."""
     if isinstance(value, bool):
         return "Boolean"
     if isinstance(value, int):
@@ -79,6 +80,21 @@ def settle_attribute(
             f"(or custom.{key}={value} to have it read as {declared})"
         )
     return value, kind, declared is None
+
+
+def settle_column_type(key: str, named: str | None, declared: str | None) -> tuple[str, bool]:
+    """``(type, new)`` of a file's or sheet's column of attribute ``key``: the type its header names
+    (``custom.seats:integer``), which must be the declared one, else the declared type, else String.
+
+    Raises:
+        AttributeTypeError: the header names a type other than the declared one.
+    """
+    if named is not None and declared is not None and named != declared:
+        raise AttributeTypeError(
+            f"custom.{key} is of type {declared}, not {named}: name it custom.{key}:{declared.lower()} "
+            f"(or leave the type out)"
+        )
+    return named or declared or "String", declared is None
 
 
 def new_attribute_note(key: str, kind: str) -> str:

@@ -387,37 +387,57 @@ def add_customer(
     source_name: str,
     external_id: str,
     values: dict[str, Any],
+    attributes: dict[str, Any] | None = None,
     *,
     now: datetime | None = None,
+    notes: list[str] | None = None,
 ) -> int:
     """Add one lead or customer by hand to a custom source (created, kind custom, if missing).
 
     Args:
         values: parsed fields (name, email, company, …, lead_created_at, free_trial_started_at).
+        attributes: tags and custom attributes as ``parse_assignment`` gives them (``tag.<name>``,
+            ``custom.<key>``), typed by the one rule of ``funnelsync.attributes`` as an edit is.
+        notes: receives what the output says (a custom attribute written for the first time, with its type).
 
     Returns:
         The new customer's id.
 
     Raises:
-        EditValueError: the customer exists already, or a rule is broken (future date, trial before lead).
+        EditValueError: the customer exists already, a rule is broken (future date, trial before lead), or a
+            custom attribute value does not fit the attribute's type (nothing is added).
         SourceKindMismatch: the source is an integration.
     """
     from jobs.imports import ensure_import_source
     from storage.customers import resolve_customer
+    from storage.projection import register_attribute_types
     from storage.upsert import upsert_records
 
     reason = skip_reason("New_Lead", None, None, values, now or datetime.now(timezone.utc))
     if reason:
         raise EditValueError(reason)
+    attributes = attributes or {}
+    tags = [name[4:] for name, on in attributes.items() if name.startswith("tag.") and on]
+    with engine.connect() as conn:
+        new_types: dict[str, str] = {}
+        try:
+            custom, stated = settle_custom_types(
+                conn, {k: v for k, v in attributes.items() if k.startswith("custom.")}, account_timezone(), new_types)
+        except AttributeTypeError as exc:
+            raise EditValueError(str(exc)) from None
     source_id, name = ensure_import_source(engine, source_name, "custom")
-    record = SourceCustomerRecord(external_id=external_id, **values)
+    record = SourceCustomerRecord(external_id=external_id, **values, tags=tags,
+                                  custom={k[7:]: v for k, v in custom.items() if v is not None})
     with engine.begin() as conn:
         if resolve_customer(conn, f"{name}:{external_id}") is not None:
             raise EditValueError(
                 f"{name}:{external_id} exists already: change it with `funnelsync customers edit {name}:{external_id}`"
             )
+        register_attribute_types(conn, new_types)
         result = upsert_records(conn, source_id, [record])
-        return result.created_customer_ids[0]
+    if notes is not None:
+        notes.extend(stated)
+    return result.created_customer_ids[0]
 
 
 def edit_customer(

@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import Engine
 
 from connectors.files.dates import AmbiguousDateColumn
-from connectors.files.flexible_csv import EMPTY_CELLS, RowMapper, row_key, survey_dates
+from connectors.files.flexible_csv import EMPTY_CELLS, RowMapper, row_key, settle_custom_columns, survey_dates
 from connectors.files.headers import MappingError, match_headers
 from connectors.files.rows import FileUnreadable, RowDigest, RowError, RowResult
+from funnelsync.attributes import new_attribute_note
 from funnelsync.timeutil import account_timezone
 from jobs.import_jobs import resume_interrupted, resumed_note
 from jobs.imports import (
@@ -40,6 +41,7 @@ from storage.imports import (
     save_row_fingerprints,
     start_import_job,
 )
+from storage.projection import attribute_types
 from storage.sources import get_source, update_source_settings
 
 
@@ -81,6 +83,10 @@ def import_rows(
         match = match_headers(headers, dict(mapping or {}))
     except MappingError as exc:
         raise FileUnreadable(str(exc)) from None
+    with engine.connect() as conn:
+        declared = attribute_types(conn)
+    # The one typing rule (funnelsync.attributes): a file's and a sheet's custom columns are typed alike.
+    new_attributes = settle_custom_columns(match, declared, label)
     numbered = [(i + 1, [str(v) for v in r]) for i, r in enumerate(rows) if i > header_index]
     try:
         mapper = RowMapper(match, survey_dates(match, numbered), zone, date_format, known_orders=known_orders,
@@ -91,8 +97,13 @@ def import_rows(
     source_id, name = ensure_import_source(engine, source_name, "google_sheets")
     summary = ImportSummary(source=name, rows=len(numbered), ignored_columns=list(match.ignored),
                             columns=match.columns(), date_orders=mapper.date_orders())
+    summary.notes.extend(new_attribute_note(key, kind) for key, kind in new_attributes.items())
+    # The columns' custom types decide how a row reads too: rows fingerprinted before a column took its
+    # attribute's declared type are read again.
+    column_types = sorted((t.field, t.custom_type) for t in match.targets if t is not None and t.typed)
     signature = repr((headers, sorted((mapping or {}).items()), date_format, str(zone))
-                     + ((empty_cells,) if empty_cells != "keep" else ())).encode()
+                     + ((empty_cells,) if empty_cells != "keep" else ())
+                     + ((column_types,) if column_types else ())).encode()
     row_digest = RowDigest(signature, loose=True)
     id_index, email_index = match.index_of("external_id"), match.index_of("email")
     with engine.begin() as conn:

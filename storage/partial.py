@@ -84,8 +84,9 @@ def complete(prepared: PreparedRecord, stored: Sequence[Any],
         subscriptions = _merged_subscriptions(p.subscriptions or [], stored_subscriptions, p.present)
         subs_fp = subscriptions_part([_fact(values, sqlite) for values in subscriptions])
     # Contacts are reported whole or not at all (None), each keeping its unreported fields when written.
+    # The custom types are the reported values' own: read back from the row's JSON, a Timestamp is text.
     return whole._replace(subs_fp=subs_fp, contacts_fp=p.contacts_fp, contacts=p.contacts,
-                          subscriptions=subscriptions)
+                          subscriptions=subscriptions, custom_types=p.custom_types)
 
 
 def _merged_subscriptions(reported: list[tuple[Any, ...]], stored: Sequence[Sequence[Any]],

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from funnelsync.normalize import normalize_country
@@ -140,10 +139,3 @@ def convert_custom_text(value: str) -> str:
     return value
 
 
-def isoformat_of(parser: Callable[[str], datetime]) -> Callable[[str], str]:
-    """A timestamp custom attribute is stored as ISO 8601 text (JSON has no datetime)."""
-
-    def convert(value: str) -> str:
-        return parser(value).isoformat()
-
-    return convert

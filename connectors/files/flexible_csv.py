@@ -31,7 +31,7 @@ import codecs
 import csv
 import io
 import os
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from itertools import islice, pairwise
@@ -48,7 +48,6 @@ from connectors.files.cells import (
     convert_integer,
     convert_lead_status,
     convert_tags,
-    isoformat_of,
     text_within,
 )
 from connectors.files.dates import AmbiguousDateColumn, SlashedDateSurvey, make_date_parser
@@ -57,7 +56,7 @@ from connectors.files.encoding import SAMPLE_BYTES, detect_encoding, guess_legac
 from connectors.files.headers import HeaderMatch, MappingError, Target, match_headers
 from connectors.files.rows import ROW_RULES_VERSION, FileUnreadable, RowDigest, RowError, RowResult
 from connectors.files.structured_csv import Template
-from funnelsync.attributes import TYPE_BY_LOWER
+from funnelsync.attributes import TYPE_BY_LOWER, AttributeTypeError, settle_column_type
 from funnelsync.normalize import normalize_email
 from funnelsync.records import ContactRecord, SourceCustomerRecord, SubscriptionFact
 from funnelsync.timeutil import account_timezone
@@ -208,7 +207,9 @@ class RowMapper:
         if target.is_date:
             parser = make_date_parser(header, survey, tz, date_format, known_order)
             if name.startswith("custom."):
-                return _Column(index, header, name[7:], _CUSTOM, isoformat_of(parser))
+                # A datetime, so the attribute is typed Timestamp (stored as ISO 8601 text, as JSON has no
+                # datetime).
+                return _Column(index, header, name[7:], _CUSTOM, _naming_type(parser, name, "Timestamp"))
             return _Column(index, header, name, _FIELD, parser)
         convert: Callable[[str], Any]
         if name.startswith("custom."):
@@ -370,6 +371,30 @@ class FileLayout:
     headers: list[str]
     data_rows: int = 0
     encoding_note: str | None = None
+
+
+def settle_custom_columns(match: HeaderMatch, declared: Mapping[str, str], label: str) -> dict[str, str]:
+    """Type each custom column of ``match`` by ``funnelsync.attributes``'s rule, in place: an untyped column
+    takes the attribute's declared type; answers the new attributes with their types.
+
+    Raises:
+        FileUnreadable: a column names a type other than its attribute's (before anything is written).
+    """
+    new: dict[str, str] = {}
+    for index, target in enumerate(match.targets):
+        if target is None or not target.field.startswith("custom."):
+            continue
+        key = target.field[len("custom."):]
+        named = TYPE_BY_LOWER[target.custom_type] if target.typed else None
+        try:
+            kind, is_new = settle_column_type(key, named, declared.get(key))
+        except AttributeTypeError as exc:
+            raise FileUnreadable(f"{label}, column {match.headers[index]!r}: {exc}") from None
+        if is_new:
+            new[key] = kind
+        elif not target.typed:
+            match.targets[index] = Target(target.field, kind.lower(), typed=True)
+    return new
 
 
 @dataclass
@@ -552,26 +577,7 @@ class FlexibleCsvFile:
         return self.layout
 
     def _settle_attribute_types(self, match: HeaderMatch) -> None:
-        """Type each custom column by the attribute's declared type; refuse a column typed otherwise."""
-        for index, target in enumerate(match.targets):
-            if target is None or not target.field.startswith("custom."):
-                continue
-            key = target.field[len("custom."):]
-            declared = self.attribute_types.get(key)
-            if target.typed:
-                named = TYPE_BY_LOWER[target.custom_type]
-                if declared is not None and declared != named:
-                    raise FileUnreadable(
-                        f"{self.label}, column {match.headers[index]!r}: custom.{key} is of type {declared}, not "
-                        f"{named}: name it custom.{key}:{declared.lower()} (or leave the type out)"
-                    )
-                if declared is None:
-                    self.new_attributes[key] = named
-                continue
-            if declared is None:
-                self.new_attributes[key] = "String"
-            else:
-                match.targets[index] = Target(target.field, declared.lower(), typed=True)
+        self.new_attributes.update(settle_custom_columns(match, self.attribute_types, self.label))
 
     def row_signature(self) -> bytes:
         """What decides how this file's rows read (for ``RowDigest``); call ``prepare()`` first."""

@@ -152,11 +152,22 @@ def customers_add(
         str | None, typer.Option("--lead-created-at", help="A date (account time zone).")
     ] = None,
     free_trial_started_at: Annotated[str | None, typer.Option("--free-trial-started-at")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="tags=a,b, tag.<name>=true or custom.<key>[:type]=value (repeatable; "
+                     "custom attributes typed as `customers edit` types them)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the new customer as JSON.")] = False,
 ) -> None:
     """Add a lead or customer by hand."""
     from jobs.edits import EDIT_FIELDS, EditValueError, account_zone, add_customer, parse_assignments
     from jobs.imports import SourceKindMismatch
+
+    pairs = assignments(set_)
+    for field_name, _ in pairs:
+        if field_name != "tags" and not field_name.startswith(("tag.", "custom.")):
+            fail(f"--set {field_name}=…: `customers add` sets only tags, tag.<name> and custom.<key> this way "
+                 f"(the other fields have their own options, e.g. --{field_name.replace('_', '-')})", 2)
 
     if not external_id.strip():
         fail("--external-id must not be empty", 2)
@@ -167,13 +178,17 @@ def customers_add(
     }
     try:
         values = parse_assignments([(k, v) for k, v in given.items() if v is not None], EDIT_FIELDS, account_zone())
+        attributes = parse_assignments(pairs, EDIT_FIELDS, account_zone())
     except EditValueError as exc:
         fail(str(exc), 2)  # a value that does not parse is a usage error, as for `customers edit --set`
+    notes: list[str] = []
     try:
         engine = get_engine()
-        customer_id = add_customer(engine, source, external_id.strip(), values)
+        customer_id = add_customer(engine, source, external_id.strip(), values, attributes, notes=notes)
     except (EditValueError, SourceKindMismatch, ValueError) as exc:
         fail(str(exc))
+    for note in notes:
+        err_console.print(note, highlight=False)
     _show(engine, customer_id, as_json, "Customer added")
 
 
