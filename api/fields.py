@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from api.errors import Invalid
-from funnelsync.attributes import ATTRIBUTE_TYPES, TYPE_BY_LOWER
+from funnelsync.attributes import ATTRIBUTE_TYPES, TYPE_BY_LOWER, type_of
 from funnelsync.normalize import normalize_country
 from funnelsync.timeutil import to_utc
 
@@ -124,17 +124,6 @@ def typed_attribute_value(kind: str, value: Any) -> Any:
             return value.strip().lower() in _TRUE
         raise ValueError(f"type Boolean expects true or false, got {value!r}")
     raise ValueError(f"unknown type {kind!r}: use one of {', '.join(ATTRIBUTE_TYPES)}")
-
-
-def infer_attribute_type(value: Any) -> str:
-    """The type a bare value suggests (when a caller sends ``{key: value}`` without a type)."""
-    if isinstance(value, bool):
-        return "Boolean"
-    if isinstance(value, int):
-        return "Integer"
-    if isinstance(value, float):
-        return "Decimal"
-    return "String"
 
 
 class FieldReader:
@@ -280,7 +269,8 @@ def read_custom_attributes(
                 reader.fail(where + ".type", f"custom attribute {key!r} is of type {known}, not {kind}")
                 continue
         else:
-            kind = known or infer_attribute_type(raw_value)
+            # A bare JSON value's own type (funnelsync.attributes.type_of, every door's inference).
+            kind = known or type_of(raw_value)
         try:
             out[key] = (kind, typed_attribute_value(kind, raw_value))
         except ValueError as exc:

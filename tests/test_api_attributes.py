@@ -152,3 +152,26 @@ def test_one_key_with_two_types_in_one_request_is_refused(db_engine):
     assert added.status_code == 422 and added.json()["errors"][0]["field"] == "custom[1].type"
     with db_engine.connect() as conn:
         assert conn.execute(select(custom_attribute_definitions.c.key)).all() == []
+
+
+def test_a_bare_json_value_types_a_new_key_as_every_door_does(db_engine):
+    """The update form ``{key: value}`` of a new key takes the JSON value's type by the same inference as
+    the other doors (funnelsync.attributes.type_of), and the key then holds to it, on create as on update."""
+    from funnelsync.attributes import type_of
+
+    client = api_client(db_engine)
+    ds = new_source(client)
+    values = {"n": 3, "r": 0.5, "v": True, "s": "x"}
+    created = client.post("/v1/customers", json={
+        "data_source_uuid": ds, "external_id": "a", "attributes": {"custom": values}})
+    assert created.status_code in (200, 201), created.text
+    uuid = new_customer(client, ds, "b")["uuid"]
+    later = client.put(f"/v1/customers/{uuid}/attributes/custom", json={"custom": {"m": 2.0, "n": "4"}})
+    assert later.status_code == 200 and later.json()["custom"] == {"m": 2.0, "n": 4}, later.text
+    with db_engine.connect() as conn:
+        defs = custom_attribute_definitions
+        types = dict(conn.execute(select(defs.c.key, defs.c.type)).all())
+    assert types == {"n": "Integer", "r": "Decimal", "v": "Boolean", "s": "String", "m": "Decimal"}
+    assert types == {key: type_of(value) for key, value in {**values, "m": 2.0}.items()}
+    refused = client.put(f"/v1/customers/{uuid}/attributes/custom", json={"custom": {"v": "perhaps"}})
+    assert refused.status_code == 422 and "Boolean" in refused.json()["errors"][0]["reason"]
