@@ -18,7 +18,9 @@ what changed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -155,17 +157,30 @@ class ImportRun:
     merge: AutoMergeResult | None = None
 
 
-def import_lock_key(engine: Engine, source_name: str) -> tuple[str, str]:
-    """The lock an import of ``source_name`` takes, and the source's name as stored.
+def import_lock_keys(engine: Engine, source_name: str) -> tuple[list[str], str]:
+    """The locks an import of ``source_name`` takes, in this order, and the source's name as stored.
 
-    An existing source's imports and syncs share ``sync:<uuid>``. A source the import will create has no
-    uuid yet: its first imports share a lock on the name.
+    Every import takes the lock on the source's name: a source the import will create has no uuid yet,
+    and an import that finds the source another import created a moment ago (and still runs) must meet
+    that import there. An existing source's imports then also take ``sync:<uuid>``, which its syncs take.
     """
     with engine.connect() as conn:
         row = get_source(conn, source_name)
+    name = source_name if row is None else str(row.name)
+    by_name = f"import:name:{name.strip().casefold()}"[:200]
     if row is None:
-        return f"import:new:{source_name.strip().casefold()}"[:200], source_name
-    return sync_lock_key(row.uuid), str(row.name)
+        return [by_name], name
+    return [by_name, sync_lock_key(row.uuid)], name
+
+
+@contextmanager
+def _hold_locks(engine: Engine, keys: Sequence[str], owner: str, wait_seconds: float) -> Iterator[None]:
+    """Hold every lock of ``keys`` (taken in order), waiting at most ``wait_seconds`` in all."""
+    deadline = time.monotonic() + wait_seconds
+    with ExitStack() as stack:
+        for key in keys:
+            stack.enter_context(hold_lock(engine, key, owner, wait_seconds=max(deadline - time.monotonic(), 0.0)))
+        yield
 
 
 def run_import(
@@ -191,10 +206,10 @@ def run_import(
         Whatever ``do_import`` raises (nothing merged then).
     """
     announce = announce or Announcer()
-    key, name = import_lock_key(engine, source_name)
+    keys, name = import_lock_keys(engine, source_name)
     started = datetime.now(UTC)
     try:
-        with hold_lock(engine, key, owner, wait_seconds=wait_seconds):
+        with _hold_locks(engine, keys, owner, wait_seconds):
             summary = do_import()
             with engine.begin() as conn:
                 changes = collect_lifecycle_changes(conn, updated_since=started, keep=MAX_ITEMISED_CHANGES)
