@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import Engine
 
+from funnelsync.records import SourceCustomerRecord
 from jobs.imports import import_csv
 from storage.customers import customer_view, resolve_customer
 from tests.api_support import api_client, new_source
@@ -89,3 +90,49 @@ def test_bulk_edits_change_only_the_fields_named(db_engine: Engine, db_url: str,
     assert a["lead_created_at"].startswith("2024-01-05") and a["free_trial_started_at"].startswith("2024-01-09")
     assert b["owner"] is None and b["lead_status"] == "Unqualified_Lead"
     assert (b["name"], b["tags"]) == ("Bob", ["beta"]) and b["lead_created_at"].startswith("2024-01-06")
+
+
+def test_customer_patch_of_custom_attributes_leaves_absent_keys_and_clears_nulls(db_engine: Engine) -> None:
+    """A custom attribute given as null is cleared, the keys not given stay, on PATCH /v1/customers/{uuid}
+    and PATCH …/attributes/custom alike."""
+    client = api_client(db_engine)
+    ds = new_source(client)
+    made = client.post("/v1/customers", json={
+        "data_source_uuid": ds, "external_id": "c-1", "name": "Ada",
+        "attributes": {"tags": ["webinar"], "custom": [{"type": "Integer", "key": "seats", "value": 3},
+                                                       {"type": "String", "key": "plan", "value": "pro"},
+                                                       {"type": "String", "key": "region", "value": "EU"}]},
+    })
+    assert made.status_code == 201, made.text
+    uuid = made.json()["uuid"]
+    seats = client.patch(f"/v1/customers/{uuid}", json={"attributes": {"custom": {"seats": None}}})
+    assert seats.status_code == 200, seats.text
+    assert seats.json()["attributes"]["custom"] == {"plan": "pro", "region": "EU"}
+    assert seats.json()["attributes"]["tags"] == ["webinar"] and seats.json()["name"] == "Ada"
+    plan = client.patch(f"/v1/customers/{uuid}/attributes/custom", json={"custom": {"plan": None}})
+    assert plan.status_code == 200 and plan.json() == {"custom": {"region": "EU"}}, plan.text
+
+
+def test_customer_patch_judges_only_the_fields_it_changes(db_engine: Engine) -> None:
+    """An imported customer whose trial precedes its lead date: an owner-only PATCH is applied, a PATCH
+    of its lead date is refused naming the rule (as bulk edits judge)."""
+    client = api_client(db_engine)
+    ds = new_source(client)
+    imported = client.post("/v1/customers", json={"data_source_uuid": ds, "external_id": "odd", "name": "Odd"})
+    assert imported.status_code == 201, imported.text
+    # The source itself reports dates that disagree (an import or a sync does not judge them).
+    with db_engine.begin() as conn:
+        from storage.sources import get_source
+        from storage.upsert import upsert_records
+
+        source = get_source(conn, ds)
+        assert source is not None
+        upsert_records(conn, source.id, [SourceCustomerRecord(
+            "odd", name="Odd", lead_created_at=datetime(2024, 3, 1, tzinfo=UTC),
+            free_trial_started_at=datetime(2024, 2, 1, tzinfo=UTC))])
+    uuid = imported.json()["uuid"]
+    owner = client.patch(f"/v1/customers/{uuid}", json={"owner": "kim@example.com"})
+    assert owner.status_code == 200 and owner.json()["owner"] == "kim@example.com", owner.text
+    lead = client.patch(f"/v1/customers/{uuid}", json={"lead_created_at": "2024-03-02"})
+    assert lead.status_code == 422 and "would precede the lead date" in lead.text
+    assert client.get(f"/v1/customers/{uuid}").json()["lead_created_at"].startswith("2024-03-01")

@@ -264,3 +264,50 @@ def test_a_file_mapping_one_subscription_date_keeps_the_other(db_engine: Engine,
     import_csv(db_engine, _write(tmp_path, cancel_only, "c.csv"), "M", tz=UTC)
     a = _view(db_engine, "M:A")
     assert a["status"] == "Cancelled" and a["subscriber_since"] == "2024-01-10T00:00:00+00:00"
+
+
+def test_a_sheet_is_unchanged_only_under_the_same_columns_and_keeps_its_empty_cells_mode(
+    db_engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sheet's row fingerprints include its header: the same cell values under other columns are applied
+    (not skipped as unchanged, nor read as "everything else empty"). `funnelsync import sheet
+    --empty-cells clear` clears a mapped field whose cell is empty, and the scheduled re-run
+    (``import_sheet_source``) keeps that mode; a column the sheet does not have is never cleared.
+    The fake serves values the way the Sheets API's values.get does (fakes/google_sheets.py)."""
+    from typer.testing import CliRunner
+
+    from connectors.files.sheets import open_client
+    from fakes.google_sheets import SHEET_ID, FakeSheets, RedirectSession
+    from funnelsync.cli import app
+    from jobs.sheet_import import import_sheet, import_sheet_source
+
+    fake = FakeSheets().start()
+    try:
+        client = open_client(session=RedirectSession(fake.base_url))
+        fake.set_rows([["Customer ID", "Owner", "Name", "Email"], ["L-1", "kim", "Ann", "ann@acme.io"]])
+        import_sheet(db_engine, SHEET_ID, "Leads", "Sheet", client=client, tz=UTC)
+        fake.set_rows([["Customer ID", "Name"], ["L-1", "kim"]])
+        moved = import_sheet(db_engine, SHEET_ID, "Leads", "Sheet", client=client, tz=UTC)
+        assert (moved.updated, moved.unchanged) == (1, 0)
+        ann = _view(db_engine, "Sheet:L-1")
+        assert (ann["name"], ann["owner"], ann["email"]) == ("kim", "kim", "ann@acme.io")
+
+        fake.set_rows([["Customer ID", "Name", "Owner"], ["L-1", "Ann", ""]])
+        monkeypatch.setenv("FUNNELSYNC_DATABASE_URL", db_url)
+        monkeypatch.setattr("connectors.files.sheets.open_client", lambda credentials=None: client)
+        ran = CliRunner().invoke(app, ["import", "sheet", SHEET_ID, "--worksheet", "Leads", "--source", "Sheet",
+                                       "--empty-cells", "clear", "--no-merge", "--json"])
+        assert ran.exit_code == 0, ran.output
+        ann = _view(db_engine, "Sheet:L-1")
+        assert (ann["name"], ann["owner"], ann["email"]) == ("Ann", None, "ann@acme.io")
+
+        # The owner is set by another sheet version, then emptied again: the scheduled run clears it too.
+        fake.set_rows([["Customer ID", "Name", "Owner"], ["L-1", "Ann", "sam"]])
+        import_sheet_source(db_engine, "Sheet", client=client)
+        assert _view(db_engine, "Sheet:L-1")["owner"] == "sam"
+        fake.set_rows([["Customer ID", "Name", "Owner"], ["L-1", "Ann", ""]])
+        assert import_sheet_source(db_engine, "Sheet", client=client).updated == 1
+        ann = _view(db_engine, "Sheet:L-1")
+        assert (ann["name"], ann["owner"], ann["email"]) == ("Ann", None, "ann@acme.io")
+    finally:
+        fake.stop()
