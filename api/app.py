@@ -17,6 +17,7 @@ from api.auth import require_api_key
 from api.automation_deliveries import router as automation_deliveries_router
 from api.automations import router as automations_router
 from api.contacts import router as contacts_router
+from api.customer_edits import router as customer_edits_router
 from api.customers import router as customers_router
 from api.dashboard import public as dashboard_public
 from api.dashboard import router as dashboard_router
@@ -59,6 +60,7 @@ def create_app(engine: Engine) -> FastAPI:
     app.include_router(attributes_router)
     app.include_router(automations_router)
     app.include_router(automation_deliveries_router)
+    app.include_router(customer_edits_router)
     app.include_router(customers_router)
     app.include_router(contacts_router)
     app.include_router(dashboard_public)  # the sign-in page, the page itself (redirects), its assets

@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 
 from api.auth import require_api_key
 from api.errors import Invalid, no_nul_in_url
-from api.wire import customers_json
+from api.wire import customers_json, writable_kinds
 from funnelsync.records import CUSTOMER_STATUSES
 from funnelsync.spreadsheet import csv_writer
 from storage.customer_table import CSV_COLUMNS, SORTABLE, segment_choices, table_page, table_rows
@@ -64,7 +64,11 @@ def _whole(name: str, raw: str | None, default: int, low: int, high: int) -> int
 def segments(request: Request) -> dict[str, Any]:
     """The values the segment controls offer."""
     with request.app.state.engine.connect() as conn:
-        return dict(segment_choices(conn))
+        choices = dict(segment_choices(conn))
+    # Which sources a lead may be added to from the page (API and custom ones; integrations own theirs).
+    writable = set(writable_kinds())
+    choices["sources"] = [{**s, "writable": s["kind"] in writable} for s in choices["sources"]]
+    return choices
 
 
 @router.get("/dashboard/customers", include_in_schema=False)

@@ -99,3 +99,11 @@ def manual_edits_of(conn: Connection, customer_id: int) -> dict[str, Any]:
             select(manual_edits.c.field, manual_edits.c.value).where(manual_edits.c.customer_id == customer_id)
         )
     }
+
+
+def manual_edit_rows(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
+    """The stored manual edits of a customer with who made each and when, by field name."""
+    query = (select(manual_edits.c.field, manual_edits.c.value, manual_edits.c.actor, manual_edits.c.created_at)
+             .where(manual_edits.c.customer_id == customer_id).order_by(manual_edits.c.field))
+    return [{"field": row.field, "value": row.value, "actor": row.actor, "edited_at": row.created_at}
+            for row in conn.execute(query)]

@@ -75,7 +75,7 @@ def test_segment_choices(db_engine):
     client = api_client(db_engine)
     _seed(client)
     body = client.get("/dashboard/segments").json()
-    assert [s["name"] for s in body["sources"]] == ["CRM", "Website"]
+    assert [s["name"] for s in body["sources"]] == ["CRM", "Website"] and all(s["writable"] for s in body["sources"])
     assert body["countries"] == ["DE", "US"] and body["owners"] == ["ann@x.io"]
     assert body["tags"] == ["beta", "vip"] and {"key": "seats", "type": "Integer"} in body["attributes"]
     assert "Active" in body["statuses"] and "New_Lead" in body["statuses"]

@@ -413,3 +413,57 @@ def test_segment_controls_build_the_cli_filter_and_the_table_shows_and_exports_t
     mallory = next(r for r in rows if r["name"] == XSS_NAME)
     assert mallory["company"] == "'" + FORMULA_COMPANY  # a spreadsheet shows it as text, never runs it
     assert errors == []
+
+
+def test_add_a_lead_edit_a_custom_attribute_and_revert_it_from_the_dashboard(server, browser, sqlite_engine):
+    """A lead added on the page, a typed custom attribute edited (a value not fitting its type refused next to
+    its field), and the manual edit reverted to the source's value: each as the CLI then shows it."""
+    url, key = server
+    page = _sign_in(browser, url, key)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.wait_for_selector("#chart-leads-data tbody tr")
+    page.click("#add-lead summary")
+    page.fill("#add-external_id", "UI-1")
+    page.fill("#add-name", "Hedy Lamarr")
+    page.fill("#add-email", "hedy at lamarr")
+    page.fill("#add-country", "AT")
+    page.fill("#add-tags", "inventor")
+    page.click("#add-lead-form button[type=submit]")
+    page.wait_for_function("document.getElementById('add-email-error').textContent !== ''")
+    assert "email" in page.text_content("#add-email-error").lower()
+    assert httpx.get(f"{url}/v1/customers", params={"q": "Lamarr"}, auth=(key, "")).json()["entries"] == []
+    page.fill("#add-email", "hedy@lamarr.example")
+    page.click("#add-lead-form button[type=submit]")
+    page.wait_for_function("document.querySelector('#detail h2') && "
+                           "document.querySelector('#detail h2').textContent === 'Hedy Lamarr'")
+    hedy = _cli_show(sqlite_engine, "Website leads:UI-1")
+    assert (hedy["name"], hedy["email"], hedy["country"], hedy["tags"]) == (
+        "Hedy Lamarr", "hedy@lamarr.example", "AT", ["inventor"])
+    leads = sum(s["leads"] for s in _api_funnel(url, key))
+    assert leads == 9
+    page.wait_for_function(f"document.getElementById('total-leads').textContent === '{leads} leads'")
+
+    ada = _cli_show(sqlite_engine, "Website leads:L-1")
+    page.goto(f"{url}/dashboard#customer={ada['uuid']}")
+    # (A change of the #fragment only: the page stays, and the detail turns to Ada.)
+    page.wait_for_function("document.querySelector('#detail h2').textContent === 'Ada Lovelace'")
+    assert page.input_value("#edit-custom-seats") == "12"
+    page.fill("#edit-custom-seats", "twelve")
+    page.click("#edit button[type=submit]")
+    page.wait_for_function("document.getElementById('edit-custom-seats-error').textContent !== ''")
+    assert "Integer" in page.text_content("#edit-custom-seats-error")
+    assert _cli_show(sqlite_engine, "Website leads:L-1")["custom"]["seats"] == 12  # nothing written
+    page.fill("#edit-custom-seats", "20")
+    page.click("#edit button[type=submit]")
+    page.wait_for_selector("#manual-edits li[data-field='custom.seats']")
+    edited = _cli_show(sqlite_engine, "Website leads:L-1")
+    assert edited["custom"]["seats"] == 20 and "custom.seats" in edited["manual_edits"]
+    assert "20 (edited)" in page.text_content("#detail dl")
+
+    page.click("#manual-edits li[data-field='custom.seats'] button.revert")
+    page.wait_for_function("document.querySelector(\"#manual-edits li[data-field='custom.seats']\") === null")
+    back = _cli_show(sqlite_engine, "Website leads:L-1")
+    assert back["custom"]["seats"] == 12 and "custom.seats" not in back["manual_edits"]
+    assert page.input_value("#edit-custom-seats") == "12" and "(edited)" not in page.text_content("#detail dl")
+    assert errors == []

@@ -299,6 +299,7 @@ async function loadSegments() {
   fillSelect($("seg-owner"), choices.owners);
   fillSelect($("seg-tag"), choices.tags);
   fillSelect($("seg-attr"), choices.attributes.map((a) => ({ value: a.key, label: `${a.key} (${a.type})` })));
+  addLeadForm(choices.sources);
 }
 
 function metricParams() {
@@ -517,16 +518,23 @@ async function showDetail() {
       const dd = document.createElement("dd"); dd.textContent = v === null || v === undefined || v === "" ? "–" : v;
       dl.append(dt, dd);
     };
-    add("uuid", c.uuid); add("Name", c.name); add("Email", c.email); add("Company", c.company);
-    add("Status", c.status); add("Owner", c.owner); add("Country", c.country); add("Website", c.website_url);
-    add("Lead created", c.lead_created_at); add("Free trial started", c.free_trial_started_at);
+    const [history, edits] = await Promise.all([
+      getJSON(`/dashboard/customers/${c.uuid}/history`), getJSON(`/v1/customers/${c.uuid}/edits`)]);
+    const edited = new Set(edits.edits.map((e) => e.field));
+    const mark = (field, v) => (edited.has(field) ? `${v === null || v === undefined || v === "" ? "–" : v} (edited)` : v);
+    add("uuid", c.uuid); add("Name", mark("name", c.name)); add("Email", mark("email", c.email));
+    add("Company", mark("company", c.company)); add("Status", mark("lead_status", c.status));
+    add("Owner", mark("owner", c.owner)); add("Country", mark("country", c.country));
+    add("Website", mark("website_url", c.website_url));
+    add("Lead created", mark("lead_created_at", c.lead_created_at));
+    add("Free trial started", mark("free_trial_started_at", c.free_trial_started_at));
     add("Customer since", c["customer-since"]); add("External ids", c.external_ids.join(", "));
     add("Tags", (c.attributes.tags || []).join(", "));
-    add("Custom attributes", JSON.stringify(c.attributes.custom || {}));
+    Object.entries(c.attributes.custom || {}).forEach(([key, value]) => add(key, mark("custom." + key, String(value))));
     const title = document.createElement("h2");
     title.textContent = c.name || c.email || c.uuid;
-    const history = await getJSON(`/dashboard/customers/${c.uuid}/history`);
-    panel.replaceChildren(title, dl, editForm(c), recordsSection(c, history), mergeSection(c), historySection(history));
+    panel.replaceChildren(title, dl, editsSection(c, edits.edits), editForm(c), recordsSection(c, history),
+      mergeSection(c), historySection(history));
     panel.hidden = false;
     panel.scrollIntoView({ behavior: "smooth", block: "nearest" });
   } catch (error) {
@@ -556,6 +564,14 @@ function editForm(c) {
   if (LEAD_STATUSES.includes(c.status)) {
     fields.splice(2, 0, { name: "status", label: "Lead status", type: "select", value: c.status });
   }
+  // Every custom attribute the account knows (and the customer's own), typed: the API refuses a value
+  // that does not fit the attribute's type, and its reason shows next to the field.
+  const custom = c.attributes.custom || {};
+  [...new Set([...Object.keys(attributeTypes), ...Object.keys(custom)])].sort().forEach((key) => {
+    const value = custom[key];
+    fields.push({ name: "custom." + key, id: "custom-" + key, label: `${key} (${attributeTypes[key] || "new"})`,
+      type: "text", value: value === null || value === undefined ? "" : String(value) });
+  });
   const inputs = {};
   fields.forEach((f) => {
     const label = document.createElement("label");
@@ -568,12 +584,13 @@ function editForm(c) {
       input = document.createElement("input");
       input.type = f.type;
     }
-    input.id = "edit-" + f.name;
+    input.id = "edit-" + (f.id || f.name);
     input.name = f.name;
     input.value = f.value;
     const error = document.createElement("span");
     error.className = "field-error";
-    error.id = "edit-" + f.name + "-error";
+    error.id = input.id + "-error";
+    input.setAttribute("aria-describedby", error.id);
     error.setAttribute("role", "alert");
     label.append(input, error);
     form.appendChild(label);
@@ -593,7 +610,12 @@ function editForm(c) {
     for (const [name, f] of Object.entries(inputs)) {
       if (f.input.value === f.initial) continue;
       if (name === "tags") {
-        body.attributes = { tags: f.input.value.split(",").map((t) => t.trim()).filter(Boolean) };
+        body.attributes = { ...body.attributes, tags: f.input.value.split(",").map((t) => t.trim()).filter(Boolean) };
+      } else if (name.startsWith("custom.")) {
+        // Sent as typed: the API reads "12" as a number for an Integer attribute and refuses "twelve".
+        const attributes = body.attributes || {};
+        attributes.custom = { ...(attributes.custom || {}), [name.slice(7)]: f.input.value === "" ? null : f.input.value };
+        body.attributes = attributes;
       } else {
         body[name] = f.input.value === "" ? null : f.input.value;
       }
@@ -607,16 +629,139 @@ function editForm(c) {
       loadMetrics();
       loadCustomers();
     } catch (error) {
-      const problems = (error.body && error.body.errors) || [];
-      problems.forEach((p) => {
-        const name = String(p.field || "").replace(/^attributes\.?/, "tags").split(/[.[]/)[0];
-        const target = inputs[name] || inputs[p.field];
-        if (target) target.error.textContent = p.reason; else done.textContent = p.reason;
-      });
-      if (!problems.length) done.textContent = error.message;
+      showProblems(error, inputs, done);
     }
   });
   return form;
+}
+
+// The input an API error names: "attributes.custom.seats" is the seats field, "attributes.tags[1]" the tags,
+// "lead_status" the status; anything else by its first segment.
+function inputOf(inputs, field) {
+  const name = String(field || "");
+  if (inputs[name]) return inputs[name];
+  const custom = name.match(/^attributes\.custom\.(.+)$/);
+  if (custom && inputs["custom." + custom[1]]) return inputs["custom." + custom[1]];
+  if (name.startsWith("attributes.tags")) return inputs.tags;
+  if (name === "lead_status") return inputs.status;
+  return inputs[name.split(/[.[]/)[0]];
+}
+
+function showProblems(error, inputs, status) {
+  const problems = (error.body && error.body.errors) || [];
+  problems.forEach((p) => {
+    const target = inputOf(inputs, p.field);
+    if (target) target.error.textContent = p.reason; else status.textContent = `${p.field}: ${p.reason}`;
+  });
+  if (!problems.length) status.textContent = error.message;
+}
+
+// The customer's manual edits, each with "Revert to source value" (DELETE /v1/customers/{uuid}/edits/{field}:
+// the override goes and what the sources say shows again).
+function editsSection(c, edits) {
+  const box = document.createElement("section");
+  box.id = "manual-edits";
+  box.appendChild(heading3("Manual edits"));
+  if (!edits.length) { box.appendChild(document.createTextNode("None: every field shows what its sources say.")); return box; }
+  const list = document.createElement("ul");
+  edits.forEach((e) => {
+    const li = document.createElement("li");
+    li.dataset.field = e.field;
+    const value = e.value === null || e.value === undefined ? "(empty)" : String(e.value);
+    li.appendChild(document.createTextNode(`${e.field} = ${value} (by ${e.actor}, ${e.edited_at.slice(0, 10)}) `));
+    li.appendChild(button("Revert to source value", async () => {
+      try {
+        await sendJSON("DELETE", `/v1/customers/${c.uuid}/edits/${encodeURIComponent(e.field)}`);
+        await afterChange(c.uuid);
+      } catch (error) { showError(error.message); }
+    }, "quiet revert"));
+    list.appendChild(li);
+  });
+  box.appendChild(list);
+  return box;
+}
+
+// ---------------------------------------------------------------- add a lead
+
+// POST /v1/customers into an API or custom data source, with the API's validation; each refusal shows
+// next to its field, and the new lead opens in the detail.
+function addLeadForm(sources) {
+  const box = $("add-lead");
+  const form = document.createElement("form");
+  form.id = "add-lead-form";
+  form.noValidate = true;
+  const writable = sources.filter((s) => s.writable);
+  if (!writable.length) {
+    const p = document.createElement("p");
+    p.textContent = "No API or custom data source to add a lead to: create one with POST /v1/data_sources.";
+    box.replaceChildren(box.querySelector("summary"), p);
+    return;
+  }
+  const fields = [
+    { name: "data_source_uuid", label: "Data source", type: "select",
+      options: writable.map((s) => ({ value: s.uuid, label: s.name })) },
+    { name: "external_id", label: "External id", type: "text", value: "lead-" + Date.now().toString(36) },
+    { name: "name", label: "Name", type: "text" }, { name: "email", label: "Email", type: "email" },
+    { name: "company", label: "Company", type: "text" }, { name: "country", label: "Country", type: "text" },
+    { name: "lead_created_at", label: "Lead created", type: "date", value: isoDay(new Date()) },
+    { name: "free_trial_started_at", label: "Free trial started", type: "date" },
+    { name: "status", label: "Lead status", type: "select", options: LEAD_STATUSES.map((v) => ({ value: v, label: v })) },
+    { name: "owner", label: "Owner", type: "text" }, { name: "tags", label: "Tags (comma-separated)", type: "text" },
+  ];
+  const inputs = {};
+  fields.forEach((f) => {
+    const label = document.createElement("label");
+    label.textContent = f.label + " ";
+    let input;
+    if (f.type === "select") {
+      input = document.createElement("select");
+      f.options.forEach((o) => {
+        const option = document.createElement("option"); option.value = o.value; option.textContent = o.label;
+        input.appendChild(option);
+      });
+    } else {
+      input = document.createElement("input");
+      input.type = f.type;
+      input.value = f.value || "";
+    }
+    input.id = "add-" + f.name;
+    const error = document.createElement("span");
+    error.className = "field-error";
+    error.id = input.id + "-error";
+    error.setAttribute("role", "alert");
+    input.setAttribute("aria-describedby", error.id);
+    label.append(input, error);
+    form.appendChild(label);
+    inputs[f.name] = { input, error };
+  });
+  const save = document.createElement("button");
+  save.type = "submit";
+  save.textContent = "Add lead";
+  const status = document.createElement("span");
+  status.id = "add-status";
+  status.setAttribute("role", "status");
+  form.append(save, status);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    Object.values(inputs).forEach((f) => { f.error.textContent = ""; });
+    status.textContent = "";
+    const body = {};
+    for (const [name, f] of Object.entries(inputs)) {
+      const value = f.input.value.trim();
+      if (!value) continue;
+      if (name === "tags") body.attributes = { tags: value.split(",").map((t) => t.trim()).filter(Boolean) };
+      else body[name] = value;
+    }
+    try {
+      const made = await sendJSON("POST", "/v1/customers", body);
+      status.textContent = "Added.";
+      inputs.external_id.input.value = "lead-" + Date.now().toString(36);
+      await afterChange(made.uuid);
+    } catch (error) {
+      showProblems(error, inputs, status);
+    }
+  });
+  box.replaceChildren(box.querySelector("summary"), form);
 }
 
 // ---------------------------------------------------------------- merge and unmerge
