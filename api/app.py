@@ -16,6 +16,7 @@ from api.attributes import router as attributes_router
 from api.auth import require_api_key
 from api.automation_deliveries import router as automation_deliveries_router
 from api.automations import router as automations_router
+from api.bulk_edits import router as bulk_edits_router
 from api.contacts import router as contacts_router
 from api.customer_edits import router as customer_edits_router
 from api.customers import router as customers_router
@@ -61,6 +62,7 @@ def create_app(engine: Engine) -> FastAPI:
     app.include_router(automations_router)
     app.include_router(automation_deliveries_router)
     app.include_router(customer_edits_router)
+    app.include_router(bulk_edits_router)
     app.include_router(customers_router)
     app.include_router(contacts_router)
     app.include_router(dashboard_public)  # the sign-in page, the page itself (redirects), its assets

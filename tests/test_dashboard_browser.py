@@ -179,13 +179,13 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
     page.fill("#q", "lovelace")
     page.click("#search button[type=submit]")
     page.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 1")
-    assert page.text_content("#customers tbody tr td") == "Ada Lovelace"
+    assert page.text_content("#customers tbody tr td.name") == "Ada Lovelace"
     page.select_option("#seg-country", "")
     page.click("#controls button[type=submit]")
     page.fill("#q", "mallory")
     page.click("#search button[type=submit]")
-    page.wait_for_function("document.querySelector('#customers tbody tr td').textContent.includes('Mallory')")
-    assert page.text_content("#customers tbody tr td") == XSS_NAME
+    page.wait_for_function("document.querySelector('#customers tbody tr td.name').textContent.includes('Mallory')")
+    assert page.text_content("#customers tbody tr td.name") == XSS_NAME
     assert page.evaluate("window.__xss") is None and page.locator("#customers img").count() == 0
 
     page.fill("#q", "")
@@ -371,7 +371,7 @@ def test_segment_controls_build_the_cli_filter_and_the_table_shows_and_exports_t
 
     # The table shows the segment, as the table API answers for it.
     page.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 2")
-    names = page.eval_on_selector_all("#customers tbody tr td:first-child", "cells => cells.map(c => c.textContent)")
+    names = page.eval_on_selector_all("#customers tbody tr td.name", "cells => cells.map(c => c.textContent)")
     expected = httpx.get(f"{url}/dashboard/customers", params={"where": where}, auth=(key, ""), timeout=10).json()
     assert names == [c["name"] for c in expected["entries"]] and sorted(names) == ["Ada Lovelace", "Edsger Dijkstra"]
 
@@ -395,7 +395,7 @@ def test_segment_controls_build_the_cli_filter_and_the_table_shows_and_exports_t
     page.wait_for_function("document.querySelector('#customers th[data-sort=name]').ariaSort === 'ascending'")
     page.click("#next")
     page.wait_for_function("document.getElementById('count').textContent.includes('page 2 of 3')")
-    second = page.eval_on_selector_all("#customers tbody tr td:first-child", "cells => cells.map(c => c.textContent)")
+    second = page.eval_on_selector_all("#customers tbody tr td.name", "cells => cells.map(c => c.textContent)")
     api_page = httpx.get(f"{url}/dashboard/customers", auth=(key, ""), timeout=10,
                          params={"sort": "name", "order": "asc", "per_page": 3, "page": 2}).json()
     assert second == [c["name"] for c in api_page["entries"]] and len(second) == 3
@@ -466,4 +466,41 @@ def test_add_a_lead_edit_a_custom_attribute_and_revert_it_from_the_dashboard(ser
     back = _cli_show(sqlite_engine, "Website leads:L-1")
     assert back["custom"]["seats"] == 12 and "custom.seats" not in back["manual_edits"]
     assert page.input_value("#edit-custom-seats") == "12" and "(edited)" not in page.text_content("#detail dl")
+    assert errors == []
+
+
+def test_bulk_edit_of_the_selected_rows_shows_the_skipped_with_reasons(server, browser, sqlite_engine):
+    """Rows ticked in the table get one edit through the bulk-edit API; a customer the rules refuse (a lead
+    date after its trial) is skipped, named on the page with the reason, and left as it was."""
+    url, key = server
+    page = _sign_in(browser, url, key)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    grace, alan = _cli_show(sqlite_engine, "Website leads:L-2"), _cli_show(sqlite_engine, "Website leads:L-3")
+    page.wait_for_function("document.querySelectorAll('#customers input.pick').length === 8")
+    assert page.locator("#bulk").is_hidden()
+    page.check(f"#customers input.pick[value='{grace['uuid']}']")
+    page.check(f"#customers input.pick[value='{alan['uuid']}']")
+    assert page.text_content("#bulk-count") == "2 selected"
+    # After Grace's trial (so her lead may not move there) and before today.
+    lead = (datetime.fromisoformat(grace["free_trial_started_at"]) + timedelta(days=5)).date().isoformat()
+    page.select_option("#bulk-field", "lead_created_at")
+    page.fill("#bulk-value", lead)
+    page.click("#bulk button[type=submit]")
+    page.wait_for_selector("#bulk-skips li")
+    assert page.text_content("#bulk-result p") == "Applied to 1, skipped 1."
+    skipped = page.eval_on_selector_all("#bulk-skips li", "items => items.map(i => i.textContent)")
+    assert len(skipped) == 1 and skipped[0].startswith("Grace Hopper: ") and "trial" in skipped[0]
+    assert _cli_show(sqlite_engine, "Website leads:L-3")["lead_created_at"].startswith(lead)
+    assert _cli_show(sqlite_engine, "Website leads:L-2")["lead_created_at"] == grace["lead_created_at"]
+    assert alan["lead_created_at"] != _cli_show(sqlite_engine, "Website leads:L-3")["lead_created_at"]
+
+    # A value the API refuses shows next to the bulk form, and nothing is written.
+    page.check(f"#customers input.pick[value='{grace['uuid']}']")
+    page.select_option("#bulk-field", "lead_status")
+    page.fill("#bulk-value", "Sleeping")
+    page.click("#bulk button[type=submit]")
+    page.wait_for_function("document.getElementById('bulk-error').textContent !== ''")
+    assert "Sleeping" in page.text_content("#bulk-error")
+    assert _cli_show(sqlite_engine, "Website leads:L-2")["lead_status"] is None
     assert errors == []

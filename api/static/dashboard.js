@@ -300,6 +300,12 @@ async function loadSegments() {
   fillSelect($("seg-tag"), choices.tags);
   fillSelect($("seg-attr"), choices.attributes.map((a) => ({ value: a.key, label: `${a.key} (${a.type})` })));
   addLeadForm(choices.sources);
+  $("bulk-field").querySelectorAll("option.custom").forEach((o) => o.remove());
+  choices.attributes.forEach((a) => {
+    const o = document.createElement("option");
+    o.className = "custom"; o.value = "custom." + a.key; o.textContent = `${a.key} (${a.type})`;
+    $("bulk-field").appendChild(o);
+  });
 }
 
 function metricParams() {
@@ -434,12 +440,26 @@ function customerRow(c) {
     span.textContent = t;
     tags.appendChild(span);
   });
+  names.set(c.uuid, c.name || c.email || c.uuid);
+  const pick = document.createElement("td");
+  const box = document.createElement("input");
+  box.type = "checkbox";
+  box.className = "pick";
+  box.value = c.uuid;
+  box.checked = selected.has(c.uuid);
+  box.setAttribute("aria-label", "Select " + (c.name || c.email || c.uuid));
+  box.addEventListener("change", () => {
+    if (box.checked) selected.add(c.uuid); else selected.delete(c.uuid);
+    showSelection();
+  });
+  pick.appendChild(box);
   const name = document.createElement("td");
+  name.className = "name";
   const link = document.createElement("a");
   link.href = "#customer=" + encodeURIComponent(c.uuid);
   link.textContent = c.name || c.email || c.uuid;
   name.appendChild(link);
-  tr.append(name, cell(c.email), cell(c.company), cell(c.country), statusCell, cell(c.owner),
+  tr.append(pick, name, cell(c.email), cell(c.company), cell(c.country), statusCell, cell(c.owner),
     cell(day(c.lead_created_at)), cell(day(c.free_trial_started_at)), cell(day(c["customer-since"])), tags,
     cell(String(c.external_ids.length)));
   tr.addEventListener("click", (event) => {
@@ -447,6 +467,49 @@ function customerRow(c) {
     window.location.hash = "customer=" + c.uuid;
   });
   return tr;
+}
+
+// ---------------------------------------------------------------- bulk edit
+
+// The rows ticked (across pages, by uuid) get one edit through POST /v1/customers/bulk_edits, the job of
+// `funnelsync bulk-edit`: the customers a rule refuses are skipped, and listed here with the reason.
+const selected = new Set();
+const names = new Map();
+
+function showSelection() {
+  $("bulk").hidden = selected.size === 0;
+  $("bulk-count").textContent = `${selected.size} selected`;
+  const boxes = [...document.querySelectorAll("#customers input.pick")];
+  $("select-page").checked = boxes.length > 0 && boxes.every((b) => b.checked);
+}
+
+async function applyBulkEdit(event) {
+  event.preventDefault();
+  $("bulk-error").textContent = "";
+  const field = $("bulk-field").value;
+  const refs = [...selected];
+  try {
+    const summary = await sendJSON("POST", "/v1/customers/bulk_edits",
+      { customers: refs, set: { [field]: $("bulk-value").value } });
+    const result = $("bulk-result");
+    const head = document.createElement("p");
+    head.textContent = `Applied to ${summary.applied}, skipped ${summary.skipped}.`;
+    const list = document.createElement("ul");
+    list.id = "bulk-skips";
+    summary.skips.forEach((skip) => {
+      const li = document.createElement("li");
+      li.textContent = `${names.get(skip.customer) || skip.customer}: ${skip.reason}`;
+      list.appendChild(li);
+    });
+    result.replaceChildren(head, ...(summary.skips.length ? [list] : []));
+    selected.clear();
+    loadMetrics();
+    await loadCustomers();
+    showSelection();
+  } catch (error) {
+    const problems = (error.body && error.body.errors) || [];
+    $("bulk-error").textContent = problems.length ? problems.map((p) => p.reason).join("; ") : error.message;
+  }
 }
 
 function tableParams() {
@@ -470,6 +533,7 @@ async function loadCustomers(page) {
     const params = tableParams();
     const body = await getJSON("/dashboard/customers", { ...params, page: table.page, per_page: $("per-page").value });
     $("customers").tBodies[0].replaceChildren(...body.entries.map(customerRow));
+    showSelection();
     table.pages = body.pages;
     if (table.page > body.pages) table.page = body.pages;
     const first = body.total ? (body.page - 1) * body.per_page + 1 : 0;
@@ -958,6 +1022,19 @@ async function init() {
   $("prev").addEventListener("click", () => { table.page -= 1; writeViewToURL(); loadCustomers(); });
   $("next").addEventListener("click", () => { table.page += 1; writeViewToURL(); loadCustomers(); });
   $("cli-copy").addEventListener("click", copyCommand);
+  $("bulk").addEventListener("submit", applyBulkEdit);
+  $("bulk-clear").addEventListener("click", () => {
+    selected.clear();
+    document.querySelectorAll("#customers input.pick").forEach((b) => { b.checked = false; });
+    showSelection();
+  });
+  $("select-page").addEventListener("change", () => {
+    document.querySelectorAll("#customers input.pick").forEach((b) => {
+      b.checked = $("select-page").checked;
+      if (b.checked) selected.add(b.value); else selected.delete(b.value);
+    });
+    showSelection();
+  });
   window.addEventListener("hashchange", showDetail);
   let resizeTimer = null;
   window.addEventListener("resize", () => {
