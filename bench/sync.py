@@ -7,14 +7,19 @@ record goes through the real connector, HTTP client, mapping, upsert and cursor 
 
     python bench/sync.py                 # 200,000 customers
     python bench/sync.py --records 20000 # a quick run
+    python bench/sync.py --latency-ms 50 --concurrency 1   # a remote API, read sequentially
+    python bench/sync.py --latency-ms 50 --concurrency 8 --max-rps 100  # slices at once, paced
 
 Prints records/s end to end, the syncing process's CPU seconds (the figure that does not move with
-the load of a shared machine) and its peak resident memory.
+the load of a shared machine), its peak resident memory, and the most requests the fake API received
+in any one second (to compare with ``--max-rps``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import bisect
 import json
 import multiprocessing
 import os
@@ -25,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 from urllib.parse import parse_qs
+from urllib.request import urlopen
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -72,8 +78,19 @@ def _invoices(i: int) -> list[dict]:
              "amount_paid": 2900, "object": "invoice", "currency_code": "USD"}]
 
 
-def make_app(total: int):
-    """A raw ASGI app: Chargebee's list envelope, ``next_offset`` paging, ``[in]`` filters."""
+def peak_per_second(arrivals: list[float]) -> int:
+    """The most arrivals within any one-second window ``[t, t + 1)``."""
+    arrivals = sorted(arrivals)
+    return max((bisect.bisect_left(arrivals, t + 1.0) - i for i, t in enumerate(arrivals)), default=0)
+
+
+def make_app(total: int, latency: float = 0.0):
+    """A raw ASGI app: Chargebee's list envelope, ``next_offset`` paging, ``[in]`` and ``created_at`` filters.
+
+    Each answer waits ``latency`` seconds first (a remote API); ``GET /_stats`` answers the request
+    count and the most requests received in any one second.
+    """
+    arrivals: list[float] = []
 
     def page(items: list[dict], start: int, more: bool) -> bytes:
         body: dict = {"list": items}
@@ -84,16 +101,28 @@ def make_app(total: int):
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
-        query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
         path = scope["path"]
+        if path == "/_stats":
+            body = json.dumps({"requests": len(arrivals), "peak_per_second": peak_per_second(arrivals)}).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+            return
+        arrivals.append(time.monotonic())
+        if latency:
+            await asyncio.sleep(latency)
+        query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
         limit = int(query.get("limit", 100))
         status = 200
         if path.endswith("/customers"):
-            start = int(json.loads(query["offset"])[0]) if "offset" in query else 0
-            after = int(query.get("updated_at[after]", T0 - 1)) - T0 + 1
-            start = max(start, after)
-            end = min(total, start + limit)
-            body = page([{"customer": _customer(i)} for i in range(start, end)], start, end < total)
+            # Customer i is created and updated at T0 + i: every filter is a range of i.
+            first = max(int(query.get("updated_at[after]", T0 - 1)), int(query.get("created_at[after]", T0 - 1)))
+            first -= T0 - 1
+            stop = min(total, int(query.get("created_at[before]", T0 + total)) - T0)
+            start = first + (int(json.loads(query["offset"])[0]) if "offset" in query else 0)
+            end = min(stop, start + limit)
+            if "sort_by[desc]" in query:  # the newest first (the connector asks for one, to slice)
+                start, end = max(first, stop - limit), stop
+            body = page([{"customer": _customer(i)} for i in range(start, end)], start - first, end < stop)
         elif path.endswith("/subscriptions"):
             if "customer_id[in]" in query:
                 ids = [int(c[3:]) for c in json.loads(query["customer_id[in]"])]
@@ -112,10 +141,10 @@ def make_app(total: int):
     return app
 
 
-def serve(port: int, total: int) -> None:
+def serve(port: int, total: int, latency: float = 0.0) -> None:
     import uvicorn
 
-    uvicorn.run(make_app(total), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(make_app(total, latency), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 def free_port() -> int:
@@ -142,6 +171,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=None, help="records per transaction (connector default)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer of the fake API")
+    parser.add_argument("--concurrency", type=int, default=None, help="slices read at once (connector default)")
+    parser.add_argument("--max-rps", type=float, default=None, help="the source's max_requests_per_second")
     args = parser.parse_args()
 
     from jobs.sync import sync_source
@@ -149,7 +181,7 @@ def main() -> None:
     from storage.sources import create_source
 
     port = free_port()
-    server = multiprocessing.Process(target=serve, args=(port, args.records), daemon=True)
+    server = multiprocessing.Process(target=serve, args=(port, args.records, args.latency_ms / 1000), daemon=True)
     server.start()
     try:
         wait_for(port)
@@ -158,10 +190,13 @@ def main() -> None:
             engine = make_engine(f"sqlite:///{tmp}/bench.db")
             upgrade(engine)
             with engine.begin() as conn:
-                create_source(conn, "bench", "chargebee", {
-                    "site": "bench", "api_key": API_KEY, "base_url": f"http://127.0.0.1:{port}/api/v2",
-                    "page_size": 100,
-                })
+                settings = {"site": "bench", "api_key": API_KEY, "base_url": f"http://127.0.0.1:{port}/api/v2",
+                            "page_size": 100}
+                if args.concurrency:
+                    settings["concurrency"] = args.concurrency
+                if args.max_rps:
+                    settings["max_requests_per_second"] = args.max_rps
+                create_source(conn, "bench", "chargebee", settings)
             options = {"batch_size": args.batch_size} if args.batch_size else {}
             cpu_before = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
@@ -169,6 +204,7 @@ def main() -> None:
             seconds = time.perf_counter() - started
             cpu_after = resource.getrusage(resource.RUSAGE_SELF)
             cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+            stats = json.loads(urlopen(f"http://127.0.0.1:{port}/_stats", timeout=10).read())  # noqa: S310 # nosec B310 # our local fake
             again_started = time.perf_counter()
             again = sync_source(engine, "bench", **options)
             again_seconds = time.perf_counter() - again_started
@@ -182,7 +218,11 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"records: {args.records:,}  fetched: {total['fetched']:,}  created: {total['created']:,}  "
           f"batches: {total['batches']:,}")
-    print(f"full sync: {seconds:.1f} s  →  {args.records / seconds:,.0f} records/s end to end (SQLite)")
+    print(f"full sync: {seconds:.1f} s  →  {args.records / seconds:,.0f} records/s end to end (SQLite); "
+          f"latency {args.latency_ms:g} ms, concurrency {args.concurrency or 'default'}, "
+          f"max_requests_per_second {args.max_rps or 'none'}")
+    print(f"fake API: {stats['requests']:,} requests in the full sync, "
+          f"at most {stats['peak_per_second']} in one second")
     # The machine is shared: wall-clock rates move with its load; CPU time per record does not.
     print(f"sync process CPU: {cpu:.1f} s  →  {args.records / cpu:,.0f} records per CPU-second "
           f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores); fake API CPU: {server_cpu_s:.1f} s")

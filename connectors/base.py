@@ -25,11 +25,14 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
-from connectors.http import ApiError, ConnectorError, HttpClient
-from connectors.paging import Page, PageRequest, Paginator, fetch_pages
+from connectors.http import ApiError, ConnectorError, HttpClient, RequestPacer
+from connectors.paging import Page, PageRequest, Paginator, fetch_pages, fetch_slices
 from funnelsync.records import SourceCustomerDeletion, SourceCustomerRecord
 
 DEFAULT_BATCH_SIZE = 500
+# Slices a full read is cut into per worker: slices of one size in time hold unequal numbers of records,
+# and a worker done early takes the next slice instead of idling.
+SLICES_PER_WORKER = 4
 
 # What mapping one page returns: its records (and ``SourceCustomerDeletion``s for customers the source
 # deleted) and the highest cursor-field value on the page.
@@ -62,6 +65,36 @@ class Setting:
     help: str = ""
     cast: Callable[[Any], Any] | None = None
     choices: tuple[str, ...] = ()
+
+
+def positive_number(value: Any) -> float:
+    """A setting's number that must be above zero (a request rate)."""
+    number = float(value)
+    if not number > 0:
+        raise ValueError(value)
+    return number
+
+
+# Settings every pull connector takes, whatever its API (appended to each connector's schema).
+COMMON_SETTINGS = (
+    Setting("max_requests_per_second", cast=positive_number,
+            help="the most requests a second this source sends, over all its concurrent requests (default: no limit)"),
+)
+
+
+@dataclass(frozen=True)
+class Slicing:
+    """How a full read of a list splits into disjoint slices that are paged at once (``Connector.read_list``).
+
+    Attributes:
+        split: given how many slices are wanted, small JSON-ready dicts that together cover the whole
+            list, each record in exactly one (``{"created_from": 1700000000, "created_before": 1700086400}``);
+            an empty list when the list is empty. Called once per full read, its answer kept in the cursor.
+        request: the first request of one slice.
+    """
+
+    split: Callable[[int], list[dict[str, Any]]]
+    request: Callable[[dict[str, Any]], PageRequest]
 
 
 @dataclass(frozen=True)
@@ -141,6 +174,13 @@ class Connector(SourceKind):
     # before it reads, the subscriptions stored as not ended (``known_subscriptions``: id → state).
     reconciles_subscriptions: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("settings_schema")
+        if declared is not None:
+            names = {s.name for s in declared}
+            cls.settings_schema = (*declared, *(s for s in COMMON_SETTINGS if s.name not in names))
+
     def __init__(
         self,
         settings: Mapping[str, Any],
@@ -163,6 +203,9 @@ class Connector(SourceKind):
         self.started_at = self._now()
         self.known_subscriptions: dict[str, str] = {}
         self._client: HttpClient | None = None
+        rate = self.settings.get("max_requests_per_second")
+        # One pace for the source, whichever of its clients (Braintree has two) and threads send.
+        self.pacer = RequestPacer(rate) if rate else None
 
     @property
     def client(self) -> HttpClient:
@@ -181,7 +224,13 @@ class Connector(SourceKind):
 
     def http_client(self, base_url: str, **options: Any) -> HttpClient:
         """An ``HttpClient`` of this source: named after it in errors, with the transport and sleep given."""
-        return HttpClient(self.source_name, base_url, sleep_fn=self.sleep_fn, transport=self.transport, **options)
+        return HttpClient(self.source_name, base_url, sleep_fn=self.sleep_fn, transport=self.transport,
+                          pacer=self.pacer, **options)
+
+    @property
+    def concurrency(self) -> int:
+        """Requests in flight at once: the ``concurrency`` setting of a connector that declares one, else 1."""
+        return max(1, int(self.settings.get("concurrency") or 1))
 
     @property
     def page_size(self) -> int:
@@ -233,6 +282,7 @@ class Connector(SourceKind):
         paginator: Paginator,
         map_page: PageMapper,
         caught_up: Any = None,
+        slicing: Slicing | None = None,
     ) -> Iterator[Batch]:
         """Read a filtered, paged list resumably; the reader behind most streams.
 
@@ -251,6 +301,8 @@ class Connector(SourceKind):
             caught_up: for a change stream listing everything since a moment, the cursor value a fully
                 read list has caught up to (the run's start less a lookback): the next run starts there
                 when no item came later, so a quiet source's cursor keeps up with the clock.
+            slicing: for a list that a filter splits into disjoint parts, how; a full read with
+                ``concurrency`` above 1 then pages ``concurrency`` slices at once (``_read_sliced``).
         """
         since = state.get("since")
         watermark = state.get("watermark", since)
@@ -259,22 +311,32 @@ class Connector(SourceKind):
         # interrupted run was reading pages it had already passed.
         extra: dict[str, Any] = {}
         if since is None:
-            backfill_started = state.get("backfill_started") if state.get("page_token") else None
+            resuming = state.get("page_token") or state.get("slices")
+            backfill_started = state.get("backfill_started") if resuming else None
             backfill_started = backfill_started or self.started_at.isoformat()
             resumed_from = datetime.fromisoformat(backfill_started)
             self.started_at = min(self.started_at, resumed_from)
             extra["backfill_started"] = backfill_started
 
-        def records_of(items: list[Any]) -> list[Any]:
-            nonlocal watermark
+        def mapped(items: list[Any]) -> tuple[list[Any], Any]:
             try:
-                records, page_max = map_page(items)
+                return map_page(items)
             except (KeyError, TypeError, AttributeError) as exc:
                 # An item without a field every record needs (its id) or of the wrong shape: the page is
                 # refused whole, before anything of it is written, in one line rather than a traceback.
                 what = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else str(exc)
                 raise ApiError(f"{self.source_name}: {stream}: the API listed a record that cannot be read "
                                f"({what}); nothing of that page was written") from None
+
+        # A sequential read interrupted mid-list resumes sequentially: its page token is the whole list's.
+        sliced = since is None and slicing is not None and not state.get("page_token")
+        if sliced and (state.get("slices") or self.concurrency > 1):
+            yield from self._read_sliced(stream, state, slicing, paginator, mapped, watermark, extra)  # type: ignore[arg-type]
+            return
+
+        def records_of(items: list[Any]) -> list[Any]:
+            nonlocal watermark
+            records, page_max = mapped(items)
             if page_max is not None and (watermark is None or page_max > watermark):
                 watermark = page_max
             return records
@@ -287,6 +349,52 @@ class Connector(SourceKind):
             return self.cursor_after(page, since, watermark, **extra)
 
         yield from self.read_pages(stream, pages, records_of, cursor_of)
+
+    def _read_sliced(
+        self,
+        stream: str,
+        state: Mapping[str, Any],
+        slicing: Slicing,
+        paginator: Paginator,
+        mapped: Callable[[list[Any]], tuple[list[Any], Any]],
+        watermark: Any,
+        extra: dict[str, Any],
+    ) -> Iterator[Batch]:
+        """A full read of a sliced list, ``concurrency`` slices paged at once, resumable slice by slice.
+
+        The cursor of a batch lists every slice with the token of its next page not yet in a committed
+        batch (``page_token``) or ``done``: it is taken when the batch is cut, from the pages in that
+        batch and before it, so it never points past a page that is not written. A run resuming it skips
+        the done slices and carries on the others where they stopped. Once every slice is done the
+        cursor is ``{"since": watermark, "watermark": watermark}``, as after a sequential read.
+        """
+        parts = [dict(part) for part in state.get("slices") or []]
+        if not parts:
+            parts = [{"slice": part, "page_token": None, "done": False}
+                     for part in slicing.split(self.concurrency * SLICES_PER_WORKER)]
+        open_parts = [part for part in parts if not part["done"]]
+        requests = [(slicing.request(part["slice"]), part["page_token"]) for part in open_parts]
+
+        def cursor() -> dict[str, Any]:
+            if all(part["done"] for part in parts):
+                return {"since": watermark, "watermark": watermark}
+            return {"since": None, "slices": [dict(part) for part in parts], "watermark": watermark, **extra}
+
+        buffer = ChunkBuffer(self.batch_size)
+        pending = False
+        for index, page, (records, page_max) in fetch_slices(
+            self.client, requests, paginator, mapped, workers=self.concurrency
+        ):
+            part = open_parts[index]
+            part["page_token"], part["done"] = page.next_token, page.next_token is None
+            if page_max is not None and (watermark is None or page_max > watermark):
+                watermark = page_max
+            pending = True
+            if buffer.add(records, len(page.items)):
+                yield buffer.flush(stream, cursor())
+                pending = False
+        if pending or not open_parts:
+            yield buffer.flush(stream, cursor())
 
     def read_pages(
         self,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import email.utils
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC
@@ -254,6 +255,42 @@ def wait_seconds(
 # --------------------------------------------------------------------------------------------------
 
 
+# Pacing leaves this share of each interval unused: a thread descheduled between its turn and its send
+# (tens of milliseconds on a busy machine) must not let the next one land in the same second as the
+# whole quota; 5 % of a second's quota is 50 ms of slack whatever the rate.
+PACING_SLACK = 0.05
+
+
+class RequestPacer:
+    """At most ``per_second`` request starts a second, shared by every thread of one source.
+
+    A start waits until ``(1 + PACING_SLACK) / per_second`` has passed since the previous start was let
+    through (times read under the lock, when each is let through): requests are spread evenly instead
+    of bursting up to a window's quota, so several workers together stay within the limit in every
+    one-second window. Retries take turns too: a throttled API sees no extra burst.
+    """
+
+    def __init__(self, per_second: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep_fn: Callable[[float], None] = time.sleep) -> None:
+        if not per_second > 0:
+            raise ValueError(f"a request rate must be positive, not {per_second!r}")
+        self.interval = (1.0 + PACING_SLACK) / per_second
+        self._clock, self._sleep = clock, sleep_fn
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+
+    def wait(self) -> None:
+        """Block until this caller may start a request."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                due = self._last + self.interval
+                if now >= due:
+                    self._last = now
+                    return
+            self._sleep(due - now)
+
+
 def _scrub(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret and len(secret) >= 4:
@@ -282,6 +319,8 @@ class HttpClient:
     """One source's HTTP session: base URL, auth, timeouts, retries, and errors without secrets.
 
     ``auth`` is HTTP Basic (user, password); ``bearer_token`` sends ``Authorization: Bearer …``.
+    ``pacer`` paces every attempt of every thread using the client; a source's clients share one
+    (``RequestPacer``), so its limit holds whichever endpoint a request goes to.
 
     Example::
 
@@ -308,6 +347,7 @@ class HttpClient:
         wait_hint: WaitHint | None = None,
         sleep_fn: Callable[[float], None] | None = None,
         transport: httpx.BaseTransport | None = None,
+        pacer: RequestPacer | None = None,
     ) -> None:
         self.source = source
         self.base_url = base_url.rstrip("/")
@@ -319,6 +359,7 @@ class HttpClient:
         self.max_hinted_wait = max_hinted_wait
         self.wait_hint = wait_hint
         self._sleep_fn = sleep_fn
+        self.pacer = pacer
         self._secrets = [s for s in secrets if s] + [a for a in (auth or ()) if a] + [bearer_token or ""]
         all_headers = dict(headers or {})
         if bearer_token:
@@ -370,6 +411,8 @@ class HttpClient:
         where = self._where(method, url)
 
         def attempt() -> httpx.Response:
+            if self.pacer is not None:
+                self.pacer.wait()
             response = self._client.request(
                 method, url, params=params, json=json_body, content=content, headers=headers
             )

@@ -13,11 +13,16 @@ already followed in this run: a server bug that would otherwise loop forever (Si
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from connectors.http import ApiError, HttpClient
+
+T = TypeVar("T")
 
 
 class PaginationLoopError(ApiError):
@@ -273,3 +278,78 @@ def fetch_pages(
         seen.add(next_token)
         token = next_token
         current = paginator.apply(request, next_token)
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_SLICE_DONE = object()
+
+
+def fetch_slices(
+    client: HttpClient,
+    slices: Sequence[tuple[PageRequest, str | None]],
+    paginator: Paginator,
+    map_items: Callable[[list[Any]], T],
+    *,
+    workers: int,
+) -> Iterator[tuple[int, Page, T]]:
+    """Page several disjoint slices of one list at once; yield ``(slice index, page, map_items(page.items))``.
+
+    A cursor chains the pages of one list, so one list is read a page at a time; a list split by a filter
+    into slices (customers created in disjoint time ranges) is several lists, and ``workers`` of them
+    are paged at once. Each slice is paged in order by one thread, which also maps its pages (mapping may
+    send requests of its own: a page's subscriptions), so a slice's pages come in order while pages of
+    different slices interleave as they finish. At most ``2 * workers`` mapped pages wait here, so
+    memory stays bounded by the consumer's pace.
+
+    Args:
+        slices: each slice's first request and the token to resume it from (None: its first page).
+        map_items: what each page's items become, run on the slice's thread.
+        workers: slices paged at once.
+
+    Raises:
+        The first error of any slice (``ApiError``, ``PaginationLoopError``, what ``map_items`` raised),
+        after the pages handed over before it; the other slices stop at their next page.
+    """
+    if not slices:
+        return
+    results: queue.Queue[Any] = queue.Queue(maxsize=2 * max(1, workers))
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                results.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def page_slice(index: int, request: PageRequest, token: str | None) -> None:
+        try:
+            for page in fetch_pages(client, request, paginator, start_token=token):
+                if stop.is_set() or not put((index, page, map_items(page.items))):
+                    return
+            put(_SLICE_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(_Failed(exc))
+
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(slices))), thread_name_prefix="funnelsync-slice")
+    try:
+        for index, (request, token) in enumerate(slices):
+            pool.submit(page_slice, index, request, token)
+        open_slices = len(slices)
+        while open_slices:
+            item = results.get()
+            if item is _SLICE_DONE:
+                open_slices -= 1
+            elif isinstance(item, _Failed):
+                raise item.exc
+            else:
+                yield item
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -36,7 +36,10 @@ class ChargebeeFake(FakeApi):
 
     def settings(self, api_key: str | None = None) -> dict[str, Any]:
         # The site is part of the host (``{site}`` in base_url); served locally the host is 127.0.0.1.
-        return {**super().settings(api_key), "site": "acme", "base_url": self.base_url.replace("://acme.", "://{site}.")}
+        # One list read at a time, as the suite's request counts and injected failures expect; the sliced
+        # first sync (``concurrency`` above 1) has its own tests (tests/test_connectors_concurrency.py).
+        return {**super().settings(api_key), "site": "acme", "base_url": self.base_url.replace("://acme.", "://{site}."),
+                "concurrency": 1}
 
     def unauthorised(self) -> httpx.Response:
         return httpx.Response(401, json={"message": "Sorry, authentication failed. Invalid api key",
@@ -96,11 +99,18 @@ class ChargebeeFake(FakeApi):
     def list_customers(self, request: httpx.Request) -> httpx.Response:
         params = request.url.params
         after = params.get("updated_at[after]")  # strictly after, as Chargebee's timestamp filter
+        # ``created_at[after]`` / ``[before]`` are strict too; one request may carry both.
+        created_after, created_before = params.get("created_at[after]"), params.get("created_at[before]")
         ids = self.in_filter(request, "id[in]")
         with_deleted = params.get("include_deleted") == "true"
-        people = sorted(self.people, key=lambda p: (p.updated, p.id))
+        if "created_at" in (params.get("sort_by[asc]"), params.get("sort_by[desc]")):
+            people = sorted(self.people, key=lambda p: (p.created, p.id), reverse="sort_by[desc]" in params)
+        else:
+            people = sorted(self.people, key=lambda p: (p.updated, p.id))
         items = [{"customer": self.customer(p)} for p in people
                  if (after is None or p.updated > int(after)) and (ids is None or p.id in ids)
+                 and (created_after is None or p.created > int(created_after))
+                 and (created_before is None or p.created < int(created_before))
                  and (with_deleted or p.id not in self.deleted_ids)]
         return self.page(request, items, "/api/v2/customers")
 

@@ -30,11 +30,16 @@ class FakeServer:
         delay_seconds: how long each answer waits, standing in for a vendor's latency (tests keep a sync
             busy with it).
         requests: ``(method, path)`` of every request, in order.
+        arrivals: the ``time.monotonic()`` each request arrived at, in order.
+        most_in_flight: the most requests answered at once (a client's concurrency, seen from here).
     """
 
     def __init__(self, *fakes: FakeApi, host: str = "127.0.0.1", port: int = 0) -> None:
         self.delay_seconds = 0.0
         self.requests: list[tuple[str, str]] = []
+        self.arrivals: list[float] = []
+        self.most_in_flight = 0
+        self._in_flight = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
@@ -78,15 +83,23 @@ class FakeServer:
 
     def answer(self, method: str, url: str, headers: dict[str, str], content: bytes) -> httpx.Response:
         """The answer of the fake that owns ``url`` (404 when none does)."""
-        if self.delay_seconds:
-            time.sleep(self.delay_seconds)
         with self._lock:
-            self.requests.append((method, urlsplit(url).path))
-        request = httpx.Request(method, url, headers=headers, content=content)
-        for verb, pattern, handler in self._routes:
-            if verb == method and pattern.match(url):
-                return handler(request)
-        return httpx.Response(404, json={"error": {"message": f"no route {urlsplit(url).path}"}})
+            self.arrivals.append(time.monotonic())
+            self._in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self._in_flight)
+        try:
+            if self.delay_seconds:
+                time.sleep(self.delay_seconds)
+            with self._lock:
+                self.requests.append((method, urlsplit(url).path))
+            request = httpx.Request(method, url, headers=headers, content=content)
+            for verb, pattern, handler in self._routes:
+                if verb == method and pattern.match(url):
+                    return handler(request)
+            return httpx.Response(404, json={"error": {"message": f"no route {urlsplit(url).path}"}})
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         outer = self
