@@ -112,8 +112,10 @@ def detect_changes(conn: Connection, customer_ids: Iterable[int], *, now: dateti
         return 0
     now = now or datetime.now(UTC)
     enqueued = 0
+    # Only the occurrences some rule wants are built: most of the cost of a large batch is per object.
+    triggers = frozenset(rule.trigger for rule in rules)
     for chunk in _chunks(ids):
-        found = _changes_of(conn, chunk, now)
+        found = _changes_of(conn, chunk, now, triggers)
         enqueued += enqueue(conn, rules, found, now=now, count_new=False)
     return enqueued
 
@@ -143,33 +145,45 @@ def _ids_clause(conn: Connection, ids: Sequence[int]) -> tuple[str, tuple[Any, .
     return "= ANY(%s)", (list(ids),)
 
 
-def _changes_of(conn: Connection, chunk: Sequence[int], now: datetime) -> list[Occurrence]:
-    """The occurrences of a chunk of customers (in customer order); moves their marks on."""
+def _changes_of(conn: Connection, chunk: Sequence[int], now: datetime,
+                triggers: frozenset[str] = frozenset(CHANGE_TRIGGERS)) -> list[Occurrence]:
+    """The occurrences of ``triggers`` of a chunk of customers (in customer order); moves their marks on.
+
+    The marks move on for every change, whichever triggers are asked for: a trigger no rule has now must
+    not fire for the past when a rule of it is applied later.
+    """
     sqlite_db = conn.dialect.name == "sqlite"
     clause, params = _ids_clause(conn, chunk)
     rows = fetch_all(conn, _CHANGES_SQL.format(ids=clause), params)
     now_raw = _raw_time(conn, now)
+    on_created, on_lead, on_trial, on_paid, on_status = (
+        t in triggers for t in ("customer_created", "lead_created", "trial_started", "trial_converted",
+                                "status_changed"))
     found: list[Occurrence] = []
     to_mark: list[int] = []
     add = found.append
     for (cid, uuid, created, status, lead, trial, paid, marked, m_status, m_seq, m_lead, m_trial,
          m_paid) in rows:
         unseen = marked is None
-        before = len(found)
-        if unseen:
+        new_lead = lead is not None and m_lead is None
+        new_trial = trial is not None and m_trial is None
+        new_paid = paid is not None and m_paid is None
+        moved = not unseen and m_status is not None and m_status != status
+        if not (unseen or new_lead or new_trial or new_paid or moved):
+            continue
+        to_mark.append(cid)
+        if unseen and on_created:
             add(Occurrence(cid, uuid, "customer_created", _disc(created, sqlite_db), created, created, True))
-        if lead is not None and m_lead is None:
+        if new_lead and on_lead:
             add(Occurrence(cid, uuid, "lead_created", _disc(lead, sqlite_db), lead, created, unseen))
-        if trial is not None and m_trial is None:
+        if new_trial and on_trial:
             add(Occurrence(cid, uuid, "trial_started", _disc(trial, sqlite_db), trial, created, unseen))
         # Paid without a trial, or before it, is no trial converted.
-        if paid is not None and m_paid is None and trial is not None and paid >= trial:
+        if new_paid and on_paid and trial is not None and paid >= trial:
             add(Occurrence(cid, uuid, "trial_converted", _disc(paid, sqlite_db), paid, created, unseen))
-        if not unseen and m_status is not None and m_status != status:
+        if moved and on_status:
             add(Occurrence(cid, uuid, "status_changed", f"{m_status}>{status}#{(m_seq or 0) + 1}", now_raw, created,
                            False, m_status, status))
-        if unseen or len(found) > before or (paid is not None and m_paid is None):
-            to_mark.append(cid)
     if to_mark:
         clause, params = _ids_clause(conn, to_mark)
         conn.exec_driver_sql(_MARKS_SQL.format(ids=clause), params)
