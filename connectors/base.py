@@ -91,10 +91,13 @@ class Slicing:
             list, each record in exactly one (``{"created_from": 1700000000, "created_before": 1700086400}``);
             an empty list when the list is empty. Called once per full read, its answer kept in the cursor.
         request: the first request of one slice.
+        encode: a moment as a value of the list's cursor field (epoch seconds for Chargebee): the next
+            run reads from when the sliced read began (see ``_read_sliced``).
     """
 
     split: Callable[[int], list[dict[str, Any]]]
     request: Callable[[dict[str, Any]], PageRequest]
+    encode: Callable[[datetime], Any]
 
 
 @dataclass(frozen=True)
@@ -365,8 +368,13 @@ class Connector(SourceKind):
         The cursor of a batch lists every slice with the token of its next page not yet in a committed
         batch (``page_token``) or ``done``: it is taken when the batch is cut, from the pages in that
         batch and before it, so it never points past a page that is not written. A run resuming it skips
-        the done slices and carries on the others where they stopped. Once every slice is done the
-        cursor is ``{"since": watermark, "watermark": watermark}``, as after a sequential read.
+        the done slices and carries on the others where they stopped.
+
+        Once every slice is done the next run reads from when this read began (``started_at``, moved
+        back to an interrupted first run's start), not from the watermark: a slice is not sorted by the
+        cursor field, so a customer changed after its slice was read can be older than a change read
+        later in another slice; reading from the start again catches it (what it reads twice is
+        unchanged and written no second time). The watermark is kept as after a sequential read.
         """
         parts = [dict(part) for part in state.get("slices") or []]
         if not parts:
@@ -377,7 +385,9 @@ class Connector(SourceKind):
 
         def cursor() -> dict[str, Any]:
             if all(part["done"] for part in parts):
-                return {"since": watermark, "watermark": watermark}
+                began = slicing.encode(self.started_at)
+                since = None if watermark is None else min(watermark, began)
+                return {"since": since, "watermark": watermark}
             return {"since": None, "slices": [dict(part) for part in parts], "watermark": watermark, **extra}
 
         buffer = ChunkBuffer(self.batch_size)

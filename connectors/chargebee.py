@@ -153,7 +153,7 @@ class ChargebeeConnector(Connector, WebhookReceiver):
             stamps = [c.get("updated_at") or c.get("created_at") for c in listed]
             return [*self.records_for(live), *gone], max((s for s in stamps if s is not None), default=None)
 
-        slicing = Slicing(self._created_slices, self._created_slice_request)
+        slicing = Slicing(self._created_slices, self._created_slice_request, epoch_seconds)
         return self.read_list("customers", state, request, OffsetTokenPaginator(), map_page, slicing=slicing)
 
     def _created_slices(self, count: int) -> list[dict[str, Any]]:

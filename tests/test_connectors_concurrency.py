@@ -25,6 +25,7 @@ from connectors.http import ApiError, RequestPacer
 from connectors.paging import OffsetTokenPaginator, PageRequest, PaginationLoopError, fetch_slices
 from fakes.chargebee import ChargebeeFake
 from fakes.server import FakeServer
+from funnelsync.timeutil import from_epoch
 from jobs.sync import sync_source
 from storage.schema import source_customers
 from storage.sources import create_source
@@ -199,3 +200,29 @@ def test_a_slice_whose_api_hands_back_the_same_token_raises_the_loop_error(db_en
     with db_engine.connect() as conn:
         cursor = load_cursor(conn, source_id, "customers")
     assert not cursor or cursor.get("since") is None  # never marked as read through
+
+
+def test_a_customer_changed_after_its_slice_was_read_is_read_by_the_next_run(db_engine: Engine) -> None:
+    """Slices are not sorted by ``updated_at``: a change to a customer whose slice is done can be older
+    than a change read later in another slice, so the next run reads from when the sliced read began."""
+    fake = ChargebeeFake(n=60, page_size=5)
+    began = fake.people[-1].updated + 3600  # the sync's clock: after every customer's last change
+    early, late = fake.people[0], fake.people[-1]  # the first slice's and the last one's
+    with FakeServer(fake):
+        source_id = add_source(db_engine, fake, concurrency=2, page_size=5)
+
+        def change_during_the_read(summary: Any) -> None:
+            if summary.stream == "customers" and summary.batches == 2:
+                early.email, early.updated = "moved@example.com", began + 10
+                late.updated = began + 1000  # its slice is read later: the watermark ends there
+
+        clock = {"now": lambda: from_epoch(began)}
+        sync_source(db_engine, "cb", batch_size=5, progress=change_during_the_read, **clock)
+        with db_engine.connect() as conn:
+            cursor = load_cursor(conn, source_id, "customers")
+        assert cursor["watermark"] == began + 1000  # the late change was read after the early one
+        sync_source(db_engine, "cb", batch_size=5, **clock)
+    with db_engine.connect() as conn:
+        email = conn.execute(select(source_customers.c.email).where(
+            source_customers.c.data_source_id == source_id, source_customers.c.external_id == early.id)).scalar_one()
+    assert email == "moved@example.com"
