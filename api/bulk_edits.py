@@ -62,7 +62,7 @@ def bulk_edit(request: Request, body: JsonBody) -> dict[str, Any]:
                 edits.update(parse_assignment(name, value, BULK_FIELDS, tz))
             except EditValueError as exc:
                 errors.append({"field": f"set.{name}", "reason": str(exc)})
-    if errors:
+    if errors or not isinstance(refs, list):
         raise Invalid(errors)
     engine = request.app.state.engine
     summary = apply_bulk_edit(engine, targets_from_refs(engine, refs, edits), actor=request_actor(request),

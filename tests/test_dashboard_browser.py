@@ -164,6 +164,22 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
     assert page.locator("#tooltip").is_visible()
     assert page.text_content("#tooltip").startswith(f"{_label(series[two]['period'])}: 2 leads")
 
+    # By keyboard: a chart takes the focus and the arrow keys show each period's figures, as hovering does.
+    page.mouse.move(0, 0)
+    page.focus("#chart-leads")
+    page.keyboard.press("ArrowRight")
+    assert page.text_content("#tooltip") == (f"{_label(series[0]['period'])}: {series[0]['leads']} leads "
+                                             f"({series[0]['leads_with_trial']} with a trial, "
+                                             f"{series[0]['non_trial_leads']} without)")
+    page.keyboard.press("End")
+    assert page.text_content("#tooltip").startswith(f"{_label(series[-1]['period'])}: {series[-1]['leads']} leads")
+    # The chart colours stay apart for each common colour-vision deficiency (simulated).
+    colors = page.evaluate("COLORS")
+    for first, second in (("accent", "accent2"), ("accent", "accent3")):
+        for kind in CVD:
+            distance = _delta_e(_simulate(colors[first], kind), _simulate(colors[second], kind))
+            assert distance >= 40, (first, second, kind, distance)
+
     # A segment chosen with the controls changes the figures as the API says; the table follows it.
     page.select_option("#seg-country", "US")
     page.click("#controls button[type=submit]")
@@ -194,6 +210,19 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
     page.click("#controls button[type=submit]")
     page.wait_for_function("document.getElementById('total-leads').textContent === '8 leads'")
     page.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 8")
+    # Sorting and opening a customer by keyboard alone.
+    page.focus("#customers th[data-sort=name] button")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#customers th[data-sort=name]').ariaSort === 'ascending'")
+    by_name = httpx.get(f"{url}/dashboard/customers", params={"sort": "name", "order": "asc"}, auth=(key, ""),
+                        timeout=10).json()["entries"]
+    page.wait_for_function("names => [...document.querySelectorAll('#customers td.name')].map(c => c.textContent)"
+                           ".join('|') === names.join('|')", arg=[c["name"] for c in by_name])
+    page.focus("#customers td.name a")
+    page.keyboard.press("Enter")
+    page.wait_for_function("name => document.querySelector('#detail h2') && "
+                           "document.querySelector('#detail h2').textContent === name", arg=by_name[0]["name"])
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280  # nothing wider than the window
     page.screenshot(path=str(tmp_path / "dashboard-desktop.png"), full_page=True)
     phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
     phone.context.add_cookies([{**cookies["fs_session"]}, {**cookies["fs_csrf"]}])
@@ -201,6 +230,13 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
     phone.wait_for_selector("#chart-leads-data tbody tr")
     phone.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 8")
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # nothing wider than the phone
+    # Turned to landscape and back (a redraw at a pixel ratio of 2), the charts keep their height.
+    phone.set_viewport_size({"width": 844, "height": 390})
+    phone.wait_for_timeout(400)
+    phone.set_viewport_size({"width": 390, "height": 844})
+    phone.wait_for_timeout(400)
+    assert [phone.locator(f"#{c}").bounding_box()["height"] for c in ("chart-leads", "chart-cycle")] == [220, 220]
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390 + 1
     phone.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
 
     # A range with nothing in it says so, and where the data is.
@@ -218,6 +254,36 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
         if os.environ.get("FUNNELSYNC_UPDATE_DOCS_IMG") == "1":
             DOCS_IMG.mkdir(exist_ok=True)
             shutil.copyfile(tmp_path / name, DOCS_IMG / name)
+
+
+# Colour-vision deficiency simulation (Machado, Oliveira and Fernandes 2009, severity 1.0) on linear RGB.
+CVD = {
+    "protanopia": ((0.152286, 1.052583, -0.204868), (0.114503, 0.786281, 0.099216), (-0.003882, -0.048116, 1.051998)),
+    "deuteranopia": ((0.367322, 0.860646, -0.227968), (0.280085, 0.672501, 0.047413),
+                     (-0.011820, 0.042940, 0.968881)),
+    "tritanopia": ((1.255528, -0.076749, -0.178779), (-0.078411, 0.930809, 0.147602), (0.004733, 0.691367, 0.303900)),
+}
+
+
+def _linear(hex_color):
+    channels = [int(hex_color.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+    return [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+
+
+def _simulate(hex_color, kind):
+    rgb = _linear(hex_color)
+    return [min(1.0, max(0.0, sum(m * c for m, c in zip(row, rgb, strict=True)))) for row in CVD[kind]]
+
+
+def _delta_e(rgb1, rgb2):
+    """CIE76 distance in Lab (D65) between two linear-RGB colours."""
+    def lab(rgb):
+        r, g, b = rgb
+        xyz = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047, 0.2126 * r + 0.7152 * g + 0.0722 * b, \
+            (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883
+        f = [t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116 for t in xyz]
+        return 116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])
+    return sum((a - b) ** 2 for a, b in zip(lab(rgb1), lab(rgb2), strict=True)) ** 0.5
 
 
 def _sign_in(browser, url, key):

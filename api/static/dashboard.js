@@ -4,7 +4,10 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const COLORS = { accent: "#2f6fed", accent2: "#9dbbf7", line: "#e3e6ee", muted: "#6b7385", ink: "#1d2433" };
+// Okabe–Ito colours (blue, orange, vermillion): told apart with every common colour-vision deficiency,
+// and by lightness alone in greyscale.
+const COLORS = { accent: "#0072B2", accent2: "#E69F00", accent3: "#D55E00", line: "#e3e6ee", muted: "#5d6577",
+  ink: "#1d2433" };
 const hitRegions = new Map(); // canvas id -> [{x0, x1, text}]
 
 function isoDay(d) {
@@ -101,7 +104,10 @@ function axisTicks(maxValue, whole) {
 function setupCanvas(canvas) {
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth || 400;
-  const height = Number(canvas.getAttribute("height")) || 220;
+  // The drawn height, kept apart from the backing store's: canvas.height (set below, times the pixel ratio)
+  // is the height attribute too, and reading it back grew the chart on every redraw on a high-DPI screen.
+  if (!canvas.dataset.height) canvas.dataset.height = canvas.getAttribute("height") || "220";
+  const height = Number(canvas.dataset.height);
   canvas.width = Math.round(width * ratio);
   canvas.height = Math.round(height * ratio);
   canvas.style.height = height + "px";
@@ -178,13 +184,13 @@ function drawBars(canvas, labels, stacks, colors, fmt, describe) {
   hitRegions.set(canvas.id, regions);
 }
 
-function drawLine(canvas, labels, values, fmt, describe, whole) {
+function drawLine(canvas, labels, values, fmt, describe, whole, color) {
   const { ctx, width, height } = setupCanvas(canvas);
   const present = values.filter((v) => v !== null && v !== undefined);
   const { pad, plotH, slot, maxValue } = frame(ctx, width, height, axisTicks(Math.max(0, ...present), whole), fmt,
     labels);
-  ctx.strokeStyle = COLORS.accent;
-  ctx.fillStyle = COLORS.accent;
+  ctx.strokeStyle = color || COLORS.accent;
+  ctx.fillStyle = color || COLORS.accent;
   ctx.lineWidth = 2;
   let drawing = false;
   ctx.beginPath();
@@ -208,7 +214,33 @@ function drawLine(canvas, labels, values, fmt, describe, whole) {
   })));
 }
 
+// By keyboard: a chart takes the focus (Tab); the arrow keys, Home and End step through its periods and
+// the tooltip shows each one's figures, as hovering does.
+function attachKeyboard(canvas) {
+  const tip = $("tooltip");
+  let index = -1;
+  canvas.tabIndex = 0;
+  canvas.setAttribute("role", "img");
+  const title = canvas.closest("figure").querySelector("figcaption").firstChild.textContent.trim();
+  canvas.setAttribute("aria-label", `${title} chart: arrow keys step through the periods`);
+  canvas.addEventListener("keydown", (event) => {
+    const regions = hitRegions.get(canvas.id) || [];
+    if (!regions.length) return;
+    const moves = { ArrowRight: index + 1, ArrowLeft: index - 1, Home: 0, End: regions.length - 1 };
+    if (!(event.key in moves)) return;
+    event.preventDefault();
+    index = Math.min(regions.length - 1, Math.max(0, moves[event.key]));
+    const rect = canvas.getBoundingClientRect();
+    tip.textContent = regions[index].text;
+    tip.style.left = rect.left + Math.min(regions[index].x0, rect.width - 200) + "px";
+    tip.style.top = rect.top + 8 + "px";
+    tip.hidden = false;
+  });
+  canvas.addEventListener("blur", () => { tip.hidden = true; index = -1; });
+}
+
 function attachTooltip(canvas) {
+  attachKeyboard(canvas);
   const tip = $("tooltip");
   canvas.addEventListener("mousemove", (event) => {
     const rect = canvas.getBoundingClientRect();
@@ -351,7 +383,7 @@ function renderFunnel(series, interval) {
     { title: "Trial-to-paid", values: series.map((r) => r.trial_to_paid_rate), format: pct },
     { title: "Converted", values: series.map((r) => r.trials_converted), format: String }]);
   drawLine($("chart-cycle"), labels, series.map((r) => r.avg_sales_cycle_days), (v) => Math.round(v) + " d",
-    (i) => `${labels[i]}: ${days(series[i].avg_sales_cycle_days)} (n=${series[i].sales_cycle_n})`, true);
+    (i) => `${labels[i]}: ${days(series[i].avg_sales_cycle_days)} (n=${series[i].sales_cycle_n})`, true, COLORS.accent3);
   dataTable($("chart-cycle"), labels, [
     { title: "Average sales cycle", values: series.map((r) => r.avg_sales_cycle_days), format: days }]);
 }
@@ -392,7 +424,7 @@ function renderCohorts(data, interval) {
     data.windows.forEach((n) => {
       const share = row.share_within[String(n)];
       const td = cell(pct(share), "num");
-      if (share !== null && share !== undefined) td.style.background = `rgba(47, 111, 237, ${0.08 + share * 0.6})`;
+      if (share !== null && share !== undefined) td.style.background = `rgba(0, 114, 178, ${0.08 + share * 0.5})`;
       td.title = `${row.converted_within[String(n)]} of ${row.size} converted within ${n} days`;
       tr.appendChild(td);
     });
