@@ -84,8 +84,9 @@ def server(sqlite_engine):
     thread.join(timeout=10)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium for the module (each test opens its own pages, each page its own context and cookies)."""
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (as .ci/run does)")
     from playwright.sync_api import sync_playwright
