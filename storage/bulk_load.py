@@ -36,12 +36,16 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import AddConstraint, CreateIndex, DropIndex
 
+from storage.metric_counts import fold_deltas, kept, resume, suspend
 from storage.schema import METRIC_INDEXES, customers, source_customers, subscriptions
 from storage.sources import source_customer_count
 
 log = logging.getLogger(__name__)
 
 BULK_MIN_ROWS = 50_000
+# The daily funnel counts (storage/metric_counts.py) are deferred too: their triggers are suspended
+# and everything is recounted in one pass when the load ends.
+METRIC_COUNTS = "metric_counts"
 # Index builds sort in memory up to this much (the server default, 64 MB, spills a 1M-row build to disk).
 REBUILD_MAINTENANCE_WORK_MEM = "256MB"
 
@@ -108,6 +112,8 @@ def missing_deferred(conn: Connection) -> list[str]:
             {"tables": ["source_customers", "subscriptions"], "names": names},
         ).scalars())
         missing += [name for name in names if name not in valid]
+    if not kept(conn):
+        missing.append(METRIC_COUNTS)
     return missing
 
 
@@ -128,6 +134,8 @@ def restore_deferred(engine: Engine) -> list[str]:
         for index in DEFERRABLE_INDEXES:
             if index.name in missing:
                 conn.execute(CreateIndex(index, if_not_exists=True))
+        if METRIC_COUNTS in missing:
+            resume(conn)
         if postgres:
             existing = {fk["name"] for table in ("source_customers", "subscriptions")
                         for fk in inspect(conn).get_foreign_keys(table)}
@@ -160,6 +168,7 @@ def _drop(engine: Engine, also: Sequence[Index] = ()) -> None:
                 conn.execute(text(f"ALTER TABLE {fk.table.name} DROP CONSTRAINT IF EXISTS {_fk_name(fk)}"))
         for index in (*DEFERRED_INDEXES, *also):
             conn.execute(DropIndex(index, if_exists=True))
+        suspend(conn)
 
 
 class BulkLoad:
@@ -207,6 +216,9 @@ class BulkLoad:
                  tb: TracebackType | None) -> None:
         if self.deferred:
             restore_deferred(self.engine)
+        # The load's metric deltas go into the daily counts now, not on the first metrics read.
+        with self.engine.begin() as conn:
+            fold_deltas(conn)
 
 
 def bulk_load(engine: Engine, incoming_rows: int | None = None, data_source_id: int | None = None,

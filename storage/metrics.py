@@ -11,6 +11,10 @@ How it is computed, and why:
   ``subscriber_since``). The composite indexes of migration 0004 hold the second date each family
   needs, so an unfiltered scan is index-only. How a row finds its period depends on the database (see
   ``_family``): a periods table joined on the range, ``width_bucket`` or a balanced ``CASE`` tree.
+- Without ``within_days`` and with no filter but on the country, the series sums the daily counts that
+  triggers keep (storage/metric_counts.py) instead of scanning customers: a row a UTC day and country
+  whatever the number of customers, and the same figures (tests/test_metric_counts.py compares the
+  two). Any other filter, a window or a period bound that is no UTC midnight falls back to the scan.
 - Timestamps are integer epoch microseconds on SQLite and ``timestamptz`` on PostgreSQL; ``_Dialect``
   hides the difference. Window tests compare exact integers (SQLite) or intervals (PostgreSQL), never
   rounded floats.
@@ -18,6 +22,7 @@ How it is computed, and why:
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -34,12 +39,14 @@ from sqlalchemy import (
     Interval,
     Select,
     Subquery,
+    Text,
     and_,
     bindparam,
     case,
     extract,
     func,
     literal,
+    not_,
     select,
     text,
     type_coerce,
@@ -48,9 +55,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import True_
 
+from funnelsync.normalize import normalize_country
+from storage import metric_counts as counts
+from storage.filter_grammar import parse_filters
 from storage.filters import build_filter
 from storage.periods import Period, build_periods
-from storage.schema import customers
+from storage.schema import customers, metric_count_deltas, metric_counts
 from storage.types import UTCDateTime
 
 COHORT_WINDOWS: tuple[int, ...] = (7, 14, 30, 60, 90)
@@ -245,6 +255,108 @@ def _resolve_filter(conn: Connection, filters: Any) -> ColumnElement[bool] | Non
     return filters  # already a clause
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY = timedelta(days=1)
+
+
+def _day_aligned(periods: Sequence[Period]) -> bool:
+    """Whether every period bound is a UTC midnight (the counts' days)."""
+    return all((p.start_utc - _EPOCH) % _DAY == timedelta(0) for p in periods) and (
+        (periods[-1].end_utc - _EPOCH) % _DAY == timedelta(0)
+    )
+
+
+def _country_condition(filters: Any, column: Any) -> tuple[bool, ColumnElement[bool] | None]:
+    """Whether the counts can answer the filters (only the country is filtered, as text), and the filters
+    as a condition on the counts' country (None: no filter)."""
+    if filters is None or (isinstance(filters, (list, tuple)) and not filters):
+        return True, None
+    if not isinstance(filters, (str, list, tuple)):
+        return False, None
+    clauses: list[ColumnElement[bool]] = []
+    for cond in parse_filters(filters):
+        if cond.field != "country" or cond.op not in ("=", "in", "!=", "not in"):
+            return False, None
+        codes = [normalize_country(v.text) for v in cond.values]
+        if not all(codes):
+            return False, None
+        # The counts hold '' for no country: "!=" / "not in" keep it, as the scan keeps NULL.
+        matches = column.in_([bindparam(None, code, type_=Text) for code in codes])
+        clauses.append(matches if cond.op in ("=", "in") else not_(matches))
+    return True, (and_(*clauses) if clauses else None)
+
+
+def _counted(
+    conn: Connection, periods: Sequence[Period], filters: Any
+) -> dict[int, dict[int, list[int]]] | None:
+    """Each family's ``(n, k, cycle_s, cycle_us)`` per period index from the daily counts and the pending
+    deltas, or None when they cannot answer exactly (see ``_country_condition``, ``_day_aligned``)."""
+    if not _day_aligned(periods):
+        return None
+    first = bindparam(None, periods[0].start_utc, type_=UTCDateTime)
+    last = bindparam(None, periods[-1].end_utc, type_=UTCDateTime)
+    parts = []
+    for table in (metric_counts, metric_count_deltas):
+        answerable, condition = _country_condition(filters, table.c.country)
+        if not answerable:
+            return None
+        part = select(table.c.family, table.c.at, table.c.n, table.c.k, table.c.cycle_s, table.c.cycle_us)
+        part = part.where(table.c.at >= first, table.c.at < last)
+        parts.append(part if condition is None else part.where(condition))
+    # The "kept" mark, read in the same statement (the same snapshot) as the counts.
+    parts.append(
+        select(
+            metric_counts.c.family, metric_counts.c.at, metric_counts.c.n, metric_counts.c.k,
+            metric_counts.c.cycle_s, metric_counts.c.cycle_us,
+        ).where(metric_counts.c.family == counts.KEPT)
+    )
+    counts.fold_if_many(conn)
+    rows = union_all(*parts).subquery("counted")
+    # A row a day and family: few enough to put into periods here (a bisection), cheaper than a CASE
+    # tree or width_bucket over them in SQL.
+    query = select(
+        rows.c.family, rows.c.at, func.sum(rows.c.n), func.sum(rows.c.k), func.sum(rows.c.cycle_s),
+        func.sum(rows.c.cycle_us),
+    ).group_by(rows.c.family, rows.c.at)
+    starts = [p.start_utc for p in periods]
+    out: dict[int, dict[int, list[int]]] = {counts.LEADS: {}, counts.TRIALS: {}, counts.SUBSCRIBERS: {}}
+    kept = False
+    for family, at, *sums in conn.execute(query):
+        if family == counts.KEPT:
+            kept = True
+            continue
+        sums_of_period = out[int(family)].setdefault(bisect_right(starts, at) - 1, [0, 0, 0, 0])
+        for j, value in enumerate(sums):
+            sums_of_period[j] += int(value)
+    return out if kept else None
+
+
+def _series_from_counts(
+    periods: Sequence[Period], counted: dict[int, dict[int, list[int]]]
+) -> list[dict[str, Any]]:
+    series: list[dict[str, Any]] = []
+    for i, period in enumerate(periods):
+        lead_count, with_trial, _, _ = counted[counts.LEADS].get(i, (0, 0, 0, 0))
+        trial_count, converted, _, _ = counted[counts.TRIALS].get(i, (0, 0, 0, 0))
+        new_subscribers, cycle_n, seconds, micros = counted[counts.SUBSCRIBERS].get(i, (0, 0, 0, 0))
+        total_us = seconds * 1_000_000 + micros  # exact integers; one rounding, in the division
+        series.append(
+            {
+                "period": period.label.isoformat(),
+                "leads": lead_count,
+                "leads_with_trial": with_trial,
+                "non_trial_leads": lead_count - with_trial,
+                "free_trials": trial_count,
+                "trials_converted": converted,
+                "trial_to_paid_rate": converted / trial_count if trial_count else None,
+                "new_subscribers": new_subscribers,
+                "avg_sales_cycle_days": total_us / (cycle_n * SECONDS_PER_DAY * 1_000_000) if cycle_n else None,
+                "sales_cycle_n": cycle_n,
+            }
+        )
+    return series
+
+
 def funnel_series(
     conn: Connection,
     start: date,
@@ -254,6 +366,7 @@ def funnel_series(
     filters: Any = None,
     *,
     tz: ZoneInfo | None = None,
+    use_counts: bool = True,
 ) -> list[dict[str, Any]]:
     """The funnel metrics per period (docs/metrics.md).
 
@@ -267,6 +380,8 @@ def funnel_series(
         filters: ``--where`` expressions (a string or a list, ANDed) or a compiled clause from
             ``storage.filters``; None = every customer.
         tz: the account zone (default ``FUNNELSYNC_TIMEZONE``).
+        use_counts: read the daily counts when they can answer (False: always scan the customers; the
+            tests compare the two).
 
     Returns:
         One dict per period, in order, with exactly the keys of ``SERIES_FIELDS``: ``period`` is the
@@ -281,7 +396,11 @@ def funnel_series(
     if within_days is not None and within_days < 0:
         raise ValueError(f"within_days must be 0 or more, got {within_days}")
     periods = build_periods(start, end, interval, tz)
-    where = _resolve_filter(conn, filters)
+    where = _resolve_filter(conn, filters)  # validates the filter whichever path answers
+    if use_counts and within_days is None:
+        counted = _counted(conn, periods, filters)
+        if counted is not None:
+            return _series_from_counts(periods, counted)
     d = _dialect(conn)
 
     leads = _family(

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -413,3 +414,31 @@ automation_deliveries = Table(
 )
 Index("ix_automation_deliveries_status_next_attempt_at", automation_deliveries.c.status,
       automation_deliveries.c.next_attempt_at)
+
+# Funnel counts per UTC hour and country, kept by triggers on ``customers`` (storage/metric_counts.py):
+# the metrics read these instead of scanning every customer. ``family`` is 1 leads, 2 free trials,
+# 3 new subscribers; ``n`` the customers whose date falls in the hour, ``k`` those of them that are
+# also a lead with a trial / a converted trial / a new subscriber in the sales cycle; ``cycle_s`` and
+# ``cycle_us`` the summed cycle lengths (whole seconds and the microsecond remainders, so sums stay exact
+# integers). ``country`` is '' for none. PostgreSQL writers append to ``metric_count_deltas`` (no row
+# locks shared between concurrent writers); readers add them and fold them in from time to time.
+def _metric_count_columns() -> list[Column]:  # type: ignore[type-arg]
+    return [
+        Column("family", Integer, nullable=False),
+        Column("at", UTCDateTime, nullable=False),
+        Column("country", String(2), nullable=False),
+        Column("n", BigInteger, nullable=False),
+        Column("k", BigInteger, nullable=False),
+        Column("cycle_s", BigInteger, nullable=False),
+        Column("cycle_us", BigInteger, nullable=False),
+    ]
+
+
+metric_counts = Table(
+    "metric_counts",
+    metadata,
+    *_metric_count_columns(),
+    PrimaryKeyConstraint("family", "at", "country"),
+)
+
+metric_count_deltas = Table("metric_count_deltas", metadata, *_metric_count_columns())
