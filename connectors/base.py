@@ -160,6 +160,12 @@ class SourceKind:
     settings_schema: ClassVar[tuple[Setting, ...] | None] = None
     system_name: ClassVar[str | None] = None
 
+    @classmethod
+    def pulls(cls, settings: Mapping[str, Any]) -> bool:
+        """Whether a source of this pulled kind with these settings is read on a schedule (a kind may
+        also be fed by pushes alone, when the settings name nothing to pull from)."""
+        return Feed.PULLED in cls.feeds
+
 
 class Connector(SourceKind):
     """Base of every pull connector: settings, an HTTP client, and a ``read`` per stream.

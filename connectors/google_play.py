@@ -17,7 +17,9 @@ Google Play tells nobody about purchases and has no list of customers, so there 
    tags and ``attributes.custom`` (``[{type, key, value}]``, the commercial product's custom attribute
    shape) set typed custom attributes.
 
-2. **Daily Sales Report**: imported as a file (``connectors.files.google_play_report``).
+2. **Daily Sales Report**: pulled from the developer's Cloud Storage bucket (``bucket`` setting, stream
+   ``sales_reports``, ``connectors.google_play_storage``) by ``funnelsync sync`` and sync-all, or imported
+   as a file (``connectors.files.google_play_report``).
 
 Each payloads-URL purchase also records its subscription under its purchase token, which Google Play's
 real-time developer notifications (``POST /google-play/NAME/rtdn``, ``connectors.google_play_rtdn``)
@@ -30,8 +32,9 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any, ClassVar
 
-from connectors.base import Feed, Setting, SourceKind
+from connectors.base import Feed, Setting
 from connectors.google_play_rtdn import developer_notification, notification_update, verify_push_token
+from connectors.google_play_storage import BucketReports
 from connectors.push import (
     GOOGLE_PLAY_RTDN,
     WEBHOOK,
@@ -172,12 +175,13 @@ def payload_custom(value: Any) -> dict[str, Any]:
     return found
 
 
-class GooglePlaySource(SourceKind, WebhookReceiver):
-    """Google Play: purchases pushed to the payloads URL (and Daily Sales Reports imported as files)."""
+class GooglePlaySource(BucketReports, WebhookReceiver):
+    """Google Play: purchases pushed to the payloads URL, real-time developer notifications, and the monthly
+    sales reports pulled from the developer's bucket when the source names one (or imported as files)."""
 
     kind = "google_play"
     title = "Google Play"
-    feeds = frozenset({Feed.PUSHED})
+    feeds = frozenset({Feed.PUSHED, Feed.PULLED})
     endpoints: ClassVar[frozenset[str]] = frozenset({WEBHOOK, GOOGLE_PLAY_RTDN})
     settings_schema = (
         Setting("bucket", help="the Play Console's reports bucket, pubsite_prod_rev_<developer id> (pulled reports)"),

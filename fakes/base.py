@@ -7,6 +7,7 @@ import importlib
 import pkgutil
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,6 +131,8 @@ class FakeApi:
     main_path: str = ""
     main_stream: str = ""
     api_key = "sk_test_fake_SECRET_4242"
+    # What the error of a refused key says (a fake whose vendor refuses keys otherwise names its answer).
+    refused = "401"
 
     def __init__(self, n: int = 25, page_size: int = 10) -> None:
         self.people = make_people(n, self.id_prefix())
@@ -167,6 +170,15 @@ class FakeApi:
             router.route(method=method, url__regex=rf"^{self.base_url}{pattern}(\?.*)?$").mock(
                 side_effect=self._wrap(handler)
             )
+
+    def close(self) -> None:
+        """Release what ``install`` started (a fake served on a port of its own stops there)."""
+
+    def served(self) -> AbstractContextManager[str]:
+        """This fake over real HTTP on 127.0.0.1 for a sync in another thread or process (``fakes.server``)."""
+        from fakes.server import serve
+
+        return serve(self)
 
     def _wrap(self, handler: Callable[[httpx.Request], httpx.Response]) -> Callable[[httpx.Request], httpx.Response]:
         def serve(request: httpx.Request) -> httpx.Response:

@@ -11,31 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from connectors.files.google_play_report import iter_chunks, iter_sales_report, order_record, sales_orders
-from storage.schema import source_customers, subscriptions
+from jobs.stored_records import stored_by_external_id
 from storage.sources import get_or_create_source
 from storage.upsert import upsert_records
 
 BATCH_SIZE = 5_000
-
-
-def _stored(conn: Any, data_source_id: Any, orders: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    rows = conn.execute(
-        select(source_customers).where(
-            source_customers.c.data_source_id == data_source_id, source_customers.c.external_id.in_(orders)
-        )
-    ).mappings().all()
-    by_order = {str(r["external_id"]): dict(r) for r in rows}
-    subs: dict[str, Any] = {}
-    if rows:
-        ids = {r["id"]: str(r["external_id"]) for r in rows}
-        for sub in conn.execute(
-            select(subscriptions).where(subscriptions.c.source_customer_id.in_(list(ids)))
-        ).mappings():
-            subs[ids[sub["source_customer_id"]]] = dict(sub)
-    return by_order, subs
 
 
 def import_sales_report(
@@ -69,7 +52,7 @@ def import_sales_report(
         source = get_or_create_source(conn, source_name, "google_play")
     for chunk in iter_chunks(sorted(orders), batch_size):
         with engine.begin() as conn:
-            stored, subs = _stored(conn, source.id, chunk)
+            stored, subs = stored_by_external_id(conn, source.id, chunk)
             records = []
             for order in chunk:
                 record = order_record(orders[order], stored.get(order), subs.get(order))

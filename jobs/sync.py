@@ -21,6 +21,7 @@ from connectors.base import Connector, Feed, SettingsError
 from connectors.registry import SOURCE_KINDS, connector_class, is_connector_kind, kinds_fed, source_class
 from jobs.readahead import prefetched, rare_gc
 from jobs.secrets import resolve_settings
+from jobs.stored_records import stored_lookup
 from storage.bulk_load import bulk_load
 from storage.removal import remove_source_customers
 from storage.sources import list_sources, require_source
@@ -107,12 +108,15 @@ PREFETCH_BATCHES = 2
 
 
 def pulled_sources(conn: Connection) -> list[tuple[str, str]]:
-    """(name, kind) of the enabled sources pulled on a schedule: those of a kind declared ``Feed.PULLED``.
+    """(name, kind) of the enabled sources pulled on a schedule: those of a kind declared ``Feed.PULLED``
+    whose settings name something to pull (``SourceKind.pulls``: a Google Play source without a bucket is
+    fed by pushes alone).
 
     The others are fed by pushes, files or the API, which a schedule has nothing to read from.
     """
     pulled = set(kinds_fed(Feed.PULLED))
-    return [(r.name, r.kind) for r in list_sources(conn) if r.enabled and r.kind in pulled]
+    return [(r.name, r.kind) for r in list_sources(conn)
+            if r.enabled and r.kind in pulled and source_class(r.kind).pulls(r.settings or {})]
 
 
 def read_by_sheet_import(kind: str) -> bool:
@@ -169,6 +173,8 @@ def build_connector(
     if connector.reconciles_subscriptions:
         with engine.connect() as conn:
             connector.known_subscriptions = open_subscription_states(conn, row.id)
+    if hasattr(connector, "stored_records"):  # its records merge with what earlier runs stored
+        connector.stored_records = stored_lookup(engine, row.id)
     return row, connector
 
 

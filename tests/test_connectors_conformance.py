@@ -36,7 +36,10 @@ def fake(request: pytest.FixtureRequest) -> Iterator[FakeApi]:
     api = found()
     with respx.mock(assert_all_called=False) as router:
         api.install(router)
-        yield api
+        try:
+            yield api
+        finally:
+            api.close()
 
 
 def make_connector(fake: FakeApi, api_key: str | None = None, slept: list[float] | None = None,
@@ -69,7 +72,7 @@ def test_every_pulled_kind_has_a_fake_and_every_fake_a_pulled_kind() -> None:
     shipped = shipped_fakes()
     assert sorted(shipped) == sorted(PULLED_BY_CONNECTORS)
     assert all(fake.__module__ == f"fakes.{kind}" for kind, fake in shipped.items())  # found by name
-    assert {"stripe", "chargebee", "recurly", "app_store_connect"} <= set(shipped)
+    assert {"stripe", "chargebee", "recurly", "app_store_connect", "google_play"} <= set(shipped)
 
 
 def test_every_record_carries_its_key(fake: FakeApi) -> None:
@@ -135,7 +138,7 @@ def test_401_fails_fast_with_a_clear_message(fake: FakeApi) -> None:
         read_all(make_connector(fake, api_key=wrong, slept=slept))
     message = str(info.value)
     secret_settings = [s.name for s in connector_class(fake.kind).settings_schema if s.secret]
-    assert f"my-{fake.kind}" in message and "401" in message
+    assert f"my-{fake.kind}" in message and fake.refused in message
     assert any(name in message for name in secret_settings)  # names the setting to check
     assert wrong not in message and fake.api_key not in message
     assert slept == [] and sum(fake.calls.values()) == 1

@@ -18,7 +18,6 @@ from connectors.files.sheets import open_client
 from connectors.registry import is_connector_kind, kinds, kinds_fed
 from fakes.base import fake_of
 from fakes.google_sheets import SHEET_ID, FakeSheets, RedirectSession
-from fakes.server import serve
 from flows.sync import sync_all_flow
 from storage.schema import data_sources, source_customers
 from storage.sources import create_source
@@ -55,7 +54,7 @@ def test_sync_all_syncs_the_pulled_kinds_and_leaves_the_others(
                     fake_class = fake_of(kind)
                     assert fake_class is not None, kind
                     fake = fake_class()
-                    stack.enter_context(serve(fake))
+                    stack.enter_context(fake.served())
                     create_source(conn, name, kind, fake.settings())
                     expected[name] = len(fake.expected_ids())
                 elif kind in pulled:  # the sheet, set up as `funnelsync import sheet` leaves it
@@ -63,15 +62,17 @@ def test_sync_all_syncs_the_pulled_kinds_and_leaves_the_others(
                     expected[name] = len(SHEET_ROWS) - 1
                 else:
                     create_source(conn, name, kind, PUSHED_ONLY_SETTINGS.get(kind, {}))
+            # A Google Play source without a bucket is fed by pushes alone: nothing to pull.
+            create_source(conn, "push-google_play", "google_play", {"package_name": "com.acme.app"})
         state = sync_all_flow(merge_after=False, return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
     assert result["failed"] == []
     assert sorted(s["source"] for s in result["sources"]) == sorted(f"every-{kind}" for kind in pulled)
     assert all(s["status"] == "completed" for s in result["sources"])
-    # Google Play is among the sources left alone: before the declarations, sync-all failed on it.
-    left_alone = {f"every-{kind}" for kind in kinds() if kind not in pulled}
-    assert "every-google_play" in left_alone and "every-segment" in left_alone
+    # Google Play's bucket is pulled; a Google Play source without one is left alone, as the push-only kinds.
+    left_alone = {f"every-{kind}" for kind in kinds() if kind not in pulled} | {"push-google_play"}
+    assert "every-google_play" in expected and "every-segment" in left_alone
     stored = stored_by_source(db_engine)
     assert {name: stored[name] for name in expected} == expected
     assert all(stored[name] == 0 for name in left_alone)

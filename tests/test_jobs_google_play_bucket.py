@@ -185,3 +185,27 @@ def test_service_account_key_is_kept_out_of_the_database(tmp_path: Path, monkeyp
     assert resolve_settings(stored)["service_account"] == key
     with pytest.raises(ValueError, match="unknown setting"):
         protect_settings("google_play", "play", {"buckett": BUCKET})
+
+
+def test_sync_and_sync_all_pull_a_bucket_source_not_a_push_only_one(db_engine: Engine, gcs: FakeCloudStorage) -> None:
+    """The bucket is a pulled stream (``sales_reports``): ``sync_source`` reads it as it reads any connector's,
+    and the schedule's list of pulled sources holds a google_play source with a bucket, not one fed by pushes
+    alone (its settings name nothing to pull)."""
+    from jobs.sync import pulled_sources, sync_source
+    from storage.sync_state import load_cursor
+
+    add_play(db_engine)
+    with db_engine.begin() as conn:
+        create_source(conn, "play-push", "google_play", {"package_name": "com.acme.app"})
+        assert pulled_sources(conn) == [("play", "google_play")]
+    gcs.put(BUCKET, "sales/salesreport_202601.zip", report("202601", row("GPA.4444-0000-0000-00001", "2026-01-04")))
+    first = sync_source(db_engine, "play")
+    assert [s.stream for s in first.streams] == ["sales_reports"] and first.totals["created"] == 1
+    # The renewal in February joins the January sign-up: its first payment stays January's.
+    gcs.put(BUCKET, "sales/salesreport_202602.zip", report("202602", row("GPA.4444-0000-0000-00001..0", "2026-02-04")))
+    second = sync_source(db_engine, "play")
+    assert (second.totals["created"], second.totals["updated"]) == (0, 0)
+    assert first_paid(db_engine)["GPA.4444-0000-0000-00001"] == datetime(2026, 1, 4, 12, tzinfo=UTC)
+    with db_engine.connect() as conn:
+        source_id = conn.execute(select(source_customers.c.data_source_id)).scalar_one()
+        assert load_cursor(conn, source_id, "sales_reports")["watermark"] == "202602"

@@ -57,24 +57,26 @@ def google_play_bucket(
     source: Annotated[str, typer.Option("--source", help="The google_play data source with a bucket setting.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON summary.")] = False,
 ) -> None:
-    """Read the monthly sales reports that changed from the source's Cloud Storage bucket."""
+    """Read the monthly sales reports that changed from the source's Cloud Storage bucket (as `funnelsync sync`
+    does: the source's sales_reports stream)."""
     from connectors.base import SettingsError
-    from connectors.files.google_play_report import SalesReportError
-    from jobs.google_play_bucket import BucketError, pull_sales_reports
+    from connectors.http import ConnectorError
+    from jobs.google_play_bucket import pull_sales_reports
+    from jobs.sync import SyncError
 
     try:
         summary = pull_sales_reports(get_engine(), source)
-    except (SettingsError, LookupError) as exc:
+    except (SettingsError, SyncError, LookupError) as exc:
         fail(str(exc), 2)
-    except (BucketError, SalesReportError) as exc:
+    except ConnectorError as exc:
         fail(str(exc), 1)
     if as_json:
         print_json(summary)
         return
-    table = Table("month", "subscriptions", "created", "updated", "unchanged",
+    table = Table("months read", "created", "updated", "unchanged",
                   title=f"gs://{summary['bucket']} → {summary['source']}")
-    for month in summary["read"]:
-        table.add_row(month["month"], *(str(month[k]) for k in ("subscriptions", "created", "updated", "unchanged")))
+    table.add_row(", ".join(m["month"] for m in summary["read"]) or "none",
+                  *(str(summary[k]) for k in ("created", "updated", "unchanged")))
     console.print(table)
     final = summary["final_through"] or "none yet"
     console.print(f"{len(summary['read'])} of {summary['reports']} reports read; final through {final}", markup=False)
