@@ -27,7 +27,9 @@ Properties are strings: ISO datetimes (``2024-01-15T09:30:00.123Z``), date-only 
 properties (``2024-01-15``, midnight UTC) or, from legacy v1 payloads, epoch milliseconds.
 
 Deletions: archived (deleted) objects are left out of the list and cannot be searched, so every run
-ends by listing ``GET …?archived=true`` (ids only) and removes those it holds.
+ends by listing ``GET …?archived=true`` (ids only) and removes those it holds. A webhook's
+``contact.deletion`` / ``company.deletion`` / ``object.deletion`` event removes the object at once, once
+a batch read confirms it is gone (deliveries come in no promised order: a restored object stays).
 
 Rate limits: a 429 names the limit it hit in its body (``errorType: RATE_LIMIT``, ``policyName``
 ``TEN_SECONDLY_ROLLING`` or ``SECONDLY``) and usually carries no ``Retry-After``: the wait is the whole
@@ -105,6 +107,13 @@ WEBHOOK_EVENTS = {
 }
 OBJECT_TYPE_IDS = {"contacts": "0-1", "companies": "0-2"}
 OBJECT_EVENTS = frozenset({"object.creation", "object.propertyChange", "object.restore", "object.merge"})
+# Deletions a subscription may deliver: the legacy ``contact.deletion`` / ``company.deletion``, a GDPR
+# ``contact.privacyDeletion`` (sent with a ``contact.deletion`` too) and the generic ``object.deletion``.
+DELETION_EVENTS = {
+    "contacts": frozenset({"contact.deletion", "contact.privacyDeletion"}),
+    "companies": frozenset({"company.deletion"}),
+}
+OBJECT_DELETION = "object.deletion"
 
 
 def parse_hubspot_time(value: Any) -> datetime | None:
@@ -349,19 +358,21 @@ class HubSpotConnector(Connector, WebhookReceiver):
         A batch with unknown ids answers HTTP 207 with ``errors`` (category ``OBJECT_NOT_FOUND``) next
         to the ``results`` that exist.
         """
+        found = self.live_objects(object_ids)
+        records = (self.object_record(found[i]) for i in object_ids if i in found)  # the order asked in
+        return [r for r in records if r is not None]
+
+    def live_objects(self, object_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The objects of ``object_ids`` that exist (not archived), by id, in batches of 100."""
         path = OBJECTS_PATH.format(object_type=self.object_type)
-        records: list[SourceCustomerRecord] = []
+        found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(object_ids), BATCH_READ_SIZE):
             chunk = object_ids[start : start + BATCH_READ_SIZE]
             body = self.client.post_json(
                 f"{path}/batch/read", {"properties": self.properties, "inputs": [{"id": i} for i in chunk]}
             )
-            found = {str(item["id"]): item for item in (body or {}).get("results") or []}
-            for object_id in chunk:  # the order of the delivery, not of the answer
-                record = self.object_record(found[object_id]) if object_id in found else None
-                if record is not None:
-                    records.append(record)
-        return records
+            found.update({str(item["id"]): item for item in (body or {}).get("results") or []})
+        return found
 
     def fetch_record(self, object_id: str) -> SourceCustomerRecord | None:
         """One contact (or company) re-read now (webhooks); None when it is gone or not a lead (yet)."""
@@ -409,16 +420,29 @@ class HubSpotConnector(Connector, WebhookReceiver):
             relevant = kind in WEBHOOK_EVENTS.get(object_type, ()) or (
                 kind in OBJECT_EVENTS and str(event.get("objectTypeId")) == OBJECT_TYPE_IDS.get(object_type)
             )
+            deletion = kind in DELETION_EVENTS.get(object_type, ()) or (
+                kind == OBJECT_DELETION and str(event.get("objectTypeId")) == OBJECT_TYPE_IDS.get(object_type)
+            )
             item_id = payload_id(event.get("objectId"), "HubSpot event objectId")
-            if relevant and item_id:
+            if deletion and item_id:
+                delivery.deleted.append(item_id)
+            elif relevant and item_id:
                 delivery.customer_ids.append(item_id)
         return delivery
 
     @classmethod
     def delivery_records(cls, connector: Rereader, delivery: WebhookDelivery) -> list[SourceCustomerRecord]:
-        """The objects of a delivery in one batch read: HubSpot posts up to 100 events and wants an answer in 5 s."""
-        ids = list(dict.fromkeys(delivery.customer_ids))
-        return cast(HubSpotConnector, connector).fetch_records(ids) if ids else []
+        """The objects of a delivery in one batch read: HubSpot posts up to 100 events and wants an answer in 5 s.
+
+        The objects its deletion events name are read too: HubSpot does not promise the order of its
+        deliveries, so one that reads back (restored since) stays, and only those gone are removed.
+        """
+        hubspot = cast(HubSpotConnector, connector)
+        ids = list(dict.fromkeys(delivery.customer_ids + delivery.deleted))
+        found = hubspot.live_objects(ids) if ids else {}
+        delivery.deleted[:] = [i for i in dict.fromkeys(delivery.deleted) if i not in found]
+        records = (hubspot.object_record(found[i]) for i in dict.fromkeys(delivery.customer_ids) if i in found)
+        return [r for r in records if r is not None]
 
     # ------------------------------------------------------------------ the mapping and the rule
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from connectors.base import Batch, Connector, Feed, Setting, Stream, map_concurrently
@@ -306,14 +306,19 @@ class RecurlyConnector(Connector, WebhookReceiver):
         now = self._now()
         return [account_record(a, s, now, inv) for a, (s, inv) in zip(accounts, children, strict=True)]
 
-    def fetch_record(self, account_id: str) -> SourceCustomerRecord | None:
-        """One account read now (webhooks), with all its subscriptions; None when it is gone."""
+    def read_account(self, account_id: str) -> dict[str, Any] | None:
+        """One account as it reads now (``GET /accounts/{id}``); None when Recurly has no such account."""
         try:
             account = self.client.get_json(f"/accounts/{quote(account_id, safe='')}")
         except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
+        return account or None
+
+    def fetch_record(self, account_id: str) -> SourceCustomerRecord | None:
+        """One account read now (webhooks), with all its subscriptions; None when it is gone."""
+        account = self.read_account(account_id)
         if not account or account.get("deleted") is True or is_deleted(account):
             return None
         records = self.records_for([account])
@@ -335,6 +340,26 @@ class RecurlyConnector(Connector, WebhookReceiver):
         if object_type == "account":
             return WebhookDelivery([event], [item_id])
         return WebhookDelivery([event], lookups=[(object_type, item_id)])
+
+    @classmethod
+    def delivery_records(cls, connector: Rereader, delivery: WebhookDelivery) -> list[SourceCustomerRecord]:
+        """The accounts a notification affects, read again now; one that reads back closed (inactive with
+        ``deleted_at``) joins the delivery's deletions.
+
+        The account as it reads now decides, not the notification's event: Recurly may deliver a closed-
+        account notification late, after the account was reopened, and says to check the account first.
+        """
+        records: list[SourceCustomerRecord] = []
+        for account_id in dict.fromkeys(delivery.customer_ids + cls.customers_of(connector, delivery.lookups)):
+            record = connector.fetch_record(account_id)
+            if record is not None:
+                records.append(record)
+                continue
+            # Not a record: closed (asked once more, which only a closed or missing account costs), or gone.
+            account = cast(RecurlyConnector, connector).read_account(account_id)
+            if account and (account.get("deleted") is True or is_deleted(account)):
+                delivery.deleted.append(account_key(account))
+        return records
 
     @classmethod
     def customers_of(cls, connector: Rereader, lookups: list[tuple[str, str]]) -> list[str]:

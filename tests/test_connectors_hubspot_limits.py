@@ -76,3 +76,41 @@ def test_hubspot_archived_contact_is_removed(db_engine: Engine) -> None:
         kinds = conn.execute(select(merge_events.c.kind)).scalars().all()
     assert left == fake.expected_ids() and gone not in left
     assert summary.totals["deleted"] == 1 and kinds == ["delete"] and archived_calls
+
+
+def test_hubspot_deletion_webhook_removes_the_contacts_that_read_back_gone(db_engine: Engine) -> None:
+    """A signed delivery of ``contact.deletion`` events (the legacy CRM subscription type HubSpot's webhook
+    configuration lists, ``changeFlag: DELETED``) removes the contacts at once. HubSpot promises no order
+    of deliveries, so each is confirmed by the batch read: a contact that still reads (restored since)
+    stays, one archived (not returned) goes."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from connectors.signatures import hubspot_signature_v3
+
+    fake = HubSpotFake(n=6, page_size=10)
+    with respx.mock(assert_all_called=False) as router:
+        fake.install(router)
+        with db_engine.begin() as conn:
+            create_source(conn, "hs", "hubspot", {**fake.settings(), "webhook_client_secret": "hs-secret"})
+        sync_source(db_engine, "hs", sleep_fn=lambda s: None)
+        gone, restored = fake.people[1].id, fake.people[2].id
+        fake.archive(gone, int(time.time()))
+        now_ms = int(time.time() * 1000)
+        body = json.dumps([
+            {"eventId": 100 + n, "subscriptionId": 2471, "portalId": 62515, "appId": 1160452,
+             "occurredAt": now_ms, "subscriptionType": "contact.deletion", "attemptNumber": 0,
+             "objectId": int(object_id), "changeFlag": "DELETED", "changeSource": "CRM_UI"}
+            for n, object_id in enumerate((gone, restored))]).encode()
+        url = "http://testserver/webhooks/hs"
+        stamp = str(now_ms)
+        headers = {"X-HubSpot-Signature-v3": hubspot_signature_v3("POST", url, body, stamp, "hs-secret"),
+                   "X-HubSpot-Request-Timestamp": stamp, "Content-Type": "application/json"}
+        response = TestClient(create_app(db_engine)).post("/webhooks/hs", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["deleted"] == 1
+    with db_engine.connect() as conn:
+        left = set(conn.execute(select(source_customers.c.external_id)).scalars())
+    assert gone not in left and restored in left and left == fake.expected_ids()

@@ -127,3 +127,47 @@ def test_recurly_closed_account_is_removed(router: respx.Router, db_engine: Engi
         kinds = conn.execute(select(merge_events.c.kind)).scalars().all()
     assert left == fake.expected_ids() - {closed.id}
     assert summary.totals["deleted"] == 1 and kinds == ["delete"]
+
+
+def test_recurly_closed_account_notification_removes_it_once_it_reads_back_closed(
+    router: respx.Router, db_engine: Engine
+) -> None:
+    """A signed account notification (JSON: ``{id, object_type: "account", event_type, …}``; its XML form is
+    ``canceled_account_notification``, docs.recurly.com account notifications) re-reads the account; closed
+    (inactive with ``deleted_at``) it is removed at once. Recurly's webhook best practices warn that a closed-
+    account notification may arrive after the account reopened, so the account as read decides: a
+    notification about an open account removes nothing."""
+    import hashlib
+    import hmac
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    fake = RecurlyFake(n=4)
+    fake.install(router)
+    with db_engine.begin() as conn:
+        create_source(conn, "rc", "recurly", {**fake.settings(), "webhook_secret": "rc-secret"})
+    sync_source(db_engine, "rc", sleep_fn=lambda s: None)
+    closed, reopened = fake.people[1], fake.people[2]
+    fake.close_account(closed, int(time.time()))
+    client = TestClient(create_app(db_engine))
+
+    def notify(person: object) -> dict[str, object]:
+        body = json.dumps({"id": fake.account(person)["id"], "object_type": "account", "site_id": "qc326l1hl8k9",
+                           "event_type": "canceled", "event_time": "2026-06-02T10:00:00Z",
+                           "uuid": "63ab531e1d5b1d47eaf1ef44eeb853c3"}).encode()
+        ts = int(time.time()) * 1000
+        sig = hmac.new(b"rc-secret", f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+        response = client.post("/webhooks/rc", content=body, headers={"recurly-signature": f"{ts},{sig}"})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    assert notify(closed)["deleted"] == 1
+    late = notify(reopened)  # a late notification: the account reads back open
+    assert late["deleted"] == 0 and late["customers"] == [reopened.id]
+    with db_engine.connect() as conn:
+        left = set(conn.execute(select(source_customers.c.external_id)).scalars())
+        kinds = conn.execute(select(merge_events.c.kind)).scalars().all()
+    assert left == fake.expected_ids() - {closed.id} and kinds == ["delete"]
