@@ -44,6 +44,17 @@ class HubSpotFake(FakeApi):
         self.contacts.remove(contact)
         self.archived.append({**contact, "archived": True, "archivedAt": iso_ms(at), "updatedAt": iso_ms(at)})
 
+    def restore(self, contact_id: str, at: int) -> None:
+        """Restoring an archived contact (the recycling bin, within 90 days): listed and searchable again,
+        modified then."""
+        contact = next(c for c in self.archived if c["id"] == contact_id)
+        self.archived.remove(contact)
+        stamp = iso_ms(at)
+        contact = {k: v for k, v in contact.items() if k != "archivedAt"}
+        self.contacts.append({**contact, "archived": False, "updatedAt": stamp,
+                              "properties": {**contact["properties"], "lastmodifieddate": stamp}})
+        self.contacts.sort(key=lambda c: c["id"])
+
     def id_prefix(self) -> str:
         return "5100"  # HubSpot ids are numeric strings: 510000000, 510000001, …
 

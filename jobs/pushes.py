@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, select
 
 from connectors.push import PartialRecord, complete
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
+from storage.deletion_undo import restore_reappeared
 from storage.schema import source_customers, subscriptions
 from storage.upsert import UpsertResult, upsert_records
 
@@ -18,7 +19,10 @@ from storage.upsert import UpsertResult, upsert_records
 def store_records(engine: Engine, data_source_id: Any, records: Sequence[SourceCustomerRecord]) -> UpsertResult:
     """Upsert a delivery's records in one transaction."""
     with engine.begin() as conn:
-        return upsert_records(conn, data_source_id, records)
+        result = upsert_records(conn, data_source_id, records)
+        if result.created:  # a record the source had deleted may be back: its manual edits return
+            restore_reappeared(conn, data_source_id)
+        return result
 
 
 def store_partials(

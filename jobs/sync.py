@@ -23,6 +23,7 @@ from jobs.readahead import prefetched, rare_gc
 from jobs.secrets import resolve_settings
 from jobs.stored_records import stored_lookup
 from storage.bulk_load import bulk_load
+from storage.deletion_undo import restore_reappeared
 from storage.removal import remove_source_customers
 from storage.sources import list_sources, require_source
 from storage.sync_state import load_cursor, open_subscription_states, save_cursor
@@ -228,6 +229,8 @@ def run_stream(
     with engine.begin() as conn:
         cursor = summary.cursor if summary.batches else load_cursor(conn, data_source_id, stream)
         save_cursor(conn, data_source_id, stream, cursor, counts=summary.counts(), success=True)
+        if summary.created:  # a record the source had deleted may be back: its manual edits return
+            restore_reappeared(conn, data_source_id)
     return summary
 
 

@@ -114,3 +114,37 @@ def test_hubspot_deletion_webhook_removes_the_contacts_that_read_back_gone(db_en
     with db_engine.connect() as conn:
         left = set(conn.execute(select(source_customers.c.external_id)).scalars())
     assert gone not in left and restored in left and left == fake.expected_ids()
+
+
+def test_a_deleted_contact_restored_in_hubspot_gets_its_manual_edits_back(db_engine: Engine) -> None:
+    """HubSpot keeps a deleted contact in its recycling bin for 90 days and can restore it (listed again,
+    ``contact.restore`` to webhooks). The customer removed with it left its manual edits in its ``delete``
+    event; when the contact comes back, the edits come back and the event is marked undone."""
+    from jobs.edits import edit_customer
+    from storage.schema import customers
+
+    fake = HubSpotFake(n=6, page_size=10)
+    with respx.mock(assert_all_called=False) as router:
+        fake.install(router)
+        with db_engine.begin() as conn:
+            create_source(conn, "hs", "hubspot", fake.settings())
+        sync_source(db_engine, "hs", sleep_fn=lambda s: None)
+        contact = fake.people[1].id
+
+        def customer_of() -> Any:
+            with db_engine.connect() as conn:
+                return conn.execute(select(customers).join(
+                    source_customers, source_customers.c.customer_id == customers.c.id).where(
+                    source_customers.c.external_id == contact)).mappings().first()
+
+        edit_customer(db_engine, customer_of()["id"], {"name": "Ann (typed by hand)"})
+        fake.archive(contact, int(time.time()))
+        sync_source(db_engine, "hs", sleep_fn=lambda s: None)
+        assert customer_of() is None
+        fake.restore(contact, int(time.time()) + 5)
+        sync_source(db_engine, "hs", sleep_fn=lambda s: None)
+    back = customer_of()
+    assert back is not None and back["name"] == "Ann (typed by hand)"
+    with db_engine.connect() as conn:
+        events = conn.execute(select(merge_events.c.kind, merge_events.c.undone_at)).all()
+    assert [e.kind for e in events] == ["delete"] and events[0].undone_at is not None
