@@ -153,7 +153,7 @@ def _pg_ddl() -> list[str]:
     old = {k: f"o_{k}" for k in ("lead", "trial", "sub", "country")}
     new = {k: f"n_{k}" for k in ("lead", "trial", "sub", "country")}
     changed = (
-        "(SELECT o.lead_created_at AS o_lead, o.free_trial_started_at AS o_trial, "  # noqa: S608  # nosec B608
+        "(SELECT o.lead_created_at AS o_lead, o.free_trial_started_at AS o_trial, "  # noqa: S608  # nosec B608 # constant SQL
         "o.subscriber_since AS o_sub, o.country AS o_country, n.lead_created_at AS n_lead, "
         "n.free_trial_started_at AS n_trial, n.subscriber_since AS n_sub, n.country AS n_country "
         "FROM old_rows o JOIN new_rows n ON n.id = o.id "
@@ -278,7 +278,7 @@ def fold_deltas(conn: Connection) -> int:
             "SELECT count(*) FROM metric_count_deltas WHERE rowid <= ?", (last,)
         ).scalar_one()
         conn.exec_driver_sql(
-            f"INSERT INTO metric_counts ({_COLUMNS}) SELECT family, at, country, sum(n), sum(k), "  # noqa: S608  # nosec B608
+            f"INSERT INTO metric_counts ({_COLUMNS}) SELECT family, at, country, sum(n), sum(k), "  # noqa: S608  # nosec B608 # constant SQL
             "sum(cycle_s), sum(cycle_us) FROM metric_count_deltas WHERE rowid <= ? "
             f"GROUP BY family, at, country{_SQLITE_ADD}",
             (last,),
@@ -288,7 +288,7 @@ def fold_deltas(conn: Connection) -> int:
         if not conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": FOLD_LOCK_KEY}).scalar():
             return 0  # another session is folding them
         folded = conn.exec_driver_sql(
-            "WITH moved AS (DELETE FROM metric_count_deltas RETURNING *), "  # noqa: S608  # nosec B608
+            "WITH moved AS (DELETE FROM metric_count_deltas RETURNING *), "  # noqa: S608  # nosec B608 # constant SQL
             f"summed AS (INSERT INTO metric_counts ({_COLUMNS}) "
             "SELECT family, at, country, sum(n), sum(k), sum(cycle_s), sum(cycle_us) FROM moved "
             f"GROUP BY family, at, country ORDER BY family, at, country{_PG_ADD} RETURNING 1) "
