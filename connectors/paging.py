@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from connectors.http import ApiError, HttpClient
+from funnelsync.handoff import put_unless_stopped
 
 T = TypeVar("T")
 
@@ -320,13 +321,7 @@ def fetch_slices(
     stop = threading.Event()
 
     def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                results.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(results, item, stop)
 
     def page_slice(index: int, request: PageRequest, token: str | None) -> None:
         try:

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
+from funnelsync.handoff import put_unless_stopped
+
 T = TypeVar("T")
 
 SWITCH_INTERVAL = 0.0005
@@ -98,13 +100,7 @@ def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     stop = threading.Event()
 
     def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(buffer, item, stop)
 
     def read() -> None:
         try:
