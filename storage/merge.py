@@ -45,7 +45,14 @@ from storage.merge_plan import (
     row_from_json,
     row_to_json,
 )
-from storage.outbox import detect_changes, detect_duplicates, mark_merge_actions_done, mark_seen, pass_marks_on
+from storage.outbox import (
+    detect_changes,
+    detect_duplicates,
+    mark_merge_actions_done,
+    mark_seen,
+    pass_marks_on,
+    pass_occurrences_on,
+)
 from storage.projection import reproject
 from storage.schema import contacts, customers, data_sources, manual_edits, merge_events, source_customers
 from storage.sql import chunks, ids_in
@@ -393,6 +400,7 @@ def merge_batch(
     if edit_writes:
         conn.execute(insert(manual_edits), list(edit_writes.values()))
     pass_marks_on(conn, [(f, i) for f, i, _ in merges])
+    pass_occurrences_on(conn, [(e.from_customer_uuid, e.into_customer_uuid) for e in events])
     for part in chunks(from_ids, CHUNK):
         conn.execute(delete(customers).where(ids_in(conn, customers.c.id, part)))
     reproject(conn, into_ids)
@@ -653,6 +661,7 @@ def unmerge(
     reproject(conn, [customer_id, from_id])
     # An unmerge fires nothing: the customer that comes back is taken as seen as it is.
     mark_seen(conn, [customer_id, from_id])
+    pass_occurrences_on(conn, [(into["uuid"], restored["uuid"])])
     return event
 
 

@@ -522,7 +522,11 @@ def activity_by_rule(conn: Connection, since: datetime) -> dict[str, dict[str, i
         for name, count in conn.execute(query):
             out.setdefault(name, {"detected": 0, "delivered": 0, "failed": 0, "pending": 0})[what] = count
 
-    add("detected", select(_O.c.rule_name, func.count()).where(_O.c.detected_at >= since).group_by(_O.c.rule_name))
+    # An occurrence without deliveries was passed on by a merge (``pass_occurrences_on``): it fired once,
+    # for the customer it was detected for.
+    delivered_any = select(_D.c.occurrence_id).where(_D.c.occurrence_id == _O.c.id).exists()
+    add("detected", select(_O.c.rule_name, func.count()).where(_O.c.detected_at >= since, delivered_any)
+        .group_by(_O.c.rule_name))
     joined = _D.join(_O, _O.c.id == _D.c.occurrence_id)
     per_rule = select(_O.c.rule_name, func.count()).select_from(joined).group_by(_O.c.rule_name)
     add("delivered", per_rule.where(_D.c.status == "delivered", _D.c.delivered_at >= since))
@@ -603,6 +607,12 @@ def _trials_expired(conn: Connection, rule: StoredRule, now: datetime) -> list[O
     since = _since(rule)
     if since is not None:
         query = query.where(c.free_trial_started_at >= since - after)
+    # A customer's trial expires once, as its trial starts once: a merge that brings an earlier start, or
+    # an unmerge that gives a customer its later one back, is no second expiry (what fired for either
+    # side of a merge is passed on by ``pass_occurrences_on``).
+    o = automation_occurrences
+    query = query.where(~select(o.c.id).where(o.c.rule_name == rule.name, o.c.trigger == "trial_expired",
+                                              o.c.customer_uuid == c.uuid).exists())
     found = []
     for row in conn.execute(query):
         deadline = row.free_trial_started_at + after
@@ -672,6 +682,38 @@ def pass_marks_on(conn: Connection, pairs: Sequence[tuple[int, int]]) -> None:
         stmt = stmt.on_conflict_do_update(index_elements=[m.c.customer_id],
                                           set_={c: stmt.excluded[c] for c in MARK_COLUMNS})
         conn.execute(stmt, list(changed.values()))
+
+
+def pass_occurrences_on(conn: Connection, pairs: Sequence[tuple[str, str]]) -> None:
+    """What fired for one customer counts as fired for another: ``(from_uuid, to_uuid)`` pairs, at a merge
+    (to the survivor, which now holds the merged-away one's trial and subscriptions) and at an unmerge (to
+    the customer that comes back, for what fired while they were one).
+
+    The marks do this for the change triggers; the time-based ones are found by the runs, which know a
+    moment reached only by its occurrence, whose id names the customer. Each occurrence is copied under
+    the other customer's uuid with no delivery: nothing is sent for it, and a run finding it inserts
+    nothing. Call it in the transaction of the merge or unmerge.
+    """
+    if not pairs:
+        return
+    targets: dict[str, list[str]] = {}
+    for from_uuid, to_uuid in pairs:
+        targets.setdefault(from_uuid, []).append(to_uuid)
+    o = automation_occurrences
+    rows: list[dict[str, Any]] = []
+    froms = sorted(targets)
+    for start in range(0, len(froms), CHUNK):
+        query = select(o.c.rule_name, o.c.trigger, o.c.customer_uuid, o.c.discriminator, o.c.occurred_at,
+                       o.c.detected_at).where(o.c.customer_uuid.in_(froms[start : start + CHUNK]))
+        for row in conn.execute(query):
+            for to_uuid in targets[row.customer_uuid]:
+                rows.append({"id": occurrence_id(row.rule_name, to_uuid, row.trigger, row.discriminator),
+                             "rule_name": row.rule_name, "trigger": row.trigger, "customer_uuid": to_uuid,
+                             "discriminator": row.discriminator, "occurred_at": row.occurred_at,
+                             "detected_at": row.detected_at})
+    stmt = _dialect_insert(conn, o).on_conflict_do_nothing(index_elements=[o.c.id])
+    for start in range(0, len(rows), CHUNK):
+        conn.execute(stmt, rows[start : start + CHUNK])
 
 
 def mark_seen(conn: Connection, customer_ids: Sequence[int]) -> None:

@@ -32,9 +32,12 @@ def apply(engine, text: str, *, prune: bool = False):
 
 
 def fired(engine, rule: str | None = None) -> list[tuple[str, str, str]]:
-    """(rule, customer uuid, discriminator) of every occurrence, sorted."""
+    """(rule, customer uuid, discriminator) of every occurrence that fired (has deliveries), sorted; one a
+    merge passed on to another customer has none."""
+    has_deliveries = select(automation_deliveries.c.occurrence_id).where(
+        automation_deliveries.c.occurrence_id == automation_occurrences.c.id).exists()
     query = select(automation_occurrences.c.rule_name, automation_occurrences.c.customer_uuid,
-                   automation_occurrences.c.discriminator)
+                   automation_occurrences.c.discriminator).where(has_deliveries)
     if rule is not None:
         query = query.where(automation_occurrences.c.rule_name == rule)
     with engine.connect() as conn:
@@ -296,3 +299,65 @@ def test_a_merge_passes_the_occurrences_on_and_an_unmerge_fires_nothing(db_engin
     with db_engine.begin() as conn:
         set_manual_edits(conn, back, {"owner": "x@example.com"})  # the customer that came back is touched
     assert fired(db_engine) == before
+
+
+def detect_time(engine) -> dict[str, int]:
+    """One run's detection of the time-based triggers (what ``automations run`` does first), now."""
+    from storage.automation_rules import TIME_TRIGGERS, list_rules
+    from storage.outbox import detect_time_triggers
+
+    with engine.begin() as conn:
+        return detect_time_triggers(conn, list_rules(conn, TIME_TRIGGERS), datetime.now(UTC))
+
+
+def timed(ext: str, start: datetime | None, ends: datetime | None) -> SourceCustomerRecord:
+    subs = None if start is None else [SubscriptionFact(f"sub_{ext}", "trialing", trial_started_at=start,
+                                                        trial_ended_at=ends)]
+    return SourceCustomerRecord(ext, name=f"Customer {ext}", email=f"{ext}@example.com", country="US",
+                                lead_created_at=datetime.now(UTC) - timedelta(days=50), free_trial_started_at=start,
+                                subscriptions=subs)
+
+
+def test_a_merge_passes_time_trigger_occurrences_on_and_an_unmerge_fires_none_of_them(db_engine):
+    """trial_ending and trial_expired are found by the runs, not by the change: a merge must hand the
+    survivor what fired for the merged-away customer (whose trial and subscription it now holds), and an
+    unmerge must not make the customers it separates fire for moments reached while they were one."""
+    from storage.merge import merge_customers, unmerge
+
+    now = datetime.now(UTC)
+    apply(db_engine, f"""
+automations:
+  - name: ending
+    trigger: trial_ending
+    days_before: 3
+    backfill: true
+    actions: [{{webhook: {HOOK}}}]
+  - name: expired
+    trigger: trial_expired
+    days_after: 30
+    backfill: true
+    actions: [{{webhook: {HOOK}}}]
+""")
+    sync(db_engine, "stripe", [timed("crm-2", None, None),
+                               timed("bill-2", now - timedelta(days=40), now + timedelta(days=2))])
+    assert detect_time(db_engine) == {"ending": 1, "expired": 1}  # both for bill-2
+    with db_engine.begin() as conn:
+        into, gone = resolve_customer(conn, "stripe:crm-2"), resolve_customer(conn, "stripe:bill-2")
+        merge_customers(conn, gone, into)
+    # The survivor holds bill-2's trial and subscription now: what fired for them does not fire again.
+    assert detect_time(db_engine) == {"ending": 0, "expired": 0}
+    # The survivor's own record brings a trial of its own while merged: its subscription's end is news,
+    # its later start is not (the merged customer's trial began with bill-2's).
+    sync(db_engine, "stripe", [timed("crm-2", now - timedelta(days=35), now + timedelta(days=2.5))])
+    assert detect_time(db_engine) == {"ending": 1, "expired": 0}
+    before = fired(db_engine)
+    with db_engine.begin() as conn:
+        unmerge(conn, into, "stripe:bill-2")
+    # Apart again, crm-2's trial start is its own (35 days ago, expired): reached before the unmerge.
+    assert detect_time(db_engine) == {"ending": 0, "expired": 0}
+    assert fired(db_engine) == before
+    from storage.outbox import activity_by_rule
+
+    with db_engine.connect() as conn:  # what was passed on is not counted as detected again
+        counts = activity_by_rule(conn, now - timedelta(hours=1))
+    assert (counts["ending"]["detected"], counts["expired"]["detected"]) == (2, 1)

@@ -330,3 +330,21 @@ automations:
         "h-1", "s-1"]
     auto_merge(db_engine)  # nothing new is found, nothing fires
     assert len(deliveries(db_engine)) == 2
+
+
+def test_a_delivery_pending_for_a_merged_away_customer_is_delivered_about_its_survivor(db_engine, receiver):
+    from storage.merge import merge_customers
+
+    apply(db_engine, webhook_rule(receiver.url))
+    with db_engine.begin() as conn:
+        crm = create_source(conn, "crm", "hubspot")
+        upsert_records(conn, crm.id, [SourceCustomerRecord("h-9", name="Ada", email="ada@example.com")])
+    sync(db_engine, [trial_record("t9")])  # its trial fired; the delivery waits for a run
+    with db_engine.begin() as conn:
+        survivor, gone = resolve_customer(conn, "crm:h-9"), resolve_customer(conn, "stripe:t9")
+        merge_customers(conn, gone, survivor)
+        survivor_uuid = conn.execute(select(customers.c.uuid).where(customers.c.id == survivor)).scalar_one()
+    assert run_automations(db_engine, retry_delays=FAST).delivered == 1
+    (got,) = receiver.received
+    assert got.json()["customer"]["uuid"] == survivor_uuid
+    assert sorted(got.json()["customer"]["external_ids"]) == ["h-9", "t9"]
