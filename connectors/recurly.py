@@ -6,7 +6,8 @@ Reads top to bottom: constants, streams, the join, the mapping, the integration'
 - free trial started = the same ``trial_started_at``;
 - subscriber since = when the first non-zero charge of a subscription was paid: the ``closed_at`` of
   its first paid charge invoice with a positive ``total``, else the trial end of a trial the
-  subscription outlived (it became active); a zero-priced plan never counts. ``converted_at`` is not
+  subscription outlived (it became active) while its account has no past-due invoice (a failed charge
+  at the trial end pays nothing); a zero-priced plan never counts. ``converted_at`` is not
   read: Recurly sets it when a gift card converts a subscription, not when a trial does.
 
 Recurly v3 has no ``in_trial`` subscription state (only a list filter of that name): a subscription in
@@ -109,13 +110,18 @@ def in_trial(sub: dict[str, Any], now: datetime) -> bool:
     return bool(sub.get("trial_started_at")) and trial_end is not None and trial_end > now
 
 
-def first_paid_at(sub: dict[str, Any], now: datetime, invoice_paid: datetime | None = None) -> datetime | None:
+def first_paid_at(
+    sub: dict[str, Any], now: datetime, invoice_paid: datetime | None = None, past_due: bool = False
+) -> datetime | None:
     """When a subscription first paid a non-zero amount (None if never): its first paid non-zero
-    invoice, else the end of a trial the subscription outlived."""
+    invoice, else the end of a trial the subscription outlived, unless the account has a past-due
+    invoice (the charge at the trial end failed: nothing was paid)."""
     if _amount(sub) <= 0:
         return None
     if invoice_paid is not None:
         return invoice_paid
+    if past_due:
+        return None
     trial_end = parse_iso(sub.get("trial_ends_at"))
     ended = parse_iso(sub.get("expires_at"))
     if not sub.get("trial_started_at") or trial_end is None:
@@ -134,7 +140,7 @@ def subscription_fact(
 ) -> SubscriptionFact:
     """Map one Recurly subscription (and the payment of its first paid non-zero invoice) to a SubscriptionFact."""
     status = sub.get("state") or "active"
-    paid = first_paid_at(sub, now, invoice_paid)
+    paid = first_paid_at(sub, now, invoice_paid, past_due)
     state = STATES.get(status, "active")
     if status == "active" and paid is None and in_trial(sub, now):
         state = "trialing"

@@ -39,6 +39,9 @@ class RecurlyFake(FakeApi):
         super().__init__(n, page_size)
         self.closed: dict[str, int] = {}  # person id -> when the account was deactivated
         self.gift_card_converted: dict[str, int] = {}  # subscription id -> ``converted_at``
+        # Invoice id -> a state other than ``paid`` (``past_due``: collection failed; ``processing``: a bank
+        # payment under way): not listed by ``state=paid``, no ``closed_at``; a past-due one marks its account.
+        self.invoice_states: dict[str, str] = {}
 
     def id_prefix(self) -> str:
         return "user-"
@@ -63,8 +66,8 @@ class RecurlyFake(FakeApi):
             "created_at": iso(p.created), "updated_at": iso(p.updated), "deleted_at": iso(self.closed.get(p.id)),
             "has_live_subscription": any(s.status != "canceled" for s in p.subscriptions),
             "has_active_subscription": any(s.status == "active" for s in p.subscriptions),
-            "has_past_due_invoice": False, "address": {"country": p.country, "city": None, "region": None,
-                                                       "postal_code": None},
+            "has_past_due_invoice": any(self.invoice_states.get(i.id) == "past_due" for i in p.invoices),
+            "address": {"country": p.country, "city": None, "region": None, "postal_code": None},
         }
 
     def subscription(self, p: FakePerson, s: FakeSubscription) -> dict[str, Any]:
@@ -85,13 +88,16 @@ class RecurlyFake(FakeApi):
 
     def invoice(self, p: FakePerson, inv: FakeInvoice) -> dict[str, Any]:
         sub = next(s for s in p.subscriptions if s.id == inv.subscription)
+        state = self.invoice_states.get(inv.id, "paid")
+        paid = inv.amount_paid / 100 if state == "paid" else 0
         return {
             "id": "i" + inv.id.replace("_", ""), "object": "invoice", "type": "charge",
-            "origin": "purchase" if inv.billing_reason == "subscription_create" else "renewal", "state": "paid",
+            "origin": "purchase" if inv.billing_reason == "subscription_create" else "renewal", "state": state,
             "account": {"id": "r" + p.id.replace("-", ""), "object": "account", "code": p.id},
             "subscription_ids": [self.subscription(p, sub)["id"]], "currency": "USD",
-            "subtotal": inv.amount_paid / 100, "total": inv.amount_paid / 100, "paid": inv.amount_paid / 100,
-            "balance": 0, "created_at": iso(inv.paid_at), "closed_at": iso(inv.paid_at), "due_at": iso(inv.paid_at),
+            "subtotal": inv.amount_paid / 100, "total": inv.amount_paid / 100, "paid": paid,
+            "balance": inv.amount_paid / 100 - paid, "created_at": iso(inv.paid_at),
+            "closed_at": iso(inv.paid_at) if state == "paid" else None, "due_at": iso(inv.paid_at),
         }
 
     def page(self, request: httpx.Request, items: list[dict[str, Any]], path: str) -> httpx.Response:

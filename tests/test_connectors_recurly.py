@@ -171,3 +171,24 @@ def test_recurly_closed_account_notification_removes_it_once_it_reads_back_close
         left = set(conn.execute(select(source_customers.c.external_id)).scalars())
         kinds = conn.execute(select(merge_events.c.kind)).scalars().all()
     assert left == fake.expected_ids() - {closed.id} and kinds == ["delete"]
+
+
+def test_recurly_trial_end_counts_only_for_a_subscription_whose_charge_did_not_fail(router: respx.Router) -> None:
+    """Without a paid non-zero invoice, the trial end of a subscription that outlived its trial is its
+    first payment (a bank payment still ``processing``), but not when the charge at the trial end failed:
+    the invoice is then ``past_due`` and the account ``has_past_due_invoice`` (openapi/api.yaml, Invoice
+    ``state`` pending|processing|past_due|paid|failed…; Account ``has_past_due_invoice``). Nothing was paid,
+    so the account is past due and no subscriber."""
+    fake = RecurlyFake(n=5)
+    fake.install(router)
+    converted = fake.people[2]
+    charges = [i.id for i in converted.invoices if i.amount_paid > 0]  # not the $0 invoice of the trial
+    connector = RecurlyConnector(fake.settings(), sleep_fn=lambda s: None)
+
+    fake.invoice_states.update(dict.fromkeys(charges, "processing"))
+    fact = records(connector, "accounts", None)[converted.id].subscriptions[0]  # type: ignore[attr-defined]
+    assert (fact.state, fact.first_paid_at) == ("active", utc(converted.subscriptions[0].trial_end))
+
+    fake.invoice_states.update(dict.fromkeys(charges, "past_due"))
+    fact = records(connector, "accounts", None)[converted.id].subscriptions[0]  # type: ignore[attr-defined]
+    assert (fact.state, fact.first_paid_at) == ("past_due", None)
