@@ -23,11 +23,7 @@ from connectors.base import Feed
 from connectors.registry import SOURCE_KINDS, kinds_fed, source_class
 from storage.contacts import contact_view
 from storage.customer_pages import customer_links
-from storage.customers import customer_view
-
-# The customer fields the commercial product's API never sends as null: "" when unknown. The CLI's
-# --json prints them the same way, so a script reads one convention whichever door it uses.
-TEXT_NEVER_NULL = ("name", "company", "email")
+from storage.customers import TEXT_NEVER_NULL, customer_view
 
 DEFAULT_PER_PAGE = 200
 MAX_PER_PAGE = 200

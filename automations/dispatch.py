@@ -22,7 +22,7 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_a
 
 from automations.actions import Failed, Job, Performer, Retry
 from storage.automation_rules import TIME_TRIGGERS, list_rules
-from storage.customers import customer_view, merged_into
+from storage.customers import customer_view, merged_into, text_never_null
 from storage.outbox import (
     Delivery,
     count_due,
@@ -223,7 +223,8 @@ def _jobs(conn: Connection, batch: list[Delivery]) -> list[Job | str]:
     wanted = sorted(set(ids.values()))
     edits = manual_edits_by_customer(conn, wanted)
     # The customer as ``funnelsync customers show --json`` prints it (the internal id kept for ``set``).
-    views = {view["id"]: {**view, "manual_edits": edits.get(view["id"], {})} for view in customer_view(conn, wanted)}
+    views = {view["id"]: {**text_never_null(view), "manual_edits": edits.get(view["id"], {})}
+             for view in customer_view(conn, wanted)}
     jobs: list[Job | str] = []
     for d in batch:
         rule = rules.get(d.rule_name)

@@ -10,6 +10,16 @@ from sqlalchemy import Connection, false, select
 
 from storage.schema import customers, data_sources, merge_events, source_customers
 
+# The customer fields the commercial product's API never sends as null: "" when unknown. Every door that
+# hands out a customer (the HTTP API, the CLI's --json, the automations' webhook) gives them the same
+# way, so a script reads one convention whichever door it uses.
+TEXT_NEVER_NULL = ("name", "company", "email")
+
+
+def text_never_null(item: dict[str, Any]) -> dict[str, Any]:
+    """``item`` with its ``TEXT_NEVER_NULL`` fields as "" when unknown."""
+    return {**item, **{name: item[name] or "" for name in TEXT_NEVER_NULL if name in item}}
+
 
 def resolve_customer(conn: Connection, ref: str) -> int | None:
     """The id of the customer named by ``ref``: a ``cus_…`` uuid or ``SOURCE:EXTERNAL_ID``.

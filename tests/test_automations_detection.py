@@ -158,6 +158,17 @@ automations:
         "Active>Cancelled#2", "Cancelled>Active#3", "New_Lead>Active#1"]
     assert fired(db_engine, "became-active")[-1][2] in ("Cancelled>Active#3", "New_Lead>Active#1")
     assert len(fired(db_engine, "became-active")) == 3
+    # Paid before the trial started (a later trial on another plan): no trial converted either.
+    sync(db_engine, "stripe", [trial("early", "US", None)])
+    sync(db_engine, "stripe", [SourceCustomerRecord(
+        "early", name="E", email="early@example.com", country="US", free_trial_started_at=paid,
+        subscriptions=[SubscriptionFact("sub_e0", "active", first_paid_at=T0),
+                       SubscriptionFact("sub_e1", "trialing", trial_started_at=paid)])])
+    with db_engine.connect() as conn:
+        early = conn.execute(select(customers.c.subscriber_since, customers.c.free_trial_started_at)
+                             .where(customers.c.email == "early@example.com")).one()
+    assert early.subscriber_since < early.free_trial_started_at
+    assert fired(db_engine, "converted") == [("converted", a, moment(paid))]
 
 
 def test_a_manual_edit_fires_in_its_transaction_and_a_rolled_back_one_fires_nothing(db_engine):

@@ -25,7 +25,7 @@ from automations.dispatch import replay, run_automations
 from automations.rule_file import parse_rule_text
 from fakes.hook_receiver import HookReceiver, signature_ok
 from funnelsync.records import SourceCustomerRecord, SubscriptionFact
-from storage.customers import customer_view, resolve_customer
+from storage.customers import resolve_customer
 from storage.edits import manual_edits_of
 from storage.outbox import list_deliveries
 from storage.schema import customers
@@ -78,7 +78,13 @@ def deliveries(engine, status=None):
         return list_deliveries(conn, status=status)
 
 
-def test_a_webhook_is_signed_in_the_wire_format_and_delivered_once(db_engine, receiver):
+def cli(db_url, *args):
+    env = {**os.environ, "FUNNELSYNC_DATABASE_URL": db_url, "PYTHONPATH": ROOT}
+    return subprocess.run([sys.executable, "-m", "funnelsync", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120)
+
+
+def test_a_webhook_is_signed_in_the_wire_format_and_delivered_once(db_engine, db_url, receiver):
     apply(db_engine, webhook_rule(receiver.url))
     sync(db_engine, [trial_record()])
     summary = run_automations(db_engine, retry_delays=FAST)
@@ -93,12 +99,11 @@ def test_a_webhook_is_signed_in_the_wire_format_and_delivered_once(db_engine, re
     assert set(body) == {"id", "automation", "trigger", "occurred_at", "customer"}
     assert (body["id"], body["automation"], body["trigger"]) == (delivery.occurrence_id, "hook", "trial_started")
     assert body["occurred_at"] == "2026-01-05T00:00:00+00:00"
-    with db_engine.connect() as conn:
-        cid = resolve_customer(conn, "stripe:t1")
-        shown = customer_view(conn, [cid])[0]
-    # The object `customers show --json` prints: the view without the internal id, with the manual edits.
-    shown.pop("id")
-    assert body["customer"] == {**shown, "manual_edits": {}}
+    # The object `customers show --json` prints, as that command prints it.
+    shown = cli(db_url, "customers", "show", "stripe:t1", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert body["customer"] == json.loads(shown.stdout)
+    assert body["customer"]["manual_edits"] == {} and "id" not in body["customer"]
     assert run_automations(db_engine, retry_delays=FAST).counts()["delivered"] == 0
     sync(db_engine, [trial_record()])
     run_automations(db_engine, retry_delays=FAST)
@@ -149,6 +154,31 @@ def test_always_failing_stays_pending_then_fails_and_replay_delivers_it(db_engin
     assert deliveries(db_engine)[0].status == "delivered"
     with pytest.raises(LookupError):
         replay(db_engine, ["occ_nope"])
+
+
+def test_across_runs_next_attempt_at_grows_to_an_hour_and_replay_by_id_delivers(db_engine, db_url, receiver):
+    receiver.default = 503
+    apply(db_engine, webhook_rule(receiver.url, max_attempts=12))
+    sync(db_engine, [trial_record()])
+    waits: list[float] = []
+    at = datetime.now(UTC)
+    for _ in range(4):  # each run due: 3 tries apiece, 12 in all
+        before = datetime.now(UTC)
+        run_automations(db_engine, retry_delays=FAST, now=at)
+        (delivery,) = deliveries(db_engine)
+        waits.append((delivery.next_attempt_at - before).total_seconds())
+        at = delivery.next_attempt_at + timedelta(seconds=1)
+    assert (delivery.status, delivery.attempts, len(receiver.received)) == ("failed", 12, 12)
+    # 4 min after 3 tries, 32 min after 6, then at most an hour (after 9: 256 min, capped).
+    assert 235 < waits[0] < 250 and 1915 < waits[1] < 1930 and 3595 < waits[2] < 3610, waits
+    assert "503" in delivery.last_error
+    receiver.default = 200
+    replayed = cli(db_url, "automations", "replay", delivery.id, "--json")
+    assert json.loads(replayed.stdout) == {"detected": 0, "delivered": 1, "pending": 0, "failed": 0}, replayed.stderr
+    assert receiver.received[-1].headers["idempotency-key"] == delivery.occurrence_id
+    assert deliveries(db_engine)[0].status == "delivered"
+    unknown = cli(db_url, "automations", "replay", "occ_nope:0")
+    assert unknown.returncode != 0 and "no delivery 'occ_nope:0'" in unknown.stderr
 
 
 def test_410_fails_at_once(db_engine, receiver):
@@ -225,6 +255,13 @@ def test_a_dry_run_lists_and_sends_nothing_and_run_prints_its_counts(db_engine, 
     dry = run_automations(db_engine, dry_run=True)
     assert [d["automation"] for d in dry.would_deliver] == ["hook"] and receiver.received == []
     assert deliveries(db_engine)[0].status == "pending" and deliveries(db_engine)[0].attempts == 0
+    listed = cli(db_url, "automations", "run", "--dry-run", "--json")
+    shown = json.loads(listed.stdout)
+    assert {k: shown[k] for k in ("detected", "delivered", "pending", "failed")} == {
+        "detected": 0, "delivered": 0, "pending": 1, "failed": 0}, listed.stderr
+    assert [(d["automation"], d["kind"], d["status"]) for d in shown["would_deliver"]] == [
+        ("hook", "webhook", "pending")]
+    assert receiver.received == [] and deliveries(db_engine)[0].attempts == 0
     env = {**os.environ, "FUNNELSYNC_DATABASE_URL": db_url, "PYTHONPATH": ROOT}
     ran = subprocess.run([sys.executable, "-m", "funnelsync", "automations", "run", "--json"], capture_output=True,
                          text=True, env=env, cwd=ROOT, timeout=120)
@@ -330,6 +367,14 @@ automations:
         "h-1", "s-1"]
     auto_merge(db_engine)  # nothing new is found, nothing fires
     assert len(deliveries(db_engine)) == 2
+    from storage.merge import unmerge
+
+    with db_engine.begin() as conn:  # the automation's merge is undone like any
+        unmerge(conn, survivor, "stripe:s-1")
+    with db_engine.connect() as conn:
+        assert resolve_customer(conn, "stripe:s-1") != survivor
+        assert [e.kind for e in list_merge_events(conn)][:1] == ["unmerge"]
+    assert len(deliveries(db_engine)) == 2  # and the unmerge fires nothing
 
 
 def test_a_delivery_pending_for_a_merged_away_customer_is_delivered_about_its_survivor(db_engine, receiver):

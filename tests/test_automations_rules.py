@@ -61,6 +61,7 @@ def test_the_issue_example_is_valid_and_round_trips():
     assert first["actions"][2]["fields"] == {"owner": "sales@example.com", "lead_status": "Working_Lead",
                                              "tag": ["trial"], "custom.stage": "trial"}
     assert definitions[2]["params"] == {"days_after": 30}
+    assert definitions[2]["actions"][0]["max_attempts"] == 8  # the default
     for definition in definitions:
         again, errors = validate_rule(rule_document(definition))
         assert errors == [] and again == definition
@@ -142,6 +143,8 @@ def test_apply_stores_refuses_whole_and_prunes(db_engine, db_url, tmp_path):
     refused = run(db_url, "automations", "apply", str(broken))
     assert refused.returncode == 2
     assert refused.stderr.strip() == f"error: {broken}:17: days_after is a whole number of days from 0 to 3650"
+    checked = run(db_url, "automations", "validate", str(broken))
+    assert (checked.returncode, checked.stderr) == (2, refused.stderr)
     with db_engine.connect() as conn:  # refused whole: the new rule is not there, nothing was pruned
         assert sorted(r.name for r in list_rules(conn)) == ["dupes", "expired", "us-trials"]
 

@@ -52,10 +52,10 @@ def _show(engine: Any, customer_id: int, as_json: bool, title: str | None = None
 
 
 def _as_json(item: dict[str, Any]) -> dict[str, Any]:
-    """A customer for --json: empty text as the HTTP API gives it (``api.wire.TEXT_NEVER_NULL``)."""
-    from api.wire import TEXT_NEVER_NULL
+    """A customer for --json: empty text as the HTTP API gives it (``storage.customers.TEXT_NEVER_NULL``)."""
+    from storage.customers import text_never_null
 
-    return {**item, **{name: item[name] or "" for name in TEXT_NEVER_NULL if name in item}}
+    return text_never_null(item)
 
 
 CUSTOMER_JSON_KEYS = (
