@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 
@@ -24,7 +25,7 @@ from api.auth import request_key, require_api_key
 from api.errors import NotFound, no_nul_in_url
 from api.sessions import CSRF_COOKIE, SESSION_COOKIE, SESSION_SECONDS, SessionStore
 from storage.api_keys import verify_api_key
-from storage.schema import customers, data_sources
+from storage.schema import customers
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Only these files are served: a fixed list, so no path from the URL ever reaches the file system.
@@ -155,19 +156,15 @@ def data_range(request: Request) -> dict[str, Any]:
 
 @router.get("/dashboard/customers/{uuid}/history", include_in_schema=False)
 def customer_history(request: Request, uuid: str) -> dict[str, Any]:
-    """A customer's source records (what an unmerge names) and its merge log, for the customer page."""
-    from storage.customer_pages import customer_id_by_uuid, customer_links
+    """A customer's source records (their reported fields, raw values and subscriptions; what an unmerge
+    names) and its merge log, for the customer page."""
+    from storage.customer_pages import customer_id_by_uuid, source_records
     from storage.merge import list_merge_events
 
     with request.app.state.engine.connect() as conn:
         customer_pk = customer_id_by_uuid(conn, uuid)
         if customer_pk is None:
             raise NotFound(f"no customer with uuid {uuid!r}")
-        links = customer_links(conn, [customer_pk]).get(customer_pk, [])
-        names = dict(conn.execute(select(data_sources.c.uuid, data_sources.c.name)).all())
+        records = source_records(conn, customer_pk)
         events = list_merge_events(conn, uuid, limit=50)
-    return {
-        "records": [{"external_id": ext, "data_source_uuid": ds, "data_source": names.get(ds, ds), "kind": kind}
-                    for ext, ds, kind in links],
-        "merges": [event.as_json() for event in events],
-    }
+    return {"records": jsonable_encoder(records), "merges": [event.as_json() for event in events]}

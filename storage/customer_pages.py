@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, false, func, or_, select
 
 from funnelsync.normalize import normalize_email
-from storage.schema import customers, data_sources, source_customers
+from storage.schema import customers, data_sources, source_customers, subscriptions
 
 
 def list_filtered(
@@ -115,3 +115,39 @@ def customer_id_by_external(conn: Connection, data_source_uuid: str, external_id
         .join(data_sources, data_sources.c.id == source_customers.c.data_source_id)
         .where(data_sources.c.uuid == data_source_uuid, source_customers.c.external_id == external_id)
     ).scalar()
+
+
+# What the customer page shows of each source record: the values its source reported, before the projection.
+SOURCE_RECORD_FIELDS = ("name", "email", "company", "country", "state", "city", "zip", "website_url", "owner",
+                        "lead_status", "lead_created_at", "free_trial_started_at", "tags", "custom")
+SUBSCRIPTION_FIELDS = ("external_id", "state", "trial_started_at", "trial_ended_at", "first_paid_at", "cancelled_at")
+
+
+def source_records(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
+    """The customer's source records in link order: each one's reported fields, raw values and subscriptions.
+
+    ``raw`` is the payload or file row as the source sent it (None when it sent none, as the API does),
+    kept so a person can see what a projected value came from.
+    """
+    rows = conn.execute(
+        select(source_customers.c.id, source_customers.c.external_id, data_sources.c.uuid.label("ds_uuid"),
+               data_sources.c.name.label("ds_name"), data_sources.c.kind.label("ds_kind"), source_customers.c.raw,
+               *(source_customers.c[name] for name in SOURCE_RECORD_FIELDS))
+        .join(data_sources, data_sources.c.id == source_customers.c.data_source_id)
+        .where(source_customers.c.customer_id == customer_id)
+        .order_by(source_customers.c.linked_at, source_customers.c.id)
+    ).mappings().all()
+    subs: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    if rows:
+        for sub in conn.execute(
+            select(subscriptions.c.source_customer_id, *(subscriptions.c[name] for name in SUBSCRIPTION_FIELDS))
+            .where(subscriptions.c.source_customer_id.in_([row["id"] for row in rows]))
+            .order_by(subscriptions.c.source_customer_id, subscriptions.c.id)
+        ).mappings():
+            subs[sub["source_customer_id"]].append({name: sub[name] for name in SUBSCRIPTION_FIELDS})
+    return [
+        {"external_id": row["external_id"], "data_source_uuid": row["ds_uuid"], "data_source": row["ds_name"],
+         "kind": row["ds_kind"], "fields": {name: row[name] for name in SOURCE_RECORD_FIELDS}, "raw": row["raw"],
+         "subscriptions": subs.get(row["id"], [])}
+        for row in rows
+    ]

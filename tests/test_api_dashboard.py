@@ -112,3 +112,38 @@ def test_customer_text_search_used_by_the_dashboard(db_engine):
     assert [c["name"] for c in client.get("/v1/customers", params={"q": "g_x"}).json()["entries"]] == ["Gamma"]
     assert client.get("/v1/customers", params={"q": "_"}).json()["entries"][0]["name"] == "Gamma"
     assert client.get("/v1/customers", params={"q": "zzz"}).json()["entries"] == []
+
+
+def test_customer_history_holds_each_record_s_reported_fields_raw_values_and_subscriptions(db_engine):
+    """The customer page's source records: what each source reported, its raw payload as stored, its
+    subscriptions; a record written through the API keeps the request's body as its raw values."""
+    from datetime import UTC, datetime
+
+    from funnelsync.records import SourceCustomerRecord, SubscriptionFact
+    from storage.sources import create_source
+    from storage.upsert import upsert_records
+
+    client = api_client(db_engine)
+    ds = new_source(client)
+    by_api = new_customer(client, ds, "A-1", name="Ada", email="ada@example.com")
+    trial = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    with db_engine.begin() as conn:
+        billing = create_source(conn, "Billing", "custom", {})
+        upsert_records(conn, billing.id, [SourceCustomerRecord(
+            "cus_1", email="ada@example.com", city="London", free_trial_started_at=trial,
+            raw={"id": "cus_1", "metadata": {"plan": "<b>pro</b>"}},
+            subscriptions=[SubscriptionFact("sub_1", "trialing", trial_started_at=trial)])], link_new_by_email=True)
+    history = client.get(f"/dashboard/customers/{by_api['uuid']}/history")
+    assert history.status_code == 200, history.text
+    records = history.json()["records"]
+    assert [(r["data_source"], r["external_id"]) for r in records] == [("crm", "A-1"), ("Billing", "cus_1")]
+    assert records[0]["raw"] == {"data_source_uuid": ds, "external_id": "A-1", "name": "Ada",
+                                 "email": "ada@example.com"}
+    assert records[0]["subscriptions"] == []
+    assert records[0]["fields"]["name"] == "Ada" and records[0]["fields"]["city"] is None
+    assert records[1]["raw"] == {"id": "cus_1", "metadata": {"plan": "<b>pro</b>"}}
+    assert records[1]["fields"]["city"] == "London" and records[1]["fields"]["name"] is None
+    assert records[1]["subscriptions"] == [{
+        "external_id": "sub_1", "state": "trialing", "trial_started_at": "2026-03-01T09:30:00+00:00",
+        "trial_ended_at": None, "first_paid_at": None, "cancelled_at": None}]
+    assert client.get("/dashboard/customers/cus_missing/history").status_code == 404

@@ -92,3 +92,91 @@ def test_customers_list_on_a_pipe_fits_80_columns(tmp_path):
     for word in ("uuid", "name", "email", "status", "lead", "trial", "paid", "sources"):
         assert re.search(rf"\b{word}\b", text), (word, text)
     assert "…" not in text
+
+
+def test_every_table_command_fits_80_columns_with_whole_headers(tmp_path, monkeypatch):
+    """Each command that prints a table, at COLUMNS=80 on data with long names: no line wider than 80, no
+    header cut or broken inside a word (cells fold instead)."""
+    import json
+
+    from fakes.demo import FakeVendorServer, population
+    from fakes.hook_receiver import HookReceiver
+
+    url = f"sqlite:///{tmp_path / 'tables.db'}"
+    monkeypatch.setenv("HOOK_SECRET", "whsec_tables")
+    runner = CliRunner()
+
+    def run(*args, exit_code=0):
+        result = runner.invoke(app, list(args), env={"FUNNELSYNC_DATABASE_URL": url, "COLUMNS": "80"})
+        assert result.exit_code == exit_code, (args, result.output, result.exception)
+        return result.output
+
+    leads = (ROOT / "samples" / "leads.csv").read_text(encoding="utf-8-sig")
+    other = tmp_path / "other.csv"
+    other.write_text(leads.replace("@", ".crm@"), encoding="utf-8")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Customer ID,E-mail,Signup Date\nB-1,not an email address at all,2026-01-02\n", encoding="utf-8")
+    rules = tmp_path / "rules.yaml"
+    hook = HookReceiver(secret="whsec_tables").start()
+    try:
+        rules.write_text(f"""
+automations:
+  - name: trials-of-the-website-leads-with-a-long-name
+    trigger: trial_started
+    where: 'source = "Website leads with a long name"'
+    actions:
+      - webhook: {{url: "{hook.url}", secret: "env:HOOK_SECRET"}}
+""", encoding="utf-8")
+        trials = tmp_path / "trials.csv"
+        trials.write_text("Customer ID,E-mail,Trial Start\nT-1,t1@example.com,2026-01-02T12:00:00Z\n", encoding="utf-8")
+        tables = {
+            ("import", "csv"): (run("import", "csv", str(ROOT / "samples" / "leads.csv"), "--source",
+                                    "Website leads with a long name"), "created updated unchanged rejected"),
+            ("import", "csv", "rejected"): (run("import", "csv", str(bad), "--source", "Website leads with a long name",
+                                                exit_code=3), "row column value reason"),
+        }
+        run("import", "csv", str(other), "--source", "CRM export", "--no-merge")
+        run("merge", "--auto")
+        run("api-keys", "create", "a-rather-long-key-name-for-the-dashboard")
+        run("automations", "apply", str(rules))
+        run("import", "csv", str(trials), "--source", "Website leads with a long name")
+        tables[("automations", "run", "--dry-run")] = (run("automations", "run", "--dry-run"),
+                                                       "delivery automation trigger customer action attempts")
+        run("automations", "run")
+    finally:
+        hook.stop()
+    customer = json.loads(run("customers", "list", "--json"))[0]["uuid"]
+    run("contacts", "add", "--customer", customer, "--first-name", "Augusta Ada", "--last-name", "King-Noel",
+        "--email", "countess.of.lovelace@example.com", "--phone", "+44 20 7946 0000", "--title", "Analyst")
+    with FakeVendorServer(population(5, seed=1)) as vendor:
+        settings = vendor.stripe_settings()
+        run("sources", "add", "Billing system of record", "--kind", "stripe", "--set", f"api_key={settings['api_key']}",
+            "--set", f"base_url={settings['base_url']}")
+        tables[("sync",)] = (run("sync", "Billing system of record"),
+                             "stream fetched created updated unchanged seconds")
+    tables.update({
+        ("import", "jobs"): (run("import", "jobs"),
+                             "job source file state created updated unchanged rejected started"),
+        ("api-keys", "list"): (run("api-keys", "list"), "name prefix created revoked"),
+        ("sources", "list"): (run("sources", "list"), "name kind uuid customers last sync enabled"),
+        ("customers", "list"): (run("customers", "list", "--limit", "5"),
+                                "uuid name email status lead trial paid sources"),
+        ("customers", "show"): (run("customers", "show", customer), "uuid external_ids data_sources lead_created_at"),
+        ("contacts", "list"): (run("contacts", "list"), "uuid customer name email phone title"),
+        ("metrics",): (run("metrics"), "Period Leads +trial -trial Trials Conv T→P New subs Cycle d n"),
+        ("metrics", "cohorts"): (run("metrics", "cohorts"), "Cohort Trials ≤7 d ≤14 d ≤30 d ≤60 d ≤90 d Converted"),
+        ("merge", "--log"): (run("merge", "--log", "--limit", "3"), "when kind from into rule actor undone"),
+        ("automations", "list"): (run("automations", "list"), "name trigger where actions applied"),
+        ("automations", "deliveries"): (run("automations", "deliveries"),
+                                        "delivery automation trigger customer action status attempts last error"),
+        ("bulk-edit",): (run("bulk-edit", "--where", "country = US", "--set", "free_trial_started_at=2020-01-01"),
+                         "applied skipped customer reason"),
+    })
+    # One-line messages are soft-wrapped on purpose (a pipe or a log gets each whole): only tables must fit.
+    messages = ("Created the funnelsync schema", "note:", "Columns:", "Lifecycle changes:", "Merged duplicates:",
+                "Merged ", "Bulk edit ", "Sources ", "Rejected rows written")
+    for command, (text, headers) in tables.items():
+        wide = [line for line in text.splitlines() if len(line) > 80 and not line.startswith(messages)]
+        assert not wide, f"funnelsync {' '.join(command)} at 80 columns:\n{text}"
+        for word in headers.split():
+            assert re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text), (command, word, text)

@@ -92,6 +92,18 @@ def test_sync_shows_records_and_rate_on_a_terminal(tmp_path, terminal):
     assert re.search(r"\b30/30\b", drawn), drawn
 
 
+def test_sync_draws_no_progress_on_a_pipe(tmp_path):
+    """A sync piped to a file: its table on stdout, and on stderr nothing (no bar, no rate, no escape codes)."""
+    url = f"sqlite:///{tmp_path / 'sp.db'}"
+    with FakeVendorServer(population(30, seed=1)) as vendor:
+        settings = vendor.stripe_settings()
+        _run(url, "sources", "add", "Billing", "--kind", "stripe", "--set", f"api_key={settings['api_key']}",
+             "--set", f"base_url={settings['base_url']}")
+        synced = _run(url, "sync", "Billing")
+    assert "Billing (stripe)" in synced.stdout and re.search(r"customers\s*│\s*30\b", synced.stdout), synced.stdout
+    assert synced.stderr == "", synced.stderr
+
+
 def _pending_trials(tmp_path, hook_url, count=3):
     """``count`` customers entering trials under a webhook rule: as many pending deliveries."""
     rules = tmp_path / "rules.yaml"

@@ -248,6 +248,10 @@ def test_dashboard_in_chromium(server, browser, tmp_path):
     first = min(s["period"] for s in series if s["leads"])[:7]
     message = page.text_content("#empty")
     assert message.startswith("No data in this range.") and f"from {first}" in message and "8 customers" in message
+    held = httpx.get(f"{url}/dashboard/data-range", auth=(key, ""), timeout=10).json()
+    assert held["first"].startswith(first) and f"The data runs from {held['first']} to {held['last']}" in message
+    last = max(s["period"] for s in series if s["leads"] or s["free_trials"])[:7]
+    assert held["last"].startswith(last)
 
     assert errors == []
     for name in ("dashboard-desktop.png", "dashboard-phone.png"):
@@ -571,3 +575,108 @@ def test_bulk_edit_of_the_selected_rows_shows_the_skipped_with_reasons(server, b
     assert "Sleeping" in page.text_content("#bulk-error")
     assert _cli_show(sqlite_engine, "Website leads:L-2")["lead_status"] is None
     assert errors == []
+
+
+def _seed_billing(engine):
+    """Two paying customers of a billing source, with raw payloads and subscriptions: one paid 10 days into its
+    trial, one 40 days in (so "within 30 days" counts one of them)."""
+    from funnelsync.records import SubscriptionFact
+
+    trial = _months_ago(3)
+    with engine.begin() as conn:
+        ds = create_source(conn, "Billing", "custom", {})
+        upsert_records(conn, ds.id, [
+            SourceCustomerRecord("K-1", name="Katherine Johnson", email="katherine@nasa.example", company="NASA",
+                                 country="US", state="VA", city="Hampton", zip="23681", lead_created_at=trial,
+                                 free_trial_started_at=trial,
+                                 raw={"id": "K-1", "plan": "<b>pro</b>", "seats": 3, "meta": {"team": "<i>x</i>"}},
+                                 subscriptions=[SubscriptionFact("sub_k1", "active", trial_started_at=trial,
+                                                                 first_paid_at=trial + timedelta(days=10))]),
+            SourceCustomerRecord("K-2", name="Mary Jackson", email="mary@nasa.example", lead_created_at=trial,
+                                 free_trial_started_at=trial, raw={"id": "K-2"},
+                                 subscriptions=[SubscriptionFact("sub_k2", "active", trial_started_at=trial,
+                                                                 first_paid_at=trial + timedelta(days=40))]),
+        ])
+
+
+def test_trial_to_paid_within_n_days_follows_the_api(server, browser, sqlite_engine):
+    """The "Converted within N days" control narrows the Trial-to-Paid chart as the API's ``within-days`` does,
+    and the chart's total beside its title follows."""
+    url, key = server
+    _seed_billing(sqlite_engine)
+    page = _sign_in(browser, url, key)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.wait_for_selector("#chart-rate-data tbody tr")
+    anytime = _api_funnel(url, key)
+    within = _api_funnel(url, key, **{"within-days": 30})
+    assert sum(s["trials_converted"] for s in anytime) == 2 and sum(s["trials_converted"] for s in within) == 1
+    trials = sum(s["free_trials"] for s in anytime)
+    assert [int(r[2]) for r in _chart_rows(page, "chart-rate")] == [s["trials_converted"] for s in anytime]
+    assert page.text_content("#total-rate").endswith(f"(2/{trials})")
+    page.fill("#within", "30")
+    page.click("#controls button[type=submit]")
+    page.wait_for_function(f"document.getElementById('total-rate').textContent.endsWith('(1/{trials})')")
+    assert [int(r[2]) for r in _chart_rows(page, "chart-rate")] == [s["trials_converted"] for s in within]
+    assert "within=30" in page.url
+    assert "--within-days 30" in page.text_content("#cli-filter")
+    assert errors == []
+
+
+def test_the_customer_page_shows_every_field_source_records_raw_values_subscriptions_and_contacts(
+        server, browser, sqlite_engine):
+    """The customer page holds all the customer's fields, each source record with what it reported and its raw
+    values, its subscriptions, and its contacts; supplied text (a payload's markup) stays text."""
+    url, key = server
+    _seed_billing(sqlite_engine)
+    katherine = _cli_show(sqlite_engine, "Billing:K-1")
+    api = httpx.get(f"{url}/v1/customers/{katherine['uuid']}", auth=(key, ""), timeout=10).json()
+    contact = httpx.post(f"{url}/v1/customers/{katherine['uuid']}/contacts", auth=(key, ""), timeout=10, json={
+        "first_name": "Dorothy", "last_name": "Vaughan", "title": "<b>Head</b> of computing",
+        "email": "dorothy@nasa.example", "data_source_uuid": api["data_source_uuid"]})
+    assert contact.status_code == 201, contact.text
+    page = _sign_in(browser, url, key)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{url}/dashboard#customer={katherine['uuid']}")
+    page.wait_for_selector("#contacts")
+    shown = dict(zip(page.eval_on_selector_all("#detail > dl > dt", "els => els.map(e => e.textContent)"),
+                     page.eval_on_selector_all("#detail > dl > dd", "els => els.map(e => e.textContent)"),
+                     strict=True))
+    for label, field in (("Name", "name"), ("Email", "email"), ("Company", "company"), ("Country", "country"),
+                         ("State", "state"), ("City", "city"), ("Zip", "zip"), ("Status", "status"),
+                         ("Customer since", "customer-since"), ("Lead created", "lead_created_at"),
+                         ("Free trial started", "free_trial_started_at"), ("Created", "created_at")):
+        assert shown[label] == api[field], (label, shown[label], api[field])
+    assert api["status"] == "Active" and shown["Lead status"] == "–"
+
+    record = page.locator("#records li[data-external-id='K-1']")
+    assert record.text_content().startswith("Billing: K-1")
+    subs = record.locator("table.subscriptions tbody tr").all_text_contents()
+    assert len(subs) == 1 and "sub_k1" in subs[0] and "active" in subs[0]
+    assert day_of(katherine["free_trial_started_at"]) in subs[0]
+    record.locator("details.raw summary").click()
+    raw = dict(zip(record.locator("details.raw dt").all_text_contents(),
+                   record.locator("details.raw dd").all_text_contents(), strict=True))
+    assert raw == {"id": "K-1", "plan": "<b>pro</b>", "seats": "3", "meta": '{"team":"<i>x</i>"}'}
+    reported = dict(zip(record.locator("details.fields dt").all_text_contents(),
+                        record.locator("details.fields dd").all_text_contents(), strict=True))
+    assert (reported["name"], reported["city"], reported["email"]) == ("Katherine Johnson", "Hampton",
+                                                                  "katherine@nasa.example")
+
+    people = page.locator("#contacts tbody tr").all_text_contents()
+    assert len(people) == 1 and "Dorothy Vaughan" in people[0] and "<b>Head</b> of computing" in people[0]
+    assert page.locator("#detail b, #detail i").count() == 0  # markup from a source or a person is text
+
+    # A record stored without raw values says so; no subscriptions, no contacts.
+    ada = _cli_show(sqlite_engine, "Website leads:L-1")
+    page.goto(f"{url}/dashboard#customer={ada['uuid']}")
+    page.wait_for_function("document.querySelector('#detail h2').textContent === 'Ada Lovelace'")
+    assert page.locator("#records li[data-external-id='L-1'] table.subscriptions").count() == 0
+    assert page.text_content("#records li[data-external-id='L-1'] .raw.none") == "No raw values stored for this record."
+    assert page.locator("#contacts").text_content().endswith("No contacts.")
+    assert errors == []
+
+
+def day_of(iso: str) -> str:
+    return iso[:10]

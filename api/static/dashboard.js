@@ -614,14 +614,17 @@ async function showDetail() {
       const dd = document.createElement("dd"); dd.textContent = v === null || v === undefined || v === "" ? "–" : v;
       dl.append(dt, dd);
     };
-    const [history, edits] = await Promise.all([
-      getJSON(`/dashboard/customers/${c.uuid}/history`), getJSON(`/v1/customers/${c.uuid}/edits`)]);
+    const [history, edits, contacts] = await Promise.all([
+      getJSON(`/dashboard/customers/${c.uuid}/history`), getJSON(`/v1/customers/${c.uuid}/edits`),
+      getJSON(`/v1/customers/${c.uuid}/contacts`, { per_page: 100 })]);
     const edited = new Set(edits.edits.map((e) => e.field));
     const mark = (field, v) => (edited.has(field) ? `${v === null || v === undefined || v === "" ? "–" : v} (edited)` : v);
     add("uuid", c.uuid); add("Name", mark("name", c.name)); add("Email", mark("email", c.email));
-    add("Company", mark("company", c.company)); add("Status", mark("lead_status", c.status));
+    add("Company", mark("company", c.company)); add("Status", c.status);
+    add("Lead status", mark("lead_status", c.lead_status));
     add("Owner", mark("owner", c.owner)); add("Country", mark("country", c.country));
-    add("Website", mark("website_url", c.website_url));
+    add("State", mark("state", c.state)); add("City", mark("city", c.city)); add("Zip", mark("zip", c.zip));
+    add("Website", mark("website_url", c.website_url)); add("Created", c.created_at);
     add("Lead created", mark("lead_created_at", c.lead_created_at));
     add("Free trial started", mark("free_trial_started_at", c.free_trial_started_at));
     add("Customer since", c["customer-since"]); add("External ids", c.external_ids.join(", "));
@@ -630,7 +633,7 @@ async function showDetail() {
     const title = document.createElement("h2");
     title.textContent = c.name || c.email || c.uuid;
     panel.replaceChildren(title, dl, editsSection(c, edits.edits), editForm(c), recordsSection(c, history),
-      mergeSection(c), historySection(history));
+      contactsSection(contacts.entries), mergeSection(c), historySection(history));
     panel.hidden = false;
     panel.scrollIntoView({ behavior: "smooth", block: "nearest" });
   } catch (error) {
@@ -889,6 +892,7 @@ function recordsSection(c, history) {
   history.records.forEach((r) => {
     const li = document.createElement("li");
     li.appendChild(document.createTextNode(`${r.data_source}: ${r.external_id} `));
+    li.dataset.externalId = r.external_id;
     if (history.records.length > 1) {
       li.appendChild(button("Unmerge", async () => {
         try {
@@ -898,9 +902,92 @@ function recordsSection(c, history) {
         } catch (error) { showError(error.message); }
       }, "quiet unmerge"));
     }
+    if (r.subscriptions.length) li.appendChild(subscriptionsTable(r.subscriptions));
+    li.appendChild(valuesDetails("What the source reported", r.fields, "fields"));
+    li.appendChild(r.raw === null || r.raw === undefined ? noRaw() : valuesDetails("Raw values", r.raw, "raw"));
     list.appendChild(li);
   });
   box.appendChild(list);
+  return box;
+}
+
+// A value as text: strings as they are, anything else (numbers, lists, nested payloads) as JSON.
+function valueText(v) {
+  if (v === null || v === undefined || v === "") return "–";
+  return typeof v === "string" ? v : JSON.stringify(v);
+}
+
+// Key-value pairs (a record's reported fields, its raw payload or file row) folded under a summary.
+function valuesDetails(summary, values, className) {
+  const box = document.createElement("details");
+  box.className = className;
+  const s = document.createElement("summary");
+  s.textContent = summary;
+  const dl = document.createElement("dl");
+  Object.entries(values || {}).forEach(([k, v]) => {
+    const dt = document.createElement("dt"); dt.textContent = k;
+    const dd = document.createElement("dd"); dd.textContent = valueText(v);
+    dl.append(dt, dd);
+  });
+  box.append(s, dl);
+  return box;
+}
+
+function noRaw() {
+  const p = document.createElement("p");
+  p.className = "raw none";
+  p.textContent = "No raw values stored for this record.";
+  return p;
+}
+
+// The subscriptions a source record carries: what the status and the conversion dates follow from.
+function subscriptionsTable(subs) {
+  const table = document.createElement("table");
+  table.className = "subscriptions";
+  const caption = document.createElement("caption");
+  caption.textContent = "Subscriptions";
+  const head = document.createElement("tr");
+  ["Subscription", "State", "Trial started", "Trial ended", "First paid", "Cancelled"].forEach((h) => {
+    const th = document.createElement("th"); th.scope = "col"; th.textContent = h; head.appendChild(th);
+  });
+  const body = document.createElement("tbody");
+  subs.forEach((sub) => {
+    const tr = document.createElement("tr");
+    [sub.external_id, sub.state, day(sub.trial_started_at), day(sub.trial_ended_at), day(sub.first_paid_at),
+      day(sub.cancelled_at)].forEach((v) => {
+      const td = document.createElement("td"); td.textContent = valueText(v); tr.appendChild(td);
+    });
+    body.appendChild(tr);
+  });
+  const thead = document.createElement("thead");
+  thead.appendChild(head);
+  table.append(caption, thead, body);
+  return table;
+}
+
+// The customer's contacts (GET /v1/customers/{uuid}/contacts; `funnelsync contacts` edits them).
+function contactsSection(contacts) {
+  const box = document.createElement("section");
+  box.id = "contacts";
+  box.appendChild(heading3("Contacts"));
+  if (!contacts.length) { box.appendChild(document.createTextNode("No contacts.")); return box; }
+  const table = document.createElement("table");
+  const head = document.createElement("tr");
+  ["Name", "Title", "Email", "Phone", "Notes"].forEach((h) => {
+    const th = document.createElement("th"); th.scope = "col"; th.textContent = h; head.appendChild(th);
+  });
+  const thead = document.createElement("thead");
+  thead.appendChild(head);
+  const body = document.createElement("tbody");
+  contacts.forEach((p) => {
+    const tr = document.createElement("tr");
+    [[p.first_name, p.last_name].filter(Boolean).join(" "), p.title, p.email, p.phone, p.notes].forEach((v) => {
+      const td = document.createElement("td"); td.textContent = valueText(v); tr.appendChild(td);
+    });
+    body.appendChild(tr);
+  });
+  table.append(thead, body);
+  box.appendChild(table);
   return box;
 }
 

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from funnelsync.cli import common
-from funnelsync.cli.common import app, console, get_engine, print_json
+from funnelsync.cli.common import app, compact_table, console, get_engine, print_json
 
 automations_app = typer.Typer(help="Automated workflows: rules, their deliveries, their runs.", no_args_is_help=True)
 app.add_typer(automations_app, name="automations")
@@ -149,7 +149,8 @@ def automations_deliveries(
     if as_json:
         print_json([d.as_dict() for d in found])
         return
-    table = Table("delivery", "automation", "trigger", "customer", "action", "status", "attempts", "last error")
+    table = compact_table("delivery", "automation", "trigger", "customer", "action", "status", "attempts",
+                          "last error")
     for d in found:
         table.add_row(d.id, d.rule_name, d.trigger, d.customer_uuid, d.kind, d.status, str(d.attempts),
                       d.last_error or "")

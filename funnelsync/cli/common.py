@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any, NoReturn
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -79,6 +80,15 @@ def whole_headers(table: Table) -> Table:
     return table
 
 
+def compact_table(*headers: str, **options: Any) -> Table:
+    """A table of many columns that still fits an 80-column terminal: a rule under the header, no cell borders.
+
+    Rich's default boxes spend three characters a column on borders and padding: eight or more columns whose
+    headers stay whole (``whole_headers``) then need more than 80 columns, and the terminal wraps every line.
+    """
+    return Table(*headers, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0), **options)
+
+
 class FittingConsole(Console):
     """A console that prints every table with whole headers (see ``whole_headers``)."""
 
@@ -86,6 +96,9 @@ class FittingConsole(Console):
         for obj in objects:
             if isinstance(obj, Table):
                 whole_headers(obj)
+                # A table's title and caption wrap within the table (soft wrapping would let a long
+                # title run past the terminal's edge); messages keep the console's soft wrapping.
+                kwargs.setdefault("soft_wrap", False)
         super().print(*objects, **kwargs)
 
 

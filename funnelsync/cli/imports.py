@@ -21,7 +21,7 @@ import typer
 from rich.table import Table
 
 from funnelsync.cli import common
-from funnelsync.cli.common import app, console, err_console, fail, get_engine, print_json
+from funnelsync.cli.common import app, compact_table, console, err_console, fail, get_engine, print_json
 
 import_app = typer.Typer(help="Import customers from a CSV file or a Google Sheet.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
@@ -226,13 +226,14 @@ def import_jobs_command(
             "error": j["error"],
         } for j in jobs])
         return
-    table = Table(title="Import jobs")
-    for column in ("job", "source", "kind", "file", "state", "created", "updated", "unchanged", "rejected",
-                   "started"):
+    table = compact_table(title="Import jobs")
+    # The kind goes with the file ("leads.csv (csv)"): ten columns with whole headers need more than 80.
+    for column in ("job", "source", "file", "state", "created", "updated", "unchanged", "rejected", "started"):
         table.add_column(column, justify="right" if column in ("created", "updated", "unchanged", "rejected")
                          else "left")
     for j in jobs:
-        table.add_row(j["uuid"], j["source"], j["kind"], j["filename"] or "", j["state"], str(j["created"]),
+        file = f"{j['filename']} ({j['kind']})" if j["filename"] else j["kind"]
+        table.add_row(j["uuid"], j["source"], file, j["state"], str(j["created"]),
                       str(j["updated"]), str(j["unchanged"]), str(j["rejected"]),
                       f"{j['started_at'].astimezone(timezone.utc):%Y-%m-%d %H:%M}")
     console.print(table)
