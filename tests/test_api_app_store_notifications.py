@@ -138,3 +138,26 @@ def test_tampered_or_wrongly_chained_payloads_are_401_and_store_nothing(
     assert state(db_engine)["sc"] == {} and state(db_engine)["subs"] == {}
     assert client.post(URL, json=good).status_code == 200  # the genuine one still lands
     assert list(state(db_engine)["sc"]) == ["2000000555"]
+
+
+def test_offer_redeemed_free_trial_creates_and_a_paid_offer_converts(
+    db_engine: Engine, client: TestClient, ca: AppleCA
+) -> None:
+    """``OFFER_REDEEMED`` (``NotificationTypeV2.py``) follows the same rule as ``SUBSCRIBED``: a Free Trial
+    introductory offer (``OfferType.py`` 1, ``OfferDiscountType.py`` ``FREE_TRIAL``) creates the record; a
+    free trial from an offer code (``OfferType`` 3) is no introductory offer and creates nothing; a paid
+    promotional offer (``OfferType`` 2) redeemed by a known subscriber makes it active and paid."""
+    trial = transaction("2000000666", T0, free_trial=True)
+    assert client.post(URL, json=notification(ca, "OFFER_REDEEMED", trial)).status_code == 200
+    code_trial = {**transaction("2000000777", T0, free_trial=True), "offerType": 3, "offerIdentifier": "SPRING"}
+    assert client.post(URL, json=notification(ca, "OFFER_REDEEMED", code_trial)).status_code == 200
+    now = state(db_engine)
+    assert list(now["sc"]) == ["2000000666"]
+    assert now["sc"]["2000000666"]["free_trial_started_at"] == T0
+    assert now["subs"]["2000000666"]["state"] == "trialing"
+    paid_at = T0 + timedelta(days=7)
+    promo = {**transaction("2000000666", paid_at, price=4990, original_purchase=T0),
+             "offerType": 2, "offerDiscountType": "PAY_AS_YOU_GO", "offerIdentifier": "comeback50"}
+    assert client.post(URL, json=notification(ca, "OFFER_REDEEMED", promo, "UPGRADE")).status_code == 200
+    sub = state(db_engine)["subs"]["2000000666"]
+    assert (sub["state"], sub["trial_started_at"], sub["first_paid_at"]) == ("active", T0, paid_at)

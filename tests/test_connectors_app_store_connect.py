@@ -232,6 +232,9 @@ def test_a_report_published_late_is_read_and_never_skipped(db_engine: Engine, mo
 
 
 def test_a_missing_day_is_asked_again_for_a_bounded_time() -> None:
+    """A day whose report answers 404 stays in the cursor's ``pending`` days (the cursor never forgets a
+    day not delivered) and is asked again by each run, but only for ``RECHECK_DAYS``: Apple's 404 also
+    means "There were no sales for the date specified", so a day never published is given up in time."""
     fake = AppleFake()
     connector = AppStoreConnectConnector(settings(), sleep_fn=lambda s: None, now=now_fn)
     with respx.mock as router:

@@ -219,6 +219,10 @@ def test_company_record_without_contacts_or_dates() -> None:
 
 
 def test_more_companies_than_the_list_pages_are_scrolled() -> None:
+    """Past 10,000 companies the list cannot page ("there is a limit of 10,000 Companies that can be
+    returned ... please use the Scroll API", List all companies); ``GET /companies/scroll``, then
+    ``?scroll_param=`` until "data will be empty", and a scroll cannot be continued from a point
+    (Intercom API reference 2.x, Scroll over all companies, ``scrollOverAllCompanies``)."""
     fake = IntercomFake(n=23, page_size=5)
     with respx.mock as router:
         fake.install(router)
