@@ -97,3 +97,41 @@ automations:
         assert len(mine) == 1 and mine[0].parameters == {"source": "Website"}
     again = run_prefect_deployment("automation-target/by-automation", {"source": "Website"}, occurrence)
     assert again == str(mine[0].id)
+
+
+def test_sync_source_and_sync_all_run_the_automations_when_they_end(db_engine, flow_db):
+    """Chained after sync-source and sync-all: what a sync detected is delivered by the same flow run.
+    The vendor is fakes.demo.FakeVendorServer (Stripe's and Chargebee's paging, auth and field names);
+    the webhook's secret is a Prefect Secret block (``prefect-secret:``), which the receiver checks."""
+    from prefect.blocks.system import Secret
+
+    from fakes.demo import FakeVendorServer, population
+    from flows.sync import sync_all_flow, sync_source_flow
+    from storage.sources import create_source
+
+    block = f"automation-hook-{db_engine.dialect.name}"
+    Secret(value=SECRET).save(block, overwrite=True)
+    receiver = HookReceiver(secret=SECRET).start()
+    try:
+        with FakeVendorServer(population(6, seed=5), population(4, seed=6, prefix="cb_")) as vendor:
+            with db_engine.begin() as conn:
+                apply_definitions(conn, parse_rule_text(f"""
+automations:
+  - name: new-customers
+    trigger: customer_created
+    actions: [{{webhook: {{url: "{receiver.url}", secret: "prefect-secret:{block}"}}}}]
+"""))
+                create_source(conn, "stripe-live", "stripe", vendor.stripe_settings())
+            state = sync_source_flow("stripe-live", return_state=True)
+            assert state.is_completed(), state.message
+            assert state.result()["automations"] == {"detected": 0, "delivered": 6, "pending": 0, "failed": 0}
+            assert artifact(run_id(state), "table", "run-automations") is not None
+            with db_engine.begin() as conn:
+                create_source(conn, "chargebee-live", "chargebee", vendor.chargebee_settings())
+            everything = sync_all_flow(return_state=True)
+            assert everything.is_completed(), everything.message
+            assert everything.result()["automations"]["delivered"] == 4  # the Chargebee customers; Stripe's are known
+        assert len(receiver.received) == 10 and all(r.signature_ok for r in receiver.received)
+        assert len({r.headers["idempotency-key"] for r in receiver.received}) == 10
+    finally:
+        receiver.stop()
