@@ -680,3 +680,45 @@ def test_the_customer_page_shows_every_field_source_records_raw_values_subscript
 
 def day_of(iso: str) -> str:
     return iso[:10]
+
+
+def test_status_segment_and_the_table_s_status_and_source_filters(server, browser, sqlite_engine):
+    """The Status control of the segment filters the charts as the API's ``status = …``; the table's own status
+    and data source filters narrow its rows as the table API does, and the URL keeps them."""
+    url, key = server
+    _seed_billing(sqlite_engine)
+    page = _sign_in(browser, url, key)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.wait_for_selector("#seg-status option[value=Active]", state="attached")
+    page.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 10")
+    page.select_option("#seg-status", "Active")
+    page.click("#controls button[type=submit]")
+    active = _api_funnel(url, key, where="status = Active")
+    assert sum(s["leads"] for s in active) == 2
+    page.wait_for_function("document.getElementById('total-leads').textContent === '2 leads'")
+    assert [int(r[1]) for r in _chart_rows(page, "chart-leads")] == [s["leads"] for s in active]
+    assert "--where 'status = Active'" in page.text_content("#cli-filter")
+    page.select_option("#seg-status", "")
+    page.click("#controls button[type=submit]")
+    page.wait_for_function("document.getElementById('total-leads').textContent === '10 leads'")
+
+    def names():
+        return sorted(page.eval_on_selector_all("#customers tbody tr td.name",
+                                                "cells => cells.map(c => c.textContent)"))
+
+    page.select_option("#status", "Active")
+    page.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 2")
+    assert names() == ["Katherine Johnson", "Mary Jackson"]
+    assert "t_status=Active" in page.url
+    page.select_option("#status", "")
+    page.select_option("#source", label="Website leads")
+    page.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 8")
+    sources = httpx.get(f"{url}/dashboard/segments", auth=(key, ""), timeout=10).json()["sources"]
+    website = next(s["uuid"] for s in sources if s["name"] == "Website leads")
+    expected = httpx.get(f"{url}/dashboard/customers", params={"data_source_uuid": website}, auth=(key, ""),
+                         timeout=10).json()["entries"]
+    assert names() == sorted(c["name"] for c in expected) and "Katherine Johnson" not in names()
+    page.select_option("#status", "Active")
+    page.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 0")
+    assert errors == []
