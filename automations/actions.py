@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine
 
+from automations.rules import is_reference
 from automations.templates import render, render_value, slack_escape
 from jobs.secrets import SecretResolutionError, resolve_value
 
@@ -82,8 +83,8 @@ def _resolve(setting: str, value: Any) -> str:
 
 
 def _post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str], secrets: list[str],
-          hide_url: bool) -> None:
-    where = "the Slack webhook" if hide_url else url
+          hidden_as: str | None) -> None:
+    where = hidden_as or url
     try:
         response = client.post(url, content=body, headers={"Content-Type": "application/json", **headers})
     except httpx.HTTPError as exc:
@@ -122,14 +123,17 @@ class Performer:
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: sign(secret, timestamp, body),
         }
-        _post(self.client, url, body, headers, [secret], hide_url=False)
+        # A URL given as a secret reference is itself a secret (a token in it): never in a message.
+        hidden = is_reference(job.action["url"])
+        _post(self.client, url, body, headers, [secret, url] if hidden else [secret],
+              "the webhook's URL (from a secret)" if hidden else None)
         return "posted"
 
     def _slack(self, job: Job) -> str:
         url = _resolve("slack url", job.action["url"])
         text = render(job.action["text"], job.customer, slack_escape)
         body = json.dumps({"text": text}, ensure_ascii=False).encode("utf-8")
-        _post(self.client, url, body, {IDEMPOTENCY_HEADER: job.occurrence_id}, [url], hide_url=True)
+        _post(self.client, url, body, {IDEMPOTENCY_HEADER: job.occurrence_id}, [url], "the Slack webhook")
         return "posted"
 
     def _set(self, job: Job) -> str:

@@ -181,13 +181,34 @@ def test_across_runs_next_attempt_at_grows_to_an_hour_and_replay_by_id_delivers(
     assert unknown.returncode != 0 and "no delivery 'occ_nope:0'" in unknown.stderr
 
 
-def test_410_fails_at_once(db_engine, receiver):
+def test_410_fails_at_once_and_disables_nothing_and_any_2xx_is_delivered(db_engine, receiver):
     receiver.default = 410
     apply(db_engine, webhook_rule(receiver.url))
     sync(db_engine, [trial_record()])
     assert run_automations(db_engine, retry_delays=FAST).failed == 1
     assert len(receiver.received) == 1
     assert "410" in deliveries(db_engine)[0].last_error
+    receiver.default = 202  # the rule still fires: the next occurrence is sent, and a 202 is delivered
+    sync(db_engine, [trial_record("t2")])
+    assert run_automations(db_engine, retry_delays=FAST).counts() == {"detected": 0, "delivered": 1, "pending": 0,
+                                                                      "failed": 0}
+    assert len(receiver.received) == 2
+
+
+def test_a_webhook_url_given_as_a_secret_is_never_in_an_error(db_engine, receiver, monkeypatch):
+    secret_url = receiver.url + "?token=hook-token-31f"
+    monkeypatch.setenv("HOOK_URL", secret_url)
+    receiver.default = 500
+    apply(db_engine, webhook_rule("env:HOOK_URL", max_attempts=1))
+    sync(db_engine, [trial_record()])
+    assert run_automations(db_engine, retry_delays=FAST).failed == 1
+    (delivery,) = deliveries(db_engine)
+    assert delivery.last_error.startswith("the webhook's URL (from a secret) answered HTTP 500")
+    assert "hook-token-31f" not in delivery.last_error and receiver.url not in delivery.last_error
+    receiver.stop()  # a network error names no URL either
+    assert replay(db_engine, failed=True, retry_delays=FAST).failed == 1
+    (delivery,) = deliveries(db_engine)
+    assert "hook-token-31f" not in delivery.last_error and "127.0.0.1" not in delivery.last_error, delivery.last_error
 
 
 def test_slack_and_set_actions_and_set_survives_a_resync(db_engine, receiver, monkeypatch):
