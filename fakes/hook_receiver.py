@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +26,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     signature_ok: bool | None  # None: unsigned (a Slack message), or no secret to check against
+    at: float = field(default_factory=time.monotonic)  # when it came in (the gaps between retries)
 
     def json(self) -> Any:
         return json.loads(self.body)

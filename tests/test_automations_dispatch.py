@@ -122,6 +122,9 @@ def test_failing_twice_then_200_is_delivered_once_with_the_same_key_one_and_two_
     keys = [r.headers["idempotency-key"] for r in receiver.received]
     assert len(keys) == 3 and len(set(keys)) == 1 and all(r.signature_ok for r in receiver.received)
     assert took >= 3.0
+    first, second, third = (r.at for r in receiver.received)
+    # 1 s, then 2 s apart (lower bounds, and the second wait the longer: a loaded machine only adds).
+    assert second - first >= 0.95 and third - second >= 1.95 and (third - second) - (second - first) >= 0.5
     (delivery,) = deliveries(db_engine)
     assert (delivery.status, delivery.attempts, delivery.last_error) == ("delivered", 3, None)
 

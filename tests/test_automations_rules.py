@@ -127,6 +127,13 @@ def test_apply_stores_refuses_whole_and_prunes(db_engine, db_url, tmp_path):
     again = run(db_url, "automations", "apply", str(good), "--json",
                 env_extra={"FUNNELSYNC_HOME": str(tmp_path / "home")})
     assert json.loads(again.stdout)["unchanged"] == ["us-trials", "dupes", "expired"], again.stderr
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(GOOD.replace('where: "country = US"', 'where: "country = DE"'), encoding="utf-8")
+    updated = run(db_url, "automations", "apply", str(changed), "--json",
+                  env_extra={"FUNNELSYNC_HOME": str(tmp_path / "home")})
+    assert json.loads(updated.stdout)["updated"] == ["us-trials"], updated.stderr
+    with db_engine.connect() as conn:
+        assert {r.name: r.where for r in list_rules(conn)}["us-trials"] == "country = DE"
 
     bad = tmp_path / "bad.yaml"
     dupes = "    trigger: duplicate_found\n"
