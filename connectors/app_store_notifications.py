@@ -30,13 +30,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
-
-from appstoreserverlibrary.models.Environment import Environment
-from appstoreserverlibrary.models.JWSTransactionDecodedPayload import JWSTransactionDecodedPayload
-from appstoreserverlibrary.models.OfferDiscountType import OfferDiscountType
-from appstoreserverlibrary.models.OfferType import OfferType
-from appstoreserverlibrary.signed_data_verifier import SignedDataVerifier, VerificationException, VerificationStatus
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from connectors.base import Feed, Setting, SettingsError, SourceKind
 from connectors.push import (
@@ -51,8 +45,13 @@ from connectors.signatures import WebhookPayloadError, WebhookSignatureError
 from funnelsync.records import SubscriptionFact
 from funnelsync.timeutil import from_epoch
 
+# Apple's library (and the requests and cryptography stacks under it) is imported when a notification is
+# verified: every command that lists the source kinds imports this module, and it took most of a second.
+if TYPE_CHECKING:
+    from appstoreserverlibrary.models.JWSTransactionDecodedPayload import JWSTransactionDecodedPayload
+    from appstoreserverlibrary.signed_data_verifier import SignedDataVerifier
+
 APPLIED = frozenset({"SUBSCRIBED", "OFFER_REDEEMED", "DID_RENEW", "DID_FAIL_TO_RENEW", "EXPIRED", "REFUND"})
-ENVIRONMENTS = {"Production": Environment.PRODUCTION, "Sandbox": Environment.SANDBOX}
 
 
 def _true(value: Any) -> bool:
@@ -91,10 +90,14 @@ def make_verifier(settings: Mapping[str, Any]) -> SignedDataVerifier:
     Raises:
         SettingsError: a missing bundle id, an unknown environment, Production without ``app_apple_id``.
     """
+    from appstoreserverlibrary.models.Environment import Environment
+    from appstoreserverlibrary.signed_data_verifier import SignedDataVerifier
+
     bundle_id = str(settings.get("bundle_id") or "").strip()
     if not bundle_id:
         raise SettingsError("app_store: bundle_id is required (the app's bundle identifier)")
-    environment = ENVIRONMENTS.get(str(settings.get("environment") or "Production"))
+    name = str(settings.get("environment") or "Production")
+    environment = Environment.PRODUCTION if name == "Production" else Environment.SANDBOX if name == "Sandbox" else None
     if environment is None:
         given = settings.get("environment")
         raise SettingsError(f"app_store: environment must be Production or Sandbox, got {given!r}")
@@ -116,6 +119,9 @@ def _when(ms: int | None) -> datetime | None:
 
 def is_free_trial(tx: JWSTransactionDecodedPayload) -> bool:
     """A transaction of a Free Trial introductory offer."""
+    from appstoreserverlibrary.models.OfferDiscountType import OfferDiscountType
+    from appstoreserverlibrary.models.OfferType import OfferType
+
     return tx.rawOfferType == OfferType.INTRODUCTORY_OFFER.value and (
         tx.rawOfferDiscountType == OfferDiscountType.FREE_TRIAL.value
     )
@@ -178,6 +184,8 @@ class AppStoreNotificationsSource(SourceKind, WebhookReceiver):
         signed = payload.get("signedPayload") if isinstance(payload, dict) else None
         if not isinstance(signed, str) or not signed:
             raise WebhookPayloadError("App Store notification body must be {\"signedPayload\": \"<JWS>\"}")
+        from appstoreserverlibrary.signed_data_verifier import VerificationException
+
         verifier = make_verifier(settings)
         try:
             notification = verifier.verify_and_decode_notification(signed)
@@ -192,6 +200,8 @@ class AppStoreNotificationsSource(SourceKind, WebhookReceiver):
         return WebhookDelivery([event], partials=[notification_partial(kind, tx)])
 
 
-def _status(exc: VerificationException) -> str:
-    status = exc.status
+def _status(exc: Exception) -> str:
+    from appstoreserverlibrary.signed_data_verifier import VerificationStatus
+
+    status = getattr(exc, "status", None)
     return status.name.lower().replace("_", " ") if isinstance(status, VerificationStatus) else json.dumps(str(status))
