@@ -157,8 +157,8 @@ def data_range(request: Request) -> dict[str, Any]:
 @router.get("/dashboard/customers/{uuid}/history", include_in_schema=False)
 def customer_history(request: Request, uuid: str) -> dict[str, Any]:
     """A customer's source records (their reported fields, raw values and subscriptions; what an unmerge
-    names) and its merge log, for the customer page."""
-    from storage.customer_pages import customer_id_by_uuid, source_records
+    names) and its merge log with, for each merge still in place, the record that undoes it."""
+    from storage.customer_pages import customer_id_by_uuid, merge_undo_records, source_records
     from storage.merge import list_merge_events
 
     with request.app.state.engine.connect() as conn:
@@ -167,4 +167,7 @@ def customer_history(request: Request, uuid: str) -> dict[str, Any]:
             raise NotFound(f"no customer with uuid {uuid!r}")
         records = source_records(conn, customer_pk)
         events = list_merge_events(conn, uuid, limit=50)
-    return {"records": jsonable_encoder(records), "merges": [event.as_json() for event in events]}
+        undo = merge_undo_records(conn, customer_pk, uuid)
+    # "unmerge": the record that POST /v1/customers/unmerges names to undo that merge (None: nothing to undo).
+    return {"records": jsonable_encoder(records),
+            "merges": [{**event.as_json(), "unmerge": undo.get(event.uuid)} for event in events]}

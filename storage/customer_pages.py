@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, false, func, or_, select
 
 from funnelsync.normalize import normalize_email
-from storage.schema import customers, data_sources, source_customers, subscriptions
+from storage.schema import customers, data_sources, merge_events, source_customers, subscriptions
 
 
 def list_filtered(
@@ -151,3 +151,34 @@ def source_records(conn: Connection, customer_id: int) -> list[dict[str, Any]]:
          "subscriptions": subs.get(row["id"], [])}
         for row in rows
     ]
+
+
+def merge_undo_records(conn: Connection, customer_id: int, customer_uuid: str) -> dict[str, dict[str, str]]:
+    """For each merge into the customer not undone yet: one source record it brought that the customer holds.
+
+    An unmerge names a source record and undoes the latest merge that moved it (``storage.merge.unmerge``);
+    naming a record of this merge, not of a later one, is what lets the merge history offer an unmerge per
+    merge. Merges whose records have all left the customer (a later unmerge or a deletion) get none.
+
+    Returns:
+        Merge event uuid → ``{"data_source_uuid": …, "external_id": …}``.
+    """
+    held = {row[0]: {"data_source_uuid": row[1], "external_id": row[2]} for row in conn.execute(
+        select(source_customers.c.id, data_sources.c.uuid, source_customers.c.external_id)
+        .join(data_sources, data_sources.c.id == source_customers.c.data_source_id)
+        .where(source_customers.c.customer_id == customer_id)
+    )}
+    handles: dict[str, dict[str, str]] = {}
+    claimed: set[int] = set()
+    for uuid, snapshot in conn.execute(
+        select(merge_events.c.uuid, merge_events.c.snapshot)
+        .where(merge_events.c.into_customer_uuid == customer_uuid, merge_events.c.kind == "merge",
+               merge_events.c.undone_at.is_(None))
+        .order_by(merge_events.c.id.desc())
+    ):
+        moved = [s["id"] for s in (snapshot or {}).get("source_customers", [])]
+        mine = [sc_id for sc_id in moved if sc_id in held and sc_id not in claimed]
+        claimed.update(moved)  # a newer merge that moved a record again is the one its unmerge undoes
+        if mine:
+            handles[uuid] = held[mine[0]]
+    return handles

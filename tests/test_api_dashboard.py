@@ -147,3 +147,29 @@ def test_customer_history_holds_each_record_s_reported_fields_raw_values_and_sub
         "external_id": "sub_1", "state": "trialing", "trial_started_at": "2026-03-01T09:30:00+00:00",
         "trial_ended_at": None, "first_paid_at": None, "cancelled_at": None}]
     assert client.get("/dashboard/customers/cus_missing/history").status_code == 404
+
+
+def test_customer_history_names_the_record_that_undoes_each_merge_still_in_place(db_engine):
+    """Each merge into the customer not undone yet names one record it brought (POST /v1/customers/unmerges of
+    it undoes that merge and no other); an undone merge names none."""
+    client = api_client(db_engine)
+    ds = new_source(client)
+    ada = new_customer(client, ds, "A-1", name="Ada")
+    alan = new_customer(client, ds, "T-1", name="Alan")
+    grace = new_customer(client, ds, "G-1", name="Grace")
+    for other in (alan, grace):
+        merged = client.post("/v1/customers/merges", json={"from": {"customer_uuid": other["uuid"]},
+                                                            "into": {"customer_uuid": ada["uuid"]}})
+        assert merged.status_code == 204, merged.text
+    merges = client.get(f"/dashboard/customers/{ada['uuid']}/history").json()["merges"]
+    assert [(m["from"], m["unmerge"]) for m in merges] == [
+        (grace["uuid"], {"data_source_uuid": ds, "external_id": "G-1"}),
+        (alan["uuid"], {"data_source_uuid": ds, "external_id": "T-1"}),
+    ]
+    undone = client.post("/v1/customers/unmerges", json={"customer_uuid": ada["uuid"], **merges[1]["unmerge"]})
+    assert undone.status_code == 202, undone.text
+    after = client.get(f"/dashboard/customers/{ada['uuid']}/history").json()["merges"]
+    by_from = {m["from"]: m for m in after if m["kind"] == "merge"}
+    assert by_from[alan["uuid"]]["undone_at"] and by_from[alan["uuid"]]["unmerge"] is None
+    assert by_from[grace["uuid"]]["unmerge"] == {"data_source_uuid": ds, "external_id": "G-1"}
+    assert client.get(f"/v1/customers/{alan['uuid']}").json()["external_ids"] == ["T-1"]

@@ -381,6 +381,25 @@ def test_merge_and_unmerge_from_the_customer_page(server, browser, sqlite_engine
     back = _cli_show(sqlite_engine, "Website leads:L-3")
     assert back["uuid"] != ada["uuid"] and back["external_ids"] == ["L-3"] and back["name"] == "Alan Turing"
     assert _cli_show(sqlite_engine, "Website leads:L-1")["external_ids"] == ["L-1"]
+
+    # Merged again, then undone from the merge history's line (the undone merge offers no second unmerge).
+    page.wait_for_function("[...document.querySelectorAll('#merge-history li')].some(li => "
+                           "li.textContent.includes('undone'))")
+    assert page.locator("#merge-history li button.unmerge").count() == 0
+    page.fill("#merge-q", "turing")
+    page.click("#merge button:has-text('Find')")
+    page.click(".merge-candidate button:has-text('Merge into this customer')")
+    page.click("#merge-confirm")
+    page.wait_for_function("document.querySelectorAll('#records li').length === 2")
+    assert _cli_show(sqlite_engine, "Website leads:L-3")["uuid"] == ada["uuid"]
+    latest = _cli(sqlite_engine, "merge", "--log", "--customer", ada["uuid"], "--limit", "1")[0]
+    assert latest["kind"] == "merge" and latest["undone_at"] is None
+    page.click(f"#merge-history li[data-event='{latest['uuid']}'] button.unmerge")
+    page.wait_for_function("document.querySelectorAll('#records li').length === 1")
+    again = _cli_show(sqlite_engine, "Website leads:L-3")
+    assert again["uuid"] == back["uuid"] and again["external_ids"] == ["L-3"]
+    assert _cli(sqlite_engine, "merge", "--log", "--customer", ada["uuid"], "--limit", "3")[1]["undone_at"]
+    assert page.locator("#merge-history li button.unmerge").count() == 0
     assert errors == []
 
 

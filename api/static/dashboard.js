@@ -633,7 +633,7 @@ async function showDetail() {
     const title = document.createElement("h2");
     title.textContent = c.name || c.email || c.uuid;
     panel.replaceChildren(title, dl, editsSection(c, edits.edits), editForm(c), recordsSection(c, history),
-      contactsSection(contacts.entries), mergeSection(c), historySection(history));
+      contactsSection(contacts.entries), mergeSection(c), historySection(c, history));
     panel.hidden = false;
     panel.scrollIntoView({ behavior: "smooth", block: "nearest" });
   } catch (error) {
@@ -1045,7 +1045,9 @@ function mergeSection(c) {
   return box;
 }
 
-function historySection(history) {
+// The merge log; a merge into this customer still in place can be undone from its line (the API's
+// unmerge names one record the merge brought; the customer merged away comes back with all of them).
+function historySection(c, history) {
   const box = document.createElement("section");
   box.id = "merge-history";
   box.appendChild(heading3("Merge history"));
@@ -1053,8 +1055,17 @@ function historySection(history) {
   const list = document.createElement("ul");
   history.merges.forEach((m) => {
     const li = document.createElement("li");
+    li.dataset.event = m.uuid;
     li.textContent = `${m.created_at.slice(0, 16).replace("T", " ")} ${m.kind}: ${m.from} → ${m.into}` +
-      (m.rule ? ` (rule ${m.rule})` : "") + ` by ${m.actor}` + (m.undone_at ? ", undone" : "");
+      (m.rule ? ` (rule ${m.rule})` : "") + ` by ${m.actor}` + (m.undone_at ? ", undone" : "") + " ";
+    if (m.unmerge) {
+      li.appendChild(button("Unmerge", async () => {
+        try {
+          await sendJSON("POST", "/v1/customers/unmerges", { customer_uuid: c.uuid, ...m.unmerge });
+          await afterChange(c.uuid);
+        } catch (error) { showError(error.message); }
+      }, "quiet unmerge"));
+    }
     list.appendChild(li);
   });
   box.appendChild(list);
