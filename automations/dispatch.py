@@ -6,14 +6,23 @@ over one shared HTTP client). In one run a delivery is tried up to ``RETRY_DELAY
 with its attempts (up to an hour) and becomes ``failed`` after its ``max_attempts``, keeping its last
 error. A 410 fails it at once. Outcomes are written after the batch is performed: a crash in between
 delivers those again, with the same ``Idempotency-Key``, which is how a receiver drops the repeat.
+
+One run delivers at a time, on any number of workers: delivering holds the database lock
+``automations:dispatch`` (storage/locks.py). A run that finds it held (the scheduled run and one chained
+after a sync overlapping) detects, then leaves the delivering to the holder, which reads due deliveries
+until none is left; its own are counted pending. A holder that was killed on this machine is taken over
+at once, one elsewhere when its lock lapses.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -23,6 +32,7 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_a
 from automations.actions import Failed, Job, Performer, Retry
 from storage.automation_rules import TIME_TRIGGERS, list_rules
 from storage.customers import customer_view, merged_into, text_never_null
+from storage.locks import LockBusy, hold_lock
 from storage.outbox import (
     Delivery,
     count_due,
@@ -42,6 +52,10 @@ BATCH = 1000
 CONCURRENCY = 32
 TIMEOUT = httpx.Timeout(10.0)
 DEFAULT_MAX_ATTEMPTS = 8
+DISPATCH_LOCK = "automations:dispatch"
+# A replayed delivery is not due for the runs while the replay sends it (the replay picks it by id);
+# if the replay dies, a run sends it after this.
+REPLAY_LEASE = timedelta(hours=1)
 
 
 @dataclass
@@ -66,6 +80,8 @@ class RunSummary:
     per_rule: dict[str, dict[str, int]] = field(default_factory=dict)
     fired: list[Fired] = field(default_factory=list)
     would_deliver: list[dict[str, Any]] = field(default_factory=list)
+    # Set when another run was delivering: who (its pending deliveries are left to it).
+    left_to: str | None = None
 
     def counts(self) -> dict[str, int]:
         return {"detected": self.detected, "delivered": self.delivered, "pending": self.pending,
@@ -115,15 +131,26 @@ def run_automations(
         summary.per_rule[name]["detected"] = count
     if dry_run:
         return summary
-    report: Callable[[], None] | None = None
-    if progress is not None:
+    try:
+        with hold_lock(engine, DISPATCH_LOCK, _owner()):
+            report: Callable[[], None] | None = None
+            if progress is not None:
+                with engine.connect() as conn:
+                    due = count_due(conn, now)
+                report = lambda: progress(summary, due)
+                report()
+            deliver(engine, lambda conn: due_deliveries(conn, now, BATCH), summary, retry_delays=retry_delays,
+                    concurrency=concurrency, run_deployment=run_deployment, client=client, after_batch=report)
+    except LockBusy as busy:
+        summary.left_to = busy.holder.owner if busy.holder is not None else "another run"
         with engine.connect() as conn:
-            due = count_due(conn, now)
-        report = lambda: progress(summary, due)
-        report()
-    deliver(engine, lambda conn: due_deliveries(conn, now, BATCH), summary, retry_delays=retry_delays,
-            concurrency=concurrency, run_deployment=run_deployment, client=client, after_batch=report)
+            summary.pending = count_due(conn, now)
     return summary
+
+
+def _owner() -> str:
+    # The thread too: two runs in one process (a worker serving several flows) are two holders.
+    return f"PID {os.getpid()} on {socket.gethostname()} (automations run, thread {threading.get_ident()})"
 
 
 def replay(
@@ -148,7 +175,7 @@ def replay(
             chosen.extend(found)
         if failed:
             chosen.extend(list_deliveries(conn, status="failed"))
-        reset_for_replay(conn, chosen, now)
+        reset_for_replay(conn, chosen, now + REPLAY_LEASE)
     keys = [(d.occurrence_id, d.action_index) for d in chosen]
     summary = RunSummary()
     batches = iter([keys[i : i + BATCH] for i in range(0, len(keys), BATCH)])

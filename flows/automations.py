@@ -29,6 +29,9 @@ def run_automations_task(dry_run: bool = False) -> dict[str, Any]:
 
     with task_engine() as engine:
         summary = run_automations(engine, dry_run=dry_run, run_deployment=run_prefect_deployment)
+    if summary.left_to:
+        get_run_logger().info("another run is delivering (%s): %d pending deliveries left to it",
+                              summary.left_to, summary.pending)
     for fired in summary.fired[:MAX_CUSTOMER_EVENTS]:
         emit_event(
             event=EVENT,

@@ -488,13 +488,14 @@ def record_attempts(conn: Connection, outcomes: Sequence[tuple[Delivery, str, in
     )
 
 
-def reset_for_replay(conn: Connection, deliveries: Sequence[Delivery], now: datetime) -> None:
-    """Make deliveries pending again, due now, with a fresh count of attempts."""
+def reset_for_replay(conn: Connection, deliveries: Sequence[Delivery], due_at: datetime) -> None:
+    """Make deliveries pending again, with a fresh count of attempts, due for the runs at ``due_at``."""
+    now = datetime.now(UTC)
     for delivery in deliveries:
         conn.execute(
             update(_D)
             .where(_D.c.occurrence_id == delivery.occurrence_id, _D.c.action_index == delivery.action_index)
-            .values(status="pending", attempts=0, next_attempt_at=now, updated_at=now)
+            .values(status="pending", attempts=0, next_attempt_at=due_at, updated_at=now)
         )
 
 

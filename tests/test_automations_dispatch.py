@@ -473,3 +473,24 @@ def test_a_delivery_pending_for_a_merged_away_customer_is_delivered_about_its_su
     (got,) = receiver.received
     assert got.json()["customer"]["uuid"] == survivor_uuid
     assert sorted(got.json()["customer"]["external_ids"]) == ["h-9", "t9"]
+
+
+def test_two_runs_at_once_deliver_each_delivery_once(db_engine, receiver):
+    """The scheduled run-automations and one chained after a sync may overlap: each delivery is still
+    sent once (the second run leaves the dispatching to the first)."""
+    import threading
+
+    apply(db_engine, webhook_rule(receiver.url))
+    sync(db_engine, [trial_record(f"c{i}") for i in range(6)])
+    receiver.on_request = lambda _item: time.sleep(0.3)  # a slow receiver: the runs overlap
+    results = []
+    runs = [threading.Thread(target=lambda: results.append(run_automations(db_engine, retry_delays=FAST)))
+            for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=120)
+    keys = [r.headers["idempotency-key"] for r in receiver.received]
+    assert len(keys) == 6 and len(set(keys)) == 6
+    assert sorted(r.delivered for r in results) == [0, 6]
+    assert {d.status for d in deliveries(db_engine)} == {"delivered"}

@@ -129,6 +129,9 @@ def automations_run(
         return
     console.print(f"{summary.detected} detected, {summary.delivered} delivered, {summary.pending} pending, "
                   f"{summary.failed} failed.")
+    if summary.left_to:
+        print(f"note: another run is delivering ({summary.left_to}); the pending deliveries are left to it",
+              file=sys.stderr)
 
 
 @automations_app.command("deliveries")
