@@ -154,7 +154,13 @@ automations:
             "--set", f"base_url={settings['base_url']}")
         tables[("sync",)] = (run("sync", "Billing system of record"),
                              "stream fetched created updated unchanged seconds")
+    from tests.test_connectors_google_play import JANUARY, zipped
+
+    report = zipped(tmp_path / "salesreport_202501.zip", JANUARY)
     tables.update({
+        ("import", "google-play-sales"): (
+            run("import", "google-play-sales", str(report), "--source", "Google Play store of the app", exit_code=3),
+            "subscriptions created updated unchanged no trial or payment skipped rows"),
         ("import", "jobs"): (run("import", "jobs"),
                              "job source file state created updated unchanged rejected started"),
         ("api-keys", "list"): (run("api-keys", "list"), "name prefix created revoked"),
