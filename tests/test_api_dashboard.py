@@ -69,6 +69,10 @@ def test_sign_in_opens_a_strict_httponly_session_and_writes_need_the_csrf_token(
     with db_engine.begin() as conn:
         key = create_api_key(conn, "browser")
     browser = TestClient(create_app(db_engine))
+    # A sign-in posted from another site's page (login CSRF: the victim signed in as the attacker) is refused.
+    forged = browser.post("/login", data={"key": key}, headers={"Origin": "http://evil.example"},
+                          follow_redirects=False)
+    assert forged.status_code == 403 and "fs_session" not in forged.headers.get("set-cookie", "")
     wrong = browser.post("/login", data={"key": "fsk_not_a_key"}, follow_redirects=False)
     assert wrong.status_code == 401 and "not valid" in wrong.text and "fs_session" not in wrong.headers.get(
         "set-cookie", "")
