@@ -494,3 +494,13 @@ def test_two_runs_at_once_deliver_each_delivery_once(db_engine, receiver):
     assert len(keys) == 6 and len(set(keys)) == 6
     assert sorted(r.delivered for r in results) == [0, 6]
     assert {d.status for d in deliveries(db_engine)} == {"delivered"}
+
+
+def test_a_network_error_is_retried_and_the_delivery_stays_pending(db_engine, receiver):
+    apply(db_engine, webhook_rule(receiver.url))
+    sync(db_engine, [trial_record()])
+    receiver.stop()  # nothing listens: connection refused
+    summary = run_automations(db_engine, retry_delays=FAST)
+    assert (summary.pending, summary.failed) == (1, 0)
+    (delivery,) = deliveries(db_engine)
+    assert (delivery.status, delivery.attempts) == ("pending", 3) and "ConnectError" in delivery.last_error
