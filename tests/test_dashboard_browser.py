@@ -741,3 +741,89 @@ def test_status_segment_and_the_table_s_status_and_source_filters(server, browse
     page.select_option("#status", "Active")
     page.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 0")
     assert errors == []
+
+
+def test_a_slow_answer_about_an_earlier_customer_never_replaces_the_one_opened_since(server, browser, sqlite_engine):
+    """Opening one customer, then another before the first answered (a slow server, a quick second click, or a
+    write's refresh racing the link's): the page ends on the one opened last, not on whichever answered last."""
+    url, key = server
+    page = _sign_in(browser, url, key)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    ada, grace = _cli_show(sqlite_engine, "Website leads:L-1"), _cli_show(sqlite_engine, "Website leads:L-2")
+    page.wait_for_selector("#chart-leads-data tbody tr")
+    held = []
+    page.route(f"{url}/v1/customers/{ada['uuid']}", lambda route: held.append(route))  # held until released
+    page.evaluate(f"window.location.hash = 'customer={ada['uuid']}'")
+    deadline = time.monotonic() + 10
+    while not held:
+        assert time.monotonic() < deadline, "the page never asked for Ada"
+        page.wait_for_timeout(50)
+    page.evaluate(f"window.location.hash = 'customer={grace['uuid']}'")
+    page.wait_for_function("document.querySelector('#detail h2') && "
+                           "document.querySelector('#detail h2').textContent === 'Grace Hopper'")
+    with page.expect_response(f"{url}/v1/customers/{ada['uuid']}/contacts?per_page=100"):
+        held[0].continue_()
+    page.wait_for_timeout(500)  # what Ada's late answer would have painted, had it been allowed to
+    assert page.text_content("#detail h2") == "Grace Hopper"
+    assert page.locator("#records li[data-external-id='L-2']").count() == 1
+    assert errors == []
+
+
+def test_a_slow_answer_about_an_earlier_view_never_replaces_the_charts_or_the_table_of_the_view_since(
+        server, browser):
+    """A filter changed back before the first change was answered: the charts and the table end on the view the
+    controls show, whatever order the answers arrive in."""
+    url, key = server
+    page = _sign_in(browser, url, key)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.wait_for_function("document.getElementById('total-leads').textContent === '8 leads'")
+    page.wait_for_function("document.querySelectorAll('#customers tbody tr').length === 8")
+    held = []
+
+    def hold_the_first(route):
+        if not held:
+            held.append(route)  # answered only when released below
+        else:
+            route.continue_()
+
+    def wait_held():
+        deadline = time.monotonic() + 10
+        while not held:
+            assert time.monotonic() < deadline, "the page never asked"
+            page.wait_for_timeout(50)
+
+    # The table: Active (no row) asked first and answered last; Any status (8 rows) is what the select shows.
+    def table_calls(u):
+        return "/dashboard/customers?" in u
+
+    def chart_calls(u):
+        return "/v1/metrics/funnel?" in u
+
+    page.route(table_calls, hold_the_first)
+    page.select_option("#status", "Active")
+    wait_held()
+    page.select_option("#status", "")
+    page.wait_for_function("document.getElementById('count').textContent.startsWith('1–8 of 8')")
+    with page.expect_response(lambda r: "/dashboard/customers?" in r.url and "status=Active" in r.url):
+        held.pop().continue_()
+    page.wait_for_timeout(500)
+    assert page.locator("#customers tbody tr").count() == 8 and page.input_value("#status") == ""
+    page.unroute(table_calls)
+
+    # The charts: country US (4 leads) asked first and answered last; Any country (8 leads) is the view.
+    page.route(chart_calls, hold_the_first)
+    page.select_option("#seg-country", "US")
+    page.click("#controls button[type=submit]")
+    wait_held()
+    page.select_option("#seg-country", "")
+    page.click("#controls button[type=submit]")
+    page.wait_for_function("document.getElementById('cli-filter').textContent.indexOf('--where') === -1")
+    page.wait_for_timeout(500)
+    assert page.text_content("#total-leads") == "8 leads"
+    with page.expect_response(lambda r: "/v1/metrics/funnel?" in r.url and "country" in r.url):
+        held.pop().continue_()
+    page.wait_for_timeout(500)
+    assert page.text_content("#total-leads") == "8 leads"
+    assert errors == []

@@ -388,7 +388,7 @@ function renderFunnel(series, interval) {
     { title: "Average sales cycle", values: series.map((r) => r.avg_sales_cycle_days), format: days }]);
 }
 
-async function renderEmptyState(series) {
+async function renderEmptyState(series, call) {
   const empty = !series.some((r) => r.leads || r.free_trials || r.new_subscribers);
   const box = $("empty");
   if (!empty) { box.hidden = true; return; }
@@ -397,6 +397,7 @@ async function renderEmptyState(series) {
     const range = await getJSON("/dashboard/data-range");
     if (range.first) where = `The data runs from ${range.first} to ${range.last} (${range.customers} customers).`;
   } catch (_) { /* the message without the range */ }
+  if (!isLatest("metrics", call)) return;
   box.textContent = "No data in this range. " + where;
   box.hidden = false;
 }
@@ -433,7 +434,15 @@ function renderCohorts(data, interval) {
   table.tBodies[0].replaceChildren(...rows);
 }
 
+// The latest call of each loader (charts, table, customer page). Two calls overlap when a view changes
+// before the last one answered (two quick changes, a link's hashchange and a write's refresh): an earlier
+// call answered late must not paint over the newer view.
+const latestCall = {};
+function startCall(name) { latestCall[name] = (latestCall[name] || 0) + 1; return latestCall[name]; }
+function isLatest(name, call) { return latestCall[name] === call; }
+
 async function loadMetrics() {
+  const call = startCall("metrics");
   showError("");
   try {
     const params = metricParams();
@@ -442,11 +451,12 @@ async function loadMetrics() {
       getJSON("/v1/metrics/funnel", params),
       getJSON("/v1/metrics/trial-cohorts", { ...params, "within-days": undefined }),
     ]);
+    if (!isLatest("metrics", call)) return;
     renderFunnel(funnel.series, params.interval);
     renderCohorts(cohorts, params.interval);
-    await renderEmptyState(funnel.series);
+    await renderEmptyState(funnel.series, call);
   } catch (error) {
-    showError(error.message);
+    if (isLatest("metrics", call)) showError(error.message);
   }
 }
 
@@ -559,11 +569,13 @@ function queryString(params) {
 }
 
 async function loadCustomers(page) {
+  const call = startCall("customers");
   showError("");
   if (page) table.page = page;
   try {
     const params = tableParams();
     const body = await getJSON("/dashboard/customers", { ...params, page: table.page, per_page: $("per-page").value });
+    if (!isLatest("customers", call)) return;
     $("customers").tBodies[0].replaceChildren(...body.entries.map(customerRow));
     showSelection();
     table.pages = body.pages;
@@ -580,7 +592,7 @@ async function loadCustomers(page) {
         : "none");
     });
   } catch (error) {
-    showError(error.message);
+    if (isLatest("customers", call)) showError(error.message);
   }
 }
 
@@ -603,6 +615,7 @@ function setupSorting() {
 }
 
 async function showDetail() {
+  const call = startCall("detail");
   const match = window.location.hash.match(/customer=([\w-]+)/);
   const panel = $("detail");
   if (!match) { panel.hidden = true; return; }
@@ -617,6 +630,7 @@ async function showDetail() {
     const [history, edits, contacts] = await Promise.all([
       getJSON(`/dashboard/customers/${c.uuid}/history`), getJSON(`/v1/customers/${c.uuid}/edits`),
       getJSON(`/v1/customers/${c.uuid}/contacts`, { per_page: 100 })]);
+    if (!isLatest("detail", call)) return;
     const edited = new Set(edits.edits.map((e) => e.field));
     const mark = (field, v) => (edited.has(field) ? `${v === null || v === undefined || v === "" ? "–" : v} (edited)` : v);
     add("uuid", c.uuid); add("Name", mark("name", c.name)); add("Email", mark("email", c.email));
@@ -637,7 +651,7 @@ async function showDetail() {
     panel.hidden = false;
     panel.scrollIntoView({ behavior: "smooth", block: "nearest" });
   } catch (error) {
-    showError(error.message);
+    if (isLatest("detail", call)) showError(error.message);
   }
 }
 
