@@ -101,6 +101,7 @@ def apply_definitions(
     now = now or datetime.now(UTC)
     had_change_rules = has_rules(conn, CHANGE_TRIGGERS)
     protected = [_protect(conn, dict(d)) for d in definitions]
+    before = {rule.name: rule.definition for rule in list_rules(conn)}
     outcome = store_rules(conn, protected, prune=prune, now=now)
     if has_rules(conn, CHANGE_TRIGGERS):
         # While no change rule was stored nobody kept the marks: take them from the customers as they are,
@@ -112,7 +113,20 @@ def apply_definitions(
         rule = by_name[name]
         if rule.definition.get("backfill"):
             result.backfilled[name] = backfill(conn, rule, now=now)
+    for name in outcome.updated:
+        rule = by_name[name]
+        if rule.definition.get("backfill") and _asks_anew(before[name], rule.definition):
+            # Applied with backfill now (or for another state): who is already there fires, once; the
+            # occurrence ids are the same as before, so nobody it fired for already fires again.
+            result.backfilled[name] = backfill(conn, rule, now=now)
     return result
+
+
+def _asks_anew(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether an updated rule's backfill covers customers its stored version had not backfilled."""
+    if not old.get("backfill"):
+        return True
+    return any(old.get(key) != new.get(key) for key in ("trigger", "params", "where"))
 
 
 def apply_rules(engine: Engine, definitions: Sequence[Mapping[str, Any]], *, prune: bool = False) -> ApplyResult:

@@ -250,6 +250,33 @@ automations:
     assert [r[0] for r in fired(db_engine)] == ["other", "trials-so-far"]
 
 
+def test_an_existing_rule_applied_again_with_backfill_fires_once_for_who_is_already_there(db_engine):
+    """Turning ``backfill: true`` on for a stored rule backfills it then, once: re-applying the same file
+    fires nothing more, and a customer the rule already fired for is not fired for again."""
+    sync(db_engine, "stripe", [trial("b1", "US", None), trial("b2", "US", T0)])
+    plain = f"""
+automations:
+  - name: us-trials
+    trigger: trial_started
+    where: "country = US"
+    actions: [{{webhook: {HOOK}}}]
+"""
+    assert apply(db_engine, plain).backfilled == {}
+    assert fired(db_engine) == []
+    sync(db_engine, "stripe", [trial("b1", "US", T0)])  # b1's trial starts after the rule: it fires
+    assert fired(db_engine) == [("us-trials", uuid_of(db_engine, "stripe:b1"), moment(T0))]
+    with_backfill = plain.replace("    actions:", "    backfill: true\n    actions:")
+    result = apply(db_engine, with_backfill)
+    assert result.outcome.updated == ["us-trials"] and result.backfilled == {"us-trials": 1}
+    assert sorted(fired(db_engine)) == sorted([
+        ("us-trials", uuid_of(db_engine, "stripe:b1"), moment(T0)),
+        ("us-trials", uuid_of(db_engine, "stripe:b2"), moment(T0)),
+    ])
+    again = apply(db_engine, with_backfill)
+    assert again.outcome.unchanged == ["us-trials"] and again.backfilled == {}
+    assert len(fired(db_engine)) == 2
+
+
 def test_rules_added_after_a_period_without_rules_do_not_fire_for_that_period(db_engine):
     apply(db_engine, f"""
 automations:
