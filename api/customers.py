@@ -200,7 +200,8 @@ def create_customer(request: Request, body: JsonBody) -> dict[str, Any]:
                         f"a customer with external id {external_id!r} exists already in this data source")
         reader.check()
         assert source is not None and external_id is not None
-        register_attribute_types(conn, {key: kind for key, (kind, _) in custom.items()})
+        _refuse_type_conflicts(register_attribute_types(conn, {key: kind for key, (kind, _) in custom.items()}),
+                               {key: kind for key, (kind, _) in custom.items()})
         record = SourceCustomerRecord(
             external_id=external_id, lead_status=status, tags=tags,
             custom={key: value for key, (_, value) in custom.items()}, raw=data, **values,
@@ -224,6 +225,12 @@ def create_customer(request: Request, body: JsonBody) -> dict[str, Any]:
                 conn, customer_id, {**fields, "position": fields.get("position") or 1}, custom=contact_custom
             )
         return one_customer(conn, customer_id, request)
+
+
+def _refuse_type_conflicts(conflicts: dict[str, str], types: dict[str, str]) -> None:
+    """422 when another request registered one of our new custom attribute keys with another type first."""
+    for key, registered in conflicts.items():
+        raise Invalid.one("attributes.custom", f"custom attribute {key!r} is of type {registered}, not {types[key]}")
 
 
 def _read_attributes(
@@ -364,7 +371,7 @@ def apply_edits(
     conn: Connection, customer_id: int, edits: dict[str, Any], types: dict[str, str], actor: str
 ) -> None:
     """Store manual edits; an edit the storage refuses answers 422."""
-    register_attribute_types(conn, types)
+    _refuse_type_conflicts(register_attribute_types(conn, types), types)
     try:
         set_manual_edits(conn, customer_id, edits, actor=actor)
     except EditError as exc:

@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from funnelsync.normalize import normalize_email, website_domain
 from funnelsync.records import PROFILE_FIELDS
@@ -233,20 +234,29 @@ def jsonable_custom(custom: Mapping[str, Any]) -> dict[str, Any]:
 
 
 
-def register_attribute_types(conn: Connection, types: Mapping[str, str]) -> None:
-    """Remember the type of each custom attribute key the first time it is seen."""
+def register_attribute_types(conn: Connection, types: Mapping[str, str]) -> dict[str, str]:
+    """Remember the type of each custom attribute key the first time it is seen.
+
+    Returns the keys registered with another type than asked, with their registered type (a key is never
+    re-typed here). Two writers seeing a key for the first time at once both try to register it: the later
+    one finds the earlier one's row (an insert that skips existing keys, not a unique-key error, which was
+    a 500 for concurrent ``POST /v1/customers``), and its caller refuses the value when the types differ.
+    """
     if not types:
-        return
-    known = {
-        row.key
-        for row in conn.execute(
-            select(custom_attribute_definitions.c.key).where(custom_attribute_definitions.c.key.in_(list(types)))
-        )
-    }
+        return {}
+    known = attribute_types(conn, list(types))
+    conflicts = {key: kind for key, kind in known.items() if kind != types[key]}
     now = datetime.now(timezone.utc)
     new = [{"key": k, "type": t, "created_at": now} for k, t in types.items() if k not in known]
-    if new:
-        conn.execute(insert(custom_attribute_definitions), new)
+    if not new:
+        return conflicts
+    defs = custom_attribute_definitions
+    stmt = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(defs)
+    inserted = conn.execute(stmt.on_conflict_do_nothing(index_elements=[defs.c.key]), new).rowcount
+    if inserted != len(new):
+        stored = attribute_types(conn, [row["key"] for row in new])
+        conflicts.update({key: kind for key, kind in stored.items() if kind != types[key]})
+    return conflicts
 
 
 def attribute_types(conn: Connection, keys: Sequence[str] | None = None) -> dict[str, str]:
