@@ -11,11 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, exists, func, literal, select, text
 
 from funnelsync.normalize import FREE_MAIL_DOMAINS
 from storage.merge_plan import DEFAULT_RULES, RULES, CandidateSet, Group, Member, group_candidates
 from storage.schema import customers, merge_events, source_customers
+from storage.sql import chunks
+
+# Keys per IN (...) list: well under SQLite's 32,766 bound parameters and PostgreSQL's 65,535.
+CHUNK = 2000
 
 
 def check_rules(rules: Iterable[str]) -> tuple[str, ...]:
@@ -33,10 +37,6 @@ def check_rules(rules: Iterable[str]) -> tuple[str, ...]:
     return tuple(r for r in RULES if r in wanted)
 
 
-def _member(row: Any) -> Member:
-    return Member(id=row.id, uuid=row.uuid, created_at=row.created_at, has_subscriptions=bool(row.has_subscriptions))
-
-
 def _customer_key_candidates(conn: Connection, rule: str, key_column: Any, exclude: Iterable[str] = ()) -> tuple[
     list[CandidateSet], dict[int, Member]
 ]:
@@ -51,18 +51,19 @@ def _customer_key_candidates(conn: Connection, rule: str, key_column: Any, exclu
         select(c.c.id, c.c.uuid, c.c.created_at, c.c.has_subscriptions, key_column.label("k"))
         .where(key_column.in_(dup_keys))
         .order_by(key_column, c.c.id)
-    )
+    ).tuples()
     found: list[CandidateSet] = []
     members: dict[int, Member] = {}
     key: str | None = None
     ids: list[int] = []
-    for row in rows:
-        members[row.id] = _member(row)
-        if row.k != key:
+    # Plain tuples: attribute access on a million rows is a good part of detection.
+    for customer_id, uuid, created_at, has_subscriptions, row_key in rows:
+        members[customer_id] = Member(customer_id, uuid, created_at, bool(has_subscriptions))
+        if row_key != key:
             if len(ids) > 1:
                 found.append(CandidateSet(rule, key or "", tuple(ids)))
-            key, ids = row.k, []
-        ids.append(row.id)
+            key, ids = row_key, []
+        ids.append(customer_id)
     if len(ids) > 1:
         found.append(CandidateSet(rule, key or "", tuple(ids)))
     return found, members
@@ -71,27 +72,55 @@ def _customer_key_candidates(conn: Connection, rule: str, key_column: Any, exclu
 def _external_id_candidates(conn: Connection) -> tuple[list[CandidateSet], dict[int, Member]]:
     """Customers whose source customers share an external id across data sources."""
     sc, c = source_customers, customers
-    # (data source, external id) is unique, so two rows with one external id are in two sources. count(*)
-    # is answered from the external_id index alone (counting distinct customer ids would read every row);
-    # ids already merged into one customer are dropped below, where their rows are read anyway.
-    dup_ids = select(sc.c.external_id).group_by(sc.c.external_id).having(func.count() > 1)
-    rows = conn.execute(
-        select(sc.c.external_id, c.c.id, c.c.uuid, c.c.created_at, c.c.has_subscriptions)
-        .join(c, c.c.id == sc.c.customer_id)
-        .where(sc.c.external_id.in_(dup_ids))
-        .order_by(sc.c.external_id, c.c.id)
+    # (data source, external id) is unique, so an external id held twice is held by two data sources, and
+    # at most one of them is the largest: looking up, in the external_id index, the ids of every source
+    # but the largest finds every shared id without grouping the whole table.
+    sizes = conn.execute(
+        select(sc.c.data_source_id, func.count().label("n")).group_by(sc.c.data_source_id).order_by(
+            func.count().desc(), sc.c.data_source_id
+        )
+    ).all()
+    if len(sizes) < 2:
+        return [], {}
+    other = sc.alias("other")
+    # OFFSET 0 keeps the EXISTS a probe of the external_id index per row (PostgreSQL would otherwise hash
+    # the whole table to join it); SQLite probes the index either way.
+    held_elsewhere = (
+        select(literal(1))
+        .select_from(other)
+        .where(other.c.external_id == sc.c.external_id, other.c.data_source_id != sc.c.data_source_id)
+        .offset(0)
     )
+    shared = sorted({
+        row.external_id
+        for row in conn.execute(
+            select(sc.c.external_id).where(
+                sc.c.data_source_id.in_([row.data_source_id for row in sizes[1:]]), exists(held_elsewhere)
+            )
+        )
+    })
+    rows = [
+        row
+        for part in chunks(shared, CHUNK)
+        for row in conn.execute(
+            select(sc.c.external_id, c.c.id, c.c.uuid, c.c.created_at, c.c.has_subscriptions)
+            .join(c, c.c.id == sc.c.customer_id)
+            .where(sc.c.external_id.in_(part))
+            .order_by(sc.c.external_id, c.c.id)
+        ).tuples()
+    ]
     found: list[CandidateSet] = []
     members: dict[int, Member] = {}
     key: str | None = None
     ids: list[int] = []
-    for row in rows:
-        members[row.id] = _member(row)
-        if row.external_id != key:
+    for external_id, customer_id, uuid, created_at, has_subscriptions in rows:
+        members[customer_id] = Member(customer_id, uuid, created_at, bool(has_subscriptions))
+        if external_id != key:
+            # Ids already merged into one customer are no duplicate of it.
             if len(set(ids)) > 1:
                 found.append(CandidateSet("external_id", key or "", tuple(dict.fromkeys(ids))))
-            key, ids = row.external_id, []
-        ids.append(row.id)
+            key, ids = external_id, []
+        ids.append(customer_id)
     if len(set(ids)) > 1:
         found.append(CandidateSet("external_id", key or "", tuple(dict.fromkeys(ids))))
     return found, members

@@ -158,45 +158,71 @@ def group_candidates(
     Returns:
         Groups of two or more customers, sorted by survivor id; rules in ``RULES`` order.
     """
-    uf = UnionFind()
-    found: list[CandidateSet] = []
+    # Most candidate sets share no customer with any other set (one rule, one key per group): those are
+    # groups as they are. Only the sets that overlap go through union-find, which costs several dict
+    # operations per customer.
+    valid: list[tuple[CandidateSet, list[int]]] = []
+    first_set: dict[int, int] = {}
+    overlapping: set[int] = set()
     for cand in candidates:
         ids = [i for i in dict.fromkeys(cand.customer_ids) if i in members]
         if len(ids) < 2:
             continue
-        found.append(cand)
+        number = len(valid)
+        valid.append((cand, ids))
+        for i in ids:
+            seen = first_set.setdefault(i, number)
+            if seen != number:
+                overlapping.add(seen)
+                overlapping.add(number)
+    groups: list[Group] = []
+    uf = UnionFind()
+    for number, (cand, ids) in enumerate(valid):
+        if number not in overlapping:
+            group = _group_of(ids, members, {cand.rule}, {cand.rule: {cand.key}}, separated)
+            if group is not None:
+                groups.append(group)
+            continue
         first = ids[0]
         uf.find(first)
         for other in ids[1:]:
             uf.union(first, other)
     rules: dict[int, set[str]] = {}
     keys: dict[int, dict[str, set[str]]] = {}
-    for cand in found:
-        ids = [i for i in cand.customer_ids if i in members]
+    for number in overlapping:
+        cand, ids = valid[number]
         root = uf.find(ids[0])
         rules.setdefault(root, set()).add(cand.rule)
         keys.setdefault(root, {}).setdefault(cand.rule, set()).add(cand.key)
-    groups: list[Group] = []
     for root, ids in uf.sets().items():
-        if len(ids) < 2:
-            continue
-        ordered = sorted((members[i] for i in ids), key=survivor_order_key)
-        if separated:
-            ordered = [ordered[0]] + [m for m in ordered[1:] if frozenset((ordered[0].uuid, m.uuid)) not in separated]
-            if len(ordered) < 2:
-                continue
-        group_rules = [r for r in RULES if r in rules.get(root, ())]
-        group_rules += sorted(rules.get(root, set()) - set(RULES))
-        groups.append(
-            Group(
-                survivor=ordered[0],
-                others=ordered[1:],
-                rules=group_rules,
-                keys={r: sorted(k) for r, k in sorted(keys.get(root, {}).items())},
-            )
-        )
+        group = _group_of(ids, members, rules[root], keys[root], separated)
+        if group is not None:
+            groups.append(group)
     groups.sort(key=lambda g: g.survivor.id)
     return groups
+
+
+def _group_of(
+    ids: Iterable[int],
+    members: Mapping[int, Member],
+    rules: Collection[str],
+    keys: Mapping[str, Collection[str]],
+    separated: Collection[frozenset[str]],
+) -> Group | None:
+    """The group of customers ``ids`` (two or more), or None when an unmerge separated all but one."""
+    ordered = sorted((members[i] for i in ids), key=survivor_order_key)
+    if separated:
+        ordered = [ordered[0]] + [m for m in ordered[1:] if frozenset((ordered[0].uuid, m.uuid)) not in separated]
+        if len(ordered) < 2:
+            return None
+    group_rules = [r for r in RULES if r in rules]
+    group_rules += sorted(set(rules) - set(RULES))
+    return Group(
+        survivor=ordered[0],
+        others=ordered[1:],
+        rules=group_rules,
+        keys={r: sorted(k) for r, k in sorted(keys.items())},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
