@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 
 from api.account import router as account_router
 from api.attributes import router as attributes_router
-from api.auth import require_api_key
+from api.auth import LiveKeys, require_api_key
 from api.automation_deliveries import router as automation_deliveries_router
 from api.automations import router as automations_router
 from api.bulk_edits import router as bulk_edits_router
@@ -32,13 +32,18 @@ from api.sessions import SessionStore
 from api.webhooks import router as webhooks_router
 
 
-def create_app(engine: Engine) -> FastAPI:
-    """Build the app around a database engine."""
+def create_app(engine: Engine, *, key_cache_seconds: float = 0.0) -> FastAPI:
+    """Build the app around a database engine.
+
+    ``key_cache_seconds``: how long a key found live is trusted before it is checked again (0: every
+    request); a revoked key keeps working in this process for at most that long.
+    """
     # No /docs or /redoc: FastAPI's pages load Swagger UI from a CDN, and funnelsync must work with no
     # internet. The schema itself stays at /openapi.json for any local OpenAPI viewer or client generator.
     app = FastAPI(title="funnelsync", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.engine = engine
     app.state.sessions = SessionStore()
+    app.state.live_keys = LiveKeys(key_cache_seconds)
 
     @app.api_route("/health", methods=["GET", "HEAD"], include_in_schema=False)
     def health() -> JSONResponse:

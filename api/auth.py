@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 
 from fastapi import HTTPException, Request, status
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from api.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_ok
-from storage.api_keys import verify_api_key
+from storage.api_keys import key_digest, verify_api_key
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="funnelsync"'}
 
@@ -43,16 +46,56 @@ def request_key(request: Request) -> str | None:
     return _key_from_header(request.headers.get("authorization")) or _key_from_session(request)
 
 
-def require_api_key(request: Request) -> None:
-    """FastAPI dependency: 401 unless the request presents a live API key (Basic or a signed-in session)."""
+class LiveKeys:
+    """Keys found live in the last ``seconds``, by their SHA-256 hash (never the key): checked once a window.
+
+    Each request checked the key against the database: a pool checkout and a query, before any work of
+    its own. A key seen live is trusted for ``seconds`` after; so a revoked key keeps working in this
+    process for at most that long. A refused key is never remembered (a new key works at once, and
+    guesses fill nothing). ``seconds`` 0 checks every request.
+    """
+
+    MAX_ENTRIES = 10_000  # forgotten all at once past this (each is a re-check, never a wrong answer)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._until: dict[str, float] = {}
+
+    def fresh(self, digest: str) -> bool:
+        until = self._until.get(digest)
+        return until is not None and until > time.monotonic()
+
+    def remember(self, digest: str) -> None:
+        if self.seconds <= 0:
+            return
+        if len(self._until) >= self.MAX_ENTRIES:
+            self._until = {}
+        self._until[digest] = time.monotonic() + self.seconds
+
+
+def _verify(engine: Engine, key: str) -> bool:
+    with engine.connect() as conn:
+        return verify_api_key(conn, key)
+
+
+async def require_api_key(request: Request) -> None:
+    """FastAPI dependency: 401 unless the request presents a live API key (Basic or a signed-in session).
+
+    Async, so that a key trusted by :class:`LiveKeys` costs no trip through the thread pool; the
+    database check itself runs in the pool.
+    """
     key = request_key(request)
     if key is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing HTTP Basic credentials (API key as user name)",
                             headers=_CHALLENGE)
-    with request.app.state.engine.connect() as conn:
-        ok = verify_api_key(conn, key)
-    if not ok:
+    live: LiveKeys | None = getattr(request.app.state, "live_keys", None)
+    digest = key_digest(key)
+    if live is not None and live.fresh(digest):
+        return
+    if not await run_in_threadpool(_verify, request.app.state.engine, key):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers=_CHALLENGE)
+    if live is not None:
+        live.remember(digest)
 
 
 def request_actor(request: Request) -> str:

@@ -178,8 +178,10 @@ def body_example(example: dict[str, Any]) -> dict[str, Any]:
                                                                                 "example": example}}}}
 
 
-def no_nul_in_url(request: Request) -> None:
-    """Router dependency: 422 for a U+0000 in the path or a query parameter (PostgreSQL cannot compare it)."""
+async def no_nul_in_url(request: Request) -> None:
+    """Router dependency: 422 for a U+0000 in the path or a query parameter (PostgreSQL cannot compare it).
+
+    Async (it does no I/O): a sync dependency costs each request a trip through the thread pool."""
     if "\x00" in request.url.path:
         raise Invalid.one("path", "cannot contain the NUL character (%00)")
     for key, value in request.query_params.multi_items():

@@ -4,7 +4,8 @@ The browser holds only a random session id in an HttpOnly, SameSite=Strict cooki
 it, no other site's page can send it) and a CSRF token in a second, readable cookie that the page's
 script echoes in ``X-CSRF-Token`` on every write: a write with the session cookie but without the
 matching header is refused. The key itself stays in this process's memory and is checked again on every
-request, so revoking it (``funnelsync api-keys revoke``) ends its sessions at once. HTTP Basic keeps
+request (by ``funnelsync serve`` once every ``--key-cache-seconds``, 5 by default), so revoking it
+(``funnelsync api-keys revoke``) ends its sessions at once, or within that window. HTTP Basic keeps
 working for scripts, untouched by any of this.
 """
 

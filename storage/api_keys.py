@@ -1,6 +1,7 @@
 """API keys: shown once at creation, stored only as a SHA-256 hash.
 
-A key is checked on every request against the database (no cache), so a revoked key is refused at once.
+The API checks a key against the database on every request, or (``funnelsync serve``) once every few
+seconds per key (``api.auth.LiveKeys``): a revoked key is refused at once, or within that window.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from storage.schema import api_keys
 KEY_PREFIX = "fsk_"
 
 
-def _hash(key: str) -> str:
+def key_digest(key: str) -> str:
+    """The SHA-256 hash of ``key``, as stored (and as the API's short-lived cache of live keys holds it)."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+_hash = key_digest
 
 
 def create_api_key(conn: Connection, name: str) -> str:

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Select, false, func, or_, select
 
 from funnelsync.normalize import normalize_email
 from storage.schema import customers, data_sources, merge_events, source_customers, subscriptions
+from storage.sql import one_or_in
 
 
 def list_filtered(
@@ -96,7 +97,7 @@ def customer_links(conn: Connection, customer_ids: Sequence[int]) -> dict[int, l
     for row in conn.execute(
         select(source_customers.c.customer_id, source_customers.c.external_id, data_sources.c.uuid, data_sources.c.kind)
         .join(data_sources, data_sources.c.id == source_customers.c.data_source_id)
-        .where(source_customers.c.customer_id.in_(list(customer_ids)))
+        .where(one_or_in(source_customers.c.customer_id, list(customer_ids)))
         .order_by(source_customers.c.customer_id, source_customers.c.linked_at, source_customers.c.id)
     ):
         links[row[0]].append((row[1], row[2], row[3]))

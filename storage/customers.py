@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, false, select
 
 from storage.schema import customers, data_sources, merge_events, source_customers
+from storage.sql import one_or_in
 
 # The customer fields the commercial product's API never sends as null: "" when unknown. Every door that
 # hands out a customer (the HTTP API, the CLI's --json, the automations' webhook) gives them the same
@@ -88,12 +89,12 @@ def customer_view(conn: Connection, customer_ids: Sequence[int]) -> list[dict[st
     for link in conn.execute(
         select(source_customers.c.customer_id, source_customers.c.external_id, data_sources.c.uuid, data_sources.c.name)
         .join(data_sources, data_sources.c.id == source_customers.c.data_source_id)
-        .where(source_customers.c.customer_id.in_(ids))
+        .where(one_or_in(source_customers.c.customer_id, ids))
         .order_by(source_customers.c.customer_id, source_customers.c.linked_at, source_customers.c.id)
     ):
         links[link[0]].append((link[1], link[2], link[3]))
     rows: dict[int, Any] = {
-        r["id"]: r for r in conn.execute(select(customers).where(customers.c.id.in_(ids))).mappings()
+        r["id"]: r for r in conn.execute(select(customers).where(one_or_in(customers.c.id, ids))).mappings()
     }
     out = []
     for cid in ids:
