@@ -200,8 +200,8 @@ def create_customer(request: Request, body: JsonBody) -> dict[str, Any]:
                         f"a customer with external id {external_id!r} exists already in this data source")
         reader.check()
         assert source is not None and external_id is not None
-        _refuse_type_conflicts(register_attribute_types(conn, {key: kind for key, (kind, _) in custom.items()}),
-                               {key: kind for key, (kind, _) in custom.items()})
+        types = {key: kind for key, (kind, _) in custom.items()}
+        _refuse_type_conflicts(register_attribute_types(conn, types), types)
         record = SourceCustomerRecord(
             external_id=external_id, lead_status=status, tags=tags,
             custom={key: value for key, (_, value) in custom.items()}, raw=data, **values,

@@ -23,9 +23,6 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-_hash = key_digest
-
-
 def create_api_key(conn: Connection, name: str) -> str:
     """Create a key named ``name`` and return it (the only time it is visible)."""
     if not name.strip():
@@ -33,7 +30,7 @@ def create_api_key(conn: Connection, name: str) -> str:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     conn.execute(
         api_keys.insert().values(
-            name=name.strip(), key_hash=_hash(key), prefix=key[:12], created_at=datetime.now(timezone.utc)
+            name=name.strip(), key_hash=key_digest(key), prefix=key[:12], created_at=datetime.now(timezone.utc)
         )
     )
     return key
@@ -50,7 +47,7 @@ def verify_api_key(conn: Connection, key: str) -> bool:
     candidates = conn.execute(
         select(api_keys.c.key_hash).where(api_keys.c.prefix == key[:12], api_keys.c.revoked_at.is_(None))
     ).scalars().all()
-    digest = _hash(key)
+    digest = key_digest(key)
     # Every candidate is compared (no early exit), though prefixes are 8 random characters and rarely shared.
     matches = [hmac.compare_digest(stored, digest) for stored in candidates]
     return any(matches)

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.schema import customers, lifecycle_marks
+from storage.sql import dialect_insert
 
 CHUNK = 5_000
 
@@ -50,8 +51,8 @@ def _chunks(ids: Iterable[int], size: int = CHUNK) -> Iterator[list[int]]:
         yield chunk
 
 
-def _insert(conn: Connection):  # type: ignore[no-untyped-def]
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(lifecycle_marks)
+def _insert(conn: Connection) -> Any:
+    return dialect_insert(conn, lifecycle_marks)
 
 
 def _changes_for(conn: Connection, where) -> list[LifecycleChange]:  # type: ignore[no-untyped-def]

@@ -24,7 +24,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, literal, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.automation_rules import CHANGE_TRIGGERS, StoredRule, list_rules
 from storage.filter_grammar import FilterError
@@ -35,7 +34,7 @@ from storage.schema import (
     automation_occurrences,
     customers,
 )
-from storage.sql import fetch_all, ids_in
+from storage.sql import dialect_insert, fetch_all, ids_in
 from storage.types import to_epoch_us
 from storage.writers import DialectWriter
 
@@ -194,10 +193,6 @@ def _disc(raw: Any, sqlite_db: bool) -> str:
     return str(raw) if sqlite_db else str(to_epoch_us(raw))
 
 
-def _dialect_insert(conn: Connection, table: Any) -> Any:
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
-
-
 def _matching(conn: Connection, rule: StoredRule, ids: list[int]) -> set[int]:
     """The ids among ``ids`` the rule's ``where`` keeps, evaluated now."""
     if not rule.where:
@@ -323,7 +318,7 @@ def seed_marks(conn: Connection, *, refresh: bool) -> None:
         customers.c.subscriber_since, customers.c.status, literal(0),
     ).where(customers.c.id.isnot(None))
     columns = ["customer_id", *MARK_COLUMNS, "status", "status_seq"]
-    stmt = _dialect_insert(conn, m).from_select(columns, source)
+    stmt = dialect_insert(conn, m).from_select(columns, source)
     if refresh:
         stmt = stmt.on_conflict_do_update(
             index_elements=[m.c.customer_id], set_={c: stmt.excluded[c] for c in (*MARK_COLUMNS, "status")}
@@ -679,7 +674,7 @@ def pass_marks_on(conn: Connection, pairs: Sequence[tuple[int, int]]) -> None:
             merged[column] = min(values) if values else None
         changed[into_id] = merged
     if changed:
-        stmt = _dialect_insert(conn, m)
+        stmt = dialect_insert(conn, m)
         stmt = stmt.on_conflict_do_update(index_elements=[m.c.customer_id],
                                           set_={c: stmt.excluded[c] for c in MARK_COLUMNS})
         conn.execute(stmt, list(changed.values()))
@@ -712,7 +707,7 @@ def pass_occurrences_on(conn: Connection, pairs: Sequence[tuple[str, str]]) -> N
                              "rule_name": row.rule_name, "trigger": row.trigger, "customer_uuid": to_uuid,
                              "discriminator": row.discriminator, "occurred_at": row.occurred_at,
                              "detected_at": row.detected_at})
-    stmt = _dialect_insert(conn, o).on_conflict_do_nothing(index_elements=[o.c.id])
+    stmt = dialect_insert(conn, o).on_conflict_do_nothing(index_elements=[o.c.id])
     for start in range(0, len(rows), CHUNK):
         conn.execute(stmt, rows[start : start + CHUNK])
 

@@ -25,7 +25,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from funnelsync.normalize import normalize_email, website_domain
 from funnelsync.records import PROFILE_FIELDS
@@ -40,7 +39,7 @@ from storage.schema import (
     source_customers,
     subscriptions,
 )
-from storage.sql import ids_in
+from storage.sql import dialect_insert, ids_in
 
 CHUNK = 2000
 
@@ -251,8 +250,8 @@ def register_attribute_types(conn: Connection, types: Mapping[str, str]) -> dict
     if not new:
         return conflicts
     defs = custom_attribute_definitions
-    stmt = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(defs)
-    inserted = conn.execute(stmt.on_conflict_do_nothing(index_elements=[defs.c.key]), new).rowcount
+    stmt = dialect_insert(conn, defs).on_conflict_do_nothing(index_elements=[defs.c.key])
+    inserted = conn.execute(stmt, new).rowcount
     if inserted != len(new):
         stored = attribute_types(conn, [row["key"] for row in new])
         conflicts.update({key: kind for key, kind in stored.items() if kind != types[key]})

@@ -10,14 +10,18 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
 
+def dialect_insert(conn: Connection, table: Table) -> Any:
+    """The dialect's own ``INSERT`` for ``table`` (it has ``on_conflict_do_nothing`` on both)."""
+    return (sqlite if conn.dialect.name == "sqlite" else postgresql).insert(table)
+
+
 def upsert_on_conflict(
     conn: Connection, table: Table, rows: list[dict[str, Any]], conflict: Sequence[str], update_cols: Sequence[str]
 ) -> None:
     """A Core ``INSERT … ON CONFLICT DO UPDATE`` for either dialect (small tables: state, settings)."""
     if not rows:
         return
-    dialect_insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
-    stmt = dialect_insert(table)
+    stmt = dialect_insert(conn, table)
     stmt = stmt.on_conflict_do_update(
         index_elements=list(conflict), set_={c: stmt.excluded[c] for c in update_cols}
     )
