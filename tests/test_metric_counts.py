@@ -153,6 +153,34 @@ def test_head_has_the_count_triggers(db_engine: Engine) -> None:
         assert metric_counts.kept(conn)
 
 
+def _functions_without_jit(conn: Connection) -> set[str]:
+    rows = conn.exec_driver_sql(
+        "SELECT proname FROM pg_proc WHERE proname = ANY(%s) AND 'jit=off' = ANY(coalesce(proconfig, '{}'))",
+        (list(metric_counts.PG_FUNCTIONS),),
+    )
+    return {name for (name,) in rows}
+
+
+def test_the_count_functions_run_without_jit(db_engine: Engine) -> None:
+    # The planner cannot size the transition tables: with JIT a statement of thousands of rows spent
+    # most of its time compiling the trigger's query. Head (the migration) and ``install`` both set it.
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no JIT")
+    with db_engine.begin() as conn:
+        assert _functions_without_jit(conn) == set(metric_counts.PG_FUNCTIONS)
+        metric_counts.install(conn)
+        assert _functions_without_jit(conn) == set(metric_counts.PG_FUNCTIONS)
+    command.downgrade(alembic_config(db_engine), "0012_metric_counts")
+    with db_engine.begin() as conn:
+        metric_counts.uninstall(conn)
+        for statement in metric_counts._pg_ddl():
+            conn.exec_driver_sql(statement.replace(metric_counts.PG_FUNCTION_SETTINGS + " ", ""))
+        assert _functions_without_jit(conn) == set()
+    upgrade(db_engine)
+    with db_engine.connect() as conn:
+        assert _functions_without_jit(conn) == set(metric_counts.PG_FUNCTIONS)
+
+
 def test_a_suspended_count_is_scanned_then_recounted_on_resume(db_engine: Engine) -> None:
     rng = random.Random(9)
     with db_engine.begin() as conn:
