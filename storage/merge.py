@@ -53,7 +53,7 @@ from storage.outbox import (
     pass_marks_on,
     pass_occurrences_on,
 )
-from storage.projection import reproject
+from storage.projection import reproject, write_filter_rows
 from storage.schema import contacts, customers, data_sources, manual_edits, merge_events, source_customers
 from storage.sql import chunks, ids_in
 
@@ -587,6 +587,9 @@ def unmerge(
     else:
         conn.execute(insert(customers).values(**restored))
         from_id = restored["id"]
+    # Its tag and attribute filter rows went with it at the merge; the re-projection below writes them
+    # only for a customer whose fields change, and the restored row is already its own projection.
+    write_filter_rows(conn, [{**restored, "id": from_id}], replace=True)
 
     relinks = [
         {"b_id": s["id"], "b_customer_id": from_id, "b_linked_at": datetime.fromisoformat(s["linked_at"]),
