@@ -155,7 +155,8 @@ def test_head_has_the_count_triggers(db_engine: Engine) -> None:
 
 def _functions_without_jit(conn: Connection) -> set[str]:
     rows = conn.exec_driver_sql(
-        "SELECT proname FROM pg_proc WHERE proname = ANY(%s) AND 'jit=off' = ANY(coalesce(proconfig, '{}'))",
+        "SELECT proname FROM pg_proc WHERE pronamespace = to_regnamespace(current_schema()) "
+        "AND proname = ANY(%s) AND 'jit=off' = ANY(coalesce(proconfig, '{}'))",
         (list(metric_counts.PG_FUNCTIONS),),
     )
     return {name for (name,) in rows}
