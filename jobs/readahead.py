@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
+from funnelsync.forking import other_threads_are_fork_quiet
 from funnelsync.handoff import put_unless_stopped
 
 T = TypeVar("T")
@@ -149,10 +150,12 @@ def _produce(make: Callable[[], Iterable[Any]], pipe: Any) -> None:
 def can_read_in_child() -> bool:
     """Whether ``read_in_child`` runs a child process here (else it reads ahead on a thread).
 
-    It forks, which copies only the calling thread: with other threads running (a Prefect worker, a
-    server) a lock one of them held would stay held in the child, so those callers get a thread.
+    It forks, which copies only the calling thread: a lock another thread held at that moment would stay
+    held in the child. Fork-quiet threads (``funnelsync.forking``, such as the heartbeat of the lock an
+    import holds) are never caught holding one; with any other thread running (a Prefect worker, a
+    server) the caller gets a thread.
     """
-    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    return "fork" in multiprocessing.get_all_start_methods() and other_threads_are_fork_quiet()
 
 
 def read_in_child(make: Callable[[], Iterable[T]], depth: int = 2) -> Iterator[T]:

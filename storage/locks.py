@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from funnelsync.forking import ForkQuietThread
 from storage.schema import source_locks
 
 DEFAULT_TTL_SECONDS = 120.0
@@ -157,7 +157,7 @@ def hold_lock(
     poll_seconds: float = 1.0,
     ttl_seconds: float = DEFAULT_TTL_SECONDS,
 ) -> Iterator[None]:
-    """Hold ``key`` for the duration of the block, heartbeating it from a daemon thread.
+    """Hold ``key`` for the duration of the block, heartbeating it from a fork-quiet daemon thread.
 
     Args:
         engine: the funnelsync database.
@@ -181,20 +181,18 @@ def hold_lock(
             raise LockBusy(key, lock_holder(engine, key), waited)
         time.sleep(min(poll_seconds, max(wait_seconds - waited, 0.05)))
 
-    stop = threading.Event()
-
     def _beat() -> None:
-        while not stop.wait(ttl_seconds / 3):
-            try:
-                heartbeat(engine, key, owner, ttl_seconds)
-            except Exception:  # noqa: BLE001,S110 - a database hiccup: the next beat retries
-                pass
+        try:
+            heartbeat(engine, key, owner, ttl_seconds)
+        except Exception:  # noqa: BLE001,S110 - a database hiccup: the next beat retries
+            pass
 
-    beater = threading.Thread(target=_beat, name=f"lock-heartbeat:{key}", daemon=True)
+    # Fork-quiet: the holder may fork a worker (an import's file reader), which must not inherit a
+    # connection or pool lock caught in the middle of a beat.
+    beater = ForkQuietThread(_beat, ttl_seconds / 3, name=f"lock-heartbeat:{key}")
     beater.start()
     try:
         yield
     finally:
-        stop.set()
-        beater.join(timeout=5)
+        beater.stop(timeout=5)
         release(engine, key, owner)

@@ -52,8 +52,8 @@ def test_prefetched_without_depth_reads_inline() -> None:
     assert list(prefetched(iter("abc"), 0)) == ["a", "b", "c"]
 
 
-# read_in_child forks only in a process without other threads; pytest's may have some (Prefect's harness),
-# so the child-process path is exercised in a fresh interpreter.
+# read_in_child forks only in a process without other threads (but fork-quiet ones); pytest's may have
+# some (Prefect's harness), so the child-process path is exercised in a fresh interpreter.
 CHILD_SCRIPT = r'''
 import json, os, sys, time
 from jobs.readahead import can_read_in_child, read_in_child

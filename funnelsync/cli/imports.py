@@ -90,7 +90,7 @@ def _progress(enabled: bool, what: str) -> Iterator[Callable[[int, int], None] |
         yield None
         return
     # Redrawn after each batch rather than by Rich's refresh thread: an import forks its file reader
-    # only while the process runs no other thread (jobs.readahead.read_in_child).
+    # only while the process runs no other thread but fork-quiet ones (jobs.readahead.can_read_in_child).
     with common.progress_bar("rows", auto_refresh=False) as bar:
         task = bar.add_task(what, total=None)
 
