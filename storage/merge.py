@@ -23,6 +23,7 @@ statements and one ``reproject`` per batch, not per customer.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 
 from storage.duplicates import check_rules, find_duplicate_groups
 from storage.ids import allocate_ids, new_uuid, new_uuids
@@ -55,7 +56,9 @@ from storage.outbox import (
 )
 from storage.projection import reproject, write_filter_rows
 from storage.schema import contacts, customers, data_sources, manual_edits, merge_events, source_customers
-from storage.sql import chunks, ids_in
+from storage.sql import chunks, fetch_all, ids_clause, ids_in, row_decoder
+from storage.types import from_epoch_us
+from storage.writers import DialectWriter
 
 __all__ = [
     "DEFAULT_RULES",
@@ -78,6 +81,8 @@ __all__ = [
 
 # Ids per IN (...) list: well under SQLite's 32,766 bound parameters and PostgreSQL's 65,535.
 CHUNK = 2000
+_EVENT_COLUMNS = ("uuid", "kind", "from_customer_uuid", "into_customer_uuid", "rule", "actor", "created_at",
+                  "snapshot", "undone_at")
 # Merges per transaction in ``auto_merge``: big enough to amortise the statements, small enough to keep a
 # transaction (and SQLite's write lock) short.
 AUTO_BATCH = 5000
@@ -157,19 +162,40 @@ def _now() -> datetime:
 # Merge
 
 
+_CUSTOMER_COLUMNS = tuple(c.name for c in customers.columns)
+_EDIT_COLUMNS = tuple(c.name for c in manual_edits.columns)
+
+
 def _load_rows(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    decode = row_decoder(conn, customers, _CUSTOMER_COLUMNS)
+    sql = f"SELECT {', '.join(_CUSTOMER_COLUMNS)} FROM customers WHERE id {{ids}}"  # noqa: S608  # nosec B608 # constant names
     out: dict[int, dict[str, Any]] = {}
     for part in chunks(list(ids), CHUNK):
-        for row in conn.execute(select(customers).where(ids_in(conn, customers.c.id, part))).mappings():
-            out[row["id"]] = dict(row)
+        clause, params = ids_clause(conn, part)
+        for raw in fetch_all(conn, sql.format(ids=clause), params):
+            row = decode(raw)
+            out[row["id"]] = row
     return out
 
 
 def _load_edits(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, dict[str, Any]]]:
+    decode = row_decoder(conn, manual_edits, _EDIT_COLUMNS)
+    sql = f"SELECT {', '.join(_EDIT_COLUMNS)} FROM manual_edits WHERE customer_id {{ids}}"  # noqa: S608  # nosec B608 # constant names
     out: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
     for part in chunks(list(ids), CHUNK):
-        for row in conn.execute(select(manual_edits).where(ids_in(conn, manual_edits.c.customer_id, part))).mappings():
-            out[row["customer_id"]][row["field"]] = dict(row)
+        clause, params = ids_clause(conn, part)
+        for raw in fetch_all(conn, sql.format(ids=clause), params):
+            row = decode(raw)
+            out[row["customer_id"]][row["field"]] = row
+    return out
+
+
+def _column_by_customer(conn: Connection, sql: str, ids: Sequence[int]) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` (its ``{ids}`` the customer id list) for ``ids``, chunk by chunk."""
+    out: list[tuple[Any, ...]] = []
+    for part in chunks(list(ids), CHUNK):
+        clause, params = ids_clause(conn, part)
+        out.extend(fetch_all(conn, sql.format(ids=clause), params))
     return out
 
 
@@ -254,11 +280,9 @@ def merge_batch(
     if set(from_ids) & set(into_ids):
         raise MergeError("a survivor cannot be merged away in the same batch")
     rows = _load_rows(conn, from_ids)
-    into_uuid: dict[int, str] = {}
-    for part in chunks(into_ids, CHUNK):
-        uuids = select(customers.c.id, customers.c.uuid).where(ids_in(conn, customers.c.id, part))
-        for uuid_row in conn.execute(uuids):
-            into_uuid[uuid_row.id] = uuid_row.uuid
+    into_uuid: dict[int, str] = dict(
+        _column_by_customer(conn, "SELECT id, uuid FROM customers WHERE id {ids}", into_ids)
+    )
     todo: list[tuple[int, int, str]] = []
     for from_id, into_id, rule in merges:
         missing = [i for i in (from_id, into_id) if i not in rows and i not in into_uuid]
@@ -273,31 +297,29 @@ def merge_batch(
     into_ids = list(dict.fromkeys(i for _, i, _ in todo))
     edits = _load_edits(conn, [*from_ids, *into_ids])
 
-    sc = source_customers
-    sources_of: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for part in chunks(from_ids, CHUNK):
-        for row in conn.execute(
-            select(sc.c.id, sc.c.customer_id, sc.c.linked_at)
-            .where(ids_in(conn, sc.c.customer_id, part))
-            .order_by(sc.c.customer_id, sc.c.linked_at, sc.c.id)
-        ):
-            sources_of[row.customer_id].append({"id": row.id, "linked_at": row.linked_at})
-    last_linked: dict[int, datetime] = {}
-    for part in chunks(into_ids, CHUNK):
-        for last_row in conn.execute(
-            select(sc.c.customer_id, func.max(sc.c.linked_at).label("last"))
-            .where(ids_in(conn, sc.c.customer_id, part))
-            .group_by(sc.c.customer_id)
-        ):
-            last_linked[last_row.customer_id] = last_row.last
+    sqlite = conn.dialect.name == "sqlite"
+
+    def as_time(value: Any) -> datetime:
+        return from_epoch_us(value) if sqlite else value
+
+    sources_of: dict[int, list[tuple[int, datetime]]] = defaultdict(list)
+    for sc_id, customer_id, linked_at in _column_by_customer(
+        conn, "SELECT id, customer_id, linked_at FROM source_customers WHERE customer_id {ids} "
+        "ORDER BY customer_id, linked_at, id", from_ids,
+    ):
+        sources_of[customer_id].append((sc_id, as_time(linked_at)))
+    last_linked: dict[int, datetime] = {
+        customer_id: as_time(last)
+        for customer_id, last in _column_by_customer(
+            conn, "SELECT customer_id, max(linked_at) FROM source_customers WHERE customer_id {ids} "
+            "GROUP BY customer_id", into_ids,
+        )
+    }
     contacts_of: dict[int, list[int]] = defaultdict(list)
-    for part in chunks(from_ids, CHUNK):
-        for contact_row in conn.execute(
-            select(contacts.c.id, contacts.c.customer_id)
-            .where(ids_in(conn, contacts.c.customer_id, part))
-            .order_by(contacts.c.id)
-        ):
-            contacts_of[contact_row.customer_id].append(contact_row.id)
+    for contact_id, customer_id in _column_by_customer(
+        conn, "SELECT id, customer_id FROM contacts WHERE customer_id {ids} ORDER BY id", from_ids
+    ):
+        contacts_of[customer_id].append(contact_id)
 
     now = _now()
     event_rows: list[dict[str, Any]] = []
@@ -312,6 +334,7 @@ def merge_batch(
     needs_plan = {i for f, i, _ in todo if edits.get(f) or edits.get(i)}
     into_state = {i: dict(r) for i, r in _load_rows(conn, sorted(needs_plan)).items()}
     into_edits = {i: {f: e["value"] for f, e in edits.get(i, {}).items()} for i in into_ids}
+    event_uuids = iter(new_uuids("mrg", len(todo)))
     for from_id, into_id, rule in todo:
         from_row = rows[from_id]
         from_edit_rows = edits.get(from_id, {})
@@ -345,48 +368,38 @@ def merge_batch(
         # Put FROM's source customers after all of INTO's in link order, keeping their own order.
         base = max(now, last_linked.get(into_id, now) + _US)
         moved_sources = sources_of.get(from_id, [])
-        for rank, src in enumerate(moved_sources):
-            linked = base + rank * _US
-            relinks.append({"b_id": src["id"], "b_customer_id": into_id, "b_linked_at": linked})
+        for rank, (sc_id, _) in enumerate(moved_sources):
+            relinks.append({"id": sc_id, "customer_id": into_id, "linked_at": base + rank * _US})
         if moved_sources:
             last_linked[into_id] = base + (len(moved_sources) - 1) * _US
         for contact_id in contacts_of.get(from_id, []):
-            contact_moves.append({"b_id": contact_id, "b_customer_id": into_id})
+            contact_moves.append({"id": contact_id, "customer_id": into_id})
         snapshot = {
             "version": SNAPSHOT_VERSION,
             "customer": row_to_json(customers, from_row),
             "manual_edits": [row_to_json(manual_edits, e) for e in from_edit_rows.values()],
             "source_customers": [
-                {"id": s["id"], "linked_at": s["linked_at"].astimezone(UTC).isoformat()}
-                for s in moved_sources
+                {"id": sc_id, "linked_at": linked_at.astimezone(UTC).isoformat()} for sc_id, linked_at in moved_sources
             ],
             "contacts": contacts_of.get(from_id, []),
             "into_edits": into_changes,
         }
         event = MergeEvent(
-            uuid=new_uuid("mrg"), kind="merge", from_customer_uuid=from_row["uuid"],
+            uuid=next(event_uuids), kind="merge", from_customer_uuid=from_row["uuid"],
             into_customer_uuid=into_uuid[into_id], rule=rule, actor=actor, created_at=now,
         )
         events.append(event)
         event_rows.append(
             {"uuid": event.uuid, "kind": "merge", "from_customer_uuid": event.from_customer_uuid,
              "into_customer_uuid": event.into_customer_uuid, "rule": rule, "actor": actor,
-             "created_at": now, "snapshot": snapshot, "undone_at": None}
+             "created_at": now, "snapshot": json.dumps(snapshot), "undone_at": None}
         )
 
-    conn.execute(insert(merge_events), event_rows)
-    if relinks:
-        conn.execute(
-            update(sc)
-            .where(sc.c.id == bindparam("b_id"))
-            .values(customer_id=bindparam("b_customer_id"), linked_at=bindparam("b_linked_at")),
-            relinks,
-        )
-    if contact_moves:
-        conn.execute(
-            update(contacts).where(contacts.c.id == bindparam("b_id")).values(customer_id=bindparam("b_customer_id")),
-            contact_moves,
-        )
+    writer = DialectWriter(conn)
+    writer.insert("merge_events", _EVENT_COLUMNS, writer.rows(_EVENT_COLUMNS, event_rows))
+    writer.update("source_customers", "id", ("customer_id", "linked_at"),
+                  writer.rows(("id", "customer_id", "linked_at"), relinks))
+    writer.update("contacts", "id", ("customer_id",), writer.rows(("id", "customer_id"), contact_moves))
     from_with_edits = [f for f in from_ids if edits.get(f)]
     for part in chunks(from_with_edits, CHUNK):
         conn.execute(delete(manual_edits).where(ids_in(conn, manual_edits.c.customer_id, part)))
@@ -399,10 +412,11 @@ def merge_batch(
         )
     if edit_writes:
         conn.execute(insert(manual_edits), list(edit_writes.values()))
-    pass_marks_on(conn, [(f, i) for f, i, _ in merges])
+    pass_marks_on(conn, [(f, i) for f, i, _ in todo])
     pass_occurrences_on(conn, [(e.from_customer_uuid, e.into_customer_uuid) for e in events])
     for part in chunks(from_ids, CHUNK):
-        conn.execute(delete(customers).where(ids_in(conn, customers.c.id, part)))
+        clause, params = ids_clause(conn, part)
+        conn.exec_driver_sql(f"DELETE FROM customers WHERE id {clause}", params)  # noqa: S608  # nosec B608 # our markers
     reproject(conn, into_ids)
     detect_changes(conn, into_ids)
     return events

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -347,8 +346,9 @@ def row_to_json(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, datetime):
             value = value.astimezone(UTC).isoformat()
         out[column.name] = value
-    # Round-trip through json so the snapshot holds no object the JSON column would refuse.
-    return json.loads(json.dumps(out))
+    # Values come from the row's own columns (JSON-native once times are text); a snapshot that held
+    # anything else fails where it is written as JSON, in the same transaction.
+    return out
 
 
 def row_from_json(table: Table, data: Mapping[str, Any]) -> dict[str, Any]:

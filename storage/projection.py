@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select
 
 from funnelsync.normalize import normalize_email, website_domain
 from funnelsync.records import PROFILE_FIELDS
@@ -35,11 +35,11 @@ from storage.schema import (
     customer_attributes,
     customer_tags,
     customers,
-    manual_edits,
     source_customers,
-    subscriptions,
 )
-from storage.sql import dialect_insert, ids_in
+from storage.sql import dialect_insert, fetch_all, ids_clause, ids_in, row_decoder, sqlite_json
+from storage.types import from_epoch_us
+from storage.writers import DialectWriter
 
 CHUNK = 2000
 
@@ -149,41 +149,39 @@ def reproject(conn: Connection, customer_ids: Iterable[int]) -> int:
     return changed
 
 
+_SOURCE_COLUMNS = (*PROFILE_FIELDS, "lead_created_at", "free_trial_started_at", "tags", "custom")
+_SOURCES_SQL = (
+    f"SELECT customer_id, {', '.join(_SOURCE_COLUMNS)} FROM source_customers WHERE customer_id {{ids}} "  # noqa: S608  # nosec B608 # constant names
+    "ORDER BY customer_id, linked_at, id"
+)
+_SUBS_SQL = (
+    "SELECT sc.customer_id, s.state, s.first_paid_at FROM subscriptions AS s "
+    "JOIN source_customers AS sc ON sc.id = s.source_customer_id WHERE sc.customer_id {ids}"
+)
+_EDITS_SQL = "SELECT customer_id, field, value FROM manual_edits WHERE customer_id {ids}"
+_CURRENT_SQL = f"SELECT id, {', '.join(PROJECTED_COLUMNS)} FROM customers WHERE id {{ids}}"  # noqa: S608  # nosec B608 # constant names
+_WRITTEN_COLUMNS = ("id", *PROJECTED_COLUMNS, "updated_at")
+
+
 def _reproject_chunk(conn: Connection, ids: list[int]) -> int:
-    sc = source_customers
-    src_rows = conn.execute(
-        select(
-            sc.c.id, sc.c.customer_id, *[sc.c[f] for f in PROFILE_FIELDS],
-            sc.c.lead_created_at, sc.c.free_trial_started_at, sc.c.tags, sc.c.custom,
-        )
-        .where(ids_in(conn, sc.c.customer_id, ids))
-        .order_by(sc.c.customer_id, sc.c.linked_at, sc.c.id)
-    ).mappings()
-    sources_by_customer: dict[int, list[Any]] = defaultdict(list)
-    for src in src_rows:
-        sources_by_customer[src["customer_id"]].append(src)
-    subs_by_customer: dict[int, list[Any]] = defaultdict(list)
-    for sub in conn.execute(
-        select(sc.c.customer_id, subscriptions.c.state, subscriptions.c.first_paid_at)
-        .join(sc, sc.c.id == subscriptions.c.source_customer_id)
-        .where(ids_in(conn, sc.c.customer_id, ids))
-    ).mappings():
-        subs_by_customer[sub["customer_id"]].append(sub)
+    sqlite = conn.dialect.name == "sqlite"
+    clause, params = ids_clause(conn, ids)
+    sources_by_customer: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    decode_source = row_decoder(conn, source_customers, _SOURCE_COLUMNS)
+    for row in fetch_all(conn, _SOURCES_SQL.format(ids=clause), params):
+        sources_by_customer[row[0]].append(decode_source(row[1:]))
+    subs_by_customer: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for customer_id, state, first_paid_at in fetch_all(conn, _SUBS_SQL.format(ids=clause), params):
+        if sqlite and first_paid_at is not None:
+            first_paid_at = from_epoch_us(first_paid_at)
+        subs_by_customer[customer_id].append({"state": state, "first_paid_at": first_paid_at})
     edits_by_customer: dict[int, dict[str, Any]] = defaultdict(dict)
-    for edit in conn.execute(
-        select(manual_edits.c.customer_id, manual_edits.c.field, manual_edits.c.value).where(
-            ids_in(conn, manual_edits.c.customer_id, ids)
-        )
-    ):
-        edits_by_customer[edit.customer_id][edit.field] = decode_edit(edit.field, edit.value)
-    current = {
-        row["id"]: row
-        for row in conn.execute(
-            select(customers.c.id, *[customers.c[c] for c in PROJECTED_COLUMNS]).where(
-                ids_in(conn, customers.c.id, ids)
-            )
-        ).mappings()
-    }
+    for customer_id, field, value in fetch_all(conn, _EDITS_SQL.format(ids=clause), params):
+        if sqlite and value is not None:
+            value = sqlite_json(value)
+        edits_by_customer[customer_id][field] = decode_edit(field, value)
+    decode_current = row_decoder(conn, customers, PROJECTED_COLUMNS)
+    current = {row[0]: decode_current(row[1:]) for row in fetch_all(conn, _CURRENT_SQL.format(ids=clause), params)}
     updates: list[dict[str, Any]] = []
     for cid in ids:
         if cid not in current:
@@ -191,7 +189,7 @@ def _reproject_chunk(conn: Connection, ids: list[int]) -> int:
         fresh = project(sources_by_customer.get(cid, []), subs_by_customer.get(cid, []), edits_by_customer.get(cid, {}))
         old = current[cid]
         if any(_differs(old[c], fresh[c]) for c in PROJECTED_COLUMNS):
-            fresh["_id"] = cid
+            fresh["id"] = cid
             updates.append(fresh)
     if not updates:
         return 0
@@ -199,13 +197,9 @@ def _reproject_chunk(conn: Connection, ids: list[int]) -> int:
     for update_row in updates:
         update_row["updated_at"] = now
         update_row["custom"] = jsonable_custom(update_row["custom"])
-    stmt = (
-        update(customers)
-        .where(customers.c.id == bindparam("_id"))
-        .values({c: bindparam(c) for c in (*PROJECTED_COLUMNS, "updated_at")})
-    )
-    conn.execute(stmt, updates)
-    write_filter_rows(conn, updates, id_key="_id", replace=True)
+    writer = DialectWriter(conn)
+    writer.update("customers", "id", _WRITTEN_COLUMNS[1:], writer.rows(_WRITTEN_COLUMNS, updates))
+    write_filter_rows(conn, updates, replace=True)
     return len(updates)
 
 
