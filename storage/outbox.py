@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, literal, or_, select, update
+from sqlalchemy import Connection, String, Text, and_, any_, bindparam, cast, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from storage.automation_rules import CHANGE_TRIGGERS, StoredRule, list_rules
 from storage.filter_grammar import FilterError
@@ -34,7 +35,7 @@ from storage.schema import (
     automation_occurrences,
     customers,
 )
-from storage.sql import dialect_insert, fetch_all, ids_in
+from storage.sql import dialect_insert, fetch_all, ids_in, text_array
 from storage.types import to_epoch_us
 from storage.writers import DialectWriter
 
@@ -696,11 +697,22 @@ def pass_occurrences_on(conn: Connection, pairs: Sequence[tuple[str, str]]) -> N
     for from_uuid, to_uuid in pairs:
         targets.setdefault(from_uuid, []).append(to_uuid)
     o = automation_occurrences
+    # Most databases merging in bulk have no occurrence at all (no automation ever fired): one probe
+    # instead of a look-up of every merged-away uuid.
+    if conn.execute(select(o.c.id).limit(1)).first() is None:
+        return
     rows: list[dict[str, Any]] = []
     froms = sorted(targets)
     for start in range(0, len(froms), CHUNK):
+        part = froms[start : start + CHUNK]
+        if conn.dialect.name == "postgresql":
+            # One array literal instead of thousands of bound parameters for the server to parse.
+            held = o.c.customer_uuid == any_(cast(bindparam(None, text_array(part), type_=Text(), unique=True),
+                                                  ARRAY(String())))
+        else:
+            held = o.c.customer_uuid.in_(part)
         query = select(o.c.rule_name, o.c.trigger, o.c.customer_uuid, o.c.discriminator, o.c.occurred_at,
-                       o.c.detected_at).where(o.c.customer_uuid.in_(froms[start : start + CHUNK]))
+                       o.c.detected_at).where(held)
         for row in conn.execute(query):
             for to_uuid in targets[row.customer_uuid]:
                 rows.append({"id": occurrence_id(row.rule_name, to_uuid, row.trigger, row.discriminator),
