@@ -9,14 +9,14 @@ an unmerge stay apart.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from sqlalchemy import Connection, exists, func, literal, select, text
 
 from funnelsync.normalize import FREE_MAIL_DOMAINS
 from storage.merge_plan import DEFAULT_RULES, RULES, CandidateSet, Group, Member, group_candidates
 from storage.schema import customers, merge_events, source_customers
-from storage.sql import chunks
+from storage.sql import chunks, fetch_all
+from storage.types import from_epoch_us
 
 # Keys per IN (...) list: well under SQLite's 32,766 bound parameters and PostgreSQL's 65,535.
 CHUNK = 2000
@@ -37,28 +37,29 @@ def check_rules(rules: Iterable[str]) -> tuple[str, ...]:
     return tuple(r for r in RULES if r in wanted)
 
 
-def _customer_key_candidates(conn: Connection, rule: str, key_column: Any, exclude: Iterable[str] = ()) -> tuple[
+def _customer_key_candidates(conn: Connection, rule: str, key_column: str, exclude: Sequence[str] = ()) -> tuple[
     list[CandidateSet], dict[int, Member]
 ]:
     """Customers sharing a stored key column: one GROUP BY on the indexed key, then the members."""
-    c = customers
-    dup_keys = select(key_column).where(key_column.is_not(None))
-    excluded = list(exclude)
-    if excluded:
-        dup_keys = dup_keys.where(key_column.not_in(excluded))
-    dup_keys = dup_keys.group_by(key_column).having(func.count() > 1)
-    rows = conn.execute(
-        select(c.c.id, c.c.uuid, c.c.created_at, c.c.has_subscriptions, key_column.label("k"))
-        .where(key_column.in_(dup_keys))
-        .order_by(key_column, c.c.id)
-    ).tuples()
+    sqlite = conn.dialect.name == "sqlite"
+    mark = "?" if sqlite else "%s"
+    not_excluded = f" AND {key_column} NOT IN ({', '.join([mark] * len(exclude))})" if exclude else ""
+    # Read through the DB-API: a million rows' SQLAlchemy rows and type processing were most of detection.
+    rows = fetch_all(
+        conn,
+        f"SELECT id, uuid, created_at, has_subscriptions, {key_column} FROM customers "  # noqa: S608  # nosec B608 # constant names
+        f"WHERE {key_column} IN (SELECT {key_column} FROM customers WHERE {key_column} IS NOT NULL{not_excluded} "
+        f"GROUP BY {key_column} HAVING count(*) > 1) ORDER BY {key_column}, id",
+        tuple(exclude),
+    )
     found: list[CandidateSet] = []
     members: dict[int, Member] = {}
     key: str | None = None
     ids: list[int] = []
-    # Plain tuples: attribute access on a million rows is a good part of detection.
     for customer_id, uuid, created_at, has_subscriptions, row_key in rows:
-        members[customer_id] = Member(customer_id, uuid, created_at, bool(has_subscriptions))
+        members[customer_id] = Member(
+            customer_id, uuid, from_epoch_us(created_at) if sqlite else created_at, bool(has_subscriptions)
+        )
         if row_key != key:
             if len(ids) > 1:
                 found.append(CandidateSet(rule, key or "", tuple(ids)))
@@ -184,12 +185,12 @@ def _find_candidates(conn: Connection, wanted: Sequence[str]) -> tuple[list[Cand
     members: dict[int, Member] = {}
     for rule in wanted:
         if rule == "email":
-            found, seen = _customer_key_candidates(conn, "email", customers.c.email_norm)
+            found, seen = _customer_key_candidates(conn, "email", "email_norm")
         elif rule == "domain":
             # website_domain is stored without free-mail hosts; excluding them here too keeps rows written
             # by an older normaliser from merging every gmail.com customer.
             found, seen = _customer_key_candidates(
-                conn, "domain", customers.c.website_domain, exclude=sorted(FREE_MAIL_DOMAINS)
+                conn, "domain", "website_domain", exclude=sorted(FREE_MAIL_DOMAINS)
             )
         else:
             found, seen = _external_id_candidates(conn)

@@ -178,9 +178,19 @@ def group_candidates(
     uf = UnionFind()
     for number, (cand, ids) in enumerate(valid):
         if number not in overlapping:
-            group = _group_of(ids, members, {cand.rule}, {cand.rule: {cand.key}}, separated)
-            if group is not None:
-                groups.append(group)
+            # A set alone is a group of one rule and one key: built directly, as most groups are (and most
+            # of those are pairs).
+            if len(ids) == 2:
+                a, b = members[ids[0]], members[ids[1]]
+                ordered = [a, b] if survivor_order_key(a) <= survivor_order_key(b) else [b, a]
+            else:
+                ordered = sorted((members[i] for i in ids), key=survivor_order_key)
+            if separated:
+                ordered = _apart(ordered, separated)
+                if len(ordered) < 2:
+                    continue
+            groups.append(Group(survivor=ordered[0], others=ordered[1:], rules=[cand.rule],
+                                keys={cand.rule: [cand.key]}))
             continue
         first = ids[0]
         uf.find(first)
@@ -201,6 +211,11 @@ def group_candidates(
     return groups
 
 
+def _apart(ordered: list[Member], separated: Collection[frozenset[str]]) -> list[Member]:
+    """The survivor and the members not separated from it by an unmerge."""
+    return [ordered[0]] + [m for m in ordered[1:] if frozenset((ordered[0].uuid, m.uuid)) not in separated]
+
+
 def _group_of(
     ids: Iterable[int],
     members: Mapping[int, Member],
@@ -211,7 +226,7 @@ def _group_of(
     """The group of customers ``ids`` (two or more), or None when an unmerge separated all but one."""
     ordered = sorted((members[i] for i in ids), key=survivor_order_key)
     if separated:
-        ordered = [ordered[0]] + [m for m in ordered[1:] if frozenset((ordered[0].uuid, m.uuid)) not in separated]
+        ordered = _apart(ordered, separated)
         if len(ordered) < 2:
             return None
     group_rules = [r for r in RULES if r in rules]
