@@ -3,21 +3,24 @@
 Seeds N customers with the batched upsert, starts ``funnelsync serve`` (a separate process, its own
 options) on 127.0.0.1, and walks ``GET /v1/customers`` with the cursor (200 a page) from one client, as a
 client script would. Then, from a separate client process so the clients do not take the server's
-interpreter, ``--clients`` concurrent clients (asyncio tasks sharing one httpx.AsyncClient, a connection
-each) send a fixed number of requests per phase: ``POST /v1/customers`` (new leads),
+interpreter, ``--clients`` concurrent clients (asyncio tasks, a keep-alive connection each: a minimal raw
+HTTP/1.1 client, or httpx with ``--client httpx``) send a fixed number of requests per phase:
+``POST /v1/customers`` (new leads),
 ``GET /v1/customers/search?email=`` and ``GET /v1/customers/{uuid}`` (seeded customers picked at random).
 Prints requests/s and the p50/p99 latency of each phase, and the CPU time the client process used (on a
 small machine the clients share the cores with the server: their CPU time says how much they took).
 
     python bench/api.py                         # 100,000 customers, SQLite, 8 clients
     python bench/api.py --customers 20000 --db postgresql --clients 4
-    python bench/api.py --serve-args="--workers 2"
+    python bench/api.py --client httpx --serve-args="--key-cache-seconds 0"
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 import multiprocessing
 import os
 import random
@@ -31,6 +34,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -108,16 +112,22 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def run_phase(base_url: str, key: str, requests: list[Request], clients: int) -> dict[str, Any]:
+def run_phase(base_url: str, key: str, requests: list[Request], clients: int, client: str = "raw") -> dict[str, Any]:
     """In the client process: send ``requests`` from ``clients`` concurrent clients; time each one."""
     cpu0 = time.process_time()
-    elapsed, latencies, failures = asyncio.run(_send_all(base_url, key, requests, clients))
+    send_all = _send_all_raw if client == "raw" else _send_all_httpx
+    try:
+        import uvloop
+    except ImportError:  # the server's extra speed-ups are optional for the client
+        elapsed, latencies, failures = asyncio.run(send_all(base_url, key, requests, clients))
+    else:
+        elapsed, latencies, failures = uvloop.run(send_all(base_url, key, requests, clients))
     return {"elapsed": elapsed, "latencies": latencies, "failures": failures,
             "client_cpu": time.process_time() - cpu0}
 
 
-async def _send_all(base_url: str, key: str, requests: list[Request], clients: int
-                    ) -> tuple[float, list[float], list[str]]:
+async def _send_all_httpx(base_url: str, key: str, requests: list[Request], clients: int
+                          ) -> tuple[float, list[float], list[str]]:
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     latencies = [0.0] * len(requests)
     failures: list[str] = []
@@ -135,6 +145,70 @@ async def _send_all(base_url: str, key: str, requests: list[Request], clients: i
         t0 = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(clients)))
         return time.perf_counter() - t0, latencies, failures
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection of a raw client: the request written whole, the answer read by its
+    Content-Length. httpx spends about 1.5 ms of CPU a request, which on a 2-core machine is more than the
+    server's own cost and would make the clients, not the server, what the figures measure."""
+
+    def __init__(self, base_url: str, key: str) -> None:
+        url = httpx.URL(base_url)
+        self.host, self.port, self.prefix = url.host, url.port or 80, url.path.rstrip("/")
+        token = base64.b64encode(f"{key}:".encode()).decode()
+        self.head = f"Host: {self.host}:{self.port}\r\nAuthorization: Basic {token}\r\n"
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, kwargs: dict[str, Any]) -> tuple[int, bytes]:
+        target = self.prefix + path
+        if "params" in kwargs:
+            target += "?" + urlencode(kwargs["params"])
+        body = json.dumps(kwargs["json"]).encode() if "json" in kwargs else b""
+        extra = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n" if "json" in kwargs else ""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(f"{method} {target} HTTP/1.1\r\n{self.head}{extra}\r\n".encode() + body)
+        status = int((await self.reader.readline()).split()[1])
+        length, keep_alive = 0, True
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                raise RuntimeError("chunked answer: the raw client reads only Content-Length bodies")
+            elif name == b"connection" and value.strip().lower() == b"close":
+                keep_alive = False
+        answer = await self.reader.readexactly(length)
+        if not keep_alive:
+            self.writer.close()
+            self.reader = self.writer = None
+        return status, answer
+
+
+async def _send_all_raw(base_url: str, key: str, requests: list[Request], clients: int
+                        ) -> tuple[float, list[float], list[str]]:
+    latencies = [0.0] * len(requests)
+    failures: list[str] = []
+    todo = iter(range(len(requests)))  # shared by the tasks: each takes the next request when it is free
+
+    async def one_client() -> None:
+        connection = _Connection(base_url, key)
+        for i in todo:
+            method, path, kwargs = requests[i]
+            t0 = time.perf_counter()
+            status, answer = await connection.request(method, path, kwargs)
+            latencies[i] = time.perf_counter() - t0
+            if status >= 400:
+                failures.append(f"{method} {path}: {status} {answer[:200]!r}")
+        if connection.writer is not None:
+            connection.writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    return time.perf_counter() - t0, latencies, failures
 
 
 def server_cpu(pid: int) -> float:
@@ -170,6 +244,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests in each GET phase")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                        help="raw: a minimal keep-alive HTTP/1.1 client (default); httpx: httpx.AsyncClient")
     parser.add_argument("--serve-args", default="", help="extra options for `funnelsync serve`, e.g. '--workers 2'")
     args = parser.parse_args()
 
@@ -197,7 +273,8 @@ def main() -> None:
 
 
 def _measure(base_url: str, key: str, ds: str, args: argparse.Namespace, serve_args: list[str], pid: int) -> None:
-    print(f"server: funnelsync serve {' '.join(serve_args)}".rstrip() + f"; {os.cpu_count()} cores; "
+    print(f"server: funnelsync serve {' '.join(serve_args)}".rstrip() + f"; {args.client} clients; "
+          f"{os.cpu_count()} cores; "
           f"load average before {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     uuids: list[str] = []
     with httpx.Client(base_url=base_url, auth=(key, ""), timeout=60) as client:
@@ -234,9 +311,9 @@ def _measure(base_url: str, key: str, ds: str, args: argparse.Namespace, serve_a
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         for label, requests in (("POST /v1/customers", creates), ("GET /v1/customers/search", searches),
                                 ("GET /v1/customers/{uuid}", retrieves)):
-            pool.submit(run_phase, base_url, key, requests[:warm], args.clients).result()
+            pool.submit(run_phase, base_url, key, requests[:warm], args.clients, args.client).result()
             cpu0 = server_cpu(pid)
-            result = pool.submit(run_phase, base_url, key, requests[warm:], args.clients).result()
+            result = pool.submit(run_phase, base_url, key, requests[warm:], args.clients, args.client).result()
             report(label, result, args.clients, server_cpu(pid) - cpu0)
     print(f"load average after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
