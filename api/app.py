@@ -19,12 +19,14 @@ from api.automations import router as automations_router
 from api.bulk_edits import router as bulk_edits_router
 from api.contacts import router as contacts_router
 from api.customer_edits import router as customer_edits_router
+from api.customers import customer_creates
 from api.customers import router as customers_router
 from api.dashboard import public as dashboard_public
 from api.dashboard import router as dashboard_router
 from api.dashboard_table import router as dashboard_table_router
 from api.data_sources import router as data_sources_router
 from api.errors import install_error_handler
+from api.hot_paths import HotPaths
 from api.merges import router as merges_router
 from api.metrics import router as metrics_router
 from api.openapi_doc import document_errors
@@ -44,6 +46,7 @@ def create_app(engine: Engine, *, key_cache_seconds: float = 0.0) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = SessionStore()
     app.state.live_keys = LiveKeys(key_cache_seconds)
+    app.state.customer_creates = customer_creates(engine)
 
     @app.api_route("/health", methods=["GET", "HEAD"], include_in_schema=False)
     def health() -> JSONResponse:
@@ -76,4 +79,5 @@ def create_app(engine: Engine, *, key_cache_seconds: float = 0.0) -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(webhooks_router)  # signed by the integrations, no API key
     document_errors(app)
+    app.add_middleware(HotPaths, engine=engine, live_keys=app.state.live_keys)
     return app

@@ -16,7 +16,8 @@ from storage.api_keys import key_digest, verify_api_key
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="funnelsync"'}
 
 
-def _key_from_header(header: str | None) -> str | None:
+def basic_key(header: str | None) -> str | None:
+    """The API key an ``Authorization: Basic`` header carries as its user name, else None."""
     if not header:
         return None
     scheme, _, encoded = header.partition(" ")
@@ -43,7 +44,7 @@ def _key_from_session(request: Request) -> str | None:
 
 def request_key(request: Request) -> str | None:
     """The API key a request presents: HTTP Basic (scripts) or the dashboard's session cookie."""
-    return _key_from_header(request.headers.get("authorization")) or _key_from_session(request)
+    return basic_key(request.headers.get("authorization")) or _key_from_session(request)
 
 
 class LiveKeys:

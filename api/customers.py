@@ -8,18 +8,24 @@ every source, so a re-sync never erases them (README, "How customers are stored"
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import OperationalError
 
 from api.auth import request_actor, require_api_key
 from api.errors import Invalid, JsonBody, NotFound, body_example, no_nul_in_url, require_object
 from api.fields import FieldReader, read_custom_attributes
+from api.group_commit import GroupCommit
 from api.wire import (
+    customer_json,
     customers_json,
     decode_cursor,
+    json_bytes,
     kinds_of_system,
     page_envelope,
     per_page_value,
@@ -29,13 +35,14 @@ from funnelsync.edit_rules import lies_in_future, trial_precedes_lead
 from funnelsync.records import CUSTOMER_STATUSES, LEAD_STATUSES, SourceCustomerRecord
 from storage.contacts import CONTACT_FIELDS, check_contact_fields, create_contact, update_contact
 from storage.customer_pages import count_customers, customer_id_by_uuid, find_customer_ids
-from storage.customers import merged_into
+from storage.customers import linked_views, merged_into
 from storage.edits import EditError, set_manual_edits
+from storage.key_lookups import rows_by_external_id
 from storage.projection import attribute_types, register_attribute_types
 from storage.removal import delete_customers
-from storage.schema import contacts, customers, source_customers
+from storage.schema import contacts, customers
 from storage.sources import get_source
-from storage.upsert import upsert_records
+from storage.upsert import take_write_lock, upsert_records
 
 router = APIRouter(
     prefix="/v1/customers", tags=["customers"], dependencies=[Depends(require_api_key), Depends(no_nul_in_url)]
@@ -159,15 +166,59 @@ def read_contact_custom(reader: FieldReader, value: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------ create
 
 
-@router.post("", status_code=201, openapi_extra=body_example({
+@dataclass(eq=False)
+class _Create:
+    """One ``POST /v1/customers``: the body's fields checked so far, then what writing it answered."""
+
+    reader: FieldReader
+    data: dict[str, Any]
+    ds_uuid: str | None
+    external_id: str | None
+    values: dict[str, Any]
+    status: str | None
+    contact: tuple[dict[str, Any], dict[str, Any]] | None
+    base_url: str
+    checked: int = 0  # how many of the reader's errors the checks without the database found
+    customer_id: int = 0
+    answer: dict[str, Any] | None = None
+    refused: Invalid | None = None
+
+
+def customer_creates(engine: Engine) -> GroupCommit[_Create]:
+    """The app's creates, written in batches (``api.group_commit``): one transaction for those that come
+    in while the previous batch is being written."""
+    # A database that is locked past its busy timeout, or gone, would fail each create written alone too.
+    return GroupCommit(partial(_write_creates, engine),
+                       alone_again=lambda error: not isinstance(error, OperationalError))
+
+
+@router.post("", status_code=201, response_model=dict[str, Any], openapi_extra=body_example({
     "data_source_uuid": "ds_…", "external_id": "lead-001", "name": "Adam Smith", "email": "adam@smith.com",
     "country": "US", "lead_created_at": "2022-10-14 00:00:00", "free_trial_started_at": "2022-10-20 00:00:00",
     "attributes": {"tags": ["webinar"], "custom": [{"type": "String", "key": "channel", "value": "Facebook"}]},
     "primary_contact": {"first_name": "Adam", "email": "adam@smith.com"},
 }))
-def create_customer(request: Request, body: JsonBody) -> dict[str, Any]:
+async def create_customer(request: Request, body: JsonBody) -> Response:
     """Create a customer (a lead, usually) in an API data source."""
-    data = _status_alias(require_object(body))
+    return await create_answer(request, body)
+
+
+async def create_answer(request: Request, body: Any) -> Response:
+    """The 201 answering a create with the customer's JSON (the route's, and ``api.hot_paths``'s).
+
+    Raises:
+        ApiError: why the create is refused (422).
+    """
+    create = _read_create(_status_alias(require_object(body)), str(request.base_url))
+    await request.app.state.customer_creates.submit(create)
+    if create.refused is not None:
+        raise create.refused
+    assert create.answer is not None
+    return Response(json_bytes(create.answer), status_code=201, media_type="application/json")
+
+
+def _read_create(data: dict[str, Any], base_url: str) -> _Create:
+    """The checks of a create that need no database (their errors are reported with the others)."""
     reader = FieldReader(data)
     _unknown_keys(reader, data, CREATE_FIELDS)
     ds_uuid = reader.text("data_source_uuid", required=True)
@@ -183,48 +234,93 @@ def create_customer(request: Request, body: JsonBody) -> dict[str, Any]:
     if status is not None and status not in LEAD_STATUSES:
         reader.fail("status", f"a new customer takes a lead status: one of {', '.join(LEAD_STATUSES)}; got {status!r}")
     contact = _contact_fields(reader, data.get("primary_contact"))
-    with request.app.state.engine.begin() as conn:
-        tags, custom = _read_attributes(reader, conn, data.get("attributes"))
-        source = get_source(conn, ds_uuid) if ds_uuid and ds_uuid.startswith("ds_") else None
-        if ds_uuid and source is None:
-            reader.fail("data_source_uuid", f"no data source with uuid {ds_uuid!r}")
+    return _Create(reader, data, ds_uuid, external_id, values, status, contact, base_url, len(reader.errors))
+
+
+def _write_creates(engine: Engine, creates: Sequence[_Create]) -> None:
+    for create in creates:  # a batch that failed is written again item by item: start afresh
+        del create.reader.errors[create.checked:]
+        create.customer_id, create.answer, create.refused = 0, None, None
+    with engine.begin() as conn:
+        _create_in(conn, creates)
+
+
+def _create_in(conn: Connection, creates: Sequence[_Create]) -> None:
+    """Write a batch of creates in the caller's transaction; each gets its answer, or why it is refused."""
+    take_write_lock(conn)  # SQLite: what the checks read stays true until the batch commits
+    accepted = _checked(conn, creates)
+    for source_id in dict.fromkeys(source.id for _, source, _ in accepted):
+        group = [(create, record) for create, source, record in accepted if source.id == source_id]
+        result = upsert_records(conn, source_id, [record for _, record in group])
+        linked = dict(rows_by_external_id(conn, source_id, [record.external_id for _, record in group],
+                                          ("customer_id",)))
+        made = set(result.created_customer_ids)
+        for create, record in group:
+            if linked.get(record.external_id) not in made:
+                # Another process created the same external id between our check and our write (PostgreSQL):
+                # refuse (the transaction rolls back) rather than leave a customer with no source record.
+                raise Invalid.one("external_id", f"a customer with external id {record.external_id!r} exists "
+                                  "already in this data source")
+            create.customer_id = linked[record.external_id]
+    for create, _source, _record in accepted:
+        if create.contact is not None:
+            fields, contact_custom = create.contact
+            create_contact(conn, create.customer_id, {**fields, "position": fields.get("position") or 1},
+                           custom=contact_custom)
+    ids = [create.customer_id for create, _, _ in accepted]
+    views = {view["id"]: (view, links) for view, links in linked_views(conn, ids)}
+    for create, _source, _record in accepted:
+        create.answer = customer_json(*views[create.customer_id], create.base_url)
+
+
+def _checked(conn: Connection, creates: Sequence[_Create]) -> list[tuple[_Create, Any, SourceCustomerRecord]]:
+    """The creates that may be written, with their data source and record; the others get why they are refused.
+
+    Each is checked as if the ones before it in the batch were stored already: an external id or a new
+    custom attribute key taken by an earlier one is refused as it would be a moment later.
+    """
+    sources = {uuid: get_source(conn, uuid) for uuid in {c.ds_uuid for c in creates}
+               if uuid and uuid.startswith("ds_")}
+    registered = attribute_types(conn, sorted({key for c in creates for key in _custom_keys(_custom_of(c.data))}))
+    types = dict(registered)
+    taken: set[tuple[int, str]] = set()
+    for known in {s.id: s for s in sources.values() if s is not None}.values():
+        wanted = [c.external_id for c in creates if c.external_id and sources.get(c.ds_uuid or "") is known]
+        taken.update((known.id, ext) for ext, _ in rows_by_external_id(conn, known.id, wanted, ("id",)))
+    accepted: list[tuple[_Create, Any, SourceCustomerRecord]] = []
+    for create in creates:
+        reader, ext = create.reader, create.external_id
+        tags, custom = _typed_attributes(reader, create.data.get("attributes"), types)
+        source = sources.get(create.ds_uuid) if create.ds_uuid else None
+        if create.ds_uuid and source is None:
+            reader.fail("data_source_uuid", f"no data source with uuid {create.ds_uuid!r}")
         elif source is not None and source.kind not in writable_kinds():
             reader.fail("data_source_uuid", f"data source {source.name!r} is a {source.kind} integration; "
                         "customers are created only in API or custom data sources (POST /v1/data_sources)")
-        if source is not None and external_id and conn.execute(
-            select(source_customers.c.id).where(
-                source_customers.c.data_source_id == source.id, source_customers.c.external_id == external_id
-            )
-        ).first():
-            reader.fail("external_id",
-                        f"a customer with external id {external_id!r} exists already in this data source")
-        reader.check()
-        assert source is not None and external_id is not None
-        types = {key: kind for key, (kind, _) in custom.items()}
-        _refuse_type_conflicts(register_attribute_types(conn, types), types)
-        record = SourceCustomerRecord(
-            external_id=external_id, lead_status=status, tags=tags,
-            custom={key: value for key, (_, value) in custom.items()}, raw=data, **values,
-        )
-        result = upsert_records(conn, source.id, [record])
-        linked = conn.execute(
-            select(source_customers.c.customer_id).where(
-                source_customers.c.data_source_id == source.id, source_customers.c.external_id == external_id
-            )
-        ).scalar()
-        if not result.created_customer_ids or linked != result.created_customer_ids[0]:
-            # Another request created the same external id between our check and our write: refuse
-            # (the transaction rolls back) rather than leave a customer with no source record.
-            raise Invalid.one(
-                "external_id", f"a customer with external id {external_id!r} exists already in this data source"
-            )
-        customer_id = linked
-        if contact is not None:
-            fields, contact_custom = contact
-            create_contact(
-                conn, customer_id, {**fields, "position": fields.get("position") or 1}, custom=contact_custom
-            )
-        return one_customer(conn, customer_id, request)
+        if source is not None and ext and (source.id, ext) in taken:
+            reader.fail("external_id", f"a customer with external id {ext!r} exists already in this data source")
+        try:
+            reader.check()
+        except Invalid as refused:
+            create.refused = refused
+            continue
+        assert source is not None and ext is not None
+        taken.add((source.id, ext))
+        types.update({key: kind for key, (kind, _) in custom.items()})
+        accepted.append((create, source, SourceCustomerRecord(
+            external_id=ext, lead_status=create.status, tags=tags,
+            custom={key: value for key, (_, value) in custom.items()}, raw=create.data, **create.values,
+        )))
+    # PostgreSQL: another process may have registered one of the new keys with another type meanwhile.
+    unregistered = {key: kind for key, kind in types.items() if key not in registered}
+    conflicts = register_attribute_types(conn, unregistered) if unregistered else {}
+    for create, _source, record in accepted:
+        clash = next((key for key in record.custom if key in conflicts), None)
+        if clash is not None:
+            taken_as, asked = conflicts[clash], unregistered[clash]
+            create.refused = Invalid.one("attributes.custom",
+                                         f"custom attribute {clash!r} is of type {taken_as}, not {asked}")
+    return [entry for entry in accepted if entry[0].refused is None]
 
 
 def _refuse_type_conflicts(conflicts: dict[str, str], types: dict[str, str]) -> None:
@@ -237,6 +333,14 @@ def _read_attributes(
     reader: FieldReader, conn: Connection, value: Any
 ) -> tuple[list[str], dict[str, tuple[str, Any]]]:
     """Tags and typed custom attributes of an ``attributes`` object."""
+    keys = _custom_keys(value.get("custom")) if isinstance(value, dict) else []
+    return _typed_attributes(reader, value, attribute_types(conn, keys) if keys else {})
+
+
+def _typed_attributes(
+    reader: FieldReader, value: Any, known_types: dict[str, str]
+) -> tuple[list[str], dict[str, tuple[str, Any]]]:
+    """Tags and typed custom attributes of an ``attributes`` object, custom keys already typed as given."""
     if value is None:
         return [], {}
     if not isinstance(value, dict):
@@ -248,9 +352,13 @@ def _read_attributes(
     tags = reader.tags("attributes.tags", value["tags"]) if value.get("tags") is not None else []
     custom: dict[str, tuple[str, Any]] = {}
     if value.get("custom") is not None:
-        keys = _custom_keys(value["custom"])
-        custom = read_custom_attributes(reader, "attributes.custom", value["custom"], attribute_types(conn, keys))
+        custom = read_custom_attributes(reader, "attributes.custom", value["custom"], known_types)
     return tags, custom
+
+
+def _custom_of(data: dict[str, Any]) -> Any:
+    attributes = data.get("attributes")
+    return attributes.get("custom") if isinstance(attributes, dict) else None
 
 
 def _custom_keys(value: Any) -> list[str]:

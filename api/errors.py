@@ -71,7 +71,7 @@ def install_error_handler(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _answer(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -85,14 +85,24 @@ def install_error_handler(app: FastAPI) -> None:
         # any other database failure stays a 500 (and the server log has its traceback).
         if not is_database_locked(exc):
             raise exc
-        message = f"the database is busy: another writer held it for more than {sqlite_busy_timeout():g} s; retry"
-        return JSONResponse({"code": 503, "message": message}, status_code=503, headers={"Retry-After": "1"})
+        return busy_response()
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"field": str(e["loc"][-1]) if e.get("loc") else "request", "reason": str(e.get("msg", "invalid"))}
                   for e in exc.errors()]
         return JSONResponse(Invalid(errors).body(), status_code=422)
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    """The answer to an :class:`ApiError` (also sent by ``api.hot_paths``, which runs ahead of the handlers)."""
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+def busy_response() -> JSONResponse:
+    """The answer when SQLite's write lock was held by another writer past the busy timeout."""
+    message = f"the database is busy: another writer held it for more than {sqlite_busy_timeout():g} s; retry"
+    return JSONResponse({"code": 503, "message": message}, status_code=503, headers={"Retry-After": "1"})
 
 
 async def json_body(request: Request) -> Any:

@@ -14,24 +14,34 @@ import base64
 import binascii
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import Connection
 
 from api.errors import Invalid
 from connectors.base import Feed
 from connectors.registry import SOURCE_KINDS, kinds_fed, source_class
 from storage.contacts import contact_view
-from storage.customer_pages import customer_links
-from storage.customers import TEXT_NEVER_NULL, customer_view
+from storage.customers import TEXT_NEVER_NULL, SourceLink, linked_views
 
 DEFAULT_PER_PAGE = 200
 MAX_PER_PAGE = 200
+# FastAPI's serializer for a route answering ``dict[str, Any]``: routes that build their Response themselves
+# (the hot reads, the batched create) send the same bytes through it.
+_JSON = TypeAdapter(dict[str, Any])
 
 
-def writable_kinds() -> list[str]:
+def json_bytes(payload: dict[str, Any]) -> bytes:
+    """``payload`` as the JSON body a route returning it would send."""
+    return _JSON.dump_json(payload)
+
+
+@cache
+def writable_kinds() -> tuple[str, ...]:
     """Source kinds the API may write customers into: integrations own theirs (a re-sync would fight)."""
-    return kinds_fed(Feed.API)
+    return tuple(kinds_fed(Feed.API))
 
 
 def system_name(kind: str) -> str:
@@ -76,19 +86,20 @@ def data_source_json(row: Any) -> dict[str, Any]:
 
 def customers_json(conn: Connection, customer_ids: Sequence[int], base_url: str) -> list[dict[str, Any]]:
     """Customers in the commercial product's shape, in the order of ``customer_ids``."""
-    views = customer_view(conn, customer_ids)
-    links = customer_links(conn, [v["id"] for v in views])
-    return [_customer_json(view, links.get(view["id"], []), base_url) for view in views]
+    return [customer_json(view, links, base_url) for view, links in linked_views(conn, customer_ids)]
 
 
-def _customer_json(view: dict[str, Any], links: list[tuple[str, str, str]], base_url: str) -> dict[str, Any]:
-    first_external, first_ds, first_kind = links[0] if links else ("", "", "api")
-    data_source_uuids = list(dict.fromkeys(ds for _, ds, _ in links))
+def customer_json(view: dict[str, Any], links: Sequence[SourceLink], base_url: str) -> dict[str, Any]:
+    """One customer in the commercial product's shape, from its ``storage.customers.linked_views`` entry."""
+    first_external, first_ds, first_kind = (
+        (links[0].external_id, links[0].data_source_uuid, links[0].kind) if links else ("", "", "api")
+    )
+    data_source_uuids = list(dict.fromkeys(link.data_source_uuid for link in links))
     return {
         "id": view["id"],
         "uuid": view["uuid"],
         "external_id": first_external,
-        "external_ids": [ext for ext, _, _ in links],
+        "external_ids": [link.external_id for link in links],
         "data_source_uuid": first_ds,
         "data_source_uuids": data_source_uuids,
         **{name: view[name] or "" for name in TEXT_NEVER_NULL},

@@ -10,7 +10,6 @@ from sqlalchemy import Connection, Select, false, func, or_, select
 
 from funnelsync.normalize import normalize_email
 from storage.schema import customers, data_sources, merge_events, source_customers, subscriptions
-from storage.sql import one_or_in
 
 
 def list_filtered(
@@ -87,21 +86,6 @@ def count_customers(
     stmt = list_filtered(select(func.count()).select_from(customers), data_source_uuid=data_source_uuid,
                      external_id=external_id, status=status, kinds=kinds, email=email, text=text)
     return int(conn.execute(stmt).scalar_one())
-
-
-def customer_links(conn: Connection, customer_ids: Sequence[int]) -> dict[int, list[tuple[str, str, str]]]:
-    """For each customer, its source customers in link order as (external id, data source uuid, kind)."""
-    links: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
-    if not customer_ids:
-        return links
-    for row in conn.execute(
-        select(source_customers.c.customer_id, source_customers.c.external_id, data_sources.c.uuid, data_sources.c.kind)
-        .join(data_sources, data_sources.c.id == source_customers.c.data_source_id)
-        .where(one_or_in(source_customers.c.customer_id, list(customer_ids)))
-        .order_by(source_customers.c.customer_id, source_customers.c.linked_at, source_customers.c.id)
-    ):
-        links[row[0]].append((row[1], row[2], row[3]))
-    return links
 
 
 def customer_id_by_uuid(conn: Connection, uuid: str) -> int | None:

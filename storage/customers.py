@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import json
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, false, select
 
 from storage.schema import customers, data_sources, merge_events, source_customers
-from storage.sql import one_or_in
+from storage.sql import chunks, fetch_all, ids_clause
+from storage.types import from_epoch_us
 
 # The customer fields the commercial product's API never sends as null: "" when unknown. Every door that
 # hands out a customer (the HTTP API, the CLI's --json, the automations' webhook) gives them the same
@@ -75,6 +77,31 @@ def missing_customer_message(conn: Connection, ref: str) -> str:
     return f"no customer {ref!r} (use a cus_… uuid or SOURCE:EXTERNAL_ID)"
 
 
+class SourceLink(NamedTuple):
+    """One source customer of a customer, as the customer's views name it."""
+
+    external_id: str
+    data_source_uuid: str
+    data_source_name: str
+    kind: str
+
+
+# The customer's columns of a view, then those of each of its source customers in link order: one row per
+# source customer (one with nulls for a customer that has none), one statement for any number of customers.
+_VIEW_COLUMNS = ("id", "uuid", "name", "email", "company", "country", "state", "city", "zip", "website_url", "owner",
+                 "status", "lead_status", "lead_created_at", "free_trial_started_at", "subscriber_since", "tags",
+                 "custom", "created_at")
+_TIME_COLUMNS = frozenset({"lead_created_at", "free_trial_started_at", "subscriber_since", "created_at"})
+_VIEW_SQL = (
+    "SELECT " + ", ".join(f"c.{name}" for name in _VIEW_COLUMNS)  # noqa: S608  # nosec B608 # constant names
+    + ", sc.external_id, ds.uuid, ds.name, ds.kind FROM customers AS c"
+    " LEFT JOIN source_customers AS sc ON sc.customer_id = c.id"
+    " LEFT JOIN data_sources AS ds ON ds.id = sc.data_source_id"
+    " WHERE {where} ORDER BY c.id, sc.linked_at, sc.id"
+)
+_VIEW_CHUNK = 500
+
+
 def customer_view(conn: Connection, customer_ids: Sequence[int]) -> list[dict[str, Any]]:
     """JSON-ready customers, in the order of ``customer_ids`` (missing ids are left out).
 
@@ -82,51 +109,92 @@ def customer_view(conn: Connection, customer_ids: Sequence[int]) -> list[dict[st
     website_url, owner, status, lead_status, lead_created_at, free_trial_started_at,
     subscriber_since, tags, custom (datetimes ISO 8601 with offset).
     """
-    if not customer_ids:
+    return [view for view, _links in linked_views(conn, customer_ids)]
+
+
+def linked_views(conn: Connection, customer_ids: Sequence[int]) -> list[tuple[dict[str, Any], list[SourceLink]]]:
+    """Each customer's :func:`customer_view` with its source customers in link order, in the order of
+    ``customer_ids`` (missing ids are left out)."""
+    found: dict[int, tuple[dict[str, Any], list[SourceLink]]] = {}
+    for part in chunks(list(dict.fromkeys(customer_ids)), _VIEW_CHUNK):
+        if len(part) == 1:  # a single customer's page (a retrieve, a create's answer): the plainest plan
+            where, params = ("c.id = ?" if conn.dialect.name == "sqlite" else "c.id = %s"), (part[0],)
+        else:
+            clause, params = ids_clause(conn, part)
+            where = "c.id " + clause
+        for view, links in _views(conn, where, params):
+            found[view["id"]] = (view, links)
+    return [found[cid] for cid in customer_ids if cid in found]
+
+
+def linked_view_by_uuid(conn: Connection, uuid: str) -> tuple[dict[str, Any], list[SourceLink]] | None:
+    """The live customer of public id ``uuid`` as :func:`linked_views` gives it (None when there is none)."""
+    views = _views(conn, "c.uuid = ?" if conn.dialect.name == "sqlite" else "c.uuid = %s", (uuid,))
+    return views[0] if views else None
+
+
+def linked_views_by_email(
+    conn: Connection, email: str, *, after_id: int = 0, limit: int
+) -> list[tuple[dict[str, Any], list[SourceLink]]]:
+    """Customers whose normalised email is ``email``'s, in id order after ``after_id``, at most ``limit``,
+    as :func:`linked_views` gives them. Text that is no email address matches nobody."""
+    from funnelsync.normalize import normalize_email
+
+    wanted = normalize_email(email)
+    if wanted is None:
         return []
-    ids = list(customer_ids)
-    links: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
-    for link in conn.execute(
-        select(source_customers.c.customer_id, source_customers.c.external_id, data_sources.c.uuid, data_sources.c.name)
-        .join(data_sources, data_sources.c.id == source_customers.c.data_source_id)
-        .where(one_or_in(source_customers.c.customer_id, ids))
-        .order_by(source_customers.c.customer_id, source_customers.c.linked_at, source_customers.c.id)
-    ):
-        links[link[0]].append((link[1], link[2], link[3]))
-    rows: dict[int, Any] = {
-        r["id"]: r for r in conn.execute(select(customers).where(one_or_in(customers.c.id, ids))).mappings()
-    }
-    out = []
-    for cid in ids:
-        row = rows.get(cid)
-        if row is None:
-            continue
-        own = links.get(cid, [])
-        out.append({
-            "id": cid,
-            "uuid": row["uuid"],
-            "external_ids": [ext for ext, _, _ in own],
-            "data_sources": sorted({name for _, _, name in own}),
-            "data_source_uuids": sorted({ds for _, ds, _ in own}),
-            "name": row["name"],
-            "email": row["email"],
-            "company": row["company"],
-            "country": row["country"],
-            "state": row["state"],
-            "city": row["city"],
-            "zip": row["zip"],
-            "website_url": row["website_url"],
-            "owner": row["owner"],
-            "status": row["status"],
-            "lead_status": row["lead_status"],
-            "lead_created_at": _iso(row["lead_created_at"]),
-            "free_trial_started_at": _iso(row["free_trial_started_at"]),
-            "subscriber_since": _iso(row["subscriber_since"]),
-            "tags": list(row["tags"] or []),
-            "custom": dict(row["custom"] or {}),
-            "created_at": _iso(row["created_at"]),
-        })
+    where = "c.id IN (SELECT id FROM customers WHERE email_norm = ? AND id > ? ORDER BY id LIMIT ?)"
+    if conn.dialect.name != "sqlite":
+        where = where.replace("?", "%s")
+    return _views(conn, where, (wanted, after_id, limit))
+
+
+def _views(conn: Connection, where: str, params: tuple[Any, ...]) -> list[tuple[dict[str, Any], list[SourceLink]]]:
+    """Views and links of the customers ``where`` selects (a condition on ``c``, the customers), in id order.
+
+    One DB-API statement: the API's retrieve and search answer from it, where SQLAlchemy's per-statement
+    work and one query for the customers plus one for their links cost more than the database itself.
+    """
+    sqlite = conn.dialect.name == "sqlite"
+    out: list[tuple[dict[str, Any], list[SourceLink]]] = []
+    current: tuple[dict[str, Any], list[SourceLink]] | None = None
+    for row in fetch_all(conn, _VIEW_SQL.format(where=where), params):
+        if current is None or row[0] != current[0]["id"]:
+            current = (_view_of(row, sqlite), [])
+            out.append(current)
+        if row[-4] is not None:
+            current[1].append(SourceLink(*row[-4:]))
+    for view, links in out:
+        view["external_ids"] = [link.external_id for link in links]
+        view["data_sources"] = sorted({link.data_source_name for link in links})
+        view["data_source_uuids"] = sorted({link.data_source_uuid for link in links})
     return out
+
+
+def _view_of(row: Sequence[Any], sqlite: bool) -> dict[str, Any]:
+    values = dict(zip(_VIEW_COLUMNS, row, strict=False))
+    for name in _TIME_COLUMNS:
+        values[name] = _iso(_utc(values[name], sqlite))
+    tags, custom = values["tags"], values["custom"]
+    if sqlite:  # JSON text there; psycopg hands them decoded (SQLAlchemy's own loads, set on each connection)
+        tags, custom = (None if text is None else json.loads(text) for text in (tags, custom))
+    return {
+        "id": values["id"], "uuid": values["uuid"], "external_ids": [], "data_sources": [], "data_source_uuids": [],
+        **{name: values[name] for name in ("name", "email", "company", "country", "state", "city", "zip",
+                                           "website_url", "owner", "status", "lead_status")},
+        "lead_created_at": values["lead_created_at"], "free_trial_started_at": values["free_trial_started_at"],
+        "subscriber_since": values["subscriber_since"], "tags": list(tags or []), "custom": dict(custom or {}),
+        "created_at": values["created_at"],
+    }
+
+
+def _utc(value: Any, sqlite: bool) -> datetime | None:
+    """A stored time as ``storage.types.UTCDateTime`` reads it: epoch microseconds on SQLite, timestamptz else."""
+    if value is None:
+        return None
+    if sqlite:
+        return from_epoch_us(int(value))
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def list_customer_ids(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
-from storage.schema import id_blocks
+from storage.sql import fetch_all
 
 
 def new_uuid(prefix: str) -> str:
@@ -49,8 +49,8 @@ def allocate_ids(conn: Connection, table: str, count: int) -> list[int]:
     at them with two executemany statements, instead of a RETURNING round trip per row.
 
     PostgreSQL draws them from the table's own sequence (safe under concurrency). SQLite has no
-    sequences: the first statement is a write to ``id_blocks``, which takes SQLite's write lock for the
-    rest of the transaction, so ``max(id)`` read next cannot race with another writer.
+    sequences: the statement is a write to ``id_blocks``, which takes SQLite's write lock for the rest of
+    the transaction, so the ``max(id)`` it reads cannot race with another writer.
     """
     if count <= 0:
         return []
@@ -64,20 +64,17 @@ def allocate_ids(conn: Connection, table: str, count: int) -> list[int]:
             "SELECT array_agg(nextval(%s::regclass)) FROM generate_series(1, %s)", (sequences[table], count)
         ).scalar_one()
         return sorted(ids)
-    conn.execute(
-        text(
-            "INSERT INTO id_blocks (table_name, next_id) VALUES (:t, 1) "
-            "ON CONFLICT (table_name) DO UPDATE SET next_id = next_id"
-        ),
-        {"t": table},
-    )
-    stored = conn.execute(
-        text("SELECT next_id FROM id_blocks WHERE table_name = :t"), {"t": table}
-    ).scalar_one()
-    # The table name comes from our own constants, never from input.
-    highest = conn.execute(text(f"SELECT coalesce(max(id), 0) FROM {table}")).scalar_one()  # noqa: S608  # nosec B608 # table names are our constants
-    start = max(int(stored), int(highest) + 1)
-    conn.execute(
-        id_blocks.update().where(id_blocks.c.table_name == table).values(next_id=start + count)
-    )
-    return list(range(start, start + count))
+    # One statement: the block row is created or moved past both its last block and the table's highest id
+    # (rows written without a block, a restored backup), and its new end comes back. For a single record
+    # (an API create) the number of statements, not the rows, is what an upsert costs.
+    sql = _SQLITE_ALLOCATE.format(table=table)  # nosec B608 # table names are our constants
+    (end,) = fetch_all(conn, sql, (table, count, count))[0]
+    return list(range(int(end) - count, int(end)))
+
+
+# The table name comes from our own constants, never from input.
+_SQLITE_ALLOCATE = (
+    "INSERT INTO id_blocks (table_name, next_id) VALUES (?, (SELECT coalesce(max(id), 0) + 1 FROM {table}) + ?) "
+    "ON CONFLICT (table_name) DO UPDATE SET next_id = max(next_id, (SELECT coalesce(max(id), 0) + 1 FROM {table})) + ? "
+    "RETURNING next_id"
+)

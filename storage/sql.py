@@ -128,9 +128,3 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     """``items`` in slices of ``size``: ids per ``IN`` list, merges per transaction."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def one_or_in(column: Any, ids: Sequence[Any]) -> Any:
-    """``column = :id`` for one id, else ``column IN (…)``: a single customer's page (the API's retrieve, a
-    create's answer) skips the expanding IN's per-execution rendering of the cached statement."""
-    return column == ids[0] if len(ids) == 1 else column.in_(list(ids))

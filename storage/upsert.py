@@ -176,6 +176,16 @@ class FreshLoad:
     last_id: int
 
 
+def take_write_lock(conn: Connection) -> None:
+    """SQLite: take the database's write lock now, for the rest of the caller's transaction (PostgreSQL: nothing).
+
+    Python's sqlite3 begins a transaction at the first write: the reads before it see the database as it
+    was, and another writer may change it between those reads and the write that acts on them.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(_SQLITE_TAKE_WRITE_LOCK)
+
+
 def fresh_load(conn: Connection, data_source_id: int) -> FreshLoad | None:
     """A ``FreshLoad`` when the source holds no source customer (None when it holds any).
 
@@ -212,11 +222,10 @@ def upsert_prepared(
         raise ValueError(f"record {prepared[0].external_id!r} was prepared for another database than "
                          f"{conn.dialect.name}")
     if sqlite:
-        # Take SQLite's write lock before the lookups. Python's sqlite3 begins a transaction at the first
-        # write: the reads before it saw the database as it was, and a key another writer added before
-        # this batch's first insert was then written as new (ON CONFLICT turned it into an update of that
-        # writer's row, and the batch made a second customer for it). Holding the lock, nothing can race.
-        conn.exec_driver_sql(_SQLITE_TAKE_WRITE_LOCK)
+        # Take SQLite's write lock before the lookups: a key another writer added before this batch's first
+        # insert was otherwise written as new (ON CONFLICT turned it into an update of that writer's row,
+        # and the batch made a second customer for it). Holding the lock, nothing can race.
+        take_write_lock(conn)
         if fresh is not None and _highest_source_customer_id(conn) != fresh.last_id:
             fresh = None  # another writer added source customers since: look them up
         outcome = _upsert_batch(conn, data_source_id, prepared, link_new_by_email, now, fresh is not None)
