@@ -5,7 +5,8 @@ previous one is writing (group commit).
 statements of an upsert batch (ids, attribute types, automation rules), a commit writing every index page
 it touched, and on SQLite a turn at the single write lock, where a waiter sleeps in steps and wakes late.
 Written as one batch, they pay for that once; a create arriving while nothing is being written is
-written at once, alone, so nobody waits for a batch to fill.
+written at once, alone, so nobody waits for a batch to fill (only right after a batch of several does
+the writer wait up to ``linger_seconds`` for as many again).
 
 One writer thread takes what is queued (at most ``max_items``), writes it, hands each request its outcome
 on the request's own event loop, and takes the next batch; it ends after ``idle_seconds`` with nothing
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -42,10 +44,12 @@ class GroupCommit(Generic[T]):
     """
 
     def __init__(self, write: Callable[[Sequence[T]], None], *, max_items: int = 64, idle_seconds: float = 1.0,
+                 linger_seconds: float = 0.002,
                  alone_again: Callable[[BaseException], bool] = lambda _error: True) -> None:
         self._write = write
         self._max_items = max_items
         self._idle_seconds = idle_seconds
+        self._linger_seconds = linger_seconds
         self._alone_again = alone_again
         self._lock = threading.Lock()
         self._queued = threading.Condition(self._lock)
@@ -70,14 +74,27 @@ class GroupCommit(Generic[T]):
         await queued.written
 
     def _write_all(self) -> None:
+        last = 0
         while True:
             with self._lock:
                 if not self._queue:
+                    idle_since = time.monotonic()
                     self._queued.wait(self._idle_seconds)
                     if not self._queue:
                         self._writer = None  # under the lock: the next submit starts a new writer
                         return
+                    if time.monotonic() - idle_since > self._linger_seconds:
+                        last = 0  # a pause, not the requests of the last batch coming back
+                # After a batch of several, the requests it answered come back one by one: wait a moment
+                # for as many as it held (PostgreSQL's commit_delay with commit_siblings, in effect), so
+                # they do not go as a lone create each paying the whole transaction. A lone writer never
+                # waits.
+                deadline = time.monotonic() + self._linger_seconds
+                while 1 < last and len(self._queue) < min(last, self._max_items):
+                    if not self._queued.wait(deadline - time.monotonic()) and time.monotonic() >= deadline:
+                        break
                 batch, self._queue = self._queue[: self._max_items], self._queue[self._max_items :]
+            last = len(batch)
             self._write_batch(batch)
             by_loop: dict[asyncio.AbstractEventLoop, list[_Queued[T]]] = {}
             for queued in batch:

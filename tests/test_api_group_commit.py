@@ -84,6 +84,38 @@ def test_an_error_that_would_hit_each_item_alike_is_not_retried_item_by_item() -
     assert outcomes[0] is None and all(isinstance(outcome, OperationalError) for outcome in outcomes[1:])
 
 
+def test_after_a_batch_of_several_the_next_waits_for_as_many_and_a_lone_writer_never_waits() -> None:
+    batches: list[list[int]] = []
+    write, writing = _blocking_first_batch(batches, lambda _items: None)
+    # A linger far longer than the test may take: a batch goes when it has as many items as the last one.
+    commit: GroupCommit[int] = GroupCommit(write, linger_seconds=600)
+
+    async def scenario() -> None:
+        head = asyncio.ensure_future(commit.submit(1))
+        while not writing.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(asyncio.gather(*(commit.submit(item) for item in (2, 3, 4))), 30)
+        await head
+        later = []
+        for item in (5, 6, 7):  # one by one, as answered clients come back
+            later.append(asyncio.ensure_future(commit.submit(item)))
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(asyncio.gather(*later), 30)
+
+    asyncio.run(scenario())
+    assert batches == [[1], [2, 3, 4], [5, 6, 7]]
+
+    alone: list[list[int]] = []
+    lone: GroupCommit[int] = GroupCommit(alone.append, linger_seconds=600)
+
+    async def one_by_one() -> None:
+        for item in (1, 2, 3):
+            await asyncio.wait_for(lone.submit(item), 30)  # each batch of one: nothing to wait for
+
+    asyncio.run(one_by_one())
+    assert alone == [[1], [2], [3]]
+
+
 def test_the_writer_thread_ends_when_idle_and_comes_back() -> None:
     written: list[int] = []
     commit: GroupCommit[int] = GroupCommit(written.extend, idle_seconds=0.05)
