@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from collections.abc import Callable
 
 from fastapi import HTTPException, Request, status
 from sqlalchemy import Engine
@@ -73,6 +74,17 @@ class LiveKeys:
             self._until = {}
         self._until[digest] = time.monotonic() + self.seconds
 
+    def check(self, key: str, verify: Callable[[str], bool]) -> bool:
+        """Whether ``key`` is live: trusted while fresh, else asked of ``verify`` (the database) and
+        remembered when it is; a refusal is never remembered."""
+        digest = key_digest(key)
+        if self.fresh(digest):
+            return True
+        if not verify(key):
+            return False
+        self.remember(digest)
+        return True
+
 
 def _verify(engine: Engine, key: str) -> bool:
     with engine.connect() as conn:
@@ -89,14 +101,12 @@ async def require_api_key(request: Request) -> None:
     if key is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing HTTP Basic credentials (API key as user name)",
                             headers=_CHALLENGE)
-    live: LiveKeys | None = getattr(request.app.state, "live_keys", None)
-    digest = key_digest(key)
-    if live is not None and live.fresh(digest):
-        return
-    if not await run_in_threadpool(_verify, request.app.state.engine, key):
+    live: LiveKeys = getattr(request.app.state, "live_keys", None) or LiveKeys(0)
+    if live.fresh(key_digest(key)):
+        return  # no trip through the thread pool
+    engine = request.app.state.engine
+    if not await run_in_threadpool(live.check, key, lambda k: _verify(engine, k)):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers=_CHALLENGE)
-    if live is not None:
-        live.remember(digest)
 
 
 def request_actor(request: Request) -> str:

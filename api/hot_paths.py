@@ -40,7 +40,7 @@ from api.auth import LiveKeys, basic_key
 from api.customers import create_answer
 from api.errors import ApiError, busy_response, error_response, json_body
 from api.wire import DEFAULT_PER_PAGE, customer_json, json_bytes, page_envelope
-from storage.api_keys import key_digest, verify_api_key
+from storage.api_keys import verify_api_key
 from storage.customers import linked_view_by_uuid, linked_views_by_email
 from storage.db import is_database_locked, make_engine
 
@@ -153,14 +153,7 @@ class HotPaths:
         return Response(json_bytes(body), media_type="application/json")
 
     def _key_is_live(self, conn: Connection, key: str) -> bool:
-        # As api.auth.require_api_key: a key found live is trusted for the cache window, a refusal never is.
-        digest = key_digest(key)
-        if self.live_keys.fresh(digest):
-            return True
-        if not verify_api_key(conn, key):
-            return False
-        self.live_keys.remember(digest)
-        return True
+        return self.live_keys.check(key, lambda k: verify_api_key(conn, k))
 
 
 def _basic_key(scope: Scope) -> str | None:
