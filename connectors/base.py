@@ -252,6 +252,11 @@ class Connector(SourceKind):
             self._client.close()
             self._client = None
 
+    def forget_clients(self) -> None:
+        """Drop the HTTP clients unclosed, so the next request opens connections of its own: in a forked
+        child, whose inherited pool shares its sockets with the parent."""
+        self._client = None
+
     def __enter__(self) -> Self:
         return self
 

@@ -380,6 +380,10 @@ class BraintreeConnector(Connector, WebhookReceiver):
             self._gateway = self._client_for(str(self.settings["gateway_url"]), headers, url_setting="gateway_url")
         return self._gateway
 
+    def forget_clients(self) -> None:
+        super().forget_clients()
+        self._gateway = None
+
     def close(self) -> None:
         super().close()
         if self._gateway is not None:

@@ -19,15 +19,16 @@ from sqlalchemy import Connection, Engine
 
 from connectors.base import Connector, Feed, SettingsError
 from connectors.registry import SOURCE_KINDS, connector_class, is_connector_kind, kinds_fed, source_class
-from jobs.readahead import prefetched, rare_gc
+from jobs.readahead import rare_gc
 from jobs.secrets import resolve_settings
 from jobs.stored_records import stored_lookup
+from jobs.stream_reader import CHILD_AFTER_BATCHES, stream_batches
 from storage.bulk_load import bulk_load
 from storage.deletion_undo import restore_reappeared
 from storage.removal import remove_source_customers
 from storage.sources import list_sources, require_source
 from storage.sync_state import load_cursor, open_subscription_states, save_cursor
-from storage.upsert import upsert_records
+from storage.upsert import upsert_prepared
 
 
 class SyncError(Exception):
@@ -188,6 +189,7 @@ def run_stream(
     full_refresh: bool = False,
     progress: Progress | None = None,
     prefetch: int = PREFETCH_BATCHES,
+    child_after: int | None = CHILD_AFTER_BATCHES,
 ) -> StreamSummary:
     """Read one stream of a built connector into storage, one transaction per batch.
 
@@ -199,18 +201,21 @@ def run_stream(
         full_refresh: ignore the saved cursor and read everything.
         progress: called with the running summary after every committed batch.
         prefetch: batches read ahead in a background thread while one is written (0: none).
+        child_after: batches after which a long read carries on in a child process
+            (``jobs.stream_reader``; None: never).
     """
     summary = StreamSummary(stream)
     started = time.perf_counter()
     with engine.connect() as conn:
         state = None if full_refresh else load_cursor(conn, data_source_id, stream)
-    batches = prefetched(connector.read(stream, state, full_refresh), prefetch)
+    batches = stream_batches(connector, stream, state, full_refresh, sqlite=engine.dialect.name == "sqlite",
+                             prefetch=prefetch, child_after=child_after)
     # A first sync of a large source indexes after writing once it has brought as many new records as
     # the customer table held (storage.bulk_load).
     with rare_gc(), bulk_load(engine) as load:
         for batch in batches:
             with engine.begin() as conn:
-                result = upsert_records(conn, data_source_id, batch.records)
+                result = upsert_prepared(conn, data_source_id, batch.records)
                 summary.fetched += batch.fetched
                 summary.created += result.created
                 summary.updated += result.updated
