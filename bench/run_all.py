@@ -35,7 +35,7 @@ def benches(scale: float) -> dict[str, list[str]]:
         "upsert": ["upsert.py", "--rows", sized(1_000_000, scale)],
         # dlt's merge into SQLite re-loading an unchanged million rows runs for many minutes: it is stopped
         # and reported as stopped after this long, so one run of everything stays under an hour.
-        "vs_peers": ["vs_peers.py", "--rows", sized(1_000_000, scale), "--timeout", "300"],
+        "vs_peers": ["vs_peers.py", "--rows", sized(1_000_000, scale), "--timeout", "120"],
         "sync": ["sync.py", "--records", sized(200_000, scale)],
         "merge": ["merge.py", "--customers", sized(1_000_000, scale)],
         "metrics": ["metrics.py", "--n", sized(1_000_000, scale)],
