@@ -22,7 +22,7 @@ from connectors.registry import SOURCE_KINDS, connector_class, is_connector_kind
 from jobs.readahead import rare_gc
 from jobs.secrets import resolve_settings
 from jobs.stored_records import stored_lookup
-from jobs.stream_reader import CHILD_AFTER_BATCHES, stream_batches
+from jobs.stream_reader import CHILD_AFTER_BATCHES, PREFETCH_BATCHES, stream_batches
 from storage.bulk_load import bulk_load
 from storage.deletion_undo import restore_reappeared
 from storage.removal import remove_source_customers
@@ -104,9 +104,6 @@ class SyncSummary:
 
 Progress = Callable[[StreamSummary], None]
 
-# Batches fetched ahead while the previous one is written: the fetch waits on the network (and the
-# mapping is light), the write on the database, so overlapping them nearly halves a sync's time.
-PREFETCH_BATCHES = 2
 
 
 def pulled_sources(conn: Connection) -> list[tuple[str, str]]:
