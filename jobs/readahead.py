@@ -27,11 +27,12 @@ import queue
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from funnelsync.forking import other_threads_are_fork_quiet
 from funnelsync.handoff import put_unless_stopped
+from funnelsync.process_settings import ProcessSetting
 
 T = TypeVar("T")
 
@@ -39,34 +40,9 @@ SWITCH_INTERVAL = 0.0005
 # Generation-0 threshold during bulk work (Python's default is 700 net allocations).
 BULK_GC_THRESHOLD = 50_000
 
-class _ProcessSetting:
-    """A process-wide setting changed while at least one holder is inside, then put back as it was."""
-
-    def __init__(self, read: Callable[[], Any], write: Callable[[Any], None], bulk: Callable[[Any], Any]) -> None:
-        self._read, self._write, self._bulk = read, write, bulk
-        self._lock = threading.Lock()
-        self._holders = 0
-        self._saved: Any = None
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        with self._lock:
-            if self._holders == 0:
-                self._saved = self._read()
-                self._write(self._bulk(self._saved))
-            self._holders += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._holders -= 1
-                if self._holders == 0:
-                    self._write(self._saved)
-
-
-_switch = _ProcessSetting(sys.getswitchinterval, sys.setswitchinterval, lambda saved: min(saved, SWITCH_INTERVAL))
-_gc = _ProcessSetting(gc.get_threshold, lambda t: gc.set_threshold(*t),
-                      lambda saved: (max(saved[0], BULK_GC_THRESHOLD), *saved[1:]))
+_switch = ProcessSetting(sys.getswitchinterval, sys.setswitchinterval, lambda saved: min(saved, SWITCH_INTERVAL))
+_gc = ProcessSetting(gc.get_threshold, lambda t: gc.set_threshold(*t),
+                     lambda saved: (max(saved[0], BULK_GC_THRESHOLD), *saved[1:]))
 
 
 def short_switch_interval() -> AbstractContextManager[None]:

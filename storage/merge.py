@@ -33,6 +33,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 
+from funnelsync.process_settings import paused_gc
 from storage.duplicates import check_rules, find_duplicate_groups
 from storage.ids import allocate_ids, new_uuid, new_uuids
 from storage.merge_plan import (
@@ -270,6 +271,13 @@ def merge_batch(
         MergeError: a pair merges a customer into itself, a customer is merged away twice, or a
             survivor is merged away in the same batch.
     """
+    with paused_gc():
+        return _merge_batch(conn, merges, actor, skip_missing)
+
+
+def _merge_batch(
+    conn: Connection, merges: Sequence[tuple[int, int, str]], actor: str, skip_missing: bool
+) -> list[MergeEvent]:
     from_ids = [f for f, _, _ in merges]
     into_ids = list(dict.fromkeys(i for _, i, _ in merges))
     for from_id, into_id, _ in merges:

@@ -48,7 +48,6 @@ from sqlalchemy import (
     literal,
     not_,
     select,
-    text,
     type_coerce,
     union_all,
 )
@@ -61,6 +60,7 @@ from storage.filter_grammar import parse_filters
 from storage.filters import build_filter
 from storage.periods import Period, build_periods
 from storage.schema import customers, metric_count_deltas, metric_counts
+from storage.sql import pg_visible_fraction
 from storage.types import UTCDateTime
 
 COHORT_WINDOWS: tuple[int, ...] = (7, 14, 30, 60, 90)
@@ -120,13 +120,7 @@ def _dialect(conn: Connection) -> _Dialect:
     # Right after a bulk load (before VACUUM has marked pages all-visible) an "index-only" scan visits
     # the heap for every entry, and the per-period join is slower than one width_bucket scan; once the
     # pages are visible it is faster. The catalog says which holds.
-    visible = conn.execute(
-        text(
-            "SELECT relallvisible::float8 / greatest(relpages, 1) FROM pg_class WHERE oid = to_regclass(:t)"
-        ),
-        {"t": customers.name},
-    ).scalar()
-    return _Dialect(sqlite=False, index_only=visible is not None and visible >= PG_VISIBLE_FOR_INDEX_ONLY)
+    return _Dialect(sqlite=False, index_only=pg_visible_fraction(conn, customers.name) >= PG_VISIBLE_FOR_INDEX_ONLY)
 
 
 def _periods_table(periods: Sequence[Period]) -> Subquery:

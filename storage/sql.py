@@ -124,6 +124,18 @@ def ids_in(conn: Connection, column: Any, ids: Sequence[int]) -> Any:
     return column.in_(ids)
 
 
+def pg_visible_fraction(conn: Connection, table: str) -> float:
+    """PostgreSQL: the fraction of ``table``'s pages VACUUM has marked all-visible (0 when unknown).
+
+    Below most of them an index-only scan still reads the heap for every entry, so the plans that lean
+    on one (metrics, duplicate detection) check this first.
+    """
+    visible = conn.exec_driver_sql(
+        "SELECT relallvisible::float8 / greatest(relpages, 1) FROM pg_class WHERE oid = to_regclass(%s)", (table,)
+    ).scalar()
+    return float(visible or 0.0)
+
+
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     """``items`` in slices of ``size``: ids per ``IN`` list, merges per transaction."""
     for start in range(0, len(items), size):
