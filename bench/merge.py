@@ -2,10 +2,10 @@
 
 The dataset is written with the drivers' bulk paths (sqlite3 ``executemany``, PostgreSQL ``COPY``), not
 through the CLI or the upsert: this measures merging, not loading. After the load, ``ANALYZE`` (SQLite) or
-``VACUUM ANALYZE`` (PostgreSQL, what autovacuum does to a freshly loaded table on its own). Source ``crm`` holds one lead per
-person; source ``billing`` holds a paying subscriber for ``dup-rate`` of the customers, with the same
-email in another case — so each of those people exists twice and forms one group (survivor: the billing
-customer, which has subscriptions).
+``VACUUM ANALYZE`` (PostgreSQL, what autovacuum does to a freshly loaded table on its own).
+Source ``crm`` holds one lead per person; source ``billing`` holds a paying subscriber for ``dup-rate``
+of the customers, with the same email in another case — so each of those people exists twice and forms
+one group (survivor: the billing customer, which has subscriptions).
 
     python bench/merge.py                                  # 1,000,000 customers, SQLite and PostgreSQL
     python bench/merge.py --customers 100000 --backend sqlite
