@@ -174,3 +174,50 @@ def test_fresh_row_tuples_equal_the_dict_rows(name, email, website, lead, trial,
         last = {s.external_id: s for s in subs}
         assert [v[0] for v in prepared.subscriptions] == list(last)
         assert [v[1] for v in prepared.subscriptions] == [s.state for s in last.values()]
+
+
+def test_reproject_writes_only_the_columns_that_changed(db_engine):
+    """SQLite rewrites the entries of every index whose column an UPDATE names, changed or not (and runs the
+    metric counts' trigger): the re-projection names only the changed columns, and mirrors tags and
+    attributes again only when they changed. The stored rows still equal the projection."""
+    from sqlalchemy import event, update
+
+    from storage.projection import reproject
+    from storage.schema import source_customers
+
+    now = datetime(2026, 2, 1, tzinfo=timezone.utc)
+    with db_engine.begin() as conn:
+        source = create_source(conn, "crm", "custom").id
+        upsert_records(conn, source, [
+            SourceCustomerRecord(external_id="a", name="Ann", email="ann@a.io", tags=["vip"], custom={"plan": "pro"}),
+            SourceCustomerRecord(external_id="b", name="Bob", email="bob@b.io", tags=["new"]),
+        ], now=now)
+        ann, bob = resolve_customer(conn, "crm:a"), resolve_customer(conn, "crm:b")
+    statements: list[str] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        statements.append(statement)
+
+    with db_engine.begin() as conn:
+        sc = source_customers
+        conn.execute(update(sc).where(sc.c.external_id == "a").values(name="Annie"))
+        conn.execute(update(sc).where(sc.c.external_id == "b").values(tags=["new", "trial"]))
+        event.listen(db_engine, "before_cursor_execute", capture)
+        try:
+            assert reproject(conn, [ann, bob]) == 2
+        finally:
+            event.remove(db_engine, "before_cursor_execute", capture)
+        (ann_row,) = customer_view(conn, [ann])
+        (bob_row,) = customer_view(conn, [bob])
+        tags = {(r.customer_id, r.tag) for r in conn.execute(select(customer_tags.c.customer_id, customer_tags.c.tag))}
+        attributes = [r.customer_id for r in conn.execute(select(customer_attributes.c.customer_id))]
+    updates = [s for s in statements if s.lstrip().upper().startswith("UPDATE CUSTOMERS")]
+    assert len(updates) == 2
+    assert any('name' in s and 'tags' not in s for s in updates)
+    assert any('tags' in s and 'name' not in s for s in updates)
+    assert all('email_norm' not in s and 'lead_created_at' not in s for s in updates)
+    # Ann's tags and attributes were not touched, Bob's tags were mirrored again.
+    deletes = [s for s in statements if "customer_tags" in s and s.lstrip().upper().startswith("DELETE")]
+    assert len(deletes) == 1
+    assert (ann_row["name"], ann_row["tags"], bob_row["tags"]) == ("Annie", ["vip"], ["new", "trial"])
+    assert tags == {(ann, "vip"), (bob, "new"), (bob, "trial")} and attributes == [ann]
