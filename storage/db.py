@@ -12,6 +12,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
+from storage.types import load_json
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
@@ -66,7 +68,7 @@ def make_engine(url: str | None = None, **kwargs: object) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         busy = sqlite_busy_timeout()
-        engine = create_engine(url, connect_args={"timeout": busy}, **kwargs)  # type: ignore[arg-type]
+        engine = create_engine(url, connect_args={"timeout": busy}, json_deserializer=load_json, **kwargs)  # type: ignore[arg-type]
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -83,7 +85,7 @@ def make_engine(url: str | None = None, **kwargs: object) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)  # type: ignore[arg-type]
+    return create_engine(url, pool_pre_ping=True, json_deserializer=load_json, **kwargs)  # type: ignore[arg-type]
 
 
 def alembic_config(engine: Engine):  # type: ignore[no-untyped-def]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -10,7 +9,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, Connection, Table, Text, any_,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from storage.types import UTCDateTime, from_epoch_us
+from storage.types import UTCDateTime, from_epoch_us, load_json
 
 
 def dialect_insert(conn: Connection, table: Table) -> Any:
@@ -109,7 +108,7 @@ def row_decoder(conn: Connection, table: Table, columns: Sequence[str]) -> Calla
 def sqlite_json(value: Any) -> Any:
     """A value of a SQLite JSON column, decoded: the column's numeric affinity stores a JSON number as a
     number, which comes back as it is (as SQLAlchemy's JSON type returns it)."""
-    return json.loads(value) if isinstance(value, str) else value
+    return load_json(value) if isinstance(value, str) else value
 
 
 def ids_in(conn: Connection, column: Any, ids: Sequence[int]) -> Any:

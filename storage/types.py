@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -58,3 +59,14 @@ def to_epoch_us(value: datetime) -> int:
 def from_epoch_us(value: int) -> datetime:
     """Integer microseconds since the epoch to an aware UTC datetime."""
     return EPOCH + timedelta(microseconds=value)
+
+
+def load_json(text: str | bytes) -> Any:
+    """``json.loads``, with the empty list and object (most stored tags and custom attributes) answered
+    without the parser: a merge batch's re-projection decodes hundreds of thousands of them."""
+    if len(text) == 2:
+        if text in ("[]", b"[]"):
+            return []
+        if text in ("{}", b"{}"):
+            return {}
+    return json.loads(text)
