@@ -33,6 +33,8 @@ from pathlib import Path
 from urllib.parse import parse_qs
 from urllib.request import urlopen
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 T0 = 1_700_000_000
@@ -97,7 +99,7 @@ def make_app(total: int, latency: float = 0.0):
         body: dict = {"list": items}
         if more:
             body["next_offset"] = json.dumps([str(start + len(items)), "0"])
-        return json.dumps(body).encode()
+        return orjson.dumps(body)
 
     async def app(scope, receive, send):
         if scope["type"] != "http":

@@ -29,6 +29,7 @@ from datetime import UTC
 from typing import Any, Self
 
 import httpx
+import orjson
 import tenacity
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -315,6 +316,21 @@ def _vendor_message(response: httpx.Response) -> str:
     return " ".join(str(message).split())[:300]
 
 
+def decode_json(body: bytes) -> Any:
+    """Decode a JSON response body: orjson parses a page of records in under half the time of the
+    standard library, which matters when a sync's reader does little else.
+
+    The bodies orjson refuses and the standard library takes (NaN, a UTF-16 body) decode as the standard
+    library decodes them. One difference stays: an integer beyond 64 bits (signed, or unsigned when
+    positive) becomes a float, as it does in a JavaScript client; the vendors send identifiers that long
+    as strings.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
+
 class HttpClient:
     """One source's HTTP session: base URL, auth, timeouts, retries, and errors without secrets.
 
@@ -476,7 +492,7 @@ class HttpClient:
 
     def _decode(self, response: httpx.Response, method: str, url: str) -> Any:
         try:
-            return json.loads(response.content)
+            return decode_json(response.content)
         except ValueError:
             raise ApiError(
                 f"{self.source}: {self._where(method, url)} answered HTTP {response.status_code} with a body "

@@ -14,6 +14,7 @@ from connectors.http import (
     ApiError,
     CredentialsError,
     HttpClient,
+    decode_json,
     graphql_resource_limited,
     should_retry,
     wait_seconds,
@@ -222,3 +223,34 @@ def test_client_malformed_base_url_fails_at_once() -> None:
     with pytest.raises(ApiError, match="not a usable http"):
         client.get_json("/v1/customers")
     assert slept == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"list": [{"customer": {"id": "cb_1", "created_at": 1700000000}}], "next_offset": "[\\"1\\",\\"0\\"]"}',
+        b'{"id": 18446744073709551615, "low": -9223372036854775808}',  # the 64-bit bounds stay integers
+        b'{"amount": NaN, "limit": Infinity}',  # not JSON strictly, but what json.loads has always taken
+        '{"name": "Zoë"}'.encode("utf-16"),  # the stdlib detects UTF-16; orjson takes UTF-8 only
+        b'{"a": 1, "a": 2}',
+    ],
+)
+def test_decode_json_gives_what_the_standard_library_gives(body: bytes) -> None:
+    import json
+    import math
+
+    decoded, expected = decode_json(body), json.loads(body)
+    if "amount" in expected:
+        assert math.isnan(decoded["amount"]) and decoded["limit"] == math.inf
+    else:
+        assert decoded == expected
+        assert [type(v) for v in decoded.values()] == [type(v) for v in expected.values()]
+
+
+@pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>", b"", b'{"truncated": '])
+def test_client_body_that_is_not_json_is_an_api_error(body: bytes) -> None:
+    with respx.mock(base_url="https://api.example.test") as mock:
+        mock.get("/things").respond(200, content=body, headers={"content-type": "text/html"})
+        client, _ = make_client()
+        with pytest.raises(ApiError, match="GET /things answered HTTP 200 with a body that is not JSON"):
+            client.get_json("/things")
