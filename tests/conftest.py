@@ -11,6 +11,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,18 +31,17 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("FUNNELSYNC_TASK_RETRY_DELAYS", "0.2,0.2,0.2")
 
 
-def _sqlite_engine(tmp_path: Path) -> Engine:
-    return make_engine(f"sqlite:///{tmp_path / 'funnelsync-test.db'}")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A migrated, empty database of each kind, isolated per test."""
-    if request.param == "sqlite":
-        engine = _sqlite_engine(tmp_path)
+@contextmanager
+def migrated_database(kind: str, tmp_path: Path, name: str = "funnelsync-test") -> Iterator[Engine]:
+    """A migrated, empty database of ``kind``: a SQLite file in ``tmp_path``, or a PostgreSQL schema of its
+    own, dropped afterwards."""
+    if kind == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / f'{name}.db'}")
         upgrade(engine)
-        yield engine
-        engine.dispose()
+        try:
+            yield engine
+        finally:
+            engine.dispose()
         return
     schema = f"t_{uuid.uuid4().hex[:16]}"
     admin = make_engine(POSTGRES_URL)
@@ -60,6 +60,13 @@ def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty database of each kind, isolated per test."""
+    with migrated_database(request.param, tmp_path) as engine:
+        yield engine
+
+
 @pytest.fixture
 def db_url(db_engine: Engine) -> str:
     """The URL of ``db_engine`` (with its PostgreSQL schema) for CLI-level tests and subprocesses."""
@@ -69,10 +76,8 @@ def db_url(db_engine: Engine) -> str:
 @pytest.fixture
 def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     """A migrated SQLite database only, for tests that are about something other than storage."""
-    engine = _sqlite_engine(tmp_path)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+    with migrated_database("sqlite", tmp_path) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="session")

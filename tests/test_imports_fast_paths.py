@@ -20,22 +20,21 @@ from __future__ import annotations
 
 import csv
 import random
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect
 
 import jobs.imports as imports
 import storage.bulk_load as deferral
 from jobs.imports import import_csv
 from jobs.merging import merge_duplicates
-from storage.db import make_engine, upgrade
 from storage.lifecycle import collect_lifecycle_changes
 from storage.sql import fetch_all
+from tests.conftest import migrated_database
 
 ROWS = 240
 KNOWN = 80  # rows the mixed load's first import brings
@@ -77,31 +76,11 @@ def _write(path: Path, rows: list[list[str]]) -> Path:
 @pytest.fixture
 def twin(db_engine: Engine, tmp_path: Path) -> Iterator[Engine]:
     """A second migrated, empty database of the same kind as ``db_engine``."""
-    if db_engine.dialect.name == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'twin.db'}")
-        upgrade(engine)
+    with migrated_database(db_engine.dialect.name, tmp_path, "twin") as engine:
         yield engine
-        engine.dispose()
-        return
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    base = db_engine.url.render_as_string(hide_password=False).split("?", 1)[0]
-    admin = make_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(f"{base}?options=-csearch_path%3D{schema}")
-    try:
-        upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def _columns(conn: Any, table: str, leave_out: set[str]) -> list[str]:
-    from sqlalchemy import inspect
-
     return [c["name"] for c in inspect(conn).get_columns(table) if c["name"] not in leave_out]
 
 

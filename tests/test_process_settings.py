@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import threading
 
+import pytest
+
 from funnelsync.process_settings import paused_gc
 
 
@@ -40,7 +42,7 @@ def test_paused_gc_waits_for_the_last_holder_across_threads() -> None:
     thread.start()
     assert inside.wait(5)
     with paused_gc():
-        pass
+        assert not gc.isenabled()
     # This thread's holder has left, the other's has not: still paused.
     assert not gc.isenabled()
     release.set()
@@ -49,9 +51,6 @@ def test_paused_gc_waits_for_the_last_holder_across_threads() -> None:
 
 
 def test_paused_gc_restores_after_an_exception() -> None:
-    try:
-        with paused_gc():
-            raise RuntimeError("boom")
-    except RuntimeError:
-        pass
+    with pytest.raises(RuntimeError, match="boom"), paused_gc():
+        raise RuntimeError("boom")
     assert gc.isenabled()
